@@ -1,0 +1,318 @@
+//! The command line: `serve`, `copy`, `status`.
+
+mod copy;
+mod status;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use url::Url;
+
+use crate::config::{Config, CopyPath, LogFormat, MetadataPolicy};
+use crate::error::{Error, Result};
+use crate::target::auth::account_from_url;
+
+/// Exit code when some objects failed.
+pub const EXIT_FAILED_OBJECTS: u8 = 1;
+/// Exit code for bad usage or configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3-blob-sync",
+    version,
+    about = "Copy objects from AWS S3 to Azure Blob Storage, verified, and keep them in sync.",
+    long_about = "Copy objects from AWS S3 to Azure Blob Storage, verified, and keep them in sync.\n\n\
+        Configuration comes from the environment (see local.settings.sample.json for every \
+        variable). Azure: AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with a \
+        managed identity / az login / AZURE_STORAGE_SAS_TOKEN. AWS: the standard chain \
+        (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), AWS_REGION, and AWS_ENDPOINT_URL for emulators."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
+    Serve {
+        /// Port to listen on (default: FUNCTIONS_CUSTOMHANDLER_PORT).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed.
+    Copy(CopyArgs),
+    /// Show the checkpoint rows of a bucket: what was copied, skipped or failed, and why.
+    Status {
+        /// The source bucket.
+        #[arg(long)]
+        bucket: String,
+        /// Only rows that are not copied or up to date.
+        #[arg(long)]
+        problems: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+/// Arguments of `copy`.
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// Source, as s3://bucket/prefix.
+    pub source: String,
+    /// Target container URL and prefix, e.g. https://acct.blob.core.windows.net/container/prefix
+    /// (Azurite: http://127.0.0.1:10000/devstoreaccount1/container/prefix).
+    pub target: String,
+    /// Print what would be copied, skipped or refused, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Objects copied at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+    /// auto (server-side, falling back to streamed), server-side, or streamed.
+    #[arg(long, env = "SYNC_COPY_PATH", value_parser = ["auto", "server-side", "streamed"])]
+    pub copy_path: Option<String>,
+    /// What to do with S3 metadata names Azure rejects: exclude, fail, or rename.
+    #[arg(long, env = "SYNC_METADATA_POLICY", value_parser = ["exclude", "fail", "rename"])]
+    pub metadata_policy: Option<String>,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// An S3 location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (may be empty).
+    pub prefix: String,
+}
+
+/// Parses `s3://bucket/prefix`.
+pub fn parse_s3_url(s: &str) -> Result<S3Location> {
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::invalid(format!("source `{s}` must look like s3://bucket/prefix")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !valid {
+        return Err(Error::invalid(format!(
+            "source bucket `{bucket}` is not a valid S3 bucket name"
+        )));
+    }
+    Ok(S3Location {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+    })
+}
+
+/// A parsed target URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Blob service endpoint (path-style includes the account).
+    pub endpoint: Url,
+    /// Account name.
+    pub account: String,
+    /// Container.
+    pub container: String,
+    /// Name prefix (may be empty).
+    pub prefix: String,
+}
+
+/// Parses `https://acct.blob.core.windows.net/container/prefix` or the path-style
+/// `http://host:port/acct/container/prefix`. A query string (SAS) is refused: pass it in
+/// AZURE_STORAGE_SAS_TOKEN so it is never echoed.
+pub fn parse_blob_url(s: &str) -> Result<BlobLocation> {
+    let u = Url::parse(s).map_err(|e| Error::invalid(format!("target is not a URL ({e}); expected https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX")))?;
+    if u.query().is_some() {
+        return Err(Error::invalid(
+            "target URL must not carry a query (SAS): set AZURE_STORAGE_SAS_TOKEN instead",
+        ));
+    }
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(Error::invalid("target URL must be http(s)"));
+    }
+    let account = account_from_url(&u)
+        .ok_or_else(|| Error::invalid("target URL names no storage account"))?;
+    let path_style = !u.host_str().unwrap_or("").contains(".blob.");
+    let mut segs: Vec<&str> = u
+        .path()
+        .trim_start_matches('/')
+        .splitn(if path_style { 3 } else { 2 }, '/')
+        .collect();
+    if path_style {
+        segs.remove(0);
+    }
+    let container = segs.first().copied().unwrap_or("").to_string();
+    if container.is_empty() {
+        return Err(Error::invalid("target URL names no container"));
+    }
+    crate::target::blob::validate_container_name(&container)?;
+    let prefix = percent_encoding::percent_decode_str(segs.get(1).copied().unwrap_or(""))
+        .decode_utf8()
+        .map_err(|_| Error::invalid("target prefix is not UTF-8"))?
+        .to_string();
+    let mut endpoint = u.clone();
+    endpoint.set_path(if path_style { &account } else { "" });
+    let endpoint = Url::parse(endpoint.as_str().trim_end_matches('/')).expect("valid");
+    Ok(BlobLocation {
+        endpoint,
+        account,
+        container,
+        prefix,
+    })
+}
+
+/// Loads the configuration for a CLI run against `target`: with no Azure variables set, the
+/// account comes from the URL and Entra ID is used.
+fn load_config(target: Option<&BlobLocation>) -> Result<Config> {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    let has_azure = ["AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT"]
+        .iter()
+        .any(|v| env.get(*v).is_some_and(|s| !s.trim().is_empty()));
+    if let (false, Some(t)) = (has_azure, target) {
+        env.insert("AZURE_STORAGE_ACCOUNT".into(), t.account.clone());
+    }
+    env.entry("SYNC_LOG_FORMAT".into())
+        .or_insert_with(|| "pretty".into());
+    let mut cfg = Config::from(&env)?;
+    if let Some(t) = target {
+        if cfg.azure.name != t.account {
+            return Err(Error::invalid(format!(
+                "target URL names account `{}` but the Azure credentials are for `{}`",
+                t.account, cfg.azure.name
+            )));
+        }
+        cfg.azure.blob_endpoint = t.endpoint.clone();
+    }
+    Ok(cfg)
+}
+
+fn apply_overrides(cfg: &mut Config, args: &CopyArgs) -> Result<()> {
+    if let Some(p) = &args.copy_path {
+        cfg.engine.copy_path = p.parse::<CopyPath>().map_err(Error::invalid)?;
+    }
+    if let Some(p) = &args.metadata_policy {
+        cfg.engine.metadata_policy = p.parse::<MetadataPolicy>().map_err(Error::invalid)?;
+    }
+    Ok(())
+}
+
+/// Entry point used by `main`.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { port } => serve(port).await,
+        Command::Copy(args) => copy::run(args).await,
+        Command::Status {
+            bucket,
+            problems,
+            limit,
+        } => status::run(&bucket, problems, limit).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn serve(port: Option<u16>) -> Result<ExitCode> {
+    let port = match port {
+        Some(p) => p,
+        None => {
+            let v = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT").map_err(|_| {
+                Error::invalid("FUNCTIONS_CUSTOMHANDLER_PORT is not set (the Functions host sets it; or pass --port)")
+            })?;
+            v.trim().parse().map_err(|_| {
+                Error::invalid(format!(
+                    "FUNCTIONS_CUSTOMHANDLER_PORT: `{v}` is not a port number"
+                ))
+            })?
+        }
+    };
+    let config = Config::from_env()?;
+    crate::telemetry::init(config.log_format, "info");
+    let state = crate::AppState::new(config).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    tracing::info!(
+        port,
+        version = env!("CARGO_PKG_VERSION"),
+        "custom handler listening"
+    );
+    axum::serve(listener, crate::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::internal(format!("server: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Log format for CLI commands (pretty unless SYNC_LOG_FORMAT says otherwise).
+fn cli_log_format(cfg: &Config) -> LogFormat {
+    cfg.log_format
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls() {
+        assert_eq!(
+            parse_s3_url("s3://my-bucket/a/b/").unwrap(),
+            S3Location {
+                bucket: "my-bucket".into(),
+                prefix: "a/b/".into()
+            }
+        );
+        assert_eq!(parse_s3_url("s3://bkt").unwrap().prefix, "");
+        assert!(parse_s3_url("http://x").is_err());
+        assert!(parse_s3_url("s3://UPPER/x").is_err());
+    }
+
+    #[test]
+    fn blob_urls() {
+        let l = parse_blob_url("https://acme.blob.core.windows.net/data/in/").unwrap();
+        assert_eq!(
+            (l.account.as_str(), l.container.as_str(), l.prefix.as_str()),
+            ("acme", "data", "in/")
+        );
+        assert_eq!(l.endpoint.as_str(), "https://acme.blob.core.windows.net/");
+        let l = parse_blob_url("http://127.0.0.1:10000/devstoreaccount1/c01/p").unwrap();
+        assert_eq!(
+            (l.account.as_str(), l.container.as_str(), l.prefix.as_str()),
+            ("devstoreaccount1", "c01", "p")
+        );
+        assert_eq!(
+            l.endpoint.as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1"
+        );
+        let e = parse_blob_url("https://acme.blob.core.windows.net/c?sv=1&sig=SECRET").unwrap_err();
+        assert!(!e.message().contains("SECRET"));
+        assert!(parse_blob_url("https://acme.blob.core.windows.net/").is_err());
+        assert!(parse_blob_url("https://acme.blob.core.windows.net/Bad_C").is_err());
+    }
+}

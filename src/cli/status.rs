@@ -1,0 +1,48 @@
+//! `status`: the checkpoint rows of a bucket.
+
+use std::process::ExitCode;
+
+use crate::checkpoint::{CheckpointStore, Outcome};
+use crate::error::Result;
+use crate::retry::RetryPolicy;
+use crate::target::table::TableClient;
+
+pub(super) async fn run(bucket: &str, problems: bool, limit: usize) -> Result<ExitCode> {
+    let cfg = super::load_config(None)?;
+    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    let auth = cfg.azure.authorizer()?;
+    let store = CheckpointStore::new(TableClient::new(
+        &cfg.azure,
+        &auth,
+        &cfg.checkpoint_table,
+        RetryPolicy::default(),
+    )?);
+    let mut rows = store.list_bucket(bucket).await?;
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    let total = rows.len();
+    if problems {
+        rows.retain(|r| !matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded));
+    }
+    println!(
+        "{:<20} {:>12} {:<10} {:<40} reason",
+        "outcome", "bytes", "verified", "key"
+    );
+    for r in rows.iter().take(limit) {
+        println!(
+            "{:<20} {:>12} {:<10} {:<40} {}",
+            r.outcome.as_str(),
+            r.size.map(|s| s.to_string()).unwrap_or_default(),
+            r.verified.as_deref().unwrap_or("-"),
+            r.key,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    if rows.len() > limit {
+        println!("… {} more (use --limit)", rows.len() - limit);
+    }
+    println!(
+        "{total} checkpoint rows for bucket {bucket} in table {}",
+        cfg.checkpoint_table
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,366 @@
+//! Configuration: read once from the environment, validated at start-up, failing fast with
+//! the name of the variable that is wrong. Secrets are held in [`Secret`] so `Debug` is safe.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+use crate::target::auth::{AzureAuth, StorageAccount};
+
+/// Which copy path to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyPath {
+    /// Server-side, falling back to streamed when Azure cannot read the source.
+    Auto,
+    /// Server-side only (Put Blob/Block From URL).
+    ServerSide,
+    /// Bytes stream through this process (ranged GET -> Put Block).
+    Streamed,
+}
+
+impl FromStr for CopyPath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(CopyPath::Auto),
+            "server-side" => Ok(CopyPath::ServerSide),
+            "streamed" => Ok(CopyPath::Streamed),
+            _ => Err(format!("`{s}` is not one of auto, server-side, streamed")),
+        }
+    }
+}
+
+/// What to do with S3 user metadata whose name is not a valid Azure metadata name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataPolicy {
+    /// Drop the entry (logged and counted).
+    Exclude,
+    /// Fail the object with a reason.
+    Fail,
+    /// Store as `rename_<sanitized>` plus `rename_key_<sanitized>` holding the original name.
+    Rename,
+}
+
+impl FromStr for MetadataPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "exclude" => Ok(MetadataPolicy::Exclude),
+            "fail" => Ok(MetadataPolicy::Fail),
+            "rename" => Ok(MetadataPolicy::Rename),
+            _ => Err(format!("`{s}` is not one of exclude, fail, rename")),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(format!("`{s}` is not one of json, pretty")),
+        }
+    }
+}
+
+/// Settings of the copy engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `SYNC_COPY_PATH`.
+    pub copy_path: CopyPath,
+    /// `SYNC_METADATA_POLICY`.
+    pub metadata_policy: MetadataPolicy,
+    /// `SYNC_BLOCK_SIZE_MIB`: block size for staged copies (the layout may raise it so the
+    /// object fits in 50,000 blocks).
+    pub block_size: u64,
+    /// `SYNC_BLOCK_CONCURRENCY`: blocks in flight per object.
+    pub block_concurrency: usize,
+    /// `SYNC_PRESIGN_EXPIRY_SECS`: life of a presigned source URL.
+    pub presign_expiry: Duration,
+    /// Largest object sent as one Put Blob From URL (Azure's limit is 5000 MiB).
+    pub put_blob_from_url_max: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            copy_path: CopyPath::Auto,
+            metadata_policy: MetadataPolicy::Exclude,
+            block_size: 8 * 1024 * 1024,
+            block_concurrency: 8,
+            presign_expiry: Duration::from_secs(900),
+            put_blob_from_url_max: 5000 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the source lives.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// `AWS_REGION` (the SDK chain also reads profiles).
+    pub region: Option<String>,
+    /// `AWS_ENDPOINT_URL`: an S3/SQS-compatible endpoint (emulators).
+    pub endpoint_url: Option<Url>,
+    /// `SYNC_S3_FORCE_PATH_STYLE`.
+    pub force_path_style: bool,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Azure storage account that holds the target container, queues and tables.
+    pub azure: StorageAccount,
+    /// The AWS side.
+    pub aws: AwsConfig,
+    /// The engine.
+    pub engine: EngineConfig,
+    /// `SYNC_TARGET_CONTAINER`: default container for queue messages that name none.
+    pub target_container: Option<String>,
+    /// `SYNC_TARGET_PREFIX`.
+    pub target_prefix: String,
+    /// `SYNC_SOURCE_PREFIX`: removed from keys when naming blobs.
+    pub source_prefix: String,
+    /// `SYNC_CHECKPOINT_TABLE` (default `objects`).
+    pub checkpoint_table: String,
+    /// `SYNC_MAX_DEQUEUE_COUNT` (default 5): on this attempt a failure is final.
+    pub max_dequeue_count: u32,
+    /// `SYNC_LOG_FORMAT` (default json).
+    pub log_format: LogFormat,
+}
+
+/// Reads variables from somewhere: the process environment, or a map in tests.
+pub trait Env {
+    /// The value of `name`, if set and not empty.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn parse<T: FromStr>(env: &dyn Env, name: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| Error::invalid(format!("{name}: {e}"))),
+    }
+}
+
+fn bool_var(env: &dyn Env, name: &str) -> Result<bool> {
+    match env
+        .get(name)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(v) => Err(Error::invalid(format!(
+            "{name}: `{v}` is not true or false"
+        ))),
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from(&ProcessEnv)
+    }
+
+    /// Reads and validates the configuration from `env`.
+    pub fn from(env: &dyn Env) -> Result<Self> {
+        let azure = azure_account(env)?;
+        let endpoint_url = match env.get("AWS_ENDPOINT_URL") {
+            None => None,
+            Some(v) => Some(
+                Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| Error::invalid("AWS_ENDPOINT_URL: not a valid http(s) URL"))?,
+            ),
+        };
+        let aws = AwsConfig {
+            region: env
+                .get("AWS_REGION")
+                .or_else(|| env.get("AWS_DEFAULT_REGION")),
+            endpoint_url,
+            force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
+        };
+        let d = EngineConfig::default();
+        let block_mib: u64 = parse(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / (1024 * 1024))?;
+        if !(1..=4000).contains(&block_mib) {
+            return Err(Error::invalid(
+                "SYNC_BLOCK_SIZE_MIB: must be between 1 and 4000",
+            ));
+        }
+        let block_concurrency: usize = parse(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency)?;
+        if !(1..=256).contains(&block_concurrency) {
+            return Err(Error::invalid(
+                "SYNC_BLOCK_CONCURRENCY: must be between 1 and 256",
+            ));
+        }
+        let presign: u64 = parse(env, "SYNC_PRESIGN_EXPIRY_SECS", d.presign_expiry.as_secs())?;
+        if !(60..=3600).contains(&presign) {
+            return Err(Error::invalid(
+                "SYNC_PRESIGN_EXPIRY_SECS: must be between 60 and 3600 (presigned URLs stay short-lived)",
+            ));
+        }
+        let engine = EngineConfig {
+            copy_path: parse(env, "SYNC_COPY_PATH", d.copy_path)?,
+            metadata_policy: parse(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
+            block_size: block_mib * 1024 * 1024,
+            block_concurrency,
+            presign_expiry: Duration::from_secs(presign),
+            put_blob_from_url_max: d.put_blob_from_url_max,
+        };
+        let target_container = env.get("SYNC_TARGET_CONTAINER");
+        if let Some(c) = &target_container {
+            crate::target::blob::validate_container_name(c)
+                .map_err(|e| Error::invalid(format!("SYNC_TARGET_CONTAINER: {}", e.message())))?;
+        }
+        let checkpoint_table = env
+            .get("SYNC_CHECKPOINT_TABLE")
+            .unwrap_or_else(|| "objects".into());
+        crate::target::table::validate_table_name(&checkpoint_table)
+            .map_err(|e| Error::invalid(format!("SYNC_CHECKPOINT_TABLE: {}", e.message())))?;
+        let max_dequeue_count: u32 = parse(env, "SYNC_MAX_DEQUEUE_COUNT", 5)?;
+        if max_dequeue_count == 0 {
+            return Err(Error::invalid("SYNC_MAX_DEQUEUE_COUNT: must be at least 1"));
+        }
+        Ok(Config {
+            azure,
+            aws,
+            engine,
+            target_container,
+            target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
+            source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
+            checkpoint_table,
+            max_dequeue_count,
+            log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
+        })
+    }
+}
+
+fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
+    if let Some(cs) = env.get("AZURE_STORAGE_CONNECTION_STRING") {
+        return StorageAccount::from_connection_string(&cs);
+    }
+    let Some(name) = env.get("AZURE_STORAGE_ACCOUNT") else {
+        return Err(Error::invalid(
+            "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT must be set \
+             (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
+        ));
+    };
+    if !(3..=24).contains(&name.len())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(Error::invalid(
+            "AZURE_STORAGE_ACCOUNT: must be 3-24 lower-case letters and digits",
+        ));
+    }
+    let auth = match env.get("AZURE_STORAGE_SAS_TOKEN") {
+        Some(s) => AzureAuth::Sas(Secret::new(s.trim_start_matches('?'))),
+        None => AzureAuth::Token,
+    };
+    StorageAccount::for_account(&name, auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn minimal_dev_config_is_valid() {
+        let c = Config::from(&env(&[(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )]))
+        .unwrap();
+        assert_eq!(c.engine.copy_path, CopyPath::Auto);
+        assert_eq!(c.checkpoint_table, "objects");
+        assert_eq!(c.max_dequeue_count, 5);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let base = [(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )];
+        let cases = [
+            ("SYNC_COPY_PATH", "sideways"),
+            ("SYNC_METADATA_POLICY", "keep"),
+            ("SYNC_BLOCK_SIZE_MIB", "0"),
+            ("SYNC_BLOCK_SIZE_MIB", "lots"),
+            ("SYNC_BLOCK_CONCURRENCY", "0"),
+            ("SYNC_PRESIGN_EXPIRY_SECS", "604800"),
+            ("AWS_ENDPOINT_URL", "not a url"),
+            ("SYNC_S3_FORCE_PATH_STYLE", "maybe"),
+            ("SYNC_TARGET_CONTAINER", "Bad_Name"),
+            ("SYNC_CHECKPOINT_TABLE", "1bad"),
+            ("SYNC_LOG_FORMAT", "xml"),
+            ("SYNC_MAX_DEQUEUE_COUNT", "0"),
+        ];
+        for (var, val) in cases {
+            let mut e = env(&base);
+            e.insert(var.into(), val.into());
+            let err = Config::from(&e).unwrap_err();
+            assert!(err.message().starts_with(var), "{var}={val}: {err}");
+        }
+        let err = Config::from(&env(&[])).unwrap_err();
+        assert!(err.message().contains("AZURE_STORAGE_CONNECTION_STRING"));
+        let err = Config::from(&env(&[("AZURE_STORAGE_ACCOUNT", "Has-Caps")])).unwrap_err();
+        assert!(err.message().starts_with("AZURE_STORAGE_ACCOUNT"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::from(&env(&[
+            ("AZURE_STORAGE_ACCOUNT", "acme"),
+            ("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=SECRETSIG"),
+        ]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("SECRETSIG"));
+    }
+}

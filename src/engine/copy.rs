@@ -1,0 +1,417 @@
+//! Copy of one object, as in DESIGN.md: HEAD the source, skip what is already there, move the
+//! bytes server-side or streamed, verify, then checkpoint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::layout::BlockLayout;
+use super::metadata::{map_metadata, provenance};
+use super::naming::{blob_name, NameIssue};
+use super::{CopyReport, CopyRequest, Engine, SyncMode};
+use crate::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
+use crate::config::CopyPath;
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::s3::ObjectHead;
+use crate::target::blob::{BlobProps, BlobTarget, CommitProps};
+
+impl Engine {
+    /// Brings one object up to date and checkpoints the outcome.
+    ///
+    /// Object-level verdicts that retrying cannot change (archived class, invalid name,
+    /// metadata refused by policy) come back as `Ok` with that outcome. Anything that may
+    /// succeed later (throttling, a checksum mismatch, a network fault) is recorded as
+    /// `failed` with its reason and returned as `Err`, so the caller retries or parks it.
+    pub async fn copy_object(&self, req: &CopyRequest) -> Result<CopyReport> {
+        let started = Instant::now();
+        let target = self.target(&req.container)?;
+        let target_id = target.url().to_string();
+        let seen = self
+            .checkpoint
+            .get(&req.bucket, &req.key, &target_id)
+            .await?;
+        let result = self
+            .copy_inner(req, &target, &target_id, seen.as_ref())
+            .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(r) => tracing::info!(
+                bucket = %req.bucket, key = %req.key, blob = r.blob.as_deref().unwrap_or(""),
+                bytes = r.bytes, outcome = r.outcome.as_str(), reason = r.reason.as_deref().unwrap_or(""),
+                path = r.path.unwrap_or(""), verified = r.verified.unwrap_or(""),
+                run_id = req.run_id.as_deref().unwrap_or(""), duration_ms, "object done"
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    bucket = %req.bucket, key = %req.key, outcome = "failed", error_kind = e.kind().as_str(),
+                    reason = %e, run_id = req.run_id.as_deref().unwrap_or(""), duration_ms, "object failed"
+                );
+                let mut rec = ObjectRecord::new(&req.bucket, &req.key, &target_id, Outcome::Failed);
+                rec.reason = Some(failure_reason(e));
+                rec.run_id = req.run_id.clone();
+                rec.failed_attempts = seen.as_ref().map_or(0, |s| s.record.failed_attempts) + 1;
+                // Keep what we knew of the last good copy so a later skip check still works.
+                if let Some(s) = &seen {
+                    rec.blob = s.record.blob.clone();
+                }
+                if let Err(w) = self.checkpoint.put(&rec, seen.as_ref()).await {
+                    tracing::error!(bucket = %req.bucket, key = %req.key, error = %w, "could not record failure");
+                }
+            }
+        }
+        result
+    }
+
+    async fn copy_inner(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+    ) -> Result<CopyReport> {
+        let mut rec = ObjectRecord::new(&req.bucket, &req.key, target_id, Outcome::Copied);
+        rec.run_id = req.run_id.clone();
+
+        let name = match blob_name(&req.key, &req.source_prefix, &req.target_prefix) {
+            Ok(n) => n,
+            Err(issue) => {
+                let outcome = match issue {
+                    NameIssue::FolderMarker | NameIssue::OutsidePrefix => Outcome::Excluded,
+                    NameIssue::Invalid(_) => Outcome::Unsupported,
+                };
+                return self
+                    .finish(rec, outcome, Some(issue.reason()), None, seen)
+                    .await;
+            }
+        };
+        rec.blob = Some(name.clone());
+
+        let Some(head) = self.s3.head(&req.bucket, &req.key).await? else {
+            return self.source_gone(req, target, rec, &name, seen).await;
+        };
+        rec.etag = Some(head.etag.clone());
+        rec.size = Some(head.size);
+        rec.version_id = head.version_id.clone();
+        rec.last_modified = head.last_modified.clone();
+
+        if let Some(class) = head.unreadable_class() {
+            let reason = format!("unsupported: {class} (restore the object first)");
+            return self
+                .finish(rec, Outcome::Unsupported, Some(reason), Some(&head), seen)
+                .await;
+        }
+
+        // Skip when the checkpoint already has this version at this blob...
+        if let Some(s) = seen {
+            let r = &s.record;
+            let done = matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
+            if done
+                && r.etag.as_deref() == Some(head.etag.as_str())
+                && r.size == Some(head.size)
+                && r.blob.as_deref() == Some(name.as_str())
+            {
+                let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
+                rep.bytes = head.size;
+                rep.blob = Some(name);
+                rep.reason = Some("checkpoint has this version".into());
+                return Ok(rep);
+            }
+        }
+        // ...or the blob's provenance says it holds it.
+        let existing = target.properties(&name).await?;
+        if let Some(p) = &existing {
+            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size))
+                && p.size == head.size
+            {
+                rec.verified = Some("provenance".into());
+                let reason = Some("blob already holds this version".into());
+                return self
+                    .finish(rec, Outcome::NoTransferNeeded, reason, Some(&head), seen)
+                    .await;
+            }
+        }
+
+        let meta = match map_metadata(&req.bucket, &req.key, &head, self.cfg.metadata_policy) {
+            Ok(m) => m,
+            Err(why) => {
+                return self
+                    .finish(rec, Outcome::Failed, Some(why), Some(&head), seen)
+                    .await
+            }
+        };
+        if !meta.excluded.is_empty() || !meta.renamed.is_empty() {
+            tracing::info!(
+                bucket = %req.bucket, key = %req.key, excluded = ?meta.excluded, renamed = ?meta.renamed,
+                "metadata names adjusted by policy"
+            );
+        }
+        let props = CommitProps {
+            headers: head.headers.clone(),
+            metadata: meta.values,
+        };
+
+        let (path, verified) = match self.cfg.copy_path {
+            CopyPath::Streamed => (
+                "streamed",
+                self.streamed(req, target, &name, &head, &props).await?,
+            ),
+            CopyPath::ServerSide => (
+                "server-side",
+                self.server_side(req, target, &name, &head, &props, existing.as_ref())
+                    .await?,
+            ),
+            CopyPath::Auto => match self
+                .server_side(req, target, &name, &head, &props, existing.as_ref())
+                .await
+            {
+                Ok(v) => ("server-side", v),
+                Err(e) if e.kind() == ErrorKind::CopySourceUnreachable => {
+                    tracing::info!(bucket = %req.bucket, key = %req.key, "Azure cannot read the source; streaming instead");
+                    (
+                        "streamed",
+                        self.streamed(req, target, &name, &head, &props).await?,
+                    )
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        rec.path = Some(path.into());
+        rec.verified = Some(verified.into());
+        self.finish(rec, Outcome::Copied, None, Some(&head), seen)
+            .await
+    }
+
+    /// The source object is gone: mirror deletes our blob, additive keeps it.
+    async fn source_gone(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        rec: ObjectRecord,
+        name: &str,
+        seen: Option<&Versioned>,
+    ) -> Result<CopyReport> {
+        if req.mode == SyncMode::Mirror {
+            // Only delete what this tool wrote for this key: never an unrelated blob.
+            if let Some(p) = target.properties(name).await? {
+                let ours = p.metadata.get("s3sync_bucket") == Some(&req.bucket);
+                if ours && target.delete(name).await? {
+                    return self
+                        .finish(
+                            rec,
+                            Outcome::Deleted,
+                            Some("source deleted".into()),
+                            None,
+                            seen,
+                        )
+                        .await;
+                }
+            }
+        }
+        let reason = match req.mode {
+            SyncMode::Mirror => "source object does not exist",
+            SyncMode::Additive => "source object does not exist (additive mode keeps the blob)",
+        };
+        self.finish(rec, Outcome::SourceMissing, Some(reason.into()), None, seen)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        mut rec: ObjectRecord,
+        outcome: Outcome,
+        reason: Option<String>,
+        head: Option<&ObjectHead>,
+        seen: Option<&Versioned>,
+    ) -> Result<CopyReport> {
+        rec.outcome = outcome;
+        rec.reason = reason;
+        rec.updated_at = now_rfc3339();
+        self.checkpoint.put(&rec, seen).await?;
+        Ok(CopyReport {
+            outcome,
+            reason: rec.reason,
+            bytes: head.map_or(0, |h| h.size),
+            blob: rec.blob,
+            path: match rec.path.as_deref() {
+                Some("server-side") => Some("server-side"),
+                Some("streamed") => Some("streamed"),
+                _ => None,
+            },
+            verified: match rec.verified.as_deref() {
+                Some("md5") => Some("md5"),
+                Some("size") => Some("size"),
+                Some("provenance") => Some("provenance"),
+                _ => None,
+            },
+        })
+    }
+
+    /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
+    async fn server_side(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        name: &str,
+        head: &ObjectHead,
+        props: &CommitProps,
+        existing: Option<&BlobProps>,
+    ) -> Result<&'static str> {
+        let url = self
+            .s3
+            .presign_get(
+                &req.bucket,
+                &req.key,
+                head.version_id.as_deref(),
+                self.cfg.presign_expiry,
+            )
+            .await?;
+        let expected = head.md5();
+        if head.size <= self.cfg.put_blob_from_url_max {
+            // With the source MD5, Azure checks the bytes it read before committing.
+            let got = target
+                .put_blob_from_url(name, &url, expected.as_ref().map(|m| &m[..]), props)
+                .await?;
+            if let (Some(want), Some(got)) = (expected, got.as_deref()) {
+                if got != want {
+                    // Committed but wrong: a corrupt blob is worse than none.
+                    if existing.is_none() {
+                        target.delete(name).await?;
+                    }
+                    return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+                }
+                return Ok("md5");
+            }
+        } else {
+            let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+            let url = Arc::new(url);
+            let results: Vec<Result<()>> = futures::stream::iter(0..layout.count())
+                .map(|i| {
+                    let (t, url, layout) = (target.clone(), url.clone(), &layout);
+                    async move {
+                        t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i))
+                            .await
+                    }
+                })
+                .buffer_unordered(self.cfg.block_concurrency)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<Vec<()>>>()?;
+            target.commit_blocks(name, &layout.ids(), props).await?;
+        }
+        // No MD5 to compare (multipart or KMS): check the committed size.
+        let p = target.properties(name).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Transient,
+                format!("{name}: blob missing right after commit"),
+            )
+        })?;
+        if p.size != head.size {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "size mismatch for s3://{}/{}: source {} bytes, blob {}",
+                    req.bucket, req.key, head.size, p.size
+                ),
+            ));
+        }
+        Ok(if expected.is_some() { "md5" } else { "size" })
+    }
+
+    /// Streamed copy: ranged GETs (pinned to the HEADed ETag) feed Put Block with bounded
+    /// concurrency; at most `2 × concurrency` blocks are in memory. The whole-object MD5 is
+    /// computed in order and compared before the block list is committed, so a mismatch
+    /// leaves the previous blob (or none) in place.
+    async fn streamed(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        name: &str,
+        head: &ObjectHead,
+        props: &CommitProps,
+    ) -> Result<&'static str> {
+        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+        let c = self.cfg.block_concurrency;
+        let mut fetches = futures::stream::iter(0..layout.count())
+            .map(|i| {
+                let range = layout.range(i);
+                async move {
+                    self.s3
+                        .get_range(&req.bucket, &req.key, &head.etag, range)
+                        .await
+                        .map(|b| (i, b))
+                }
+            })
+            .buffered(c);
+        let uploads = Arc::new(Semaphore::new(c));
+        let mut running = JoinSet::new();
+        let mut whole = Md5::new();
+        let mut moved = 0u64;
+        while let Some(next) = fetches.next().await {
+            let (i, data) = next?;
+            whole.update(&data);
+            moved += data.len() as u64;
+            let block_md5 = Md5::digest(&data).to_vec();
+            let permit = uploads
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let (t, id, n) = (target.clone(), layout.id(i), name.to_string());
+            running.spawn(async move {
+                let _permit = permit;
+                t.stage_block(&n, &id, data, &block_md5).await
+            });
+            while let Some(done) = running.try_join_next() {
+                done.map_err(|e| Error::internal(format!("upload task: {e}")))??;
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            done.map_err(|e| Error::internal(format!("upload task: {e}")))??;
+        }
+        if moved != head.size {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "size mismatch for s3://{}/{}: source {} bytes, read {moved}",
+                    req.bucket, req.key, head.size
+                ),
+            ));
+        }
+        let verified = match head.md5() {
+            Some(want) => {
+                let got = whole.finalize();
+                if got[..] != want[..] {
+                    return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+                }
+                "md5"
+            }
+            None => "size",
+        };
+        target.commit_blocks(name, &layout.ids(), props).await?;
+        Ok(verified)
+    }
+}
+
+fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!(
+            "checksum mismatch for s3://{}/{}: source MD5 {want}, copied {got}",
+            req.bucket, req.key
+        ),
+    )
+}
+
+/// The reason stored for a failure: a stable category first, then the detail.
+fn failure_reason(e: &Error) -> String {
+    let m = e.message();
+    match e.kind() {
+        ErrorKind::Integrity if m.contains("checksum mismatch") => m.to_string(),
+        ErrorKind::Integrity => format!("checksum mismatch: {m}"),
+        k => format!("{}: {m}", k.as_str()),
+    }
+}

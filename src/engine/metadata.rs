@@ -1,0 +1,176 @@
+//! Turning S3 user metadata into Azure metadata, and our provenance entries.
+//!
+//! Azure metadata names must be C# identifiers; S3 names often are not (`x-amz-meta-foo-bar`,
+//! `1st`). The policy follows azcopy: exclude (default), fail, or rename to
+//! `rename_<sanitized>` with `rename_key_<sanitized>` holding the original name. Azurite
+//! accepts names Azure rejects, so the check is ours.
+
+use std::collections::HashMap;
+
+use crate::config::MetadataPolicy;
+use crate::source::s3::ObjectHead;
+
+/// Prefix of our provenance entries.
+pub const PROVENANCE_PREFIX: &str = "s3sync_";
+/// Azure's limit on all metadata names and values together.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// Metadata ready for the blob, plus what the policy did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MappedMetadata {
+    /// Name -> value for the blob.
+    pub values: HashMap<String, String>,
+    /// Names dropped under `exclude`.
+    pub excluded: Vec<String>,
+    /// Names renamed under `rename`.
+    pub renamed: Vec<String>,
+}
+
+/// Whether `name` is a C# identifier as Azure requires: a letter or `_` first, then
+/// letters, digits or `_` (ASCII; Azure also rejects non-ASCII in headers).
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Values go out as HTTP headers: keep printable ASCII, percent-encode the rest.
+fn header_safe(v: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(v.trim(), SET).to_string()
+}
+
+/// Applies `policy` to the object's user metadata and adds provenance. Errors name the first
+/// offending entry (for `fail`) or the size overrun.
+pub fn map_metadata(
+    bucket: &str,
+    key: &str,
+    head: &ObjectHead,
+    policy: MetadataPolicy,
+) -> Result<MappedMetadata, String> {
+    let mut out = MappedMetadata::default();
+    let mut names: Vec<&String> = head.metadata.keys().collect();
+    names.sort();
+    for name in names {
+        let value = header_safe(&head.metadata[name]);
+        let lower = name.to_ascii_lowercase();
+        if is_valid_name(&lower) && !lower.starts_with(PROVENANCE_PREFIX) {
+            out.values.insert(lower, value);
+            continue;
+        }
+        match policy {
+            MetadataPolicy::Exclude => out.excluded.push(name.clone()),
+            MetadataPolicy::Fail => {
+                return Err(format!("invalid metadata name `{name}` (policy: fail)"))
+            }
+            MetadataPolicy::Rename => {
+                let s = sanitize(&lower);
+                out.values.insert(format!("rename_{s}"), value);
+                out.values
+                    .insert(format!("rename_key_{s}"), header_safe(name));
+                out.renamed.push(name.clone());
+            }
+        }
+    }
+    let p = |k: &str| format!("{PROVENANCE_PREFIX}{k}");
+    out.values.insert(p("bucket"), bucket.to_string());
+    out.values.insert(p("key"), header_safe(key));
+    out.values.insert(p("etag"), head.etag.clone());
+    out.values.insert(p("size"), head.size.to_string());
+    if let Some(v) = &head.version_id {
+        out.values.insert(p("version_id"), v.clone());
+    }
+    if let Some(v) = &head.last_modified {
+        out.values.insert(p("last_modified"), v.clone());
+    }
+    let total: usize = out.values.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_METADATA_BYTES {
+        return Err(format!(
+            "metadata is {total} bytes, more than Azure's {MAX_METADATA_BYTES}"
+        ));
+    }
+    Ok(out)
+}
+
+/// The source ETag and size recorded on a blob by an earlier copy.
+pub fn provenance(meta: &HashMap<String, String>) -> Option<(&str, u64)> {
+    let etag = meta.get(&format!("{PROVENANCE_PREFIX}etag"))?;
+    let size = meta
+        .get(&format!("{PROVENANCE_PREFIX}size"))?
+        .parse()
+        .ok()?;
+    Some((etag, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(meta: &[(&str, &str)]) -> ObjectHead {
+        ObjectHead {
+            etag: "e".into(),
+            size: 3,
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identifiers() {
+        for ok in ["a", "_x", "abc_123", "Author"] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "1st", "foo-bar", "a.b", "ü"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_policy() {
+        let h = head(&[("good", "1"), ("has-dash", "2"), ("9lives", "3")]);
+        let m = map_metadata("b", "k", &h, MetadataPolicy::Exclude).unwrap();
+        assert_eq!(m.values.get("good").map(String::as_str), Some("1"));
+        assert_eq!(
+            m.excluded,
+            vec!["9lives".to_string(), "has-dash".to_string()]
+        );
+        assert!(!m.values.keys().any(|k| k.contains("dash")));
+
+        let e = map_metadata("b", "k", &h, MetadataPolicy::Fail).unwrap_err();
+        assert!(e.contains("`9lives`"), "{e}");
+
+        let m = map_metadata("b", "k", &h, MetadataPolicy::Rename).unwrap();
+        assert_eq!(m.values["rename_has_dash"], "2");
+        assert_eq!(m.values["rename_key_has_dash"], "has-dash");
+        assert_eq!(m.values["rename_9lives"], "3");
+        assert_eq!(m.values["rename_key_9lives"], "9lives");
+    }
+
+    #[test]
+    fn provenance_and_limits() {
+        let h = head(&[]);
+        let m = map_metadata("b", "dir/ü k", &h, MetadataPolicy::Exclude).unwrap();
+        assert_eq!(provenance(&m.values), Some(("e", 3)));
+        assert_eq!(m.values["s3sync_key"], "dir/%C3%BC k");
+        let big = "x".repeat(9000);
+        let h = head(&[("big", big.as_str())]);
+        assert!(map_metadata("b", "k", &h, MetadataPolicy::Exclude)
+            .unwrap_err()
+            .contains("8192"));
+    }
+}

@@ -1,0 +1,133 @@
+//! The engine: copying (or deleting) one object, verifying it, and checkpointing the outcome.
+
+pub mod copy;
+pub mod layout;
+pub mod metadata;
+pub mod naming;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::checkpoint::{CheckpointStore, Outcome};
+use crate::config::{Config, EngineConfig};
+use crate::error::Result;
+use crate::retry::RetryPolicy;
+use crate::source::s3::S3Source;
+use crate::target::auth::{Authorizer, StorageAccount};
+use crate::target::blob::BlobTarget;
+use crate::target::table::TableClient;
+
+/// What to do when the source object is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Never delete from the target.
+    #[default]
+    Additive,
+    /// Delete the blob when the source is gone.
+    Mirror,
+}
+
+/// One object to bring up to date.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    /// Source bucket.
+    pub bucket: String,
+    /// Source key.
+    pub key: String,
+    /// Target container.
+    pub container: String,
+    /// Removed from the key when naming the blob.
+    pub source_prefix: String,
+    /// Put in front of the blob name.
+    pub target_prefix: String,
+    /// The run this belongs to.
+    pub run_id: Option<String>,
+    /// Additive or mirror.
+    pub mode: SyncMode,
+}
+
+/// What the engine did with one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyReport {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Why, for anything but a copy.
+    pub reason: Option<String>,
+    /// Bytes of the source object (moved or not).
+    pub bytes: u64,
+    /// The blob name, when there is one.
+    pub blob: Option<String>,
+    /// The path that moved the bytes.
+    pub path: Option<&'static str>,
+    /// How the copy was verified.
+    pub verified: Option<&'static str>,
+}
+
+impl CopyReport {
+    fn new(outcome: Outcome) -> Self {
+        CopyReport {
+            outcome,
+            reason: None,
+            bytes: 0,
+            blob: None,
+            path: None,
+            verified: None,
+        }
+    }
+}
+
+/// The engine and its clients; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    s3: S3Source,
+    account: StorageAccount,
+    auth: Authorizer,
+    checkpoint: CheckpointStore,
+    cfg: EngineConfig,
+    retry: RetryPolicy,
+    targets: Mutex<HashMap<String, BlobTarget>>,
+}
+
+impl Engine {
+    /// Builds the engine from the configuration (no network calls).
+    pub async fn from_config(config: &Config) -> Result<Self> {
+        let retry = RetryPolicy::default();
+        let auth = config.azure.authorizer()?;
+        let table = TableClient::new(&config.azure, &auth, &config.checkpoint_table, retry)?;
+        Ok(Engine {
+            s3: S3Source::new(&config.aws, retry).await,
+            account: config.azure.clone(),
+            auth,
+            checkpoint: CheckpointStore::new(table),
+            cfg: config.engine.clone(),
+            retry,
+            targets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The S3 source.
+    pub fn s3(&self) -> &S3Source {
+        &self.s3
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoint(&self) -> &CheckpointStore {
+        &self.checkpoint
+    }
+
+    /// The engine settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// A client for `container` (cached).
+    pub fn target(&self, container: &str) -> Result<BlobTarget> {
+        let mut map = self.targets.lock().expect("targets lock");
+        if let Some(t) = map.get(container) {
+            return Ok(t.clone());
+        }
+        let t = BlobTarget::new(&self.account, &self.auth, container, self.retry)?;
+        map.insert(container.to_string(), t.clone());
+        Ok(t)
+    }
+}

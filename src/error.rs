@@ -1,0 +1,181 @@
+//! The small public error every module maps into, and the one place that decides what is
+//! retryable.
+
+use std::fmt;
+
+/// What went wrong, by meaning. Module-private errors carry context (bucket, key) in the
+/// message and map into one of these kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The resource does not exist (404).
+    NotFound,
+    /// A precondition failed: ETag changed, If-Match lost (409/412).
+    Precondition,
+    /// The service asked us to slow down (429, 503 ServerBusy, SlowDown).
+    Throttled,
+    /// A transient fault: 5xx, connection reset, timeout.
+    Transient,
+    /// The request or the input is invalid; retrying will not help.
+    Invalid,
+    /// Credentials are missing, expired or lack permission.
+    Auth,
+    /// The bytes written do not match the source checksum.
+    Integrity,
+    /// Azure could not read the copy source (CannotVerifyCopySource); the caller may fall
+    /// back to the streamed path.
+    CopySourceUnreachable,
+    /// Anything else (a bug, an unexpected answer).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable lower-case name, used in logs and checkpoint rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Precondition => "precondition",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::CopySourceUnreachable => "copy_source_unreachable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// The crate's public error: a kind plus a message that is already free of secrets.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    /// Whether the failed call may be repeated safely (timeouts are retried only then).
+    idempotent: bool,
+}
+
+impl Error {
+    /// Builds an error; the message is passed through [`crate::redact::redact`] so a presigned
+    /// URL or SAS that slipped into a service's error text never reaches a log.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: crate::redact::redact(&message.into()),
+            idempotent: true,
+        }
+    }
+
+    /// Marks the failed call as not idempotent, so a timeout on it is not retried.
+    pub fn non_idempotent(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+
+    /// Shorthand for an [`ErrorKind::Invalid`] error.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Invalid, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The redacted message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes context (for example `copy s3://b/k`) to the message.
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.message = crate::redact::redact(&format!("{ctx}: {}", self.message));
+        self
+    }
+
+    /// The one policy for what may be retried.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::Throttled => true,
+            // A reset or timeout may have happened after the server applied the call.
+            ErrorKind::Transient => self.idempotent,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Maps an HTTP status (and a service error code, when known) to a kind.
+pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
+    match (status, code) {
+        (_, Some("CannotVerifyCopySource")) => ErrorKind::CopySourceUnreachable,
+        (_, Some("Md5Mismatch" | "Crc64Mismatch" | "BadDigest" | "InvalidDigest")) => {
+            ErrorKind::Integrity
+        }
+        (_, Some("ServerBusy" | "SlowDown" | "OperationTimedOut" | "RequestTimeout")) => {
+            ErrorKind::Throttled
+        }
+        (404, _) => ErrorKind::NotFound,
+        (409 | 412, _) => ErrorKind::Precondition,
+        (429 | 503, _) => ErrorKind::Throttled,
+        (401 | 403, _) => ErrorKind::Auth,
+        (408, _) => ErrorKind::Transient,
+        (400..=499, _) => ErrorKind::Invalid,
+        (500..=599, _) => ErrorKind::Transient,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping_and_retry_decision() {
+        assert_eq!(kind_from_status(503, None), ErrorKind::Throttled);
+        assert_eq!(
+            kind_from_status(500, Some("InternalError")),
+            ErrorKind::Transient
+        );
+        assert_eq!(kind_from_status(412, None), ErrorKind::Precondition);
+        assert_eq!(
+            kind_from_status(400, Some("CannotVerifyCopySource")),
+            ErrorKind::CopySourceUnreachable
+        );
+        assert_eq!(
+            kind_from_status(400, Some("Md5Mismatch")),
+            ErrorKind::Integrity
+        );
+        assert!(Error::new(ErrorKind::Throttled, "x").is_retryable());
+        assert!(Error::new(ErrorKind::Transient, "reset").is_retryable());
+        assert!(!Error::new(ErrorKind::Transient, "reset")
+            .non_idempotent()
+            .is_retryable());
+        assert!(!Error::new(ErrorKind::Invalid, "bad").is_retryable());
+        assert!(!Error::new(ErrorKind::Integrity, "bad").is_retryable());
+    }
+
+    #[test]
+    fn messages_are_redacted_on_construction() {
+        let e = Error::new(
+            ErrorKind::Transient,
+            "GET http://h/b/k?X-Amz-Signature=abcdef0123&X-Amz-Credential=AKIA/x failed",
+        );
+        assert!(!e.to_string().contains("abcdef0123"));
+        assert!(!e.to_string().contains("AKIA"));
+    }
+}

@@ -1,0 +1,184 @@
+//! `CopyObject`: queue-triggered on `copy-objects`; one message moves one object.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::protocol::{dequeue_count, queue_message_text, InvokeRequest};
+use super::{Failure, Handled};
+use crate::engine::{CopyRequest, SyncMode};
+use crate::error::{Error, ErrorKind};
+use crate::AppState;
+
+/// The binding name of the queue trigger in `functions/CopyObject/function.json`.
+pub const BINDING: &str = "message";
+
+/// A `copy-objects` message. Unknown fields are ignored so newer producers can add some.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyMessage {
+    /// Source bucket.
+    pub bucket: String,
+    /// Source key (not URL-encoded).
+    pub key: String,
+    /// Target container; defaults to `SYNC_TARGET_CONTAINER`.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Defaults to `SYNC_SOURCE_PREFIX`.
+    #[serde(default)]
+    pub source_prefix: Option<String>,
+    /// Defaults to `SYNC_TARGET_PREFIX`.
+    #[serde(default)]
+    pub target_prefix: Option<String>,
+    /// The run this belongs to.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// `additive` (default) or `mirror`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// Parses and validates a message; errors say what to fix.
+pub fn parse_message(text: &str) -> Result<CopyMessage, Error> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("copy-objects message is not JSON: {e}")))?;
+    let m: CopyMessage = serde_json::from_value(v).map_err(|e| {
+        Error::invalid(format!(
+            "copy-objects message: {e} (expected {{\"bucket\":…,\"key\":…}})"
+        ))
+    })?;
+    if m.bucket.trim().is_empty() {
+        return Err(Error::invalid("copy-objects message: `bucket` is empty"));
+    }
+    if m.key.is_empty() {
+        return Err(Error::invalid("copy-objects message: `key` is empty"));
+    }
+    if m.key.len() > 1024 {
+        return Err(Error::invalid(format!(
+            "copy-objects message: `key` is {} bytes; S3 keys are at most 1024",
+            m.key.len()
+        )));
+    }
+    if let Some(mode) = &m.mode {
+        if !matches!(mode.as_str(), "additive" | "mirror") {
+            return Err(Error::invalid(format!(
+                "copy-objects message: `mode` `{mode}` is not additive or mirror"
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// Handles one invocation.
+pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Failure> {
+    let text = req
+        .data
+        .get(BINDING)
+        .and_then(queue_message_text)
+        .ok_or_else(|| {
+            Failure::bad_input(Error::invalid(format!(
+                "invoke payload has no Data.{BINDING} queue message"
+            )))
+        })?;
+    let msg = parse_message(&text).map_err(Failure::bad_input)?;
+    let cfg = &state.config;
+    let container = msg
+        .container
+        .clone()
+        .or_else(|| cfg.target_container.clone())
+        .ok_or_else(|| {
+            Failure::bad_input(Error::invalid(
+                "message names no container and SYNC_TARGET_CONTAINER is not set",
+            ))
+        })?;
+    let copy = CopyRequest {
+        bucket: msg.bucket.clone(),
+        key: msg.key.clone(),
+        container,
+        source_prefix: msg
+            .source_prefix
+            .clone()
+            .unwrap_or_else(|| cfg.source_prefix.clone()),
+        target_prefix: msg
+            .target_prefix
+            .clone()
+            .unwrap_or_else(|| cfg.target_prefix.clone()),
+        run_id: msg.run_id.clone(),
+        mode: if msg.mode.as_deref() == Some("mirror") {
+            SyncMode::Mirror
+        } else {
+            SyncMode::Additive
+        },
+    };
+    let attempt = dequeue_count(&req.metadata).unwrap_or(1);
+    match state.engine.copy_object(&copy).await {
+        Ok(report) => Ok(Handled {
+            logs: vec![format!(
+                "s3://{}/{}: {}{}",
+                copy.bucket,
+                copy.key,
+                report.outcome.as_str(),
+                report
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )],
+            return_value: serde_json::json!({
+                "outcome": report.outcome.as_str(),
+                "reason": report.reason,
+                "blob": report.blob,
+                "bytes": report.bytes,
+                "path": report.path,
+                "verified": report.verified,
+            }),
+        }),
+        Err(e) => {
+            let last = attempt >= cfg.max_dequeue_count;
+            if last {
+                tracing::error!(
+                    bucket = %copy.bucket, key = %copy.key, attempt, outcome = "poisoned",
+                    reason = %e, "final attempt failed; the host moves the message to copy-objects-poison"
+                );
+            }
+            let retry_note = if last {
+                "final attempt; recorded as failed"
+            } else {
+                "will be retried"
+            };
+            let status = if e.kind() == ErrorKind::Invalid {
+                400
+            } else {
+                500
+            };
+            Err(Failure {
+                status,
+                error: e.context(format!(
+                    "s3://{}/{} (attempt {attempt}, {retry_note})",
+                    copy.bucket, copy.key
+                )),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let m = parse_message(r#"{"bucket":"b","key":"a b","future":1}"#).unwrap();
+        assert_eq!(m.key, "a b");
+        for (bad, needle) in [
+            ("not json", "not JSON"),
+            (r#"{"key":"k"}"#, "missing field `bucket`"),
+            (r#"{"bucket":"","key":"k"}"#, "`bucket` is empty"),
+            (r#"{"bucket":"b","key":""}"#, "`key` is empty"),
+            (r#"{"bucket":"b","key":"k","mode":"sideways"}"#, "`mode`"),
+            (r#"[1,2]"#, "expected"),
+        ] {
+            let e = parse_message(bad).unwrap_err();
+            assert!(e.message().contains(needle), "{bad}: {e}");
+        }
+    }
+}

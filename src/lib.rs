@@ -1,0 +1,44 @@
+//! s3-blob-sync: server-side copy and continuous sync from AWS S3 to Azure Blob Storage.
+//!
+//! The same engine runs as an Azure Functions custom handler ([`functions::router`]), as a
+//! CLI ([`cli`]), and (later) as a long-running worker.
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod functions;
+pub mod redact;
+pub mod retry;
+pub mod run;
+pub mod source;
+pub mod target;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+pub use functions::router;
+
+/// Shared state of the custom handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<config::Config>,
+    /// The copy engine.
+    pub engine: Arc<engine::Engine>,
+}
+
+impl AppState {
+    /// Builds the state: engine clients and the checkpoint table.
+    pub async fn new(config: config::Config) -> error::Result<Self> {
+        let engine = engine::Engine::from_config(&config).await?;
+        engine.checkpoint().ensure().await?;
+        Ok(AppState {
+            config: Arc::new(config),
+            engine: Arc::new(engine),
+        })
+    }
+}

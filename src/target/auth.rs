@@ -1,0 +1,431 @@
+//! Azure credentials: connection strings, account SAS signing, and the token chain.
+//!
+//! The official SDK signs only with Entra ID tokens (https) or a SAS already in the URL. So an
+//! account-key connection string (including Azurite's `UseDevelopmentStorage=true`) is turned
+//! into a short-lived account SAS here, and a [`SasPolicy`] appends it to every request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{Context, Request};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+
+/// Azurite's fixed, publicly documented development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The signed version used for account SAS tokens we mint.
+const SAS_VERSION: &str = "2022-11-02";
+
+/// How requests to Azure Storage are authorized.
+#[derive(Clone, Debug)]
+pub enum AzureAuth {
+    /// An account key: we mint account SAS tokens from it.
+    AccountKey(Secret),
+    /// A SAS token supplied by the operator (query string without the leading `?`).
+    Sas(Secret),
+    /// Entra ID: managed identity, workload identity, client secret, then Azure CLI.
+    Token,
+}
+
+/// One storage account's endpoints and credentials.
+#[derive(Clone, Debug)]
+pub struct StorageAccount {
+    /// The account name.
+    pub name: String,
+    /// Blob service endpoint, ending without a slash.
+    pub blob_endpoint: Url,
+    /// Queue service endpoint.
+    pub queue_endpoint: Url,
+    /// Table service endpoint.
+    pub table_endpoint: Url,
+    /// How to authorize.
+    pub auth: AzureAuth,
+}
+
+impl StorageAccount {
+    /// Parses an Azure Storage connection string. Errors never echo the string itself.
+    pub fn from_connection_string(cs: &str) -> Result<Self> {
+        let mut name = None;
+        let mut key = None;
+        let mut sas = None;
+        let mut protocol = "https".to_string();
+        let mut suffix = "core.windows.net".to_string();
+        let (mut blob, mut queue, mut table) = (None, None, None);
+        let mut dev = false;
+        for part in cs.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(Error::invalid(
+                    "AZURE_STORAGE_CONNECTION_STRING: a field is not of the form Name=Value",
+                ));
+            };
+            match k.to_ascii_lowercase().as_str() {
+                "usedevelopmentstorage" => dev = v.eq_ignore_ascii_case("true"),
+                "defaultendpointsprotocol" => protocol = v.to_ascii_lowercase(),
+                "accountname" => name = Some(v.to_string()),
+                "accountkey" => key = Some(v.to_string()),
+                "sharedaccesssignature" => sas = Some(v.trim_start_matches('?').to_string()),
+                "endpointsuffix" => suffix = v.to_string(),
+                "blobendpoint" => blob = Some(parse_endpoint("BlobEndpoint", v)?),
+                "queueendpoint" => queue = Some(parse_endpoint("QueueEndpoint", v)?),
+                "tableendpoint" => table = Some(parse_endpoint("TableEndpoint", v)?),
+                _ => {} // FileEndpoint and others: not ours to use.
+            }
+        }
+        if dev {
+            let base = |port: u16| {
+                Url::parse(&format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")).expect("static")
+            };
+            return Ok(StorageAccount {
+                name: AZURITE_ACCOUNT.into(),
+                blob_endpoint: blob.unwrap_or_else(|| base(10000)),
+                queue_endpoint: queue.unwrap_or_else(|| base(10001)),
+                table_endpoint: table.unwrap_or_else(|| base(10002)),
+                auth: AzureAuth::AccountKey(Secret::new(AZURITE_KEY)),
+            });
+        }
+        let auth =
+            match (key, sas) {
+                (Some(k), _) => {
+                    if base64::engine::general_purpose::STANDARD
+                        .decode(&k)
+                        .is_err()
+                    {
+                        return Err(Error::invalid(
+                            "AZURE_STORAGE_CONNECTION_STRING: AccountKey is not valid base64",
+                        ));
+                    }
+                    AzureAuth::AccountKey(Secret::new(k))
+                }
+                (None, Some(s)) => AzureAuth::Sas(Secret::new(s)),
+                (None, None) => return Err(Error::invalid(
+                    "AZURE_STORAGE_CONNECTION_STRING: needs AccountKey or SharedAccessSignature \
+                     (or use AZURE_STORAGE_ACCOUNT for Entra ID)",
+                )),
+            };
+        let name = match name {
+            Some(n) => n,
+            None => blob.as_ref().and_then(account_from_url).ok_or_else(|| {
+                Error::invalid("AZURE_STORAGE_CONNECTION_STRING: AccountName is missing")
+            })?,
+        };
+        let default = |svc: &str| {
+            parse_endpoint(
+                "EndpointSuffix",
+                &format!("{protocol}://{name}.{svc}.{suffix}"),
+            )
+        };
+        Ok(StorageAccount {
+            blob_endpoint: match blob {
+                Some(u) => u,
+                None => default("blob")?,
+            },
+            queue_endpoint: match queue {
+                Some(u) => u,
+                None => default("queue")?,
+            },
+            table_endpoint: match table {
+                Some(u) => u,
+                None => default("table")?,
+            },
+            name,
+            auth,
+        })
+    }
+
+    /// An account reached with Entra ID or a SAS, by name, at the public cloud endpoints.
+    pub fn for_account(name: &str, auth: AzureAuth) -> Result<Self> {
+        let ep = |svc: &str| {
+            parse_endpoint(
+                "AZURE_STORAGE_ACCOUNT",
+                &format!("https://{name}.{svc}.core.windows.net"),
+            )
+        };
+        Ok(StorageAccount {
+            name: name.to_string(),
+            blob_endpoint: ep("blob")?,
+            queue_endpoint: ep("queue")?,
+            table_endpoint: ep("table")?,
+            auth,
+        })
+    }
+
+    /// Builds the authorization for this account's clients.
+    pub fn authorizer(&self) -> Result<Authorizer> {
+        Ok(match &self.auth {
+            AzureAuth::AccountKey(k) => {
+                Authorizer::Sas(Arc::new(SasSource::minted(&self.name, k.clone())?))
+            }
+            AzureAuth::Sas(s) => Authorizer::Sas(Arc::new(SasSource::fixed(s.clone()))),
+            AzureAuth::Token => Authorizer::Token(chain_credential()),
+        })
+    }
+}
+
+fn parse_endpoint(field: &str, v: &str) -> Result<Url> {
+    let u = Url::parse(v.trim_end_matches('/'))
+        .map_err(|e| Error::invalid(format!("{field}: not a valid URL ({e})")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(Error::invalid(format!(
+            "{field}: must be an http(s) URL with a host"
+        )));
+    }
+    Ok(u)
+}
+
+/// `https://acct.blob.core.windows.net` -> `acct`; path-style `http://host/acct` -> `acct`.
+pub fn account_from_url(u: &Url) -> Option<String> {
+    let host = u.host_str()?;
+    if let Some((first, _)) = host.split_once(".blob.") {
+        return Some(first.to_string());
+    }
+    u.path_segments()?
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// How a client authorizes: a SAS appended per request, or an Entra ID token credential.
+#[derive(Clone, Debug)]
+pub enum Authorizer {
+    /// SAS query appended by [`SasPolicy`].
+    Sas(Arc<SasSource>),
+    /// Bearer tokens from this credential.
+    Token(Arc<dyn TokenCredential>),
+}
+
+/// Supplies the current SAS token, minting a fresh one before the old expires.
+#[derive(Debug)]
+pub struct SasSource {
+    key: Option<(String, Secret)>,
+    current: Mutex<(Secret, OffsetDateTime)>,
+}
+
+impl SasSource {
+    fn fixed(sas: Secret) -> Self {
+        SasSource {
+            key: None,
+            current: Mutex::new((sas, OffsetDateTime::now_utc() + time::Duration::days(36500))),
+        }
+    }
+
+    fn minted(account: &str, key: Secret) -> Result<Self> {
+        let (sas, exp) = mint_account_sas(account, &key, OffsetDateTime::now_utc())?;
+        Ok(SasSource {
+            key: Some((account.to_string(), key)),
+            current: Mutex::new((sas, exp)),
+        })
+    }
+
+    /// The token to use now.
+    pub fn token(&self) -> Secret {
+        let mut cur = self.current.lock().expect("sas lock");
+        if let Some((account, key)) = &self.key {
+            if cur.1 - OffsetDateTime::now_utc() < time::Duration::minutes(30) {
+                if let Ok(fresh) = mint_account_sas(account, key, OffsetDateTime::now_utc()) {
+                    *cur = fresh;
+                }
+            }
+        }
+        cur.0.clone()
+    }
+}
+
+/// Mints an account SAS (services blob, queue, table; all resource types) valid for 8 hours,
+/// with a start 5 minutes back to absorb clock skew.
+pub fn mint_account_sas(
+    account: &str,
+    key: &Secret,
+    now: OffsetDateTime,
+) -> Result<(Secret, OffsetDateTime)> {
+    let key_bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.expose())
+        .map_err(|_| Error::invalid("account key is not valid base64"))?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let start = (now - Duration::from_secs(300))
+        .format(&fmt)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let expiry_at = now + Duration::from_secs(8 * 3600);
+    let expiry = expiry_at
+        .format(&fmt)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let (sp, ss, srt, spr) = ("racwdlup", "bqt", "sco", "https,http");
+    // Field order for signed versions 2020-12-06 and later (the encryption scope is empty).
+    let to_sign =
+        format!("{account}\n{sp}\n{ss}\n{srt}\n{start}\n{expiry}\n\n{spr}\n{SAS_VERSION}\n\n");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key_bytes).map_err(|e| Error::internal(e.to_string()))?;
+    mac.update(to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("sv", SAS_VERSION)
+        .append_pair("ss", ss)
+        .append_pair("srt", srt)
+        .append_pair("sp", sp)
+        .append_pair("st", &start)
+        .append_pair("se", &expiry)
+        .append_pair("spr", spr)
+        .append_pair("sig", &sig)
+        .finish();
+    Ok((Secret::new(query), expiry_at))
+}
+
+/// Appends the current SAS to each request's query, once per try.
+#[derive(Debug)]
+pub struct SasPolicy(pub Arc<SasSource>);
+
+#[async_trait]
+impl Policy for SasPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let token = self.0.token();
+        let url = request.url_mut();
+        let merged = match url.query() {
+            // A retry already carries the SAS from the previous try.
+            Some(q) if q.contains("sig=") => q.to_string(),
+            Some(q) if !q.is_empty() => format!("{q}&{}", token.expose()),
+            _ => token.expose().to_string(),
+        };
+        url.set_query(Some(&merged));
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// Tries managed identity, workload identity, client secret (from `AZURE_TENANT_ID`,
+/// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), then the Azure CLI; remembers the first that
+/// answers.
+#[derive(Debug)]
+struct ChainCredential {
+    sources: Vec<(&'static str, Arc<dyn TokenCredential>)>,
+    chosen: Mutex<Option<usize>>,
+}
+
+fn chain_credential() -> Arc<dyn TokenCredential> {
+    let mut sources: Vec<(&'static str, Arc<dyn TokenCredential>)> = Vec::new();
+    if let Ok(c) = azure_identity::ManagedIdentityCredential::new(None) {
+        sources.push(("managed identity", c));
+    }
+    if let Ok(c) = azure_identity::WorkloadIdentityCredential::new(None) {
+        sources.push(("workload identity", c));
+    }
+    if let (Ok(t), Ok(id), Ok(secret)) = (
+        std::env::var("AZURE_TENANT_ID"),
+        std::env::var("AZURE_CLIENT_ID"),
+        std::env::var("AZURE_CLIENT_SECRET"),
+    ) {
+        if let Ok(c) = azure_identity::ClientSecretCredential::new(&t, id, secret.into(), None) {
+            sources.push(("client secret", c));
+        }
+    }
+    if let Ok(c) = azure_identity::AzureCliCredential::new(None) {
+        sources.push(("azure cli", c));
+    }
+    Arc::new(ChainCredential {
+        sources,
+        chosen: Mutex::new(None),
+    })
+}
+
+#[async_trait]
+impl TokenCredential for ChainCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let chosen = *self.chosen.lock().expect("chain lock");
+        if let Some(i) = chosen {
+            return self.sources[i].1.get_token(scopes, options).await;
+        }
+        let mut tried = Vec::new();
+        for (i, (name, c)) in self.sources.iter().enumerate() {
+            match c.get_token(scopes, options.clone()).await {
+                Ok(t) => {
+                    *self.chosen.lock().expect("chain lock") = Some(i);
+                    tracing::info!(credential = *name, "azure credential selected");
+                    return Ok(t);
+                }
+                Err(e) => tried.push(format!("{name}: {}", crate::redact::redact(&e.to_string()))),
+            }
+        }
+        Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Credential,
+            format!(
+                "no Azure credential worked (set AZURE_STORAGE_CONNECTION_STRING, or give this \
+                 host a managed identity, or log in with `az login`); tried: {}",
+                tried.join("; ")
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dev_storage_and_full_strings() {
+        let a = StorageAccount::from_connection_string("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(a.name, AZURITE_ACCOUNT);
+        assert_eq!(
+            a.table_endpoint.as_str(),
+            "http://127.0.0.1:10002/devstoreaccount1"
+        );
+        let a = StorageAccount::from_connection_string(
+            "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net",
+        )
+        .unwrap();
+        assert_eq!(
+            a.blob_endpoint.as_str(),
+            "https://acme.blob.core.windows.net/"
+        );
+        assert!(matches!(a.auth, AzureAuth::AccountKey(_)));
+        assert!(!format!("{a:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn rejects_bad_strings_without_echoing_them() {
+        let e = StorageAccount::from_connection_string("AccountName=a;AccountKey=not*base64!")
+            .unwrap_err();
+        assert!(e.message().contains("AccountKey is not valid base64"));
+        assert!(!e.message().contains("not*base64"));
+        let e = StorageAccount::from_connection_string("garbage").unwrap_err();
+        assert!(e.message().contains("Name=Value"));
+        let e = StorageAccount::from_connection_string("AccountName=a").unwrap_err();
+        assert!(e.message().contains("needs AccountKey"));
+    }
+
+    #[test]
+    fn minted_sas_has_expected_fields() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let (sas, exp) = mint_account_sas("acct", &Secret::new(AZURITE_KEY), now).unwrap();
+        let q = sas.expose();
+        assert!(
+            q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z")
+        );
+        assert!(q.contains("&sig="));
+        assert_eq!(exp - now, time::Duration::hours(8));
+    }
+
+    #[test]
+    fn account_from_urls() {
+        let u = Url::parse("https://acme.blob.core.windows.net/c").unwrap();
+        assert_eq!(account_from_url(&u).as_deref(), Some("acme"));
+        let u = Url::parse("http://127.0.0.1:10000/devstoreaccount1/c").unwrap();
+        assert_eq!(account_from_url(&u).as_deref(), Some("devstoreaccount1"));
+    }
+}

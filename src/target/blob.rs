@@ -1,0 +1,433 @@
+//! Blob operations the engine needs, over the official `azure_storage_blob` client. Every
+//! call goes through the crate's retry policy; errors are mapped and redacted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use azure_core::http::{RequestContent, Url};
+use azure_storage_blob::models::{
+    BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
+    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientStageBlockOptions,
+    BlockBlobClientStageBlockResultHeaders, BlockBlobClientUploadBlobFromUrlOptions,
+    BlockBlobClientUploadBlobFromUrlResultHeaders, BlockLookupList, ListBlobsIncludeItem,
+};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::redact::Secret;
+use crate::retry::RetryPolicy;
+use crate::target::auth::{Authorizer, StorageAccount};
+
+/// Checks a container name: 3-63 lower-case letters, digits and single hyphens.
+pub fn validate_container_name(name: &str) -> Result<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid container name (3-63 lower-case letters, digits and single hyphens)"
+        )))
+    }
+}
+
+/// Content headers carried from the source object to the blob.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentHeaders {
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Content-Encoding.
+    pub content_encoding: Option<String>,
+    /// Content-Language.
+    pub content_language: Option<String>,
+    /// Content-Disposition.
+    pub content_disposition: Option<String>,
+    /// Cache-Control.
+    pub cache_control: Option<String>,
+}
+
+/// What a blob's properties tell us.
+#[derive(Debug, Clone, Default)]
+pub struct BlobProps {
+    /// Content length.
+    pub size: u64,
+    /// ETag.
+    pub etag: String,
+    /// User metadata (our provenance entries included).
+    pub metadata: HashMap<String, String>,
+    /// Content-MD5, when the service has one.
+    pub content_md5: Option<Vec<u8>>,
+    /// Content headers.
+    pub headers: ContentHeaders,
+}
+
+/// A short listing entry.
+#[derive(Debug, Clone)]
+pub struct BlobEntry {
+    /// Blob name.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+    /// Metadata (when listed with it).
+    pub metadata: HashMap<String, String>,
+}
+
+/// What a commit writes besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct CommitProps {
+    /// Content headers.
+    pub headers: ContentHeaders,
+    /// Metadata, already validated.
+    pub metadata: HashMap<String, String>,
+}
+
+/// One container in one account.
+#[derive(Clone)]
+pub struct BlobTarget {
+    container: Arc<BlobContainerClient>,
+    name: String,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for BlobTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobTarget")
+            .field("url", &crate::redact::url_for_log(self.url()))
+            .finish()
+    }
+}
+
+impl BlobTarget {
+    /// A target for `container` in `account`.
+    pub fn new(
+        account: &StorageAccount,
+        auth: &Authorizer,
+        container: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        validate_container_name(container)?;
+        let mut url = account.blob_endpoint.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/{container}"));
+        let (cred, opts) = match auth {
+            Authorizer::Token(c) => (Some(c.clone()), super::client_options(auth)),
+            Authorizer::Sas(_) => (None, super::client_options(auth)),
+        };
+        let client = BlobContainerClient::new(
+            url,
+            cred,
+            Some(BlobContainerClientOptions {
+                client_options: opts,
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| super::map_azure_error(e, format!("container {container}")))?;
+        Ok(BlobTarget {
+            container: Arc::new(client),
+            name: container.to_string(),
+            retry,
+        })
+    }
+
+    /// The container's name.
+    pub fn container(&self) -> &str {
+        &self.name
+    }
+
+    /// The container URL (no credentials in it).
+    pub fn url(&self) -> &Url {
+        self.container.url()
+    }
+
+    /// Creates the container; an existing one is fine.
+    pub async fn create_if_missing(&self) -> Result<()> {
+        let r = self
+            .retry
+            .run("create container", || async {
+                self.container.create(None).await.map(|_| ()).map_err(|e| {
+                    super::map_azure_error(e, format!("create container {}", self.name))
+                })
+            })
+            .await;
+        match r {
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Deletes the container (tests and cleanup).
+    pub async fn delete_container(&self) -> Result<()> {
+        match self.container.delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = super::map_azure_error(e, format!("delete container {}", self.name));
+                if e.kind() == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn ctx(&self, blob: &str, op: &str) -> String {
+        format!("{op} {}/{blob}", self.name)
+    }
+
+    /// Properties of a blob; `None` when it does not exist.
+    pub async fn properties(&self, blob: &str) -> Result<Option<BlobProps>> {
+        let client = self.container.blob_client(blob);
+        let r = self
+            .retry
+            .run("get blob properties", || async {
+                client
+                    .get_properties(None)
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "get properties")))
+            })
+            .await;
+        let resp = match r {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let h = |r: azure_core::Result<Option<String>>| r.ok().flatten();
+        Ok(Some(BlobProps {
+            size: resp.content_length().ok().flatten().unwrap_or(0),
+            etag: resp
+                .etag()
+                .ok()
+                .flatten()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            metadata: resp.metadata().unwrap_or_default(),
+            content_md5: resp.content_md5().ok().flatten(),
+            headers: ContentHeaders {
+                content_type: h(resp.content_type()),
+                content_encoding: h(resp.content_encoding()),
+                content_language: h(resp.content_language()),
+                content_disposition: h(resp.content_disposition()),
+                cache_control: h(resp.cache_control()),
+            },
+        }))
+    }
+
+    /// Put Blob From URL: Azure reads `source` itself and commits the blob in one call.
+    /// With `source_md5`, Azure checks the bytes it read against it before committing.
+    /// Returns the Content-MD5 Azure computed, when it sends one.
+    pub async fn put_blob_from_url(
+        &self,
+        blob: &str,
+        source: &Secret,
+        source_md5: Option<&[u8]>,
+        props: &CommitProps,
+    ) -> Result<Option<Vec<u8>>> {
+        let client = self.container.blob_client(blob).block_blob_client();
+        let resp = self
+            .retry
+            .run("put blob from url", || async {
+                let h = &props.headers;
+                let opts = BlockBlobClientUploadBlobFromUrlOptions {
+                    copy_source_blob_properties: Some(false),
+                    source_content_md5: source_md5.map(<[u8]>::to_vec),
+                    blob_content_type: h.content_type.clone(),
+                    blob_content_encoding: h.content_encoding.clone(),
+                    blob_content_language: h.content_language.clone(),
+                    blob_content_disposition: h.content_disposition.clone(),
+                    blob_cache_control: h.cache_control.clone(),
+                    metadata: Some(props.metadata.clone()),
+                    ..Default::default()
+                };
+                client
+                    .upload_blob_from_url(source.expose().to_string(), Some(opts))
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put blob from url")))
+            })
+            .await?;
+        Ok(resp.content_md5().ok().flatten())
+    }
+
+    /// Put Block From URL for `range` (inclusive start, exclusive end) of `source`.
+    pub async fn stage_block_from_url(
+        &self,
+        blob: &str,
+        block_id: &[u8],
+        source: &Secret,
+        range: std::ops::Range<u64>,
+    ) -> Result<()> {
+        let client = self.container.blob_client(blob).block_blob_client();
+        self.retry
+            .run("put block from url", || async {
+                let opts = BlockBlobClientStageBlockFromUrlOptions {
+                    source_range: Some(range.clone().into()),
+                    ..Default::default()
+                };
+                client
+                    .stage_block_from_url(block_id, 0, source.expose().to_string(), Some(opts))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block from url")))
+            })
+            .await
+    }
+
+    /// Put Block with a transactional MD5, so Azure rejects bytes damaged in transit.
+    pub async fn stage_block(
+        &self,
+        blob: &str,
+        block_id: &[u8],
+        data: Bytes,
+        md5: &[u8],
+    ) -> Result<()> {
+        let client = self.container.blob_client(blob).block_blob_client();
+        let len = data.len() as u64;
+        self.retry
+            .run("put block", || async {
+                let opts = BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(md5.to_vec()),
+                    ..Default::default()
+                };
+                let resp = client
+                    .stage_block(block_id, len, data.clone().into(), Some(opts))
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block")))?;
+                // Azure echoes the MD5 it computed; a different one means it stored other bytes.
+                match resp.content_md5().ok().flatten() {
+                    Some(got) if got != md5 => Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "{}: service MD5 differs from the block's",
+                            self.ctx(blob, "put block")
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
+    /// Put Block List: makes the staged blocks the blob's content, atomically.
+    pub async fn commit_blocks(
+        &self,
+        blob: &str,
+        ids: &[Vec<u8>],
+        props: &CommitProps,
+    ) -> Result<String> {
+        let client = self.container.blob_client(blob).block_blob_client();
+        let resp = self
+            .retry
+            .run("put block list", || async {
+                let h = &props.headers;
+                let opts = BlockBlobClientCommitBlockListOptions {
+                    blob_content_type: h.content_type.clone(),
+                    blob_content_encoding: h.content_encoding.clone(),
+                    blob_content_language: h.content_language.clone(),
+                    blob_content_disposition: h.content_disposition.clone(),
+                    blob_cache_control: h.cache_control.clone(),
+                    metadata: Some(props.metadata.clone()),
+                    ..Default::default()
+                };
+                let list = BlockLookupList {
+                    latest: Some(ids.to_vec()),
+                    ..Default::default()
+                };
+                let body = RequestContent::try_from(list)
+                    .map_err(|e| Error::internal(format!("encode block list: {e}")))?;
+                client
+                    .commit_block_list(body, Some(opts))
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block list")))
+            })
+            .await?;
+        use azure_storage_blob::models::BlockBlobClientCommitBlockListResultHeaders;
+        Ok(resp
+            .etag()
+            .ok()
+            .flatten()
+            .map(|e| e.to_string())
+            .unwrap_or_default())
+    }
+
+    /// Deletes a blob; a missing one is fine. Returns whether one was deleted.
+    pub async fn delete(&self, blob: &str) -> Result<bool> {
+        let client = self.container.blob_client(blob);
+        let r = self
+            .retry
+            .run("delete blob", || async {
+                client
+                    .delete(Some(BlobClientDeleteOptions::default()))
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "delete")))
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads a whole blob (tests and `verify`; not on the copy path).
+    pub async fn read(&self, blob: &str) -> Result<Bytes> {
+        let client = self.container.blob_client(blob);
+        let resp = client
+            .download(None)
+            .await
+            .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))?;
+        resp.body
+            .collect()
+            .await
+            .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))
+    }
+
+    /// Lists blobs under `prefix`, with metadata.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<BlobEntry>> {
+        let opts = BlobContainerClientListBlobsOptions {
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+            ..Default::default()
+        };
+        let mut pager = self
+            .container
+            .list_blobs(Some(opts))
+            .map_err(|e| super::map_azure_error(e, format!("list {}", self.name)))?;
+        let mut out = Vec::new();
+        while let Some(item) = pager
+            .try_next()
+            .await
+            .map_err(|e| super::map_azure_error(e, format!("list {}", self.name)))?
+        {
+            out.push(BlobEntry {
+                name: item.name.clone().unwrap_or_default(),
+                size: item
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.content_length)
+                    .unwrap_or(0),
+                metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names() {
+        assert!(validate_container_name("my-container1").is_ok());
+        for bad in ["ab", "Upper", "a--b", "-ab", "ab-", "under_score"] {
+            assert!(validate_container_name(bad).is_err(), "{bad}");
+        }
+    }
+}

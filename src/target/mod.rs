@@ -1,0 +1,59 @@
+//! The Azure side: credentials, Blob, and Table Storage.
+
+pub mod auth;
+pub mod blob;
+pub mod table;
+
+use std::sync::{Arc, OnceLock};
+
+use azure_core::http::policies::Policy;
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
+
+use crate::error::{kind_from_status, Error, ErrorKind};
+use auth::{Authorizer, SasPolicy};
+
+/// One HTTP client (and connection pool) shared by every Azure client in the process.
+fn shared_transport() -> Transport {
+    static CLIENT: OnceLock<Transport> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Transport::new(azure_core::http::new_http_client(Some(
+                azure_core::http::HttpClientOptions {
+                    automatic_decompression: false,
+                    ..Default::default()
+                },
+            )))
+        })
+        .clone()
+}
+
+/// Client options for every Azure SDK client: our shared transport, the SDK's own retries
+/// off (the crate's [`crate::retry::RetryPolicy`] is the one policy), and the SAS policy when
+/// the account uses one.
+pub(crate) fn client_options(auth: &Authorizer) -> ClientOptions {
+    let mut o = ClientOptions {
+        transport: Some(shared_transport()),
+        retry: RetryOptions::none(),
+        ..Default::default()
+    };
+    if let Authorizer::Sas(src) = auth {
+        o.per_try_policies
+            .push(Arc::new(SasPolicy(src.clone())) as Arc<dyn Policy>);
+    }
+    o
+}
+
+/// Maps an SDK error into ours, keeping the HTTP status and service error code.
+pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display) -> Error {
+    use azure_core::error::ErrorKind as AK;
+    let kind = match e.kind() {
+        AK::HttpResponse {
+            status, error_code, ..
+        } => kind_from_status(u16::from(*status), error_code.as_deref()),
+        AK::Connection | AK::Io => ErrorKind::Transient,
+        AK::Credential => ErrorKind::Auth,
+        AK::DataConversion => ErrorKind::Internal,
+        _ => ErrorKind::Transient,
+    };
+    Error::new(kind, format!("{what}: {e}"))
+}

@@ -1,0 +1,522 @@
+//! A thin Azure Table Storage client over `azure_core`'s [`Pipeline`]. There is no official
+//! Rust crate for Tables; this covers what the checkpoint store needs: create table, get,
+//! insert, update and merge with If-Match, delete, and query with continuation.
+
+use std::sync::Arc;
+
+use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
+use azure_core::http::{Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::error::{kind_from_status, Error, ErrorKind, Result};
+use crate::retry::RetryPolicy;
+use crate::target::auth::{Authorizer, StorageAccount};
+
+const API_VERSION: &str = "2019-02-02";
+
+/// Checks an Azure table name: 3-63 alphanumerics, starting with a letter.
+pub fn validate_table_name(name: &str) -> Result<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid table name (3-63 letters and digits, starting with a letter)"
+        )))
+    }
+}
+
+/// One table entity: keys, ETag, and the other properties as OData JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entity {
+    /// PartitionKey.
+    pub partition_key: String,
+    /// RowKey.
+    pub row_key: String,
+    /// The ETag the service gave this version, for If-Match.
+    pub etag: Option<String>,
+    /// Other properties (type annotations included, e.g. `Size@odata.type`).
+    pub props: Map<String, Value>,
+}
+
+impl Entity {
+    /// A new entity with no properties.
+    pub fn new(partition_key: impl Into<String>, row_key: impl Into<String>) -> Self {
+        Entity {
+            partition_key: partition_key.into(),
+            row_key: row_key.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets a string property.
+    pub fn set_str(&mut self, name: &str, v: impl Into<String>) -> &mut Self {
+        self.props.insert(name.into(), Value::String(v.into()));
+        self
+    }
+
+    /// Sets an Edm.Int64 property (sent as a string with its type annotation).
+    pub fn set_i64(&mut self, name: &str, v: i64) -> &mut Self {
+        self.props.insert(
+            format!("{name}@odata.type"),
+            Value::String("Edm.Int64".into()),
+        );
+        self.props.insert(name.into(), Value::String(v.to_string()));
+        self
+    }
+
+    /// A string property.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.props.get(name).and_then(Value::as_str)
+    }
+
+    /// An integer property, whether stored as Edm.Int64 (string) or Edm.Int32 (number).
+    pub fn get_i64(&self, name: &str) -> Option<i64> {
+        match self.props.get(name)? {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut m = self.props.clone();
+        m.insert(
+            "PartitionKey".into(),
+            Value::String(self.partition_key.clone()),
+        );
+        m.insert("RowKey".into(), Value::String(self.row_key.clone()));
+        Value::Object(m)
+    }
+
+    fn from_json(mut m: Map<String, Value>, etag: Option<String>) -> Result<Self> {
+        let take = |m: &mut Map<String, Value>, k: &str| match m.remove(k) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(Error::internal(format!("table entity without {k}"))),
+        };
+        let partition_key = take(&mut m, "PartitionKey")?;
+        let row_key = take(&mut m, "RowKey")?;
+        let etag = etag.or_else(|| {
+            m.get("odata.etag")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        m.retain(|k, _| {
+            !k.starts_with("odata.") && k != "Timestamp" && k != "Timestamp@odata.type"
+        });
+        Ok(Entity {
+            partition_key,
+            row_key,
+            etag,
+            props: m,
+        })
+    }
+}
+
+/// Where a query stopped, to pass back for the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    next_partition_key: String,
+    next_row_key: Option<String>,
+}
+
+/// A client for one table.
+#[derive(Debug, Clone)]
+pub struct TableClient {
+    endpoint: Url,
+    table: String,
+    pipeline: Arc<Pipeline>,
+    retry: RetryPolicy,
+}
+
+impl TableClient {
+    /// A client for `table` in `account`.
+    pub fn new(
+        account: &StorageAccount,
+        auth: &Authorizer,
+        table: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        validate_table_name(table)?;
+        let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
+        if let Authorizer::Token(cred) = auth {
+            if account.table_endpoint.scheme() != "https" {
+                return Err(Error::invalid(
+                    "the table endpoint must use https with Entra ID tokens",
+                ));
+            }
+            per_try.push(Arc::new(BearerTokenAuthorizationPolicy::new(
+                cred.clone(),
+                vec!["https://storage.azure.com/.default"],
+            )));
+        }
+        let pipeline = Pipeline::new(
+            Some("s3-blob-sync"),
+            Some(env!("CARGO_PKG_VERSION")),
+            super::client_options(auth),
+            Vec::new(),
+            per_try,
+            None,
+        );
+        Ok(TableClient {
+            endpoint: account.table_endpoint.clone(),
+            table: table.to_string(),
+            pipeline: Arc::new(pipeline),
+            retry,
+        })
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.endpoint.clone();
+        let base = u.path().trim_end_matches('/').to_string();
+        u.set_path(&format!("{base}/{path}"));
+        u
+    }
+
+    fn entity_url(&self, pk: &str, rk: &str) -> Url {
+        let q = |s: &str| s.replace('\'', "''");
+        // Keys we write are hex and bucket names, but encode anyway: the key is part of the path.
+        let seg = format!(
+            "{}(PartitionKey='{}',RowKey='{}')",
+            self.table,
+            q(pk),
+            q(rk)
+        );
+        let enc = percent_encoding::utf8_percent_encode(&seg, KEY_SET).to_string();
+        self.url(&enc)
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> Request,
+        idempotent: bool,
+    ) -> Result<RawResponse> {
+        self.retry
+            .run(what, || async {
+                let mut req = build();
+                req.insert_header("x-ms-version", API_VERSION);
+                req.insert_header("dataserviceversion", "3.0");
+                req.insert_header("maxdataserviceversion", "3.0;NetFx");
+                req.insert_header("accept", "application/json;odata=minimalmetadata");
+                let res = self
+                    .pipeline
+                    .send(
+                        &Context::new(),
+                        &mut req,
+                        Some(PipelineSendOptions {
+                            skip_checks: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                let res = match res {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let err =
+                            super::map_azure_error(e, format!("table {}: {what}", self.table));
+                        return Err(if idempotent {
+                            err
+                        } else {
+                            err.non_idempotent()
+                        });
+                    }
+                };
+                let status = u16::from(res.status());
+                if (200..300).contains(&status) {
+                    return Ok(res);
+                }
+                let body = String::from_utf8_lossy(res.body()).to_string();
+                let code = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+                    v.pointer("/odata.error/code")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+                let code = code.or_else(|| header(&res, "x-ms-error-code"));
+                let kind = kind_from_status(status, code.as_deref());
+                Err(Error::new(
+                    kind,
+                    format!(
+                        "table {}: {what}: HTTP {status} {}",
+                        self.table,
+                        code.unwrap_or_default()
+                    ),
+                ))
+            })
+            .await
+    }
+
+    /// Creates the table; an existing one is fine.
+    pub async fn create_if_missing(&self) -> Result<()> {
+        let body = serde_json::json!({ "TableName": self.table }).to_string();
+        let r = self
+            .send(
+                "create table",
+                || {
+                    let mut req = Request::new(self.url("Tables"), Method::Post);
+                    req.insert_header("content-type", "application/json");
+                    req.insert_header("prefer", "return-no-content");
+                    req.set_body(body.clone().into_bytes());
+                    req
+                },
+                true,
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(()), // 409 TableAlreadyExists
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the table (tests and cleanup).
+    pub async fn delete_table(&self) -> Result<()> {
+        let url = self.url(&format!("Tables('{}')", self.table));
+        match self
+            .send(
+                "delete table",
+                || Request::new(url.clone(), Method::Delete),
+                true,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one entity; `None` when it does not exist.
+    pub async fn get(&self, pk: &str, rk: &str) -> Result<Option<Entity>> {
+        let url = self.entity_url(pk, rk);
+        match self
+            .send(
+                "get entity",
+                || Request::new(url.clone(), Method::Get),
+                true,
+            )
+            .await
+        {
+            Ok(r) => {
+                let etag = header(&r, "etag");
+                let m: Map<String, Value> = serde_json::from_slice(r.body()).map_err(|e| {
+                    Error::internal(format!("table {}: bad entity JSON: {e}", self.table))
+                })?;
+                Ok(Some(Entity::from_json(m, etag)?))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Inserts a new entity; [`ErrorKind::Precondition`] if it already exists. Returns the ETag.
+    pub async fn insert(&self, e: &Entity) -> Result<String> {
+        let body = e.to_json().to_string();
+        let url = self.url(&self.table);
+        let r = self
+            .send(
+                "insert entity",
+                || {
+                    let mut req = Request::new(url.clone(), Method::Post);
+                    req.insert_header("content-type", "application/json");
+                    req.insert_header("prefer", "return-no-content");
+                    req.set_body(body.clone().into_bytes());
+                    req
+                },
+                // A retried insert that already landed answers 409, which callers treat as a
+                // lost race and re-read: safe.
+                true,
+            )
+            .await?;
+        Ok(header(&r, "etag").unwrap_or_default())
+    }
+
+    /// Replaces an entity. With `if_match`, only if its ETag still matches
+    /// ([`ErrorKind::Precondition`] otherwise); without, inserts or replaces.
+    pub async fn update(&self, e: &Entity, if_match: Option<&str>) -> Result<String> {
+        self.write("update entity", Method::Put, None, e, if_match)
+            .await
+    }
+
+    /// Merges properties into an entity, with the same If-Match rules as [`Self::update`].
+    pub async fn merge(&self, e: &Entity, if_match: Option<&str>) -> Result<String> {
+        // MERGE is not an HTTP method the pipeline knows; the Table service accepts it
+        // tunnelled through POST with X-HTTP-Method.
+        self.write("merge entity", Method::Post, Some("MERGE"), e, if_match)
+            .await
+    }
+
+    async fn write(
+        &self,
+        what: &str,
+        method: Method,
+        tunnel: Option<&str>,
+        e: &Entity,
+        if_match: Option<&str>,
+    ) -> Result<String> {
+        let body = e.to_json().to_string();
+        let url = self.entity_url(&e.partition_key, &e.row_key);
+        let r = self
+            .send(
+                what,
+                || {
+                    let mut req = Request::new(url.clone(), method);
+                    req.insert_header("content-type", "application/json");
+                    if let Some(m) = tunnel {
+                        req.insert_header("x-http-method", m.to_string());
+                    }
+                    if let Some(tag) = if_match {
+                        req.insert_header("if-match", tag.to_string());
+                    }
+                    req.set_body(body.clone().into_bytes());
+                    req
+                },
+                true,
+            )
+            .await?;
+        Ok(header(&r, "etag").unwrap_or_default())
+    }
+
+    /// Deletes an entity (`*` matches any ETag); a missing one is fine.
+    pub async fn delete(&self, pk: &str, rk: &str, if_match: &str) -> Result<()> {
+        let url = self.entity_url(pk, rk);
+        let r = self
+            .send(
+                "delete entity",
+                || {
+                    let mut req = Request::new(url.clone(), Method::Delete);
+                    req.insert_header("if-match", if_match.to_string());
+                    req
+                },
+                true,
+            )
+            .await;
+        match r {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    /// One page of a query. `filter` is an OData `$filter` expression.
+    pub async fn query(
+        &self,
+        filter: Option<&str>,
+        top: Option<u32>,
+        from: Option<&Continuation>,
+    ) -> Result<(Vec<Entity>, Option<Continuation>)> {
+        let mut url = self.url(&format!("{}()", self.table));
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(f) = filter {
+                q.append_pair("$filter", f);
+            }
+            if let Some(t) = top {
+                q.append_pair("$top", &t.to_string());
+            }
+            if let Some(c) = from {
+                q.append_pair("NextPartitionKey", &c.next_partition_key);
+                if let Some(rk) = &c.next_row_key {
+                    q.append_pair("NextRowKey", rk);
+                }
+            }
+        }
+        let r = self
+            .send(
+                "query entities",
+                || Request::new(url.clone(), Method::Get),
+                true,
+            )
+            .await?;
+        let next = header(&r, "x-ms-continuation-nextpartitionkey").map(|pk| Continuation {
+            next_partition_key: pk,
+            next_row_key: header(&r, "x-ms-continuation-nextrowkey"),
+        });
+        #[derive(serde::Deserialize)]
+        struct Page {
+            value: Vec<Map<String, Value>>,
+        }
+        let page: Page = serde_json::from_slice(r.body())
+            .map_err(|e| Error::internal(format!("table {}: bad query JSON: {e}", self.table)))?;
+        let rows = page
+            .value
+            .into_iter()
+            .map(|m| Entity::from_json(m, None))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((rows, next))
+    }
+
+    /// Every entity matching `filter`, following continuations.
+    pub async fn query_all(&self, filter: Option<&str>) -> Result<Vec<Entity>> {
+        let mut out = Vec::new();
+        let mut cont = None;
+        loop {
+            let (rows, next) = self.query(filter, Some(1000), cont.as_ref()).await?;
+            out.extend(rows);
+            match next {
+                Some(c) => cont = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Characters to encode inside an entity path segment (keeps `(`, `)`, `'`, `,`, `=`).
+const KEY_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn header(r: &RawResponse, name: &str) -> Option<String> {
+    r.headers()
+        .get_optional_str(&azure_core::http::headers::HeaderName::from(
+            name.to_string(),
+        ))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        assert!(validate_table_name("objects").is_ok());
+        assert!(validate_table_name("t1x").is_ok());
+        assert!(validate_table_name("1abc").is_err());
+        assert!(validate_table_name("ab").is_err());
+        assert!(validate_table_name("has-dash").is_err());
+    }
+
+    #[test]
+    fn entity_json_round_trip() {
+        let mut e = Entity::new("b:0a", "ff");
+        e.set_str("Key", "a/b").set_i64("Size", 1 << 40);
+        let j = e.to_json();
+        assert_eq!(j["Size@odata.type"], "Edm.Int64");
+        let mut m = j.as_object().unwrap().clone();
+        m.insert("odata.etag".into(), "W/\"x\"".into());
+        m.insert("Timestamp".into(), "2020".into());
+        let back = Entity::from_json(m, None).unwrap();
+        assert_eq!(back.get_i64("Size"), Some(1 << 40));
+        assert_eq!(back.get_str("Key"), Some("a/b"));
+        assert_eq!(back.etag.as_deref(), Some("W/\"x\""));
+        assert!(!back.props.contains_key("Timestamp"));
+    }
+}
