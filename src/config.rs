@@ -117,6 +117,21 @@ pub struct AwsConfig {
     pub endpoint_url: Option<Url>,
     /// `SYNC_S3_FORCE_PATH_STYLE`.
     pub force_path_style: bool,
+    /// Static credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    /// `AWS_SESSION_TOKEN`; without them the SDK's provider chain (profile, web identity,
+    /// IMDS, ECS) is used.
+    pub static_credentials: Option<AwsStaticCredentials>,
+}
+
+/// Static AWS credentials; the secret parts never print.
+#[derive(Debug, Clone)]
+pub struct AwsStaticCredentials {
+    /// Access key id (not secret on its own, but kept out of logs anyway).
+    pub access_key_id: Secret,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// The whole configuration.
@@ -217,6 +232,27 @@ impl Config {
                 .or_else(|| env.get("AWS_DEFAULT_REGION")),
             endpoint_url,
             force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
+            static_credentials: match (
+                env.get("AWS_ACCESS_KEY_ID"),
+                env.get("AWS_SECRET_ACCESS_KEY"),
+            ) {
+                (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+                    access_key_id: Secret::new(id),
+                    secret_access_key: Secret::new(secret),
+                    session_token: env.get("AWS_SESSION_TOKEN").map(Secret::new),
+                }),
+                (Some(_), None) => {
+                    return Err(Error::invalid(
+                        "AWS_SECRET_ACCESS_KEY: must be set when AWS_ACCESS_KEY_ID is",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(Error::invalid(
+                        "AWS_ACCESS_KEY_ID: must be set when AWS_SECRET_ACCESS_KEY is",
+                    ))
+                }
+                (None, None) => None,
+            },
         };
         let d = EngineConfig::default();
         let block_mib: u64 = parse(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / (1024 * 1024))?;
@@ -336,6 +372,7 @@ mod tests {
             ("SYNC_BLOCK_CONCURRENCY", "0"),
             ("SYNC_PRESIGN_EXPIRY_SECS", "604800"),
             ("AWS_ENDPOINT_URL", "not a url"),
+            ("AWS_ACCESS_KEY_ID", "AKIAONLY"),
             ("SYNC_S3_FORCE_PATH_STYLE", "maybe"),
             ("SYNC_TARGET_CONTAINER", "Bad_Name"),
             ("SYNC_CHECKPOINT_TABLE", "1bad"),

@@ -1,7 +1,7 @@
 //! The per-object checkpoint in Azure Table Storage (table `objects` by default).
 //!
 //! S3 keys may be 1024 bytes of any UTF-8 and contain characters a RowKey may not (`/ \ # ?`),
-//! so keys are derived: RowKey = hex(sha256(target container URL + "\n" + key)), and
+//! so keys are derived: RowKey = hex(sha256(`account/container` + "\n" + key)), and
 //! PartitionKey = bucket + ":" + the first two hex digits of that hash (256 partitions per
 //! bucket). The key itself is stored as a property.
 
@@ -65,7 +65,7 @@ pub struct ObjectRecord {
     pub bucket: String,
     /// Source key.
     pub key: String,
-    /// Target container URL (no credentials).
+    /// Target, as `account/container`.
     pub target: String,
     /// Blob name, when the key maps to one.
     pub blob: Option<String>,

@@ -29,7 +29,7 @@ impl Engine {
     pub async fn copy_object(&self, req: &CopyRequest) -> Result<CopyReport> {
         let started = Instant::now();
         let target = self.target(&req.container)?;
-        let target_id = target.url().to_string();
+        let target_id = target.id();
         let seen = self
             .checkpoint
             .get(&req.bucket, &req.key, &target_id)

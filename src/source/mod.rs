@@ -15,6 +15,15 @@ pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
     if let Some(r) = &cfg.region {
         loader = loader.region(Region::new(r.clone()));
     }
+    if let Some(c) = &cfg.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            c.access_key_id.expose(),
+            c.secret_access_key.expose(),
+            c.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            "environment",
+        ));
+    }
     if let Some(ep) = &cfg.endpoint_url {
         loader = loader.endpoint_url(ep.as_str().trim_end_matches('/'));
     }

@@ -125,8 +125,14 @@ impl S3Source {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        let size = o.content_length().filter(|n| *n >= 0).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Transient,
+                format!("s3://{bucket}/{key}: HEAD answered without Content-Length"),
+            )
+        })?;
         Ok(Some(ObjectHead {
-            size: o.content_length().unwrap_or(0).max(0) as u64,
+            size: size as u64,
             etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
             version_id: o.version_id().filter(|v| *v != "null").map(str::to_string),
             last_modified: o

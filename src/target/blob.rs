@@ -94,6 +94,7 @@ pub struct CommitProps {
 pub struct BlobTarget {
     container: Arc<BlobContainerClient>,
     name: String,
+    account: String,
     retry: RetryPolicy,
 }
 
@@ -133,6 +134,7 @@ impl BlobTarget {
         Ok(BlobTarget {
             container: Arc::new(client),
             name: container.to_string(),
+            account: account.name.clone(),
             retry,
         })
     }
@@ -140,6 +142,11 @@ impl BlobTarget {
     /// The container's name.
     pub fn container(&self) -> &str {
         &self.name
+    }
+
+    /// A stable identity of the target, `account/container`, whatever endpoint reaches it.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.account, self.name)
     }
 
     /// The container URL (no credentials in it).
@@ -378,14 +385,18 @@ impl BlobTarget {
     /// Downloads a whole blob (tests and `verify`; not on the copy path).
     pub async fn read(&self, blob: &str) -> Result<Bytes> {
         let client = self.container.blob_client(blob);
-        let resp = client
-            .download(None)
+        self.retry
+            .run("download blob", || async {
+                let resp = client
+                    .download(None)
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))?;
+                resp.body
+                    .collect()
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))
+            })
             .await
-            .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))?;
-        resp.body
-            .collect()
-            .await
-            .map_err(|e| super::map_azure_error(e, self.ctx(blob, "download")))
     }
 
     /// Lists blobs under `prefix`, with metadata.

@@ -46,14 +46,28 @@ pub(crate) fn client_options(auth: &Authorizer) -> ClientOptions {
 /// Maps an SDK error into ours, keeping the HTTP status and service error code.
 pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display) -> Error {
     use azure_core::error::ErrorKind as AK;
+    let mut code_text = String::new();
     let kind = match e.kind() {
         AK::HttpResponse {
             status, error_code, ..
-        } => kind_from_status(u16::from(*status), error_code.as_deref()),
+        } => {
+            if let Some(c) = error_code {
+                code_text = format!(" {c}");
+            }
+            kind_from_status(u16::from(*status), error_code.as_deref())
+        }
         AK::Connection | AK::Io => ErrorKind::Transient,
         AK::Credential => ErrorKind::Auth,
         AK::DataConversion => ErrorKind::Internal,
         _ => ErrorKind::Transient,
     };
-    Error::new(kind, format!("{what}: {e}"))
+    // The top message alone ("failed to execute request") does not say what to fix; the
+    // cause chain does (connection refused, DNS, TLS).
+    let mut causes = String::new();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        causes.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    Error::new(kind, format!("{what}: {e}{code_text}{causes}"))
 }

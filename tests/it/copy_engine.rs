@@ -1,0 +1,499 @@
+//! The engine against real moto and Azurite (and the copy-from-URL double for the
+//! server-side path): sizes, names, metadata, headers, skips, reruns, integrity.
+
+use std::sync::atomic::Ordering;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use s3_blob_sync::checkpoint::Outcome;
+use s3_blob_sync::engine::{CopyRequest, Engine, SyncMode};
+use s3_blob_sync::error::ErrorKind;
+
+use crate::harness::proxy::Proxy;
+use crate::harness::{bytes, sha, TestCtx};
+
+const MIB: usize = 1024 * 1024;
+
+pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
+    CopyRequest {
+        bucket: ctx.bucket.clone(),
+        key: key.to_string(),
+        container: ctx.container.clone(),
+        source_prefix: String::new(),
+        target_prefix: String::new(),
+        run_id: Some("test".into()),
+        mode: SyncMode::Additive,
+    }
+}
+
+/// An engine that copies server-side through the double (which fetches from moto).
+async fn server_side_engine(ctx: &TestCtx, double: &Proxy, extra: &[(&str, &str)]) -> Engine {
+    let cs = ctx.connection_string_via(&double.url);
+    let mut o = vec![
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_COPY_PATH", "server-side"),
+    ];
+    o.extend_from_slice(extra);
+    ctx.engine(&o).await
+}
+
+async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>]) {
+    let c = ctx.s3.client();
+    let up = c
+        .create_multipart_upload()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let r = c
+            .upload_part()
+            .bucket(&ctx.bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(p.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn assert_blob(ctx: &TestCtx, name: &str, want: &[u8]) {
+    let got = ctx
+        .blob()
+        .read(name)
+        .await
+        .unwrap_or_else(|e| panic!("read {name}: {e}"));
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    assert_eq!(sha(&got), sha(want), "{name}: content");
+}
+
+#[tokio::test]
+async fn sizes_and_multipart_on_both_paths() {
+    let ctx = TestCtx::new("sizes").await;
+    let objects: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("one", vec![7]),
+        ("twenty", bytes(20 * MIB + 3, 1)),
+    ];
+    for (k, v) in &objects {
+        ctx.put(k, v.clone()).await;
+    }
+    let parts = vec![bytes(5 * MIB, 2), bytes(5 * MIB, 3), bytes(MIB, 4)];
+    multipart(&ctx, "multi", &parts).await;
+    let multi: Vec<u8> = parts.concat();
+
+    let double = Proxy::blob_double().await;
+    let mut server = server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "4")]).await;
+    let streamed = ctx
+        .engine(&[("SYNC_COPY_PATH", "streamed"), ("SYNC_BLOCK_SIZE_MIB", "4")])
+        .await;
+    for (label, engine, prefix) in [
+        ("streamed", &streamed, "s/"),
+        ("server-side", &server, "x/"),
+    ] {
+        for (k, v) in objects.iter().chain([("multi", multi.clone())].iter()) {
+            let mut r = req(&ctx, k);
+            r.target_prefix = prefix.into();
+            let rep = engine
+                .copy_object(&r)
+                .await
+                .unwrap_or_else(|e| panic!("{label} {k}: {e}"));
+            assert_eq!(rep.outcome, Outcome::Copied, "{label} {k}");
+            assert_eq!(rep.path, Some(label), "{k}");
+            let want_verify = if *k == "multi" { "size" } else { "md5" };
+            assert_eq!(rep.verified, Some(want_verify), "{label} {k}");
+            assert_blob(&ctx, &format!("{prefix}{k}"), v).await;
+        }
+    }
+    // Server-side: the double read every byte from S3; the engine uploaded none of them.
+    let total: usize = objects.iter().map(|(_, v)| v.len()).sum::<usize>() + multi.len();
+    assert_eq!(
+        double.stats().source_bytes.load(Ordering::SeqCst),
+        total as u64
+    );
+    assert!(
+        double.stats().uploaded_bytes.load(Ordering::SeqCst) < 4096,
+        "object bytes went through the engine"
+    );
+
+    // Above the Put Blob From URL limit: Put Block From URL per range, then Put Block List.
+    server = {
+        let cs = ctx.connection_string_via(&double.url);
+        let mut cfg = ctx.config(&[
+            ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+            ("SYNC_COPY_PATH", "server-side"),
+            ("SYNC_BLOCK_SIZE_MIB", "4"),
+        ]);
+        cfg.engine.put_blob_from_url_max = 8 * MIB as u64;
+        Engine::from_config(&cfg).await.unwrap()
+    };
+    let mut r = req(&ctx, "twenty");
+    r.target_prefix = "staged/".into();
+    let before = double.count("comp=block&");
+    let rep = server.copy_object(&r).await.unwrap();
+    assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("md5")));
+    assert_eq!(
+        double.count("comp=block&") - before,
+        6,
+        "20 MiB in 4 MiB blocks"
+    );
+    assert_blob(&ctx, "staged/twenty", &objects[2].1).await;
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn awkward_keys_map_to_blob_names() {
+    let long = format!("long/{}", "k".repeat(1019));
+    assert_eq!(long.len(), 1024);
+    let good = [
+        "with space.txt",
+        "plus+sign",
+        "percent%20literal",
+        "hash#frag",
+        "question?mark",
+        "unicodé/日本語/ü.txt",
+        "a//b",
+        long.as_str(),
+    ];
+    // Each path in its own bucket and container, with no prefix, so the 1024-byte key
+    // becomes a 1024-character blob name.
+    for path in ["server-side", "streamed"] {
+        let ctx = TestCtx::new("keys").await;
+        for (i, k) in good.iter().enumerate() {
+            ctx.put(k, format!("body {i}")).await;
+        }
+        ctx.put("trailing.", "x").await;
+        ctx.put("seg./x", "x").await;
+        let double = Proxy::blob_double().await;
+        let engine = match path {
+            "server-side" => server_side_engine(&ctx, &double, &[]).await,
+            _ => ctx.engine(&[("SYNC_COPY_PATH", "streamed")]).await,
+        };
+        for (i, k) in good.iter().enumerate() {
+            let rep = engine
+                .copy_object(&req(&ctx, k))
+                .await
+                .unwrap_or_else(|e| panic!("{path} {k}: {e}"));
+            assert_eq!(
+                (rep.outcome, rep.path),
+                (Outcome::Copied, Some(path)),
+                "{k}"
+            );
+            assert_blob(&ctx, k, format!("body {i}").as_bytes()).await;
+        }
+        for bad in ["trailing.", "seg./x"] {
+            let rep = engine.copy_object(&req(&ctx, bad)).await.unwrap();
+            assert_eq!(rep.outcome, Outcome::Unsupported);
+            assert!(rep.reason.unwrap().starts_with("invalid blob name"));
+        }
+        // Exactly the expected names exist: nothing partial, nothing mangled.
+        let mut names: Vec<String> = ctx
+            .blob()
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = good.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "{path}");
+        // Every key has its own checkpoint row, found by the key itself.
+        let rows = engine.checkpoint().list_bucket(&ctx.bucket).await.unwrap();
+        assert_eq!(rows.len(), good.len() + 2);
+        assert!(rows
+            .iter()
+            .any(|r| r.key == long && r.outcome == Outcome::Copied));
+        assert!(rows
+            .iter()
+            .any(|r| r.key == "trailing." && r.outcome == Outcome::Unsupported));
+        ctx.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn metadata_policies_and_content_headers() {
+    let ctx = TestCtx::new("meta").await;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("doc.html")
+        .body(ByteStream::from_static(b"<p>hi</p>"))
+        .content_type("text/html; charset=utf-8")
+        .cache_control("max-age=3600")
+        .content_encoding("identity")
+        .content_disposition("attachment; filename=\"doc.html\"")
+        .content_language("de-DE")
+        .metadata("author", "ann")
+        .metadata("content-owner", "bob")
+        .metadata("2nd", "z")
+        .send()
+        .await
+        .unwrap();
+    for policy in ["exclude", "rename", "fail"] {
+        let engine = ctx
+            .engine(&[
+                ("SYNC_METADATA_POLICY", policy),
+                ("SYNC_COPY_PATH", "streamed"),
+            ])
+            .await;
+        let mut r = req(&ctx, "doc.html");
+        r.target_prefix = format!("{policy}/");
+        let rep = engine.copy_object(&r).await.unwrap();
+        let props = ctx
+            .blob()
+            .properties(&format!("{policy}/doc.html"))
+            .await
+            .unwrap();
+        match policy {
+            "fail" => {
+                assert_eq!(rep.outcome, Outcome::Failed);
+                assert!(rep.reason.unwrap().contains("invalid metadata name `2nd`"));
+                assert!(props.is_none(), "fail policy must not write a blob");
+            }
+            _ => {
+                assert_eq!(rep.outcome, Outcome::Copied);
+                let p = props.unwrap();
+                let m = &p.metadata;
+                assert_eq!(m.get("author").map(String::as_str), Some("ann"));
+                assert_eq!(m.get("s3sync_bucket"), Some(&ctx.bucket));
+                if policy == "exclude" {
+                    assert!(
+                        !m.keys().any(|k| k.contains("owner") || k.contains("2nd")),
+                        "{m:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        m.get("rename_content_owner").map(String::as_str),
+                        Some("bob")
+                    );
+                    assert_eq!(
+                        m.get("rename_key_content_owner").map(String::as_str),
+                        Some("content-owner")
+                    );
+                    assert_eq!(m.get("rename_2nd").map(String::as_str), Some("z"));
+                    assert_eq!(m.get("rename_key_2nd").map(String::as_str), Some("2nd"));
+                }
+                let h = &p.headers;
+                assert_eq!(h.content_type.as_deref(), Some("text/html; charset=utf-8"));
+                assert_eq!(h.cache_control.as_deref(), Some("max-age=3600"));
+                assert_eq!(h.content_encoding.as_deref(), Some("identity"));
+                assert_eq!(
+                    h.content_disposition.as_deref(),
+                    Some("attachment; filename=\"doc.html\"")
+                );
+                assert_eq!(h.content_language.as_deref(), Some("de-DE"));
+            }
+        }
+    }
+    // The same headers survive the server-side path.
+    let double = Proxy::blob_double().await;
+    let engine = server_side_engine(&ctx, &double, &[]).await;
+    let mut r = req(&ctx, "doc.html");
+    r.target_prefix = "srv/".into();
+    engine.copy_object(&r).await.unwrap();
+    let p = ctx
+        .blob()
+        .properties("srv/doc.html")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.headers.content_type.as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(p.headers.cache_control.as_deref(), Some("max-age=3600"));
+    assert_eq!(p.metadata.get("author").map(String::as_str), Some("ann"));
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn folder_markers_glacier_reruns_and_changes() {
+    let ctx = TestCtx::new("rerun").await;
+    ctx.put("dir/", "").await;
+    ctx.put("dir/file", "v1").await;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("cold")
+        .body(ByteStream::from_static(b"frozen"))
+        .storage_class(StorageClass::Glacier)
+        .send()
+        .await
+        .unwrap();
+    let double = Proxy::blob_double().await;
+    let engine = server_side_engine(&ctx, &double, &[]).await;
+    let keys = ["dir/", "dir/file", "cold"];
+    let mut first = Vec::new();
+    for k in keys {
+        first.push(engine.copy_object(&req(&ctx, k)).await.unwrap());
+    }
+    assert_eq!(first[0].outcome, Outcome::Excluded);
+    assert_eq!(first[0].reason.as_deref(), Some("folder marker"));
+    assert_eq!(first[1].outcome, Outcome::Copied);
+    assert_eq!(first[2].outcome, Outcome::Unsupported);
+    assert!(first[2].reason.as_deref().unwrap().contains("GLACIER"));
+    assert!(ctx.blob().properties("cold").await.unwrap().is_none());
+    assert!(ctx.blob().properties("dir/").await.unwrap().is_none());
+
+    // Rerun: nothing is copied again.
+    let copies = double.stats().copy_from_url.load(Ordering::SeqCst);
+    let rep = engine.copy_object(&req(&ctx, "dir/file")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded);
+    assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), copies);
+
+    // Without the checkpoint row, the blob's provenance still proves it is current.
+    let (pk, rk) = s3_blob_sync::checkpoint::row_keys(&ctx.bucket, "dir/file", &ctx.target_id());
+    ctx.table().delete(&pk, &rk, "*").await.unwrap();
+    let rep = engine.copy_object(&req(&ctx, "dir/file")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded);
+    assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), copies);
+
+    // The source changes: copied again, new content.
+    ctx.put("dir/file", "version two").await;
+    let rep = engine.copy_object(&req(&ctx, "dir/file")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied);
+    assert_eq!(
+        double.stats().copy_from_url.load(Ordering::SeqCst),
+        copies + 1
+    );
+    assert_blob(&ctx, "dir/file", b"version two").await;
+    let row = engine
+        .checkpoint()
+        .get(&ctx.bucket, "dir/file", &ctx.target_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.record.size, Some(11));
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn corrupted_server_side_copy_is_failed_and_leaves_no_blob() {
+    let ctx = TestCtx::new("corrupt").await;
+    let data = bytes(3 * MIB, 9);
+    ctx.put("obj", data.clone()).await;
+    ctx.put("kept", "old").await;
+    let double = Proxy::blob_double().await;
+    let engine = server_side_engine(&ctx, &double, &[]).await;
+    engine.copy_object(&req(&ctx, "kept")).await.unwrap();
+    ctx.put("kept", data.clone()).await;
+
+    for key in ["obj", "kept"] {
+        double
+            .faults()
+            .corrupt_copy_source
+            .store(1, Ordering::SeqCst);
+        let err = engine.copy_object(&req(&ctx, key)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+        let row = engine
+            .checkpoint()
+            .get(&ctx.bucket, key, &ctx.target_id())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.record.outcome, Outcome::Failed);
+        assert!(
+            row.record
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("checksum mismatch"),
+            "{:?}",
+            row.record.reason
+        );
+    }
+    // No blob for the new object; the previous version of the other stays untouched.
+    assert!(ctx.blob().properties("obj").await.unwrap().is_none());
+    assert_blob(&ctx, "kept", b"old").await;
+    // A retry without the fault succeeds.
+    for key in ["obj", "kept"] {
+        assert_eq!(
+            engine.copy_object(&req(&ctx, key)).await.unwrap().outcome,
+            Outcome::Copied
+        );
+        assert_blob(&ctx, key, &data).await;
+    }
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn corrupted_stream_is_caught_before_commit() {
+    let ctx = TestCtx::new("corrupts").await;
+    let data = bytes(9 * MIB, 5);
+    ctx.put("obj", data.clone()).await;
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let engine = ctx
+        .engine(&[
+            ("AWS_ENDPOINT_URL", &s3_proxy.url),
+            ("SYNC_COPY_PATH", "streamed"),
+            ("SYNC_BLOCK_SIZE_MIB", "2"),
+        ])
+        .await;
+    s3_proxy.faults().corrupt_get.store(1, Ordering::SeqCst);
+    let err = engine.copy_object(&req(&ctx, "obj")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity);
+    assert!(err.message().contains("checksum mismatch"), "{err}");
+    assert!(
+        ctx.blob().properties("obj").await.unwrap().is_none(),
+        "uncommitted blocks must stay invisible"
+    );
+    let rep = engine.copy_object(&req(&ctx, "obj")).await.unwrap();
+    assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("md5")));
+    assert_blob(&ctx, "obj", &data).await;
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_streaming_when_azure_cannot_read_the_source() {
+    let ctx = TestCtx::new("fallback").await;
+    ctx.put("obj", "private bucket").await;
+    let double = Proxy::blob_double().await;
+    double
+        .faults()
+        .copy_source_unreachable
+        .store(true, Ordering::SeqCst);
+    let cs = ctx.connection_string_via(&double.url);
+    let auto = ctx
+        .engine(&[
+            ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+            ("SYNC_COPY_PATH", "auto"),
+        ])
+        .await;
+    let rep = auto.copy_object(&req(&ctx, "obj")).await.unwrap();
+    assert_eq!((rep.outcome, rep.path), (Outcome::Copied, Some("streamed")));
+    assert_blob(&ctx, "obj", b"private bucket").await;
+    // Forced server-side has no fallback: a clear failure instead.
+    ctx.put("obj2", "x").await;
+    let forced = server_side_engine(&ctx, &double, &[]).await;
+    let err = forced.copy_object(&req(&ctx, "obj2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CopySourceUnreachable);
+    ctx.cleanup().await;
+}

@@ -1,0 +1,317 @@
+//! A fault-injecting HTTP proxy on loopback, in two roles:
+//!
+//! 1. **In front of moto or Azurite**: forwards every request unchanged, except for the
+//!    faults a test arms: a storm of 503s, connection resets (the socket is closed with no
+//!    answer), or a flipped byte in GET response bodies.
+//! 2. **As a TEST DOUBLE for Azure's Put Blob From URL and Put Block From URL**, which
+//!    Azurite cannot serve for external sources (it answers 501). Built from the Azure
+//!    Storage REST documentation: a PUT carrying `x-ms-copy-source` makes the double GET the
+//!    source URL itself (honouring `x-ms-source-range`), check `x-ms-source-content-md5`
+//!    (400 `Md5Mismatch` on a difference), answer `CannotVerifyCopySource` with the source's
+//!    status when the source cannot be read, and otherwise store the bytes in Azurite as a
+//!    Put Blob (`x-ms-blob-type: BlockBlob`) or Put Block with the same content headers and
+//!    metadata. So the bytes really travel S3 -> "Azure" without passing through the engine,
+//!    and tests can assert the stored content.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use md5::Digest;
+
+/// Faults a test can arm; each counter is consumed one request at a time.
+#[derive(Default)]
+pub struct Faults {
+    /// Answer this many requests with `storm_status` (default 503 ServerBusy).
+    pub storm: AtomicU32,
+    /// Status for the storm.
+    pub storm_status: AtomicU32,
+    /// Close this many connections without answering.
+    pub resets: AtomicU32,
+    /// Flip a byte in this many successful GET bodies (proxy role).
+    pub corrupt_get: AtomicU32,
+    /// Flip a byte in this many copy-source reads (double role): corruption in transit
+    /// between S3 and Azure.
+    pub corrupt_copy_source: AtomicU32,
+    /// Answer every copy-from-URL with CannotVerifyCopySource, as Azure does when it cannot
+    /// reach the source.
+    pub copy_source_unreachable: AtomicBool,
+    /// Delay every request by this many milliseconds (slow network).
+    pub delay_ms: AtomicU64,
+}
+
+/// What went through the proxy.
+#[derive(Default)]
+pub struct Stats {
+    /// All requests, faults included.
+    pub requests: AtomicU64,
+    /// Copy-from-URL requests served by the double.
+    pub copy_from_url: AtomicU64,
+    /// Bytes the double read from copy sources.
+    pub source_bytes: AtomicU64,
+    /// Bytes of request bodies that came in (what the engine uploaded through us).
+    pub uploaded_bytes: AtomicU64,
+    /// `METHOD path?query` of each request, SAS values stripped.
+    pub log: Mutex<Vec<String>>,
+}
+
+struct State {
+    upstream: String,
+    double: bool,
+    faults: Faults,
+    stats: Stats,
+    client: reqwest::Client,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// A plain fault proxy in front of `upstream` (e.g. moto).
+    pub async fn start(upstream: &str) -> Proxy {
+        Self::spawn(upstream, false).await
+    }
+
+    /// The copy-from-URL test double in front of Azurite's blob endpoint.
+    pub async fn blob_double() -> Proxy {
+        Self::spawn("http://127.0.0.1:10000", true).await
+    }
+
+    async fn spawn(upstream: &str, double: bool) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            double,
+            faults: Faults::default(),
+            stats: Stats::default(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Proxy { url, state, task }
+    }
+
+    /// The faults to arm.
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.state.stats
+    }
+
+    /// Arms a storm of `n` answers with `status` (503 ServerBusy, 500, ...).
+    pub fn storm(&self, n: u32, status: u16) {
+        self.state
+            .faults
+            .storm_status
+            .store(status as u32, Ordering::SeqCst);
+        self.state.faults.storm.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests whose log line contains `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.state
+            .stats
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, std::io::Error>;
+
+fn take(c: &AtomicU32) -> bool {
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{code} (test double)</Message></Error>"
+    );
+    let mut b = Response::builder()
+        .status(status)
+        .header("x-ms-error-code", code)
+        .header("content-type", "application/xml");
+    for (k, v) in extra {
+        b = b.header(*k, v.as_str());
+    }
+    b.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
+    st.stats.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let path_q = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let line = format!("{} {}", parts.method, s3_blob_sync::redact::redact(&path_q));
+    st.stats.log.lock().unwrap().push(line);
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    st.stats
+        .uploaded_bytes
+        .fetch_add(body.len() as u64, Ordering::SeqCst);
+
+    let delay = st.faults.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if take(&st.faults.resets) {
+        // Returning an error makes hyper drop the connection with no response: a reset.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        ));
+    }
+    if take(&st.faults.storm) {
+        let status = st.faults.storm_status.load(Ordering::SeqCst) as u16;
+        let code = if status == 503 {
+            "ServerBusy"
+        } else {
+            "InternalError"
+        };
+        return Ok(azure_error(status, code, &[]));
+    }
+
+    let copy_source = parts
+        .headers
+        .get("x-ms-copy-source")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut headers = parts.headers.clone();
+    let mut body = body;
+    if let (true, Some(src), true) = (st.double, copy_source, parts.method == hyper::Method::PUT) {
+        st.stats.copy_from_url.fetch_add(1, Ordering::SeqCst);
+        if st.faults.copy_source_unreachable.load(Ordering::SeqCst) {
+            return Ok(azure_error(
+                403,
+                "CannotVerifyCopySource",
+                &[("x-ms-copy-source-status-code", "403".into())],
+            ));
+        }
+        let mut get = st.client.get(&src);
+        if let Some(r) = parts.headers.get("x-ms-source-range") {
+            get = get.header("range", r.to_str().unwrap_or(""));
+        }
+        let resp = match get.send().await {
+            Ok(r) => r,
+            Err(_) => return Ok(azure_error(500, "CannotVerifyCopySource", &[])),
+        };
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Ok(azure_error(
+                status,
+                "CannotVerifyCopySource",
+                &[("x-ms-copy-source-status-code", status.to_string())],
+            ));
+        }
+        let mut data = resp.bytes().await.map_err(std::io::Error::other)?.to_vec();
+        st.stats
+            .source_bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
+        if !data.is_empty() && take(&st.faults.corrupt_copy_source) {
+            data[0] ^= 0xff;
+        }
+        if let Some(want) = parts.headers.get("x-ms-source-content-md5") {
+            let got = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
+            if want.to_str().unwrap_or("") != got {
+                return Ok(azure_error(400, "Md5Mismatch", &[]));
+            }
+        }
+        for h in [
+            "x-ms-copy-source",
+            "x-ms-source-range",
+            "x-ms-source-content-md5",
+            "x-ms-copy-source-blob-properties",
+        ] {
+            headers.remove(h);
+        }
+        if !path_q.contains("comp=block") {
+            headers.insert("x-ms-blob-type", "BlockBlob".parse().unwrap());
+        }
+        body = Bytes::from(data);
+    }
+
+    let mut fwd = st
+        .client
+        .request(parts.method.clone(), format!("{}{}", st.upstream, path_q))
+        .header("content-length", body.len().to_string());
+    for (k, v) in headers.iter() {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            fwd = fwd.header(k, v);
+        }
+    }
+    let resp = match fwd.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let status = resp.status();
+    let mut out = Response::builder().status(status);
+    let head = parts.method == hyper::Method::HEAD;
+    for (k, v) in resp.headers() {
+        // A HEAD answer has no body, so its Content-Length must be passed on as it is.
+        if !matches!(k.as_str(), "connection" | "transfer-encoding")
+            && (head || k.as_str() != "content-length")
+        {
+            out = out.header(k, v);
+        }
+    }
+    let mut data = resp.bytes().await.map_err(std::io::Error::other)?.to_vec();
+    if parts.method == hyper::Method::GET
+        && status.is_success()
+        && !data.is_empty()
+        && take(&st.faults.corrupt_get)
+    {
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+    }
+    Ok(out.body(Full::new(Bytes::from(data))).unwrap())
+}

@@ -1,0 +1,9 @@
+//! Integration tests against real servers on loopback: Azurite (blob, queue, table) and moto
+//! (S3). One binary, one shared harness.
+
+mod harness;
+
+mod copy_engine;
+mod faults;
+mod handler;
+mod secrets;
