@@ -220,7 +220,7 @@ async fn dry_run(
                 o.key,
                 what
             );
-            summary.add(&o.key, outcome, o.size, None);
+            summary.add(&o.key, outcome, o.size, Some(&what));
         }
         match next {
             Some(t) => token = Some(t),

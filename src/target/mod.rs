@@ -20,7 +20,6 @@ fn shared_transport() -> Transport {
             Transport::new(azure_core::http::new_http_client(Some(
                 azure_core::http::HttpClientOptions {
                     automatic_decompression: false,
-                    ..Default::default()
                 },
             )))
         })

@@ -6,4 +6,5 @@ mod harness;
 mod copy_engine;
 mod faults;
 mod handler;
+mod layout;
 mod secrets;
