@@ -155,6 +155,19 @@ pub struct Config {
     pub max_dequeue_count: u32,
     /// `SYNC_LOG_FORMAT` (default json).
     pub log_format: LogFormat,
+    /// `SYNC_MODE`: `additive` (default: never delete) or `mirror` (delete blobs whose
+    /// source is gone), for messages that do not say.
+    pub mode: crate::engine::SyncMode,
+    /// `SYNC_SQS_QUEUE_URL`: the SQS queue receiving the bucket's event notifications.
+    pub sqs_queue_url: Option<String>,
+    /// `SYNC_COPY_QUEUE` (default `copy-objects`; keep equal to CopyObject's function.json).
+    pub copy_queue: String,
+    /// `SYNC_REJECT_QUEUE` (default `sqs-rejects`): malformed SQS bodies are parked here.
+    pub reject_queue: String,
+    /// `SYNC_DRAIN_BUDGET_SECS` (default 50): how long one DrainSqs invocation receives.
+    /// DrainSqs fires every minute, so 50 s keeps one receiver running almost all the time
+    /// and always finishes well inside host.json's functionTimeout.
+    pub drain_budget: Duration,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -174,9 +187,7 @@ impl Env for ProcessEnv {
 
 impl Env for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .cloned()
-            .filter(|v| !v.trim().is_empty())
+        HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -186,25 +197,15 @@ where
 {
     match env.get(name) {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| Error::invalid(format!("{name}: {e}"))),
+        Some(v) => v.trim().parse().map_err(|e| Error::invalid(format!("{name}: {e}"))),
     }
 }
 
 fn bool_var(env: &dyn Env, name: &str) -> Result<bool> {
-    match env
-        .get(name)
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    match env.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("false" | "0" | "no") => Ok(false),
         Some("true" | "1" | "yes") => Ok(true),
-        Some(v) => Err(Error::invalid(format!(
-            "{name}: `{v}` is not true or false"
-        ))),
+        Some(v) => Err(Error::invalid(format!("{name}: `{v}` is not true or false"))),
     }
 }
 
@@ -227,15 +228,10 @@ impl Config {
             ),
         };
         let aws = AwsConfig {
-            region: env
-                .get("AWS_REGION")
-                .or_else(|| env.get("AWS_DEFAULT_REGION")),
+            region: env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")),
             endpoint_url,
             force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
-            static_credentials: match (
-                env.get("AWS_ACCESS_KEY_ID"),
-                env.get("AWS_SECRET_ACCESS_KEY"),
-            ) {
+            static_credentials: match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
                 (Some(id), Some(secret)) => Some(AwsStaticCredentials {
                     access_key_id: Secret::new(id),
                     secret_access_key: Secret::new(secret),
@@ -257,15 +253,11 @@ impl Config {
         let d = EngineConfig::default();
         let block_mib: u64 = parse(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / (1024 * 1024))?;
         if !(1..=4000).contains(&block_mib) {
-            return Err(Error::invalid(
-                "SYNC_BLOCK_SIZE_MIB: must be between 1 and 4000",
-            ));
+            return Err(Error::invalid("SYNC_BLOCK_SIZE_MIB: must be between 1 and 4000"));
         }
         let block_concurrency: usize = parse(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency)?;
         if !(1..=256).contains(&block_concurrency) {
-            return Err(Error::invalid(
-                "SYNC_BLOCK_CONCURRENCY: must be between 1 and 256",
-            ));
+            return Err(Error::invalid("SYNC_BLOCK_CONCURRENCY: must be between 1 and 256"));
         }
         let presign: u64 = parse(env, "SYNC_PRESIGN_EXPIRY_SECS", d.presign_expiry.as_secs())?;
         if !(60..=3600).contains(&presign) {
@@ -286,16 +278,50 @@ impl Config {
             crate::target::blob::validate_container_name(c)
                 .map_err(|e| Error::invalid(format!("SYNC_TARGET_CONTAINER: {}", e.message())))?;
         }
-        let checkpoint_table = env
-            .get("SYNC_CHECKPOINT_TABLE")
-            .unwrap_or_else(|| "objects".into());
+        let checkpoint_table = env.get("SYNC_CHECKPOINT_TABLE").unwrap_or_else(|| "objects".into());
         crate::target::table::validate_table_name(&checkpoint_table)
             .map_err(|e| Error::invalid(format!("SYNC_CHECKPOINT_TABLE: {}", e.message())))?;
         let max_dequeue_count: u32 = parse(env, "SYNC_MAX_DEQUEUE_COUNT", 5)?;
         if max_dequeue_count == 0 {
             return Err(Error::invalid("SYNC_MAX_DEQUEUE_COUNT: must be at least 1"));
         }
+        let mode = match env.get("SYNC_MODE").as_deref() {
+            None | Some("additive") => crate::engine::SyncMode::Additive,
+            Some("mirror") => crate::engine::SyncMode::Mirror,
+            Some(v) => return Err(Error::invalid(format!("SYNC_MODE: `{v}` is not additive or mirror"))),
+        };
+        let sqs_queue_url = match env.get("SYNC_SQS_QUEUE_URL") {
+            None => None,
+            Some(v) => {
+                let u = Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.path().len() > 1)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "SYNC_SQS_QUEUE_URL: not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)",
+                        )
+                    })?;
+                Some(u.to_string())
+            }
+        };
+        let queue = |var: &str, default: &str| -> Result<String> {
+            let name = env.get(var).unwrap_or_else(|| default.to_string());
+            crate::target::queue::validate_queue_name(&name)
+                .map_err(|e| Error::invalid(format!("{var}: {}", e.message())))?;
+            Ok(name)
+        };
+        let copy_queue = queue("SYNC_COPY_QUEUE", "copy-objects")?;
+        let reject_queue = queue("SYNC_REJECT_QUEUE", "sqs-rejects")?;
+        let budget: u64 = parse(env, "SYNC_DRAIN_BUDGET_SECS", 50)?;
+        if !(5..=3600).contains(&budget) {
+            return Err(Error::invalid("SYNC_DRAIN_BUDGET_SECS: must be between 5 and 3600"));
+        }
         Ok(Config {
+            mode,
+            sqs_queue_url,
+            copy_queue,
+            reject_queue,
+            drain_budget: Duration::from_secs(budget),
             azure,
             aws,
             engine,
@@ -319,11 +345,7 @@ fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
              (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
         ));
     };
-    if !(3..=24).contains(&name.len())
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+    if !(3..=24).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         return Err(Error::invalid(
             "AZURE_STORAGE_ACCOUNT: must be 3-24 lower-case letters and digits",
         ));
@@ -340,10 +362,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -360,10 +379,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_variable() {
-        let base = [(
-            "AZURE_STORAGE_CONNECTION_STRING",
-            "UseDevelopmentStorage=true",
-        )];
+        let base = [("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")];
         let cases = [
             ("SYNC_COPY_PATH", "sideways"),
             ("SYNC_METADATA_POLICY", "keep"),
@@ -372,12 +388,16 @@ mod tests {
             ("SYNC_BLOCK_CONCURRENCY", "0"),
             ("SYNC_PRESIGN_EXPIRY_SECS", "604800"),
             ("AWS_ENDPOINT_URL", "not a url"),
-            ("AWS_ACCESS_KEY_ID", "AKIAONLY"),
             ("SYNC_S3_FORCE_PATH_STYLE", "maybe"),
             ("SYNC_TARGET_CONTAINER", "Bad_Name"),
             ("SYNC_CHECKPOINT_TABLE", "1bad"),
             ("SYNC_LOG_FORMAT", "xml"),
             ("SYNC_MAX_DEQUEUE_COUNT", "0"),
+            ("SYNC_MODE", "delete-everything"),
+            ("SYNC_SQS_QUEUE_URL", "queue"),
+            ("SYNC_COPY_QUEUE", "Copy_Objects"),
+            ("SYNC_REJECT_QUEUE", "x"),
+            ("SYNC_DRAIN_BUDGET_SECS", "1"),
         ];
         for (var, val) in cases {
             let mut e = env(&base);
@@ -385,6 +405,13 @@ mod tests {
             let err = Config::from(&e).unwrap_err();
             assert!(err.message().starts_with(var), "{var}={val}: {err}");
         }
+        // A half-set key pair names the missing half.
+        let mut e = env(&base);
+        e.insert("AWS_ACCESS_KEY_ID".into(), "AKIAONLY".into());
+        assert!(Config::from(&e)
+            .unwrap_err()
+            .message()
+            .starts_with("AWS_SECRET_ACCESS_KEY"));
         let err = Config::from(&env(&[])).unwrap_err();
         assert!(err.message().contains("AZURE_STORAGE_CONNECTION_STRING"));
         let err = Config::from(&env(&[("AZURE_STORAGE_ACCOUNT", "Has-Caps")])).unwrap_err();

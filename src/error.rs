@@ -120,12 +120,8 @@ impl std::error::Error for Error {}
 pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
     match (status, code) {
         (_, Some("CannotVerifyCopySource")) => ErrorKind::CopySourceUnreachable,
-        (_, Some("Md5Mismatch" | "Crc64Mismatch" | "BadDigest" | "InvalidDigest")) => {
-            ErrorKind::Integrity
-        }
-        (_, Some("ServerBusy" | "SlowDown" | "OperationTimedOut" | "RequestTimeout")) => {
-            ErrorKind::Throttled
-        }
+        (_, Some("Md5Mismatch" | "Crc64Mismatch" | "BadDigest" | "InvalidDigest")) => ErrorKind::Integrity,
+        (_, Some("ServerBusy" | "SlowDown" | "OperationTimedOut" | "RequestTimeout")) => ErrorKind::Throttled,
         (404, _) => ErrorKind::NotFound,
         (409 | 412, _) => ErrorKind::Precondition,
         (429 | 503, _) => ErrorKind::Throttled,
@@ -147,19 +143,13 @@ mod tests {
     #[test]
     fn status_mapping_and_retry_decision() {
         assert_eq!(kind_from_status(503, None), ErrorKind::Throttled);
-        assert_eq!(
-            kind_from_status(500, Some("InternalError")),
-            ErrorKind::Transient
-        );
+        assert_eq!(kind_from_status(500, Some("InternalError")), ErrorKind::Transient);
         assert_eq!(kind_from_status(412, None), ErrorKind::Precondition);
         assert_eq!(
             kind_from_status(400, Some("CannotVerifyCopySource")),
             ErrorKind::CopySourceUnreachable
         );
-        assert_eq!(
-            kind_from_status(400, Some("Md5Mismatch")),
-            ErrorKind::Integrity
-        );
+        assert_eq!(kind_from_status(400, Some("Md5Mismatch")), ErrorKind::Integrity);
         assert!(Error::new(ErrorKind::Throttled, "x").is_retryable());
         assert!(Error::new(ErrorKind::Transient, "reset").is_retryable());
         assert!(!Error::new(ErrorKind::Transient, "reset")

@@ -29,6 +29,7 @@ pub struct AppState {
     pub config: Arc<config::Config>,
     /// The copy engine.
     pub engine: Arc<engine::Engine>,
+    drainer: Arc<tokio::sync::OnceCell<run::drain::Drainer>>,
 }
 
 impl AppState {
@@ -39,6 +40,14 @@ impl AppState {
         Ok(AppState {
             config: Arc::new(config),
             engine: Arc::new(engine),
+            drainer: Arc::default(),
         })
+    }
+
+    /// The SQS drainer, built on first use (only `DrainSqs` needs SQS settings).
+    pub async fn drainer(&self) -> error::Result<&run::drain::Drainer> {
+        self.drainer
+            .get_or_try_init(|| run::drain::Drainer::from_config(&self.config))
+            .await
     }
 }

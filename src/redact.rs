@@ -75,8 +75,7 @@ pub fn redact(text: &str) -> String {
 
 /// A field name counts only at the start of a parameter, so `design=` does not match `sig=`.
 fn starts_field(bytes: &[u8], i: usize) -> bool {
-    i == 0
-        || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-' || bytes[i - 1] == b'_')
+    i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-' || bytes[i - 1] == b'_')
 }
 
 fn is_value_end(b: u8) -> bool {

@@ -48,11 +48,7 @@ impl RetryPolicy {
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let cap = exp.min(self.max_delay);
         let millis = cap.as_millis() as u64;
-        Duration::from_millis(if millis == 0 {
-            0
-        } else {
-            rand::random_range(0..=millis)
-        })
+        Duration::from_millis(if millis == 0 { 0 } else { rand::random_range(0..=millis) })
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the bounds are spent.
@@ -72,9 +68,7 @@ impl RetryPolicy {
                     let out_of_time = start.elapsed() + delay > self.max_elapsed;
                     if !e.is_retryable() || attempt >= self.max_attempts || out_of_time {
                         if e.is_retryable() && attempt > 1 {
-                            return Err(
-                                e.context(format!("{what}: gave up after {attempt} attempts"))
-                            );
+                            return Err(e.context(format!("{what}: gave up after {attempt} attempts")));
                         }
                         return Err(e);
                     }
@@ -134,10 +128,7 @@ mod tests {
                 Err(Error::new(ErrorKind::Transient, "reset"))
             })
             .await;
-        assert!(r
-            .unwrap_err()
-            .message()
-            .contains("gave up after 4 attempts"));
+        assert!(r.unwrap_err().message().contains("gave up after 4 attempts"));
         assert_eq!(n.load(Ordering::SeqCst), 4);
 
         let n = AtomicU32::new(0);

@@ -14,11 +14,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::config::LogFormat;
 
 /// Targets that must never log below `warn`.
-const PINNED: &[&str] = &[
-    "aws_sigv4=warn",
-    "aws_credential_types=warn",
-    "aws_config=warn",
-];
+const PINNED: &[&str] = &["aws_sigv4=warn", "aws_credential_types=warn", "aws_config=warn"];
 
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides `default_level`
 /// for this crate; other crates log at `warn`.
@@ -30,11 +26,7 @@ pub fn init(format: LogFormat, default_level: &str) {
     }
     let builder = fmt().with_env_filter(filter).with_writer(RedactingStderr);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }

@@ -89,6 +89,12 @@ pub struct ObjectRecord {
     pub run_id: Option<String>,
     /// Attempts that failed since the last success.
     pub failed_attempts: u32,
+    /// Highest S3 event sequencer applied for this key.
+    pub sequencer: Option<String>,
+    /// Name of the last event applied.
+    pub last_event: Option<String>,
+    /// Time of the last event applied.
+    pub event_time: Option<String>,
     /// When written (RFC 3339).
     pub updated_at: String,
 }
@@ -111,6 +117,9 @@ impl ObjectRecord {
             path: None,
             run_id: None,
             failed_attempts: 0,
+            sequencer: None,
+            last_event: None,
+            event_time: None,
             updated_at: now_rfc3339(),
         }
     }
@@ -133,6 +142,9 @@ impl ObjectRecord {
             ("Verified", &self.verified),
             ("Path", &self.path),
             ("RunId", &self.run_id),
+            ("Sequencer", &self.sequencer),
+            ("LastEvent", &self.last_event),
+            ("EventTime", &self.event_time),
         ];
         for (name, v) in opt {
             if let Some(v) = v {
@@ -162,6 +174,9 @@ impl ObjectRecord {
             path: s("Path"),
             run_id: s("RunId"),
             failed_attempts: e.get_i64("FailedAttempts").unwrap_or(0) as u32,
+            sequencer: s("Sequencer"),
+            last_event: s("LastEvent"),
+            event_time: s("EventTime"),
             updated_at: s("UpdatedAt").unwrap_or_default(),
         })
     }
@@ -240,9 +255,7 @@ impl CheckpointStore {
             };
             match r {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound =>
-                {
+                Err(e) if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound => {
                     let current = self.get(&rec.bucket, &rec.key, &rec.target).await?;
                     if let Some(cur) = &current {
                         if is_newer(&cur.record, rec) {

@@ -33,10 +33,7 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
 
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
-    engine
-        .target(&target.container)?
-        .create_if_missing()
-        .await?;
+    engine.target(&target.container)?.create_if_missing().await?;
 
     let pb = if args.no_progress || args.json {
         ProgressBar::hidden()
@@ -44,10 +41,8 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
         ProgressBar::new(0)
     };
     pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects  {msg}",
-        )
-        .expect("static template"),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects  {msg}")
+            .expect("static template"),
     );
     pb.enable_steady_tick(Duration::from_millis(200));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -59,10 +54,7 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
         let source = source.clone();
         async move {
             let Some(token) = state else { return Ok(None) };
-            let (objs, next) = engine
-                .s3()
-                .list_page(&source.bucket, &source.prefix, token)
-                .await?;
+            let (objs, next) = engine.s3().list_page(&source.bucket, &source.prefix, token).await?;
             Ok::<_, crate::error::Error>(Some((objs, next.map(Some))))
         }
     });
@@ -89,6 +81,7 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
                 target_prefix: target.prefix.clone(),
                 run_id: Some(run_id.clone()),
                 mode: SyncMode::Additive,
+                event: None,
             });
             async move {
                 let req = req?;
@@ -185,12 +178,7 @@ async fn copy_with_retries(engine: &Engine, req: &CopyRequest) -> Result<CopyRep
     }
 }
 
-async fn dry_run(
-    s3: &S3Source,
-    source: &S3Location,
-    container: &str,
-    prefix: &str,
-) -> Result<ExitCode> {
+async fn dry_run(s3: &S3Source, source: &S3Location, container: &str, prefix: &str) -> Result<ExitCode> {
     let mut token = None;
     let mut summary = RunSummary::default();
     loop {
@@ -201,15 +189,10 @@ async fn dry_run(
                     (Outcome::Excluded, format!("skip ({})", issue.reason()))
                 }
                 Err(issue) => (Outcome::Unsupported, format!("refuse ({})", issue.reason())),
-                Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => {
-                    (
-                        Outcome::Unsupported,
-                        format!(
-                            "refuse (unsupported: {})",
-                            o.storage_class.as_deref().unwrap_or("")
-                        ),
-                    )
-                }
+                Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => (
+                    Outcome::Unsupported,
+                    format!("refuse (unsupported: {})", o.storage_class.as_deref().unwrap_or("")),
+                ),
                 Ok(name) => (Outcome::Copied, format!("copy -> {container}/{name}")),
             };
             println!(

@@ -1,7 +1,9 @@
 //! The command line: `serve`, `copy`, `status`.
 
 mod copy;
+mod setup;
 mod status;
+mod watch;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -44,11 +46,30 @@ enum Command {
     },
     /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed.
     Copy(CopyArgs),
-    /// Show the checkpoint rows of a bucket: what was copied, skipped or failed, and why.
+    /// Keep a container in sync with a bucket's events: drain SQS into the copy queue and
+    /// work it off, until SIGTERM or Ctrl-C.
+    Watch {
+        /// The SQS queue with the bucket's event notifications (default: SYNC_SQS_QUEUE_URL).
+        #[arg(long)]
+        queue_url: Option<String>,
+        /// Objects copied at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+        workers: u16,
+        /// Drain until SQS is empty, work off the copy queue, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Point the bucket's event notifications at the SQS queue and check the queue policy.
+    SetupEvents(setup::SetupArgs),
+    /// Show the checkpoint rows of a bucket: what was copied, skipped or failed, and why; and
+    /// the SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
     Status {
         /// The source bucket.
         #[arg(long)]
         bucket: String,
+        /// The SQS queue to report the backlog of.
+        #[arg(long)]
+        queue_url: Option<String>,
         /// Only rows that are not copied or up to date.
         #[arg(long)]
         problems: bool,
@@ -133,7 +154,11 @@ pub struct BlobLocation {
 /// `http://host:port/acct/container/prefix`. A query string (SAS) is refused: pass it in
 /// AZURE_STORAGE_SAS_TOKEN so it is never echoed.
 pub fn parse_blob_url(s: &str) -> Result<BlobLocation> {
-    let u = Url::parse(s).map_err(|e| Error::invalid(format!("target is not a URL ({e}); expected https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX")))?;
+    let u = Url::parse(s).map_err(|e| {
+        Error::invalid(format!(
+            "target is not a URL ({e}); expected https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX"
+        ))
+    })?;
     if u.query().is_some() {
         return Err(Error::invalid(
             "target URL must not carry a query (SAS): set AZURE_STORAGE_SAS_TOKEN instead",
@@ -142,8 +167,7 @@ pub fn parse_blob_url(s: &str) -> Result<BlobLocation> {
     if !matches!(u.scheme(), "http" | "https") {
         return Err(Error::invalid("target URL must be http(s)"));
     }
-    let account = account_from_url(&u)
-        .ok_or_else(|| Error::invalid("target URL names no storage account"))?;
+    let account = account_from_url(&u).ok_or_else(|| Error::invalid("target URL names no storage account"))?;
     let path_style = !u.host_str().unwrap_or("").contains(".blob.");
     let mut segs: Vec<&str> = u
         .path()
@@ -183,8 +207,7 @@ fn load_config(target: Option<&BlobLocation>) -> Result<Config> {
     if let (false, Some(t)) = (has_azure, target) {
         env.insert("AZURE_STORAGE_ACCOUNT".into(), t.account.clone());
     }
-    env.entry("SYNC_LOG_FORMAT".into())
-        .or_insert_with(|| "pretty".into());
+    env.entry("SYNC_LOG_FORMAT".into()).or_insert_with(|| "pretty".into());
     let mut cfg = Config::from(&env)?;
     if let Some(t) = target {
         if cfg.azure.name != t.account {
@@ -214,11 +237,18 @@ pub async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { port } => serve(port).await,
         Command::Copy(args) => copy::run(args).await,
+        Command::Watch {
+            queue_url,
+            workers,
+            once,
+        } => watch::run(queue_url, workers as usize, once).await,
+        Command::SetupEvents(args) => setup::run(args).await,
         Command::Status {
             bucket,
+            queue_url,
             problems,
             limit,
-        } => status::run(&bucket, problems, limit).await,
+        } => status::run(&bucket, queue_url, problems, limit).await,
     };
     match result {
         Ok(code) => code,
@@ -236,11 +266,9 @@ async fn serve(port: Option<u16>) -> Result<ExitCode> {
             let v = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT").map_err(|_| {
                 Error::invalid("FUNCTIONS_CUSTOMHANDLER_PORT is not set (the Functions host sets it; or pass --port)")
             })?;
-            v.trim().parse().map_err(|_| {
-                Error::invalid(format!(
-                    "FUNCTIONS_CUSTOMHANDLER_PORT: `{v}` is not a port number"
-                ))
-            })?
+            v.trim()
+                .parse()
+                .map_err(|_| Error::invalid(format!("FUNCTIONS_CUSTOMHANDLER_PORT: `{v}` is not a port number")))?
         }
     };
     let config = Config::from_env()?;
@@ -249,11 +277,7 @@ async fn serve(port: Option<u16>) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-    tracing::info!(
-        port,
-        version = env!("CARGO_PKG_VERSION"),
-        "custom handler listening"
-    );
+    tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "custom handler listening");
     axum::serve(listener, crate::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -261,9 +285,8 @@ async fn serve(port: Option<u16>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("signal handler");
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
@@ -306,10 +329,7 @@ mod tests {
             (l.account.as_str(), l.container.as_str(), l.prefix.as_str()),
             ("devstoreaccount1", "c01", "p")
         );
-        assert_eq!(
-            l.endpoint.as_str(),
-            "http://127.0.0.1:10000/devstoreaccount1"
-        );
+        assert_eq!(l.endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1");
         let e = parse_blob_url("https://acme.blob.core.windows.net/c?sv=1&sig=SECRET").unwrap_err();
         assert!(!e.message().contains("SECRET"));
         assert!(parse_blob_url("https://acme.blob.core.windows.net/").is_err());

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::retry::RetryPolicy;
 use crate::target::table::TableClient;
 
-pub(super) async fn run(bucket: &str, problems: bool, limit: usize) -> Result<ExitCode> {
+pub(super) async fn run(bucket: &str, queue_url: Option<String>, problems: bool, limit: usize) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let auth = cfg.azure.authorizer()?;
@@ -24,16 +24,22 @@ pub(super) async fn run(bucket: &str, problems: bool, limit: usize) -> Result<Ex
         rows.retain(|r| !matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded));
     }
     println!(
-        "{:<20} {:>12} {:<10} {:<40} reason",
-        "outcome", "bytes", "verified", "key"
+        "{:<20} {:>12} {:<10} {:<40} {:<44} reason",
+        "outcome", "bytes", "verified", "key", "last event"
     );
     for r in rows.iter().take(limit) {
+        let event = match (&r.last_event, &r.event_time) {
+            (Some(e), Some(t)) => format!("{e} @ {t}"),
+            (Some(e), None) => e.clone(),
+            _ => "-".into(),
+        };
         println!(
-            "{:<20} {:>12} {:<10} {:<40} {}",
+            "{:<20} {:>12} {:<10} {:<40} {:<44} {}",
             r.outcome.as_str(),
             r.size.map(|s| s.to_string()).unwrap_or_default(),
             r.verified.as_deref().unwrap_or("-"),
             r.key,
+            event,
             r.reason.as_deref().unwrap_or("")
         );
     }
@@ -44,5 +50,19 @@ pub(super) async fn run(bucket: &str, problems: bool, limit: usize) -> Result<Ex
         "{total} checkpoint rows for bucket {bucket} in table {}",
         cfg.checkpoint_table
     );
+    if let Some(url) = queue_url.or(cfg.sqs_queue_url.clone()) {
+        let sqs = crate::source::sqs::SqsQueue::new(&cfg.aws, &url, RetryPolicy::default()).await;
+        let d = sqs.depth().await?;
+        let last = crate::run::lag::last(store.table(), &url).await?;
+        println!(
+            "sqs backlog: ~{} waiting, ~{} in flight; {}",
+            d.visible,
+            d.in_flight,
+            match last {
+                Some((at, age)) => format!("last drain {at}, oldest message then {:.1} s old", age as f64 / 1000.0),
+                None => "no drain recorded yet".into(),
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Copy of one object, as in DESIGN.md: HEAD the source, skip what is already there, move the
 //! bytes server-side or streamed, verify, then checkpoint.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +17,9 @@ use super::{CopyReport, CopyRequest, Engine, SyncMode};
 use crate::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::events::sequencer_cmp;
 use crate::source::s3::ObjectHead;
-use crate::target::blob::{BlobProps, BlobTarget, CommitProps};
+use crate::target::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 
 impl Engine {
     /// Brings one object up to date and checkpoints the outcome.
@@ -30,13 +32,8 @@ impl Engine {
         let started = Instant::now();
         let target = self.target(&req.container)?;
         let target_id = target.id();
-        let seen = self
-            .checkpoint
-            .get(&req.bucket, &req.key, &target_id)
-            .await?;
-        let result = self
-            .copy_inner(req, &target, &target_id, seen.as_ref())
-            .await;
+        let seen = self.checkpoint.get(&req.bucket, &req.key, &target_id).await?;
+        let result = self.copy_inner(req, &target, &target_id, seen.as_ref()).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(r) => tracing::info!(
@@ -57,6 +54,9 @@ impl Engine {
                 // Keep what we knew of the last good copy so a later skip check still works.
                 if let Some(s) = &seen {
                     rec.blob = s.record.blob.clone();
+                    rec.sequencer = s.record.sequencer.clone();
+                    rec.last_event = s.record.last_event.clone();
+                    rec.event_time = s.record.event_time.clone();
                 }
                 if let Err(w) = self.checkpoint.put(&rec, seen.as_ref()).await {
                     tracing::error!(bucket = %req.bucket, key = %req.key, error = %w, "could not record failure");
@@ -75,6 +75,29 @@ impl Engine {
     ) -> Result<CopyReport> {
         let mut rec = ObjectRecord::new(&req.bucket, &req.key, target_id, Outcome::Copied);
         rec.run_id = req.run_id.clone();
+        let applied = seen.and_then(|s| s.record.sequencer.clone());
+        if let Some(ev) = &req.event {
+            // A sequencer at or below the one applied is a duplicate or an old event.
+            if let (Some(new), Some(old), Some(s)) = (&ev.sequencer, &applied, seen) {
+                if s.record.outcome != Outcome::Failed && sequencer_cmp(new, old) != Ordering::Greater {
+                    let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
+                    rep.blob = s.record.blob.clone();
+                    rep.reason = Some(format!("stale event: sequencer {new} is not after applied {old}"));
+                    return Ok(rep);
+                }
+            }
+            rec.sequencer = match (&ev.sequencer, &applied) {
+                (Some(n), Some(o)) if sequencer_cmp(n, o) == Ordering::Greater => Some(n.clone()),
+                (Some(n), None) => Some(n.clone()),
+                _ => applied.clone(),
+            };
+            rec.last_event = Some(ev.name.clone());
+            rec.event_time = ev.time.clone();
+        } else if let Some(s) = seen {
+            rec.sequencer = applied.clone();
+            rec.last_event = s.record.last_event.clone();
+            rec.event_time = s.record.event_time.clone();
+        }
 
         let name = match blob_name(&req.key, &req.source_prefix, &req.target_prefix) {
             Ok(n) => n,
@@ -83,9 +106,7 @@ impl Engine {
                     NameIssue::FolderMarker | NameIssue::OutsidePrefix => Outcome::Excluded,
                     NameIssue::Invalid(_) => Outcome::Unsupported,
                 };
-                return self
-                    .finish(rec, outcome, Some(issue.reason()), None, seen)
-                    .await;
+                return self.finish(rec, outcome, Some(issue.reason()), None, seen).await;
             }
         };
         rec.blob = Some(name.clone());
@@ -124,9 +145,7 @@ impl Engine {
         // ...or the blob's provenance says it holds it.
         let existing = target.properties(&name).await?;
         if let Some(p) = &existing {
-            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size))
-                && p.size == head.size
-            {
+            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size)) && p.size == head.size {
                 rec.verified = Some("provenance".into());
                 let reason = Some("blob already holds this version".into());
                 return self
@@ -137,11 +156,7 @@ impl Engine {
 
         let meta = match map_metadata(&req.bucket, &req.key, &head, self.cfg.metadata_policy) {
             Ok(m) => m,
-            Err(why) => {
-                return self
-                    .finish(rec, Outcome::Failed, Some(why), Some(&head), seen)
-                    .await
-            }
+            Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
         if !meta.excluded.is_empty() || !meta.renamed.is_empty() {
             tracing::info!(
@@ -157,7 +172,8 @@ impl Engine {
         let (path, verified) = match self.cfg.copy_path {
             CopyPath::Streamed => (
                 "streamed",
-                self.streamed(req, target, &name, &head, &props).await?,
+                self.streamed(req, target, &name, &head, &props, existing.as_ref())
+                    .await?,
             ),
             CopyPath::ServerSide => (
                 "server-side",
@@ -173,7 +189,8 @@ impl Engine {
                     tracing::info!(bucket = %req.bucket, key = %req.key, "Azure cannot read the source; streaming instead");
                     (
                         "streamed",
-                        self.streamed(req, target, &name, &head, &props).await?,
+                        self.streamed(req, target, &name, &head, &props, existing.as_ref())
+                            .await?,
                     )
                 }
                 Err(e) => return Err(e),
@@ -181,8 +198,7 @@ impl Engine {
         };
         rec.path = Some(path.into());
         rec.verified = Some(verified.into());
-        self.finish(rec, Outcome::Copied, None, Some(&head), seen)
-            .await
+        self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
     }
 
     /// The source object is gone: mirror deletes our blob, additive keeps it.
@@ -198,15 +214,10 @@ impl Engine {
             // Only delete what this tool wrote for this key: never an unrelated blob.
             if let Some(p) = target.properties(name).await? {
                 let ours = p.metadata.get("s3sync_bucket") == Some(&req.bucket);
-                if ours && target.delete(name).await? {
+                // Only the blob we looked at: a copy that landed meanwhile is left alone.
+                if ours && target.delete_if(name, &WriteCondition::after(Some(&p))).await? {
                     return self
-                        .finish(
-                            rec,
-                            Outcome::Deleted,
-                            Some("source deleted".into()),
-                            None,
-                            seen,
-                        )
+                        .finish(rec, Outcome::Deleted, Some("source deleted".into()), None, seen)
                         .await;
                 }
             }
@@ -230,6 +241,10 @@ impl Engine {
         rec.outcome = outcome;
         rec.reason = reason;
         rec.updated_at = now_rfc3339();
+        if outcome == Outcome::Failed {
+            // A failure applies no event.
+            rec.sequencer = seen.and_then(|s| s.record.sequencer.clone());
+        }
         self.checkpoint.put(&rec, seen).await?;
         Ok(CopyReport {
             outcome,
@@ -272,8 +287,9 @@ impl Engine {
         let expected = head.md5();
         if head.size <= self.cfg.put_blob_from_url_max {
             // With the source MD5, Azure checks the bytes it read before committing.
+            let cond = WriteCondition::after(existing);
             let got = target
-                .put_blob_from_url(name, &url, expected.as_ref().map(|m| &m[..]), props)
+                .put_blob_from_url(name, &url, expected.as_ref().map(|m| &m[..]), props, &cond)
                 .await?;
             if let (Some(want), Some(got)) = (expected, got.as_deref()) {
                 if got != want {
@@ -291,24 +307,21 @@ impl Engine {
             let results: Vec<Result<()>> = futures::stream::iter(0..layout.count())
                 .map(|i| {
                     let (t, url, layout) = (target.clone(), url.clone(), &layout);
-                    async move {
-                        t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i))
-                            .await
-                    }
+                    async move { t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i)).await }
                 })
                 .buffer_unordered(self.cfg.block_concurrency)
                 .collect()
                 .await;
             results.into_iter().collect::<Result<Vec<()>>>()?;
-            target.commit_blocks(name, &layout.ids(), props).await?;
+            target
+                .commit_blocks(name, &layout.ids(), props, &WriteCondition::after(existing))
+                .await?;
         }
         // No MD5 to compare (multipart or KMS): check the committed size.
-        let p = target.properties(name).await?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Transient,
-                format!("{name}: blob missing right after commit"),
-            )
-        })?;
+        let p = target
+            .properties(name)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Transient, format!("{name}: blob missing right after commit")))?;
         if p.size != head.size {
             return Err(Error::new(
                 ErrorKind::Integrity,
@@ -332,6 +345,7 @@ impl Engine {
         name: &str,
         head: &ObjectHead,
         props: &CommitProps,
+        existing: Option<&BlobProps>,
     ) -> Result<&'static str> {
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
         let c = self.cfg.block_concurrency;
@@ -391,7 +405,9 @@ impl Engine {
             }
             None => "size",
         };
-        target.commit_blocks(name, &layout.ids(), props).await?;
+        target
+            .commit_blocks(name, &layout.ids(), props, &WriteCondition::after(existing))
+            .await?;
         Ok(verified)
     }
 }

@@ -65,9 +65,7 @@ mod tests {
         let l = BlockLayout::new(20 * MIB + 5, "e", 8 * MIB);
         assert_eq!(l.count(), 3);
         assert_eq!(l.range(2), 16 * MIB..20 * MIB + 5);
-        let total: u64 = (0..l.count())
-            .map(|i| l.range(i).end - l.range(i).start)
-            .sum();
+        let total: u64 = (0..l.count()).map(|i| l.range(i).end - l.range(i).start).sum();
         assert_eq!(total, l.size);
     }
 

@@ -36,13 +36,7 @@ pub fn is_valid_name(name: &str) -> bool {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
         .collect()
 }
 
@@ -72,14 +66,11 @@ pub fn map_metadata(
         }
         match policy {
             MetadataPolicy::Exclude => out.excluded.push(name.clone()),
-            MetadataPolicy::Fail => {
-                return Err(format!("invalid metadata name `{name}` (policy: fail)"))
-            }
+            MetadataPolicy::Fail => return Err(format!("invalid metadata name `{name}` (policy: fail)")),
             MetadataPolicy::Rename => {
                 let s = sanitize(&lower);
                 out.values.insert(format!("rename_{s}"), value);
-                out.values
-                    .insert(format!("rename_key_{s}"), header_safe(name));
+                out.values.insert(format!("rename_key_{s}"), header_safe(name));
                 out.renamed.push(name.clone());
             }
         }
@@ -107,10 +98,7 @@ pub fn map_metadata(
 /// The source ETag and size recorded on a blob by an earlier copy.
 pub fn provenance(meta: &HashMap<String, String>) -> Option<(&str, u64)> {
     let etag = meta.get(&format!("{PROVENANCE_PREFIX}etag"))?;
-    let size = meta
-        .get(&format!("{PROVENANCE_PREFIX}size"))?
-        .parse()
-        .ok()?;
+    let size = meta.get(&format!("{PROVENANCE_PREFIX}size"))?.parse().ok()?;
     Some((etag, size))
 }
 
@@ -122,10 +110,7 @@ mod tests {
         ObjectHead {
             etag: "e".into(),
             size: 3,
-            metadata: meta
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         }
     }
@@ -145,10 +130,7 @@ mod tests {
         let h = head(&[("good", "1"), ("has-dash", "2"), ("9lives", "3")]);
         let m = map_metadata("b", "k", &h, MetadataPolicy::Exclude).unwrap();
         assert_eq!(m.values.get("good").map(String::as_str), Some("1"));
-        assert_eq!(
-            m.excluded,
-            vec!["9lives".to_string(), "has-dash".to_string()]
-        );
+        assert_eq!(m.excluded, vec!["9lives".to_string(), "has-dash".to_string()]);
         assert!(!m.values.keys().any(|k| k.contains("dash")));
 
         let e = map_metadata("b", "k", &h, MetadataPolicy::Fail).unwrap_err();

@@ -44,6 +44,20 @@ pub struct CopyRequest {
     pub run_id: Option<String>,
     /// Additive or mirror.
     pub mode: SyncMode,
+    /// The S3 event that asked for this, when there was one.
+    pub event: Option<EventInfo>,
+}
+
+/// What an S3 event said about a key. The engine still decides on the HEAD of the source;
+/// the sequencer only lets stale or duplicate events be skipped cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventInfo {
+    /// Event name, e.g. `ObjectRemoved:Delete`.
+    pub name: String,
+    /// S3's per-key ordering token.
+    pub sequencer: Option<String>,
+    /// When the event happened.
+    pub time: Option<String>,
 }
 
 /// What the engine did with one object.

@@ -28,9 +28,7 @@ pub fn blob_name(key: &str, source_prefix: &str, target_prefix: &str) -> Result<
     if key.ends_with('/') {
         return Err(NameIssue::FolderMarker);
     }
-    let rest = key
-        .strip_prefix(source_prefix)
-        .ok_or(NameIssue::OutsidePrefix)?;
+    let rest = key.strip_prefix(source_prefix).ok_or(NameIssue::OutsidePrefix)?;
     let name = format!("{target_prefix}{rest}");
     validate_blob_name(&name).map_err(NameIssue::Invalid)?;
     Ok(name)
@@ -72,10 +70,7 @@ mod tests {
 
     #[test]
     fn maps_prefixes() {
-        assert_eq!(
-            blob_name("in/a/b.txt", "in/", "out/").unwrap(),
-            "out/a/b.txt"
-        );
+        assert_eq!(blob_name("in/a/b.txt", "in/", "out/").unwrap(), "out/a/b.txt");
         assert_eq!(blob_name("a//b", "", "").unwrap(), "a//b");
         assert_eq!(blob_name("x/a", "in/", ""), Err(NameIssue::OutsidePrefix));
         assert_eq!(blob_name("dir/", "", ""), Err(NameIssue::FolderMarker));
@@ -85,15 +80,7 @@ mod tests {
     fn rejects_azure_invalid_names() {
         let long = "a".repeat(1025);
         let deep = vec!["a"; 255].join("/");
-        for bad in [
-            "a.",
-            "a./b",
-            "./b",
-            "a/../b",
-            long.as_str(),
-            deep.as_str(),
-            "a\u{1}b",
-        ] {
+        for bad in ["a.", "a./b", "./b", "a/../b", long.as_str(), deep.as_str(), "a\u{1}b"] {
             assert!(validate_blob_name(bad).is_err(), "{bad:?}");
         }
         let ok_long = "é".repeat(1024);

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::protocol::{dequeue_count, queue_message_text, InvokeRequest};
 use super::{Failure, Handled};
-use crate::engine::{CopyRequest, SyncMode};
+use crate::config::Config;
+use crate::engine::{CopyRequest, EventInfo, SyncMode};
 use crate::error::{Error, ErrorKind};
 use crate::AppState;
 
@@ -32,15 +33,24 @@ pub struct CopyMessage {
     /// The run this belongs to.
     #[serde(default)]
     pub run_id: Option<String>,
-    /// `additive` (default) or `mirror`.
+    /// `additive` or `mirror`; defaults to `SYNC_MODE`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// The S3 event name, for relayed notifications.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The event's sequencer.
+    #[serde(default)]
+    pub sequencer: Option<String>,
+    /// The event's time.
+    #[serde(default)]
+    pub event_time: Option<String>,
 }
 
 /// Parses and validates a message; errors say what to fix.
 pub fn parse_message(text: &str) -> Result<CopyMessage, Error> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| Error::invalid(format!("copy-objects message is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| Error::invalid(format!("copy-objects message is not JSON: {e}")))?;
     let m: CopyMessage = serde_json::from_value(v).map_err(|e| {
         Error::invalid(format!(
             "copy-objects message: {e} (expected {{\"bucket\":…,\"key\":…}})"
@@ -68,47 +78,43 @@ pub fn parse_message(text: &str) -> Result<CopyMessage, Error> {
     Ok(m)
 }
 
-/// Handles one invocation.
-pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Failure> {
-    let text = req
-        .data
-        .get(BINDING)
-        .and_then(queue_message_text)
-        .ok_or_else(|| {
-            Failure::bad_input(Error::invalid(format!(
-                "invoke payload has no Data.{BINDING} queue message"
-            )))
-        })?;
-    let msg = parse_message(&text).map_err(Failure::bad_input)?;
-    let cfg = &state.config;
+/// The engine request for a message, with the configured defaults filled in.
+pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error> {
     let container = msg
         .container
         .clone()
         .or_else(|| cfg.target_container.clone())
-        .ok_or_else(|| {
-            Failure::bad_input(Error::invalid(
-                "message names no container and SYNC_TARGET_CONTAINER is not set",
-            ))
-        })?;
-    let copy = CopyRequest {
+        .ok_or_else(|| Error::invalid("message names no container and SYNC_TARGET_CONTAINER is not set"))?;
+    Ok(CopyRequest {
         bucket: msg.bucket.clone(),
         key: msg.key.clone(),
         container,
-        source_prefix: msg
-            .source_prefix
-            .clone()
-            .unwrap_or_else(|| cfg.source_prefix.clone()),
-        target_prefix: msg
-            .target_prefix
-            .clone()
-            .unwrap_or_else(|| cfg.target_prefix.clone()),
+        source_prefix: msg.source_prefix.clone().unwrap_or_else(|| cfg.source_prefix.clone()),
+        target_prefix: msg.target_prefix.clone().unwrap_or_else(|| cfg.target_prefix.clone()),
         run_id: msg.run_id.clone(),
-        mode: if msg.mode.as_deref() == Some("mirror") {
-            SyncMode::Mirror
-        } else {
-            SyncMode::Additive
+        mode: match msg.mode.as_deref() {
+            Some("mirror") => SyncMode::Mirror,
+            Some(_) => SyncMode::Additive,
+            None => cfg.mode,
         },
-    };
+        event: msg.event.clone().map(|name| EventInfo {
+            name,
+            sequencer: msg.sequencer.clone(),
+            time: msg.event_time.clone(),
+        }),
+    })
+}
+
+/// Handles one invocation.
+pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Failure> {
+    let text = req.data.get(BINDING).and_then(queue_message_text).ok_or_else(|| {
+        Failure::bad_input(Error::invalid(format!(
+            "invoke payload has no Data.{BINDING} queue message"
+        )))
+    })?;
+    let msg = parse_message(&text).map_err(Failure::bad_input)?;
+    let cfg = &state.config;
+    let copy = to_request(&msg, cfg).map_err(Failure::bad_input)?;
     let attempt = dequeue_count(&req.metadata).unwrap_or(1);
     match state.engine.copy_object(&copy).await {
         Ok(report) => Ok(Handled {
@@ -117,11 +123,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                 copy.bucket,
                 copy.key,
                 report.outcome.as_str(),
-                report
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
             )],
             return_value: serde_json::json!({
                 "outcome": report.outcome.as_str(),
@@ -145,11 +147,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
             } else {
                 "will be retried"
             };
-            let status = if e.kind() == ErrorKind::Invalid {
-                400
-            } else {
-                500
-            };
+            let status = if e.kind() == ErrorKind::Invalid { 400 } else { 500 };
             Err(Failure {
                 status,
                 error: e.context(format!(

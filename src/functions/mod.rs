@@ -1,6 +1,7 @@
 //! The custom-handler side: the axum router the Functions host calls, one route per function.
 
 pub mod copy_object;
+pub mod drain_sqs;
 pub mod protocol;
 
 use axum::body::Bytes;
@@ -44,17 +45,22 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/CopyObject", post(copy_object_route))
+        .route("/DrainSqs", post(drain_sqs_route))
         .with_state(state)
 }
 
-async fn copy_object_route(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn copy_object_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     invoke("CopyObject", headers, body, |req| {
         let state = state.clone();
         async move { copy_object::handle(&state, &req).await }
+    })
+    .await
+}
+
+async fn drain_sqs_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    invoke("DrainSqs", headers, body, |req| {
+        let state = state.clone();
+        async move { drain_sqs::handle(&state, &req).await }
     })
     .await
 }

@@ -72,9 +72,7 @@ pub struct HttpOutput {
     pub body: String,
 }
 
-fn map_or_json_string<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<HashMap<String, String>, D::Error> {
+fn map_or_json_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
     let v = Value::deserialize(d)?;
     let v = match v {
         Value::String(s) if s.trim().is_empty() => return Ok(HashMap::new()),
@@ -86,14 +84,7 @@ fn map_or_json_string<'de, D: serde::Deserializer<'de>>(
         return Err(serde::de::Error::custom("Query must be an object"));
     };
     Ok(m.into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            )
-        })
+        .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
         .collect())
 }
 
@@ -128,9 +119,7 @@ pub fn dequeue_count(meta: &Map<String, Value>) -> Option<u32> {
 
 /// A metadata string with the host's extra quotes removed.
 pub fn meta_str(meta: &Map<String, Value>, name: &str) -> Option<String> {
-    meta.get(name)?
-        .as_str()
-        .map(|s| s.trim_matches('"').to_string())
+    meta.get(name)?.as_str().map(|s| s.trim_matches('"').to_string())
 }
 
 #[cfg(test)]
@@ -144,20 +133,13 @@ mod tests {
         let twice = Value::String(serde_json::to_string(raw).unwrap());
         assert_eq!(queue_message_text(&once).unwrap(), raw);
         assert_eq!(queue_message_text(&twice).unwrap(), raw);
-        assert_eq!(
-            queue_message_text(&serde_json::json!({"a":1})).unwrap(),
-            r#"{"a":1}"#
-        );
+        assert_eq!(queue_message_text(&serde_json::json!({"a":1})).unwrap(), r#"{"a":1}"#);
         assert_eq!(queue_message_text(&Value::Null), None);
     }
 
     #[test]
     fn dequeue_count_forms() {
-        for v in [
-            serde_json::json!(3),
-            serde_json::json!("3"),
-            serde_json::json!("\"3\""),
-        ] {
+        for v in [serde_json::json!(3), serde_json::json!("3"), serde_json::json!("\"3\"")] {
             let mut m = Map::new();
             m.insert("DequeueCount".into(), v);
             assert_eq!(dequeue_count(&m), Some(3));
@@ -166,8 +148,7 @@ mod tests {
 
     #[test]
     fn http_request_query_forms() {
-        let a: HttpTriggerRequest =
-            serde_json::from_str(r#"{"Query":{"x":"1"},"Method":"GET"}"#).unwrap();
+        let a: HttpTriggerRequest = serde_json::from_str(r#"{"Query":{"x":"1"},"Method":"GET"}"#).unwrap();
         let b: HttpTriggerRequest = serde_json::from_str(r#"{"Query":"{\"x\":\"1\"}"}"#).unwrap();
         assert_eq!(a.query, b.query);
     }

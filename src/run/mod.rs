@@ -1,4 +1,9 @@
-//! Run bookkeeping: counters by outcome, as Azure Storage Mover reports job runs.
+//! Run bookkeeping: counters by outcome, as Azure Storage Mover reports job runs; and the
+//! SQS drain loop.
+
+pub mod drain;
+pub mod lag;
+pub mod worker;
 
 use std::collections::BTreeMap;
 
@@ -25,11 +30,8 @@ impl RunSummary {
         let e = self.by_outcome.entry(outcome.as_str()).or_default();
         e.0 += 1;
         e.1 += bytes;
-        if matches!(outcome, Outcome::Failed | Outcome::Unsupported)
-            && self.failures.len() < MAX_LISTED_FAILURES
-        {
-            self.failures
-                .push((key.to_string(), reason.unwrap_or("").to_string()));
+        if matches!(outcome, Outcome::Failed | Outcome::Unsupported) && self.failures.len() < MAX_LISTED_FAILURES {
+            self.failures.push((key.to_string(), reason.unwrap_or("").to_string()));
         }
     }
 

@@ -1,6 +1,8 @@
 //! The AWS side: S3 objects (and, later, SQS events).
 
+pub mod events;
 pub mod s3;
+pub mod sqs;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -10,8 +12,7 @@ use crate::config::AwsConfig;
 /// The shared AWS SDK configuration: the standard provider chain, our region and endpoint
 /// overrides, and the SDK's retries off (the crate's retry policy is the only one).
 pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
     if let Some(r) = &cfg.region {
         loader = loader.region(Region::new(r.clone()));
     }

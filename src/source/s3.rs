@@ -42,12 +42,7 @@ pub struct ObjectHead {
 impl ObjectHead {
     /// The object's MD5 when the ETag is one: single-part, not SSE-KMS or SSE-C.
     pub fn md5(&self) -> Option<[u8; 16]> {
-        if self.etag.contains('-')
-            || self.sse_customer
-            || self
-                .sse
-                .as_deref()
-                .is_some_and(|s| s.starts_with("aws:kms"))
+        if self.etag.contains('-') || self.sse_customer || self.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms"))
         {
             return None;
         }
@@ -162,8 +157,7 @@ impl S3Source {
         version_id: Option<&str>,
         expiry: Duration,
     ) -> Result<Secret> {
-        let cfg = PresigningConfig::expires_in(expiry)
-            .map_err(|e| Error::invalid(format!("presign expiry: {e}")))?;
+        let cfg = PresigningConfig::expires_in(expiry).map_err(|e| Error::invalid(format!("presign expiry: {e}")))?;
         let req = self
             .client
             .get_object()
@@ -178,13 +172,7 @@ impl S3Source {
 
     /// Bytes `range.start..range.end` of the object, only if its ETag is still `etag`
     /// (a changed object fails with [`ErrorKind::Precondition`] instead of mixing versions).
-    pub async fn get_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        etag: &str,
-        range: std::ops::Range<u64>,
-    ) -> Result<Bytes> {
+    pub async fn get_range(&self, bucket: &str, key: &str, etag: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
@@ -204,12 +192,7 @@ impl S3Source {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::Transient,
-                            format!("s3://{bucket}/{key}: reading body: {e}"),
-                        )
-                    })?
+                    .map_err(|e| Error::new(ErrorKind::Transient, format!("s3://{bucket}/{key}: reading body: {e}")))?
                     .into_bytes();
                 if data.len() as u64 != range.end - range.start {
                     return Err(Error::new(
@@ -284,26 +267,15 @@ where
                 (_, Some("InvalidObjectState")) => ErrorKind::Invalid,
                 (k, _) => k,
             };
-            Error::new(
-                kind,
-                format!("{ctx}: HTTP {status} {} {msg}", code.unwrap_or_default()),
-            )
+            Error::new(kind, format!("{ctx}: HTTP {status} {} {msg}", code.unwrap_or_default()))
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Error::new(
-                ErrorKind::Transient,
-                format!(
-                    "{ctx}: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ),
-            )
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Error::new(
+            ErrorKind::Transient,
+            format!("{ctx}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+        ),
         _ => Error::new(
             ErrorKind::Internal,
-            format!(
-                "{ctx}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ),
+            format!("{ctx}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
         ),
     }
 }
@@ -345,8 +317,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(h.unreadable_class(), Some("GLACIER"));
-        h.restore =
-            Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"".into());
+        h.restore = Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"".into());
         assert_eq!(h.unreadable_class(), None);
         h.storage_class = Some("GLACIER_IR".into());
         h.restore = None;

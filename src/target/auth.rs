@@ -22,8 +22,7 @@ use crate::redact::Secret;
 
 /// Azurite's fixed, publicly documented development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// The signed version used for account SAS tokens we mint.
 const SAS_VERSION: &str = "2022-11-02";
@@ -84,9 +83,7 @@ impl StorageAccount {
             }
         }
         if dev {
-            let base = |port: u16| {
-                Url::parse(&format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")).expect("static")
-            };
+            let base = |port: u16| Url::parse(&format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")).expect("static");
             return Ok(StorageAccount {
                 name: AZURITE_ACCOUNT.into(),
                 blob_endpoint: blob.unwrap_or_else(|| base(10000)),
@@ -95,37 +92,31 @@ impl StorageAccount {
                 auth: AzureAuth::AccountKey(Secret::new(AZURITE_KEY)),
             });
         }
-        let auth =
-            match (key, sas) {
-                (Some(k), _) => {
-                    if base64::engine::general_purpose::STANDARD
-                        .decode(&k)
-                        .is_err()
-                    {
-                        return Err(Error::invalid(
-                            "AZURE_STORAGE_CONNECTION_STRING: AccountKey is not valid base64",
-                        ));
-                    }
-                    AzureAuth::AccountKey(Secret::new(k))
+        let auth = match (key, sas) {
+            (Some(k), _) => {
+                if base64::engine::general_purpose::STANDARD.decode(&k).is_err() {
+                    return Err(Error::invalid(
+                        "AZURE_STORAGE_CONNECTION_STRING: AccountKey is not valid base64",
+                    ));
                 }
-                (None, Some(s)) => AzureAuth::Sas(Secret::new(s)),
-                (None, None) => return Err(Error::invalid(
+                AzureAuth::AccountKey(Secret::new(k))
+            }
+            (None, Some(s)) => AzureAuth::Sas(Secret::new(s)),
+            (None, None) => {
+                return Err(Error::invalid(
                     "AZURE_STORAGE_CONNECTION_STRING: needs AccountKey or SharedAccessSignature \
                      (or use AZURE_STORAGE_ACCOUNT for Entra ID)",
-                )),
-            };
+                ))
+            }
+        };
         let name = match name {
             Some(n) => n,
-            None => blob.as_ref().and_then(account_from_url).ok_or_else(|| {
-                Error::invalid("AZURE_STORAGE_CONNECTION_STRING: AccountName is missing")
-            })?,
+            None => blob
+                .as_ref()
+                .and_then(account_from_url)
+                .ok_or_else(|| Error::invalid("AZURE_STORAGE_CONNECTION_STRING: AccountName is missing"))?,
         };
-        let default = |svc: &str| {
-            parse_endpoint(
-                "EndpointSuffix",
-                &format!("{protocol}://{name}.{svc}.{suffix}"),
-            )
-        };
+        let default = |svc: &str| parse_endpoint("EndpointSuffix", &format!("{protocol}://{name}.{svc}.{suffix}"));
         Ok(StorageAccount {
             blob_endpoint: match blob {
                 Some(u) => u,
@@ -164,9 +155,7 @@ impl StorageAccount {
     /// Builds the authorization for this account's clients.
     pub fn authorizer(&self) -> Result<Authorizer> {
         Ok(match &self.auth {
-            AzureAuth::AccountKey(k) => {
-                Authorizer::Sas(Arc::new(SasSource::minted(&self.name, k.clone())?))
-            }
+            AzureAuth::AccountKey(k) => Authorizer::Sas(Arc::new(SasSource::minted(&self.name, k.clone())?)),
             AzureAuth::Sas(s) => Authorizer::Sas(Arc::new(SasSource::fixed(s.clone()))),
             AzureAuth::Token => Authorizer::Token(chain_credential()),
         })
@@ -174,12 +163,10 @@ impl StorageAccount {
 }
 
 fn parse_endpoint(field: &str, v: &str) -> Result<Url> {
-    let u = Url::parse(v.trim_end_matches('/'))
-        .map_err(|e| Error::invalid(format!("{field}: not a valid URL ({e})")))?;
+    let u =
+        Url::parse(v.trim_end_matches('/')).map_err(|e| Error::invalid(format!("{field}: not a valid URL ({e})")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(Error::invalid(format!(
-            "{field}: must be an http(s) URL with a host"
-        )));
+        return Err(Error::invalid(format!("{field}: must be an http(s) URL with a host")));
     }
     Ok(u)
 }
@@ -190,9 +177,7 @@ pub fn account_from_url(u: &Url) -> Option<String> {
     if let Some((first, _)) = host.split_once(".blob.") {
         return Some(first.to_string());
     }
-    u.path_segments()?
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
+    u.path_segments()?.find(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// How a client authorizes: a SAS appended per request, or an Entra ID token credential.
@@ -243,11 +228,7 @@ impl SasSource {
 
 /// Mints an account SAS (services blob, queue, table; all resource types) valid for 8 hours,
 /// with a start 5 minutes back to absorb clock skew.
-pub fn mint_account_sas(
-    account: &str,
-    key: &Secret,
-    now: OffsetDateTime,
-) -> Result<(Secret, OffsetDateTime)> {
+pub fn mint_account_sas(account: &str, key: &Secret, now: OffsetDateTime) -> Result<(Secret, OffsetDateTime)> {
     let key_bytes = base64::engine::general_purpose::STANDARD
         .decode(key.expose())
         .map_err(|_| Error::invalid("account key is not valid base64"))?;
@@ -256,15 +237,11 @@ pub fn mint_account_sas(
         .format(&fmt)
         .map_err(|e| Error::internal(e.to_string()))?;
     let expiry_at = now + Duration::from_secs(8 * 3600);
-    let expiry = expiry_at
-        .format(&fmt)
-        .map_err(|e| Error::internal(e.to_string()))?;
+    let expiry = expiry_at.format(&fmt).map_err(|e| Error::internal(e.to_string()))?;
     let (sp, ss, srt, spr) = ("racwdlup", "bqt", "sco", "https,http");
     // Field order for signed versions 2020-12-06 and later (the encryption scope is empty).
-    let to_sign =
-        format!("{account}\n{sp}\n{ss}\n{srt}\n{start}\n{expiry}\n\n{spr}\n{SAS_VERSION}\n\n");
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&key_bytes).map_err(|e| Error::internal(e.to_string()))?;
+    let to_sign = format!("{account}\n{sp}\n{ss}\n{srt}\n{start}\n{expiry}\n\n{spr}\n{SAS_VERSION}\n\n");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes).map_err(|e| Error::internal(e.to_string()))?;
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     let query = url::form_urlencoded::Serializer::new(String::new())
@@ -286,12 +263,7 @@ pub struct SasPolicy(pub Arc<SasSource>);
 
 #[async_trait]
 impl Policy for SasPolicy {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
+    async fn send(&self, ctx: &Context, request: &mut Request, next: &[Arc<dyn Policy>]) -> PolicyResult {
         let token = self.0.token();
         let url = request.url_mut();
         let merged = match url.query() {
@@ -381,26 +353,19 @@ mod tests {
     fn parses_dev_storage_and_full_strings() {
         let a = StorageAccount::from_connection_string("UseDevelopmentStorage=true").unwrap();
         assert_eq!(a.name, AZURITE_ACCOUNT);
-        assert_eq!(
-            a.table_endpoint.as_str(),
-            "http://127.0.0.1:10002/devstoreaccount1"
-        );
+        assert_eq!(a.table_endpoint.as_str(), "http://127.0.0.1:10002/devstoreaccount1");
         let a = StorageAccount::from_connection_string(
             "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net",
         )
         .unwrap();
-        assert_eq!(
-            a.blob_endpoint.as_str(),
-            "https://acme.blob.core.windows.net/"
-        );
+        assert_eq!(a.blob_endpoint.as_str(), "https://acme.blob.core.windows.net/");
         assert!(matches!(a.auth, AzureAuth::AccountKey(_)));
         assert!(!format!("{a:?}").contains("c2VjcmV0"));
     }
 
     #[test]
     fn rejects_bad_strings_without_echoing_them() {
-        let e = StorageAccount::from_connection_string("AccountName=a;AccountKey=not*base64!")
-            .unwrap_err();
+        let e = StorageAccount::from_connection_string("AccountName=a;AccountKey=not*base64!").unwrap_err();
         assert!(e.message().contains("AccountKey is not valid base64"));
         assert!(!e.message().contains("not*base64"));
         let e = StorageAccount::from_connection_string("garbage").unwrap_err();
@@ -414,9 +379,7 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let (sas, exp) = mint_account_sas("acct", &Secret::new(AZURITE_KEY), now).unwrap();
         let q = sas.expose();
-        assert!(
-            q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z")
-        );
+        assert!(q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z"));
         assert!(q.contains("&sig="));
         assert_eq!(exp - now, time::Duration::hours(8));
     }

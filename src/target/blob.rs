@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use azure_core::http::{RequestContent, Url};
 use azure_storage_blob::models::{
-    BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientStageBlockOptions,
+    BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientStageBlockOptions,
     BlockBlobClientStageBlockResultHeaders, BlockBlobClientUploadBlobFromUrlOptions,
     BlockBlobClientUploadBlobFromUrlResultHeaders, BlockLookupList, ListBlobsIncludeItem,
 };
@@ -89,6 +88,42 @@ pub struct CommitProps {
     pub metadata: HashMap<String, String>,
 }
 
+/// The blob state a write expects, so a slow writer cannot overwrite a newer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// The blob must still have this ETag.
+    IfMatch(String),
+    /// The blob must not exist.
+    IfNoneExists,
+    /// Write unconditionally.
+    Always,
+}
+
+impl WriteCondition {
+    /// The condition for a write after reading `existing`.
+    pub fn after(existing: Option<&BlobProps>) -> Self {
+        match existing {
+            Some(p) if !p.etag.is_empty() => WriteCondition::IfMatch(p.etag.clone()),
+            Some(_) => WriteCondition::Always,
+            None => WriteCondition::IfNoneExists,
+        }
+    }
+
+    fn if_match(&self) -> Option<azure_core::http::Etag> {
+        match self {
+            WriteCondition::IfMatch(e) => Some(e.as_str().into()),
+            _ => None,
+        }
+    }
+
+    fn if_none_match(&self) -> Option<azure_core::http::Etag> {
+        match self {
+            WriteCondition::IfNoneExists => Some("*".into()),
+            _ => None,
+        }
+    }
+}
+
 /// One container in one account.
 #[derive(Clone)]
 pub struct BlobTarget {
@@ -108,12 +143,7 @@ impl std::fmt::Debug for BlobTarget {
 
 impl BlobTarget {
     /// A target for `container` in `account`.
-    pub fn new(
-        account: &StorageAccount,
-        auth: &Authorizer,
-        container: &str,
-        retry: RetryPolicy,
-    ) -> Result<Self> {
+    pub fn new(account: &StorageAccount, auth: &Authorizer, container: &str, retry: RetryPolicy) -> Result<Self> {
         validate_container_name(container)?;
         let mut url = account.blob_endpoint.clone();
         let base = url.path().trim_end_matches('/').to_string();
@@ -159,9 +189,11 @@ impl BlobTarget {
         let r = self
             .retry
             .run("create container", || async {
-                self.container.create(None).await.map(|_| ()).map_err(|e| {
-                    super::map_azure_error(e, format!("create container {}", self.name))
-                })
+                self.container
+                    .create(None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::map_azure_error(e, format!("create container {}", self.name)))
             })
             .await;
         match r {
@@ -209,12 +241,7 @@ impl BlobTarget {
         let h = |r: azure_core::Result<Option<String>>| r.ok().flatten();
         Ok(Some(BlobProps {
             size: resp.content_length().ok().flatten().unwrap_or(0),
-            etag: resp
-                .etag()
-                .ok()
-                .flatten()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
+            etag: resp.etag().ok().flatten().map(|e| e.to_string()).unwrap_or_default(),
             metadata: resp.metadata().unwrap_or_default(),
             content_md5: resp.content_md5().ok().flatten(),
             headers: ContentHeaders {
@@ -236,6 +263,7 @@ impl BlobTarget {
         source: &Secret,
         source_md5: Option<&[u8]>,
         props: &CommitProps,
+        cond: &WriteCondition,
     ) -> Result<Option<Vec<u8>>> {
         let client = self.container.blob_client(blob).block_blob_client();
         let resp = self
@@ -251,6 +279,8 @@ impl BlobTarget {
                     blob_content_disposition: h.content_disposition.clone(),
                     blob_cache_control: h.cache_control.clone(),
                     metadata: Some(props.metadata.clone()),
+                    if_match: cond.if_match(),
+                    if_none_match: cond.if_none_match(),
                     ..Default::default()
                 };
                 client
@@ -287,13 +317,7 @@ impl BlobTarget {
     }
 
     /// Put Block with a transactional MD5, so Azure rejects bytes damaged in transit.
-    pub async fn stage_block(
-        &self,
-        blob: &str,
-        block_id: &[u8],
-        data: Bytes,
-        md5: &[u8],
-    ) -> Result<()> {
+    pub async fn stage_block(&self, blob: &str, block_id: &[u8], data: Bytes, md5: &[u8]) -> Result<()> {
         let client = self.container.blob_client(blob).block_blob_client();
         let len = data.len() as u64;
         self.retry
@@ -310,10 +334,7 @@ impl BlobTarget {
                 match resp.content_md5().ok().flatten() {
                     Some(got) if got != md5 => Err(Error::new(
                         ErrorKind::Integrity,
-                        format!(
-                            "{}: service MD5 differs from the block's",
-                            self.ctx(blob, "put block")
-                        ),
+                        format!("{}: service MD5 differs from the block's", self.ctx(blob, "put block")),
                     )),
                     _ => Ok(()),
                 }
@@ -327,6 +348,7 @@ impl BlobTarget {
         blob: &str,
         ids: &[Vec<u8>],
         props: &CommitProps,
+        cond: &WriteCondition,
     ) -> Result<String> {
         let client = self.container.blob_client(blob).block_blob_client();
         let resp = self
@@ -340,14 +362,16 @@ impl BlobTarget {
                     blob_content_disposition: h.content_disposition.clone(),
                     blob_cache_control: h.cache_control.clone(),
                     metadata: Some(props.metadata.clone()),
+                    if_match: cond.if_match(),
+                    if_none_match: cond.if_none_match(),
                     ..Default::default()
                 };
                 let list = BlockLookupList {
                     latest: Some(ids.to_vec()),
                     ..Default::default()
                 };
-                let body = RequestContent::try_from(list)
-                    .map_err(|e| Error::internal(format!("encode block list: {e}")))?;
+                let body =
+                    RequestContent::try_from(list).map_err(|e| Error::internal(format!("encode block list: {e}")))?;
                 client
                     .commit_block_list(body, Some(opts))
                     .await
@@ -355,22 +379,26 @@ impl BlobTarget {
             })
             .await?;
         use azure_storage_blob::models::BlockBlobClientCommitBlockListResultHeaders;
-        Ok(resp
-            .etag()
-            .ok()
-            .flatten()
-            .map(|e| e.to_string())
-            .unwrap_or_default())
+        Ok(resp.etag().ok().flatten().map(|e| e.to_string()).unwrap_or_default())
     }
 
     /// Deletes a blob; a missing one is fine. Returns whether one was deleted.
     pub async fn delete(&self, blob: &str) -> Result<bool> {
+        self.delete_if(blob, &WriteCondition::Always).await
+    }
+
+    /// Deletes a blob only if `cond` holds ([`ErrorKind::Precondition`] otherwise).
+    pub async fn delete_if(&self, blob: &str, cond: &WriteCondition) -> Result<bool> {
         let client = self.container.blob_client(blob);
         let r = self
             .retry
             .run("delete blob", || async {
+                let opts = BlobClientDeleteOptions {
+                    if_match: cond.if_match(),
+                    ..Default::default()
+                };
                 client
-                    .delete(Some(BlobClientDeleteOptions::default()))
+                    .delete(Some(opts))
                     .await
                     .map_err(|e| super::map_azure_error(e, self.ctx(blob, "delete")))
             })
@@ -418,11 +446,7 @@ impl BlobTarget {
         {
             out.push(BlobEntry {
                 name: item.name.clone().unwrap_or_default(),
-                size: item
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.content_length)
-                    .unwrap_or(0),
+                size: item.properties.as_ref().and_then(|p| p.content_length).unwrap_or(0),
                 metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
             });
         }

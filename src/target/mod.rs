@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod queue;
 pub mod table;
 
 use std::sync::{Arc, OnceLock};
@@ -47,9 +48,7 @@ pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display
     use azure_core::error::ErrorKind as AK;
     let mut code_text = String::new();
     let kind = match e.kind() {
-        AK::HttpResponse {
-            status, error_code, ..
-        } => {
+        AK::HttpResponse { status, error_code, .. } => {
             if let Some(c) = error_code {
                 code_text = format!(" {c}");
             }

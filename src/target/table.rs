@@ -60,10 +60,8 @@ impl Entity {
 
     /// Sets an Edm.Int64 property (sent as a string with its type annotation).
     pub fn set_i64(&mut self, name: &str, v: i64) -> &mut Self {
-        self.props.insert(
-            format!("{name}@odata.type"),
-            Value::String("Edm.Int64".into()),
-        );
+        self.props
+            .insert(format!("{name}@odata.type"), Value::String("Edm.Int64".into()));
         self.props.insert(name.into(), Value::String(v.to_string()));
         self
     }
@@ -84,10 +82,7 @@ impl Entity {
 
     fn to_json(&self) -> Value {
         let mut m = self.props.clone();
-        m.insert(
-            "PartitionKey".into(),
-            Value::String(self.partition_key.clone()),
-        );
+        m.insert("PartitionKey".into(), Value::String(self.partition_key.clone()));
         m.insert("RowKey".into(), Value::String(self.row_key.clone()));
         Value::Object(m)
     }
@@ -99,14 +94,8 @@ impl Entity {
         };
         let partition_key = take(&mut m, "PartitionKey")?;
         let row_key = take(&mut m, "RowKey")?;
-        let etag = etag.or_else(|| {
-            m.get("odata.etag")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        m.retain(|k, _| {
-            !k.starts_with("odata.") && k != "Timestamp" && k != "Timestamp@odata.type"
-        });
+        let etag = etag.or_else(|| m.get("odata.etag").and_then(Value::as_str).map(str::to_string));
+        m.retain(|k, _| !k.starts_with("odata.") && k != "Timestamp" && k != "Timestamp@odata.type");
         Ok(Entity {
             partition_key,
             row_key,
@@ -134,19 +123,12 @@ pub struct TableClient {
 
 impl TableClient {
     /// A client for `table` in `account`.
-    pub fn new(
-        account: &StorageAccount,
-        auth: &Authorizer,
-        table: &str,
-        retry: RetryPolicy,
-    ) -> Result<Self> {
+    pub fn new(account: &StorageAccount, auth: &Authorizer, table: &str, retry: RetryPolicy) -> Result<Self> {
         validate_table_name(table)?;
         let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
         if let Authorizer::Token(cred) = auth {
             if account.table_endpoint.scheme() != "https" {
-                return Err(Error::invalid(
-                    "the table endpoint must use https with Entra ID tokens",
-                ));
+                return Err(Error::invalid("the table endpoint must use https with Entra ID tokens"));
             }
             per_try.push(Arc::new(BearerTokenAuthorizationPolicy::new(
                 cred.clone(),
@@ -184,22 +166,12 @@ impl TableClient {
     fn entity_url(&self, pk: &str, rk: &str) -> Url {
         let q = |s: &str| s.replace('\'', "''");
         // Keys we write are hex and bucket names, but encode anyway: the key is part of the path.
-        let seg = format!(
-            "{}(PartitionKey='{}',RowKey='{}')",
-            self.table,
-            q(pk),
-            q(rk)
-        );
+        let seg = format!("{}(PartitionKey='{}',RowKey='{}')", self.table, q(pk), q(rk));
         let enc = percent_encoding::utf8_percent_encode(&seg, KEY_SET).to_string();
         self.url(&enc)
     }
 
-    async fn send(
-        &self,
-        what: &str,
-        build: impl Fn() -> Request,
-        idempotent: bool,
-    ) -> Result<RawResponse> {
+    async fn send(&self, what: &str, build: impl Fn() -> Request, idempotent: bool) -> Result<RawResponse> {
         self.retry
             .run(what, || async {
                 let mut req = build();
@@ -221,13 +193,8 @@ impl TableClient {
                 let res = match res {
                     Ok(r) => r,
                     Err(e) => {
-                        let err =
-                            super::map_azure_error(e, format!("table {}: {what}", self.table));
-                        return Err(if idempotent {
-                            err
-                        } else {
-                            err.non_idempotent()
-                        });
+                        let err = super::map_azure_error(e, format!("table {}: {what}", self.table));
+                        return Err(if idempotent { err } else { err.non_idempotent() });
                     }
                 };
                 let status = u16::from(res.status());
@@ -281,11 +248,7 @@ impl TableClient {
     pub async fn delete_table(&self) -> Result<()> {
         let url = self.url(&format!("Tables('{}')", self.table));
         match self
-            .send(
-                "delete table",
-                || Request::new(url.clone(), Method::Delete),
-                true,
-            )
+            .send("delete table", || Request::new(url.clone(), Method::Delete), true)
             .await
         {
             Ok(_) => Ok(()),
@@ -298,18 +261,13 @@ impl TableClient {
     pub async fn get(&self, pk: &str, rk: &str) -> Result<Option<Entity>> {
         let url = self.entity_url(pk, rk);
         match self
-            .send(
-                "get entity",
-                || Request::new(url.clone(), Method::Get),
-                true,
-            )
+            .send("get entity", || Request::new(url.clone(), Method::Get), true)
             .await
         {
             Ok(r) => {
                 let etag = header(&r, "etag");
-                let m: Map<String, Value> = serde_json::from_slice(r.body()).map_err(|e| {
-                    Error::internal(format!("table {}: bad entity JSON: {e}", self.table))
-                })?;
+                let m: Map<String, Value> = serde_json::from_slice(r.body())
+                    .map_err(|e| Error::internal(format!("table {}: bad entity JSON: {e}", self.table)))?;
                 Ok(Some(Entity::from_json(m, etag)?))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -342,8 +300,7 @@ impl TableClient {
     /// Replaces an entity. With `if_match`, only if its ETag still matches
     /// ([`ErrorKind::Precondition`] otherwise); without, inserts or replaces.
     pub async fn update(&self, e: &Entity, if_match: Option<&str>) -> Result<String> {
-        self.write("update entity", Method::Put, None, e, if_match)
-            .await
+        self.write("update entity", Method::Put, None, e, if_match).await
     }
 
     /// Merges properties into an entity, with the same If-Match rules as [`Self::update`].
@@ -429,11 +386,7 @@ impl TableClient {
             }
         }
         let r = self
-            .send(
-                "query entities",
-                || Request::new(url.clone(), Method::Get),
-                true,
-            )
+            .send("query entities", || Request::new(url.clone(), Method::Get), true)
             .await?;
         let next = header(&r, "x-ms-continuation-nextpartitionkey").map(|pk| Continuation {
             next_partition_key: pk,
@@ -485,9 +438,7 @@ const KEY_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 fn header(r: &RawResponse, name: &str) -> Option<String> {
     r.headers()
-        .get_optional_str(&azure_core::http::headers::HeaderName::from(
-            name.to_string(),
-        ))
+        .get_optional_str(&azure_core::http::headers::HeaderName::from(name.to_string()))
         .map(str::to_string)
 }
 

@@ -23,6 +23,7 @@ pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
         target_prefix: String::new(),
         run_id: Some("test".into()),
         mode: SyncMode::Additive,
+        event: None,
     }
 }
 
@@ -71,11 +72,7 @@ async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>]) {
         .bucket(&ctx.bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
         .send()
         .await
         .unwrap();
@@ -94,11 +91,7 @@ async fn assert_blob(ctx: &TestCtx, name: &str, want: &[u8]) {
 #[tokio::test]
 async fn sizes_and_multipart_on_both_paths() {
     let ctx = TestCtx::new("sizes").await;
-    let objects: Vec<(&str, Vec<u8>)> = vec![
-        ("empty", vec![]),
-        ("one", vec![7]),
-        ("twenty", bytes(20 * MIB + 3, 1)),
-    ];
+    let objects: Vec<(&str, Vec<u8>)> = vec![("empty", vec![]), ("one", vec![7]), ("twenty", bytes(20 * MIB + 3, 1))];
     for (k, v) in &objects {
         ctx.put(k, v.clone()).await;
     }
@@ -111,10 +104,7 @@ async fn sizes_and_multipart_on_both_paths() {
     let streamed = ctx
         .engine(&[("SYNC_COPY_PATH", "streamed"), ("SYNC_BLOCK_SIZE_MIB", "4")])
         .await;
-    for (label, engine, prefix) in [
-        ("streamed", &streamed, "s/"),
-        ("server-side", &server, "x/"),
-    ] {
+    for (label, engine, prefix) in [("streamed", &streamed, "s/"), ("server-side", &server, "x/")] {
         for (k, v) in objects.iter().chain([("multi", multi.clone())].iter()) {
             let mut r = req(&ctx, k);
             r.target_prefix = prefix.into();
@@ -131,10 +121,7 @@ async fn sizes_and_multipart_on_both_paths() {
     }
     // Server-side: the double read every byte from S3; the engine uploaded none of them.
     let total: usize = objects.iter().map(|(_, v)| v.len()).sum::<usize>() + multi.len();
-    assert_eq!(
-        double.stats().source_bytes.load(Ordering::SeqCst),
-        total as u64
-    );
+    assert_eq!(double.stats().source_bytes.load(Ordering::SeqCst), total as u64);
     assert!(
         double.stats().uploaded_bytes.load(Ordering::SeqCst) < 4096,
         "object bytes went through the engine"
@@ -156,11 +143,7 @@ async fn sizes_and_multipart_on_both_paths() {
     let before = double.count("comp=block&");
     let rep = server.copy_object(&r).await.unwrap();
     assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("md5")));
-    assert_eq!(
-        double.count("comp=block&") - before,
-        6,
-        "20 MiB in 4 MiB blocks"
-    );
+    assert_eq!(double.count("comp=block&") - before, 6, "20 MiB in 4 MiB blocks");
     assert_blob(&ctx, "staged/twenty", &objects[2].1).await;
     ctx.cleanup().await;
 }
@@ -198,11 +181,7 @@ async fn awkward_keys_map_to_blob_names() {
                 .copy_object(&req(&ctx, k))
                 .await
                 .unwrap_or_else(|e| panic!("{path} {k}: {e}"));
-            assert_eq!(
-                (rep.outcome, rep.path),
-                (Outcome::Copied, Some(path)),
-                "{k}"
-            );
+            assert_eq!((rep.outcome, rep.path), (Outcome::Copied, Some(path)), "{k}");
             assert_blob(&ctx, k, format!("body {i}").as_bytes()).await;
         }
         for bad in ["trailing.", "seg./x"] {
@@ -211,14 +190,7 @@ async fn awkward_keys_map_to_blob_names() {
             assert!(rep.reason.unwrap().starts_with("invalid blob name"));
         }
         // Exactly the expected names exist: nothing partial, nothing mangled.
-        let mut names: Vec<String> = ctx
-            .blob()
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|b| b.name)
-            .collect();
+        let mut names: Vec<String> = ctx.blob().list("").await.unwrap().into_iter().map(|b| b.name).collect();
         names.sort();
         let mut want: Vec<String> = good.iter().map(|k| k.to_string()).collect();
         want.sort();
@@ -226,9 +198,7 @@ async fn awkward_keys_map_to_blob_names() {
         // Every key has its own checkpoint row, found by the key itself.
         let rows = engine.checkpoint().list_bucket(&ctx.bucket).await.unwrap();
         assert_eq!(rows.len(), good.len() + 2);
-        assert!(rows
-            .iter()
-            .any(|r| r.key == long && r.outcome == Outcome::Copied));
+        assert!(rows.iter().any(|r| r.key == long && r.outcome == Outcome::Copied));
         assert!(rows
             .iter()
             .any(|r| r.key == "trailing." && r.outcome == Outcome::Unsupported));
@@ -258,19 +228,12 @@ async fn metadata_policies_and_content_headers() {
         .unwrap();
     for policy in ["exclude", "rename", "fail"] {
         let engine = ctx
-            .engine(&[
-                ("SYNC_METADATA_POLICY", policy),
-                ("SYNC_COPY_PATH", "streamed"),
-            ])
+            .engine(&[("SYNC_METADATA_POLICY", policy), ("SYNC_COPY_PATH", "streamed")])
             .await;
         let mut r = req(&ctx, "doc.html");
         r.target_prefix = format!("{policy}/");
         let rep = engine.copy_object(&r).await.unwrap();
-        let props = ctx
-            .blob()
-            .properties(&format!("{policy}/doc.html"))
-            .await
-            .unwrap();
+        let props = ctx.blob().properties(&format!("{policy}/doc.html")).await.unwrap();
         match policy {
             "fail" => {
                 assert_eq!(rep.outcome, Outcome::Failed);
@@ -284,15 +247,9 @@ async fn metadata_policies_and_content_headers() {
                 assert_eq!(m.get("author").map(String::as_str), Some("ann"));
                 assert_eq!(m.get("s3sync_bucket"), Some(&ctx.bucket));
                 if policy == "exclude" {
-                    assert!(
-                        !m.keys().any(|k| k.contains("owner") || k.contains("2nd")),
-                        "{m:?}"
-                    );
+                    assert!(!m.keys().any(|k| k.contains("owner") || k.contains("2nd")), "{m:?}");
                 } else {
-                    assert_eq!(
-                        m.get("rename_content_owner").map(String::as_str),
-                        Some("bob")
-                    );
+                    assert_eq!(m.get("rename_content_owner").map(String::as_str), Some("bob"));
                     assert_eq!(
                         m.get("rename_key_content_owner").map(String::as_str),
                         Some("content-owner")
@@ -318,16 +275,8 @@ async fn metadata_policies_and_content_headers() {
     let mut r = req(&ctx, "doc.html");
     r.target_prefix = "srv/".into();
     engine.copy_object(&r).await.unwrap();
-    let p = ctx
-        .blob()
-        .properties("srv/doc.html")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        p.headers.content_type.as_deref(),
-        Some("text/html; charset=utf-8")
-    );
+    let p = ctx.blob().properties("srv/doc.html").await.unwrap().unwrap();
+    assert_eq!(p.headers.content_type.as_deref(), Some("text/html; charset=utf-8"));
     assert_eq!(p.headers.cache_control.as_deref(), Some("max-age=3600"));
     assert_eq!(p.metadata.get("author").map(String::as_str), Some("ann"));
     ctx.cleanup().await;
@@ -380,10 +329,7 @@ async fn folder_markers_glacier_reruns_and_changes() {
     ctx.put("dir/file", "version two").await;
     let rep = engine.copy_object(&req(&ctx, "dir/file")).await.unwrap();
     assert_eq!(rep.outcome, Outcome::Copied);
-    assert_eq!(
-        double.stats().copy_from_url.load(Ordering::SeqCst),
-        copies + 1
-    );
+    assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), copies + 1);
     assert_blob(&ctx, "dir/file", b"version two").await;
     let row = engine
         .checkpoint()
@@ -407,10 +353,7 @@ async fn corrupted_server_side_copy_is_failed_and_leaves_no_blob() {
     ctx.put("kept", data.clone()).await;
 
     for key in ["obj", "kept"] {
-        double
-            .faults()
-            .corrupt_copy_source
-            .store(1, Ordering::SeqCst);
+        double.faults().corrupt_copy_source.store(1, Ordering::SeqCst);
         let err = engine.copy_object(&req(&ctx, key)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
         let row = engine
@@ -421,11 +364,7 @@ async fn corrupted_server_side_copy_is_failed_and_leaves_no_blob() {
             .unwrap();
         assert_eq!(row.record.outcome, Outcome::Failed);
         assert!(
-            row.record
-                .reason
-                .as_deref()
-                .unwrap()
-                .starts_with("checksum mismatch"),
+            row.record.reason.as_deref().unwrap().starts_with("checksum mismatch"),
             "{:?}",
             row.record.reason
         );
@@ -476,16 +415,10 @@ async fn auto_falls_back_to_streaming_when_azure_cannot_read_the_source() {
     let ctx = TestCtx::new("fallback").await;
     ctx.put("obj", "private bucket").await;
     let double = Proxy::blob_double().await;
-    double
-        .faults()
-        .copy_source_unreachable
-        .store(true, Ordering::SeqCst);
+    double.faults().copy_source_unreachable.store(true, Ordering::SeqCst);
     let cs = ctx.connection_string_via(&double.url);
     let auto = ctx
-        .engine(&[
-            ("AZURE_STORAGE_CONNECTION_STRING", &cs),
-            ("SYNC_COPY_PATH", "auto"),
-        ])
+        .engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs), ("SYNC_COPY_PATH", "auto")])
         .await;
     let rep = auto.copy_object(&req(&ctx, "obj")).await.unwrap();
     assert_eq!((rep.outcome, rep.path), (Outcome::Copied, Some("streamed")));

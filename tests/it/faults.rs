@@ -50,14 +50,9 @@ async fn endless_throttling_gives_up_with_a_recorded_reason() {
     ctx.put("obj", "data").await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
     let cs = ctx.connection_string_via(&blob_proxy.url);
-    let mut cfg = ctx.config(&[
-        ("AZURE_STORAGE_CONNECTION_STRING", &cs),
-        ("SYNC_COPY_PATH", "streamed"),
-    ]);
+    let mut cfg = ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs), ("SYNC_COPY_PATH", "streamed")]);
     cfg.engine.block_concurrency = 1;
-    let engine = s3_blob_sync::engine::Engine::from_config(&cfg)
-        .await
-        .unwrap();
+    let engine = s3_blob_sync::engine::Engine::from_config(&cfg).await.unwrap();
     engine.checkpoint().ensure().await.unwrap();
     blob_proxy.storm(10_000, 503);
     let started = std::time::Instant::now();
@@ -119,11 +114,7 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
     // Wait until several ranged GETs went out, then kill -9.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while s3_proxy.count("GET /") < 6 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "copy never started: {}",
-            h.logs()
-        );
+        assert!(std::time::Instant::now() < deadline, "copy never started: {}", h.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     h.kill();

@@ -11,21 +11,14 @@ use crate::harness::TestCtx;
 async fn copy_object_through_the_invoke_protocol() {
     let ctx = TestCtx::new("invoke").await;
     ctx.put("in/hello.txt", "hello").await;
-    let h = HandlerProc::start(&ctx.env_with(&[
-        ("SYNC_SOURCE_PREFIX", "in/"),
-        ("SYNC_TARGET_PREFIX", "out/"),
-    ]))
-    .await;
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_SOURCE_PREFIX", "in/"), ("SYNC_TARGET_PREFIX", "out/")])).await;
     let msg = json!({"bucket": ctx.bucket, "key": "in/hello.txt", "runId": "r1"});
     let (status, body) = h.invoke("CopyObject", &queue_payload(&msg, 1)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ReturnValue"]["outcome"], "copied");
     assert_eq!(body["ReturnValue"]["blob"], "out/hello.txt");
     assert!(body["Logs"][0].as_str().unwrap().contains("copied"));
-    assert_eq!(
-        &ctx.blob().read("out/hello.txt").await.unwrap()[..],
-        b"hello"
-    );
+    assert_eq!(&ctx.blob().read("out/hello.txt").await.unwrap()[..], b"hello");
     // The same message again (at-least-once delivery): no second copy.
     let (status, body) = h.invoke("CopyObject", &queue_payload(&msg, 1)).await;
     assert_eq!(
@@ -45,16 +38,10 @@ async fn copy_object_through_the_invoke_protocol() {
         .collect();
     assert!(!done.is_empty(), "{logs}");
     for field in ["bucket", "key", "bytes", "outcome", "run_id", "duration_ms"] {
-        assert!(
-            done[0].get(field).is_some(),
-            "missing {field} in {}",
-            done[0]
-        );
+        assert!(done[0].get(field).is_some(), "missing {field} in {}", done[0]);
     }
     assert!(
-        done[0]["span"]["invocation_id"]
-            .as_str()
-            .is_some_and(|s| s.len() == 36),
+        done[0]["span"]["invocation_id"].as_str().is_some_and(|s| s.len() == 36),
         "{}",
         done[0]
     );
@@ -70,14 +57,8 @@ async fn malformed_messages_get_clear_4xx_and_the_handler_survives() {
             json!({"Data": {"message": "this is not json"}, "Metadata": {}}),
             "not JSON",
         ),
-        (
-            queue_payload(&json!({"key": "k"}), 1),
-            "missing field `bucket`",
-        ),
-        (
-            queue_payload(&json!({"bucket": "b", "key": ""}), 1),
-            "`key` is empty",
-        ),
+        (queue_payload(&json!({"key": "k"}), 1), "missing field `bucket`"),
+        (queue_payload(&json!({"bucket": "b", "key": ""}), 1), "`key` is empty"),
         (
             queue_payload(&json!({"bucket": "b", "key": "k", "mode": "yes"}), 1),
             "`mode`",
@@ -92,9 +73,7 @@ async fn malformed_messages_get_clear_4xx_and_the_handler_survives() {
         assert!(err.contains(needle), "{needle} not in {err}");
         assert_eq!(body["ReturnValue"]["kind"], "invalid");
     }
-    let (status, body) = h
-        .invoke_raw("CopyObject", b"{not an invoke payload".to_vec())
-        .await;
+    let (status, body) = h.invoke_raw("CopyObject", b"{not an invoke payload".to_vec()).await;
     assert_eq!(status, 400);
     assert!(body["ReturnValue"]["error"]
         .as_str()
@@ -166,11 +145,7 @@ fn bad_config_fails_at_start_naming_the_variable() {
         ("SYNC_BLOCK_SIZE_MIB", "9000", "SYNC_BLOCK_SIZE_MIB"),
         ("AWS_ENDPOINT_URL", "::nope::", "AWS_ENDPOINT_URL"),
         ("SYNC_TARGET_CONTAINER", "No_Such", "SYNC_TARGET_CONTAINER"),
-        (
-            "FUNCTIONS_CUSTOMHANDLER_PORT",
-            "http",
-            "FUNCTIONS_CUSTOMHANDLER_PORT",
-        ),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", "http", "FUNCTIONS_CUSTOMHANDLER_PORT"),
     ];
     for (var, val, needle) in cases {
         let mut e = env.clone();
@@ -185,10 +160,7 @@ fn bad_config_fails_at_start_naming_the_variable() {
     e.remove("FUNCTIONS_CUSTOMHANDLER_PORT");
     let (code, out) = run_binary(&["serve"], &e);
     assert_eq!(code, 2);
-    assert!(
-        out.contains("FUNCTIONS_CUSTOMHANDLER_PORT is not set"),
-        "{out}"
-    );
+    assert!(out.contains("FUNCTIONS_CUSTOMHANDLER_PORT is not set"), "{out}");
 }
 
 #[test]
@@ -216,29 +188,15 @@ async fn cli_copy_dry_run_then_real_run_then_rerun() {
     ctx.put("p/folder/", "").await;
     ctx.put("other/x", "not under the prefix").await;
     let src = format!("s3://{}/p/", ctx.bucket);
-    let dst = format!(
-        "http://127.0.0.1:10000/devstoreaccount1/{}/copy/",
-        ctx.container
-    );
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/copy/", ctx.container);
     let (code, out) = run_binary_async(&["copy", &src, &dst, "--dry-run"], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("nothing was changed") && out.contains("copy -> "),
-        "{out}"
-    );
-    assert!(
-        ctx.blob().list("").await.unwrap().is_empty(),
-        "dry run wrote blobs"
-    );
+    assert!(out.contains("nothing was changed") && out.contains("copy -> "), "{out}");
+    assert!(ctx.blob().list("").await.unwrap().is_empty(), "dry run wrote blobs");
 
-    let (code, out) = run_binary_async(
-        &["copy", &src, &dst, "--json", "--concurrency", "4"],
-        &ctx.env,
-    )
-    .await;
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--concurrency", "4"], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
-    let summary: Value =
-        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(summary["scanned"], 26);
     assert_eq!(summary["outcomes"]["copied"]["objects"], 25);
     assert_eq!(summary["outcomes"]["excluded"]["objects"], 1);
@@ -247,12 +205,8 @@ async fn cli_copy_dry_run_then_real_run_then_rerun() {
 
     let (code, out) = run_binary_async(&["copy", &src, &dst, "--json"], &ctx.env).await;
     assert_eq!(code, 0);
-    let summary: Value =
-        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    assert_eq!(
-        summary["outcomes"]["no_transfer_needed"]["objects"], 25,
-        "{summary}"
-    );
+    let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(summary["outcomes"]["no_transfer_needed"]["objects"], 25, "{summary}");
     assert!(summary["outcomes"].get("copied").is_none());
 
     let (code, out) = run_binary_async(&["status", "--bucket", &ctx.bucket], &ctx.env).await;

@@ -4,6 +4,7 @@
 mod harness;
 
 mod copy_engine;
+mod events;
 mod faults;
 mod handler;
 mod layout;

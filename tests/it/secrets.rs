@@ -30,9 +30,7 @@ pub fn assert_no_secrets(what: &str, text: &str) {
             let before = lower[..at].chars().last();
             let rest = &text[at + param.len()..];
             let is_param = !before.is_some_and(|c| c.is_ascii_alphanumeric());
-            let value_end = rest
-                .find(|c: char| "&;\"' \n,<>".contains(c))
-                .unwrap_or(rest.len());
+            let value_end = rest.find(|c: char| "&;\"' \n,<>".contains(c)).unwrap_or(rest.len());
             if is_param && value_end > 0 {
                 let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
                 let line = &text[line_start..];
@@ -95,10 +93,7 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
     assert_eq!(status, 200, "{body}");
     bodies.push_str(&body.to_string());
     // A failure whose error text comes from Azure, about a presigned source URL.
-    double
-        .faults()
-        .copy_source_unreachable
-        .store(true, Ordering::SeqCst);
+    double.faults().copy_source_unreachable.store(true, Ordering::SeqCst);
     let (status, body) = h
         .invoke(
             "CopyObject",
@@ -117,17 +112,10 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
         .await;
     bodies.push_str(&body.to_string());
     double.storm(0, 503);
-    double
-        .faults()
-        .copy_source_unreachable
-        .store(false, Ordering::SeqCst);
+    double.faults().copy_source_unreachable.store(false, Ordering::SeqCst);
 
     let logs = h.logs();
-    assert!(
-        logs.len() > 10_000,
-        "trace logging was on: {} bytes",
-        logs.len()
-    );
+    assert!(logs.len() > 10_000, "trace logging was on: {} bytes", logs.len());
     assert!(
         logs.contains("x-ms-copy-source") || logs.contains("put blob from url"),
         "the risky calls were logged about"
@@ -144,16 +132,7 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
 
     // The CLI, at trace level, copying server-side.
     let dst = format!("{}/devstoreaccount1/{}/cli/", double.url, ctx.container);
-    let (code, out) = run_binary_async(
-        &[
-            "copy",
-            &format!("s3://{}/", ctx.bucket),
-            &dst,
-            "--no-progress",
-        ],
-        &env,
-    )
-    .await;
+    let (code, out) = run_binary_async(&["copy", &format!("s3://{}/", ctx.bucket), &dst, "--no-progress"], &env).await;
     let summary: Vec<&str> = out.lines().filter(|l| !l.starts_with('{')).collect();
     assert_eq!(code, 0, "{}", summary.join("\n"));
     assert_no_secrets("cli output", &out);

@@ -107,12 +107,7 @@ impl HandlerProc {
             if let Ok(Some(status)) = h.child.try_wait() {
                 panic!("handler exited early with {status}: {}", h.logs());
             }
-            if let Ok(r) = h
-                .client
-                .get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-            {
+            if let Ok(r) = h.client.get(format!("http://127.0.0.1:{port}/")).send().await {
                 if r.status().is_success() {
                     return h;
                 }
@@ -124,8 +119,7 @@ impl HandlerProc {
 
     /// POSTs an invoke payload to `/<function>`; returns status and JSON body.
     pub async fn invoke(&self, function: &str, payload: &Value) -> (u16, Value) {
-        self.invoke_raw(function, payload.to_string().into_bytes())
-            .await
+        self.invoke_raw(function, payload.to_string().into_bytes()).await
     }
 
     /// POSTs raw bytes (for malformed payloads).
@@ -134,20 +128,14 @@ impl HandlerProc {
             .client
             .post(format!("http://127.0.0.1:{}/{function}", self.port))
             .header("content-type", "application/json")
-            .header(
-                "x-azure-functions-invocationid",
-                uuid::Uuid::new_v4().to_string(),
-            )
+            .header("x-azure-functions-invocationid", uuid::Uuid::new_v4().to_string())
             .body(body)
             .send()
             .await
             .expect("invoke");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

@@ -95,10 +95,7 @@ impl TestCtx {
             env,
             s3,
         };
-        ctx.blob()
-            .create_if_missing()
-            .await
-            .expect("create container");
+        ctx.blob().create_if_missing().await.expect("create container");
         ctx
     }
 
@@ -118,9 +115,7 @@ impl TestCtx {
 
     /// An engine with `overrides`, its table created.
     pub async fn engine(&self, overrides: &[(&str, &str)]) -> Engine {
-        let e = Engine::from_config(&self.config(overrides))
-            .await
-            .expect("engine");
+        let e = Engine::from_config(&self.config(overrides)).await.expect("engine");
         e.checkpoint().ensure().await.expect("create table");
         e
     }
@@ -187,9 +182,7 @@ impl TestCtx {
 
 /// Deterministic pseudo-random bytes (fast, no RNG state shared between tests).
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;

@@ -96,9 +96,7 @@ impl Proxy {
     }
 
     async fn spawn(upstream: &str, double: bool) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_string(),
@@ -116,9 +114,7 @@ impl Proxy {
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -137,10 +133,7 @@ impl Proxy {
 
     /// Arms a storm of `n` answers with `status` (503 ServerBusy, 500, ...).
     pub fn storm(&self, n: u32, status: u16) {
-        self.state
-            .faults
-            .storm_status
-            .store(status as u32, Ordering::SeqCst);
+        self.state.faults.storm_status.store(status as u32, Ordering::SeqCst);
         self.state.faults.storm.store(n, Ordering::SeqCst);
     }
 
@@ -188,14 +181,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         .unwrap_or_default();
     let line = format!("{} {}", parts.method, s3_blob_sync::redact::redact(&path_q));
     st.stats.log.lock().unwrap().push(line);
-    let body = body
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    st.stats
-        .uploaded_bytes
-        .fetch_add(body.len() as u64, Ordering::SeqCst);
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    st.stats.uploaded_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
 
     let delay = st.faults.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -210,11 +197,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     }
     if take(&st.faults.storm) {
         let status = st.faults.storm_status.load(Ordering::SeqCst) as u16;
-        let code = if status == 503 {
-            "ServerBusy"
-        } else {
-            "InternalError"
-        };
+        let code = if status == 503 { "ServerBusy" } else { "InternalError" };
         return Ok(azure_error(status, code, &[]));
     }
 
@@ -251,9 +234,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             ));
         }
         let mut data = resp.bytes().await.map_err(std::io::Error::other)?.to_vec();
-        st.stats
-            .source_bytes
-            .fetch_add(data.len() as u64, Ordering::SeqCst);
+        st.stats.source_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
         if !data.is_empty() && take(&st.faults.corrupt_copy_source) {
             data[0] ^= 0xff;
         }
@@ -298,18 +279,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     let head = parts.method == hyper::Method::HEAD;
     for (k, v) in resp.headers() {
         // A HEAD answer has no body, so its Content-Length must be passed on as it is.
-        if !matches!(k.as_str(), "connection" | "transfer-encoding")
-            && (head || k.as_str() != "content-length")
-        {
+        if !matches!(k.as_str(), "connection" | "transfer-encoding") && (head || k.as_str() != "content-length") {
             out = out.header(k, v);
         }
     }
     let mut data = resp.bytes().await.map_err(std::io::Error::other)?.to_vec();
-    if parts.method == hyper::Method::GET
-        && status.is_success()
-        && !data.is_empty()
-        && take(&st.faults.corrupt_get)
-    {
+    if parts.method == hyper::Method::GET && status.is_success() && !data.is_empty() && take(&st.faults.corrupt_get) {
         let mid = data.len() / 2;
         data[mid] ^= 0xff;
     }

@@ -1,0 +1,273 @@
+//! `setup-events`: points the bucket's event notifications at the SQS queue (ObjectCreated:*
+//! and ObjectRemoved:*, optionally filtered), keeping any other notification the bucket has,
+//! and checks that the queue's policy lets S3 send to it.
+
+use std::process::ExitCode;
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_bucket_notification_configuration::GetBucketNotificationConfigurationOutput;
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration,
+    S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+use crate::source::s3::{map_sdk_error, S3Source};
+use crate::source::sqs::SqsQueue;
+
+/// The notification id we own; others on the bucket are left alone.
+pub const CONFIG_ID: &str = "s3-blob-sync";
+
+/// Arguments of `setup-events`.
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {
+    /// The source bucket.
+    #[arg(long)]
+    pub bucket: String,
+    /// The SQS queue URL (default: SYNC_SQS_QUEUE_URL).
+    #[arg(long)]
+    pub queue_url: Option<String>,
+    /// Only keys starting with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only keys ending with this.
+    #[arg(long)]
+    pub suffix: Option<String>,
+    /// Add the missing statement to the queue policy instead of stopping.
+    #[arg(long)]
+    pub fix_policy: bool,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Whether `policy` lets S3 send messages from `bucket_arn` to the queue.
+pub fn policy_allows(policy: &Value, bucket_arn: &str) -> bool {
+    let statements = match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        v @ Value::Object(_) => vec![v.clone()],
+        _ => return false,
+    };
+    let has = |v: &Value, want: &[&str]| match v {
+        Value::String(s) => want.contains(&s.as_str()),
+        Value::Array(a) => a.iter().any(|x| x.as_str().is_some_and(|s| want.contains(&s))),
+        _ => false,
+    };
+    statements.iter().any(|s| {
+        s["Effect"] == "Allow"
+            && has(&s["Action"], &["sqs:SendMessage", "sqs:*", "*"])
+            && (s["Principal"] == "*" || has(&s["Principal"]["Service"], &["s3.amazonaws.com"]))
+            && {
+                let cond = &s["Condition"];
+                let arns = [&cond["ArnEquals"]["aws:SourceArn"], &cond["ArnLike"]["aws:SourceArn"]];
+                cond.is_null() || arns.iter().any(|a| has(a, &[bucket_arn, "arn:aws:s3:::*"]))
+            }
+    })
+}
+
+/// Whether `body` is an XML document whose root element is empty (`<X .../>` or `<X></X>`).
+fn is_empty_document(body: Option<&[u8]>) -> bool {
+    let Some(text) = body.and_then(|b| std::str::from_utf8(b).ok()) else {
+        return false;
+    };
+    let mut t = text.trim();
+    if t.starts_with("<?xml") {
+        match t.find("?>") {
+            Some(i) => t = t[i + 2..].trim(),
+            None => return false,
+        }
+    }
+    let self_closing = t.starts_with('<') && t.ends_with("/>") && t.matches('<').count() == 1;
+    let open_close = t.starts_with('<') && t.matches('<').count() == 2 && t.contains("></");
+    self_closing || open_close
+}
+
+/// The statement S3 needs on the queue.
+pub fn required_statement(queue_arn: &str, bucket: &str) -> Value {
+    json!({
+        "Sid": format!("s3-blob-sync-{bucket}"),
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")}}
+    })
+}
+
+pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
+    let cfg = super::load_config(None)?;
+    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    let queue_url = args
+        .queue_url
+        .clone()
+        .or(cfg.sqs_queue_url.clone())
+        .ok_or_else(|| Error::invalid("--queue-url or SYNC_SQS_QUEUE_URL is required"))?;
+    let retry = RetryPolicy::default();
+    let s3 = S3Source::new(&cfg.aws, retry).await;
+    let sqs = SqsQueue::new(&cfg.aws, &queue_url, retry).await;
+
+    let attrs = sqs
+        .client()
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .attribute_names(QueueAttributeName::Policy)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::invalid(format!(
+                "cannot read the queue {queue_url}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ))
+        })?;
+    let attr = |n: QueueAttributeName| attrs.attributes().and_then(|a| a.get(&n)).cloned();
+    let queue_arn =
+        attr(QueueAttributeName::QueueArn).ok_or_else(|| Error::invalid("the queue has no QueueArn attribute"))?;
+    let bucket_arn = format!("arn:aws:s3:::{}", args.bucket);
+    let mut policy: Value = attr(QueueAttributeName::Policy)
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or_else(|| json!({"Version": "2012-10-17", "Statement": []}));
+    let policy_ok = policy_allows(&policy, &bucket_arn);
+    let statement = required_statement(&queue_arn, &args.bucket);
+    println!(
+        "queue {queue_arn}: policy {}",
+        if policy_ok {
+            "lets the bucket send events"
+        } else {
+            "does NOT let the bucket send events"
+        }
+    );
+    if !policy_ok {
+        println!(
+            "statement needed:\n{}",
+            serde_json::to_string_pretty(&statement).unwrap_or_default()
+        );
+        if !args.fix_policy && !args.dry_run {
+            return Err(Error::invalid("the queue policy must allow s3.amazonaws.com to sqs:SendMessage from this bucket; add the statement above or rerun with --fix-policy"));
+        }
+    }
+
+    let current = match s3
+        .client()
+        .get_bucket_notification_configuration()
+        .bucket(&args.bucket)
+        .send()
+        .await
+    {
+        Ok(c) => c,
+        // An answer with no configuration at all can come back under another root element
+        // (moto does this) which the SDK refuses; an empty document means "none". Anything
+        // with content that cannot be parsed stays an error: guessing would clobber it.
+        Err(SdkError::ServiceError(se))
+            if se.raw().status().as_u16() == 200 && is_empty_document(se.raw().body().bytes()) =>
+        {
+            GetBucketNotificationConfigurationOutput::builder().build()
+        }
+        Err(e) => return Err(map_sdk_error(e, &args.bucket, "", "get notification configuration")),
+    };
+    let mut filter_rules = Vec::new();
+    if let Some(p) = &args.prefix {
+        filter_rules.push(FilterRule::builder().name(FilterRuleName::Prefix).value(p).build());
+    }
+    if let Some(s) = &args.suffix {
+        filter_rules.push(FilterRule::builder().name(FilterRuleName::Suffix).value(s).build());
+    }
+    let mut ours = QueueConfiguration::builder()
+        .id(CONFIG_ID)
+        .queue_arn(&queue_arn)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .events(Event::from("s3:ObjectRemoved:*"));
+    if !filter_rules.is_empty() {
+        ours = ours.filter(
+            NotificationConfigurationFilter::builder()
+                .key(S3KeyFilter::builder().set_filter_rules(Some(filter_rules)).build())
+                .build(),
+        );
+    }
+    let ours = ours.build().map_err(|e| Error::internal(e.to_string()))?;
+    let mut queues: Vec<QueueConfiguration> = current
+        .queue_configurations()
+        .iter()
+        .filter(|q| q.id() != Some(CONFIG_ID))
+        .cloned()
+        .collect();
+    let kept = queues.len() + current.topic_configurations().len() + current.lambda_function_configurations().len();
+    queues.push(ours);
+    println!(
+        "bucket {}: notify {queue_arn} on ObjectCreated:* and ObjectRemoved:*{}{}; keeping {kept} other notification(s)",
+        args.bucket,
+        args.prefix.as_deref().map(|p| format!(", prefix `{p}`")).unwrap_or_default(),
+        args.suffix.as_deref().map(|s| format!(", suffix `{s}`")).unwrap_or_default(),
+    );
+    if args.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !policy_ok {
+        match policy["Statement"].as_array_mut() {
+            Some(a) => a.push(statement),
+            None => policy["Statement"] = json!([statement]),
+        }
+        sqs.client()
+            .set_queue_attributes()
+            .queue_url(&queue_url)
+            .attributes(QueueAttributeName::Policy, policy.to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "cannot set the queue policy: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))
+            })?;
+        println!("queue policy updated");
+    }
+    let config = NotificationConfiguration::builder()
+        .set_queue_configurations(Some(queues))
+        .set_topic_configurations(Some(current.topic_configurations().to_vec()))
+        .set_lambda_function_configurations(Some(current.lambda_function_configurations().to_vec()))
+        .set_event_bridge_configuration(current.event_bridge_configuration().cloned())
+        .build();
+    s3.client()
+        .put_bucket_notification_configuration()
+        .bucket(&args.bucket)
+        .notification_configuration(config)
+        .send()
+        .await
+        .map_err(|e| map_sdk_error(e, &args.bucket, "", "put notification configuration"))?;
+    println!("bucket notification configured");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_documents() {
+        let d = |s: &str| is_empty_document(Some(s.as_bytes()));
+        assert!(d(r#"<?xml version="1.0"?><GetBucketNotificationResponse xmlns="x"/>"#));
+        assert!(d("<NotificationConfiguration></NotificationConfiguration>"));
+        assert!(!d(
+            "<NotificationConfiguration><QueueConfiguration/></NotificationConfiguration>"
+        ));
+        assert!(!d("garbage"));
+        assert!(!is_empty_document(None));
+    }
+
+    #[test]
+    fn policy_check() {
+        let arn = "arn:aws:s3:::bkt";
+        let good = json!({"Statement": [required_statement("arn:aws:sqs:us-east-1:1:q", "bkt")]});
+        assert!(policy_allows(&good, arn));
+        assert!(!policy_allows(&good, "arn:aws:s3:::other"));
+        assert!(!policy_allows(&json!({"Statement": []}), arn));
+        let deny = json!({"Statement": {"Effect": "Deny", "Principal": "*", "Action": "sqs:*"}});
+        assert!(!policy_allows(&deny, arn));
+        let open = json!({"Statement": {"Effect": "Allow", "Principal": "*", "Action": ["sqs:SendMessage"]}});
+        assert!(policy_allows(&open, arn));
+    }
+}

@@ -1,0 +1,71 @@
+//! `watch`: the long-running worker for containers — drains SQS into `copy-objects` and
+//! consumes it with the same engine, until SIGTERM/Ctrl-C (or, with `--once`, until both
+//! queues are idle).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::run::drain::Drainer;
+use crate::run::worker::Worker;
+
+pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -> Result<ExitCode> {
+    let mut cfg = crate::config::Config::from_env()?;
+    if queue_url.is_some() {
+        cfg.sqs_queue_url = queue_url;
+    }
+    crate::telemetry::init(cfg.log_format, "info");
+    let cfg = Arc::new(cfg);
+    let engine = Arc::new(Engine::from_config(&cfg).await?);
+    engine.checkpoint().ensure().await?;
+    let drainer = Arc::new(Drainer::from_config(&cfg).await?);
+    let worker = Worker::new(engine.clone(), cfg.clone(), workers).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    if once {
+        let stats = drainer.drain(cfg.drain_budget, true).await?;
+        let w = worker.run(stop_rx, Some(Duration::from_secs(2))).await;
+        println!(
+            "drained {} SQS messages ({} relayed, {} rejected); copy queue: {} done, {} retried, {} poisoned",
+            stats.received, stats.relayed, stats.rejected, w.done, w.retried, w.poisoned
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let drain_task = {
+        let drainer = drainer.clone();
+        let table = engine.checkpoint().table().clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                match drainer.drain(Duration::from_secs(60), false).await {
+                    Ok(stats) => {
+                        let _ = crate::run::lag::record(&table, drainer.sqs(), &stats).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sqs drain failed; retrying in 5 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let worker_task = tokio::spawn(async move { worker.run(stop_rx, None).await });
+    super::shutdown_signal().await;
+    tracing::info!("stopping: finishing in-flight work");
+    let _ = stop_tx.send(true);
+    drain_task.abort();
+    let stats = worker_task.await.unwrap_or_default();
+    tracing::info!(
+        done = stats.done,
+        retried = stats.retried,
+        poisoned = stats.poisoned,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}

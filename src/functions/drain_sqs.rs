@@ -1,0 +1,30 @@
+//! `DrainSqs`: timer-triggered (Azure Functions has no SQS trigger). Long-polls the bucket's
+//! SQS queue for the configured budget and relays each S3 record to `copy-objects`.
+
+use super::protocol::InvokeRequest;
+use super::{Failure, Handled};
+use crate::error::Error;
+use crate::AppState;
+
+/// Handles one timer invocation.
+pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
+    let drainer = state.drainer().await.map_err(|e| Failure { status: 500, error: e })?;
+    let stats = drainer
+        .drain(state.config.drain_budget, false)
+        .await
+        .map_err(|e| Failure { status: 500, error: e })?;
+    if let Err(e) = crate::run::lag::record(state.engine.checkpoint().table(), drainer.sqs(), &stats).await {
+        tracing::warn!(error = %e, "could not record drain lag");
+    }
+    let value = serde_json::to_value(&stats).map_err(|e| Failure {
+        status: 500,
+        error: Error::internal(e.to_string()),
+    })?;
+    Ok(Handled {
+        logs: vec![format!(
+            "drained {} SQS messages: {} records relayed, {} rejected, {} left for retry",
+            stats.received, stats.relayed, stats.rejected, stats.left_for_retry
+        )],
+        return_value: value,
+    })
+}
