@@ -168,6 +168,9 @@ pub struct Config {
     /// DrainSqs fires every minute, so 50 s keeps one receiver running almost all the time
     /// and always finishes well inside host.json's functionTimeout.
     pub drain_budget: Duration,
+    /// `SYNC_WORKER_VISIBILITY_SECS` (default 300): how long the `watch` worker hides a
+    /// copy message while it works on it; after a crash the message returns this much later.
+    pub worker_visibility: Duration,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -316,7 +319,14 @@ impl Config {
         if !(5..=3600).contains(&budget) {
             return Err(Error::invalid("SYNC_DRAIN_BUDGET_SECS: must be between 5 and 3600"));
         }
+        let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 300)?;
+        if !(1..=7 * 24 * 3600).contains(&worker_vis) {
+            return Err(Error::invalid(
+                "SYNC_WORKER_VISIBILITY_SECS: must be between 1 and 604800",
+            ));
+        }
         Ok(Config {
+            worker_visibility: Duration::from_secs(worker_vis),
             mode,
             sqs_queue_url,
             copy_queue,

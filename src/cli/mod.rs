@@ -76,6 +76,9 @@ enum Command {
         /// At most this many rows.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print every row as one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -248,7 +251,8 @@ pub async fn main() -> ExitCode {
             queue_url,
             problems,
             limit,
-        } => status::run(&bucket, queue_url, problems, limit).await,
+            json,
+        } => status::run(&bucket, queue_url, problems, limit, json).await,
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,13 @@ use crate::error::Result;
 use crate::retry::RetryPolicy;
 use crate::target::table::TableClient;
 
-pub(super) async fn run(bucket: &str, queue_url: Option<String>, problems: bool, limit: usize) -> Result<ExitCode> {
+pub(super) async fn run(
+    bucket: &str,
+    queue_url: Option<String>,
+    problems: bool,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let auth = cfg.azure.authorizer()?;
@@ -22,6 +28,18 @@ pub(super) async fn run(bucket: &str, queue_url: Option<String>, problems: bool,
     let total = rows.len();
     if problems {
         rows.retain(|r| !matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded));
+    }
+    if json {
+        for r in &rows {
+            let v = serde_json::json!({
+                "bucket": r.bucket, "key": r.key, "target": r.target, "blob": r.blob,
+                "outcome": r.outcome.as_str(), "reason": r.reason, "etag": r.etag, "size": r.size,
+                "verified": r.verified, "path": r.path, "sequencer": r.sequencer,
+                "lastEvent": r.last_event, "eventTime": r.event_time, "updatedAt": r.updated_at,
+            });
+            println!("{v}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<20} {:>12} {:<10} {:<40} {:<44} reason",

@@ -20,6 +20,12 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     let cfg = Arc::new(cfg);
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
+    match &cfg.target_container {
+        Some(c) => engine.target(c)?.create_if_missing().await.map_err(|e| {
+            e.context(format!("target container `{c}` does not exist and could not be created; create it or grant the identity rights to"))
+        })?,
+        None => tracing::warn!("SYNC_TARGET_CONTAINER is not set: every copy message must name its container"),
+    }
     let drainer = Arc::new(Drainer::from_config(&cfg).await?);
     let worker = Worker::new(engine.clone(), cfg.clone(), workers).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -40,7 +46,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             while !*stop.borrow() {
-                match drainer.drain(Duration::from_secs(60), false).await {
+                match drainer.drain(Duration::from_secs(20), false).await {
                     Ok(stats) => {
                         let _ = crate::run::lag::record(&table, drainer.sqs(), &stats).await;
                     }

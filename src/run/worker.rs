@@ -60,12 +60,12 @@ impl Worker {
         queue.create_if_missing().await?;
         poison.create_if_missing().await?;
         Ok(Worker {
+            visibility: config.worker_visibility,
             engine,
             config,
             queue,
             poison,
             concurrency: concurrency.max(1),
-            visibility: Duration::from_secs(300),
         })
     }
 

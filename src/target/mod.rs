@@ -46,26 +46,48 @@ pub(crate) fn client_options(auth: &Authorizer) -> ClientOptions {
 /// Maps an SDK error into ours, keeping the HTTP status and service error code.
 pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display) -> Error {
     use azure_core::error::ErrorKind as AK;
-    let mut code_text = String::new();
-    let kind = match e.kind() {
-        AK::HttpResponse { status, error_code, .. } => {
-            if let Some(c) = error_code {
-                code_text = format!(" {c}");
-            }
-            kind_from_status(u16::from(*status), error_code.as_deref())
+    match e.kind() {
+        AK::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let status = u16::from(*status);
+            // The service's own sentence, first line only: the XML around it is noise.
+            let said = raw_response
+                .as_ref()
+                .map(|r| String::from_utf8_lossy(r.body()).to_string())
+                .and_then(|b| {
+                    let start = b.find("<Message>")? + "<Message>".len();
+                    let rest = &b[start..];
+                    let end = rest.find(['\n', '<']).unwrap_or(rest.len());
+                    Some(rest[..end].trim().to_string())
+                })
+                .filter(|m| !m.is_empty());
+            let code = error_code.clone().unwrap_or_default();
+            let kind = kind_from_status(status, error_code.as_deref());
+            let msg = match said {
+                Some(m) => format!("{what}: HTTP {status} {code}: {m}"),
+                None => format!("{what}: HTTP {status} {code}"),
+            };
+            Error::new(kind, msg)
         }
-        AK::Connection | AK::Io => ErrorKind::Transient,
-        AK::Credential => ErrorKind::Auth,
-        AK::DataConversion => ErrorKind::Internal,
-        _ => ErrorKind::Transient,
-    };
-    // The top message alone ("failed to execute request") does not say what to fix; the
-    // cause chain does (connection refused, DNS, TLS).
-    let mut causes = String::new();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        causes.push_str(&format!(": {s}"));
-        src = s.source();
+        other => {
+            let kind = match other {
+                AK::Connection | AK::Io => ErrorKind::Transient,
+                AK::Credential => ErrorKind::Auth,
+                AK::DataConversion => ErrorKind::Internal,
+                _ => ErrorKind::Transient,
+            };
+            // The top message alone ("failed to execute request") does not say what to fix;
+            // the cause chain does (connection refused, DNS, TLS).
+            let mut causes = String::new();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                causes.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            Error::new(kind, format!("{what}: {e}{causes}"))
+        }
     }
-    Error::new(kind, format!("{what}: {e}{code_text}{causes}"))
 }

@@ -616,3 +616,53 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
         .collect();
     assert!(events.contains(&"s3:ObjectCreated:*".to_string()) && events.contains(&"s3:ObjectRemoved:*".to_string()));
 }
+
+#[tokio::test]
+async fn killed_worker_mid_copy_then_restart_completes() {
+    let ev = Events::new("evkill", "mirror").await;
+    let ctx = &ev.ctx;
+    ctx.put("big", "old content").await;
+    ev.sync(&[]).await;
+    assert_eq!(&ctx.blob().read("big").await.unwrap()[..], b"old content");
+
+    let data = bytes(16 * 1024 * 1024, 77);
+    ctx.put("big", data.clone()).await;
+    // Slow S3 so the kill lands mid-copy; a short visibility so the message returns soon.
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    s3_proxy.faults().delay_ms.store(100, Ordering::SeqCst);
+    let mut env = ev.env();
+    env.insert("AWS_ENDPOINT_URL".into(), s3_proxy.url.clone());
+    env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
+    env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
+    env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "4".into());
+    let mut worker = HandlerProc::spawn(&["watch"], &env);
+    let path = format!("GET /{}/big", ctx.bucket);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s3_proxy.count(&path) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "copy never started: {}",
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.kill();
+    assert_eq!(
+        &ctx.blob().read("big").await.unwrap()[..],
+        b"old content",
+        "a partial copy became visible"
+    );
+
+    // Restart after the message's visibility ran out: the copy completes.
+    s3_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut again = HandlerProc::spawn(&["watch", "--once"], &env);
+    let code = again.wait(Duration::from_secs(120)).await;
+    assert_eq!(code, Some(0), "{}", again.logs());
+    assert_eq!(
+        sha(&ctx.blob().read("big").await.unwrap()),
+        sha(&data),
+        "{}",
+        again.logs()
+    );
+}

@@ -117,6 +117,41 @@ impl HandlerProc {
         }
     }
 
+    /// Starts the binary with `args` (no readiness wait), logging to a file.
+    pub fn spawn(args: &[&str], env: &HashMap<String, String>) -> HandlerProc {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("proc.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3-blob-sync"))
+            .args(args)
+            .env_clear()
+            .envs(base_env())
+            .envs(env)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn binary");
+        HandlerProc {
+            child,
+            port: 0,
+            log_path,
+            _dir: dir,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// POSTs an invoke payload to `/<function>`; returns status and JSON body.
     pub async fn invoke(&self, function: &str, payload: &Value) -> (u16, Value) {
         self.invoke_raw(function, payload.to_string().into_bytes()).await
