@@ -169,29 +169,22 @@ impl Engine {
             metadata: meta.values,
         };
 
+        let job = Transfer {
+            req,
+            target,
+            name: &name,
+            head: &head,
+            props: &props,
+            existing: existing.as_ref(),
+        };
         let (path, verified) = match self.cfg.copy_path {
-            CopyPath::Streamed => (
-                "streamed",
-                self.streamed(req, target, &name, &head, &props, existing.as_ref())
-                    .await?,
-            ),
-            CopyPath::ServerSide => (
-                "server-side",
-                self.server_side(req, target, &name, &head, &props, existing.as_ref())
-                    .await?,
-            ),
-            CopyPath::Auto => match self
-                .server_side(req, target, &name, &head, &props, existing.as_ref())
-                .await
-            {
+            CopyPath::Streamed => ("streamed", self.streamed(&job).await?),
+            CopyPath::ServerSide => ("server-side", self.server_side(&job).await?),
+            CopyPath::Auto => match self.server_side(&job).await {
                 Ok(v) => ("server-side", v),
                 Err(e) if e.kind() == ErrorKind::CopySourceUnreachable => {
                     tracing::info!(bucket = %req.bucket, key = %req.key, "Azure cannot read the source; streaming instead");
-                    (
-                        "streamed",
-                        self.streamed(req, target, &name, &head, &props, existing.as_ref())
-                            .await?,
-                    )
+                    ("streamed", self.streamed(&job).await?)
                 }
                 Err(e) => return Err(e),
             },
@@ -266,15 +259,15 @@ impl Engine {
     }
 
     /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
-    async fn server_side(
-        &self,
-        req: &CopyRequest,
-        target: &BlobTarget,
-        name: &str,
-        head: &ObjectHead,
-        props: &CommitProps,
-        existing: Option<&BlobProps>,
-    ) -> Result<&'static str> {
+    async fn server_side(&self, job: &Transfer<'_>) -> Result<&'static str> {
+        let Transfer {
+            req,
+            target,
+            name,
+            head,
+            props,
+            existing,
+        } = *job;
         let url = self
             .s3
             .presign_get(
@@ -338,15 +331,15 @@ impl Engine {
     /// concurrency; at most `2 × concurrency` blocks are in memory. The whole-object MD5 is
     /// computed in order and compared before the block list is committed, so a mismatch
     /// leaves the previous blob (or none) in place.
-    async fn streamed(
-        &self,
-        req: &CopyRequest,
-        target: &BlobTarget,
-        name: &str,
-        head: &ObjectHead,
-        props: &CommitProps,
-        existing: Option<&BlobProps>,
-    ) -> Result<&'static str> {
+    async fn streamed(&self, job: &Transfer<'_>) -> Result<&'static str> {
+        let Transfer {
+            req,
+            target,
+            name,
+            head,
+            props,
+            existing,
+        } = *job;
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
         let c = self.cfg.block_concurrency;
         let mut fetches = futures::stream::iter(0..layout.count())
@@ -410,6 +403,17 @@ impl Engine {
             .await?;
         Ok(verified)
     }
+}
+
+/// One object being moved: what both copy paths need.
+#[derive(Clone, Copy)]
+struct Transfer<'a> {
+    req: &'a CopyRequest,
+    target: &'a BlobTarget,
+    name: &'a str,
+    head: &'a ObjectHead,
+    props: &'a CommitProps,
+    existing: Option<&'a BlobProps>,
 }
 
 fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {

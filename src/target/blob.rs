@@ -124,6 +124,27 @@ impl WriteCondition {
     }
 }
 
+/// The options of a committing call (Put Blob From URL, Put Block List): the same content
+/// headers, metadata and write condition, plus call-specific fields. The two option types
+/// are unrelated structs in the SDK, hence a macro.
+macro_rules! commit_options {
+    ($ty:ident, $props:expr, $cond:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let h = &$props.headers;
+        $ty {
+            blob_content_type: h.content_type.clone(),
+            blob_content_encoding: h.content_encoding.clone(),
+            blob_content_language: h.content_language.clone(),
+            blob_content_disposition: h.content_disposition.clone(),
+            blob_cache_control: h.cache_control.clone(),
+            metadata: Some($props.metadata.clone()),
+            if_match: $cond.if_match(),
+            if_none_match: $cond.if_none_match(),
+            $($field: $value,)*
+            ..Default::default()
+        }
+    }};
+}
+
 /// One container in one account.
 #[derive(Clone)]
 pub struct BlobTarget {
@@ -269,20 +290,10 @@ impl BlobTarget {
         let resp = self
             .retry
             .run("put blob from url", || async {
-                let h = &props.headers;
-                let opts = BlockBlobClientUploadBlobFromUrlOptions {
+                let opts = commit_options!(BlockBlobClientUploadBlobFromUrlOptions, props, cond, {
                     copy_source_blob_properties: Some(false),
                     source_content_md5: source_md5.map(<[u8]>::to_vec),
-                    blob_content_type: h.content_type.clone(),
-                    blob_content_encoding: h.content_encoding.clone(),
-                    blob_content_language: h.content_language.clone(),
-                    blob_content_disposition: h.content_disposition.clone(),
-                    blob_cache_control: h.cache_control.clone(),
-                    metadata: Some(props.metadata.clone()),
-                    if_match: cond.if_match(),
-                    if_none_match: cond.if_none_match(),
-                    ..Default::default()
-                };
+                });
                 client
                     .upload_blob_from_url(source.expose().to_string(), Some(opts))
                     .await
@@ -354,18 +365,7 @@ impl BlobTarget {
         let resp = self
             .retry
             .run("put block list", || async {
-                let h = &props.headers;
-                let opts = BlockBlobClientCommitBlockListOptions {
-                    blob_content_type: h.content_type.clone(),
-                    blob_content_encoding: h.content_encoding.clone(),
-                    blob_content_language: h.content_language.clone(),
-                    blob_content_disposition: h.content_disposition.clone(),
-                    blob_cache_control: h.cache_control.clone(),
-                    metadata: Some(props.metadata.clone()),
-                    if_match: cond.if_match(),
-                    if_none_match: cond.if_none_match(),
-                    ..Default::default()
-                };
+                let opts = commit_options!(BlockBlobClientCommitBlockListOptions, props, cond, {});
                 let list = BlockLookupList {
                     latest: Some(ids.to_vec()),
                     ..Default::default()

@@ -148,6 +148,12 @@ impl Events {
         }
     }
 
+    /// A client for one of this test's Azure queues.
+    fn queue(&self, name: &str) -> WorkQueue {
+        let cfg = self.config(&[]);
+        WorkQueue::new(&cfg.azure, &cfg.azure.authorizer().unwrap(), name, Default::default()).unwrap()
+    }
+
     fn env(&self) -> HashMap<String, String> {
         let o: Vec<(&str, &str)> = self.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.ctx.env_with(&o)
@@ -377,13 +383,7 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     assert_eq!(d.left_for_retry, 0);
     // Parked with the reason, nothing dropped; SQS is empty.
     let cfg = ev.config(&[]);
-    let rejects = WorkQueue::new(
-        &cfg.azure,
-        &cfg.azure.authorizer().unwrap(),
-        &cfg.reject_queue,
-        Default::default(),
-    )
-    .unwrap();
+    let rejects = ev.queue(&cfg.reject_queue);
     let parked = rejects.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(parked.len(), 2);
     let reasons: Vec<serde_json::Value> = parked.iter().map(|p| serde_json::from_str(&p.text).unwrap()).collect();
@@ -512,13 +512,7 @@ async fn drain_sqs_and_copy_object_through_the_invoke_protocol() {
     assert!(body["ReturnValue"]["relayed"].as_u64().unwrap() >= 1, "{body}");
     // Play the host's queue trigger: each copy-objects message becomes one CopyObject call.
     let cfg = ev.config(&[]);
-    let q = WorkQueue::new(
-        &cfg.azure,
-        &cfg.azure.authorizer().unwrap(),
-        &cfg.copy_queue,
-        Default::default(),
-    )
-    .unwrap();
+    let q = ev.queue(&cfg.copy_queue);
     let items = q.receive(32, Duration::from_secs(30)).await.unwrap();
     assert!(!items.is_empty());
     for item in items {

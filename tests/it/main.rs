@@ -9,3 +9,4 @@ mod faults;
 mod handler;
 mod layout;
 mod secrets;
+mod table;

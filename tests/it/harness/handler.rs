@@ -45,12 +45,7 @@ pub fn run_binary(args: &[&str], env: &HashMap<String, String>) -> (i32, String)
         .envs(env)
         .output()
         .expect("run binary");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    exit_and_output(&out)
 }
 
 /// [`run_binary`] for async tests: the runtime keeps serving in-process proxies meanwhile.
@@ -63,6 +58,11 @@ pub async fn run_binary_async(args: &[&str], env: &HashMap<String, String>) -> (
         .output()
         .await
         .expect("run binary");
+    exit_and_output(&out)
+}
+
+/// Exit code and stdout followed by stderr.
+fn exit_and_output(out: &std::process::Output) -> (i32, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
