@@ -74,6 +74,7 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
         .map(|item| {
             let engine = engine.clone();
             let req = item.map(|o| CopyRequest {
+                listed: Some((o.etag.clone(), o.size)),
                 bucket: source.bucket.clone(),
                 key: o.key,
                 container: target.container.clone(),

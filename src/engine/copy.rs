@@ -111,6 +111,12 @@ impl Engine {
         };
         rec.blob = Some(name.clone());
 
+        if let (Some((etag, size)), Some(s)) = (&req.listed, seen) {
+            if is_current(&s.record, etag, *size, &name) {
+                return Ok(no_transfer(*size, name, "checkpoint matches the listing"));
+            }
+        }
+
         let Some(head) = self.s3.head(&req.bucket, &req.key).await? else {
             return self.source_gone(req, target, rec, &name, seen).await;
         };
@@ -128,18 +134,8 @@ impl Engine {
 
         // Skip when the checkpoint already has this version at this blob...
         if let Some(s) = seen {
-            let r = &s.record;
-            let done = matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
-            if done
-                && r.etag.as_deref() == Some(head.etag.as_str())
-                && r.size == Some(head.size)
-                && r.blob.as_deref() == Some(name.as_str())
-            {
-                let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
-                rep.bytes = head.size;
-                rep.blob = Some(name);
-                rep.reason = Some("checkpoint has this version".into());
-                return Ok(rep);
+            if is_current(&s.record, &head.etag, head.size, &name) {
+                return Ok(no_transfer(head.size, name, "checkpoint has this version"));
             }
         }
         // ...or the blob's provenance says it holds it.
@@ -403,6 +399,22 @@ impl Engine {
             .await?;
         Ok(verified)
     }
+}
+
+/// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`).
+fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) -> bool {
+    matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
+        && r.etag.as_deref() == Some(etag)
+        && r.size == Some(size)
+        && r.blob.as_deref() == Some(name)
+}
+
+fn no_transfer(bytes: u64, blob: String, why: &str) -> CopyReport {
+    let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
+    rep.bytes = bytes;
+    rep.blob = Some(blob);
+    rep.reason = Some(why.into());
+    rep
 }
 
 /// One object being moved: what both copy paths need.

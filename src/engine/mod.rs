@@ -46,6 +46,10 @@ pub struct CopyRequest {
     pub mode: SyncMode,
     /// The S3 event that asked for this, when there was one.
     pub event: Option<EventInfo>,
+    /// ETag and size from a listing, when the caller listed the bucket: a checkpoint row that
+    /// matches them proves the object is current without a HEAD (the listing is the run's
+    /// snapshot; later changes arrive by events or the next run).
+    pub listed: Option<(String, u64)>,
 }
 
 /// What an S3 event said about a key. The engine still decides on the HEAD of the source;

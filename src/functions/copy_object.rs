@@ -97,6 +97,7 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
             Some(_) => SyncMode::Additive,
             None => cfg.mode,
         },
+        listed: None,
         event: msg.event.clone().map(|name| EventInfo {
             name,
             sequencer: msg.sequencer.clone(),

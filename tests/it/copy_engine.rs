@@ -24,6 +24,7 @@ pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
         run_id: Some("test".into()),
         mode: SyncMode::Additive,
         event: None,
+        listed: None,
     }
 }
 
@@ -428,5 +429,33 @@ async fn auto_falls_back_to_streaming_when_azure_cannot_read_the_source() {
     let forced = server_side_engine(&ctx, &double, &[]).await;
     let err = forced.copy_object(&req(&ctx, "obj2")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CopySourceUnreachable);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_listing_that_matches_the_checkpoint_skips_without_a_head() {
+    let ctx = TestCtx::new("listed").await;
+    ctx.put("obj", "content").await;
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let engine = ctx.engine(&[("AWS_ENDPOINT_URL", &s3_proxy.url)]).await;
+    let first = engine.copy_object(&req(&ctx, "obj")).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Copied);
+    let head = ctx.s3.head(&ctx.bucket, "obj").await.unwrap().unwrap();
+    let heads = s3_proxy.count("HEAD /");
+
+    let mut listed = req(&ctx, "obj");
+    listed.listed = Some((head.etag.clone(), head.size));
+    let rep = engine.copy_object(&listed).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded);
+    assert_eq!(s3_proxy.count("HEAD /"), heads, "no HEAD when the listing matches");
+
+    // The object changed after an older listing was taken: the listing no longer matches the
+    // checkpoint after the next copy, and a stale listing never hides a change.
+    ctx.put("obj", "content v2").await;
+    listed.listed = Some(("0123456789abcdef0123456789abcdef".into(), 10));
+    let rep = engine.copy_object(&listed).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied);
+    assert!(s3_proxy.count("HEAD /") > heads);
+    assert_blob(&ctx, "obj", b"content v2").await;
     ctx.cleanup().await;
 }
