@@ -51,6 +51,35 @@ pub struct StorageAccount {
     pub table_endpoint: Url,
     /// How to authorize.
     pub auth: AzureAuth,
+    /// One HTTP connection pool for every client of this account (clones share it). Tied to
+    /// the account rather than the process: pooled connections belong to the async runtime
+    /// that opened them.
+    pub(crate) http: HttpPool,
+}
+
+/// A lazily created, shared HTTP transport.
+#[derive(Clone, Default)]
+pub(crate) struct HttpPool(Arc<std::sync::OnceLock<azure_core::http::Transport>>);
+
+impl std::fmt::Debug for HttpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpPool")
+    }
+}
+
+impl HttpPool {
+    /// The transport, created on first use.
+    pub(crate) fn transport(&self) -> azure_core::http::Transport {
+        self.0
+            .get_or_init(|| {
+                azure_core::http::Transport::new(azure_core::http::new_http_client(Some(
+                    azure_core::http::HttpClientOptions {
+                        automatic_decompression: false,
+                    },
+                )))
+            })
+            .clone()
+    }
 }
 
 impl StorageAccount {
@@ -90,6 +119,7 @@ impl StorageAccount {
                 queue_endpoint: queue.unwrap_or_else(|| base(10001)),
                 table_endpoint: table.unwrap_or_else(|| base(10002)),
                 auth: AzureAuth::AccountKey(Secret::new(AZURITE_KEY)),
+                http: HttpPool::default(),
             });
         }
         let auth = match (key, sas) {
@@ -132,6 +162,7 @@ impl StorageAccount {
             },
             name,
             auth,
+            http: HttpPool::default(),
         })
     }
 
@@ -149,6 +180,7 @@ impl StorageAccount {
             queue_endpoint: ep("queue")?,
             table_endpoint: ep("table")?,
             auth,
+            http: HttpPool::default(),
         })
     }
 

@@ -170,8 +170,8 @@ impl BlobTarget {
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/{container}"));
         let (cred, opts) = match auth {
-            Authorizer::Token(c) => (Some(c.clone()), super::client_options(auth)),
-            Authorizer::Sas(_) => (None, super::client_options(auth)),
+            Authorizer::Token(c) => (Some(c.clone()), super::client_options(account, auth)),
+            Authorizer::Sas(_) => (None, super::client_options(account, auth)),
         };
         let client = BlobContainerClient::new(
             url,

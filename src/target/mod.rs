@@ -5,34 +5,20 @@ pub mod blob;
 pub mod queue;
 pub mod table;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use azure_core::http::policies::Policy;
-use azure_core::http::{ClientOptions, RetryOptions, Transport};
+use azure_core::http::{ClientOptions, RetryOptions};
 
 use crate::error::{kind_from_status, Error, ErrorKind};
-use auth::{Authorizer, SasPolicy};
+use auth::{Authorizer, SasPolicy, StorageAccount};
 
-/// One HTTP client (and connection pool) shared by every Azure client in the process.
-fn shared_transport() -> Transport {
-    static CLIENT: OnceLock<Transport> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            Transport::new(azure_core::http::new_http_client(Some(
-                azure_core::http::HttpClientOptions {
-                    automatic_decompression: false,
-                },
-            )))
-        })
-        .clone()
-}
-
-/// Client options for every Azure SDK client: our shared transport, the SDK's own retries
+/// Client options for every Azure SDK client: the account's connection pool, the SDK's own retries
 /// off (the crate's [`crate::retry::RetryPolicy`] is the one policy), and the SAS policy when
 /// the account uses one.
-pub(crate) fn client_options(auth: &Authorizer) -> ClientOptions {
+pub(crate) fn client_options(account: &StorageAccount, auth: &Authorizer) -> ClientOptions {
     let mut o = ClientOptions {
-        transport: Some(shared_transport()),
+        transport: Some(account.http.transport()),
         retry: RetryOptions::none(),
         ..Default::default()
     };

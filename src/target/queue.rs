@@ -67,7 +67,7 @@ impl WorkQueue {
             url,
             cred,
             Some(QueueClientOptions {
-                client_options: super::client_options(auth),
+                client_options: super::client_options(account, auth),
                 ..Default::default()
             }),
         )

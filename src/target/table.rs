@@ -138,7 +138,7 @@ impl TableClient {
         let pipeline = Pipeline::new(
             Some("s3-blob-sync"),
             Some(env!("CARGO_PKG_VERSION")),
-            super::client_options(auth),
+            super::client_options(account, auth),
             Vec::new(),
             per_try,
             None,
