@@ -133,6 +133,16 @@ pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
     }
 }
 
+/// Treats a failure of `kind` as success: "already exists" for a create, "not found" for a
+/// delete.
+pub fn ok_if<T>(r: Result<T>, kind: ErrorKind) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == kind => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -15,7 +15,7 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ok_if, Error, ErrorKind, Result};
 use crate::redact::Secret;
 use crate::retry::RetryPolicy;
 use crate::target::auth::{Authorizer, StorageAccount};
@@ -217,25 +217,16 @@ impl BlobTarget {
                     .map_err(|e| super::map_azure_error(e, format!("create container {}", self.name)))
             })
             .await;
-        match r {
-            Err(e) if e.kind() == ErrorKind::Precondition => Ok(()),
-            r => r,
-        }
+        ok_if(r, ErrorKind::Precondition)
     }
 
     /// Deletes the container (tests and cleanup).
     pub async fn delete_container(&self) -> Result<()> {
-        match self.container.delete(None).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = super::map_azure_error(e, format!("delete container {}", self.name));
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let r = self.container.delete(None).await;
+        ok_if(
+            r.map_err(|e| super::map_azure_error(e, format!("delete container {}", self.name))),
+            ErrorKind::NotFound,
+        )
     }
 
     fn ctx(&self, blob: &str, op: &str) -> String {

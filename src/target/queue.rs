@@ -9,7 +9,7 @@ use azure_storage_queue::models::{QueueClientReceiveMessagesOptions, QueueClient
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ok_if, Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 use crate::target::auth::{Authorizer, StorageAccount};
 
@@ -96,25 +96,16 @@ impl WorkQueue {
                     .map_err(|e| super::map_azure_error(e, format!("create queue {}", self.name)))
             })
             .await;
-        match r {
-            Err(e) if e.kind() == ErrorKind::Precondition => Ok(()),
-            r => r,
-        }
+        ok_if(r, ErrorKind::Precondition)
     }
 
     /// Deletes the queue (tests).
     pub async fn delete_queue(&self) -> Result<()> {
-        match self.client.delete(None).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = super::map_azure_error(e, format!("delete queue {}", self.name));
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let r = self.client.delete(None).await;
+        ok_if(
+            r.map_err(|e| super::map_azure_error(e, format!("delete queue {}", self.name))),
+            ErrorKind::NotFound,
+        )
     }
 
     /// Sends `text` (base64-encoded on the wire), optionally hidden for `delay`.
@@ -202,10 +193,7 @@ impl WorkQueue {
                     .map_err(|e| super::map_azure_error(e, format!("delete from queue {}", self.name)))
             })
             .await;
-        match r {
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            r => r,
-        }
+        ok_if(r, ErrorKind::NotFound)
     }
 
     /// Makes a received message visible again after `delay` (a retry with backoff).

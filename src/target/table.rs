@@ -9,7 +9,7 @@ use azure_core::http::{Context, Method, Pipeline, PipelineSendOptions, RawRespon
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::error::{kind_from_status, Error, ErrorKind, Result};
+use crate::error::{kind_from_status, ok_if, Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 use crate::target::auth::{Authorizer, StorageAccount};
 
@@ -237,24 +237,16 @@ impl TableClient {
                 true,
             )
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::Precondition => Ok(()), // 409 TableAlreadyExists
-            Err(e) => Err(e),
-        }
+        ok_if(r, ErrorKind::Precondition) // 409 TableAlreadyExists
     }
 
     /// Deletes the table (tests and cleanup).
     pub async fn delete_table(&self) -> Result<()> {
         let url = self.url(&format!("Tables('{}')", self.table));
-        match self
+        let r = self
             .send("delete table", || Request::new(url.clone(), Method::Delete), true)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+            .await;
+        ok_if(r, ErrorKind::NotFound)
     }
 
     /// Reads one entity; `None` when it does not exist.
@@ -356,10 +348,7 @@ impl TableClient {
                 true,
             )
             .await;
-        match r {
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            r => r.map(|_| ()),
-        }
+        ok_if(r, ErrorKind::NotFound)
     }
 
     /// One page of a query. `filter` is an OData `$filter` expression.
