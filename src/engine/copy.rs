@@ -32,8 +32,19 @@ impl Engine {
         let started = Instant::now();
         let target = self.target(&req.container)?;
         let target_id = target.id();
-        let seen = self.checkpoint.get(&req.bucket, &req.key, &target_id).await?;
-        let result = self.copy_inner(req, &target, &target_id, seen.as_ref()).await;
+        let mut restarts = 0;
+        let (result, seen) = loop {
+            let seen = self.checkpoint.get(&req.bucket, &req.key, &target_id).await?;
+            match self.copy_inner(req, &target, &target_id, seen.as_ref()).await {
+                // The source or the blob changed under us (a conditional write or an
+                // If-Match read lost): look again from the HEAD.
+                Err(e) if e.kind() == ErrorKind::Precondition && restarts < 3 => {
+                    restarts += 1;
+                    tracing::info!(bucket = %req.bucket, key = %req.key, error = %e, "changed during the copy; starting over");
+                }
+                r => break (r, seen),
+            }
+        };
         let duration_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(r) => tracing::info!(

@@ -459,3 +459,37 @@ async fn a_listing_that_matches_the_checkpoint_skips_without_a_head() {
     assert_blob(&ctx, "obj", b"content v2").await;
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_slow_copy_of_an_old_version_never_overwrites_a_newer_blob() {
+    let ctx = TestCtx::new("race").await;
+    ctx.put("obj", "version one").await;
+    // The slow writer's blob calls each wait a second; the fast one goes straight to Azurite.
+    let slow_blob = Proxy::start("http://127.0.0.1:10000").await;
+    slow_blob.faults().delay_ms.store(1000, Ordering::SeqCst);
+    let cs = ctx.connection_string_via(&slow_blob.url);
+    let slow = ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await;
+    let fast = ctx.engine(&[]).await;
+    let r = req(&ctx, "obj");
+    let slow_task = {
+        let r = r.clone();
+        tokio::spawn(async move { slow.copy_object(&r).await })
+    };
+    // Once the slow writer is staging version one, version two lands and is copied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while slow_blob.count("comp=block&") == 0 {
+        assert!(std::time::Instant::now() < deadline, "slow copy never staged");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    ctx.put("obj", "version two").await;
+    assert_eq!(fast.copy_object(&r).await.unwrap().outcome, Outcome::Copied);
+    // The slow commit is conditional and loses; the restart sees version two is in place.
+    let rep = slow_task.await.unwrap().unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded, "{rep:?}");
+    assert!(
+        slow_blob.count("comp=blocklist") >= 1,
+        "the slow writer did try to commit"
+    );
+    assert_blob(&ctx, "obj", b"version two").await;
+    ctx.cleanup().await;
+}
