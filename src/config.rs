@@ -171,6 +171,18 @@ pub struct Config {
     /// `SYNC_WORKER_VISIBILITY_SECS` (default 300): how long the `watch` worker hides a
     /// copy message while it works on it; after a crash the message returns this much later.
     pub worker_visibility: Duration,
+    /// `SYNC_RUNS_TABLE` (default `runs`): bulk runs, their counters and locks.
+    pub runs_table: String,
+    /// `SYNC_LIST_QUEUE` (default `list-pages`; keep equal to ListPage's function.json).
+    pub list_queue: String,
+    /// `SYNC_RUN_CHECK_SECS` (default 10): how often a listed run checks whether its copies
+    /// have settled.
+    pub run_check_interval: Duration,
+    /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
+    /// ends PartiallySucceeded, naming how many never settled.
+    pub run_stall: Duration,
+    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up).
+    pub scheduled_run: Option<String>,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -325,7 +337,24 @@ impl Config {
                 "SYNC_WORKER_VISIBILITY_SECS: must be between 1 and 604800",
             ));
         }
-        Ok(Config {
+        let runs_table = env.get("SYNC_RUNS_TABLE").unwrap_or_else(|| "runs".into());
+        crate::target::table::validate_table_name(&runs_table)
+            .map_err(|e| Error::invalid(format!("SYNC_RUNS_TABLE: {}", e.message())))?;
+        let list_queue = queue("SYNC_LIST_QUEUE", "list-pages")?;
+        let check: u64 = parse(env, "SYNC_RUN_CHECK_SECS", 10)?;
+        if !(1..=600).contains(&check) {
+            return Err(Error::invalid("SYNC_RUN_CHECK_SECS: must be between 1 and 600"));
+        }
+        let stall: u64 = parse(env, "SYNC_RUN_STALL_SECS", 3600)?;
+        if !(5..=7 * 24 * 3600).contains(&stall) {
+            return Err(Error::invalid("SYNC_RUN_STALL_SECS: must be between 5 and 604800"));
+        }
+        let cfg = Config {
+            runs_table,
+            list_queue,
+            run_check_interval: Duration::from_secs(check),
+            run_stall: Duration::from_secs(stall),
+            scheduled_run: env.get("SYNC_SCHEDULED_RUN"),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,
             sqs_queue_url,
@@ -341,7 +370,11 @@ impl Config {
             checkpoint_table,
             max_dequeue_count,
             log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
-        })
+        };
+        if let Some(text) = &cfg.scheduled_run {
+            crate::run::spec::RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &cfg)?;
+        }
+        Ok(cfg)
     }
 }
 

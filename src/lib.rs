@@ -30,6 +30,7 @@ pub struct AppState {
     /// The copy engine.
     pub engine: Arc<engine::Engine>,
     drainer: Arc<tokio::sync::OnceCell<run::drain::Drainer>>,
+    runs: Arc<tokio::sync::OnceCell<run::service::RunService>>,
 }
 
 impl AppState {
@@ -41,7 +42,15 @@ impl AppState {
             config: Arc::new(config),
             engine: Arc::new(engine),
             drainer: Arc::default(),
+            runs: Arc::default(),
         })
+    }
+
+    /// The bulk-run service, built on first use (creates the runs table and queues).
+    pub async fn runs(&self) -> error::Result<&run::service::RunService> {
+        self.runs
+            .get_or_try_init(|| run::service::RunService::new(self.config.clone(), self.engine.clone()))
+            .await
     }
 
     /// The SQS drainer, built on first use (only `DrainSqs` needs SQS settings).

@@ -1,9 +1,14 @@
 //! The per-object checkpoint in Azure Table Storage (table `objects` by default).
 //!
 //! S3 keys may be 1024 bytes of any UTF-8 and contain characters a RowKey may not (`/ \ # ?`),
-//! so keys are derived: RowKey = hex(sha256(`account/container` + "\n" + key)), and
-//! PartitionKey = bucket + ":" + the first two hex digits of that hash (256 partitions per
-//! bucket). The key itself is stored as a property.
+//! so keys are derived. PartitionKey = bucket + "~" + a short hash of the target
+//! (`account/container`); RowKey = "k" + hex(key bytes). Hex keeps S3's listing order (UTF-8
+//! byte order), so the rows of one listing page are one range query: a re-run of an unchanged
+//! bucket costs listings, not a read per object. Keys whose hex would pass the 1 KiB RowKey
+//! limit use "~" + sha256(key) instead and are read one by one. The key itself is a property.
+//!
+//! One partition per bucket and target caps checkpoint writes near the Table service's
+//! per-partition target (about 2,000 entities/s); see docs/decisions.md.
 
 use sha2::{Digest, Sha256};
 
@@ -191,14 +196,27 @@ pub struct Versioned {
     pub etag: String,
 }
 
+/// Longest RowKey written in the ordered form ("k" + hex); longer keys are hashed.
+const MAX_ORDERED_ROW_KEY: usize = 1001;
+
+/// PartitionKey for every object of `bucket` copied to `target`.
+pub fn partition_key(bucket: &str, target: &str) -> String {
+    let h = Sha256::digest(target.as_bytes());
+    format!("{bucket}~{}", hex::encode(&h[..6]))
+}
+
+/// RowKey for `key`: ordered when short enough, hashed otherwise.
+pub fn row_key(key: &str) -> String {
+    if 2 * key.len() < MAX_ORDERED_ROW_KEY {
+        format!("k{}", hex::encode(key.as_bytes()))
+    } else {
+        format!("~{}", hex::encode(Sha256::digest(key.as_bytes())))
+    }
+}
+
 /// PartitionKey and RowKey for an object copied to a target.
 pub fn row_keys(bucket: &str, key: &str, target: &str) -> (String, String) {
-    let mut h = Sha256::new();
-    h.update(target.as_bytes());
-    h.update(b"\n");
-    h.update(key.as_bytes());
-    let rk = hex::encode(h.finalize());
-    (format!("{bucket}:{}", &rk[..2]), rk)
+    (partition_key(bucket, target), row_key(key))
 }
 
 /// RFC 3339 now, UTC.
@@ -280,6 +298,44 @@ impl CheckpointStore {
         ))
     }
 
+    /// The records of every key in `[first, last]` (S3 order) that has an ordered RowKey,
+    /// by key: one range query for a listing page. Keys too long for the ordered form are not
+    /// included; read them with [`Self::get`].
+    pub async fn range(
+        &self,
+        bucket: &str,
+        target: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<std::collections::HashMap<String, Versioned>> {
+        let q = |s: String| s.replace('\'', "''");
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{}' and RowKey le '{}'",
+            q(partition_key(bucket, target)),
+            q(row_key(first)),
+            q(row_key(last))
+        );
+        let rows = self.table.query_all(Some(&filter)).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|e| {
+                let record = ObjectRecord::from_entity(e)?;
+                Some((
+                    record.key.clone(),
+                    Versioned {
+                        etag: e.etag.clone().unwrap_or_default(),
+                        record,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// Whether `key` has an ordered RowKey, so [`Self::range`] covers it.
+    pub fn in_range_form(key: &str) -> bool {
+        row_key(key).starts_with('k')
+    }
+
     /// Every record of a bucket (status and tests).
     pub async fn list_bucket(&self, bucket: &str) -> Result<Vec<ObjectRecord>> {
         let filter = format!("Bucket eq '{}'", bucket.replace('\'', "''"));
@@ -307,14 +363,47 @@ mod tests {
 
     #[test]
     fn keys_are_table_safe_for_any_s3_key() {
-        let key = format!("{}/#?\\ü{}", "x".repeat(1000), "\u{7}");
-        let (pk, rk) = row_keys("my.bucket", &key, "http://h/acct/c");
-        assert_eq!(rk.len(), 64);
-        assert!(rk.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(pk.starts_with("my.bucket:"));
-        assert!(!pk.contains(['/', '\\', '#', '?']));
-        // Same key, other target: another row.
-        assert_ne!(row_keys("my.bucket", &key, "http://h/acct/d").1, rk);
+        for key in [
+            format!("{}/#?\\ü{}", "x".repeat(300), "\u{7}"),
+            "x".repeat(1024),
+            "a".into(),
+        ] {
+            let (pk, rk) = row_keys("my.bucket", &key, "http://h/acct/c");
+            assert!(rk.len() <= 1024, "{}", rk.len());
+            assert!(rk[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(pk.starts_with("my.bucket~"));
+            for k in [&pk, &rk] {
+                assert!(!k.contains(['/', '\\', '#', '?']) && !k.chars().any(char::is_control));
+            }
+            // Same key, other target: another partition.
+            assert_ne!(row_keys("my.bucket", &key, "http://h/acct/d").0, pk);
+        }
+        assert!(row_key(&"x".repeat(1024)).starts_with('~'));
+        assert!(CheckpointStore::in_range_form(&"x".repeat(500)));
+    }
+
+    #[test]
+    fn ordered_row_keys_follow_s3_listing_order() {
+        // S3 lists in UTF-8 byte order; the RowKeys must sort the same way as strings.
+        let mut keys = vec![
+            "a",
+            "a/b",
+            "a0",
+            "a b",
+            "Z",
+            "é",
+            "a\u{7f}",
+            "ab",
+            "",
+            "\u{10000}",
+            "\u{ffff}",
+        ];
+        keys.retain(|k| !k.is_empty());
+        let mut by_bytes = keys.clone();
+        by_bytes.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut by_row_key = keys.clone();
+        by_row_key.sort_by_key(|k| row_key(k));
+        assert_eq!(by_bytes, by_row_key);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! `copy`: every object under an S3 prefix, with bounded concurrency, a progress bar and a
-//! summary table.
+//! `copy` and `sync`: a bulk run executed in this process, on the same run model as the
+//! Function App (run row, lister row, counters, lock), so `status RUN_ID` reads both.
+//! The lister hands copies to in-process workers through a bounded channel instead of the
+//! `copy-objects` queue; memory holds one page plus the channel.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,32 +10,69 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
 
-use super::{parse_blob_url, parse_s3_url, CopyArgs, S3Location, EXIT_FAILED_OBJECTS};
-use crate::checkpoint::Outcome;
-use crate::engine::naming::{blob_name, NameIssue};
-use crate::engine::{CopyReport, CopyRequest, Engine, SyncMode};
-use crate::error::{ErrorKind, Result};
+use super::{parse_blob_url, parse_s3_url, CopyArgs, EXIT_FAILED_OBJECTS};
+use crate::engine::{CopyReport, CopyRequest, Engine};
+use crate::error::{Error, ErrorKind, Result};
+use crate::functions::copy_object::{to_request, CopyMessage};
 use crate::retry::RetryPolicy;
-use crate::run::RunSummary;
-use crate::source::s3::{ListedObject, S3Source};
+use crate::run::counters::Tally;
+use crate::run::finish::{check, CheckStep};
+use crate::run::lister::{list_page, PageStep};
+use crate::run::service::{CopySink, RunService, Started};
+use crate::run::spec::RunSpec;
+use crate::run::store::RunState;
 
-pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
+/// Hands the lister's copies to the workers; waits when they are busy.
+struct ChannelSink {
+    tx: mpsc::Sender<CopyMessage>,
+    pb: ProgressBar,
+}
+
+#[async_trait::async_trait]
+impl CopySink for ChannelSink {
+    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
+        self.pb.inc_length(copies.len() as u64);
+        for c in copies {
+            self.tx
+                .send(c)
+                .await
+                .map_err(|_| Error::internal("copy workers stopped early"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `copy` (additive) or `sync` (mirror, at most `max_deletes` deletions).
+pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) -> Result<ExitCode> {
     let source = parse_s3_url(&args.source)?;
     let target = parse_blob_url(&args.target)?;
     let mut cfg = super::load_config(Some(&target))?;
     super::apply_overrides(&mut cfg, &args)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
-    let run_id = format!("cli-{}", uuid::Uuid::new_v4());
-
-    if args.dry_run {
-        let s3 = S3Source::new(&cfg.aws, RetryPolicy::default()).await;
-        return dry_run(&s3, &source, &target.container, &target.prefix).await;
-    }
-
+    let body = serde_json::json!({
+        "source": {"bucket": source.bucket, "prefix": source.prefix},
+        "target": {"container": target.container, "prefix": target.prefix},
+        "mode": if mirror { "mirror" } else { "additive" },
+        "filters": {"include": args.include, "exclude": args.exclude},
+        "dryRun": args.dry_run,
+        "maxDeletes": max_deletes.unwrap_or(crate::run::spec::DEFAULT_MAX_DELETES),
+    });
+    let (spec, _) = RunSpec::parse(&body.to_string(), "options", &cfg)?;
+    let cfg = Arc::new(cfg);
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
-    engine.target(&target.container)?.create_if_missing().await?;
+    let svc = RunService::new(cfg.clone(), engine.clone()).await?;
+    let run = match svc.start(spec, None, "cli").await? {
+        Started::Created(r) => r,
+        Started::Busy(other) => {
+            return Err(Error::invalid(format!(
+                "run {other} is still running for this source and target (see `s3-blob-sync status {other}`)"
+            )))
+        }
+    };
+    let id = run.id.clone();
 
     let pb = if args.no_progress || args.json {
         ProgressBar::hidden()
@@ -41,121 +80,101 @@ pub(super) async fn run(args: CopyArgs) -> Result<ExitCode> {
         ProgressBar::new(0)
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects  {msg}")
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} copies  {msg}")
             .expect("static template"),
     );
     pb.enable_steady_tick(Duration::from_millis(200));
-    let bytes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let bytes = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel::<CopyMessage>(args.concurrency as usize * 4);
+    let sink = ChannelSink { tx, pb: pb.clone() };
 
-    // Pages are listed lazily as the copies drain them, so memory holds one page at a time.
-    let pages = futures::stream::try_unfold(Some(None::<String>), |state| {
-        let engine = engine.clone();
-        let source = source.clone();
-        async move {
-            let Some(token) = state else { return Ok(None) };
-            let (objs, next) = engine.s3().list_page(&source.bucket, &source.prefix, token).await?;
-            Ok::<_, crate::error::Error>(Some((objs, next.map(Some))))
-        }
-    });
-    let mut summary = RunSummary::default();
-    let mut listing_error = None;
-    let results = pages
-        .flat_map(|page| {
-            let items: Vec<Result<ListedObject>> = match page {
-                Ok(objs) => {
-                    pb.inc_length(objs.len() as u64);
-                    objs.into_iter().map(Ok).collect()
-                }
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(items)
-        })
-        .map(|item| {
-            let engine = engine.clone();
-            let req = item.map(|o| CopyRequest {
-                listed: Some((o.etag.clone(), o.size)),
-                bucket: source.bucket.clone(),
-                key: o.key,
-                container: target.container.clone(),
-                source_prefix: source.prefix.clone(),
-                target_prefix: target.prefix.clone(),
-                run_id: Some(run_id.clone()),
-                mode: SyncMode::Additive,
-                event: None,
-            });
+    let lister = async {
+        let mut page = 0;
+        let result = loop {
+            match list_page(&svc, &id, page, &sink).await {
+                Ok(PageStep::Next(n)) => page = n,
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(sink);
+        result
+    };
+    let workers = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+        .map(|msg| {
+            let (svc, engine, cfg, id) = (&svc, &engine, &cfg, &id);
             async move {
-                let req = req?;
-                let r = copy_with_retries(&engine, &req).await;
-                Ok::<_, crate::error::Error>((req.key, r))
+                let req = to_request(&msg, cfg)?;
+                let (tally, n, reason) = match copy_with_retries(engine, &req).await {
+                    Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
+                    Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
+                };
+                svc.store.record(id, &req.key, tally, n, reason.as_deref()).await?;
+                Ok::<_, Error>((tally, n))
             }
         })
-        .buffer_unordered(args.concurrency as usize);
-    let mut results = std::pin::pin!(results);
-    while let Some(r) = results.next().await {
-        match r {
-            Ok((key, Ok(rep))) => {
-                if rep.outcome == Outcome::Copied {
-                    bytes.fetch_add(rep.bytes, Ordering::Relaxed);
-                }
-                summary.add(&key, rep.outcome, rep.bytes, rep.reason.as_deref());
+        .buffer_unordered(args.concurrency as usize)
+        .for_each(|r| {
+            if let Ok((Tally::Transferred, n)) = r {
+                bytes.fetch_add(n, Ordering::Relaxed);
             }
-            Ok((key, Err(e))) => summary.add(&key, Outcome::Failed, 0, Some(e.message())),
-            Err(e) => {
-                listing_error = Some(e);
-                break;
+            if let Err(e) = r {
+                tracing::warn!(run_id = %id, error = %e, "could not count a copy");
             }
+            pb.inc(1);
+            let b = bytes.load(Ordering::Relaxed) as f64 / 1048576.0;
+            pb.set_message(format!(
+                "{b:.1} MiB  {:.1} MiB/s",
+                b / started.elapsed().as_secs_f64().max(0.001)
+            ));
+            async {}
+        });
+    let (listing, ()) = tokio::join!(lister, workers);
+    if let Err(e) = listing {
+        let reason = format!("listing failed: {}", e.message());
+        crate::run::finish::end(&svc, &id, RunState::Failed, Some(reason)).await?;
+    }
+    // Every copy has been counted (or could not be): finish the run the same way a Function
+    // App does, including mirror-mode deletes.
+    let mut checks = 0;
+    while let CheckStep::Wait(_) = check(&svc, &id).await? {
+        checks += 1;
+        if checks >= 3 {
+            crate::run::finish::end(
+                &svc,
+                &id,
+                RunState::PartiallySucceeded,
+                Some("some copies could not be counted".into()),
+            )
+            .await?;
         }
-        pb.inc(1);
-        let b = bytes.load(Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        pb.set_message(format!(
-            "{:.1} MiB  {:.1} MiB/s",
-            b as f64 / 1048576.0,
-            b as f64 / 1048576.0 / secs
-        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     pb.finish_and_clear();
+    let summary = svc.summary(&id).await?.unwrap_or_default();
     let elapsed = started.elapsed();
     if args.json {
-        let by: serde_json::Map<String, serde_json::Value> = summary
-            .by_outcome
-            .iter()
-            .map(|(k, (n, b))| (k.to_string(), serde_json::json!({"objects": n, "bytes": b})))
-            .collect();
-        let failures: Vec<_> = summary
-            .failures
-            .iter()
-            .map(|(k, r)| serde_json::json!({"key": k, "reason": r}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"runId": run_id, "scanned": summary.scanned, "outcomes": by,
-                "failures": failures, "durationMs": elapsed.as_millis() as u64,
-                "listingError": listing_error.as_ref().map(|e| e.message().to_string())})
-        );
+        let mut s = summary.clone();
+        s["durationMs"] = (elapsed.as_millis() as u64).into();
+        println!("{s}");
     } else {
-        println!(
-            "run {run_id}: s3://{}/{} -> {}",
-            source.bucket, source.prefix, args.target
-        );
-        print!("{}", summary.table());
+        print!("{}", super::status::run_table(&summary));
         let b = bytes.load(Ordering::Relaxed) as f64;
         println!(
-            "{:.1} s, {:.1} objects/s, {:.1} MiB/s copied",
+            "{:.1} s, {:.1} objects/s scanned, {:.1} MiB/s copied",
             elapsed.as_secs_f64(),
-            summary.scanned as f64 / elapsed.as_secs_f64().max(0.001),
+            summary["counters"]["scanned"].as_u64().unwrap_or(0) as f64 / elapsed.as_secs_f64().max(0.001),
             b / 1048576.0 / elapsed.as_secs_f64().max(0.001)
         );
+        if args.dry_run {
+            println!("dry run: nothing was changed.");
+        }
     }
-    if let Some(e) = listing_error {
-        eprintln!("error: listing stopped early: {}", e.message());
-        return Ok(ExitCode::from(EXIT_FAILED_OBJECTS));
-    }
-    Ok(if summary.count(Outcome::Failed) > 0 {
-        ExitCode::from(EXIT_FAILED_OBJECTS)
-    } else {
+    Ok(if summary["state"] == "Succeeded" {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED_OBJECTS)
     })
 }
 
@@ -177,41 +196,4 @@ async fn copy_with_retries(engine: &Engine, req: &CopyRequest) -> Result<CopyRep
             r => return r,
         }
     }
-}
-
-async fn dry_run(s3: &S3Source, source: &S3Location, container: &str, prefix: &str) -> Result<ExitCode> {
-    let mut token = None;
-    let mut summary = RunSummary::default();
-    loop {
-        let (objs, next) = s3.list_page(&source.bucket, &source.prefix, token).await?;
-        for o in objs {
-            let (outcome, what) = match blob_name(&o.key, &source.prefix, prefix) {
-                Err(issue @ (NameIssue::FolderMarker | NameIssue::OutsidePrefix)) => {
-                    (Outcome::Excluded, format!("skip ({})", issue.reason()))
-                }
-                Err(issue) => (Outcome::Unsupported, format!("refuse ({})", issue.reason())),
-                Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => (
-                    Outcome::Unsupported,
-                    format!("refuse (unsupported: {})", o.storage_class.as_deref().unwrap_or("")),
-                ),
-                Ok(name) => (Outcome::Copied, format!("copy -> {container}/{name}")),
-            };
-            println!(
-                "{:<10} {:>12}  s3://{}/{}  {}",
-                outcome.as_str(),
-                o.size,
-                source.bucket,
-                o.key,
-                what
-            );
-            summary.add(&o.key, outcome, o.size, Some(&what));
-        }
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    println!("dry run: nothing was changed. Plan (\"copied\" = would be copied unless already up to date):");
-    print!("{}", summary.table());
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `copy`, `status`.
+//! The command line: `serve`, `copy`, `sync`, `watch`, `setup-events`, `status`.
 
 mod copy;
 mod setup;
@@ -44,8 +44,18 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed.
+    /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed
+    /// (a bulk run; `status RUN_ID` shows it). Never deletes.
     Copy(CopyArgs),
+    /// Like copy, then delete blobs under the target prefix whose source object is gone
+    /// (only blobs this tool wrote; at most --max-deletes, or nothing is deleted).
+    Sync {
+        #[command(flatten)]
+        args: CopyArgs,
+        /// Refuse to delete more than this many blobs (the run ends PartiallySucceeded).
+        #[arg(long, default_value_t = crate::run::spec::DEFAULT_MAX_DELETES)]
+        max_deletes: u64,
+    },
     /// Keep a container in sync with a bucket's events: drain SQS into the copy queue and
     /// work it off, until SIGTERM or Ctrl-C.
     Watch {
@@ -61,12 +71,18 @@ enum Command {
     },
     /// Point the bucket's event notifications at the SQS queue and check the queue policy.
     SetupEvents(setup::SetupArgs),
-    /// Show the checkpoint rows of a bucket: what was copied, skipped or failed, and why; and
-    /// the SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
+    /// Show a run (`status RUN_ID`, `status --runs` for recent ones), or the checkpoint rows
+    /// of a bucket (`status --bucket B`): what was copied, skipped or failed, and why; and the
+    /// SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
     Status {
+        /// A run id (from `copy`, `sync`, or POST /api/runs).
+        run_id: Option<String>,
+        /// List recent runs.
+        #[arg(long, conflicts_with_all = ["run_id", "bucket"])]
+        runs: bool,
         /// The source bucket.
-        #[arg(long)]
-        bucket: String,
+        #[arg(long, required_unless_present_any = ["run_id", "runs"])]
+        bucket: Option<String>,
         /// The SQS queue to report the backlog of.
         #[arg(long)]
         queue_url: Option<String>,
@@ -102,6 +118,13 @@ pub struct CopyArgs {
     /// What to do with S3 metadata names Azure rejects: exclude, fail, or rename.
     #[arg(long, env = "SYNC_METADATA_POLICY", value_parser = ["exclude", "fail", "rename"])]
     pub metadata_policy: Option<String>,
+    /// Only keys (relative to the source prefix) matching this glob; repeatable. `*` stays
+    /// within a `/` segment, `**` crosses them.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out keys matching this glob; repeatable; wins over --include.
+    #[arg(long)]
+    pub exclude: Vec<String>,
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -239,7 +262,8 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { port } => serve(port).await,
-        Command::Copy(args) => copy::run(args).await,
+        Command::Copy(args) => copy::run(args, false, None).await,
+        Command::Sync { args, max_deletes } => copy::run(args, true, Some(max_deletes)).await,
         Command::Watch {
             queue_url,
             workers,
@@ -247,12 +271,22 @@ pub async fn main() -> ExitCode {
         } => watch::run(queue_url, workers as usize, once).await,
         Command::SetupEvents(args) => setup::run(args).await,
         Command::Status {
+            run_id: Some(id), json, ..
+        } => status::run_status(&id, json).await,
+        Command::Status {
+            runs: true,
+            json,
+            limit,
+            ..
+        } => status::recent_runs(limit, json).await,
+        Command::Status {
             bucket,
             queue_url,
             problems,
             limit,
             json,
-        } => status::run(&bucket, queue_url, problems, limit, json).await,
+            ..
+        } => status::run(bucket.as_deref().unwrap_or_default(), queue_url, problems, limit, json).await,
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,4 @@
-//! `status`: the checkpoint rows of a bucket.
+//! `status`: a run's summary, recent runs, or the checkpoint rows of a bucket.
 
 use std::process::ExitCode;
 
@@ -83,4 +83,92 @@ pub(super) async fn run(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn runs_service() -> Result<crate::run::service::RunService> {
+    let cfg = super::load_config(None)?;
+    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    let engine = std::sync::Arc::new(crate::engine::Engine::from_config(&cfg).await?);
+    crate::run::service::RunService::new(std::sync::Arc::new(cfg), engine).await
+}
+
+/// `status RUN_ID`: the run's summary (exit 0 when Succeeded or still running).
+pub(super) async fn run_status(id: &str, json: bool) -> Result<ExitCode> {
+    let svc = runs_service().await?;
+    let Some(summary) = svc.summary(id).await? else {
+        return Err(crate::error::Error::invalid(format!(
+            "no run with id `{id}` in table {} (see `status --runs`)",
+            svc.config.runs_table
+        )));
+    };
+    if json {
+        println!("{summary}");
+    } else {
+        print!("{}", run_table(&summary));
+    }
+    Ok(match summary["state"].as_str() {
+        Some("Succeeded" | "Running") => ExitCode::SUCCESS,
+        _ => ExitCode::from(super::EXIT_FAILED_OBJECTS),
+    })
+}
+
+/// `status --runs`: recent runs, newest first.
+pub(super) async fn recent_runs(limit: usize, json: bool) -> Result<ExitCode> {
+    let svc = runs_service().await?;
+    for r in svc.store.recent(limit).await? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"runId": r.id, "state": r.state.as_str(), "trigger": r.trigger,
+                    "startTime": r.started_at, "endTime": r.ended_at, "source": r.spec.source, "target": r.spec.target})
+            );
+        } else {
+            println!(
+                "{:<26} {:<19} {:<9} s3://{}/{} -> {}/{}",
+                r.id,
+                r.state.as_str(),
+                r.trigger,
+                r.spec.source.bucket,
+                r.spec.source.prefix,
+                r.spec.target.container,
+                r.spec.target.prefix
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run summary as a terminal table.
+pub(super) fn run_table(s: &serde_json::Value) -> String {
+    let mut out = format!(
+        "run {}: {} ({}) s3://{}/{} -> {}/{}{}\n",
+        s["runId"].as_str().unwrap_or(""),
+        s["state"].as_str().unwrap_or(""),
+        s["mode"].as_str().unwrap_or(""),
+        s["source"]["bucket"].as_str().unwrap_or(""),
+        s["source"]["prefix"].as_str().unwrap_or(""),
+        s["target"]["container"].as_str().unwrap_or(""),
+        s["target"]["prefix"].as_str().unwrap_or(""),
+        if s["dryRun"] == true { " [dry run]" } else { "" },
+    );
+    out.push_str(&format!("{:<20} {:>10} {:>16}\n", "counter", "objects", "bytes"));
+    for t in crate::run::counters::Tally::ALL {
+        let n = s["counters"][t.name()].as_u64().unwrap_or(0);
+        let b = s["counters"][format!("{}Bytes", t.name())].as_u64().unwrap_or(0);
+        if t == crate::run::counters::Tally::Enqueued || (n == 0 && t != crate::run::counters::Tally::Scanned) {
+            continue;
+        }
+        out.push_str(&format!("{:<20} {n:>10} {b:>16}\n", t.name()));
+    }
+    if let Some(r) = s["reason"].as_str() {
+        out.push_str(&format!("reason: {r}\n"));
+    }
+    for f in s["failures"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  ! {}: {}\n",
+            f["key"].as_str().unwrap_or(""),
+            f["reason"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }

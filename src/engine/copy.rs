@@ -413,7 +413,7 @@ impl Engine {
 }
 
 /// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`).
-fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) -> bool {
+pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) -> bool {
     matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
         && r.etag.as_deref() == Some(etag)
         && r.size == Some(size)

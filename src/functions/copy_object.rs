@@ -1,6 +1,6 @@
 //! `CopyObject`: queue-triggered on `copy-objects`; one message moves one object.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::protocol::{dequeue_count, queue_message_text, InvokeRequest};
@@ -14,7 +14,7 @@ use crate::AppState;
 pub const BINDING: &str = "message";
 
 /// A `copy-objects` message. Unknown fields are ignored so newer producers can add some.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyMessage {
     /// Source bucket.
@@ -22,28 +22,28 @@ pub struct CopyMessage {
     /// Source key (not URL-encoded).
     pub key: String,
     /// Target container; defaults to `SYNC_TARGET_CONTAINER`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Defaults to `SYNC_SOURCE_PREFIX`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_prefix: Option<String>,
     /// Defaults to `SYNC_TARGET_PREFIX`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_prefix: Option<String>,
     /// The run this belongs to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// `additive` or `mirror`; defaults to `SYNC_MODE`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// The S3 event name, for relayed notifications.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// The event's sequencer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequencer: Option<String>,
     /// The event's time.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<String>,
 }
 
@@ -117,26 +117,62 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
     let cfg = &state.config;
     let copy = to_request(&msg, cfg).map_err(Failure::bad_input)?;
     let attempt = dequeue_count(&req.metadata).unwrap_or(1);
+    // Copies of a bulk run count towards its counters; a cancelled run's copies are dropped.
+    let run = match &msg.run_id {
+        Some(id) => {
+            let svc = state.runs().await.map_err(|e| Failure { status: 500, error: e })?;
+            if svc
+                .is_cancelled(id)
+                .await
+                .map_err(|e| Failure { status: 500, error: e })?
+            {
+                return Ok(Handled::new(
+                    vec![format!(
+                        "s3://{}/{}: run {id} was cancelled; not copied",
+                        copy.bucket, copy.key
+                    )],
+                    serde_json::json!({"outcome": "cancelled", "runId": id}),
+                ));
+            }
+            Some((svc, id.as_str()))
+        }
+        None => None,
+    };
     match state.engine.copy_object(&copy).await {
-        Ok(report) => Ok(Handled {
-            logs: vec![format!(
-                "s3://{}/{}: {}{}",
-                copy.bucket,
-                copy.key,
-                report.outcome.as_str(),
-                report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-            )],
-            return_value: serde_json::json!({
-                "outcome": report.outcome.as_str(),
-                "reason": report.reason,
-                "blob": report.blob,
-                "bytes": report.bytes,
-                "path": report.path,
-                "verified": report.verified,
-            }),
-        }),
+        Ok(report) => {
+            if let Some((svc, id)) = run {
+                let tally = crate::run::counters::Tally::of_copy(report.outcome);
+                svc.store
+                    .record(id, &copy.key, tally, report.bytes, report.reason.as_deref())
+                    .await
+                    .map_err(|e| Failure { status: 500, error: e })?;
+            }
+            Ok(Handled::new(
+                vec![format!(
+                    "s3://{}/{}: {}{}",
+                    copy.bucket,
+                    copy.key,
+                    report.outcome.as_str(),
+                    report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                )],
+                serde_json::json!({
+                    "outcome": report.outcome.as_str(),
+                    "reason": report.reason,
+                    "blob": report.blob,
+                    "bytes": report.bytes,
+                    "path": report.path,
+                    "verified": report.verified,
+                }),
+            ))
+        }
         Err(e) => {
             let last = attempt >= cfg.max_dequeue_count;
+            if let (true, Some((svc, id))) = (last, run) {
+                let tally = crate::run::counters::Tally::Failed;
+                if let Err(ce) = svc.store.record(id, &copy.key, tally, 0, Some(e.message())).await {
+                    tracing::warn!(run_id = %id, key = %copy.key, error = %ce, "could not count the failure; the run's stall guard will");
+                }
+            }
             if last {
                 tracing::error!(
                     bucket = %copy.bucket, key = %copy.key, attempt, outcome = "poisoned",

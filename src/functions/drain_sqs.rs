@@ -20,11 +20,11 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
         status: 500,
         error: Error::internal(e.to_string()),
     })?;
-    Ok(Handled {
-        logs: vec![format!(
+    Ok(Handled::new(
+        vec![format!(
             "drained {} SQS messages: {} records relayed, {} rejected, {} left for retry",
             stats.received, stats.relayed, stats.rejected, stats.left_for_retry
         )],
-        return_value: value,
-    })
+        value,
+    ))
 }

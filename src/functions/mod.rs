@@ -2,7 +2,10 @@
 
 pub mod copy_object;
 pub mod drain_sqs;
+pub mod list_page;
 pub mod protocol;
+pub mod runs;
+pub mod scheduled_run;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,6 +26,19 @@ pub struct Handled {
     pub logs: Vec<String>,
     /// The `$return` value.
     pub return_value: Value,
+    /// Output bindings by name (`res` for HTTP triggers).
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+impl Handled {
+    /// A result with logs and a return value, and no output bindings.
+    pub fn new(logs: Vec<String>, return_value: Value) -> Self {
+        Handled {
+            logs,
+            return_value,
+            outputs: Default::default(),
+        }
+    }
 }
 
 /// A failed invocation: the status tells the host it failed (so it retries or poisons).
@@ -40,27 +56,50 @@ impl Failure {
     }
 }
 
-/// The router: `GET /` for the host's readiness probe, and `POST /<FunctionName>`.
+/// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has
+/// a `functions/<name>/function.json`.
+pub const FUNCTIONS: [&str; 8] = [
+    "CopyObject",
+    "DrainSqs",
+    "ListPage",
+    "ScheduledRun",
+    "StartRun",
+    "ListRuns",
+    "GetRun",
+    "CancelRun",
+];
+
+/// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
+/// protocol, and the run API under `/api/runs` served directly (for local use without the
+/// Functions host).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { "ok" }))
-        .route("/CopyObject", post(copy_object_route))
-        .route("/DrainSqs", post(drain_sqs_route))
+    let mut r = Router::new().route("/", get(|| async { "ok" }));
+    for f in FUNCTIONS {
+        r = r.route(&format!("/{f}"), post(move |s, h, b| function_route(f, s, h, b)));
+    }
+    r.route("/api/runs", post(runs::direct_start).get(runs::direct_list))
+        .route("/api/runs/{id}", get(runs::direct_get))
+        .route("/api/runs/{id}/cancel", post(runs::direct_cancel))
         .with_state(state)
 }
 
-async fn copy_object_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    invoke("CopyObject", headers, body, |req| {
+async fn function_route(
+    function: &'static str,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    invoke(function, headers, body, |req| {
         let state = state.clone();
-        async move { copy_object::handle(&state, &req).await }
-    })
-    .await
-}
-
-async fn drain_sqs_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    invoke("DrainSqs", headers, body, |req| {
-        let state = state.clone();
-        async move { drain_sqs::handle(&state, &req).await }
+        async move {
+            match function {
+                "CopyObject" => copy_object::handle(&state, &req).await,
+                "DrainSqs" => drain_sqs::handle(&state, &req).await,
+                "ListPage" => list_page::handle(&state, &req).await,
+                "ScheduledRun" => scheduled_run::handle(&state, &req).await,
+                other => runs::handle(&state, &req, other).await,
+            }
+        }
     })
     .await
 }
@@ -89,7 +128,7 @@ where
             Ok(h) => (
                 StatusCode::OK,
                 Json(InvokeResponse {
-                    outputs: Default::default(),
+                    outputs: h.outputs,
                     logs: h.logs,
                     return_value: Some(h.return_value),
                 }),

@@ -1,8 +1,15 @@
-//! Run bookkeeping: counters by outcome, as Azure Storage Mover reports job runs; and the
-//! SQS drain loop.
+//! Runs: bulk runs (spec, store, lister, finish, webhook) with counters as Azure Storage
+//! Mover reports job runs; the SQS drain loop; the `watch` worker.
 
+pub mod counters;
 pub mod drain;
+pub mod finish;
 pub mod lag;
+pub mod lister;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod webhook;
 pub mod worker;
 
 use std::collections::BTreeMap;

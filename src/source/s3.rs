@@ -74,6 +74,8 @@ pub struct ListedObject {
     pub etag: String,
     /// Storage class.
     pub storage_class: Option<String>,
+    /// Last-Modified (RFC 3339), when listed.
+    pub last_modified: Option<String>,
 }
 
 /// An S3 client.
@@ -217,6 +219,17 @@ impl S3Source {
         prefix: &str,
         token: Option<String>,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
+        self.list_page_after(bucket, prefix, token, None).await
+    }
+
+    /// Like [`Self::list_page`], starting after `start_after` (S3 order) on the first page.
+    pub async fn list_page_after(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<ListedObject>, Option<String>)> {
         let out = self
             .retry
             .run("s3 list objects", || async {
@@ -225,6 +238,7 @@ impl S3Source {
                     .bucket(bucket)
                     .prefix(prefix)
                     .set_continuation_token(token.clone())
+                    .set_start_after(start_after.map(str::to_string))
                     .send()
                     .await
                     .map_err(|e| map_sdk_error(e, bucket, prefix, "list objects"))
@@ -238,6 +252,9 @@ impl S3Source {
                 size: o.size().unwrap_or(0).max(0) as u64,
                 etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                 storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+                last_modified: o
+                    .last_modified()
+                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
             })
             .collect();
         let next = out

@@ -1,0 +1,319 @@
+//! The run API: `StartRun` (`POST /api/runs`), `ListRuns` (`GET /api/runs`), `GetRun`
+//! (`GET /api/runs/{id}`) and `CancelRun` (`POST /api/runs/{id}/cancel`).
+//!
+//! One core serves two doors: the invoke protocol (the Functions host calls `/StartRun` etc.
+//! with `Data.req` and expects `Outputs.res`), and the same paths served directly, so a
+//! locally running handler answers `curl http://localhost:PORT/api/runs` like the Function App.
+//! Starting answers `202 Accepted` with `Location` and `Retry-After`, and a run answers 202
+//! until it ends, then 200: the asynchronous pattern the Logic Apps HTTP action follows.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::protocol::{HttpOutput, HttpTriggerRequest, InvokeRequest};
+use super::{Failure, Handled};
+use crate::error::{Error, ErrorKind};
+use crate::run::service::{ListMessage, RunService, Started};
+use crate::run::spec::RunSpec;
+use crate::AppState;
+
+/// The HTTP trigger's binding name in the run functions' function.json.
+pub const BINDING: &str = "req";
+/// The HTTP output binding's name.
+pub const OUTPUT: &str = "res";
+
+/// Which operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Start a run.
+    Start,
+    /// Recent runs.
+    List,
+    /// One run.
+    Get(String),
+    /// Cancel a run.
+    Cancel(String),
+}
+
+/// A reply before it is shaped for either door.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn error(status: u16, e: &Error) -> Self {
+        Reply::json(status, json!({"error": e.message(), "kind": e.kind().as_str()}))
+    }
+}
+
+/// Where the caller reached us, for an absolute `Location`; and the `code` it passed, which
+/// the poller needs again (it is the caller's own key, echoed only to the caller).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `scheme://host[:port]`.
+    pub base: Option<String>,
+    /// The `code` query parameter.
+    pub code: Option<String>,
+}
+
+impl Origin {
+    fn location(&self, id: &str) -> String {
+        let mut s = format!("{}/api/runs/{id}", self.base.as_deref().unwrap_or(""));
+        if let Some(c) = &self.code {
+            s.push_str("?code=");
+            s.push_str(&percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC).to_string());
+        }
+        s
+    }
+}
+
+/// Runs one API operation.
+pub async fn api(
+    state: &AppState,
+    route: Route,
+    query: &HashMap<String, String>,
+    body: Option<&str>,
+    origin: &Origin,
+) -> Reply {
+    let svc = match state.runs().await {
+        Ok(s) => s,
+        Err(e) => return Reply::error(503, &e.context("run service unavailable")),
+    };
+    let retry_after = svc.config.run_check_interval.as_secs().max(1).to_string();
+    let result = match route {
+        Route::Start => start(svc, body, origin, &retry_after).await,
+        Route::List => list(svc, query).await,
+        Route::Get(id) => get(svc, &id, origin, &retry_after).await,
+        Route::Cancel(id) => cancel(svc, &id).await,
+    };
+    result.unwrap_or_else(|e| {
+        let status = match e.kind() {
+            ErrorKind::Invalid => 400,
+            ErrorKind::Throttled => 503,
+            _ => 500,
+        };
+        tracing::warn!(outcome = "api_error", status, error = %e, "run API call failed");
+        Reply::error(status, &e)
+    })
+}
+
+async fn start(
+    svc: &RunService,
+    body: Option<&str>,
+    origin: &Origin,
+    retry_after: &str,
+) -> crate::error::Result<Reply> {
+    let text = body.unwrap_or("").trim();
+    if text.is_empty() {
+        return Ok(Reply::error(400, &Error::invalid("request body is empty: send the run as JSON, e.g. {\"source\":{\"bucket\":\"b\"},\"target\":{\"container\":\"c\"}}")));
+    }
+    let (spec, notify) = match RunSpec::parse(text, "request body", &svc.config) {
+        Ok(x) => x,
+        Err(e) => return Ok(Reply::error(400, &e)),
+    };
+    match svc.start_queued(spec, notify, "http").await? {
+        Started::Busy(other) => Ok(Reply::json(
+            409,
+            json!({"error": format!("run {other} is still running for this source and target; wait for it or cancel it"),
+                   "kind": "conflict", "runId": other}),
+        )),
+        Started::Created(run) => {
+            let location = origin.location(&run.id);
+            Ok(Reply {
+                status: 202,
+                headers: vec![
+                    ("Location".into(), location),
+                    ("Retry-After".into(), retry_after.into()),
+                ],
+                body: json!({"runId": run.id, "state": run.state.as_str(), "statusUrl": format!("/api/runs/{}", run.id)}),
+            })
+        }
+    }
+}
+
+async fn list(svc: &RunService, query: &HashMap<String, String>) -> crate::error::Result<Reply> {
+    let top = query
+        .get("top")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20usize)
+        .clamp(1, 200);
+    let runs = svc.store.recent(top).await?;
+    let items: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"runId": r.id, "state": r.state.as_str(), "phase": r.phase.as_str(), "trigger": r.trigger,
+                   "startTime": r.started_at, "endTime": r.ended_at, "source": r.spec.source, "target": r.spec.target,
+                   "dryRun": r.spec.dry_run})
+        })
+        .collect();
+    Ok(Reply::json(200, json!({ "runs": items })))
+}
+
+async fn get(svc: &RunService, id: &str, origin: &Origin, retry_after: &str) -> crate::error::Result<Reply> {
+    let Some(summary) = svc.summary(id).await? else {
+        return Ok(Reply::json(
+            404,
+            json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
+        ));
+    };
+    if summary["state"] == "Running" {
+        Ok(Reply {
+            status: 202,
+            headers: vec![
+                ("Location".into(), origin.location(id)),
+                ("Retry-After".into(), retry_after.into()),
+            ],
+            body: summary,
+        })
+    } else {
+        Ok(Reply::json(200, summary))
+    }
+}
+
+async fn cancel(svc: &RunService, id: &str) -> crate::error::Result<Reply> {
+    match svc.cancel(id).await {
+        Ok(None) => Ok(Reply::json(
+            404,
+            json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
+        )),
+        Ok(Some(_)) => {
+            // The webhook goes out from the list-pages queue, with its retries.
+            svc.enqueue(&ListMessage::Check { run_id: id.into() }, None).await?;
+            Ok(Reply::json(200, svc.summary(id).await?.unwrap_or_default()))
+        }
+        Err(e) if e.kind() == ErrorKind::Precondition => Ok(Reply::error(409, &e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The invoke-protocol door: parses `Data.req`, runs the operation, answers `Outputs.res`.
+pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Result<Handled, Failure> {
+    let http: HttpTriggerRequest = req
+        .data
+        .get(BINDING)
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Failure::bad_input(Error::invalid(format!("Data.{BINDING} is not an HTTP request: {e}"))))?
+        .ok_or_else(|| Failure::bad_input(Error::invalid(format!("invoke payload has no Data.{BINDING}"))))?;
+    let id = || http.params.get("id").cloned().unwrap_or_default();
+    let route = match function {
+        "StartRun" => Route::Start,
+        "ListRuns" => Route::List,
+        "GetRun" => Route::Get(id()),
+        "CancelRun" => Route::Cancel(id()),
+        other => {
+            return Err(Failure::bad_input(Error::invalid(format!(
+                "unknown run function {other}"
+            ))))
+        }
+    };
+    let origin = Origin {
+        base: url::Url::parse(&http.url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization()),
+        code: http.query.get("code").cloned(),
+    };
+    let reply = api(state, route, &http.query, http.body.as_deref(), &origin).await;
+    let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
+    headers.insert("Content-Type".into(), "application/json".into());
+    let out = HttpOutput {
+        status_code: reply.status,
+        headers,
+        body: reply.body.to_string(),
+    };
+    let mut h = Handled::new(vec![format!("{function}: HTTP {}", reply.status)], Value::Null);
+    h.outputs
+        .insert(OUTPUT.into(), serde_json::to_value(out).expect("serializable"));
+    Ok(h)
+}
+
+fn direct_reply(reply: Reply) -> Response {
+    let mut res = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(reply.body),
+    )
+        .into_response();
+    for (k, v) in reply.headers {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::try_from(k.as_str()),
+            axum::http::HeaderValue::try_from(v.as_str()),
+        ) {
+            res.headers_mut().insert(k, v);
+        }
+    }
+    res
+}
+
+fn direct_origin(headers: &HeaderMap, query: &HashMap<String, String>) -> Origin {
+    Origin {
+        base: headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("http://{h}")),
+        code: query.get("code").cloned(),
+    }
+}
+
+/// `POST /api/runs`, served directly.
+pub async fn direct_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = String::from_utf8_lossy(&body).to_string();
+    direct_reply(
+        api(
+            &state,
+            Route::Start,
+            &query,
+            Some(&body),
+            &direct_origin(&headers, &query),
+        )
+        .await,
+    )
+}
+
+/// `GET /api/runs`, served directly.
+pub async fn direct_list(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
+    direct_reply(api(&state, Route::List, &query, None, &Origin::default()).await)
+}
+
+/// `GET /api/runs/{id}`, served directly.
+pub async fn direct_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    direct_reply(api(&state, Route::Get(id), &query, None, &direct_origin(&headers, &query)).await)
+}
+
+/// `POST /api/runs/{id}/cancel`, served directly.
+pub async fn direct_cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    direct_reply(api(&state, Route::Cancel(id), &query, None, &Origin::default()).await)
+}

@@ -1,0 +1,34 @@
+//! `ScheduledRun`: timer-triggered (`%SYNC_SCHEDULE%`); starts the run in
+//! `SYNC_SCHEDULED_RUN`, unless one for the same source and target is still running.
+
+use super::protocol::InvokeRequest;
+use super::{Failure, Handled};
+use crate::run::service::Started;
+use crate::run::spec::RunSpec;
+use crate::AppState;
+
+/// Handles one timer invocation.
+pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
+    let Some(text) = &state.config.scheduled_run else {
+        return Ok(Handled::new(
+            vec!["SYNC_SCHEDULED_RUN is not set; nothing to start".into()],
+            serde_json::json!({"started": false}),
+        ));
+    };
+    let fail = |e| Failure { status: 500, error: e };
+    let (spec, notify) = RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &state.config).map_err(Failure::bad_input)?;
+    let svc = state.runs().await.map_err(fail)?;
+    match svc.start_queued(spec, notify, "schedule").await.map_err(fail)? {
+        Started::Created(run) => Ok(Handled::new(
+            vec![format!("started run {}", run.id)],
+            serde_json::json!({"started": true, "runId": run.id}),
+        )),
+        Started::Busy(other) => {
+            tracing::info!(run_id = %other, outcome = "schedule_skipped", "previous run still running; not starting another");
+            Ok(Handled::new(
+                vec![format!("run {other} is still running; not starting another")],
+                serde_json::json!({"started": false, "runningRunId": other}),
+            ))
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! One listing page of a run: list, filter, compare with the checkpoint (one range query per
+//! page), hand the objects that need work to a sink, then advance the lister row.
+//!
+//! The row is advanced with If-Match *after* the copies are durable, so a lister killed at any
+//! point either redoes the page (duplicate copy messages are harmless; each object is counted
+//! once by its marker) or finds the page done and only re-sends the next step. Counters of
+//! the page are in the same row update as the continuation token, so they are never counted
+//! twice.
+
+use super::counters::{Counters, Tally};
+use super::service::{CopySink, RunService};
+use super::store::RunState;
+use crate::checkpoint::CheckpointStore;
+use crate::engine::copy::is_current;
+use crate::engine::naming::{blob_name, NameIssue};
+use crate::error::Result;
+use crate::functions::copy_object::CopyMessage;
+
+/// What to do after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStep {
+    /// List page n next.
+    Next(u64),
+    /// Listing finished: check the run.
+    Done,
+    /// This message was a duplicate or stale: nothing more to do.
+    Stale,
+    /// The run is unknown or has ended.
+    Gone,
+}
+
+/// Lists page `page` of run `id`.
+pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySink) -> Result<PageStep> {
+    let Some(run) = svc.store.get(id).await? else {
+        return Ok(PageStep::Gone);
+    };
+    if run.state.is_final() {
+        return Ok(PageStep::Gone);
+    }
+    let Some(mut lister) = svc.store.lister(id).await? else {
+        return Ok(PageStep::Gone);
+    };
+    if lister.page > page {
+        // Already done, maybe by this message's earlier delivery that died before the next
+        // step was queued: re-send that step once.
+        return Ok(match (lister.page == page + 1, lister.done) {
+            (true, true) => PageStep::Done,
+            (true, false) => PageStep::Next(lister.page),
+            _ => PageStep::Stale,
+        });
+    }
+    if lister.page < page || lister.done {
+        return Ok(PageStep::Stale);
+    }
+    let spec = &run.spec;
+    let bucket = &spec.source.bucket;
+    let listed = svc
+        .engine
+        .s3()
+        .list_page(bucket, &spec.source.prefix, lister.token.clone())
+        .await;
+    let (objects, next) = match listed {
+        Ok(x) => x,
+        Err(e) if !e.is_retryable() => {
+            let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
+            super::finish::end(svc, id, RunState::Failed, Some(reason)).await?;
+            return Ok(PageStep::Gone);
+        }
+        Err(e) => return Err(e),
+    };
+    let filters = spec.compiled_filters()?;
+    let target_id = svc.target_id(spec)?;
+    let mut counts = Counters::default();
+    let mut candidates = Vec::new();
+    for o in objects {
+        counts.add(Tally::Scanned, o.size);
+        let rel = o.key.strip_prefix(spec.source.prefix.as_str()).unwrap_or(&o.key);
+        if filters.excludes(&o, rel).is_some() {
+            counts.add(Tally::Excluded, o.size);
+            continue;
+        }
+        match blob_name(&o.key, &spec.source.prefix, &spec.target.prefix) {
+            Err(NameIssue::FolderMarker | NameIssue::OutsidePrefix) => counts.add(Tally::Excluded, o.size),
+            Err(NameIssue::Invalid(_)) => counts.add(Tally::Unsupported, o.size),
+            Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => {
+                // The engine would HEAD it to see a restore; a bulk run counts it unsupported
+                // without the request (restored objects are copied by their event or a re-run
+                // after the restore changes the class reported in listings).
+                counts.add(Tally::Unsupported, o.size)
+            }
+            Ok(name) => candidates.push((o, name)),
+        }
+    }
+    let mut copies = Vec::new();
+    if let (Some(first), Some(last)) = (
+        candidates
+            .iter()
+            .map(|(o, _)| o.key.as_str())
+            .min_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
+        candidates
+            .iter()
+            .map(|(o, _)| o.key.as_str())
+            .max_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
+    ) {
+        let checkpoint = svc.engine.checkpoint();
+        let rows = checkpoint.range(bucket, &target_id, first, last).await?;
+        for (o, name) in candidates {
+            let row = if CheckpointStore::in_range_form(&o.key) {
+                rows.get(&o.key).cloned()
+            } else {
+                checkpoint.get(bucket, &o.key, &target_id).await?
+            };
+            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, &name)) {
+                counts.add(Tally::NoTransferNeeded, o.size);
+            } else if spec.dry_run {
+                counts.add(Tally::WouldTransfer, o.size);
+            } else {
+                counts.add(Tally::Enqueued, o.size);
+                copies.push(CopyMessage {
+                    bucket: bucket.clone(),
+                    key: o.key,
+                    container: Some(spec.target.container.clone()),
+                    source_prefix: Some(spec.source.prefix.clone()),
+                    target_prefix: Some(spec.target.prefix.clone()),
+                    run_id: Some(id.to_string()),
+                    mode: Some(
+                        match spec.mode {
+                            super::spec::ModeSpec::Additive => "additive",
+                            super::spec::ModeSpec::Mirror => "mirror",
+                        }
+                        .into(),
+                    ),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let enqueued = copies.len();
+    sink.send(copies).await?;
+    lister.counters.merge(&counts);
+    lister.page += 1;
+    lister.done = next.is_none();
+    lister.token = next;
+    if !svc.store.save_lister(id, &lister).await? {
+        // Another delivery of this page finished first; it queues the next step.
+        return Ok(PageStep::Stale);
+    }
+    tracing::info!(
+        run_id = %id, bucket = %bucket, page, scanned = counts.objects(Tally::Scanned), enqueued,
+        no_transfer_needed = counts.objects(Tally::NoTransferNeeded), outcome = "page_listed", "listed a page"
+    );
+    if lister.done {
+        super::finish::set_phase(svc, id, super::store::Phase::Copying).await?;
+        Ok(PageStep::Done)
+    } else {
+        Ok(PageStep::Next(lister.page))
+    }
+}

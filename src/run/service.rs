@@ -1,0 +1,280 @@
+//! Bulk runs: start, cancel, count, report. Shared by the HTTP functions, the timer, the
+//! queue-triggered lister and the CLI, so every entry point uses the same run model.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::counters::{Counters, Tally};
+use super::spec::RunSpec;
+use super::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
+use crate::checkpoint::now_rfc3339;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::functions::copy_object::CopyMessage;
+use crate::redact::Secret;
+use crate::retry::RetryPolicy;
+use crate::target::queue::WorkQueue;
+use crate::target::table::TableClient;
+
+/// Failures listed in a run summary.
+pub const LISTED_FAILURES: u32 = 20;
+
+/// A `list-pages` message: list one page, or check whether a run has finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ListMessage {
+    /// List page `page` (0-based) of run `run_id`.
+    #[serde(rename_all = "camelCase")]
+    Page {
+        /// Run.
+        run_id: String,
+        /// Page number.
+        page: u64,
+    },
+    /// See whether the run has settled; finish it (prune, notify) when it has.
+    #[serde(rename_all = "camelCase")]
+    Check {
+        /// Run.
+        run_id: String,
+    },
+}
+
+/// Where the lister sends per-object work.
+#[async_trait::async_trait]
+pub trait CopySink: Send + Sync {
+    /// Hands over copies; returns once they are durable (queued) or done.
+    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()>;
+}
+
+/// The `copy-objects` queue as a sink.
+#[async_trait::async_trait]
+impl CopySink for WorkQueue {
+    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
+        use futures::StreamExt;
+        let texts: Vec<String> = copies
+            .iter()
+            .map(|c| serde_json::to_string(c).expect("serializable"))
+            .collect();
+        let results: Vec<Result<()>> = futures::stream::iter(texts)
+            .map(|t| async move { WorkQueue::send(self, &t, None).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+/// Outcome of a start request.
+#[derive(Debug)]
+pub enum Started {
+    /// Created.
+    Created(Box<RunRecord>),
+    /// Another run for the same source and target is still running.
+    Busy(String),
+}
+
+/// Everything a run needs.
+pub struct RunService {
+    /// The engine (S3, checkpoint, blob targets).
+    pub engine: Arc<Engine>,
+    /// The `runs` table.
+    pub store: RunStore,
+    /// `copy-objects`.
+    pub copy_queue: WorkQueue,
+    /// `list-pages`.
+    pub list_queue: WorkQueue,
+    /// Configuration.
+    pub config: Arc<Config>,
+    cancelled: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl std::fmt::Debug for RunService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunService").finish_non_exhaustive()
+    }
+}
+
+impl RunService {
+    /// Builds the service and creates its table and queues if needed.
+    pub async fn new(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
+        let retry = RetryPolicy::default();
+        let auth = config.azure.authorizer()?;
+        let store = RunStore::new(TableClient::new(&config.azure, &auth, &config.runs_table, retry)?);
+        let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
+        let list_queue = WorkQueue::new(&config.azure, &auth, &config.list_queue, retry)?;
+        store.ensure().await?;
+        copy_queue.create_if_missing().await?;
+        list_queue.create_if_missing().await?;
+        Ok(RunService {
+            engine,
+            store,
+            copy_queue,
+            list_queue,
+            config,
+            cancelled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `account/container` of the run's target, as the checkpoint names it.
+    pub fn target_id(&self, spec: &RunSpec) -> Result<String> {
+        Ok(self.engine.target(&spec.target.container)?.id())
+    }
+
+    /// Creates a run (taking the source/target lock unless it is a dry run). The caller
+    /// starts its listing.
+    pub async fn start(&self, spec: RunSpec, notify: Option<Secret>, trigger: &str) -> Result<Started> {
+        let target = self.engine.target(&spec.target.container)?;
+        let id = new_run_id();
+        let lock_key = if spec.dry_run {
+            None
+        } else {
+            let key = spec.lock_key(&target.id());
+            if let Err(holder) = self.store.lock(&key, &id).await? {
+                return Ok(Started::Busy(holder));
+            }
+            Some(key)
+        };
+        if !spec.dry_run {
+            target.create_if_missing().await?;
+        }
+        let now = now_rfc3339();
+        let mut run = RunRecord {
+            id,
+            spec,
+            notify,
+            trigger: trigger.into(),
+            state: RunState::Running,
+            phase: Phase::Listing,
+            reason: None,
+            started_at: now.clone(),
+            ended_at: None,
+            notified: "none".into(),
+            notify_error: None,
+            lock_key,
+            last_settled: 0,
+            last_progress_at: now,
+            delete_candidates: 0,
+            etag: String::new(),
+        };
+        self.store.insert(&mut run).await?;
+        tracing::info!(
+            run_id = %run.id, bucket = %run.spec.source.bucket, container = %run.spec.target.container,
+            trigger, dry_run = run.spec.dry_run, outcome = "run_started", "run started"
+        );
+        Ok(Started::Created(Box::new(run)))
+    }
+
+    /// Starts a run and queues its first page (the Functions entry points).
+    pub async fn start_queued(&self, spec: RunSpec, notify: Option<Secret>, trigger: &str) -> Result<Started> {
+        let started = self.start(spec, notify, trigger).await?;
+        if let Started::Created(run) = &started {
+            let first = ListMessage::Page {
+                run_id: run.id.clone(),
+                page: 0,
+            };
+            if let Err(e) = self.enqueue(&first, None).await {
+                // Without its first page the run would wait forever: end it now, clearly.
+                let reason = format!("could not queue the first listing page: {}", e.message());
+                super::finish::end(self, run.id.as_str(), RunState::Failed, Some(reason)).await?;
+                return Err(e);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Queues a `list-pages` message.
+    pub async fn enqueue(&self, msg: &ListMessage, delay: Option<Duration>) -> Result<()> {
+        let text = serde_json::to_string(msg).expect("serializable");
+        self.list_queue.send(&text, delay).await
+    }
+
+    /// Cancels a running run. `Ok(None)`: no such run; `Err(Precondition)` when it ended.
+    pub async fn cancel(&self, id: &str) -> Result<Option<RunRecord>> {
+        for _ in 0..5 {
+            let Some(mut run) = self.store.get(id).await? else {
+                return Ok(None);
+            };
+            if run.state.is_final() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Precondition,
+                    format!("run {id} already ended ({})", run.state.as_str()),
+                ));
+            }
+            super::finish::mark_ended(&mut run, RunState::Cancelled, Some("cancelled by request".into()));
+            if self.store.save(&mut run).await? {
+                self.cancelled
+                    .lock()
+                    .expect("lock")
+                    .insert(id.into(), (Instant::now(), true));
+                super::finish::after_end(self, &run).await;
+                return Ok(Some(run));
+            }
+        }
+        Err(Error::new(
+            crate::error::ErrorKind::Precondition,
+            format!("run {id} is changing too fast to cancel; retry"),
+        ))
+    }
+
+    /// Whether run `id` was cancelled (cached for a few seconds: asked once per copy).
+    pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
+        if let Some((at, v)) = self.cancelled.lock().expect("lock").get(id) {
+            if *v || at.elapsed() < Duration::from_secs(5) {
+                return Ok(*v);
+            }
+        }
+        let v = self
+            .store
+            .get(id)
+            .await?
+            .is_some_and(|r| r.state == RunState::Cancelled);
+        self.cancelled
+            .lock()
+            .expect("lock")
+            .insert(id.into(), (Instant::now(), v));
+        Ok(v)
+    }
+
+    /// Everything a status reader wants about a run: state, counters, first failures.
+    pub async fn summary(&self, id: &str) -> Result<Option<Value>> {
+        let Some(run) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        let lister = self.store.lister(id).await?.unwrap_or_default();
+        let shards = self.store.shard_counters(id).await?;
+        let failures = self.store.failures(id, LISTED_FAILURES).await?;
+        Ok(Some(summary_json(&run, &lister.counters, &shards, &failures)))
+    }
+}
+
+/// The run summary as JSON (`GET /api/runs/{id}`, `status RUN_ID --json`, webhooks).
+pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failures: &[(String, String)]) -> Value {
+    let mut all = listed.clone();
+    all.merge(copies);
+    let pending = listed.objects(Tally::Enqueued).saturating_sub(copies.settled_copies());
+    json!({
+        "runId": run.id,
+        "state": run.state.as_str(),
+        "phase": run.phase.as_str(),
+        "trigger": run.trigger,
+        "startTime": run.started_at,
+        "endTime": run.ended_at,
+        "reason": run.reason,
+        "source": run.spec.source,
+        "target": run.spec.target,
+        "mode": run.spec.mode,
+        "dryRun": run.spec.dry_run,
+        "maxDeletes": run.spec.max_deletes,
+        "filters": run.spec.filters,
+        "counters": all.to_json(),
+        "pendingCopies": if run.state.is_final() { 0 } else { pending },
+        "deleteCandidates": run.delete_candidates,
+        "failures": failures.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
+        "notification": {"configured": run.notify.is_some(), "state": run.notified, "error": run.notify_error},
+    })
+}

@@ -1,0 +1,448 @@
+//! The `runs` table: one row per run, one lister row per run, sharded counter rows, per-object
+//! "counted" markers, and one lock row per source/target pair.
+//!
+//! | PartitionKey   | RowKey          | What                                                |
+//! |----------------|-----------------|-----------------------------------------------------|
+//! | `run`          | run id          | spec, state, phase, times, notification state       |
+//! | `<id>`         | `lister`        | continuation token, page number, listing counters   |
+//! | `<id>~<nn>`    | `counter`       | counters from copies whose key hashes to shard nn   |
+//! | `<id>~<nn>`    | `o<hash>`       | marker: this key's outcome was counted              |
+//! | `lock`         | lock key        | the run working on a source/target pair             |
+//!
+//! A copy's marker and its shard's counter share a partition, so both are written in one
+//! entity-group transaction: a replayed copy hits the existing marker (409) and counts
+//! nothing, and concurrent copies contend on 16 rows instead of one.
+
+use sha2::{Digest, Sha256};
+
+use super::counters::{Counters, Tally};
+use super::spec::RunSpec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::redact::Secret;
+use crate::target::table::{BatchOp, BatchOutcome, Entity, TableClient};
+
+/// Counter shards per run.
+pub const SHARDS: u32 = 16;
+const RUN_PK: &str = "run";
+const LOCK_PK: &str = "lock";
+
+/// State of a run, as Storage Mover names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Listing or copying.
+    Running,
+    /// Every object settled without failure.
+    Succeeded,
+    /// Done, but some objects failed or deletes were refused.
+    PartiallySucceeded,
+    /// The run could not proceed (listing failed for good).
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl RunState {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "Running",
+            RunState::Succeeded => "Succeeded",
+            RunState::PartiallySucceeded => "PartiallySucceeded",
+            RunState::Failed => "Failed",
+            RunState::Cancelled => "Cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::PartiallySucceeded,
+            RunState::Failed,
+            RunState::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// Whether the run has ended.
+    pub fn is_final(self) -> bool {
+        self != RunState::Running
+    }
+}
+
+/// Where a running run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Listing pages.
+    Listing,
+    /// Listing done; waiting for copies to settle.
+    Copying,
+    /// Mirror mode: finding and deleting blobs whose source is gone.
+    Pruning,
+    /// Ended.
+    Done,
+}
+
+impl Phase {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Listing => "listing",
+            Phase::Copying => "copying",
+            Phase::Pruning => "pruning",
+            Phase::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "copying" => Phase::Copying,
+            "pruning" => Phase::Pruning,
+            "done" => Phase::Done,
+            _ => Phase::Listing,
+        }
+    }
+}
+
+/// One run's row.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Run id (sortable by start time).
+    pub id: String,
+    /// What it does.
+    pub spec: RunSpec,
+    /// Completion webhook (secret).
+    pub notify: Option<Secret>,
+    /// `http`, `schedule` or `cli`.
+    pub trigger: String,
+    /// State.
+    pub state: RunState,
+    /// Phase while running.
+    pub phase: Phase,
+    /// Why it ended as it did, when not plainly Succeeded.
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339, once ended.
+    pub ended_at: Option<String>,
+    /// `none`, `pending`, `sent` or `failed`.
+    pub notified: String,
+    /// Last webhook error (redacted).
+    pub notify_error: Option<String>,
+    /// Lock row held, if any.
+    pub lock_key: Option<String>,
+    /// Settled copies at the last check, and when that number last moved.
+    pub last_settled: u64,
+    /// RFC 3339.
+    pub last_progress_at: String,
+    /// Mirror mode: blobs found with no source object (dry runs count them here too).
+    pub delete_candidates: u64,
+    /// Table ETag for If-Match.
+    pub etag: String,
+}
+
+impl RunRecord {
+    fn to_entity(&self) -> Entity {
+        let mut e = Entity::new(RUN_PK, &self.id);
+        e.set_str("Spec", serde_json::to_string(&self.spec).unwrap_or_default())
+            .set_str("Trigger", &self.trigger)
+            .set_str("State", self.state.as_str())
+            .set_str("Phase", self.phase.as_str())
+            .set_str("StartedAt", &self.started_at)
+            .set_str("Notified", &self.notified)
+            .set_i64("LastSettled", self.last_settled as i64)
+            .set_str("LastProgressAt", &self.last_progress_at)
+            .set_i64("DeleteCandidates", self.delete_candidates as i64);
+        for (k, v) in [
+            ("Notify", self.notify.as_ref().map(|s| s.expose().to_string())),
+            ("Reason", self.reason.clone()),
+            ("EndedAt", self.ended_at.clone()),
+            ("NotifyError", self.notify_error.clone()),
+            ("LockKey", self.lock_key.clone()),
+        ] {
+            if let Some(v) = v {
+                e.set_str(k, v);
+            }
+        }
+        e
+    }
+
+    fn from_entity(e: &Entity) -> Result<Self> {
+        let s = |n: &str| e.get_str(n).map(str::to_string);
+        let spec: RunSpec = serde_json::from_str(e.get_str("Spec").unwrap_or_default())
+            .map_err(|err| Error::internal(format!("run {}: stored spec unreadable: {err}", e.row_key)))?;
+        Ok(RunRecord {
+            id: e.row_key.clone(),
+            spec,
+            notify: s("Notify").map(Secret::new),
+            trigger: s("Trigger").unwrap_or_default(),
+            state: e.get_str("State").and_then(RunState::parse).unwrap_or(RunState::Failed),
+            phase: Phase::parse(e.get_str("Phase").unwrap_or_default()),
+            reason: s("Reason"),
+            started_at: s("StartedAt").unwrap_or_default(),
+            ended_at: s("EndedAt"),
+            notified: s("Notified").unwrap_or_else(|| "none".into()),
+            notify_error: s("NotifyError"),
+            lock_key: s("LockKey"),
+            last_settled: e.get_i64("LastSettled").unwrap_or(0).max(0) as u64,
+            last_progress_at: s("LastProgressAt").unwrap_or_default(),
+            delete_candidates: e.get_i64("DeleteCandidates").unwrap_or(0).max(0) as u64,
+            etag: e.etag.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// The lister's row: where listing stands and what it counted.
+#[derive(Debug, Clone, Default)]
+pub struct ListerState {
+    /// Continuation token for the next page (`None` before the first page and at the end).
+    pub token: Option<String>,
+    /// Pages done.
+    pub page: u64,
+    /// Listing finished.
+    pub done: bool,
+    /// Scanned, excluded, unsupported, noTransferNeeded, wouldTransfer and enqueued.
+    pub counters: Counters,
+    /// Table ETag for If-Match.
+    pub etag: String,
+}
+
+/// The `runs` table.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    table: TableClient,
+}
+
+impl RunStore {
+    /// A store over `table`.
+    pub fn new(table: TableClient) -> Self {
+        RunStore { table }
+    }
+
+    /// Creates the table if needed.
+    pub async fn ensure(&self) -> Result<()> {
+        self.table.create_if_missing().await
+    }
+
+    /// Inserts a new run row and its lister row.
+    pub async fn insert(&self, run: &mut RunRecord) -> Result<()> {
+        run.etag = self.table.insert(&run.to_entity()).await?;
+        let mut l = Entity::new(&run.id, "lister");
+        l.set_i64("Page", 0).set_str("Done", "false");
+        Counters::default().write(&mut l);
+        self.table.update(&l, None).await?;
+        Ok(())
+    }
+
+    /// A run by id.
+    pub async fn get(&self, id: &str) -> Result<Option<RunRecord>> {
+        if !valid_run_id(id) {
+            return Ok(None);
+        }
+        self.table
+            .get(RUN_PK, id)
+            .await?
+            .map(|e| RunRecord::from_entity(&e))
+            .transpose()
+    }
+
+    /// Writes `run` back if nobody changed it since it was read; `false` when someone did.
+    pub async fn save(&self, run: &mut RunRecord) -> Result<bool> {
+        match self.table.update(&run.to_entity(), Some(&run.etag)).await {
+            Ok(tag) => {
+                run.etag = tag;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs, newest first.
+    pub async fn recent(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let rows = self
+            .table
+            .query_all(Some(&format!("PartitionKey eq '{RUN_PK}'")))
+            .await?;
+        let mut runs: Vec<RunRecord> = rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()).collect();
+        runs.sort_by(|a, b| (&b.started_at, &b.id).cmp(&(&a.started_at, &a.id)));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    /// The lister row.
+    pub async fn lister(&self, id: &str) -> Result<Option<ListerState>> {
+        Ok(self.table.get(id, "lister").await?.map(|e| ListerState {
+            token: e.get_str("Token").map(str::to_string),
+            page: e.get_i64("Page").unwrap_or(0).max(0) as u64,
+            done: e.get_str("Done") == Some("true"),
+            counters: Counters::read(&e),
+            etag: e.etag.clone().unwrap_or_default(),
+        }))
+    }
+
+    /// Writes the lister row if unchanged since read; `false` when another lister won.
+    pub async fn save_lister(&self, id: &str, l: &ListerState) -> Result<bool> {
+        let mut e = Entity::new(id, "lister");
+        e.set_i64("Page", l.page as i64)
+            .set_str("Done", if l.done { "true" } else { "false" });
+        if let Some(t) = &l.token {
+            e.set_str("Token", t);
+        }
+        l.counters.write(&mut e);
+        match self.table.update(&e, Some(&l.etag)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts `key` under `tally` exactly once per run, however often it is replayed.
+    /// Returns whether this call counted it.
+    pub async fn record(&self, id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&str>) -> Result<bool> {
+        let h = Sha256::digest(key.as_bytes());
+        let pk = format!("{id}~{:02}", u32::from(h[0]) % SHARDS);
+        let mut marker = Entity::new(&pk, format!("o{}", hex::encode(&h[..20])));
+        marker
+            .set_str("Key", key)
+            .set_str("Tally", tally.name())
+            .set_i64("Bytes", bytes as i64);
+        if let Some(r) = reason {
+            marker.set_str("Reason", crate::redact::redact(r));
+        }
+        for attempt in 0..64u32 {
+            let current = self.table.get(&pk, "counter").await?;
+            let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
+            counters.add(tally, bytes);
+            let mut row = Entity::new(&pk, "counter");
+            counters.write(&mut row);
+            let tag = current.as_ref().and_then(|c| c.etag.clone());
+            let op = match &tag {
+                Some(t) => BatchOp::Update(&row, Some(t)),
+                None => BatchOp::Insert(&row),
+            };
+            match self.table.transact(&[BatchOp::Insert(&marker), op]).await? {
+                BatchOutcome::Committed => return Ok(true),
+                BatchOutcome::Rejected { status: 409, .. } | BatchOutcome::Rejected { status: 412, .. } => {
+                    if self.table.get(&pk, &marker.row_key).await?.is_some() {
+                        return Ok(false);
+                    }
+                    // The shard moved under us: try again after a short, jittered pause.
+                    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                BatchOutcome::Rejected { status, code } => {
+                    return Err(Error::new(
+                        crate::error::kind_from_status(status, Some(&code)),
+                        format!("run {id}: counting {key}: HTTP {status} {code}"),
+                    ))
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Throttled,
+            format!("run {id}: counter shard {pk} too contended"),
+        ))
+    }
+
+    /// The sum of every counter shard.
+    pub async fn shard_counters(&self, id: &str) -> Result<Counters> {
+        let filter = format!("PartitionKey ge '{id}~' and PartitionKey lt '{id}~~' and RowKey eq 'counter'");
+        let mut c = Counters::default();
+        for e in self.table.query_all(Some(&filter)).await? {
+            c.merge(&Counters::read(&e));
+        }
+        Ok(c)
+    }
+
+    /// The first `n` failed keys with their reasons.
+    pub async fn failures(&self, id: &str, n: u32) -> Result<Vec<(String, String)>> {
+        let filter = format!("PartitionKey ge '{id}~' and PartitionKey lt '{id}~~' and Tally eq 'failed'");
+        let (rows, _) = self.table.query(Some(&filter), Some(n), None).await?;
+        Ok(rows
+            .iter()
+            .take(n as usize)
+            .map(|e| {
+                (
+                    e.get_str("Key").unwrap_or_default().to_string(),
+                    e.get_str("Reason").unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// Takes the lock for `key` for run `id`. When another run holds it and is still
+    /// running, returns that run's id instead.
+    pub async fn lock(&self, key: &str, id: &str) -> Result<std::result::Result<(), String>> {
+        let mut e = Entity::new(LOCK_PK, key);
+        e.set_str("RunId", id);
+        for _ in 0..5 {
+            match self.table.insert(&e).await {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) if err.kind() == ErrorKind::Precondition => {}
+                Err(err) => return Err(err),
+            }
+            let Some(held) = self.table.get(LOCK_PK, key).await? else {
+                continue;
+            };
+            let holder = held.get_str("RunId").unwrap_or_default().to_string();
+            if let Some(run) = self.get(&holder).await? {
+                if !run.state.is_final() {
+                    return Ok(Err(holder));
+                }
+            }
+            // The holder ended (or vanished) without releasing: take the lock over.
+            match self.table.update(&e, held.etag.as_deref()).await {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) if err.kind() == ErrorKind::Precondition => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Precondition,
+            "run lock: too many concurrent starts",
+        ))
+    }
+
+    /// Releases `key` if run `id` still holds it.
+    pub async fn unlock(&self, key: &str, id: &str) -> Result<()> {
+        if let Some(held) = self.table.get(LOCK_PK, key).await? {
+            if held.get_str("RunId") == Some(id) {
+                let r = self
+                    .table
+                    .delete(LOCK_PK, key, held.etag.as_deref().unwrap_or("*"))
+                    .await;
+                return crate::error::ok_if(r, ErrorKind::Precondition);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run ids are `YYYYMMDDTHHMMSSZ-<8 hex>`: sortable, and safe as table keys.
+pub fn new_run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    format!("{}-{:08x}", now.format(&f).unwrap_or_default(), rand::random::<u32>())
+}
+
+/// Whether `id` looks like a run id (anything else is not looked up).
+pub fn valid_run_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids() {
+        let a = new_run_id();
+        assert!(valid_run_id(&a), "{a}");
+        assert_eq!(a.len(), 25);
+        for bad in ["", "x", "../etc/passwd", "a'b-00000000", "run id with spaces"] {
+            assert!(!valid_run_id(bad), "{bad}");
+        }
+    }
+}
