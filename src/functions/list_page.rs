@@ -48,7 +48,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                         )
                         .await
                         .map_err(fail)?,
-                    PageStep::Done => svc
+                    PageStep::Done | PageStep::Ended => svc
                         .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
                         .await
                         .map_err(fail)?,

@@ -94,6 +94,13 @@ impl Counters {
         e.1 += bytes;
     }
 
+    /// Takes one object of `bytes` back out of `t` (never below zero).
+    pub fn remove(&mut self, t: Tally, bytes: u64) {
+        let e = &mut self.0[t.index()];
+        e.0 = e.0.saturating_sub(1);
+        e.1 = e.1.saturating_sub(bytes);
+    }
+
     /// Objects counted in `t`.
     pub fn objects(&self, t: Tally) -> u64 {
         self.0[t.index()].0

@@ -27,6 +27,8 @@ pub enum PageStep {
     Stale,
     /// The run is unknown or has ended.
     Gone,
+    /// This page ended the run (listing failed for good): check it, to send its webhook.
+    Ended,
 }
 
 /// Lists page `page` of run `id`.
@@ -64,7 +66,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         Err(e) if !e.is_retryable() => {
             let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
             super::finish::end(svc, id, RunState::Failed, Some(reason)).await?;
-            return Ok(PageStep::Gone);
+            return Ok(PageStep::Ended);
         }
         Err(e) => return Err(e),
     };

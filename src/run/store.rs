@@ -311,10 +311,16 @@ impl RunStore {
         if let Some(r) = reason {
             marker.set_str("Reason", crate::redact::redact(r));
         }
+        // Set when the key was counted as "no transfer needed" by a twin delivery that lost
+        // the race to this one's copy: the count moves over instead of being added.
+        let mut upgrade: Option<(String, u64)> = None;
         for attempt in 0..64u32 {
             let current = self.table.get(&pk, "counter").await?;
             let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
             counters.add(tally, bytes);
+            if let Some((_, old_bytes)) = &upgrade {
+                counters.remove(Tally::NoTransferNeeded, *old_bytes);
+            }
             let mut row = Entity::new(&pk, "counter");
             counters.write(&mut row);
             let tag = current.as_ref().and_then(|c| c.etag.clone());
@@ -322,10 +328,20 @@ impl RunStore {
                 Some(t) => BatchOp::Update(&row, Some(t)),
                 None => BatchOp::Insert(&row),
             };
-            match self.table.transact(&[BatchOp::Insert(&marker), op]).await? {
+            let mark = match &upgrade {
+                Some((marker_tag, _)) => BatchOp::Update(&marker, Some(marker_tag)),
+                None => BatchOp::Insert(&marker),
+            };
+            match self.table.transact(&[mark, op]).await? {
                 BatchOutcome::Committed => return Ok(true),
                 BatchOutcome::Rejected { status: 409, .. } | BatchOutcome::Rejected { status: 412, .. } => {
-                    if self.table.get(&pk, &marker.row_key).await?.is_some() {
+                    if let Some(existing) = self.table.get(&pk, &marker.row_key).await? {
+                        let was = existing.get_str("Tally").unwrap_or_default();
+                        if tally == Tally::Transferred && was == Tally::NoTransferNeeded.name() {
+                            let old_bytes = existing.get_i64("Bytes").unwrap_or(0).max(0) as u64;
+                            upgrade = Some((existing.etag.clone().unwrap_or_default(), old_bytes));
+                            continue;
+                        }
                         return Ok(false);
                     }
                     // The shard moved under us: try again after a short, jittered pause.

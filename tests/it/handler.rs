@@ -191,27 +191,44 @@ async fn cli_copy_dry_run_then_real_run_then_rerun() {
     let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/copy/", ctx.container);
     let (code, out) = run_binary_async(&["copy", &src, &dst, "--dry-run"], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("nothing was changed") && out.contains("copy -> "), "{out}");
+    assert!(
+        out.contains("nothing was changed") && out.contains("wouldTransfer"),
+        "{out}"
+    );
     assert!(ctx.blob().list("").await.unwrap().is_empty(), "dry run wrote blobs");
 
     let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--concurrency", "4"], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
     let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    assert_eq!(summary["scanned"], 26);
-    assert_eq!(summary["outcomes"]["copied"]["objects"], 25);
-    assert_eq!(summary["outcomes"]["excluded"]["objects"], 1);
+    assert_eq!(summary["state"], "Succeeded", "{summary}");
+    assert_eq!(summary["counters"]["scanned"], 26);
+    assert_eq!(summary["counters"]["transferred"], 25);
+    assert_eq!(summary["counters"]["excluded"], 1);
     let names = ctx.blob().list("copy/").await.unwrap();
     assert_eq!(names.len(), 25);
 
     let (code, out) = run_binary_async(&["copy", &src, &dst, "--json"], &ctx.env).await;
     assert_eq!(code, 0);
     let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    assert_eq!(summary["outcomes"]["no_transfer_needed"]["objects"], 25, "{summary}");
-    assert!(summary["outcomes"].get("copied").is_none());
+    assert_eq!(summary["counters"]["noTransferNeeded"], 25, "{summary}");
+    assert_eq!(summary["counters"]["transferred"], 0);
+
+    // The CLI's runs are runs like the Function App's: `status RUN_ID` reads them.
+    let run_id = summary["runId"].as_str().unwrap();
+    let (code, out) = run_binary_async(&["status", run_id], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("run {run_id}: Succeeded")) && out.contains("noTransferNeeded"),
+        "{out}"
+    );
+    let (code, out) = run_binary_async(&["status", "--runs"], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("cli")).count(), 3, "{out}");
 
     let (code, out) = run_binary_async(&["status", "--bucket", &ctx.bucket], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("26 checkpoint rows"), "{out}");
+    // The folder marker is counted excluded by the lister, without a checkpoint row.
+    assert!(out.contains("25 checkpoint rows"), "{out}");
 
     let (code, out) = run_binary_async(&["copy", "s3://Bad_Bucket/x", &dst], &ctx.env).await;
     assert_eq!(code, 2);

@@ -40,20 +40,124 @@ async fn function_json_files_match_routes_and_bindings() {
             .iter()
             .find(|b| b["direction"] == "in")
             .unwrap();
-        if trigger["type"] == "queueTrigger" {
-            assert_eq!(trigger["name"], s3_blob_sync::functions::copy_object::BINDING, "{name}");
+        assert!(
+            s3_blob_sync::functions::FUNCTIONS.contains(&name.as_str()),
+            "functions/{name} has no handler route"
+        );
+        let bindings = f["bindings"].as_array().unwrap();
+        match trigger["type"].as_str().unwrap() {
+            "queueTrigger" => {
+                let (binding, queue) = match name.as_str() {
+                    "CopyObject" => (s3_blob_sync::functions::copy_object::BINDING, "copy-objects"),
+                    "ListPage" => (s3_blob_sync::functions::list_page::BINDING, "list-pages"),
+                    other => panic!("unexpected queue function {other}"),
+                };
+                assert_eq!(trigger["name"], binding, "{name}");
+                assert_eq!(trigger["queueName"], queue, "{name}: keep equal to the config default");
+                assert_eq!(trigger["connection"], "WorkQueue", "{name}");
+            }
+            "httpTrigger" => {
+                assert_eq!(trigger["name"], s3_blob_sync::functions::runs::BINDING, "{name}");
+                let out = bindings.iter().find(|b| b["direction"] == "out").expect("http output");
+                assert_eq!(out["type"], "http");
+                assert_eq!(out["name"], s3_blob_sync::functions::runs::OUTPUT, "{name}");
+                let route = trigger["route"].as_str().unwrap();
+                let expected = match name.as_str() {
+                    "StartRun" => ("runs", "post"),
+                    "ListRuns" => ("runs", "get"),
+                    "GetRun" => ("runs/{id}", "get"),
+                    "CancelRun" => ("runs/{id}/cancel", "post"),
+                    other => panic!("unexpected http function {other}"),
+                };
+                assert_eq!((route, trigger["methods"][0].as_str().unwrap()), expected, "{name}");
+            }
+            "timerTrigger" => {}
+            other => panic!("{name}: unexpected trigger {other}"),
         }
-        // The route exists: an empty payload (or, for DrainSqs, the missing queue URL) is
-        // refused with a clear error, not a 404.
+        // The route exists: an empty payload is refused with a clear error, not a 404 (a
+        // timer with nothing configured says so and succeeds).
         let (status, body) = h.invoke(&name, &serde_json::json!({"Data": {}, "Metadata": {}})).await;
         assert_ne!(status, 404, "{name} is not served");
-        assert!(status >= 400, "{name}: {body}");
-        let error = body["ReturnValue"]["error"].as_str().unwrap_or_default();
-        assert!(!error.is_empty(), "{name}: {body}");
+        if name == "ScheduledRun" {
+            assert_eq!(
+                (status, &body["ReturnValue"]["started"]),
+                (200, &serde_json::json!(false)),
+                "{body}"
+            );
+        } else {
+            assert!(status >= 400, "{name}: {body}");
+            let error = body["ReturnValue"]["error"].as_str().unwrap_or_default();
+            assert!(!error.is_empty(), "{name}: {body}");
+        }
         seen += 1;
     }
-    assert!(seen >= 1);
+    assert_eq!(
+        seen,
+        s3_blob_sync::functions::FUNCTIONS.len(),
+        "a function has no function.json"
+    );
     let (status, _) = h.invoke("NoSuchFunction", &serde_json::json!({})).await;
     assert_eq!(status, 404);
     ctx.cleanup().await;
+}
+
+/// The Logic App starts a run on the route StartRun serves, with a body StartRun accepts,
+/// keeps the HTTP action's asynchronous polling on, and notifies on success and failure.
+#[test]
+fn logic_app_workflow_uses_the_real_run_api() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wf = read_json(&root.join("infra/logic-app/workflow.json"));
+    let host = read_json(&root.join("host.json"));
+    let start_fn = read_json(&root.join("functions/StartRun/function.json"));
+    let trigger = &start_fn["bindings"][0];
+    let route = format!(
+        "/{}/{}",
+        host["extensions"]["http"]["routePrefix"].as_str().unwrap(),
+        trigger["route"].as_str().unwrap()
+    );
+    assert_eq!(route, "/api/runs");
+
+    let actions = wf["actions"].as_object().expect("workflow actions");
+    let http: Vec<(&String, &Value)> = actions.iter().filter(|(_, a)| a["type"] == "Http").collect();
+    let (name, start) = http
+        .iter()
+        .find(|(_, a)| a["inputs"]["uri"].as_str().unwrap_or("").contains(&route))
+        .unwrap_or_else(|| panic!("no Http action calls {route}"));
+    assert_eq!(
+        start["inputs"]["method"].as_str().unwrap().to_ascii_lowercase(),
+        trigger["methods"][0].as_str().unwrap(),
+        "{name}: method"
+    );
+    assert_ne!(
+        start["operationOptions"], "DisableAsyncPattern",
+        "{name} must follow the 202 polling"
+    );
+
+    // The body, with the workflow's parameters filled in, is a run StartRun accepts.
+    let mut body = start["inputs"]["body"].to_string();
+    for (p, v) in [
+        ("bucket", "src-bucket"),
+        ("prefix", "data/"),
+        ("container", "migrated"),
+        ("targetPrefix", ""),
+    ] {
+        body = body.replace(&format!("@{{parameters('{p}')}}"), v);
+    }
+    assert!(!body.contains("@{"), "unfilled expression in {body}");
+    let cfg = s3_blob_sync::config::Config::from(&crate::harness::stack_env().clone()).unwrap();
+    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body, "workflow body", &cfg).unwrap();
+    assert_eq!(spec.source.bucket, "src-bucket");
+
+    // The summary is posted whether the run succeeded or failed.
+    let notify = actions
+        .values()
+        .find(|a| a["runAfter"].get(name.as_str()).is_some())
+        .expect("an action after the run");
+    let after: Vec<&str> = notify["runAfter"][name.as_str()]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(after.contains(&"Succeeded") && after.contains(&"Failed"), "{after:?}");
 }

@@ -8,5 +8,6 @@ mod events;
 mod faults;
 mod handler;
 mod layout;
+mod runs;
 mod secrets;
 mod table;

@@ -2,6 +2,7 @@
 //! loopback, gives each test its own bucket, container and table, and cleans up.
 
 pub mod handler;
+pub mod host;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use s3_blob_sync::engine::Engine;
 use s3_blob_sync::retry::RetryPolicy;
 use s3_blob_sync::source::s3::S3Source;
 use s3_blob_sync::target::blob::BlobTarget;
+use s3_blob_sync::target::queue::WorkQueue;
 use s3_blob_sync::target::table::TableClient;
 
 /// Azurite's public development key (documented, not a secret), used to build connection
@@ -80,6 +82,11 @@ impl TestCtx {
         let table = unique(&tag.replace('-', ""));
         env.insert("SYNC_TARGET_CONTAINER".into(), container.clone());
         env.insert("SYNC_CHECKPOINT_TABLE".into(), table.clone());
+        // Bulk runs: this test's own runs table and queues, and quick settle checks.
+        env.insert("SYNC_RUNS_TABLE".into(), unique("runs"));
+        env.insert("SYNC_COPY_QUEUE".into(), unique("copy-"));
+        env.insert("SYNC_LIST_QUEUE".into(), unique("list-"));
+        env.insert("SYNC_RUN_CHECK_SECS".into(), "1".into());
         let cfg = Config::from(&env).expect("stack config");
         let s3 = S3Source::new(&cfg.aws, RetryPolicy::default()).await;
         s3.client()
@@ -173,10 +180,40 @@ impl TestCtx {
         )
     }
 
-    /// Removes the container and table (the bucket lives in moto's memory only).
+    /// A queue client by name.
+    pub fn queue(&self, name: &str) -> WorkQueue {
+        let cfg = self.config(&[]);
+        WorkQueue::new(
+            &cfg.azure,
+            &cfg.azure.authorizer().unwrap(),
+            name,
+            RetryPolicy::default(),
+        )
+        .unwrap()
+    }
+
+    /// Removes the container, tables and queues (the bucket lives in moto's memory only).
     pub async fn cleanup(self) {
         let _ = self.blob().delete_container().await;
         let _ = self.table().delete_table().await;
+        let cfg = self.config(&[]);
+        let auth = cfg.azure.authorizer().unwrap();
+        if let Ok(t) = TableClient::new(&cfg.azure, &auth, &cfg.runs_table, RetryPolicy::default()) {
+            let _ = t.delete_table().await;
+        }
+        for q in [&cfg.copy_queue, &cfg.list_queue] {
+            for name in [q.clone(), format!("{q}-poison")] {
+                let _ = self.queue(&name).delete_queue().await;
+            }
+        }
+    }
+
+    /// Puts `n` objects concurrently (distinct keys; moto fails concurrent writes to one key).
+    pub async fn put_many(&self, items: Vec<(String, Vec<u8>)>) {
+        use futures::StreamExt;
+        futures::stream::iter(items)
+            .for_each_concurrent(32, |(k, v)| async move { self.put(&k, v).await })
+            .await;
     }
 }
 

@@ -1,0 +1,503 @@
+//! Bulk runs driven only through the invoke protocol: the test plays the Functions host
+//! (HTTP triggers, and the `list-pages` / `copy-objects` queue triggers on Azurite) against
+//! the real handler binary, with moto as the source.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::handler::{queue_payload, HandlerProc};
+use crate::harness::host::{http_invoke, http_payload, Host};
+use crate::harness::TestCtx;
+
+async fn start_run(h: &HandlerProc, body: &Value) -> String {
+    let (status, headers, reply) = http_invoke(
+        h,
+        "StartRun",
+        &http_payload("POST", "/api/runs", json!({}), Some(&body.to_string())),
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["runId"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers["Location"],
+        format!("https://app.example.net/api/runs/{id}?code=fnkey123"),
+        "Location must be the absolute status URL the poller follows"
+    );
+    assert!(headers["Retry-After"].as_str().unwrap().parse::<u64>().unwrap() >= 1);
+    id
+}
+
+async fn get_run(h: &HandlerProc, id: &str) -> (u16, Value) {
+    let (status, _, body) = http_invoke(
+        h,
+        "GetRun",
+        &http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None),
+    )
+    .await;
+    (status, body)
+}
+
+/// Drives the host until GetRun answers 200 (the run ended); returns the summary.
+async fn finish(host: &Host, h: &HandlerProc, id: &str, timeout: Duration) -> Value {
+    host.drive_until(h, timeout, || async { get_run(h, id).await.0 == 200 })
+        .await;
+    get_run(h, id).await.1
+}
+
+fn c(summary: &Value, name: &str) -> u64 {
+    summary["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}: {summary}"))
+}
+
+fn body(ctx: &TestCtx, extra: Value) -> Value {
+    let mut b = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+#[tokio::test]
+async fn five_thousand_objects_then_unchanged_rerun_then_ten_changes() {
+    let ctx = TestCtx::new("bulk").await;
+    let sizes = [0usize, 1, 100, 1000, 4096, 20000];
+    let items: Vec<(String, Vec<u8>)> = (0..5000)
+        .map(|i| {
+            let key = format!("big/{}/{}/obj-{i:05}.bin", i % 10, i % 7);
+            (key, crate::harness::bytes(sizes[i % sizes.len()], i as u64))
+        })
+        .chain(
+            ["big/0/", "big/1/2/", "big/9/"]
+                .iter()
+                .map(|k| (k.to_string(), Vec::new())),
+        )
+        .collect();
+    let total_bytes: u64 = items.iter().map(|(_, v)| v.len() as u64).sum();
+    ctx.put_many(items).await;
+    let h = HandlerProc::start(&ctx.env).await;
+    let mut host = Host::new(&ctx).await;
+    host.concurrency = 24;
+    let spec = body(
+        &ctx,
+        json!({"source": {"bucket": ctx.bucket, "prefix": "big/"}, "target": {"container": ctx.container, "prefix": "m/"}}),
+    );
+
+    let id = start_run(&h, &spec).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(600)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "scanned"), 5003);
+    assert_eq!(c(&s, "excluded"), 3, "folder markers");
+    assert_eq!(c(&s, "transferred"), 5000);
+    assert_eq!(c(&s, "transferredBytes"), total_bytes);
+    assert_eq!(c(&s, "failed") + c(&s, "noTransferNeeded") + c(&s, "unsupported"), 0);
+    assert_eq!(c(&s, "transferred") + c(&s, "excluded"), c(&s, "scanned"));
+    assert_eq!(ctx.blob().list("m/").await.unwrap().len(), 5000);
+    let copies_first = host.copy_invocations.load(Ordering::SeqCst);
+    assert!(copies_first >= 5000);
+
+    // Unchanged: listings only, no copy message at all.
+    let t = Instant::now();
+    let id2 = start_run(&h, &spec).await;
+    let s2 = finish(&host, &h, &id2, Duration::from_secs(300)).await;
+    let rerun = t.elapsed();
+    assert_eq!(s2["state"], "Succeeded", "{s2}");
+    assert_eq!(c(&s2, "noTransferNeeded"), 5000, "{s2}");
+    assert_eq!(c(&s2, "transferred"), 0);
+    assert_eq!(
+        host.copy_invocations.load(Ordering::SeqCst),
+        copies_first,
+        "an unchanged re-run enqueued copies"
+    );
+    eprintln!(
+        "MEASURE unchanged re-run of 5,000 objects through the invoke protocol: {:.2} s ({} ListPage invocations)",
+        rerun.as_secs_f64(),
+        host.list_invocations.load(Ordering::SeqCst)
+    );
+
+    // Ten changed objects: exactly ten copies.
+    for i in (0..5000).step_by(500) {
+        ctx.put(
+            &format!("big/{}/{}/obj-{i:05}.bin", i % 10, i % 7),
+            format!("changed {i}"),
+        )
+        .await;
+    }
+    let id3 = start_run(&h, &spec).await;
+    let s3 = finish(&host, &h, &id3, Duration::from_secs(300)).await;
+    assert_eq!(c(&s3, "transferred"), 10, "{s3}");
+    assert_eq!(c(&s3, "noTransferNeeded"), 4990);
+    assert_eq!(host.copy_invocations.load(Ordering::SeqCst), copies_first + 10);
+    let changed = ctx.blob().read("m/0/0/obj-00000.bin").await.unwrap();
+    assert_eq!(&changed[..], b"changed 0");
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn lister_killed_between_pages_still_counts_exactly() {
+    let ctx = TestCtx::new("killlist").await;
+    let items: Vec<(String, Vec<u8>)> = (0..2100).map(|i| (format!("k/{i:05}"), vec![b'x'; i % 50])).collect();
+    ctx.put_many(items).await;
+    let mut a = HandlerProc::start(&ctx.env).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&a, &body(&ctx, json!({}))).await;
+
+    // Page 0 completes; page 1's lister is killed mid-invocation; its message is not acked.
+    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
+    assert_eq!(host.deliver(&a, "ListPage", &host.list, page0).await, 200);
+    let page1 = loop {
+        let mut got = host.list.receive(1, Duration::from_secs(2)).await.unwrap();
+        if let Some(m) = got.pop() {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page1.text.contains("\"page\":1"), "{}", page1.text);
+    let payload = queue_payload(&serde_json::from_str(&page1.text).unwrap(), 1);
+    let port = a.port;
+    let call = tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/ListPage"))
+            .header("content-type", "application/json")
+            .body(payload.to_string())
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    a.kill();
+    let _ = call.await;
+
+    // A new handler picks up the redelivered message and the run completes.
+    let b = HandlerProc::start(&ctx.env).await;
+    let s = finish(&host, &b, &id, Duration::from_secs(300)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "scanned"), 2100, "{s}");
+    assert_eq!(c(&s, "transferred"), 2100, "{s}");
+
+    // A late duplicate of a page that is long done changes nothing.
+    let stale = json!({"kind": "page", "runId": id, "page": 0});
+    let (status, reply) = b.invoke("ListPage", &queue_payload(&stale, 1)).await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, again) = get_run(&b, &id).await;
+    assert_eq!(again["counters"], s["counters"]);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_copies_and_their_duplicates_lose_no_count() {
+    let ctx = TestCtx::new("conc").await;
+    let items: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("c/{i:03}"), vec![b'y'; 10 + i])).collect();
+    let total: u64 = items.iter().map(|(_, v)| v.len() as u64).sum();
+    ctx.put_many(items).await;
+    let h = HandlerProc::start(&ctx.env).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+    let page = host.list.receive(1, Duration::from_secs(60)).await.unwrap().remove(0);
+    assert_eq!(host.deliver(&h, "ListPage", &host.list, page).await, 200);
+    let mut copies = Vec::new();
+    while copies.len() < 50 {
+        copies.extend(host.copy.receive(32, Duration::from_secs(120)).await.unwrap());
+    }
+    // Every message twice (a redelivery racing the first delivery), all at once.
+    let calls = copies.iter().chain(copies.iter()).map(|m| {
+        let payload = queue_payload(&serde_json::from_str(&m.text).unwrap(), 1);
+        let h = &h;
+        async move { h.invoke("CopyObject", &payload).await.0 }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", h.logs());
+    for m in &copies {
+        host.copy.delete(m).await.unwrap();
+    }
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "transferred"), 50, "{s}");
+    assert_eq!(c(&s, "transferredBytes"), total);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn filters_dry_run_bad_bodies_and_unknown_runs() {
+    let ctx = TestCtx::new("filt").await;
+    for (k, n) in [
+        ("a.csv", 10),
+        ("b/c.csv", 20),
+        ("tmp/d.csv", 30),
+        ("e.txt", 40),
+        ("big.csv", 10_000),
+    ] {
+        ctx.put(k, vec![b'z'; n]).await;
+    }
+    let h = HandlerProc::start(&ctx.env).await;
+    let host = Host::new(&ctx).await;
+    let filters = json!({"include": ["**/*.csv"], "exclude": ["tmp/**"], "maxSize": 5000});
+
+    let id = start_run(&h, &body(&ctx, json!({"filters": filters, "dryRun": true}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(
+        (c(&s, "scanned"), c(&s, "excluded"), c(&s, "wouldTransfer")),
+        (5, 3, 2),
+        "{s}"
+    );
+    assert_eq!(c(&s, "transferred"), 0);
+    assert!(ctx.blob().list("").await.unwrap().is_empty(), "a dry run wrote blobs");
+    assert!(
+        ctx.table().query_all(None).await.unwrap_or_default().is_empty(),
+        "a dry run wrote checkpoints"
+    );
+    assert_eq!(host.copy_invocations.load(Ordering::SeqCst), 0);
+
+    let id = start_run(&h, &body(&ctx, json!({"filters": filters}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!((c(&s, "excluded"), c(&s, "transferred")), (3, 2), "{s}");
+    let mut names: Vec<String> = ctx.blob().list("").await.unwrap().into_iter().map(|b| b.name).collect();
+    names.sort();
+    assert_eq!(names, ["a.csv", "b/c.csv"]);
+
+    let t = format!(r#""target":{{"container":"{}"}}"#, ctx.container);
+    for (bad, needle) in [
+        (format!(r#"{{{t}}}"#), "missing field `source`"),
+        (
+            format!(r#"{{"source":{{"prefix":"p"}},{t}}}"#),
+            "`source`: missing field `bucket`",
+        ),
+        (
+            format!(r#"{{"source":{{"bucket":"{}"}},{t},"mode":"copy"}}"#, ctx.bucket),
+            "`mode`: unknown variant `copy`",
+        ),
+        (
+            format!(
+                r#"{{"source":{{"bucket":"{}"}},{t},"filters":{{"minSize":-4}}}}"#,
+                ctx.bucket
+            ),
+            "`filters.minSize`",
+        ),
+        (
+            format!(
+                r#"{{"source":{{"bucket":"{}"}},{t},"filters":{{"exclude":["a[b"]}}}}"#,
+                ctx.bucket
+            ),
+            "`filters.exclude[0]`: invalid glob",
+        ),
+        ("{not json".to_string(), "request body is not JSON"),
+        (String::new(), "request body is empty"),
+    ] {
+        let (status, _, reply) = http_invoke(
+            &h,
+            "StartRun",
+            &http_payload("POST", "/api/runs", json!({}), Some(&bad)),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {reply}");
+        assert!(reply["error"].as_str().unwrap().contains(needle), "{bad}: {reply}");
+    }
+    // The same API served directly (local use without the Functions host).
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/runs", h.port))
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("must be a JSON object"));
+
+    let (status, reply) = get_run(&h, "20990101T000000Z-deadbeef").await;
+    assert_eq!(status, 404, "{reply}");
+    let (status, _, list) = http_invoke(&h, "ListRuns", &http_payload("GET", "/api/runs", json!({}), None)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2, "{list}");
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn mirror_deletes_respect_max_deletes_and_runs_lock_and_cancel() {
+    let ctx = TestCtx::new("mirror").await;
+    for i in 0..6 {
+        ctx.put(&format!("m/{i}"), format!("v{i}")).await;
+    }
+    ctx.blob().create_if_missing().await.unwrap();
+    let h = HandlerProc::start(&ctx.env).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+    assert_eq!(
+        c(&finish(&host, &h, &id, Duration::from_secs(60)).await, "transferred"),
+        6
+    );
+    for i in 0..3 {
+        ctx.s3
+            .client()
+            .delete_object()
+            .bucket(&ctx.bucket)
+            .key(format!("m/{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let id = start_run(&h, &body(&ctx, json!({"mode": "mirror", "maxDeletes": 2}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "PartiallySucceeded", "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 blobs have no source object, more than maxDeletes=2"),
+        "{s}"
+    );
+    assert_eq!(c(&s, "deleted"), 0);
+    assert_eq!(
+        ctx.blob().list("m/").await.unwrap().len(),
+        6,
+        "the guard deleted something"
+    );
+
+    let id = start_run(&h, &body(&ctx, json!({"mode": "mirror", "maxDeletes": 3}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "deleted"), 3, "{s}");
+    let mut left: Vec<String> = ctx
+        .blob()
+        .list("m/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["m/3", "m/4", "m/5"]);
+
+    // One run per source and target; cancel frees it.
+    let a = start_run(&h, &body(&ctx, json!({}))).await;
+    let (status, _, busy) = http_invoke(
+        &h,
+        "StartRun",
+        &http_payload("POST", "/api/runs", json!({}), Some(&body(&ctx, json!({})).to_string())),
+    )
+    .await;
+    assert_eq!(status, 409, "{busy}");
+    assert_eq!(busy["runId"], a.as_str());
+    let cancel = |id: String| {
+        let h = &h;
+        async move {
+            http_invoke(
+                h,
+                "CancelRun",
+                &http_payload("POST", &format!("/api/runs/{id}/cancel"), json!({"id": id}), None),
+            )
+            .await
+        }
+    };
+    let (status, _, s) = cancel(a.clone()).await;
+    assert_eq!((status, s["state"].as_str()), (200, Some("Cancelled")), "{s}");
+    assert_eq!(cancel(a.clone()).await.0, 409, "cancelling an ended run");
+    host.drive_until(&h, Duration::from_secs(30), || async { true }).await;
+    let (status, s) = get_run(&h, &a).await;
+    assert_eq!((status, s["state"].as_str()), (200, Some("Cancelled")));
+    assert_eq!(c(&s, "scanned"), 0, "a cancelled run listed pages: {s}");
+    start_run(&h, &body(&ctx, json!({}))).await;
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn webhook_is_sent_once_on_success_and_on_failure_and_never_leaks() {
+    use wiremock::matchers::{header_exists, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let ctx = TestCtx::new("hook").await;
+    ctx.put("w/1", "one").await;
+    let receiver = MockServer::start().await;
+    for p in ["/hook/T01/OKSECRETTOKEN", "/hook/T01/FAILSECRETTOKEN"] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .and(header_exists("idempotency-key"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&receiver)
+            .await;
+    }
+    let h = HandlerProc::start(&ctx.env).await;
+    let host = Host::new(&ctx).await;
+    let ok_url = format!("{}/hook/T01/OKSECRETTOKEN", receiver.uri());
+    let id = start_run(&h, &body(&ctx, json!({"notify": ok_url}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded");
+    // Extra checks (duplicate messages, a retried invocation) must not send it again.
+    for _ in 0..3 {
+        let (status, _) = h
+            .invoke("ListPage", &queue_payload(&json!({"kind": "check", "runId": id}), 2))
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    let fail_url = format!("{}/hook/T01/FAILSECRETTOKEN", receiver.uri());
+    let bad = json!({"source": {"bucket": "no-such-bucket-for-runs"}, "target": {"container": ctx.container}, "notify": fail_url});
+    let id2 = start_run(&h, &bad).await;
+    let s2 = finish(&host, &h, &id2, Duration::from_secs(60)).await;
+    assert_eq!(s2["state"], "Failed", "{s2}");
+    assert!(
+        s2["reason"].as_str().unwrap().contains("no-such-bucket-for-runs"),
+        "{s2}"
+    );
+    host.drive_until(&h, Duration::from_secs(20), || async {
+        let (_, s) = get_run(&h, &id2).await;
+        s["notification"]["state"] == "sent"
+    })
+    .await;
+
+    receiver.verify().await;
+    let got = receiver.received_requests().await.unwrap();
+    let texts: Vec<Value> = got.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t["text"].as_str().unwrap().contains(&format!("{id} Succeeded"))),
+        "{texts:?}"
+    );
+    assert!(texts
+        .iter()
+        .any(|t| t["state"] == "Failed" && t["runId"] == id2.as_str()));
+    // The webhook URL is a secret: not in logs, not in status.
+    for hay in [h.logs(), s.to_string(), s2.to_string()] {
+        assert!(
+            !hay.contains("SECRETTOKEN"),
+            "webhook URL leaked: {}",
+            hay.lines().find(|l| l.contains("SECRETTOKEN")).unwrap()
+        );
+    }
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn scheduled_run_starts_once_while_one_is_running() {
+    let ctx = TestCtx::new("sched").await;
+    ctx.put("s/1", "one").await;
+    let spec = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}}).to_string();
+    let env = ctx.env_with(&[("SYNC_SCHEDULED_RUN", &spec)]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "IsPastDue": false}}, "Metadata": {}});
+    let (status, first) = h.invoke("ScheduledRun", &timer).await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["ReturnValue"]["runId"].as_str().unwrap().to_string();
+    let (status, second) = h.invoke("ScheduledRun", &timer).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["ReturnValue"]["started"], false, "{second}");
+    assert_eq!(second["ReturnValue"]["runningRunId"], id.as_str());
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (s["state"].as_str(), s["trigger"].as_str()),
+        (Some("Succeeded"), Some("schedule"))
+    );
+
+    // A bad SYNC_SCHEDULED_RUN stops the handler at start-up, naming the variable and field.
+    let bad = ctx.env_with(&[(
+        "SYNC_SCHEDULED_RUN",
+        r#"{"source":{"bucket":"ok-bucket"},"target":{"container":"x"}}"#,
+    )]);
+    let (code, out) = crate::harness::handler::run_binary_async(&["serve", "--port", "1"], &bad).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("SYNC_SCHEDULED_RUN: `target.container`"), "{out}");
+    ctx.cleanup().await;
+}
