@@ -43,6 +43,10 @@ enum Command {
         /// Port to listen on (default: FUNCTIONS_CUSTOMHANDLER_PORT).
         #[arg(long)]
         port: Option<u16>,
+        /// Also work the list-pages and copy-objects queues in this process, as the Functions
+        /// host would: for running bulk runs locally (`curl -X POST localhost:PORT/api/runs`).
+        #[arg(long)]
+        work_queues: bool,
     },
     /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed
     /// (a bulk run; `status RUN_ID` shows it). Never deletes.
@@ -261,7 +265,7 @@ fn apply_overrides(cfg: &mut Config, args: &CopyArgs) -> Result<()> {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { port } => serve(port).await,
+        Command::Serve { port, work_queues } => serve(port, work_queues).await,
         Command::Copy(args) => copy::run(args, false, None).await,
         Command::Sync { args, max_deletes } => copy::run(args, true, Some(max_deletes)).await,
         Command::Watch {
@@ -297,7 +301,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn serve(port: Option<u16>) -> Result<ExitCode> {
+async fn serve(port: Option<u16>, work_queues: bool) -> Result<ExitCode> {
     let port = match port {
         Some(p) => p,
         None => {
@@ -315,11 +319,32 @@ async fn serve(port: Option<u16>) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-    tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "custom handler listening");
+    tracing::info!(
+        port,
+        version = env!("CARGO_PKG_VERSION"),
+        work_queues,
+        "custom handler listening"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    if work_queues {
+        use crate::run::worker::{QueueFunction, Worker};
+        for (f, n) in [(QueueFunction::ListPage, 4), (QueueFunction::CopyObject, 16)] {
+            let mut w = Worker::new(state.clone(), f, n).await?;
+            // Locally a crashed worker's message should come back soon.
+            w.visibility = std::time::Duration::from_secs(60);
+            let rx = stop_rx.clone();
+            workers.push(tokio::spawn(async move { w.run(rx, None).await }));
+        }
+    }
     axum::serve(listener, crate::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("server: {e}")))?;
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Engine;
 use crate::error::Result;
 use crate::run::drain::Drainer;
-use crate::run::worker::Worker;
+use crate::run::worker::{QueueFunction, Worker};
 
 pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -> Result<ExitCode> {
     let mut cfg = crate::config::Config::from_env()?;
@@ -17,9 +16,8 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         cfg.sqs_queue_url = queue_url;
     }
     crate::telemetry::init(cfg.log_format, "info");
-    let cfg = Arc::new(cfg);
-    let engine = Arc::new(Engine::from_config(&cfg).await?);
-    engine.checkpoint().ensure().await?;
+    let state = crate::AppState::new(cfg).await?;
+    let (cfg, engine) = (state.config.clone(), state.engine.clone());
     match &cfg.target_container {
         Some(c) => engine.target(c)?.create_if_missing().await.map_err(|e| {
             e.context(format!("target container `{c}` does not exist and could not be created; create it or grant the identity rights to"))
@@ -27,7 +25,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         None => tracing::warn!("SYNC_TARGET_CONTAINER is not set: every copy message must name its container"),
     }
     let drainer = Arc::new(Drainer::from_config(&cfg).await?);
-    let worker = Worker::new(engine.clone(), cfg.clone(), workers).await?;
+    let worker = Worker::new(state.clone(), QueueFunction::CopyObject, workers).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     if once {

@@ -1,19 +1,28 @@
-//! The `copy-objects` consumer for the `watch` worker: what the Functions host does for
-//! `CopyObject`, done in-process — receive, copy one object, delete only after the outcome
-//! is durable, retry with backoff, and park a message in `<queue>-poison` after
-//! `SYNC_MAX_DEQUEUE_COUNT` attempts.
+//! A queue consumer that plays the Functions host for one queue-triggered function, in
+//! process: receive, call the same handler the host would call (`CopyObject`, `ListPage`)
+//! with the invoke payload, delete only after it succeeded, retry with backoff, and park a
+//! message in `<queue>-poison` when it is malformed or after `SYNC_MAX_DEQUEUE_COUNT`
+//! attempts. Used by `watch` and by `serve --work-queues`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
-use crate::engine::Engine;
 use crate::error::Result;
-use crate::functions::copy_object::{parse_message, to_request};
+use crate::functions::protocol::InvokeRequest;
 use crate::retry::RetryPolicy;
 use crate::target::queue::{WorkItem, WorkQueue};
+use crate::AppState;
+
+/// A queue-triggered function a worker can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFunction {
+    /// `CopyObject` on `SYNC_COPY_QUEUE`.
+    CopyObject,
+    /// `ListPage` on `SYNC_LIST_QUEUE`.
+    ListPage,
+}
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +49,8 @@ pub struct WorkerStats {
 /// The consumer.
 #[derive(Clone)]
 pub struct Worker {
-    engine: Arc<Engine>,
-    config: Arc<Config>,
+    state: AppState,
+    function: QueueFunction,
     queue: WorkQueue,
     poison: WorkQueue,
     /// Messages processed at once.
@@ -51,18 +60,23 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker on the configured copy queue; creates it and its poison queue if needed.
-    pub async fn new(engine: Arc<Engine>, config: Arc<Config>, concurrency: usize) -> Result<Self> {
+    /// A worker for `function` on its configured queue; creates it and its poison queue.
+    pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
+        let config = &state.config;
         let auth = config.azure.authorizer()?;
         let retry = RetryPolicy::default();
-        let queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
-        let poison = WorkQueue::new(&config.azure, &auth, &format!("{}-poison", config.copy_queue), retry)?;
+        let name = match function {
+            QueueFunction::CopyObject => &config.copy_queue,
+            QueueFunction::ListPage => &config.list_queue,
+        };
+        let queue = WorkQueue::new(&config.azure, &auth, name, retry)?;
+        let poison = WorkQueue::new(&config.azure, &auth, &format!("{name}-poison"), retry)?;
         queue.create_if_missing().await?;
         poison.create_if_missing().await?;
         Ok(Worker {
             visibility: config.worker_visibility,
-            engine,
-            config,
+            state,
+            function,
             queue,
             poison,
             concurrency: concurrency.max(1),
@@ -71,25 +85,26 @@ impl Worker {
 
     /// Handles one message.
     pub async fn process(&self, item: &WorkItem) -> Result<ItemOutcome> {
-        let req = match parse_message(&item.text).and_then(|m| to_request(&m, &self.config)) {
-            Ok(r) => r,
-            Err(e) => {
-                // It can never succeed: park it at once, with the reason in the log.
-                tracing::warn!(message_id = %item.id, outcome = "poisoned", reason = %e, "malformed copy message");
-                self.poison.send(&item.text, None).await?;
-                self.queue.delete(item).await?;
-                return Ok(ItemOutcome::Poisoned);
-            }
+        let mut data = Map::new();
+        data.insert("message".into(), Value::String(item.text.clone()));
+        let mut metadata = Map::new();
+        metadata.insert("DequeueCount".into(), item.dequeue_count.into());
+        metadata.insert("Id".into(), Value::String(item.id.clone()));
+        let req = InvokeRequest { data, metadata };
+        let result = match self.function {
+            QueueFunction::CopyObject => crate::functions::copy_object::handle(&self.state, &req).await,
+            QueueFunction::ListPage => crate::functions::list_page::handle(&self.state, &req).await,
         };
-        match self.engine.copy_object(&req).await {
+        match result {
             Ok(_) => {
                 self.queue.delete(item).await?;
                 Ok(ItemOutcome::Done)
             }
-            Err(e) if item.dequeue_count >= self.config.max_dequeue_count => {
+            Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.max_dequeue_count => {
+                // Malformed (it can never succeed) or out of attempts: park it with the reason.
                 tracing::error!(
-                    bucket = %req.bucket, key = %req.key, attempt = item.dequeue_count, outcome = "poisoned",
-                    reason = %e, "final attempt failed; message parked"
+                    message_id = %item.id, queue = self.queue.name(), attempt = item.dequeue_count,
+                    outcome = "poisoned", reason = %f.error, "message parked in the poison queue"
                 );
                 self.poison.send(&item.text, None).await?;
                 self.queue.delete(item).await?;

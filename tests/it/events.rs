@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
 use s3_blob_sync::config::Config;
-use s3_blob_sync::engine::Engine;
 use s3_blob_sync::run::drain::{DrainStats, Drainer};
-use s3_blob_sync::run::worker::{Worker, WorkerStats};
+use s3_blob_sync::run::worker::{QueueFunction, Worker, WorkerStats};
 use s3_blob_sync::target::queue::WorkQueue;
 use serde_json::json;
 
@@ -82,9 +81,8 @@ impl Events {
         let cfg = Arc::new(self.config(extra));
         let drainer = Drainer::from_config(&cfg).await.unwrap();
         let d = drainer.drain(Duration::from_secs(60), true).await.unwrap();
-        let engine = Arc::new(Engine::from_config(&cfg).await.unwrap());
-        engine.checkpoint().ensure().await.unwrap();
-        let worker = Worker::new(engine, cfg, 16).await.unwrap();
+        let state = s3_blob_sync::AppState::new((*cfg).clone()).await.unwrap();
+        let worker = Worker::new(state, QueueFunction::CopyObject, 16).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let w = worker.run(rx, Some(Duration::from_millis(600))).await;
         (d, w)
