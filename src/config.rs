@@ -118,9 +118,21 @@ pub struct AwsConfig {
     /// `SYNC_S3_FORCE_PATH_STYLE`.
     pub force_path_style: bool,
     /// Static credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-    /// `AWS_SESSION_TOKEN`; without them the SDK's provider chain (profile, web identity,
-    /// IMDS, ECS) is used.
+    /// `AWS_SESSION_TOKEN`; without them (and without `web_identity`) the SDK's provider
+    /// chain (profile, web identity, IMDS, ECS) is used.
     pub static_credentials: Option<AwsStaticCredentials>,
+    /// `SYNC_AWS_ROLE_ARN` + `SYNC_AWS_TOKEN_AUDIENCE`: assume this role with the Azure
+    /// managed identity's token (no AWS key anywhere).
+    pub web_identity: Option<WebIdentityConfig>,
+}
+
+/// An IAM role assumed with an Entra ID (managed identity) token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentityConfig {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The token audience (resource) the role's trust policy expects, e.g. `api://<app id>`.
+    pub audience: String,
 }
 
 /// Static AWS credentials; the secret parts never print.
@@ -242,7 +254,35 @@ impl Config {
                     .ok_or_else(|| Error::invalid("AWS_ENDPOINT_URL: not a valid http(s) URL"))?,
             ),
         };
+        let web_identity = match (env.get("SYNC_AWS_ROLE_ARN"), env.get("SYNC_AWS_TOKEN_AUDIENCE")) {
+            (None, None) => None,
+            (Some(role_arn), Some(audience)) => {
+                let arn_ok = role_arn.starts_with("arn:aws")
+                    && role_arn.split(':').nth(2) == Some("iam")
+                    && role_arn.split(':').nth(5).is_some_and(|r| r.starts_with("role/"));
+                if !arn_ok {
+                    return Err(Error::invalid(format!(
+                        "SYNC_AWS_ROLE_ARN: `{role_arn}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                    )));
+                }
+                Some(WebIdentityConfig { role_arn, audience })
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "SYNC_AWS_TOKEN_AUDIENCE: must be set with SYNC_AWS_ROLE_ARN (the audience the role's trust policy expects, e.g. api://<app id>)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid("SYNC_AWS_ROLE_ARN: must be set with SYNC_AWS_TOKEN_AUDIENCE"))
+            }
+        };
+        if web_identity.is_some() && env.get("AWS_ACCESS_KEY_ID").is_some() {
+            return Err(Error::invalid(
+                "SYNC_AWS_ROLE_ARN: set either it or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not both",
+            ));
+        }
         let aws = AwsConfig {
+            web_identity,
             region: env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")),
             endpoint_url,
             force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,

@@ -1,16 +1,18 @@
-//! The AWS side: S3 objects (and, later, SQS events).
+//! The AWS side: S3 objects, SQS events, and credentials.
 
 pub mod events;
 pub mod s3;
 pub mod sqs;
+pub mod web_identity;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 
 use crate::config::AwsConfig;
 
-/// The shared AWS SDK configuration: the standard provider chain, our region and endpoint
-/// overrides, and the SDK's retries off (the crate's retry policy is the only one).
+/// The shared AWS SDK configuration: static credentials, the Entra web-identity role, or the
+/// standard provider chain; our region and endpoint overrides; and the SDK's retries off (the
+/// crate's retry policy is the only one).
 pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
     if let Some(r) = &cfg.region {
@@ -24,6 +26,9 @@ pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
             None,
             "environment",
         ));
+    }
+    if let Some(wi) = &cfg.web_identity {
+        loader = loader.credentials_provider(web_identity::EntraWebIdentity::new(cfg, wi).await);
     }
     if let Some(ep) = &cfg.endpoint_url {
         loader = loader.endpoint_url(ep.as_str().trim_end_matches('/'));

@@ -161,3 +161,91 @@ fn logic_app_workflow_uses_the_real_run_api() {
         .collect();
     assert!(after.contains(&"Succeeded") && after.contains(&"Failed"), "{after:?}");
 }
+
+/// `scripts/package` lays the zip out as the Functions host expects, keeps the executable
+/// bit, and the binary inside serves the invoke protocol.
+#[tokio::test]
+async fn package_zip_has_the_host_layout_and_its_binary_serves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("scripts/package"))
+        .args(["--binary", env!("CARGO_BIN_EXE_s3-blob-sync")])
+        .output()
+        .expect("run scripts/package");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("glibc floor 2."), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    // Unpack with the modes stored in the zip, as the platform's zip deployment does.
+    let unpack = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nfor i in z.infolist():\n z.extract(i,sys.argv[2])\n m=i.external_attr>>16\n if m: os.chmod(os.path.join(sys.argv[2],i.filename),m&0o777)\nprint('\\n'.join(z.namelist()))",
+        ])
+        .arg(root.join("dist/s3-blob-sync.zip"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "{}", String::from_utf8_lossy(&unpack.stderr));
+    let mut names: Vec<String> = String::from_utf8_lossy(&unpack.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    let mut want = vec!["host.json".to_string(), "s3-blob-sync".to_string()];
+    want.extend(
+        s3_blob_sync::functions::FUNCTIONS
+            .iter()
+            .map(|f| format!("{f}/function.json")),
+    );
+    want.sort();
+    assert_eq!(names, want, "zip layout");
+    use std::os::unix::fs::PermissionsExt;
+    let exe = dir.path().join("s3-blob-sync");
+    assert!(
+        std::fs::metadata(&exe).unwrap().permissions().mode() & 0o111 != 0,
+        "lost the executable bit"
+    );
+    let host = read_json(&dir.path().join("host.json"));
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        "s3-blob-sync"
+    );
+
+    let ctx = TestCtx::new("pkg").await;
+    let h = HandlerProc::start_at(&exe, &ctx.env).await;
+    let req = crate::harness::host::http_payload("GET", "/api/runs", serde_json::json!({}), None);
+    let (status, _, body) = crate::harness::host::http_invoke(&h, "ListRuns", &req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["runs"].as_array().unwrap().is_empty());
+    ctx.cleanup().await;
+}
+
+/// Every variable the binary reads is in local.settings.sample.json, with a description.
+#[test]
+fn sample_settings_list_every_variable_the_binary_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = read_json(&root.join("local.settings.sample.json"));
+    let mut read = std::collections::BTreeSet::new();
+    let src = std::fs::read_to_string(root.join("src/config.rs")).unwrap()
+        + &std::fs::read_to_string(root.join("src/target/auth.rs")).unwrap();
+    for part in src.split('"').skip(1).step_by(2) {
+        let is_var = (part.starts_with("SYNC_") || part.starts_with("AZURE_STORAGE_") || part.starts_with("AWS_"))
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit());
+        if is_var {
+            read.insert(part.to_string());
+        }
+    }
+    assert!(read.len() > 20, "{read:?}");
+    for v in &read {
+        assert!(
+            sample["Values"].get(v).is_some(),
+            "{v} is read but missing from local.settings.sample.json"
+        );
+        assert!(
+            sample["_comments"][v].as_str().is_some_and(|c| c.len() > 10),
+            "{v} has no description in _comments"
+        );
+    }
+}

@@ -11,3 +11,4 @@ mod layout;
 mod runs;
 mod secrets;
 mod table;
+mod web_identity;

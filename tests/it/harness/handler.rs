@@ -81,11 +81,16 @@ fn base_env() -> Vec<(String, String)> {
 impl HandlerProc {
     /// Starts the handler with `env` and waits until `GET /` answers.
     pub async fn start(env: &HashMap<String, String>) -> HandlerProc {
+        Self::start_at(std::path::Path::new(env!("CARGO_BIN_EXE_s3-blob-sync")), env).await
+    }
+
+    /// [`Self::start`] with the binary at `exe` (e.g. unpacked from the deployment zip).
+    pub async fn start_at(exe: &std::path::Path, env: &HashMap<String, String>) -> HandlerProc {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("handler.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_s3-blob-sync"))
+        let child = Command::new(exe)
             .arg("serve")
             .env_clear()
             .envs(base_env())

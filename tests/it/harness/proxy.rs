@@ -179,7 +179,17 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let line = format!("{} {}", parts.method, s3_blob_sync::redact::redact(&path_q));
+    // The access key id a request was signed with (not secret), so tests can tell which
+    // credentials a client used.
+    let akid = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .map(|k| format!(" akid={k}"))
+        .unwrap_or_default();
+    let line = format!("{} {}{akid}", parts.method, s3_blob_sync::redact::redact(&path_q));
     st.stats.log.lock().unwrap().push(line);
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     st.stats.uploaded_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
