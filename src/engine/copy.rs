@@ -10,6 +10,7 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::checksum;
 use super::layout::BlockLayout;
 use super::metadata::{map_metadata, provenance};
 use super::naming::{blob_name, NameIssue};
@@ -257,6 +258,7 @@ impl Engine {
                 _ => None,
             },
             verified: match rec.verified.as_deref() {
+                Some("crc64nvme") => Some("crc64nvme"),
                 Some("md5") => Some("md5"),
                 Some("size") => Some("size"),
                 Some("provenance") => Some("provenance"),
@@ -285,7 +287,10 @@ impl Engine {
             )
             .await?;
         let expected = head.md5();
-        if head.size <= self.cfg.put_blob_from_url_max {
+        // Put Blob From URL can check an MD5 only; without one, blocks bring back Azure's
+        // CRC64 of what it read, to compare with S3's.
+        let single = head.size <= self.cfg.put_blob_from_url_max && (expected.is_some() || head.crc64nvme.is_none());
+        if single {
             // With the source MD5, Azure checks the bytes it read before committing.
             let cond = WriteCondition::after(existing);
             let got = target
@@ -304,18 +309,47 @@ impl Engine {
         } else {
             let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
             let url = Arc::new(url);
-            let results: Vec<Result<()>> = futures::stream::iter(0..layout.count())
+            let results: Vec<Result<(u64, Option<u64>)>> = futures::stream::iter(0..layout.count())
                 .map(|i| {
                     let (t, url, layout) = (target.clone(), url.clone(), &layout);
-                    async move { t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i)).await }
+                    async move {
+                        t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i))
+                            .await
+                            .map(|c| (i, c))
+                    }
                 })
                 .buffer_unordered(self.cfg.block_concurrency)
                 .collect()
                 .await;
-            results.into_iter().collect::<Result<Vec<()>>>()?;
+            let mut crcs = results.into_iter().collect::<Result<Vec<_>>>()?;
+            crcs.sort_by_key(|(i, _)| *i);
+            let mut props = props.clone();
+            let mut verified = None;
+            if let Some(want) = head.crc64nvme {
+                // Every block's CRC is needed; Azure returns one for each Put Block From URL.
+                let mut whole = checksum::Running::default();
+                for (i, c) in &crcs {
+                    let r = layout.range(*i);
+                    let c = c.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Transient,
+                            format!("{name}: Put Block From URL returned no CRC64"),
+                        )
+                    })?;
+                    whole.push(c, r.end - r.start);
+                }
+                if whole.value() != want {
+                    return Err(crc_mismatch(req, want, whole.value()));
+                }
+                props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
+                verified = Some("crc64nvme");
+            }
             target
-                .commit_blocks(name, &layout.ids(), props, &WriteCondition::after(existing))
+                .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
                 .await?;
+            if let Some(v) = verified {
+                return Ok(v);
+            }
         }
         // No MD5 to compare (multipart or KMS): check the committed size.
         let p = target
@@ -363,12 +397,14 @@ impl Engine {
         let uploads = Arc::new(Semaphore::new(c));
         let mut running = JoinSet::new();
         let mut whole = Md5::new();
+        let mut crc = checksum::Running::default();
         let mut moved = 0u64;
         while let Some(next) = fetches.next().await {
             let (i, data) = next?;
             whole.update(&data);
             moved += data.len() as u64;
-            let block_md5 = Md5::digest(&data).to_vec();
+            let block_crc = checksum::crc64(&data);
+            crc.push(block_crc, data.len() as u64);
             let permit = uploads
                 .clone()
                 .acquire_owned()
@@ -377,7 +413,7 @@ impl Engine {
             let (t, id, n) = (target.clone(), layout.id(i), name.to_string());
             running.spawn(async move {
                 let _permit = permit;
-                t.stage_block(&n, &id, data, &block_md5).await
+                t.stage_block(&n, &id, data, block_crc).await
             });
             while let Some(done) = running.try_join_next() {
                 done.map_err(|e| Error::internal(format!("upload task: {e}")))??;
@@ -395,18 +431,30 @@ impl Engine {
                 ),
             ));
         }
-        let verified = match head.md5() {
-            Some(want) => {
-                let got = whole.finalize();
-                if got[..] != want[..] {
-                    return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+        // The strongest check the source offers: its full-object CRC64, else its MD5 ETag,
+        // else the size. Every block was also CRC-checked by Azure on the way in.
+        let mut props = props.clone();
+        props
+            .metadata
+            .insert("s3sync_crc64nvme".into(), checksum::to_s3(crc.value()));
+        let md5 = whole.finalize();
+        let verified = match (head.crc64nvme, head.md5()) {
+            (Some(want), _) => {
+                if crc.value() != want {
+                    return Err(crc_mismatch(req, want, crc.value()));
+                }
+                "crc64nvme"
+            }
+            (None, Some(want)) => {
+                if md5[..] != want[..] {
+                    return Err(mismatch(req, &hex::encode(want), &hex::encode(md5)));
                 }
                 "md5"
             }
-            None => "size",
+            (None, None) => "size",
         };
         target
-            .commit_blocks(name, &layout.ids(), props, &WriteCondition::after(existing))
+            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
             .await?;
         Ok(verified)
     }
@@ -445,6 +493,19 @@ fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
         format!(
             "checksum mismatch for s3://{}/{}: source MD5 {want}, copied {got}",
             req.bucket, req.key
+        ),
+    )
+}
+
+fn crc_mismatch(req: &CopyRequest, want: u64, got: u64) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!(
+            "checksum mismatch for s3://{}/{}: source CRC64NVME {}, copied {}",
+            req.bucket,
+            req.key,
+            checksum::to_s3(want),
+            checksum::to_s3(got)
         ),
     )
 }

@@ -1,5 +1,6 @@
 //! The engine: copying (or deleting) one object, verifying it, and checkpointing the outcome.
 
+pub mod checksum;
 pub mod copy;
 pub mod layout;
 pub mod metadata;

@@ -37,6 +37,8 @@ pub struct ObjectHead {
     pub headers: ContentHeaders,
     /// User metadata (`x-amz-meta-*`, names without the prefix).
     pub metadata: HashMap<String, String>,
+    /// S3's full-object CRC-64/NVME, when the object has one.
+    pub crc64nvme: Option<u64>,
 }
 
 impl ObjectHead {
@@ -112,6 +114,7 @@ impl S3Source {
                     .head_object()
                     .bucket(bucket)
                     .key(key)
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                     .send()
                     .await
                     .map_err(|e| map_sdk_error(e, bucket, key, "head object"))
@@ -147,6 +150,7 @@ impl S3Source {
                 cache_control: o.cache_control().map(str::to_string),
             },
             metadata: o.metadata().cloned().unwrap_or_default(),
+            crc64nvme: o.checksum_crc64_nvme().and_then(crate::engine::checksum::from_s3),
         }))
     }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use azure_core::http::{RequestContent, Url};
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
-    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientStageBlockOptions,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
+    BlockBlobClientStageBlockFromUrlResultHeaders, BlockBlobClientStageBlockOptions,
     BlockBlobClientStageBlockResultHeaders, BlockBlobClientUploadBlobFromUrlOptions,
     BlockBlobClientUploadBlobFromUrlResultHeaders, BlockLookupList, ListBlobsIncludeItem,
 };
@@ -294,14 +295,15 @@ impl BlobTarget {
         Ok(resp.content_md5().ok().flatten())
     }
 
-    /// Put Block From URL for `range` (inclusive start, exclusive end) of `source`.
+    /// Put Block From URL for `range` (inclusive start, exclusive end) of `source`. Returns
+    /// the CRC-64/NVME Azure computed over the bytes it read, when it says.
     pub async fn stage_block_from_url(
         &self,
         blob: &str,
         block_id: &[u8],
         source: &Secret,
         range: std::ops::Range<u64>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let client = self.container.blob_client(blob).block_blob_client();
         self.retry
             .run("put block from url", || async {
@@ -312,31 +314,44 @@ impl BlobTarget {
                 client
                     .stage_block_from_url(block_id, 0, source.expose().to_string(), Some(opts))
                     .await
-                    .map(|_| ())
+                    .map(|r| {
+                        r.content_crc64()
+                            .ok()
+                            .flatten()
+                            .and_then(|b| crate::engine::checksum::from_azure(&b))
+                    })
                     .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block from url")))
             })
             .await
     }
 
-    /// Put Block with a transactional MD5, so Azure rejects bytes damaged in transit.
-    pub async fn stage_block(&self, blob: &str, block_id: &[u8], data: Bytes, md5: &[u8]) -> Result<()> {
+    /// Put Block with a transactional CRC-64/NVME, so Azure rejects bytes damaged in transit
+    /// (400 `Crc64Mismatch`); a CRC echoed back that differs means it stored other bytes.
+    pub async fn stage_block(&self, blob: &str, block_id: &[u8], data: Bytes, crc64: u64) -> Result<()> {
         let client = self.container.blob_client(blob).block_blob_client();
         let len = data.len() as u64;
         self.retry
             .run("put block", || async {
                 let opts = BlockBlobClientStageBlockOptions {
-                    transactional_content_md5: Some(md5.to_vec()),
+                    transactional_content_crc64: Some(crate::engine::checksum::to_azure(crc64)),
                     ..Default::default()
                 };
                 let resp = client
                     .stage_block(block_id, len, data.clone().into(), Some(opts))
                     .await
                     .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block")))?;
-                // Azure echoes the MD5 it computed; a different one means it stored other bytes.
-                match resp.content_md5().ok().flatten() {
-                    Some(got) if got != md5 => Err(Error::new(
+                let echoed = resp
+                    .content_crc64()
+                    .ok()
+                    .flatten()
+                    .and_then(|b| crate::engine::checksum::from_azure(&b));
+                match echoed {
+                    Some(got) if got != crc64 => Err(Error::new(
                         ErrorKind::Integrity,
-                        format!("{}: service MD5 differs from the block's", self.ctx(blob, "put block")),
+                        format!(
+                            "{}: service CRC64 differs from the block's",
+                            self.ctx(blob, "put block")
+                        ),
                     )),
                     _ => Ok(()),
                 }

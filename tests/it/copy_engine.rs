@@ -493,3 +493,111 @@ async fn a_slow_copy_of_an_old_version_never_overwrites_a_newer_blob() {
     assert_blob(&ctx, "obj", b"version two").await;
     ctx.cleanup().await;
 }
+
+/// A multipart upload with S3's full-object CRC64NVME (the SDK sends part checksums; S3, here
+/// moto with awscrt, combines them).
+async fn multipart_crc64(ctx: &TestCtx, key: &str, parts: &[Vec<u8>]) {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
+    let c = ctx.s3.client();
+    let up = c
+        .create_multipart_upload()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let r = c
+            .upload_part()
+            .bucket(&ctx.bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(i as i32 + 1)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(ByteStream::from(p.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(r.e_tag().unwrap())
+                .set_checksum_crc64_nvme(r.checksum_crc64_nvme().map(str::to_string))
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caught() {
+    use s3_blob_sync::engine::checksum;
+    let ctx = TestCtx::new("crc").await;
+    let parts = vec![bytes(5 * MIB, 21), bytes(MIB + 123, 22)];
+    let whole = parts.concat();
+    let want = checksum::crc64(&whole);
+    for key in ["mp", "mp2"] {
+        multipart_crc64(&ctx, key, &parts).await;
+    }
+    let head = ctx.s3.head(&ctx.bucket, "mp").await.unwrap().unwrap();
+    assert!(
+        head.etag.contains('-') && head.md5().is_none(),
+        "multipart: no MD5 to compare"
+    );
+    assert_eq!(
+        head.crc64nvme,
+        Some(want),
+        "S3's full-object CRC64NVME, read with ChecksumMode"
+    );
+
+    // Streamed: per-block CRCs sent with Put Block, folded, compared with S3's.
+    let engine = ctx.engine(&[("SYNC_BLOCK_SIZE_MIB", "1")]).await;
+    let rep = engine.copy_object(&req(&ctx, "mp")).await.unwrap();
+    assert_eq!(
+        (rep.outcome, rep.verified),
+        (Outcome::Copied, Some("crc64nvme")),
+        "{rep:?}"
+    );
+    let row = engine
+        .checkpoint()
+        .get(&ctx.bucket, "mp", &ctx.target_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.record.verified.as_deref(), Some("crc64nvme"));
+    let props = ctx.blob().properties("mp").await.unwrap().unwrap();
+    assert_eq!(props.metadata["s3sync_crc64nvme"], checksum::to_s3(want));
+    assert_blob(&ctx, "mp", &whole).await;
+
+    // Server-side through the double: Azure's CRC64 of each block it read, folded. A block
+    // corrupted on its way to Azure is caught before the commit.
+    let double = Proxy::blob_double().await;
+    let engine = server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "1")]).await;
+    double.faults().corrupt_copy_source.store(1, Ordering::SeqCst);
+    let err = engine.copy_object(&req(&ctx, "mp2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.message().contains("source CRC64NVME"), "{err}");
+    assert!(
+        ctx.blob().properties("mp2").await.unwrap().is_none(),
+        "a corrupt copy was committed"
+    );
+    let rep = engine.copy_object(&req(&ctx, "mp2")).await.unwrap();
+    assert_eq!(
+        (rep.path, rep.verified),
+        (Some("server-side"), Some("crc64nvme")),
+        "{rep:?}"
+    );
+    assert_blob(&ctx, "mp2", &whole).await;
+    ctx.cleanup().await;
+}

@@ -11,7 +11,9 @@
 //!    status when the source cannot be read, and otherwise store the bytes in Azurite as a
 //!    Put Blob (`x-ms-blob-type: BlockBlob`) or Put Block with the same content headers and
 //!    metadata. So the bytes really travel S3 -> "Azure" without passing through the engine,
-//!    and tests can assert the stored content.
+//!    and tests can assert the stored content. As Azure does for Put Block From URL, the
+//!    answer carries `x-ms-content-crc64` of the bytes read: Azurite's Put Block computes it
+//!    over the body the double forwards (no Content-MD5 is sent), so a corrupted read shows.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
