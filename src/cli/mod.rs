@@ -1,8 +1,9 @@
-//! The command line: `serve`, `copy`, `sync`, `watch`, `setup-events`, `status`.
+//! The command line: `serve`, `copy`, `sync`, `verify`, `watch`, `setup-events`, `status`.
 
 mod copy;
 mod setup;
 mod status;
+mod verify;
 mod watch;
 
 use std::collections::HashMap;
@@ -72,6 +73,25 @@ enum Command {
         /// Drain until SQS is empty, work off the copy queue, then exit.
         #[arg(long)]
         once: bool,
+    },
+    /// Compare a source prefix with its target prefix: missing, extra, size-mismatch,
+    /// checksum-mismatch (the blob holds another source version) and metadata-mismatch (no
+    /// provenance) entries. Exit 1 when they differ.
+    Verify {
+        /// Source, as s3://bucket/prefix.
+        source: String,
+        /// Target container URL and prefix.
+        target: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Copy what is missing or stale (ignoring the checkpoint), then verify again. Extra
+        /// blobs are reported, never deleted (use `sync`).
+        #[arg(long)]
+        repair: bool,
+        /// Objects repaired at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+        concurrency: u16,
     },
     /// Point the bucket's event notifications at the SQS queue and check the queue policy.
     SetupEvents(setup::SetupArgs),
@@ -274,6 +294,13 @@ pub async fn main() -> ExitCode {
             once,
         } => watch::run(queue_url, workers as usize, once).await,
         Command::SetupEvents(args) => setup::run(args).await,
+        Command::Verify {
+            source,
+            target,
+            json,
+            repair,
+            concurrency,
+        } => verify::run(source, target, json, repair, concurrency as usize).await,
         Command::Status {
             run_id: Some(id), json, ..
         } => status::run_status(&id, json).await,

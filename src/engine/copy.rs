@@ -123,7 +123,9 @@ impl Engine {
         };
         rec.blob = Some(name.clone());
 
-        if let (Some((etag, size)), Some(s)) = (&req.listed, seen) {
+        // `recheck` ignores the checkpoint's word; the blob's own provenance still counts.
+        let seen_for_skip = if req.recheck { None } else { seen };
+        if let (Some((etag, size)), Some(s)) = (&req.listed, seen_for_skip) {
             if is_current(&s.record, etag, *size, &name) {
                 return Ok(no_transfer(*size, name, "checkpoint matches the listing"));
             }
@@ -145,7 +147,7 @@ impl Engine {
         }
 
         // Skip when the checkpoint already has this version at this blob...
-        if let Some(s) = seen {
+        if let Some(s) = seen_for_skip {
             if is_current(&s.record, &head.etag, head.size, &name) {
                 return Ok(no_transfer(head.size, name, "checkpoint has this version"));
             }

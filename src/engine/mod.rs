@@ -51,6 +51,9 @@ pub struct CopyRequest {
     /// matches them proves the object is current without a HEAD (the listing is the run's
     /// snapshot; later changes arrive by events or the next run).
     pub listed: Option<(String, u64)>,
+    /// Do not trust the checkpoint: look at the blob itself (`verify --repair`, after a blob
+    /// was deleted or overwritten behind the checkpoint's back).
+    pub recheck: bool,
 }
 
 /// What an S3 event said about a key. The engine still decides on the HEAD of the source;

@@ -45,6 +45,9 @@ pub struct CopyMessage {
     /// The event's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<String>,
+    /// Look at the blob even when the checkpoint says it is current (`verify` repairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<bool>,
 }
 
 /// Parses and validates a message; errors say what to fix.
@@ -98,6 +101,7 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
             None => cfg.mode,
         },
         listed: None,
+        recheck: msg.recheck.unwrap_or(false),
         event: msg.event.clone().map(|name| EventInfo {
             name,
             sequencer: msg.sequencer.clone(),

@@ -6,6 +6,7 @@ pub mod list_page;
 pub mod protocol;
 pub mod runs;
 pub mod scheduled_run;
+pub mod verify;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -58,7 +59,7 @@ impl Failure {
 
 /// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has
 /// a `functions/<name>/function.json`.
-pub const FUNCTIONS: [&str; 8] = [
+pub const FUNCTIONS: [&str; 9] = [
     "CopyObject",
     "DrainSqs",
     "ListPage",
@@ -67,6 +68,7 @@ pub const FUNCTIONS: [&str; 8] = [
     "ListRuns",
     "GetRun",
     "CancelRun",
+    "Verify",
 ];
 
 /// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     r.route("/api/runs", post(runs::direct_start).get(runs::direct_list))
         .route("/api/runs/{id}", get(runs::direct_get))
         .route("/api/runs/{id}/cancel", post(runs::direct_cancel))
+        .route("/api/verify", post(runs::direct_verify))
         .with_state(state)
 }
 

@@ -52,7 +52,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: Value) -> Self {
+    /// A JSON reply.
+    pub fn json(status: u16, body: Value) -> Self {
         Reply {
             status,
             headers: Vec::new(),
@@ -60,7 +61,8 @@ impl Reply {
         }
     }
 
-    fn error(status: u16, e: &Error) -> Self {
+    /// An error reply: `{"error": …, "kind": …}`.
+    pub fn error(status: u16, e: &Error) -> Self {
         Reply::json(status, json!({"error": e.message(), "kind": e.kind().as_str()}))
     }
 }
@@ -216,24 +218,28 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         .map_err(|e| Failure::bad_input(Error::invalid(format!("Data.{BINDING} is not an HTTP request: {e}"))))?
         .ok_or_else(|| Failure::bad_input(Error::invalid(format!("invoke payload has no Data.{BINDING}"))))?;
     let id = || http.params.get("id").cloned().unwrap_or_default();
-    let route = match function {
-        "StartRun" => Route::Start,
-        "ListRuns" => Route::List,
-        "GetRun" => Route::Get(id()),
-        "CancelRun" => Route::Cancel(id()),
-        other => {
-            return Err(Failure::bad_input(Error::invalid(format!(
-                "unknown run function {other}"
-            ))))
-        }
-    };
     let origin = Origin {
         base: url::Url::parse(&http.url)
             .ok()
             .map(|u| u.origin().ascii_serialization()),
         code: http.query.get("code").cloned(),
     };
-    let reply = api(state, route, &http.query, http.body.as_deref(), &origin).await;
+    let route = match function {
+        "StartRun" => Some(Route::Start),
+        "ListRuns" => Some(Route::List),
+        "GetRun" => Some(Route::Get(id())),
+        "CancelRun" => Some(Route::Cancel(id())),
+        "Verify" => None,
+        other => {
+            return Err(Failure::bad_input(Error::invalid(format!(
+                "unknown HTTP function {other}"
+            ))))
+        }
+    };
+    let reply = match route {
+        Some(route) => api(state, route, &http.query, http.body.as_deref(), &origin).await,
+        None => super::verify::api(state, http.body.as_deref()).await,
+    };
     let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
     headers.insert("Content-Type".into(), "application/json".into());
     let out = HttpOutput {
@@ -316,4 +322,10 @@ pub async fn direct_cancel(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     direct_reply(api(&state, Route::Cancel(id), &query, None, &Origin::default()).await)
+}
+
+/// `POST /api/verify`, served directly.
+pub async fn direct_verify(State(state): State<AppState>, body: Bytes) -> Response {
+    let body = String::from_utf8_lossy(&body).to_string();
+    direct_reply(super::verify::api(&state, Some(&body)).await)
 }

@@ -232,6 +232,7 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
                     mode: SyncMode::Mirror,
                     event: None,
                     listed: None,
+                    recheck: false,
                 };
                 let rep = svc.engine.copy_object(&req).await?;
                 if rep.outcome == crate::checkpoint::Outcome::Deleted {

@@ -9,6 +9,7 @@ pub mod lister;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod verify;
 pub mod webhook;
 pub mod worker;
 

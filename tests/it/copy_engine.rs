@@ -25,6 +25,7 @@ pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
         mode: SyncMode::Additive,
         event: None,
         listed: None,
+        recheck: false,
     }
 }
 

@@ -67,6 +67,7 @@ async fn function_json_files_match_routes_and_bindings() {
                     "ListRuns" => ("runs", "get"),
                     "GetRun" => ("runs/{id}", "get"),
                     "CancelRun" => ("runs/{id}/cancel", "post"),
+                    "Verify" => ("verify", "post"),
                     other => panic!("unexpected http function {other}"),
                 };
                 assert_eq!((route, trigger["methods"][0].as_str().unwrap()), expected, "{name}");

@@ -11,4 +11,5 @@ mod layout;
 mod runs;
 mod secrets;
 mod table;
+mod verify;
 mod web_identity;

@@ -1,0 +1,72 @@
+//! `Verify` (`POST /api/verify`): compares a source prefix with its target prefix and
+//! answers the report; with `"repair": true` it also queues a copy (that ignores the
+//! checkpoint) for every missing or stale object.
+
+use serde_json::{json, Value};
+
+use super::copy_object::CopyMessage;
+use super::runs::Reply;
+use crate::error::Error;
+use crate::run::service::CopySink;
+use crate::run::spec::RunSpec;
+use crate::run::verify::{verify, VerifyScope, MAX_LISTED};
+use crate::AppState;
+
+/// Runs one verification for the HTTP API.
+pub async fn api(state: &AppState, body: Option<&str>) -> Reply {
+    match run(state, body.unwrap_or("")).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(
+            if e.kind() == crate::error::ErrorKind::Invalid {
+                400
+            } else {
+                500
+            },
+            &e,
+        ),
+    }
+}
+
+async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
+    // The body is a run's source and target plus `repair`: parsed by the run spec's rules.
+    let mut v: Value =
+        serde_json::from_str(body).map_err(|e| Error::invalid(format!("request body is not JSON: {e}")))?;
+    let repair = match v.as_object_mut().and_then(|m| m.remove("repair")) {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(Error::invalid("request body: `repair`: must be true or false")),
+    };
+    let (spec, _) = RunSpec::parse(&v.to_string(), "request body", &state.config)?;
+    let scope = VerifyScope {
+        bucket: spec.source.bucket.clone(),
+        source_prefix: spec.source.prefix.clone(),
+        container: spec.target.container.clone(),
+        target_prefix: spec.target.prefix.clone(),
+    };
+    let (mut report, to_copy) = verify(&state.engine, &scope).await?;
+    if repair && !to_copy.is_empty() {
+        let svc = state.runs().await?;
+        let copies: Vec<CopyMessage> = to_copy
+            .into_iter()
+            .map(|key| CopyMessage {
+                bucket: scope.bucket.clone(),
+                key,
+                container: Some(scope.container.clone()),
+                source_prefix: Some(scope.source_prefix.clone()),
+                target_prefix: Some(scope.target_prefix.clone()),
+                recheck: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        report.repaired = copies.len() as u64;
+        CopySink::send(&svc.copy_queue, copies).await?;
+    }
+    let clean = report.clean();
+    let mut out = serde_json::to_value(&report).expect("serializable");
+    out["clean"] = json!(clean);
+    out["listedLimit"] = json!(MAX_LISTED);
+    if repair {
+        out["repairQueued"] = json!(report.repaired);
+    }
+    Ok(Reply::json(200, out))
+}

@@ -1,0 +1,125 @@
+//! `verify` and `Verify`: every kind of difference between a source prefix and its target,
+//! and repair, against real moto and Azurite.
+
+use serde_json::{json, Value};
+
+use crate::harness::handler::{run_binary_async, HandlerProc};
+use crate::harness::host::{http_invoke, http_payload};
+use crate::harness::TestCtx;
+use s3_blob_sync::target::blob::{CommitProps, WriteCondition};
+
+/// Writes a blob the way another tool would: no s3sync provenance.
+async fn foreign_blob(ctx: &TestCtx, name: &str, data: &'static [u8]) {
+    let b = ctx.blob();
+    let existing = b.properties(name).await.unwrap();
+    let crc = s3_blob_sync::engine::checksum::crc64(data);
+    b.stage_block(name, b"foreign-000000", bytes::Bytes::from_static(data), crc)
+        .await
+        .unwrap();
+    b.commit_blocks(
+        name,
+        &[b"foreign-000000".to_vec()],
+        &CommitProps::default(),
+        &WriteCondition::after(existing.as_ref()),
+    )
+    .await
+    .unwrap();
+}
+
+fn json_line(out: &str) -> Value {
+    serde_json::from_str(
+        out.lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON in {out}")),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
+    let ctx = TestCtx::new("verify").await;
+    for k in ["a", "b", "c", "d", "e"] {
+        ctx.put(&format!("v/{k}"), format!("content-{k}")).await;
+    }
+    ctx.put("v/folder/", "").await;
+    let src = format!("s3://{}/v/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/t/", ctx.container);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--no-progress"], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_binary_async(&["verify", &src, &dst, "--json"], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_line(&out)["matched"], 5);
+
+    ctx.blob().delete("t/a").await.unwrap(); // missing, behind a checkpoint that says copied
+    ctx.put("v/b", "CONTENT-b").await; // same size, another version
+    ctx.put("v/c", "a longer content now").await; // size differs
+    foreign_blob(&ctx, "t/d", b"content-d").await; // right bytes, no provenance
+    foreign_blob(&ctx, "t/zz", b"stray").await; // no source object
+    ctx.put("v/f", "content-f").await; // never copied
+
+    let (code, out) = run_binary_async(&["verify", &src, &dst, "--json"], &ctx.env).await;
+    assert_eq!(code, 1, "{out}");
+    let r = json_line(&out);
+    assert_eq!(
+        r["counts"],
+        json!({"missing": 2, "checksum-mismatch": 1, "size-mismatch": 1, "metadata-mismatch": 1, "extra": 1}),
+        "{r}"
+    );
+    assert_eq!(
+        (r["matched"].as_u64(), r["skipped"].as_u64(), r["clean"].as_bool()),
+        (Some(1), Some(1), Some(false))
+    );
+    let kind_of = |key: &str| {
+        r["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == key || d["blob"] == key)
+            .map(|d| d["kind"].clone())
+    };
+    assert_eq!(kind_of("v/a"), Some(json!("missing")));
+    assert_eq!(kind_of("v/b"), Some(json!("checksum-mismatch")));
+    assert_eq!(kind_of("v/c"), Some(json!("size-mismatch")));
+    assert_eq!(kind_of("v/d"), Some(json!("metadata-mismatch")));
+    assert_eq!(kind_of("t/zz"), Some(json!("extra")));
+    // The table names them too.
+    let (_, table) = run_binary_async(&["verify", &src, &dst], &ctx.env).await;
+    assert!(table.contains("checksum-mismatch") && table.contains("v/b"), "{table}");
+
+    // The HTTP function reports the same, and refuses a bad body.
+    let h = HandlerProc::start(&ctx.env).await;
+    let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
+    let (status, _, rep) = http_invoke(
+        &h,
+        "Verify",
+        &http_payload("POST", "/api/verify", json!({}), Some(&body.to_string())),
+    )
+    .await;
+    assert_eq!(status, 200, "{rep}");
+    assert_eq!(rep["counts"], r["counts"]);
+    let mut bad = body.clone();
+    bad["repair"] = json!("yes");
+    let (status, _, rep) = http_invoke(
+        &h,
+        "Verify",
+        &http_payload("POST", "/api/verify", json!({}), Some(&bad.to_string())),
+    )
+    .await;
+    assert_eq!(status, 400, "{rep}");
+    assert!(rep["error"].as_str().unwrap().contains("`repair`"), "{rep}");
+
+    // Repair copies the five (ignoring the checkpoint's word), leaves the extra blob alone.
+    let (code, out) = run_binary_async(&["verify", &src, &dst, "--json", "--repair"], &ctx.env).await;
+    assert_eq!(code, 1, "only the extra blob should remain: {out}");
+    let r = json_line(&out);
+    assert_eq!(r["counts"], json!({"extra": 1}), "{r}");
+    assert_eq!(
+        (r["repaired"].as_u64(), r["matched"].as_u64()),
+        (Some(5), Some(6)),
+        "{r}"
+    );
+    assert_eq!(&ctx.blob().read("t/a").await.unwrap()[..], b"content-a");
+    assert_eq!(&ctx.blob().read("t/b").await.unwrap()[..], b"CONTENT-b");
+    assert!(ctx.blob().properties("t/zz").await.unwrap().is_some());
+    ctx.cleanup().await;
+}
