@@ -11,7 +11,7 @@ series=${1:-all}
 command -v rclone >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq rclone time; }
 scripts/emulators stop >/dev/null 2>&1 || true   # a fresh Azurite per run (its GC stalls it)
 eval "$(scripts/emulators start)"
-cargo build --release --quiet
+cargo build --release --quiet --bins --examples
 bin=target/release/s3-blob-sync
 unset AWS_CA_BUNDLE
 export SYNC_COPY_PATH=streamed SYNC_LOG_FORMAT=json RUST_LOG=warn
@@ -67,6 +67,9 @@ print(n, b)' "$bucket")
     rclone --config "$conf" copy "s3:$bucket" "az:$theirs" --transfers 16 --checkers 16
   measure "$name" rclone rerun-fast-list-checksum "$objects" "$bytes" -- \
     rclone --config "$conf" copy "s3:$bucket" "az:$theirs" --transfers 16 --checkers 16 --fast-list --checksum
+  # The emulators' own ceilings on the same data: raw concurrent GETs from moto, raw Put Block
+  # into Azurite (same concurrency), so the copies read as a fraction of the limit.
+  target/release/examples/ceiling "$bucket" "ceil-$name-$RANDOM" 16 | sed "s/^/$name\tceiling\t/" | tee -a "$results"
 }
 
 case $series in

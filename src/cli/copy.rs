@@ -63,7 +63,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let cfg = Arc::new(cfg);
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
-    let svc = RunService::new(cfg.clone(), engine.clone()).await?;
+    let svc = RunService::local(cfg.clone(), engine.clone()).await?;
     let run = match svc.start(spec, None, "cli").await? {
         Started::Created(r) => r,
         Started::Busy(other) => {

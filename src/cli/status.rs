@@ -89,7 +89,7 @@ async fn runs_service() -> Result<crate::run::service::RunService> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let engine = std::sync::Arc::new(crate::engine::Engine::from_config(&cfg).await?);
-    crate::run::service::RunService::new(std::sync::Arc::new(cfg), engine).await
+    crate::run::service::RunService::local(std::sync::Arc::new(cfg), engine).await
 }
 
 /// `status RUN_ID`: the run's summary (exit 0 when Succeeded or still running).

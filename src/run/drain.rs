@@ -12,6 +12,8 @@ use crate::source::events::{self, EventRecord, Notification};
 use crate::source::sqs::{SqsMessage, SqsQueue};
 use crate::target::queue::WorkQueue;
 
+/// How long a message whose relay failed stays hidden before SQS redelivers it.
+const RETRY_VISIBILITY: Duration = Duration::from_secs(3);
 /// Counters of one drain, also emitted as one tracing event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -201,6 +203,7 @@ impl Drainer {
         let results = futures::future::join_all(batch.iter().map(|m| self.handle_one(m))).await;
         heartbeat.abort();
         let mut done = Vec::new();
+        let mut retry = Vec::new();
         for (m, r) in batch.iter().zip(results) {
             match r {
                 Ok(counts) => {
@@ -212,8 +215,15 @@ impl Drainer {
                 }
                 Err(e) => {
                     stats.left_for_retry += 1;
+                    retry.push(m);
                     tracing::warn!(message_id = %m.id, outcome = "left_for_retry", error = %e, "relay failed; SQS will redeliver");
                 }
+            }
+        }
+        // A failed relay comes back after a short pause, not after the whole lease.
+        if !retry.is_empty() {
+            if let Err(e) = self.sqs.extend_visibility(&retry, RETRY_VISIBILITY).await {
+                tracing::warn!(error = %e, "could not shorten SQS visibility; the message returns after its lease");
             }
         }
         match self.sqs.delete_batch(&done).await {

@@ -100,16 +100,23 @@ impl std::fmt::Debug for RunService {
 }
 
 impl RunService {
-    /// Builds the service and creates its table and queues if needed.
+    /// Builds the service and creates its table and queues if needed (the Function App).
     pub async fn new(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
+        let svc = Self::local(config, engine).await?;
+        svc.copy_queue.create_if_missing().await?;
+        svc.list_queue.create_if_missing().await?;
+        Ok(svc)
+    }
+
+    /// Builds the service for in-process runs (CLI): only the runs table is needed, so an
+    /// identity without queue rights can run `copy`, `sync` and `status`.
+    pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
         let retry = RetryPolicy::default();
         let auth = config.azure.authorizer()?;
         let store = RunStore::new(TableClient::new(&config.azure, &auth, &config.runs_table, retry)?);
         let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
         let list_queue = WorkQueue::new(&config.azure, &auth, &config.list_queue, retry)?;
         store.ensure().await?;
-        copy_queue.create_if_missing().await?;
-        list_queue.create_if_missing().await?;
         Ok(RunService {
             engine,
             store,
