@@ -108,6 +108,36 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     assert_eq!(status, 400, "{rep}");
     assert!(rep["error"].as_str().unwrap().contains("`repair`"), "{rep}");
 
+    // Through the HTTP function, repair queues one copy per difference, marked to ignore the
+    // checkpoint (the extra blob gets none).
+    let mut fix = body.clone();
+    fix["repair"] = json!(true);
+    let (status, _, rep) = http_invoke(
+        &h,
+        "Verify",
+        &http_payload("POST", "/api/verify", json!({}), Some(&fix.to_string())),
+    )
+    .await;
+    assert_eq!((status, rep["repairQueued"].as_u64()), (200, Some(5)), "{rep}");
+    let q = ctx.queue(&ctx.config(&[]).copy_queue);
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.extend(q.receive(32, std::time::Duration::from_secs(30)).await.unwrap());
+    }
+    let mut keys: Vec<String> = queued
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_str(&m.text).unwrap();
+            assert_eq!(v["recheck"], true, "{v}");
+            v["key"].as_str().unwrap().to_string()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["v/a", "v/b", "v/c", "v/d", "v/f"]);
+    for m in &queued {
+        q.delete(m).await.unwrap();
+    }
+
     // Repair copies the five (ignoring the checkpoint's word), leaves the extra blob alone.
     let (code, out) = run_binary_async(&["verify", &src, &dst, "--json", "--repair"], &ctx.env).await;
     assert_eq!(code, 1, "only the extra blob should remain: {out}");
