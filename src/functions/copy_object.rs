@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::protocol::{dequeue_count, queue_message_text, InvokeRequest};
+use super::protocol::{dequeue_count, InvokeRequest};
 use super::{Failure, Handled};
 use crate::config::Config;
 use crate::engine::{CopyRequest, EventInfo, SyncMode};
@@ -112,11 +112,7 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
 
 /// Handles one invocation.
 pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Failure> {
-    let text = req.data.get(BINDING).and_then(queue_message_text).ok_or_else(|| {
-        Failure::bad_input(Error::invalid(format!(
-            "invoke payload has no Data.{BINDING} queue message"
-        )))
-    })?;
+    let text = super::queue_message(req, BINDING)?;
     let msg = parse_message(&text).map_err(Failure::bad_input)?;
     let cfg = &state.config;
     let copy = to_request(&msg, cfg).map_err(Failure::bad_input)?;
@@ -124,12 +120,8 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
     // Copies of a bulk run count towards its counters; a cancelled run's copies are dropped.
     let run = match &msg.run_id {
         Some(id) => {
-            let svc = state.runs().await.map_err(|e| Failure { status: 500, error: e })?;
-            if svc
-                .is_cancelled(id)
-                .await
-                .map_err(|e| Failure { status: 500, error: e })?
-            {
+            let svc = state.runs().await.map_err(Failure::internal)?;
+            if svc.is_cancelled(id).await.map_err(Failure::internal)? {
                 return Ok(Handled::new(
                     vec![format!(
                         "s3://{}/{}: run {id} was cancelled; not copied",
@@ -149,7 +141,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                 svc.store
                     .record(id, &copy.key, tally, report.bytes, report.reason.as_deref())
                     .await
-                    .map_err(|e| Failure { status: 500, error: e })?;
+                    .map_err(Failure::internal)?;
             }
             Ok(Handled::new(
                 vec![format!(

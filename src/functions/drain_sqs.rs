@@ -8,18 +8,15 @@ use crate::AppState;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
-    let drainer = state.drainer().await.map_err(|e| Failure { status: 500, error: e })?;
+    let drainer = state.drainer().await.map_err(Failure::internal)?;
     let stats = drainer
         .drain(state.config.drain_budget, false)
         .await
-        .map_err(|e| Failure { status: 500, error: e })?;
+        .map_err(Failure::internal)?;
     if let Err(e) = crate::run::lag::record(state.engine.checkpoint().table(), drainer.sqs(), &stats).await {
         tracing::warn!(error = %e, "could not record drain lag");
     }
-    let value = serde_json::to_value(&stats).map_err(|e| Failure {
-        status: 500,
-        error: Error::internal(e.to_string()),
-    })?;
+    let value = serde_json::to_value(&stats).map_err(|e| Failure::internal(Error::internal(e.to_string())))?;
     Ok(Handled::new(
         vec![format!(
             "drained {} SQS messages: {} records relayed, {} rejected, {} left for retry",

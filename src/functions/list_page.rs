@@ -1,7 +1,7 @@
 //! `ListPage`: queue-triggered on `list-pages`. A message lists one page of a run (and
 //! queues the next), or checks whether a listed run has settled (and finishes it).
 
-use super::protocol::{dequeue_count, queue_message_text, InvokeRequest};
+use super::protocol::{dequeue_count, InvokeRequest};
 use super::{Failure, Handled};
 use crate::error::Error;
 use crate::run::finish::{check, CheckStep};
@@ -24,16 +24,11 @@ pub fn parse_message(text: &str) -> Result<ListMessage, Error> {
 
 /// Handles one invocation.
 pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Failure> {
-    let text = req.data.get(BINDING).and_then(queue_message_text).ok_or_else(|| {
-        Failure::bad_input(Error::invalid(format!(
-            "invoke payload has no Data.{BINDING} queue message"
-        )))
-    })?;
+    let text = super::queue_message(req, BINDING)?;
     let msg = parse_message(&text).map_err(Failure::bad_input)?;
-    let svc = state.runs().await.map_err(|e| Failure { status: 500, error: e })?;
+    let svc = state.runs().await.map_err(Failure::internal)?;
     let attempt = dequeue_count(&req.metadata).unwrap_or(1);
     let last = attempt >= state.config.max_dequeue_count;
-    let fail = |e: Error| Failure { status: 500, error: e };
     match &msg {
         ListMessage::Page { run_id, page } => match list_page(svc, run_id, *page, &svc.copy_queue).await {
             Ok(step) => {
@@ -47,11 +42,11 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                             None,
                         )
                         .await
-                        .map_err(fail)?,
+                        .map_err(Failure::internal)?,
                     PageStep::Done | PageStep::Ended => svc
                         .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
                         .await
-                        .map_err(fail)?,
+                        .map_err(Failure::internal)?,
                     PageStep::Stale | PageStep::Gone => {}
                 }
                 Ok(Handled::new(
@@ -67,13 +62,15 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                     let _ = crate::run::finish::end(svc, run_id, RunState::Failed, Some(reason)).await;
                     let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
                 }
-                Err(fail(e.context(format!("run {run_id} page {page} (attempt {attempt})"))))
+                Err(Failure::internal(
+                    e.context(format!("run {run_id} page {page} (attempt {attempt})")),
+                ))
             }
         },
         ListMessage::Check { run_id } => match check(svc, run_id).await {
             Ok(step) => {
                 if let CheckStep::Wait(d) = step {
-                    svc.enqueue(&msg, Some(d)).await.map_err(fail)?;
+                    svc.enqueue(&msg, Some(d)).await.map_err(Failure::internal)?;
                 }
                 Ok(Handled::new(
                     vec![format!("run {run_id}: {step:?}")],
@@ -85,13 +82,15 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                 tracing::warn!(run_id = %run_id, error = %e, outcome = "check_requeued", "run check keeps failing; trying again later");
                 svc.enqueue(&msg, Some(state.config.run_check_interval * 6))
                     .await
-                    .map_err(fail)?;
+                    .map_err(Failure::internal)?;
                 Ok(Handled::new(
                     vec![format!("run {run_id}: check failed, requeued: {e}")],
                     serde_json::Value::Null,
                 ))
             }
-            Err(e) => Err(fail(e.context(format!("run {run_id} check (attempt {attempt})")))),
+            Err(e) => Err(Failure::internal(
+                e.context(format!("run {run_id} check (attempt {attempt})")),
+            )),
         },
     }
 }

@@ -55,6 +55,24 @@ impl Failure {
     pub fn bad_input(error: Error) -> Self {
         Failure { status: 400, error }
     }
+
+    /// A failure that may pass: the host retries the invocation.
+    pub fn internal(error: Error) -> Self {
+        Failure { status: 500, error }
+    }
+}
+
+/// The queue message of a queue-triggered invocation (`Data.<binding>`), or a bad-input
+/// failure naming what is missing.
+pub fn queue_message(req: &InvokeRequest, binding: &str) -> Result<String, Failure> {
+    req.data
+        .get(binding)
+        .and_then(protocol::queue_message_text)
+        .ok_or_else(|| {
+            Failure::bad_input(Error::invalid(format!(
+                "invoke payload has no Data.{binding} queue message"
+            )))
+        })
 }
 
 /// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has

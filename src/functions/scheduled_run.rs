@@ -15,10 +15,13 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
             serde_json::json!({"started": false}),
         ));
     };
-    let fail = |e| Failure { status: 500, error: e };
     let (spec, notify) = RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &state.config).map_err(Failure::bad_input)?;
-    let svc = state.runs().await.map_err(fail)?;
-    match svc.start_queued(spec, notify, "schedule").await.map_err(fail)? {
+    let svc = state.runs().await.map_err(Failure::internal)?;
+    match svc
+        .start_queued(spec, notify, "schedule")
+        .await
+        .map_err(Failure::internal)?
+    {
         Started::Created(run) => Ok(Handled::new(
             vec![format!("started run {}", run.id)],
             serde_json::json!({"started": true, "runId": run.id}),
