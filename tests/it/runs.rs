@@ -501,3 +501,38 @@ async fn scheduled_run_starts_once_while_one_is_running() {
     assert!(out.contains("SYNC_SCHEDULED_RUN: `target.container`"), "{out}");
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_failed_object_makes_the_run_partially_succeeded_with_its_reason() {
+    let ctx = TestCtx::new("partial").await;
+    ctx.put("p/good", "fine").await;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("p/bad")
+        .metadata("2nd", "v")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    // The `fail` metadata policy refuses a name Azure cannot hold: a permanent, recorded failure.
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_METADATA_POLICY", "fail")])).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "PartiallySucceeded", "{s}");
+    assert_eq!((c(&s, "transferred"), c(&s, "failed")), (1, 1), "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("1 objects failed"), "{s}");
+    let failures = s["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{s}");
+    assert_eq!(failures[0]["key"], "p/bad");
+    assert!(
+        failures[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid metadata name `2nd`"),
+        "{s}"
+    );
+    ctx.cleanup().await;
+}
