@@ -40,46 +40,6 @@ async fn server_side_engine(ctx: &TestCtx, double: &Proxy, extra: &[(&str, &str)
     ctx.engine(&o).await
 }
 
-async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>]) {
-    let c = ctx.s3.client();
-    let up = c
-        .create_multipart_upload()
-        .bucket(&ctx.bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let id = up.upload_id().unwrap();
-    let mut done = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let n = i as i32 + 1;
-        let r = c
-            .upload_part()
-            .bucket(&ctx.bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from(p.clone()))
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(r.e_tag().unwrap())
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket(&ctx.bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
-        .send()
-        .await
-        .unwrap();
-}
-
 async fn assert_blob(ctx: &TestCtx, name: &str, want: &[u8]) {
     let got = ctx
         .blob()
@@ -98,7 +58,7 @@ async fn sizes_and_multipart_on_both_paths() {
         ctx.put(k, v.clone()).await;
     }
     let parts = vec![bytes(5 * MIB, 2), bytes(5 * MIB, 3), bytes(MIB, 4)];
-    multipart(&ctx, "multi", &parts).await;
+    multipart(&ctx, "multi", &parts, false).await;
     let multi: Vec<u8> = parts.concat();
 
     let double = Proxy::blob_double().await;
@@ -495,37 +455,39 @@ async fn a_slow_copy_of_an_old_version_never_overwrites_a_newer_blob() {
     ctx.cleanup().await;
 }
 
-/// A multipart upload with S3's full-object CRC64NVME (the SDK sends part checksums; S3, here
-/// moto with awscrt, combines them).
-async fn multipart_crc64(ctx: &TestCtx, key: &str, parts: &[Vec<u8>]) {
+/// A multipart upload; with `crc64`, one carrying S3's full-object CRC64NVME (the SDK sends
+/// part checksums; S3, here moto with awscrt, combines them).
+async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>], crc64: bool) {
     use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
+    let algorithm = crc64.then_some(ChecksumAlgorithm::Crc64Nvme);
     let c = ctx.s3.client();
     let up = c
         .create_multipart_upload()
         .bucket(&ctx.bucket)
         .key(key)
-        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-        .checksum_type(ChecksumType::FullObject)
+        .set_checksum_algorithm(algorithm.clone())
+        .set_checksum_type(crc64.then_some(ChecksumType::FullObject))
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap();
     let mut done = Vec::new();
     for (i, p) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
         let r = c
             .upload_part()
             .bucket(&ctx.bucket)
             .key(key)
             .upload_id(id)
-            .part_number(i as i32 + 1)
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .part_number(n)
+            .set_checksum_algorithm(algorithm.clone())
             .body(ByteStream::from(p.clone()))
             .send()
             .await
             .unwrap();
         done.push(
             CompletedPart::builder()
-                .part_number(i as i32 + 1)
+                .part_number(n)
                 .e_tag(r.e_tag().unwrap())
                 .set_checksum_crc64_nvme(r.checksum_crc64_nvme().map(str::to_string))
                 .build(),
@@ -549,7 +511,7 @@ async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caug
     let whole = parts.concat();
     let want = checksum::crc64(&whole);
     for key in ["mp", "mp2"] {
-        multipart_crc64(&ctx, key, &parts).await;
+        multipart(&ctx, key, &parts, true).await;
     }
     let head = ctx.s3.head(&ctx.bucket, "mp").await.unwrap().unwrap();
     assert!(
