@@ -193,8 +193,9 @@ pub struct Config {
     /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
     /// ends PartiallySucceeded, naming how many never settled.
     pub run_stall: Duration,
-    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up).
-    pub scheduled_run: Option<String>,
+    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up). A
+    /// secret: its `notify` webhook URL carries a credential.
+    pub scheduled_run: Option<Secret>,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -394,7 +395,7 @@ impl Config {
             list_queue,
             run_check_interval: Duration::from_secs(check),
             run_stall: Duration::from_secs(stall),
-            scheduled_run: env.get("SYNC_SCHEDULED_RUN"),
+            scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::new),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,
             sqs_queue_url,
@@ -411,7 +412,7 @@ impl Config {
             max_dequeue_count,
             log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
         };
-        if let Some(text) = &cfg.scheduled_run {
+        if let Some(text) = cfg.scheduled_run.as_ref().map(Secret::expose) {
             crate::run::spec::RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &cfg)?;
         }
         Ok(cfg)
@@ -506,8 +507,13 @@ mod tests {
         let c = Config::from(&env(&[
             ("AZURE_STORAGE_ACCOUNT", "acme"),
             ("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=SECRETSIG"),
+            (
+                "SYNC_SCHEDULED_RUN",
+                r#"{"source":{"bucket":"bb1"},"target":{"container":"cc1"},"notify":"https://hooks.example/T/HOOKSECRET"}"#,
+            ),
         ]))
         .unwrap();
-        assert!(!format!("{c:?}").contains("SECRETSIG"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("SECRETSIG") && !debug.contains("HOOKSECRET"), "{debug}");
     }
 }

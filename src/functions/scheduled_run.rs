@@ -9,7 +9,7 @@ use crate::AppState;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
-    let Some(text) = &state.config.scheduled_run else {
+    let Some(text) = state.config.scheduled_run.as_ref().map(crate::redact::Secret::expose) else {
         return Ok(Handled::new(
             vec!["SYNC_SCHEDULED_RUN is not set; nothing to start".into()],
             serde_json::json!({"started": false}),
