@@ -170,6 +170,10 @@ fn every_command_has_help() {
         &["copy", "--help"],
         &["serve", "--help"],
         &["status", "--help"],
+        &["sync", "--help"],
+        &["verify", "--help"],
+        &["watch", "--help"],
+        &["setup-events", "--help"],
     ] {
         let (code, out) = run_binary(args, &Default::default());
         assert_eq!(code, 0, "{args:?}");
@@ -177,6 +181,12 @@ fn every_command_has_help() {
     }
     let (_, out) = run_binary(&["copy", "--help"], &Default::default());
     assert!(out.contains("--dry-run") && out.contains("s3://bucket/prefix"));
+    let (_, out) = run_binary(&["sync", "--help"], &Default::default());
+    assert!(out.contains("--max-deletes"), "{out}");
+    let (_, out) = run_binary(&["verify", "--help"], &Default::default());
+    assert!(out.contains("--repair") && out.contains("--json"), "{out}");
+    let (_, out) = run_binary(&["serve", "--help"], &Default::default());
+    assert!(out.contains("--work-queues"), "{out}");
 }
 
 #[tokio::test]
