@@ -93,6 +93,9 @@ pub struct EngineConfig {
     pub presign_expiry: Duration,
     /// Largest object sent as one Put Blob From URL (Azure's limit is 5000 MiB).
     pub put_blob_from_url_max: u64,
+    /// `SYNC_INVOCATION_MIB`: most bytes one invocation moves. A bigger object is split into
+    /// block ranges, each its own `copy-objects` message, committed once all are staged.
+    pub invocation_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +107,9 @@ impl Default for EngineConfig {
             block_concurrency: 8,
             presign_expiry: Duration::from_secs(900),
             put_blob_from_url_max: 5000 * 1024 * 1024,
+            // 2 GiB takes under two minutes even at a pessimistic 20 MB/s, well inside
+            // host.json's 10-minute functionTimeout (docs/decisions.md).
+            invocation_bytes: 2048 * 1024 * 1024,
         }
     }
 }
@@ -315,6 +321,12 @@ impl Config {
         if !(1..=256).contains(&block_concurrency) {
             return Err(Error::invalid("SYNC_BLOCK_CONCURRENCY: must be between 1 and 256"));
         }
+        let invocation_mib: u64 = parse(env, "SYNC_INVOCATION_MIB", d.invocation_bytes / (1024 * 1024))?;
+        if invocation_mib == 0 {
+            return Err(Error::invalid(
+                "SYNC_INVOCATION_MIB: must be at least 1 (MiB one invocation may copy)",
+            ));
+        }
         let presign: u64 = parse(env, "SYNC_PRESIGN_EXPIRY_SECS", d.presign_expiry.as_secs())?;
         if !(60..=3600).contains(&presign) {
             return Err(Error::invalid(
@@ -328,6 +340,7 @@ impl Config {
             block_concurrency,
             presign_expiry: Duration::from_secs(presign),
             put_blob_from_url_max: d.put_blob_from_url_max,
+            invocation_bytes: invocation_mib.saturating_mul(1024 * 1024),
         };
         let target_container = env.get("SYNC_TARGET_CONTAINER");
         if let Some(c) = &target_container {

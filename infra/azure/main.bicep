@@ -123,6 +123,10 @@ param blockSizeMiB int = 8
 @maxValue(256)
 param blockConcurrency int = 8
 
+@description('SYNC_INVOCATION_MIB: most MiB one invocation copies; bigger objects are split into block ranges.')
+@minValue(1)
+param invocationMiB int = 2048
+
 @description('SYNC_PRESIGN_EXPIRY_SECS: life of presigned source URLs (60-3600).')
 @minValue(60)
 @maxValue(3600)
@@ -562,6 +566,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SYNC_BLOCK_CONCURRENCY'
           value: string(blockConcurrency)
+        }
+        {
+          name: 'SYNC_INVOCATION_MIB'
+          value: string(invocationMiB)
         }
         {
           name: 'SYNC_PRESIGN_EXPIRY_SECS'

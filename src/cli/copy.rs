@@ -22,7 +22,7 @@ use crate::run::finish::{check, CheckStep};
 use crate::run::lister::{list_page, PageStep};
 use crate::run::service::{CopySink, RunService, Started};
 use crate::run::spec::RunSpec;
-use crate::run::store::RunState;
+use crate::run::store::{Counted, RunState};
 
 /// Hands the lister's copies to the workers; waits when they are busy.
 struct ChannelSink {
@@ -101,26 +101,47 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         drop(sink);
         result
     };
-    let workers = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-        .map(|msg| {
-            let (svc, engine, cfg, id) = (&svc, &engine, &cfg, &id);
+    let workers = async {
+        let results = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+            .map(|msg| {
+                let (engine, cfg) = (&engine, &cfg);
+                async move {
+                    let req = to_request(&msg, cfg)?;
+                    let (tally, bytes, reason) = match copy_with_retries(engine, &req).await {
+                        Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
+                        Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
+                    };
+                    Ok::<_, Error>(Counted {
+                        key: req.key,
+                        tally,
+                        bytes,
+                        reason,
+                    })
+                }
+            })
+            .buffer_unordered(args.concurrency as usize);
+        let mut results = std::pin::pin!(results);
+        // This process is the run's only writer, so copies are counted in batches (one
+        // transaction per shard and ~100 keys) rather than two table requests a copy.
+        let mut counted: Vec<Counted> = Vec::new();
+        let mut flushed = Instant::now();
+        let flush = |batch: Vec<Counted>| {
+            let (svc, id) = (&svc, &id);
             async move {
-                let req = to_request(&msg, cfg)?;
-                let (tally, n, reason) = match copy_with_retries(engine, &req).await {
-                    Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
-                    Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
-                };
-                svc.store.record(id, &req.key, tally, n, reason.as_deref()).await?;
-                Ok::<_, Error>((tally, n))
+                if let Err(e) = svc.store.record_many(id, &batch).await {
+                    tracing::warn!(run_id = %id, error = %e, objects = batch.len(), "could not count copies");
+                }
             }
-        })
-        .buffer_unordered(args.concurrency as usize)
-        .for_each(|r| {
-            if let Ok((Tally::Transferred, n)) = r {
-                bytes.fetch_add(n, Ordering::Relaxed);
-            }
-            if let Err(e) = r {
-                tracing::warn!(run_id = %id, error = %e, "could not count a copy");
+        };
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(c) => {
+                    if c.tally == Tally::Transferred {
+                        bytes.fetch_add(c.bytes, Ordering::Relaxed);
+                    }
+                    counted.push(c);
+                }
+                Err(e) => tracing::warn!(run_id = %id, error = %e, "could not copy"),
             }
             pb.inc(1);
             let b = bytes.load(Ordering::Relaxed) as f64 / 1048576.0;
@@ -128,8 +149,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
                 "{b:.1} MiB  {:.1} MiB/s",
                 b / started.elapsed().as_secs_f64().max(0.001)
             ));
-            async {}
-        });
+            if counted.len() >= 1000 || flushed.elapsed() >= Duration::from_secs(1) {
+                flush(std::mem::take(&mut counted)).await;
+                flushed = Instant::now();
+            }
+        }
+        flush(counted).await;
+    };
     let (listing, ()) = tokio::join!(lister, workers);
     if let Err(e) = listing {
         let reason = format!("listing failed: {}", e.message());
@@ -179,11 +205,12 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
 }
 
 /// One object, retried as a whole (each call inside is already retried) when the failure
-/// may pass: throttling, faults, or a checksum mismatch from a damaged transfer.
+/// may pass: throttling, faults, or a checksum mismatch from a damaged transfer. Objects
+/// over `SYNC_INVOCATION_MIB` are staged range by range, so a killed CLI resumes them.
 async fn copy_with_retries(engine: &Engine, req: &CopyRequest) -> Result<CopyReport> {
     let mut attempt = 1;
     loop {
-        match engine.copy_object(req).await {
+        match engine.copy_here(req, engine.config().invocation_bytes).await {
             Err(e)
                 if attempt < 3
                     && (e.is_retryable()

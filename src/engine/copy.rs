@@ -2,6 +2,7 @@
 //! bytes server-side or streamed, verify, then checkpoint.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,50 +15,116 @@ use super::checksum;
 use super::layout::BlockLayout;
 use super::metadata::{map_metadata, provenance};
 use super::naming::{blob_name, NameIssue};
-use super::{CopyReport, CopyRequest, Engine, SyncMode};
+use super::{CopyReport, CopyRequest, Engine, PartRef, Step, SyncMode};
 use crate::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Result};
+use crate::redact::Secret;
 use crate::source::events::sequencer_cmp;
 use crate::source::s3::ObjectHead;
 use crate::target::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 
 impl Engine {
-    /// Brings one object up to date and checkpoints the outcome.
+    /// Brings one object up to date in one go and checkpoints the outcome; never splits.
     ///
     /// Object-level verdicts that retrying cannot change (archived class, invalid name,
     /// metadata refused by policy) come back as `Ok` with that outcome. Anything that may
     /// succeed later (throttling, a checksum mismatch, a network fault) is recorded as
     /// `failed` with its reason and returned as `Err`, so the caller retries or parks it.
     pub async fn copy_object(&self, req: &CopyRequest) -> Result<CopyReport> {
+        match self.copy_step(req, None).await? {
+            Step::Done(r) => Ok(r),
+            other => Err(Error::internal(format!("an unsplit copy ended as {other:?}"))),
+        }
+    }
+
+    /// Copies an object in this process (CLI). Above `budget` bytes it is split into ranges
+    /// that are staged and recorded one after another, so a killed process resumes from the
+    /// ranges already recorded.
+    pub async fn copy_here(&self, req: &CopyRequest, budget: u64) -> Result<CopyReport> {
+        let plan = match self.copy_step(req, Some(budget)).await? {
+            Step::Done(r) => return Ok(r),
+            Step::Split(plan) => plan,
+            Step::Staged { .. } => return Err(Error::internal("a whole-object request staged one range")),
+        };
+        for index in plan.unstaged {
+            let mut part = req.clone();
+            part.part = Some(PartRef {
+                etag: plan.etag.clone(),
+                index,
+            });
+            if let Step::Done(r) = self.copy_step(&part, Some(budget)).await? {
+                return Ok(r);
+            }
+        }
+        // Another process holds some ranges: what it recorded is committed by whoever
+        // records the last one, and the checkpoint says so.
+        Err(Error::new(
+            ErrorKind::Transient,
+            format!(
+                "s3://{}/{}: some ranges are being staged elsewhere; not committed yet",
+                req.bucket, req.key
+            ),
+        ))
+    }
+
+    /// One step of bringing an object up to date. With a `budget`, an object bigger than it
+    /// is split ([`Step::Split`]) instead of copied; a request with a `part` stages that
+    /// range, and the step that records the last range commits.
+    pub async fn copy_step(&self, req: &CopyRequest, budget: Option<u64>) -> Result<Step> {
         let started = Instant::now();
         let target = self.target(&req.container)?;
         let target_id = target.id();
         let mut restarts = 0;
+        let mut cur = std::borrow::Cow::Borrowed(req);
         let (result, seen) = loop {
-            let seen = self.checkpoint.get(&req.bucket, &req.key, &target_id).await?;
-            match self.copy_inner(req, &target, &target_id, seen.as_ref()).await {
+            let seen = if cur.fresh {
+                None
+            } else {
+                self.checkpoint.get(&req.bucket, &req.key, &target_id).await?
+            };
+            let step = match &cur.part {
+                Some(part) => {
+                    self.copy_part(&cur, part, &target, &target_id, seen.as_ref(), budget)
+                        .await
+                }
+                None => self.copy_inner(&cur, &target, &target_id, seen.as_ref(), budget).await,
+            };
+            match step {
                 // The source or the blob changed under us (a conditional write or an
-                // If-Match read lost): look again from the HEAD.
+                // If-Match read lost), or a `fresh` hint was wrong: look again, reading
+                // everything this time.
                 Err(e) if e.kind() == ErrorKind::Precondition && restarts < 3 => {
                     restarts += 1;
+                    cur.to_mut().fresh = false;
                     tracing::info!(bucket = %req.bucket, key = %req.key, error = %e, "changed during the copy; starting over");
                 }
                 r => break (r, seen),
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        let run_id = req.run_id.as_deref().unwrap_or("");
         match &result {
-            Ok(r) => tracing::info!(
+            Ok(Step::Done(r)) => tracing::info!(
                 bucket = %req.bucket, key = %req.key, blob = r.blob.as_deref().unwrap_or(""),
                 bytes = r.bytes, outcome = r.outcome.as_str(), reason = r.reason.as_deref().unwrap_or(""),
                 path = r.path.unwrap_or(""), verified = r.verified.unwrap_or(""),
-                run_id = req.run_id.as_deref().unwrap_or(""), duration_ms, "object done"
+                run_id, duration_ms, "object done"
+            ),
+            Ok(Step::Split(p)) => tracing::info!(
+                bucket = %req.bucket, key = %req.key, outcome = "split", ranges = p.ranges,
+                staged = p.staged, to_send = p.unstaged.len(), claimed = p.claimed, run_id, duration_ms,
+                "object split into ranges"
+            ),
+            Ok(Step::Staged { index, staged, ranges }) => tracing::info!(
+                bucket = %req.bucket, key = %req.key, outcome = "staged", range = index, staged, ranges,
+                run_id, duration_ms, "range staged"
             ),
             Err(e) => {
                 tracing::warn!(
                     bucket = %req.bucket, key = %req.key, outcome = "failed", error_kind = e.kind().as_str(),
-                    reason = %e, run_id = req.run_id.as_deref().unwrap_or(""), duration_ms, "object failed"
+                    reason = %e, range = req.part.as_ref().map(|p| p.index as i64).unwrap_or(-1),
+                    run_id, duration_ms, "object failed"
                 );
                 let mut rec = ObjectRecord::new(&req.bucket, &req.key, &target_id, Outcome::Failed);
                 rec.reason = Some(failure_reason(e));
@@ -78,13 +145,14 @@ impl Engine {
         result
     }
 
-    async fn copy_inner(
+    /// The checkpoint record a copy starts from, with the event's sequencer applied; `Err`
+    /// carries the report for an event that is stale or a duplicate.
+    pub(super) fn start_record(
         &self,
         req: &CopyRequest,
-        target: &BlobTarget,
         target_id: &str,
         seen: Option<&Versioned>,
-    ) -> Result<CopyReport> {
+    ) -> std::result::Result<ObjectRecord, CopyReport> {
         let mut rec = ObjectRecord::new(&req.bucket, &req.key, target_id, Outcome::Copied);
         rec.run_id = req.run_id.clone();
         let applied = seen.and_then(|s| s.record.sequencer.clone());
@@ -95,7 +163,7 @@ impl Engine {
                     let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
                     rep.blob = s.record.blob.clone();
                     rep.reason = Some(format!("stale event: sequencer {new} is not after applied {old}"));
-                    return Ok(rep);
+                    return Err(rep);
                 }
             }
             rec.sequencer = match (&ev.sequencer, &applied) {
@@ -110,6 +178,21 @@ impl Engine {
             rec.last_event = s.record.last_event.clone();
             rec.event_time = s.record.event_time.clone();
         }
+        Ok(rec)
+    }
+
+    pub(super) async fn copy_inner(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+        budget: Option<u64>,
+    ) -> Result<Step> {
+        let mut rec = match self.start_record(req, target_id, seen) {
+            Ok(rec) => rec,
+            Err(stale) => return Ok(Step::Done(stale)),
+        };
 
         let name = match blob_name(&req.key, &req.source_prefix, &req.target_prefix) {
             Ok(n) => n,
@@ -128,6 +211,24 @@ impl Engine {
         if let (Some((etag, size)), Some(s)) = (&req.listed, seen_for_skip) {
             if is_current(&s.record, etag, *size, &name) {
                 return Ok(no_transfer(*size, name, "checkpoint matches the listing"));
+            }
+        }
+
+        // A small object of known ETag takes one GET (its answer carries every header HEAD
+        // gives) instead of HEAD + ranged GET. Streamed only: server-side reads nothing here.
+        if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
+            if *size <= self.cfg.block_size {
+                match self.s3.get_small(&req.bucket, &req.key, etag).await {
+                    Ok(Some((head, data))) => {
+                        return self.copy_small(req, target, rec, &name, head, data, seen).await;
+                    }
+                    Ok(None) => return self.source_gone(req, target, rec, &name, seen).await,
+                    // Changed since listed, archived, or otherwise unreadable: HEAD decides.
+                    Err(e) if !e.is_retryable() => {
+                        tracing::debug!(bucket = %req.bucket, key = %req.key, error = %e, "single GET declined; taking HEAD");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
 
@@ -153,7 +254,7 @@ impl Engine {
             }
         }
         // ...or the blob's provenance says it holds it.
-        let existing = target.properties(&name).await?;
+        let existing = self.existing_blob(req, target, &name, seen).await?;
         if let Some(p) = &existing {
             if provenance(&p.metadata) == Some((head.etag.as_str(), head.size)) && p.size == head.size {
                 rec.verified = Some("provenance".into());
@@ -164,20 +265,15 @@ impl Engine {
             }
         }
 
-        let meta = match map_metadata(&req.bucket, &req.key, &head, self.cfg.metadata_policy) {
-            Ok(m) => m,
+        let props = match self.commit_props(req, &head) {
+            Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
-        if !meta.excluded.is_empty() || !meta.renamed.is_empty() {
-            tracing::info!(
-                bucket = %req.bucket, key = %req.key, excluded = ?meta.excluded, renamed = ?meta.renamed,
-                "metadata names adjusted by policy"
-            );
+        if let Some(budget) = budget {
+            if let Some(step) = self.split(req, target, target_id, seen, &name, &head, budget).await? {
+                return Ok(step);
+            }
         }
-        let props = CommitProps {
-            headers: head.headers.clone(),
-            metadata: meta.values,
-        };
 
         let job = Transfer {
             req,
@@ -204,6 +300,109 @@ impl Engine {
         self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
     }
 
+    /// The blob's properties, unless the request is `fresh` and no checkpoint row was read:
+    /// then it is taken to be absent and the write's If-None-Match checks that.
+    async fn existing_blob(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        name: &str,
+        seen: Option<&Versioned>,
+    ) -> Result<Option<BlobProps>> {
+        if req.fresh && seen.is_none() {
+            return Ok(None);
+        }
+        target.properties(name).await
+    }
+
+    /// A small object already read whole: verified in memory against the source's CRC64 or
+    /// MD5, then one Put Block (with its CRC64) and the commit.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_small(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        mut rec: ObjectRecord,
+        name: &str,
+        head: ObjectHead,
+        data: bytes::Bytes,
+        seen: Option<&Versioned>,
+    ) -> Result<Step> {
+        rec.etag = Some(head.etag.clone());
+        rec.size = Some(head.size);
+        rec.version_id = head.version_id.clone();
+        rec.last_modified = head.last_modified.clone();
+        let existing = self.existing_blob(req, target, name, seen).await?;
+        if let Some(p) = &existing {
+            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size)) && p.size == head.size {
+                rec.verified = Some("provenance".into());
+                let reason = Some("blob already holds this version".into());
+                return self
+                    .finish(rec, Outcome::NoTransferNeeded, reason, Some(&head), seen)
+                    .await;
+            }
+        }
+        let mut props = match self.commit_props(req, &head) {
+            Ok(p) => p,
+            Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
+        };
+        if data.len() as u64 != head.size {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "size mismatch for s3://{}/{}: source {} bytes, read {}",
+                    req.bucket,
+                    req.key,
+                    head.size,
+                    data.len()
+                ),
+            ));
+        }
+        let crc = checksum::crc64(&data);
+        let verified = match (head.crc64nvme, head.md5()) {
+            (Some(want), _) if want != crc => return Err(crc_mismatch(req, want, crc)),
+            (Some(_), _) => "crc64nvme",
+            (None, Some(want)) => {
+                let md5: [u8; 16] = Md5::digest(&data).into();
+                if md5 != want {
+                    return Err(mismatch(req, &hex::encode(want), &hex::encode(md5)));
+                }
+                "md5"
+            }
+            (None, None) => "size",
+        };
+        props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
+        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+        if layout.count() == 1 {
+            target.stage_block(name, &layout.id(0), data, crc).await?;
+        }
+        target
+            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing.as_ref()))
+            .await?;
+        rec.path = Some("streamed".into());
+        rec.verified = Some(verified.into());
+        self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
+    }
+
+    /// Content headers and mapped metadata for the blob; `Err` is the policy's refusal.
+    pub(super) fn commit_props(
+        &self,
+        req: &CopyRequest,
+        head: &ObjectHead,
+    ) -> std::result::Result<CommitProps, String> {
+        let meta = map_metadata(&req.bucket, &req.key, head, self.cfg.metadata_policy)?;
+        if !meta.excluded.is_empty() || !meta.renamed.is_empty() {
+            tracing::info!(
+                bucket = %req.bucket, key = %req.key, excluded = ?meta.excluded, renamed = ?meta.renamed,
+                "metadata names adjusted by policy"
+            );
+        }
+        Ok(CommitProps {
+            headers: head.headers.clone(),
+            metadata: meta.values,
+        })
+    }
+
     /// The source object is gone: mirror deletes our blob, additive keeps it.
     async fn source_gone(
         &self,
@@ -212,7 +411,7 @@ impl Engine {
         rec: ObjectRecord,
         name: &str,
         seen: Option<&Versioned>,
-    ) -> Result<CopyReport> {
+    ) -> Result<Step> {
         if req.mode == SyncMode::Mirror {
             // Only delete what this tool wrote for this key: never an unrelated blob.
             if let Some(p) = target.properties(name).await? {
@@ -233,14 +432,14 @@ impl Engine {
             .await
     }
 
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         mut rec: ObjectRecord,
         outcome: Outcome,
         reason: Option<String>,
         head: Option<&ObjectHead>,
         seen: Option<&Versioned>,
-    ) -> Result<CopyReport> {
+    ) -> Result<Step> {
         rec.outcome = outcome;
         rec.reason = reason;
         rec.updated_at = now_rfc3339();
@@ -249,7 +448,7 @@ impl Engine {
             rec.sequencer = seen.and_then(|s| s.record.sequencer.clone());
         }
         self.checkpoint.put(&rec, seen).await?;
-        Ok(CopyReport {
+        Ok(Step::Done(CopyReport {
             outcome,
             reason: rec.reason,
             bytes: head.map_or(0, |h| h.size),
@@ -266,7 +465,7 @@ impl Engine {
                 Some("provenance") => Some("provenance"),
                 _ => None,
             },
-        })
+        }))
     }
 
     /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
@@ -310,42 +509,28 @@ impl Engine {
             }
         } else {
             let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
-            let url = Arc::new(url);
-            let results: Vec<Result<(u64, Option<u64>)>> = futures::stream::iter(0..layout.count())
-                .map(|i| {
-                    let (t, url, layout) = (target.clone(), url.clone(), &layout);
-                    async move {
-                        t.stage_block_from_url(name, &layout.id(i), &url, layout.range(i))
-                            .await
-                            .map(|c| (i, c))
-                    }
-                })
-                .buffer_unordered(self.cfg.block_concurrency)
-                .collect()
-                .await;
-            let mut crcs = results.into_iter().collect::<Result<Vec<_>>>()?;
-            crcs.sort_by_key(|(i, _)| *i);
+            let crcs = self
+                .stage_from_url(target, name, &url, &layout, 0..layout.count())
+                .await?;
+            let whole = combine(&layout, 0, &crcs);
             let mut props = props.clone();
-            let mut verified = None;
-            if let Some(want) = head.crc64nvme {
-                // Every block's CRC is needed; Azure returns one for each Put Block From URL.
-                let mut whole = checksum::Running::default();
-                for (i, c) in &crcs {
-                    let r = layout.range(*i);
-                    let c = c.ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Transient,
-                            format!("{name}: Put Block From URL returned no CRC64"),
-                        )
-                    })?;
-                    whole.push(c, r.end - r.start);
+            let verified = match (head.crc64nvme, whole) {
+                (Some(want), Some(got)) => {
+                    if got != want {
+                        return Err(crc_mismatch(req, want, got));
+                    }
+                    props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
+                    Some("crc64nvme")
                 }
-                if whole.value() != want {
-                    return Err(crc_mismatch(req, want, whole.value()));
+                // S3 has a CRC64 but Azure did not return one for every block.
+                (Some(_), None) => {
+                    return Err(Error::new(
+                        ErrorKind::Transient,
+                        format!("{name}: Put Block From URL returned no CRC64"),
+                    ))
                 }
-                props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
-                verified = Some("crc64nvme");
-            }
+                (None, _) => None,
+            };
             target
                 .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
                 .await?;
@@ -370,27 +555,58 @@ impl Engine {
         Ok(if expected.is_some() { "md5" } else { "size" })
     }
 
-    /// Streamed copy: ranged GETs (pinned to the HEADed ETag) feed Put Block with bounded
-    /// concurrency; at most `2 × concurrency` blocks are in memory. The whole-object MD5 is
-    /// computed in order and compared before the block list is committed, so a mismatch
-    /// leaves the previous blob (or none) in place.
-    async fn streamed(&self, job: &Transfer<'_>) -> Result<&'static str> {
-        let Transfer {
-            req,
-            target,
-            name,
-            head,
-            props,
-            existing,
-        } = *job;
-        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+    /// Put Block From URL for `blocks` of `layout`, `block_concurrency` at a time. Returns
+    /// the CRC64 Azure computed for each block, in block order.
+    pub(super) async fn stage_from_url(
+        &self,
+        target: &BlobTarget,
+        name: &str,
+        url: &Secret,
+        layout: &BlockLayout,
+        blocks: Range<u64>,
+    ) -> Result<Vec<Option<u64>>> {
+        let first = blocks.start;
+        let mut crcs: Vec<(u64, Option<u64>)> = futures::stream::iter(blocks)
+            .map(|i| async move {
+                target
+                    .stage_block_from_url(name, &layout.id(i), url, layout.range(i))
+                    .await
+                    .map(|c| (i, c))
+            })
+            .buffer_unordered(self.cfg.block_concurrency)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        crcs.sort_by_key(|(i, _)| *i);
+        debug_assert!(crcs.first().is_none_or(|(i, _)| *i == first));
+        Ok(crcs.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Ranged GETs (pinned to `etag`) feeding Put Block for `blocks` of `layout`, with
+    /// `block_concurrency` reads and as many uploads in flight, so at most
+    /// `2 × block_concurrency` blocks are in memory. Each block goes up with its CRC64, which
+    /// Azure checks. Returns the blocks' CRC64s and the MD5 of all the bytes in order.
+    pub(super) async fn stage_streamed(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        name: &str,
+        etag: &str,
+        layout: &BlockLayout,
+        blocks: Range<u64>,
+    ) -> Result<(Vec<u64>, [u8; 16])> {
         let c = self.cfg.block_concurrency;
-        let mut fetches = futures::stream::iter(0..layout.count())
+        let expected: u64 = blocks
+            .clone()
+            .map(|i| layout.range(i).end - layout.range(i).start)
+            .sum();
+        let mut fetches = futures::stream::iter(blocks)
             .map(|i| {
                 let range = layout.range(i);
                 async move {
                     self.s3
-                        .get_range(&req.bucket, &req.key, &head.etag, range)
+                        .get_range(&req.bucket, &req.key, etag, range)
                         .await
                         .map(|b| (i, b))
                 }
@@ -399,14 +615,14 @@ impl Engine {
         let uploads = Arc::new(Semaphore::new(c));
         let mut running = JoinSet::new();
         let mut whole = Md5::new();
-        let mut crc = checksum::Running::default();
+        let mut crcs = Vec::new();
         let mut moved = 0u64;
         while let Some(next) = fetches.next().await {
             let (i, data) = next?;
             whole.update(&data);
             moved += data.len() as u64;
             let block_crc = checksum::crc64(&data);
-            crc.push(block_crc, data.len() as u64);
+            crcs.push(block_crc);
             let permit = uploads
                 .clone()
                 .acquire_owned()
@@ -424,31 +640,48 @@ impl Engine {
         while let Some(done) = running.join_next().await {
             done.map_err(|e| Error::internal(format!("upload task: {e}")))??;
         }
-        if moved != head.size {
+        if moved != expected {
             return Err(Error::new(
                 ErrorKind::Integrity,
                 format!(
-                    "size mismatch for s3://{}/{}: source {} bytes, read {moved}",
-                    req.bucket, req.key, head.size
+                    "size mismatch for s3://{}/{}: expected {expected} bytes of the source, read {moved}",
+                    req.bucket, req.key
                 ),
             ));
         }
+        Ok((crcs, whole.finalize().into()))
+    }
+
+    /// Streamed copy of the whole object. The whole-object checksum is compared before the
+    /// block list is committed, so a mismatch leaves the previous blob (or none) in place.
+    async fn streamed(&self, job: &Transfer<'_>) -> Result<&'static str> {
+        let Transfer {
+            req,
+            target,
+            name,
+            head,
+            props,
+            existing,
+        } = *job;
+        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+        let (crcs, md5) = self
+            .stage_streamed(req, target, name, &head.etag, &layout, 0..layout.count())
+            .await?;
+        let crc =
+            combine(&layout, 0, &crcs.iter().map(|c| Some(*c)).collect::<Vec<_>>()).unwrap_or(checksum::crc64(b""));
         // The strongest check the source offers: its full-object CRC64, else its MD5 ETag,
         // else the size. Every block was also CRC-checked by Azure on the way in.
         let mut props = props.clone();
-        props
-            .metadata
-            .insert("s3sync_crc64nvme".into(), checksum::to_s3(crc.value()));
-        let md5 = whole.finalize();
+        props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
         let verified = match (head.crc64nvme, head.md5()) {
             (Some(want), _) => {
-                if crc.value() != want {
-                    return Err(crc_mismatch(req, want, crc.value()));
+                if crc != want {
+                    return Err(crc_mismatch(req, want, crc));
                 }
                 "crc64nvme"
             }
             (None, Some(want)) => {
-                if md5[..] != want[..] {
+                if md5 != want {
                     return Err(mismatch(req, &hex::encode(want), &hex::encode(md5)));
                 }
                 "md5"
@@ -462,6 +695,16 @@ impl Engine {
     }
 }
 
+/// The CRC64 of the blocks from `first` on, combined in order; `None` when one is unknown.
+pub(super) fn combine(layout: &BlockLayout, first: u64, crcs: &[Option<u64>]) -> Option<u64> {
+    let mut whole = checksum::Running::default();
+    for (n, c) in crcs.iter().enumerate() {
+        let r = layout.range(first + n as u64);
+        whole.push((*c)?, r.end - r.start);
+    }
+    Some(whole.value())
+}
+
 /// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`).
 pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) -> bool {
     matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
@@ -470,12 +713,12 @@ pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) ->
         && r.blob.as_deref() == Some(name)
 }
 
-fn no_transfer(bytes: u64, blob: String, why: &str) -> CopyReport {
+fn no_transfer(bytes: u64, blob: String, why: &str) -> Step {
     let mut rep = CopyReport::new(Outcome::NoTransferNeeded);
     rep.bytes = bytes;
     rep.blob = Some(blob);
     rep.reason = Some(why.into());
-    rep
+    Step::Done(rep)
 }
 
 /// One object being moved: what both copy paths need.
@@ -489,7 +732,7 @@ struct Transfer<'a> {
     existing: Option<&'a BlobProps>,
 }
 
-fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
+pub(super) fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
     Error::new(
         ErrorKind::Integrity,
         format!(
@@ -499,7 +742,7 @@ fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
     )
 }
 
-fn crc_mismatch(req: &CopyRequest, want: u64, got: u64) -> Error {
+pub(super) fn crc_mismatch(req: &CopyRequest, want: u64, got: u64) -> Error {
     Error::new(
         ErrorKind::Integrity,
         format!(

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod layout;
 pub mod metadata;
 pub mod naming;
+pub mod split;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,6 +55,39 @@ pub struct CopyRequest {
     /// Do not trust the checkpoint: look at the blob itself (`verify --repair`, after a blob
     /// was deleted or overwritten behind the checkpoint's back).
     pub recheck: bool,
+    /// One range of an object split across invocations, instead of the whole object.
+    pub part: Option<PartRef>,
+    /// The lister's checkpoint query found no row for this key: skip reading the row and the
+    /// blob's properties, and write with If-None-Match. A wrong hint costs a restart, never
+    /// an overwrite.
+    pub fresh: bool,
+}
+
+/// One range of a split copy: which source version, which range of its block layout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartRef {
+    /// Source ETag the split was planned for; a range of another version is never staged.
+    pub etag: String,
+    /// Range number, from 0.
+    pub index: u32,
+}
+
+/// What one call of [`Engine::copy_step`] achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The object is settled (copied, skipped, deleted, refused).
+    Done(CopyReport),
+    /// The object is too big for one invocation: its ranges are to be handed out.
+    Split(split::SplitPlan),
+    /// One range is staged and recorded; others are still missing, so nothing is committed.
+    Staged {
+        /// The range.
+        index: u32,
+        /// Ranges recorded so far.
+        staged: u32,
+        /// Ranges in the plan.
+        ranges: u32,
+    },
 }
 
 /// What an S3 event said about a key. The engine still decides on the HEAD of the source;

@@ -6,8 +6,9 @@ use serde_json::Value;
 use super::protocol::{dequeue_count, InvokeRequest};
 use super::{Failure, Handled};
 use crate::config::Config;
-use crate::engine::{CopyRequest, EventInfo, SyncMode};
+use crate::engine::{CopyRequest, EventInfo, PartRef, Step, SyncMode};
 use crate::error::{Error, ErrorKind};
+use crate::run::service::CopySink;
 use crate::AppState;
 
 /// The binding name of the queue trigger in `functions/CopyObject/function.json`.
@@ -48,6 +49,19 @@ pub struct CopyMessage {
     /// Look at the blob even when the checkpoint says it is current (`verify` repairs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck: Option<bool>,
+    /// One range of an object split across invocations (`{"etag":…,"index":…}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<crate::engine::PartRef>,
+    /// The object's ETag in the listing or event that produced this message (the SQS relay
+    /// writes it as S3 events do, `eTag`).
+    #[serde(default, alias = "eTag", skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Its size there. With `etag`, a small object is read with one GET instead of HEAD + GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The lister found no checkpoint row for the key (see `CopyRequest::fresh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<bool>,
 }
 
 /// Parses and validates a message; errors say what to fix.
@@ -78,6 +92,14 @@ pub fn parse_message(text: &str) -> Result<CopyMessage, Error> {
             )));
         }
     }
+    if let Some(p) = &m.part {
+        if p.etag.is_empty() || u64::from(p.index) >= crate::engine::layout::MAX_BLOCKS {
+            return Err(Error::invalid(format!(
+                "copy-objects message: `part` needs a source `etag` and an `index` below {}",
+                crate::engine::layout::MAX_BLOCKS
+            )));
+        }
+    }
     Ok(m)
 }
 
@@ -100,8 +122,11 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
             Some(_) => SyncMode::Additive,
             None => cfg.mode,
         },
-        listed: None,
+        listed: msg.etag.clone().zip(msg.size),
         recheck: msg.recheck.unwrap_or(false),
+        part: msg.part.clone(),
+        // A range's commit needs the row as it is, whatever the lister saw.
+        fresh: msg.fresh.unwrap_or(false) && msg.part.is_none(),
         event: msg.event.clone().map(|name| EventInfo {
             name,
             sequencer: msg.sequencer.clone(),
@@ -134,8 +159,49 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
         }
         None => None,
     };
-    match state.engine.copy_object(&copy).await {
-        Ok(report) => {
+    let budget = cfg.engine.invocation_bytes;
+    match state.engine.copy_step(&copy, Some(budget)).await {
+        Ok(Step::Split(plan)) => {
+            // Too big for one invocation: one message per range, each staged by its own
+            // invocation. Only the lease holder sends, so duplicates do not multiply them.
+            let sent = if plan.claimed { plan.unstaged.len() } else { 0 };
+            if sent > 0 {
+                let parts: Vec<CopyMessage> = plan
+                    .unstaged
+                    .iter()
+                    .map(|&index| CopyMessage {
+                        part: Some(PartRef {
+                            etag: plan.etag.clone(),
+                            index,
+                        }),
+                        fresh: None,
+                        ..msg.clone()
+                    })
+                    .collect();
+                let svc = state.runs().await.map_err(Failure::internal)?;
+                if let Err(e) = CopySink::send(&svc.copy_queue, parts).await {
+                    if let Err(r) = state.engine.release_split(&copy, &plan.etag).await {
+                        tracing::warn!(bucket = %copy.bucket, key = %copy.key, error = %r, "could not release the split lease; it runs out by itself");
+                    }
+                    return Err(Failure::internal(e));
+                }
+            }
+            Ok(Handled::new(
+                vec![format!(
+                    "s3://{}/{}: split into {} ranges ({} staged, {sent} sent)",
+                    copy.bucket, copy.key, plan.ranges, plan.staged
+                )],
+                serde_json::json!({"outcome": "split", "ranges": plan.ranges, "staged": plan.staged, "sent": sent}),
+            ))
+        }
+        Ok(Step::Staged { index, staged, ranges }) => Ok(Handled::new(
+            vec![format!(
+                "s3://{}/{}: range {index} staged ({staged} of {ranges})",
+                copy.bucket, copy.key
+            )],
+            serde_json::json!({"outcome": "staged", "range": index, "staged": staged, "ranges": ranges}),
+        )),
+        Ok(Step::Done(report)) => {
             if let Some((svc, id)) = run {
                 let tally = crate::run::counters::Tally::of_copy(report.outcome);
                 svc.store

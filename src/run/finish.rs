@@ -230,6 +230,8 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
                     event: None,
                     listed: None,
                     recheck: false,
+                    part: None,
+                    fresh: false,
                 };
                 let rep = svc.engine.copy_object(&req).await?;
                 if rep.outcome == crate::checkpoint::Outcome::Deleted {

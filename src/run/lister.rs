@@ -112,6 +112,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
             } else {
                 checkpoint.get(bucket, &o.key, &target_id).await?
             };
+            let fresh = row.is_none();
             if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, &name)) {
                 counts.add(Tally::NoTransferNeeded, o.size);
             } else if spec.dry_run {
@@ -132,6 +133,9 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                         }
                         .into(),
                     ),
+                    etag: Some(o.etag),
+                    size: Some(o.size),
+                    fresh: Some(fresh),
                     ..Default::default()
                 });
             }

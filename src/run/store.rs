@@ -13,6 +13,8 @@
 //! entity-group transaction: a replayed copy hits the existing marker (409) and counts
 //! nothing, and concurrent copies contend on 16 rows instead of one.
 
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 
 use super::counters::{Counters, Tally};
@@ -282,6 +284,65 @@ impl RunStore {
         }))
     }
 
+    /// Counts many keys, each once per run, with one transaction per shard for up to 99 of
+    /// them (their markers plus the shard's counter). For a single writer, the CLI, that is
+    /// about one table request per hundred copies instead of two a copy. A key counted
+    /// before (a replay) makes its group fall back to [`Self::record`], key by key.
+    pub async fn record_many(&self, id: &str, items: &[Counted]) -> Result<()> {
+        let mut shards: HashMap<String, Vec<(Entity, &Counted)>> = HashMap::new();
+        for c in items {
+            let m = count_marker(id, &c.key, c.tally, c.bytes, c.reason.as_deref());
+            shards.entry(m.partition_key.clone()).or_default().push((m, c));
+        }
+        for (pk, group) in shards {
+            for chunk in group.chunks(99) {
+                self.record_chunk(id, &pk, chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_chunk(&self, id: &str, pk: &str, chunk: &[(Entity, &Counted)]) -> Result<()> {
+        for attempt in 0..64u32 {
+            let current = self.table.get(pk, "counter").await?;
+            let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
+            for (_, c) in chunk {
+                counters.add(c.tally, c.bytes);
+            }
+            let mut row = Entity::new(pk, "counter");
+            counters.write(&mut row);
+            let tag = current.as_ref().and_then(|c| c.etag.clone());
+            let mut ops: Vec<BatchOp> = chunk.iter().map(|(m, _)| BatchOp::Insert(m)).collect();
+            ops.push(match &tag {
+                Some(t) => BatchOp::Update(&row, Some(t)),
+                None => BatchOp::Insert(&row),
+            });
+            match self.table.transact(&ops).await? {
+                BatchOutcome::Committed => return Ok(()),
+                BatchOutcome::Rejected { status: 409, code } if code != "EntityAlreadyExists" || tag.is_some() => {
+                    for (_, c) in chunk {
+                        self.record(id, &c.key, c.tally, c.bytes, c.reason.as_deref()).await?;
+                    }
+                    return Ok(());
+                }
+                BatchOutcome::Rejected { status: 409 | 412, .. } => {
+                    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                BatchOutcome::Rejected { status, code } => {
+                    return Err(Error::new(
+                        crate::error::kind_from_status(status, Some(&code)),
+                        format!("run {id}: counting {} keys: HTTP {status} {code}", chunk.len()),
+                    ))
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Throttled,
+            format!("run {id}: counter shard {pk} too contended"),
+        ))
+    }
+
     /// Writes the lister row if unchanged since read; `false` when another lister won.
     pub async fn save_lister(&self, id: &str, l: &ListerState) -> Result<bool> {
         let mut e = Entity::new(id, "lister");
@@ -301,16 +362,8 @@ impl RunStore {
     /// Counts `key` under `tally` exactly once per run, however often it is replayed.
     /// Returns whether this call counted it.
     pub async fn record(&self, id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&str>) -> Result<bool> {
-        let h = Sha256::digest(key.as_bytes());
-        let pk = format!("{id}~{:02}", u32::from(h[0]) % SHARDS);
-        let mut marker = Entity::new(&pk, format!("o{}", hex::encode(&h[..20])));
-        marker
-            .set_str("Key", key)
-            .set_str("Tally", tally.name())
-            .set_i64("Bytes", bytes as i64);
-        if let Some(r) = reason {
-            marker.set_str("Reason", crate::redact::redact(r));
-        }
+        let marker = count_marker(id, key, tally, bytes, reason);
+        let pk = marker.partition_key.clone();
         // Set when the key was counted as "no transfer needed" by a twin delivery that lost
         // the race to this one's copy: the count moves over instead of being added.
         let mut upgrade: Option<(String, u64)> = None;
@@ -446,6 +499,34 @@ pub fn new_run_id() -> String {
 /// Whether `id` looks like a run id (anything else is not looked up).
 pub fn valid_run_id(id: &str) -> bool {
     (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// One key's count for [`RunStore::record_many`].
+#[derive(Debug, Clone)]
+pub struct Counted {
+    /// The key.
+    pub key: String,
+    /// Its counter.
+    pub tally: Tally,
+    /// Its bytes.
+    pub bytes: u64,
+    /// Why, for failures.
+    pub reason: Option<String>,
+}
+
+/// The per-key marker that makes counting idempotent, in the key's counter shard.
+fn count_marker(id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&str>) -> Entity {
+    let h = Sha256::digest(key.as_bytes());
+    let pk = format!("{id}~{:02}", u32::from(h[0]) % SHARDS);
+    let mut marker = Entity::new(pk, format!("o{}", hex::encode(&h[..20])));
+    marker
+        .set_str("Key", key)
+        .set_str("Tally", tally.name())
+        .set_i64("Bytes", bytes as i64);
+    if let Some(r) = reason {
+        marker.set_str("Reason", crate::redact::redact(r));
+    }
+    marker
 }
 
 #[cfg(test)]

@@ -237,6 +237,8 @@ pub async fn repair(engine: &Engine, scope: &VerifyScope, keys: Vec<String>, con
                 listed: None,
                 // The checkpoint may vouch for a blob that was since deleted or overwritten.
                 recheck: true,
+                part: None,
+                fresh: false,
             };
             match engine.copy_object(&req).await {
                 Ok(r) => matches!(r.outcome, crate::checkpoint::Outcome::Copied),

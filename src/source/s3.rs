@@ -80,6 +80,41 @@ pub struct ListedObject {
     pub last_modified: Option<String>,
 }
 
+/// An [`ObjectHead`] from a HEAD or GET answer: both carry the same headers under the same
+/// accessor names (a macro, because the SDK gives them no common trait).
+macro_rules! object_head {
+    ($o:expr, $bucket:expr, $key:expr) => {{
+        let o = &$o;
+        let size = o.content_length().filter(|n| *n >= 0).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Transient,
+                format!("s3://{}/{}: answer without Content-Length", $bucket, $key),
+            )
+        })?;
+        Ok::<_, Error>(ObjectHead {
+            size: size as u64,
+            etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+            version_id: o.version_id().filter(|v| *v != "null").map(str::to_string),
+            last_modified: o
+                .last_modified()
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+            storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+            restore: o.restore().map(str::to_string),
+            sse: o.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse_customer: o.sse_customer_algorithm().is_some(),
+            headers: ContentHeaders {
+                content_type: o.content_type().map(str::to_string),
+                content_encoding: o.content_encoding().map(str::to_string),
+                content_language: o.content_language().map(str::to_string),
+                content_disposition: o.content_disposition().map(str::to_string),
+                cache_control: o.cache_control().map(str::to_string),
+            },
+            metadata: o.metadata().cloned().unwrap_or_default(),
+            crc64nvme: o.checksum_crc64_nvme().and_then(crate::engine::checksum::from_s3),
+        })
+    }};
+}
+
 /// An S3 client.
 #[derive(Debug, Clone)]
 pub struct S3Source {
@@ -125,33 +160,7 @@ impl S3Source {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let size = o.content_length().filter(|n| *n >= 0).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Transient,
-                format!("s3://{bucket}/{key}: HEAD answered without Content-Length"),
-            )
-        })?;
-        Ok(Some(ObjectHead {
-            size: size as u64,
-            etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
-            version_id: o.version_id().filter(|v| *v != "null").map(str::to_string),
-            last_modified: o
-                .last_modified()
-                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-            storage_class: o.storage_class().map(|s| s.as_str().to_string()),
-            restore: o.restore().map(str::to_string),
-            sse: o.server_side_encryption().map(|s| s.as_str().to_string()),
-            sse_customer: o.sse_customer_algorithm().is_some(),
-            headers: ContentHeaders {
-                content_type: o.content_type().map(str::to_string),
-                content_encoding: o.content_encoding().map(str::to_string),
-                content_language: o.content_language().map(str::to_string),
-                content_disposition: o.content_disposition().map(str::to_string),
-                cache_control: o.cache_control().map(str::to_string),
-            },
-            metadata: o.metadata().cloned().unwrap_or_default(),
-            crc64nvme: o.checksum_crc64_nvme().and_then(crate::engine::checksum::from_s3),
-        }))
+        object_head!(o, bucket, key).map(Some)
     }
 
     /// A presigned GET for Azure to read the object from. Pinned to `version_id` when the
@@ -214,6 +223,40 @@ impl S3Source {
                 Ok(data)
             })
             .await
+    }
+
+    /// The whole object with its headers, only if its ETag is still `etag` (else
+    /// [`ErrorKind::Precondition`]); `None` when it does not exist. For small objects: one
+    /// request instead of HEAD + GET.
+    pub async fn get_small(&self, bucket: &str, key: &str, etag: &str) -> Result<Option<(ObjectHead, Bytes)>> {
+        let r = self
+            .retry
+            .run("s3 get object", || async {
+                let o = self
+                    .client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_match(format!("\"{etag}\""))
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error(e, bucket, key, "get object"))?;
+                let head = object_head!(o, bucket, key)?;
+                let data = o
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Transient, format!("s3://{bucket}/{key}: reading body: {e}")))?
+                    .into_bytes();
+                Ok((head, data))
+            })
+            .await;
+        match r {
+            Ok(x) => Ok(Some(x)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// One page (up to 1000 keys) of a listing under `prefix`.

@@ -420,6 +420,8 @@ pub enum BatchOp<'a> {
     Merge(&'a Entity, Option<&'a str>),
     /// Replace, with If-Match when given (insert-or-replace without).
     Update(&'a Entity, Option<&'a str>),
+    /// Delete whatever version is stored; the transaction fails with 404 if it is gone.
+    Delete(&'a Entity),
 }
 
 /// How a transaction ended: all operations applied, or none.
@@ -456,6 +458,11 @@ impl TableClient {
                 BatchOp::Insert(e) => ("POST", self.url(&self.table), e, None),
                 BatchOp::Merge(e, m) => ("MERGE", self.entity_url(&e.partition_key, &e.row_key), e, m),
                 BatchOp::Update(e, m) => ("PUT", self.entity_url(&e.partition_key, &e.row_key), e, m),
+                BatchOp::Delete(e) => ("DELETE", self.entity_url(&e.partition_key, &e.row_key), e, Some("*")),
+            };
+            let payload = match op {
+                BatchOp::Delete(_) => String::new(),
+                _ => entity.to_json().to_string(),
             };
             body.push_str(&format!(
                 "--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n\
@@ -466,7 +473,7 @@ impl TableClient {
             if let Some(tag) = if_match {
                 body.push_str(&format!("If-Match: {tag}\r\n"));
             }
-            body.push_str(&format!("\r\n{}\r\n", entity.to_json()));
+            body.push_str(&format!("\r\n{payload}\r\n"));
         }
         body.push_str(&format!("--{changeset}--\r\n--{batch}--\r\n"));
         let url = self.url("$batch");

@@ -26,6 +26,8 @@ pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
         event: None,
         listed: None,
         recheck: false,
+        part: None,
+        fresh: false,
     }
 }
 
@@ -40,7 +42,7 @@ async fn server_side_engine(ctx: &TestCtx, double: &Proxy, extra: &[(&str, &str)
     ctx.engine(&o).await
 }
 
-async fn assert_blob(ctx: &TestCtx, name: &str, want: &[u8]) {
+pub(crate) async fn assert_blob(ctx: &TestCtx, name: &str, want: &[u8]) {
     let got = ctx
         .blob()
         .read(name)
@@ -457,7 +459,7 @@ async fn a_slow_copy_of_an_old_version_never_overwrites_a_newer_blob() {
 
 /// A multipart upload; with `crc64`, one carrying S3's full-object CRC64NVME (the SDK sends
 /// part checksums; S3, here moto with awscrt, combines them).
-async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>], crc64: bool) {
+pub(crate) async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>], crc64: bool) {
     use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
     let algorithm = crc64.then_some(ChecksumAlgorithm::Crc64Nvme);
     let c = ctx.s3.client();

@@ -10,6 +10,7 @@ mod handler;
 mod layout;
 mod runs;
 mod secrets;
+mod split;
 mod table;
 mod verify;
 mod web_identity;

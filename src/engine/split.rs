@@ -1,0 +1,637 @@
+//! Copies split across invocations.
+//!
+//! An object bigger than one invocation's budget (`SYNC_INVOCATION_MIB`) is cut into ranges
+//! of whole blocks of its [`BlockLayout`]. The plan and each staged range are rows in the
+//! checkpoint table under a partition of their own (`<object partition>~staging`), so the
+//! range queries over object rows never see them. Every range is staged by its own
+//! `copy-objects` message; the step that records the last range checks the combined CRC64
+//! against the source and commits the block list. A crash loses at most the ranges in
+//! flight: a range already recorded is never staged again.
+
+use std::ops::Range;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::copy::{combine, crc_mismatch};
+use super::layout::BlockLayout;
+use super::metadata::provenance;
+use super::{CopyRequest, Engine, PartRef, Step};
+use crate::checkpoint::{partition_key, Outcome, Versioned};
+use crate::config::CopyPath;
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::s3::ObjectHead;
+use crate::target::blob::{BlobTarget, WriteCondition};
+use crate::target::table::{BatchOp, BatchOutcome, Entity};
+
+/// How long a planner owns the sending of a plan's ranges. A planner that died before
+/// sending them is replaced once this has passed: its own message comes back after the
+/// host's visibility timeout, which is longer, and so does the next run's copy.
+const LEASE_SECS: i64 = 120;
+/// Most blocks in one range, so a range row's CRC list stays well below the Table service's
+/// 64 KiB property limit (17 characters a block).
+const MAX_BLOCKS_PER_RANGE: u64 = 1500;
+
+/// What a split hands to its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// Source version the plan is for.
+    pub etag: String,
+    /// Ranges in the plan.
+    pub ranges: u32,
+    /// Ranges already recorded.
+    pub staged: u32,
+    /// Ranges not recorded yet, in order.
+    pub unstaged: Vec<u32>,
+    /// Whether this caller holds the plan's lease and so must send `unstaged` as messages
+    /// (a fresh plan, or one whose last sender's lease ran out). A duplicate planner that
+    /// does not hold it sends nothing.
+    pub claimed: bool,
+}
+
+/// The stored plan of one split copy.
+#[derive(Debug, Clone)]
+struct Plan {
+    etag: String,
+    size: u64,
+    version_id: Option<String>,
+    block_size: u64,
+    per_range: u64,
+    ranges: u32,
+    blob: String,
+    lease_until: i64,
+    /// Table ETag of the row.
+    tag: String,
+}
+
+impl Plan {
+    fn layout(&self) -> BlockLayout {
+        BlockLayout::new(self.size, &self.etag, self.block_size)
+    }
+
+    fn blocks(&self, index: u32) -> Range<u64> {
+        let count = self.layout().count();
+        let start = u64::from(index) * self.per_range;
+        start.min(count)..(start + self.per_range).min(count)
+    }
+
+    fn to_entity(&self, pk: &str, rk: &str, key: &str) -> Entity {
+        let mut e = Entity::new(pk, rk);
+        e.set_str("SourceKey", key)
+            .set_str("Etag", &self.etag)
+            .set_i64("Size", self.size as i64)
+            .set_i64("BlockSize", self.block_size as i64)
+            .set_i64("BlocksPerRange", self.per_range as i64)
+            .set_i64("Ranges", i64::from(self.ranges))
+            .set_str("Blob", &self.blob)
+            .set_i64("LeaseUntil", self.lease_until);
+        if let Some(v) = &self.version_id {
+            e.set_str("VersionId", v);
+        }
+        e
+    }
+
+    fn from_entity(e: &Entity) -> Option<Plan> {
+        Some(Plan {
+            etag: e.get_str("Etag")?.to_string(),
+            size: e.get_i64("Size")? as u64,
+            version_id: e.get_str("VersionId").map(str::to_string),
+            block_size: e.get_i64("BlockSize")? as u64,
+            per_range: e.get_i64("BlocksPerRange")?.max(1) as u64,
+            ranges: e.get_i64("Ranges")? as u32,
+            blob: e.get_str("Blob")?.to_string(),
+            lease_until: e.get_i64("LeaseUntil").unwrap_or(0),
+            tag: e.etag.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// One recorded range: its blocks' CRC64s (Azure's or ours; `-` when Azure gave none) and
+/// how it was moved.
+#[derive(Debug, Clone)]
+struct RangeRow {
+    index: u32,
+    crcs: Vec<Option<u64>>,
+    bytes: u64,
+    path: &'static str,
+}
+
+impl RangeRow {
+    fn to_entity(&self, pk: &str, rk: &str) -> Entity {
+        let crcs: Vec<String> = self
+            .crcs
+            .iter()
+            .map(|c| c.map_or_else(|| "-".to_string(), |c| format!("{c:016x}")))
+            .collect();
+        let mut e = Entity::new(pk, rk);
+        e.set_i64("Range", i64::from(self.index))
+            .set_i64("Bytes", self.bytes as i64)
+            .set_str("Crcs", crcs.join(","))
+            .set_str("Path", self.path);
+        e
+    }
+
+    fn from_entity(e: &Entity) -> Option<RangeRow> {
+        let crcs = e.get_str("Crcs")?;
+        Some(RangeRow {
+            index: e.get_i64("Range")? as u32,
+            bytes: e.get_i64("Bytes")? as u64,
+            crcs: if crcs.is_empty() {
+                Vec::new()
+            } else {
+                crcs.split(',').map(|c| u64::from_str_radix(c, 16).ok()).collect()
+            },
+            path: if e.get_str("Path") == Some("server-side") {
+                "server-side"
+            } else {
+                "streamed"
+            },
+        })
+    }
+}
+
+/// Partition of the staging rows of objects of `bucket` copied to `target`.
+fn staging_pk(bucket: &str, target: &str) -> String {
+    format!("{}~staging", partition_key(bucket, target))
+}
+
+/// Row-key prefix of one key's staging rows (any version); hashed, so any key fits.
+fn key_tag(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// Row-key prefix of one version's staging rows.
+fn version_prefix(key: &str, etag: &str) -> String {
+    format!(
+        "{}-{}-",
+        key_tag(key),
+        hex::encode(&Sha256::digest(etag.as_bytes())[..4])
+    )
+}
+
+fn plan_rk(key: &str, etag: &str) -> String {
+    format!("{}p", version_prefix(key, etag))
+}
+
+fn range_rk(key: &str, etag: &str, index: u32) -> String {
+    format!("{}r{index:05}", version_prefix(key, etag))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+impl Engine {
+    /// Splits the object into ranges when it is bigger than `budget`; `None` when it fits
+    /// in one invocation. A plan that exists already is reused: its recorded ranges are kept.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn split(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+        name: &str,
+        head: &ObjectHead,
+        budget: u64,
+    ) -> Result<Option<Step>> {
+        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+        let per_range = (budget / layout.block_size).clamp(1, MAX_BLOCKS_PER_RANGE);
+        let ranges = layout.count().div_ceil(per_range);
+        if ranges <= 1 {
+            return Ok(None);
+        }
+        let pk = staging_pk(&req.bucket, target_id);
+        let rk = plan_rk(&req.key, &head.etag);
+        let now = unix_now();
+        let fresh = Plan {
+            etag: head.etag.clone(),
+            size: head.size,
+            version_id: head.version_id.clone(),
+            block_size: layout.block_size,
+            per_range,
+            ranges: ranges as u32,
+            blob: name.to_string(),
+            lease_until: now + LEASE_SECS,
+            tag: String::new(),
+        };
+        let table = self.checkpoint.table();
+        match table.insert(&fresh.to_entity(&pk, &rk, &req.key)).await {
+            Ok(_) => {
+                // Ranges staged for older versions of this key will never be committed.
+                self.drop_staging(&pk, &req.key, Some(&head.etag)).await;
+                return Ok(Some(Step::Split(SplitPlan {
+                    etag: head.etag.clone(),
+                    ranges: fresh.ranges,
+                    staged: 0,
+                    unstaged: (0..fresh.ranges).collect(),
+                    claimed: true,
+                })));
+            }
+            Err(e) if e.kind() == ErrorKind::Precondition => {}
+            Err(e) => return Err(e),
+        }
+        // The plan exists: another planner, or this message again after a crash.
+        let plan = self.load_plan(&pk, &req.key, &head.etag).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Precondition,
+                format!("s3://{}/{}: split plan vanished while read", req.bucket, req.key),
+            )
+        })?;
+        let rows = self.staged_ranges(&pk, &req.key, &plan).await?;
+        if rows.len() as u32 >= plan.ranges {
+            // Everything is staged but the commit did not happen (its step died): do it.
+            return self
+                .commit_split(req, target, target_id, seen, &plan, rows)
+                .await
+                .map(Some);
+        }
+        let unstaged: Vec<u32> = (0..plan.ranges)
+            .filter(|i| !rows.iter().any(|r| r.index == *i))
+            .collect();
+        // Whoever sent the ranges holds the lease; after it runs out (the sender died, or its
+        // messages were lost), the next planner takes over and sends what is missing.
+        let claimed = if plan.lease_until <= now {
+            let mut e = Entity::new(&pk, &rk);
+            e.set_i64("LeaseUntil", now + LEASE_SECS);
+            match table.merge(&e, Some(&plan.tag)).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == ErrorKind::Precondition => false,
+                Err(e) => return Err(e),
+            }
+        } else {
+            false
+        };
+        Ok(Some(Step::Split(SplitPlan {
+            etag: plan.etag.clone(),
+            ranges: plan.ranges,
+            staged: rows.len() as u32,
+            unstaged,
+            claimed,
+        })))
+    }
+
+    /// Gives up the lease on a plan whose ranges could not be sent, so the message's retry
+    /// sends them instead of finding the plan owned.
+    pub async fn release_split(&self, req: &CopyRequest, etag: &str) -> Result<()> {
+        let target_id = self.target(&req.container)?.id();
+        let mut e = Entity::new(staging_pk(&req.bucket, &target_id), plan_rk(&req.key, etag));
+        e.set_i64("LeaseUntil", 0);
+        self.checkpoint.table().merge(&e, Some("*")).await.map(|_| ())
+    }
+
+    /// Stages one range (unless it is recorded already) and commits when it was the last.
+    pub(super) async fn copy_part(
+        &self,
+        req: &CopyRequest,
+        part: &PartRef,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+        budget: Option<u64>,
+    ) -> Result<Step> {
+        let pk = staging_pk(&req.bucket, target_id);
+        let Some(plan) = self.load_plan(&pk, &req.key, &part.etag).await? else {
+            // Committed already, abandoned after a mismatch, or replaced by a newer version:
+            // the whole-object path decides (skip, plan again, or source gone).
+            let mut whole = req.clone();
+            whole.part = None;
+            return self.copy_inner(&whole, target, target_id, seen, budget).await;
+        };
+        if part.index >= plan.ranges {
+            return Err(Error::invalid(format!(
+                "s3://{}/{}: range {} does not exist; the split has {} ranges",
+                req.bucket, req.key, part.index, plan.ranges
+            )));
+        }
+        let table = self.checkpoint.table();
+        let rk = range_rk(&req.key, &plan.etag, part.index);
+        if table.get(&pk, &rk).await?.is_none() {
+            let row = self.stage_range(req, target, &plan, part.index).await?;
+            // Insert-or-replace (a duplicate delivery staged the same bytes), in one
+            // transaction with a touch of the plan row: if the plan is gone (committed and
+            // dropped meanwhile), no orphan range row is left behind.
+            let mut touch = Entity::new(&pk, plan_rk(&req.key, &plan.etag));
+            touch.set_i64("TouchedAt", unix_now());
+            let range_row = row.to_entity(&pk, &rk);
+            match table
+                .transact(&[BatchOp::Update(&range_row, None), BatchOp::Merge(&touch, Some("*"))])
+                .await?
+            {
+                BatchOutcome::Committed => {}
+                BatchOutcome::Rejected { status: 404, .. } => {
+                    let mut whole = req.clone();
+                    whole.part = None;
+                    return self.copy_inner(&whole, target, target_id, seen, budget).await;
+                }
+                BatchOutcome::Rejected { status, code } => {
+                    return Err(Error::new(
+                        crate::error::kind_from_status(status, Some(&code)),
+                        format!(
+                            "s3://{}/{}: recording range {}: HTTP {status} {code}",
+                            req.bucket, req.key, part.index
+                        ),
+                    ))
+                }
+            }
+        } else {
+            tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "already_staged", "range recorded before; not staged again");
+        }
+        let rows = self.staged_ranges(&pk, &req.key, &plan).await?;
+        if (rows.len() as u32) < plan.ranges {
+            return Ok(Step::Staged {
+                index: part.index,
+                staged: rows.len() as u32,
+                ranges: plan.ranges,
+            });
+        }
+        self.commit_split(req, target, target_id, seen, &plan, rows).await
+    }
+
+    /// Moves the blocks of one range: server-side when the path allows and Azure can read
+    /// the source, streamed otherwise.
+    async fn stage_range(&self, req: &CopyRequest, target: &BlobTarget, plan: &Plan, index: u32) -> Result<RangeRow> {
+        let layout = plan.layout();
+        let blocks = plan.blocks(index);
+        let bytes = blocks
+            .clone()
+            .map(|i| layout.range(i).end - layout.range(i).start)
+            .sum();
+        let streamed = || async {
+            self.stage_streamed(req, target, &plan.blob, &plan.etag, &layout, blocks.clone())
+                .await
+                .map(|(crcs, _)| ("streamed", crcs.into_iter().map(Some).collect()))
+        };
+        let server_side = || async {
+            let url = self
+                .s3
+                .presign_get(
+                    &req.bucket,
+                    &req.key,
+                    plan.version_id.as_deref(),
+                    self.cfg.presign_expiry,
+                )
+                .await?;
+            self.stage_from_url(target, &plan.blob, &url, &layout, blocks.clone())
+                .await
+                .map(|crcs| ("server-side", crcs))
+        };
+        let (path, crcs) = match self.cfg.copy_path {
+            CopyPath::Streamed => streamed().await?,
+            CopyPath::ServerSide => server_side().await?,
+            CopyPath::Auto => match server_side().await {
+                Err(e) if e.kind() == ErrorKind::CopySourceUnreachable => streamed().await?,
+                r => r?,
+            },
+        };
+        Ok(RangeRow {
+            index,
+            crcs,
+            bytes,
+            path,
+        })
+    }
+
+    /// Checks the recorded ranges against the source and commits the block list. Never
+    /// commits a partial or mismatched list; a mismatch drops the staging rows so the retry
+    /// stages everything again.
+    async fn commit_split(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+        plan: &Plan,
+        mut rows: Vec<RangeRow>,
+    ) -> Result<Step> {
+        let pk = staging_pk(&req.bucket, target_id);
+        let mut rec = match self.start_record(req, target_id, seen) {
+            Ok(rec) => rec,
+            Err(stale) => return Ok(Step::Done(stale)),
+        };
+        let head = match self.s3.head(&req.bucket, &req.key).await? {
+            Some(h) if h.etag == plan.etag => h,
+            _ => {
+                // The source changed or went away since the split: these blocks are not it.
+                // Starting over takes the whole-object path (plan again, or source gone).
+                self.drop_staging(&pk, &req.key, None).await;
+                return Err(Error::new(
+                    ErrorKind::Precondition,
+                    format!(
+                        "s3://{}/{}: source changed while its ranges were staged",
+                        req.bucket, req.key
+                    ),
+                ));
+            }
+        };
+        rows.sort_by_key(|r| r.index);
+        let layout = plan.layout();
+        let crcs: Vec<Option<u64>> = rows.iter().flat_map(|r| r.crcs.iter().copied()).collect();
+        let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
+        if crcs.len() as u64 != layout.count() || bytes != plan.size {
+            self.drop_staging(&pk, &req.key, None).await;
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "size mismatch for s3://{}/{}: staged ranges hold {bytes} bytes in {} blocks; the source has {} in {}",
+                    req.bucket,
+                    req.key,
+                    crcs.len(),
+                    plan.size,
+                    layout.count()
+                ),
+            ));
+        }
+        let whole = combine(&layout, 0, &crcs);
+        let verified = match (head.crc64nvme, whole) {
+            (Some(want), Some(got)) if want != got => {
+                self.drop_staging(&pk, &req.key, None).await;
+                return Err(crc_mismatch(req, want, got));
+            }
+            (Some(_), Some(_)) => "crc64nvme",
+            // Each block was CRC-checked on its way in; the MD5 of a single-part source
+            // cannot be rebuilt from ranges hashed in parallel, so the whole object is
+            // checked by size.
+            _ => "size",
+        };
+        rec.blob = Some(plan.blob.clone());
+        rec.etag = Some(head.etag.clone());
+        rec.size = Some(head.size);
+        rec.version_id = head.version_id.clone();
+        rec.last_modified = head.last_modified.clone();
+        let mut props = match self.commit_props(req, &head) {
+            Ok(p) => p,
+            Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
+        };
+        if let Some(c) = whole {
+            props
+                .metadata
+                .insert("s3sync_crc64nvme".into(), super::checksum::to_s3(c));
+        }
+        let existing = target.properties(&plan.blob).await?;
+        // A concurrent step that recorded another last range may have committed already.
+        let committed = existing
+            .as_ref()
+            .is_some_and(|p| p.size == plan.size && provenance(&p.metadata) == Some((plan.etag.as_str(), plan.size)));
+        let server_side = rows.iter().all(|r| r.path == "server-side");
+        rec.path = Some(if server_side { "server-side" } else { "streamed" }.into());
+        rec.verified = Some(verified.into());
+        let (outcome, reason) = if committed {
+            (
+                Outcome::NoTransferNeeded,
+                Some("committed by a concurrent step for another range".to_string()),
+            )
+        } else {
+            target
+                .commit_blocks(
+                    &plan.blob,
+                    &layout.ids(),
+                    &props,
+                    &WriteCondition::after(existing.as_ref()),
+                )
+                .await?;
+            (Outcome::Copied, None)
+        };
+        let step = self.finish(rec, outcome, reason, Some(&head), seen).await?;
+        self.drop_staging(&pk, &req.key, None).await;
+        Ok(step)
+    }
+
+    async fn load_plan(&self, pk: &str, key: &str, etag: &str) -> Result<Option<Plan>> {
+        let e = self.checkpoint.table().get(pk, &plan_rk(key, etag)).await?;
+        Ok(e.as_ref().and_then(Plan::from_entity))
+    }
+
+    /// The recorded ranges of `plan`: one range query.
+    async fn staged_ranges(&self, pk: &str, key: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
+        let prefix = version_prefix(key, &plan.etag);
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{}r' and RowKey lt '{}s'",
+            quote(pk),
+            prefix,
+            prefix
+        );
+        let rows = self.checkpoint.table().query_all(Some(&filter)).await?;
+        Ok(rows
+            .iter()
+            .filter_map(RangeRow::from_entity)
+            .filter(|r| r.index < plan.ranges)
+            .collect())
+    }
+
+    /// Deletes the staging rows of `key`, except those of version `keep`. Best effort: a
+    /// row left behind costs storage only, since plans are looked up by version.
+    async fn drop_staging(&self, pk: &str, key: &str, keep: Option<&str>) {
+        let table = self.checkpoint.table();
+        let tag = key_tag(key);
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
+            quote(pk)
+        );
+        let keep = keep.map(|etag| version_prefix(key, etag));
+        // A few passes: a row deleted by another step first rejects a whole batch.
+        for _ in 0..3 {
+            let rows = match table.query_all(Some(&filter)).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "could not list staging rows to drop");
+                    return;
+                }
+            };
+            let doomed: Vec<&Entity> = rows
+                .iter()
+                .filter(|e| keep.as_ref().is_none_or(|k| !e.row_key.starts_with(k.as_str())))
+                .collect();
+            let mut clean = true;
+            for chunk in doomed.chunks(100) {
+                let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Delete(e)).collect();
+                match table.transact(&ops).await {
+                    Ok(BatchOutcome::Committed) => {}
+                    Ok(BatchOutcome::Rejected { status: 404, .. }) => clean = false,
+                    Ok(BatchOutcome::Rejected { status, code }) => {
+                        tracing::warn!(key, status, code, "could not drop staging rows");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "could not drop staging rows");
+                        return;
+                    }
+                }
+            }
+            if clean {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(size: u64, block: u64, per_range: u64) -> Plan {
+        let layout = BlockLayout::new(size, "e", block);
+        let ranges = layout.count().div_ceil(per_range) as u32;
+        Plan {
+            etag: "e".into(),
+            size,
+            version_id: None,
+            block_size: layout.block_size,
+            per_range,
+            ranges,
+            blob: "b".into(),
+            lease_until: 0,
+            tag: String::new(),
+        }
+    }
+
+    #[test]
+    fn ranges_cover_every_block_once() {
+        let mib = 1024 * 1024;
+        let p = plan(200 * mib + 3, 8 * mib, 4);
+        assert_eq!(p.ranges, 7);
+        let all: Vec<u64> = (0..p.ranges).flat_map(|i| p.blocks(i)).collect();
+        assert_eq!(all, (0..p.layout().count()).collect::<Vec<_>>());
+        assert_eq!(p.blocks(6), 24..26);
+    }
+
+    #[test]
+    fn row_keys_group_by_key_and_version_and_sort_ranges() {
+        let (a, b) = (range_rk("k", "e1", 2), range_rk("k", "e1", 10));
+        assert!(a < b, "ranges sort by number");
+        assert!(a.starts_with(&version_prefix("k", "e1")));
+        assert!(plan_rk("k", "e1").starts_with(&key_tag("k")));
+        assert_ne!(version_prefix("k", "e1"), version_prefix("k", "e2"));
+        assert!(range_rk(&"x".repeat(1024), "e", 49_999).len() < 100);
+        // The range filter `ge …r and lt …s` takes ranges, not the plan.
+        let p = version_prefix("k", "e1");
+        assert!(plan_rk("k", "e1") < format!("{p}r"));
+    }
+
+    #[test]
+    fn range_rows_round_trip_including_unknown_crcs() {
+        let row = RangeRow {
+            index: 3,
+            crcs: vec![Some(0xdead_beef), None, Some(u64::MAX)],
+            bytes: 42,
+            path: "server-side",
+        };
+        let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
+        assert_eq!(back.crcs, row.crcs);
+        let row = RangeRow {
+            index: 3,
+            crcs: vec![None],
+            bytes: 42,
+            path: "server-side",
+        };
+        let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
+        assert_eq!(back.crcs, row.crcs);
+        assert_eq!((back.index, back.bytes, back.path), (3, 42, "server-side"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Objects bigger than one invocation's budget: split into block ranges, one `copy-objects`
+//! message each, staged by separate invocations of the real handler, committed once and
+//! verified; a crash in the middle resumes from the ranges already recorded.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use serde_json::{json, Value};
+
+use crate::copy_engine::{assert_blob, multipart};
+use crate::harness::handler::{queue_payload, HandlerProc};
+use crate::harness::host::{Host, VISIBILITY};
+use crate::harness::proxy::Proxy;
+use crate::harness::{bytes, TestCtx};
+use s3_blob_sync::checkpoint::{ObjectRecord, Outcome};
+use s3_blob_sync::engine::checksum;
+use s3_blob_sync::engine::layout::BlockLayout;
+
+const MIB: usize = 1024 * 1024;
+
+async fn record(ctx: &TestCtx, key: &str) -> Option<ObjectRecord> {
+    let engine = ctx.engine(&[]).await;
+    engine
+        .checkpoint()
+        .get(&ctx.bucket, key, &ctx.target_id())
+        .await
+        .unwrap()
+        .map(|v| v.record)
+}
+
+/// RowKeys left in the staging partitions of the checkpoint table.
+async fn staging_rows(ctx: &TestCtx) -> Vec<String> {
+    let rows = ctx.table().query_all(None).await.unwrap();
+    rows.iter()
+        .filter(|e| e.partition_key.ends_with("~staging"))
+        .map(|e| e.row_key.clone())
+        .collect()
+}
+
+/// How often the double copied each block (Put Block From URL), by block id.
+fn block_copies(double: &Proxy) -> HashMap<Vec<u8>, usize> {
+    let mut out = HashMap::new();
+    for line in double.stats().log.lock().unwrap().iter() {
+        let Some(query) = line.split(' ').nth(1).and_then(|p| p.split_once('?')).map(|(_, q)| q) else {
+            continue;
+        };
+        let pairs: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        if let (Some("block"), Some(id)) = (pairs.get("comp").map(String::as_str), pairs.get("blockid")) {
+            let id = base64::engine::general_purpose::STANDARD.decode(id).unwrap();
+            *out.entry(id).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn count(logs: &str, needle: &str) -> usize {
+    logs.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn a_200_mib_object_fans_out_into_ranges_then_commits_once_verified() {
+    let ctx = TestCtx::new("split").await;
+    let parts: Vec<Vec<u8>> = (0..10).map(|i| bytes(20 * MIB, 300 + i)).collect();
+    let whole = parts.concat();
+    multipart(&ctx, "big/200mib.bin", &parts, true).await;
+
+    // 8 MiB blocks, 32 MiB a invocation: 25 blocks in 7 ranges of at most 4 blocks.
+    let env = ctx.env_with(&[("SYNC_BLOCK_SIZE_MIB", "8"), ("SYNC_INVOCATION_MIB", "32")]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    host.copy
+        .send(
+            &json!({"bucket": ctx.bucket, "key": "big/200mib.bin"}).to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    host.drive_until(&h, Duration::from_secs(240), || async {
+        record(&ctx, "big/200mib.bin").await.map(|r| r.outcome) == Some(Outcome::Copied)
+    })
+    .await;
+
+    let logs = h.logs();
+    let splits: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("object split into ranges"))
+        .collect();
+    assert_eq!(splits.len(), 1, "one split");
+    assert!(splits[0].contains("\"ranges\":7"), "{}", splits[0]);
+    // Ranges that finish together may each find every range recorded: one commits, the
+    // others find its blob and report no transfer.
+    assert!(count(&logs, "range staged") >= 1, "ranges staged without committing");
+    assert_eq!(count(&logs, "\"outcome\":\"copied\""), 1, "one commit");
+    assert!(
+        host.copy_invocations.load(Ordering::SeqCst) >= 8,
+        "the planner plus one invocation a range"
+    );
+    let rec = record(&ctx, "big/200mib.bin").await.unwrap();
+    assert_eq!(rec.verified.as_deref(), Some("crc64nvme"), "{rec:?}");
+    assert_eq!(rec.path.as_deref(), Some("streamed"));
+    assert_eq!(rec.size, Some(whole.len() as u64));
+    let props = ctx.blob().properties("big/200mib.bin").await.unwrap().unwrap();
+    assert_eq!(
+        props.metadata["s3sync_crc64nvme"],
+        checksum::to_s3(checksum::crc64(&whole))
+    );
+    assert_blob(&ctx, "big/200mib.bin", &whole).await;
+    let left = staging_rows(&ctx).await;
+    assert!(
+        left.is_empty(),
+        "staging rows left after the commit: {left:?}\n{}",
+        crate::harness::host::tail(&logs)
+    );
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_half_the_ranges_resumes_without_restaging_them() {
+    let ctx = TestCtx::new("resume").await;
+    let parts: Vec<Vec<u8>> = (0..6).map(|i| bytes(8 * MIB, 400 + i)).collect();
+    let whole = parts.concat();
+    multipart(&ctx, "resume.bin", &parts, true).await;
+
+    // Server-side through the copy-from-URL double: 4 MiB blocks, 2 a range, 6 ranges.
+    let double = Proxy::blob_double().await;
+    let cs = ctx.connection_string_via(&double.url);
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_COPY_PATH", "server-side"),
+        ("SYNC_BLOCK_SIZE_MIB", "4"),
+        ("SYNC_INVOCATION_MIB", "8"),
+    ]);
+    let mut first = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let planner = json!({"bucket": ctx.bucket, "key": "resume.bin"});
+    let (status, out) = first.invoke("CopyObject", &queue_payload(&planner, 1)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["ReturnValue"]["outcome"], "split", "{out}");
+    assert_eq!(out["ReturnValue"]["ranges"], 6, "{out}");
+
+    let items = host.copy.receive(32, VISIBILITY).await.unwrap();
+    assert_eq!(items.len(), 6, "one message a range");
+    let msgs: Vec<Value> = items.iter().map(|i| serde_json::from_str(&i.text).unwrap()).collect();
+    let mut indexes: Vec<u64> = msgs.iter().map(|m| m["part"]["index"].as_u64().unwrap()).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1, 2, 3, 4, 5]);
+
+    // Three ranges are staged and recorded, but their acknowledgements never reach the
+    // queue (the host dies first), so they come back.
+    for m in &msgs[..3] {
+        let (status, out) = first.invoke("CopyObject", &queue_payload(m, 1)).await;
+        assert_eq!(
+            (status, out["ReturnValue"]["outcome"].as_str()),
+            (200, Some("staged")),
+            "{out}"
+        );
+    }
+    // The fourth is killed in the middle of its block copies.
+    double.faults().delay_ms.store(1500, Ordering::SeqCst);
+    let port = first.port;
+    let m4 = msgs[3].clone();
+    let crashing = tokio::spawn(async move {
+        let _ = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("http://127.0.0.1:{port}/CopyObject"))
+            .header("content-type", "application/json")
+            .body(queue_payload(&m4, 1).to_string())
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    first.kill();
+    let _ = crashing.await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    double.faults().delay_ms.store(0, Ordering::SeqCst);
+    let before = double.stats().copy_from_url.load(Ordering::SeqCst);
+    assert!(before >= 6, "three ranges of two blocks were copied: {before}");
+    assert!(
+        ctx.blob().properties("resume.bin").await.unwrap().is_none(),
+        "nothing is committed before every range is recorded"
+    );
+
+    // The leases run out (shortened here) and a new host works the queue to the end.
+    for item in &items {
+        host.copy.release(item, Duration::ZERO).await.unwrap();
+    }
+    let second = HandlerProc::start(&env).await;
+    host.drive_until(&second, Duration::from_secs(120), || async {
+        record(&ctx, "resume.bin").await.map(|r| r.outcome) == Some(Outcome::Copied)
+    })
+    .await;
+    let after = double.stats().copy_from_url.load(Ordering::SeqCst);
+    // By block: the three recorded ranges were copied once in all, before the crash; the
+    // others were copied (again) after it.
+    let head = ctx.s3.head(&ctx.bucket, "resume.bin").await.unwrap().unwrap();
+    let layout = BlockLayout::new(head.size, &head.etag, 4 * MIB as u64);
+    assert_eq!(layout.count(), 12);
+    let copies = block_copies(&double);
+    let recorded: Vec<u64> = msgs[..3]
+        .iter()
+        .flat_map(|m| {
+            let r = m["part"]["index"].as_u64().unwrap();
+            [2 * r, 2 * r + 1]
+        })
+        .collect();
+    for i in 0..layout.count() {
+        let n = copies.get(&layout.id(i)).copied().unwrap_or(0);
+        if recorded.contains(&i) {
+            assert_eq!(n, 1, "block {i} of a recorded range was staged again");
+        } else {
+            assert!(n >= 1, "block {i} was never staged");
+        }
+    }
+    assert!(
+        after - before >= 6,
+        "the unrecorded ranges were staged after the restart"
+    );
+    let logs = second.logs();
+    assert_eq!(
+        count(&logs, "\"outcome\":\"already_staged\""),
+        3,
+        "{}",
+        crate::harness::host::tail(&logs)
+    );
+    let rec = record(&ctx, "resume.bin").await.unwrap();
+    assert_eq!(
+        (rec.verified.as_deref(), rec.path.as_deref()),
+        (Some("crc64nvme"), Some("server-side")),
+        "{rec:?}"
+    );
+    assert_blob(&ctx, "resume.bin", &whole).await;
+    assert_eq!(staging_rows(&ctx).await, Vec::<String>::new());
+
+    // A range message delivered again after the commit changes nothing.
+    let (status, out) = second.invoke("CopyObject", &queue_payload(&msgs[0], 2)).await;
+    assert_eq!(
+        (status, out["ReturnValue"]["outcome"].as_str()),
+        (200, Some("no_transfer_needed")),
+        "{out}"
+    );
+    assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), after);
+    ctx.cleanup().await;
+}
