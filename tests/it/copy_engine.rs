@@ -566,3 +566,67 @@ async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caug
     assert_blob(&ctx, "mp2", &whole).await;
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
+    use s3_blob_sync::target::blob::{CommitProps, WriteCondition};
+    let ctx = TestCtx::new("oneget").await;
+    for (k, v) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "charlie")] {
+        ctx.put(k, v.as_bytes().to_vec()).await;
+    }
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let engine = ctx.engine(&[("AWS_ENDPOINT_URL", &s3_proxy.url)]).await;
+    let hinted = |key: &str, etag: &str, size: u64| {
+        let mut r = req(&ctx, key);
+        r.listed = Some((etag.to_string(), size));
+        r.fresh = true;
+        r
+    };
+
+    // As the lister sends it (ETag, size, no checkpoint row): one GET, no HEAD.
+    let a = ctx.s3.head(&ctx.bucket, "a.txt").await.unwrap().unwrap();
+    let log_before = s3_proxy.stats().log.lock().unwrap().len();
+    let rep = engine.copy_object(&hinted("a.txt", &a.etag, a.size)).await.unwrap();
+    assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("md5")), "{rep:?}");
+    let log: Vec<String> = s3_proxy.stats().log.lock().unwrap()[log_before..].to_vec();
+    assert_eq!(log.len(), 1, "one request to S3: {log:?}");
+    assert!(log[0].starts_with(&format!("GET /{}/a.txt", ctx.bucket)), "{log:?}");
+    assert_blob(&ctx, "a.txt", b"alpha").await;
+
+    // A blob the hint did not know of: the If-None-Match commit fails and the copy starts
+    // over, reading the blob's properties this time, and replaces it.
+    let blob = ctx.blob();
+    blob.stage_block(
+        "b.txt",
+        b"x",
+        bytes::Bytes::from_static(b"stale"),
+        checksum_of(b"stale"),
+    )
+    .await
+    .unwrap();
+    blob.commit_blocks(
+        "b.txt",
+        &[b"x".to_vec()],
+        &CommitProps::default(),
+        &WriteCondition::Always,
+    )
+    .await
+    .unwrap();
+    let b = ctx.s3.head(&ctx.bucket, "b.txt").await.unwrap().unwrap();
+    let rep = engine.copy_object(&hinted("b.txt", &b.etag, b.size)).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    assert_blob(&ctx, "b.txt", b"bravo").await;
+
+    // Changed since it was listed: the GET's If-Match fails and HEAD decides; the new
+    // version is copied, never the old one.
+    let c = ctx.s3.head(&ctx.bucket, "c.txt").await.unwrap().unwrap();
+    ctx.put("c.txt", b"charlie, second version".to_vec()).await;
+    let rep = engine.copy_object(&hinted("c.txt", &c.etag, c.size)).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    assert_blob(&ctx, "c.txt", b"charlie, second version").await;
+    ctx.cleanup().await;
+}
+
+fn checksum_of(data: &[u8]) -> u64 {
+    s3_blob_sync::engine::checksum::crc64(data)
+}
