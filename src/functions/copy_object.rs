@@ -122,7 +122,12 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
             Some(_) => SyncMode::Additive,
             None => cfg.mode,
         },
-        listed: msg.etag.clone().zip(msg.size),
+        // What a listing or a creation event saw. A removal event names the deleted version,
+        // which must not pass for "the source still has this".
+        listed: match msg.event.as_deref() {
+            Some(e) if e.starts_with("ObjectRemoved") => None,
+            _ => msg.etag.clone().zip(msg.size),
+        },
         recheck: msg.recheck.unwrap_or(false),
         part: msg.part.clone(),
         // A range's commit needs the row as it is, whatever the lister saw.
