@@ -129,6 +129,14 @@ impl ObjectRecord {
         }
     }
 
+    /// Records which source version the outcome applies to.
+    pub fn note_source(&mut self, head: &crate::source::s3::ObjectHead) {
+        self.etag = Some(head.etag.clone());
+        self.size = Some(head.size);
+        self.version_id = head.version_id.clone();
+        self.last_modified = head.last_modified.clone();
+    }
+
     fn to_entity(&self) -> Entity {
         let (pk, rk) = row_keys(&self.bucket, &self.key, &self.target);
         let mut e = Entity::new(pk, rk);

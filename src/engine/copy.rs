@@ -214,31 +214,10 @@ impl Engine {
             }
         }
 
-        // A small object of known ETag takes one GET (its answer carries every header HEAD
-        // gives) instead of HEAD + ranged GET. Streamed only: server-side reads nothing here.
-        if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
-            if *size <= self.cfg.block_size {
-                match self.s3.get_small(&req.bucket, &req.key, etag).await {
-                    Ok(Some((head, data))) => {
-                        return self.copy_small(req, target, rec, &name, head, data, seen).await;
-                    }
-                    Ok(None) => return self.source_gone(req, target, rec, &name, seen).await,
-                    // Changed since listed, archived, or otherwise unreadable: HEAD decides.
-                    Err(e) if !e.is_retryable() => {
-                        tracing::debug!(bucket = %req.bucket, key = %req.key, error = %e, "single GET declined; taking HEAD");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-
-        let Some(head) = self.s3.head(&req.bucket, &req.key).await? else {
+        let Some((head, small)) = self.read_source(req).await? else {
             return self.source_gone(req, target, rec, &name, seen).await;
         };
-        rec.etag = Some(head.etag.clone());
-        rec.size = Some(head.size);
-        rec.version_id = head.version_id.clone();
-        rec.last_modified = head.last_modified.clone();
+        rec.note_source(&head);
 
         if let Some(class) = head.unreadable_class() {
             let reason = format!("unsupported: {class} (restore the object first)");
@@ -256,7 +235,7 @@ impl Engine {
         // ...or the blob's provenance says it holds it.
         let existing = self.existing_blob(req, target, &name, seen).await?;
         if let Some(p) = &existing {
-            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size)) && p.size == head.size {
+            if holds(p, &head.etag, head.size) {
                 rec.verified = Some("provenance".into());
                 let reason = Some("blob already holds this version".into());
                 return self
@@ -269,6 +248,14 @@ impl Engine {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
+        if let Some(data) = small {
+            let verified = self
+                .commit_small(req, target, &name, &head, data, props, existing.as_ref())
+                .await?;
+            rec.path = Some("streamed".into());
+            rec.verified = Some(verified.into());
+            return self.finish(rec, Outcome::Copied, None, Some(&head), seen).await;
+        }
         if let Some(budget) = budget {
             if let Some(step) = self.split(req, target, target_id, seen, &name, &head, budget).await? {
                 return Ok(step);
@@ -315,37 +302,39 @@ impl Engine {
         target.properties(name).await
     }
 
-    /// A small object already read whole: verified in memory against the source's CRC64 or
-    /// MD5, then one Put Block (with its CRC64) and the commit.
+    /// The source's headers, and its bytes when a small object of known ETag could be read
+    /// with one GET (its answer carries every header HEAD gives) instead of HEAD + ranged
+    /// GET; `None` when the object does not exist. Streamed only: server-side reads nothing
+    /// here.
+    async fn read_source(&self, req: &CopyRequest) -> Result<Option<(ObjectHead, Option<bytes::Bytes>)>> {
+        if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
+            if *size <= self.cfg.block_size {
+                match self.s3.get_small(&req.bucket, &req.key, etag).await {
+                    Ok(got) => return Ok(got.map(|(head, data)| (head, Some(data)))),
+                    // Changed since listed, archived, or otherwise unreadable: HEAD decides.
+                    Err(e) if !e.is_retryable() => {
+                        tracing::debug!(bucket = %req.bucket, key = %req.key, error = %e, "single GET declined; taking HEAD");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(self.s3.head(&req.bucket, &req.key).await?.map(|h| (h, None)))
+    }
+
+    /// A small object already read whole: verified in memory like a streamed one, then one
+    /// Put Block (with its CRC64) and the commit. Returns the verification used.
     #[allow(clippy::too_many_arguments)]
-    async fn copy_small(
+    async fn commit_small(
         &self,
         req: &CopyRequest,
         target: &BlobTarget,
-        mut rec: ObjectRecord,
         name: &str,
-        head: ObjectHead,
+        head: &ObjectHead,
         data: bytes::Bytes,
-        seen: Option<&Versioned>,
-    ) -> Result<Step> {
-        rec.etag = Some(head.etag.clone());
-        rec.size = Some(head.size);
-        rec.version_id = head.version_id.clone();
-        rec.last_modified = head.last_modified.clone();
-        let existing = self.existing_blob(req, target, name, seen).await?;
-        if let Some(p) = &existing {
-            if provenance(&p.metadata) == Some((head.etag.as_str(), head.size)) && p.size == head.size {
-                rec.verified = Some("provenance".into());
-                let reason = Some("blob already holds this version".into());
-                return self
-                    .finish(rec, Outcome::NoTransferNeeded, reason, Some(&head), seen)
-                    .await;
-            }
-        }
-        let mut props = match self.commit_props(req, &head) {
-            Ok(p) => p,
-            Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
-        };
+        mut props: CommitProps,
+        existing: Option<&BlobProps>,
+    ) -> Result<&'static str> {
         if data.len() as u64 != head.size {
             return Err(Error::new(
                 ErrorKind::Integrity,
@@ -359,29 +348,16 @@ impl Engine {
             ));
         }
         let crc = checksum::crc64(&data);
-        let verified = match (head.crc64nvme, head.md5()) {
-            (Some(want), _) if want != crc => return Err(crc_mismatch(req, want, crc)),
-            (Some(_), _) => "crc64nvme",
-            (None, Some(want)) => {
-                let md5: [u8; 16] = Md5::digest(&data).into();
-                if md5 != want {
-                    return Err(mismatch(req, &hex::encode(want), &hex::encode(md5)));
-                }
-                "md5"
-            }
-            (None, None) => "size",
-        };
+        let verified = verify_streamed(req, head, crc, || Md5::digest(&data).into())?;
         props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
         if layout.count() == 1 {
             target.stage_block(name, &layout.id(0), data, crc).await?;
         }
         target
-            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing.as_ref()))
+            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
             .await?;
-        rec.path = Some("streamed".into());
-        rec.verified = Some(verified.into());
-        self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
+        Ok(verified)
     }
 
     /// Content headers and mapped metadata for the blob; `Err` is the policy's refusal.
@@ -673,26 +649,40 @@ impl Engine {
         // else the size. Every block was also CRC-checked by Azure on the way in.
         let mut props = props.clone();
         props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
-        let verified = match (head.crc64nvme, head.md5()) {
-            (Some(want), _) => {
-                if crc != want {
-                    return Err(crc_mismatch(req, want, crc));
-                }
-                "crc64nvme"
-            }
-            (None, Some(want)) => {
-                if md5 != want {
-                    return Err(mismatch(req, &hex::encode(want), &hex::encode(md5)));
-                }
-                "md5"
-            }
-            (None, None) => "size",
-        };
+        let verified = verify_streamed(req, head, crc, || md5)?;
         target
             .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
             .await?;
         Ok(verified)
     }
+}
+
+/// Checks bytes read by this process against the strongest value the source offers: its
+/// full-object CRC64, else its MD5 ETag (computed only then), else nothing but the size the
+/// caller checked. Returns the verification used.
+fn verify_streamed(
+    req: &CopyRequest,
+    head: &ObjectHead,
+    crc: u64,
+    md5: impl FnOnce() -> [u8; 16],
+) -> Result<&'static str> {
+    match (head.crc64nvme, head.md5()) {
+        (Some(want), _) if want != crc => Err(crc_mismatch(req, want, crc)),
+        (Some(_), _) => Ok("crc64nvme"),
+        (None, Some(want)) => {
+            let got = md5();
+            if got != want {
+                return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+            }
+            Ok("md5")
+        }
+        (None, None) => Ok("size"),
+    }
+}
+
+/// Whether a blob's provenance says it holds source version (`etag`, `size`).
+pub(super) fn holds(p: &BlobProps, etag: &str, size: u64) -> bool {
+    p.size == size && provenance(&p.metadata) == Some((etag, size))
 }
 
 /// The CRC64 of the blocks from `first` on, combined in order; `None` when one is unknown.

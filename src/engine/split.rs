@@ -13,9 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::copy::{combine, crc_mismatch};
+use super::copy::{combine, crc_mismatch, holds};
 use super::layout::BlockLayout;
-use super::metadata::provenance;
 use super::{CopyRequest, Engine, PartRef, Step};
 use crate::checkpoint::{partition_key, Outcome, Versioned};
 use crate::config::CopyPath;
@@ -300,9 +299,7 @@ impl Engine {
         let Some(plan) = self.load_plan(&pk, &req.key, &part.etag).await? else {
             // Committed already, abandoned after a mismatch, or replaced by a newer version:
             // the whole-object path decides (skip, plan again, or source gone).
-            let mut whole = req.clone();
-            whole.part = None;
-            return self.copy_inner(&whole, target, target_id, seen, budget).await;
+            return self.whole_object(req, target, target_id, seen, budget).await;
         };
         if part.index >= plan.ranges {
             return Err(Error::invalid(format!(
@@ -325,10 +322,9 @@ impl Engine {
                 .await?
             {
                 BatchOutcome::Committed => {}
+                // The plan was committed and dropped meanwhile.
                 BatchOutcome::Rejected { status: 404, .. } => {
-                    let mut whole = req.clone();
-                    whole.part = None;
-                    return self.copy_inner(&whole, target, target_id, seen, budget).await;
+                    return self.whole_object(req, target, target_id, seen, budget).await;
                 }
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
@@ -352,6 +348,20 @@ impl Engine {
             });
         }
         self.commit_split(req, target, target_id, seen, &plan, rows).await
+    }
+
+    /// A range request whose plan is gone, taken as a request for the whole object.
+    async fn whole_object(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        target_id: &str,
+        seen: Option<&Versioned>,
+        budget: Option<u64>,
+    ) -> Result<Step> {
+        let mut whole = req.clone();
+        whole.part = None;
+        self.copy_inner(&whole, target, target_id, seen, budget).await
     }
 
     /// Moves the blocks of one range: server-side when the path allows and Azure can read
@@ -461,10 +471,7 @@ impl Engine {
             _ => "size",
         };
         rec.blob = Some(plan.blob.clone());
-        rec.etag = Some(head.etag.clone());
-        rec.size = Some(head.size);
-        rec.version_id = head.version_id.clone();
-        rec.last_modified = head.last_modified.clone();
+        rec.note_source(&head);
         let mut props = match self.commit_props(req, &head) {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
@@ -476,9 +483,7 @@ impl Engine {
         }
         let existing = target.properties(&plan.blob).await?;
         // A concurrent step that recorded another last range may have committed already.
-        let committed = existing
-            .as_ref()
-            .is_some_and(|p| p.size == plan.size && provenance(&p.metadata) == Some((plan.etag.as_str(), plan.size)));
+        let committed = existing.as_ref().is_some_and(|p| holds(p, &plan.etag, plan.size));
         let server_side = rows.iter().all(|r| r.path == "server-side");
         rec.path = Some(if server_side { "server-side" } else { "streamed" }.into());
         rec.verified = Some(verified.into());
