@@ -271,6 +271,14 @@ mod tests {
     fn messages() {
         let m = parse_message(r#"{"bucket":"b","key":"a b","future":1}"#).unwrap();
         assert_eq!(m.key, "a b");
+        let m =
+            parse_message(r#"{"bucket":"b","key":"k","eTag":"abc","size":3,"part":{"etag":"e","index":2}}"#).unwrap();
+        assert_eq!(
+            (m.etag.as_deref(), m.size),
+            (Some("abc"), Some(3)),
+            "the relay's eTag is read"
+        );
+        assert_eq!(m.part.map(|p| p.index), Some(2));
         for (bad, needle) in [
             ("not json", "not JSON"),
             (r#"{"key":"k"}"#, "missing field `bucket`"),
@@ -278,6 +286,12 @@ mod tests {
             (r#"{"bucket":"b","key":""}"#, "`key` is empty"),
             (r#"{"bucket":"b","key":"k","mode":"sideways"}"#, "`mode`"),
             (r#"[1,2]"#, "expected"),
+            (r#"{"bucket":"b","key":"k","part":{"etag":"","index":1}}"#, "`part`"),
+            (
+                r#"{"bucket":"b","key":"k","part":{"etag":"e","index":50000}}"#,
+                "`part`",
+            ),
+            (r#"{"bucket":"b","key":"k","part":{"index":1}}"#, "missing field `etag`"),
         ] {
             let e = parse_message(bad).unwrap_err();
             assert!(e.message().contains(needle), "{bad}: {e}");
