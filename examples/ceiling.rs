@@ -40,7 +40,8 @@ async fn main() {
         .map(|o| {
             let s3 = &s3;
             async move {
-                s3.get_range(bucket, &o.key, &o.etag, 0..o.size)
+                s3.span(bucket, &o.key, &o.etag, 0..o.size)
+                    .next(o.size)
                     .await
                     .expect("get")
                     .len() as u64

@@ -323,7 +323,8 @@ impl Engine {
     }
 
     /// A small object already read whole: verified in memory like a streamed one, then one
-    /// Put Block (with its CRC64) and the commit. Returns the verification used.
+    /// Put Blob carrying its CRC64 (Azure checks it) and the commit's headers, metadata and
+    /// condition. Returns the verification used.
     #[allow(clippy::too_many_arguments)]
     async fn commit_small(
         &self,
@@ -350,12 +351,8 @@ impl Engine {
         let crc = checksum::crc64(&data);
         let verified = verify_streamed(req, head, crc, || Md5::digest(&data).into())?;
         props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
-        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
-        if layout.count() == 1 {
-            target.stage_block(name, &layout.id(0), data, crc).await?;
-        }
         target
-            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
+            .put_blob(name, data, crc, &props, &WriteCondition::after(existing))
             .await?;
         Ok(verified)
     }
@@ -559,44 +556,66 @@ impl Engine {
         Ok(crcs.into_iter().map(|(_, c)| c).collect())
     }
 
-    /// Ranged GETs (pinned to `etag`) feeding Put Block for `blocks` of `layout`, with
-    /// `block_concurrency` reads and as many uploads in flight, so at most
-    /// `2 × block_concurrency` blocks are in memory. Each block goes up with its CRC64, which
-    /// Azure checks. Returns the blocks' CRC64s and the MD5 of all the bytes in order.
+    /// Streams `blocks` of `layout` (pinned to `etag`) into Put Block. The blocks are cut into
+    /// up to `block_concurrency` contiguous spans, each read by one GET (resumed where it
+    /// broke), with as many uploads in flight; so at most `2 × block_concurrency` blocks are in
+    /// memory. Each block goes up with its CRC64, which Azure checks. Returns the blocks'
+    /// CRC64s, and with `ordered_md5` the MD5 of all the bytes in order (then there is one span,
+    /// as an MD5 cannot be combined from parts).
     pub(super) async fn stage_streamed(
         &self,
-        req: &CopyRequest,
-        target: &BlobTarget,
-        name: &str,
-        etag: &str,
-        layout: &BlockLayout,
+        job: &StreamJob<'_>,
         blocks: Range<u64>,
-    ) -> Result<(Vec<u64>, [u8; 16])> {
-        let c = self.cfg.block_concurrency;
-        let expected: u64 = blocks
-            .clone()
-            .map(|i| layout.range(i).end - layout.range(i).start)
-            .sum();
-        let mut fetches = futures::stream::iter(blocks)
-            .map(|i| {
-                let range = layout.range(i);
-                async move {
-                    self.s3
-                        .get_range(&req.bucket, &req.key, etag, range)
-                        .await
-                        .map(|b| (i, b))
-                }
-            })
-            .buffered(c);
-        let uploads = Arc::new(Semaphore::new(c));
+        ordered_md5: bool,
+    ) -> Result<(Vec<u64>, Option<[u8; 16]>)> {
+        let c = self.cfg.block_concurrency as u64;
+        let n = blocks.end - blocks.start;
+        let spans = if ordered_md5 { 1 } else { c.min(n).max(1) };
+        let uploads = Arc::new(Semaphore::new(self.cfg.block_concurrency));
+        let parts = futures::future::try_join_all((0..spans).map(|s| {
+            let span = blocks.start + n * s / spans..blocks.start + n * (s + 1) / spans;
+            self.stage_span(job, span, uploads.clone(), ordered_md5)
+        }))
+        .await?;
+        let mut crcs = Vec::with_capacity(n as usize);
+        let mut md5 = None;
+        for (c, m) in parts {
+            crcs.extend(c);
+            md5 = md5.or(m);
+        }
+        Ok((crcs, md5))
+    }
+
+    /// One span of [`Self::stage_streamed`]: read block by block, each handed to an upload
+    /// task once one of the shared `uploads` permits is free.
+    async fn stage_span(
+        &self,
+        job: &StreamJob<'_>,
+        span: Range<u64>,
+        uploads: Arc<Semaphore>,
+        ordered_md5: bool,
+    ) -> Result<(Vec<u64>, Option<[u8; 16]>)> {
+        let StreamJob {
+            req,
+            target,
+            name,
+            etag,
+            layout,
+        } = *job;
+        let mut whole = ordered_md5.then(Md5::new);
+        if span.is_empty() {
+            return Ok((Vec::new(), whole.map(|h| h.finalize().into())));
+        }
+        let bytes = layout.range(span.start).start..layout.range(span.end - 1).end;
+        let reader = self.s3.span(&req.bucket, &req.key, etag, bytes);
         let mut running = JoinSet::new();
-        let mut whole = Md5::new();
-        let mut crcs = Vec::new();
-        let mut moved = 0u64;
-        while let Some(next) = fetches.next().await {
-            let (i, data) = next?;
-            whole.update(&data);
-            moved += data.len() as u64;
+        let mut crcs = Vec::with_capacity((span.end - span.start) as usize);
+        for i in span {
+            let r = layout.range(i);
+            let data = reader.next(r.end - r.start).await?;
+            if let Some(h) = whole.as_mut() {
+                h.update(&data);
+            }
             let block_crc = checksum::crc64(&data);
             crcs.push(block_crc);
             let permit = uploads
@@ -616,16 +635,9 @@ impl Engine {
         while let Some(done) = running.join_next().await {
             done.map_err(|e| Error::internal(format!("upload task: {e}")))??;
         }
-        if moved != expected {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "size mismatch for s3://{}/{}: expected {expected} bytes of the source, read {moved}",
-                    req.bucket, req.key
-                ),
-            ));
-        }
-        Ok((crcs, whole.finalize().into()))
+        let gets = reader.gets().await;
+        tracing::debug!(bucket = %req.bucket, key = %req.key, gets, blocks = crcs.len(), "span staged");
+        Ok((crcs, whole.map(|h| h.finalize().into())))
     }
 
     /// Streamed copy of the whole object. The whole-object checksum is compared before the
@@ -640,21 +652,40 @@ impl Engine {
             existing,
         } = *job;
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
-        let (crcs, md5) = self
-            .stage_streamed(req, target, name, &head.etag, &layout, 0..layout.count())
-            .await?;
+        // The MD5 is the check only when the source has no CRC64 but an MD5 ETag.
+        let need_md5 = head.crc64nvme.is_none() && head.md5().is_some();
+        let job = StreamJob {
+            req,
+            target,
+            name,
+            etag: &head.etag,
+            layout: &layout,
+        };
+        let (crcs, md5) = self.stage_streamed(&job, 0..layout.count(), need_md5).await?;
         let crc =
             combine(&layout, 0, &crcs.iter().map(|c| Some(*c)).collect::<Vec<_>>()).unwrap_or(checksum::crc64(b""));
         // The strongest check the source offers: its full-object CRC64, else its MD5 ETag,
         // else the size. Every block was also CRC-checked by Azure on the way in.
         let mut props = props.clone();
         props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
-        let verified = verify_streamed(req, head, crc, || md5)?;
+        // `need_md5` is exactly when verify_streamed asks for it, so the default is never used.
+        let verified = verify_streamed(req, head, crc, || md5.unwrap_or_default())?;
         target
             .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
             .await?;
         Ok(verified)
     }
+}
+
+/// What a streamed staging works on: one version (`etag`) of one object, laid out as
+/// `layout`, into blob `name` of `target`.
+#[derive(Clone, Copy)]
+pub(super) struct StreamJob<'a> {
+    pub req: &'a CopyRequest,
+    pub target: &'a BlobTarget,
+    pub name: &'a str,
+    pub etag: &'a str,
+    pub layout: &'a BlockLayout,
 }
 
 /// Checks bytes read by this process against the strongest value the source offers: its

@@ -374,7 +374,14 @@ impl Engine {
             .map(|i| layout.range(i).end - layout.range(i).start)
             .sum();
         let streamed = || async {
-            self.stage_streamed(req, target, &plan.blob, &plan.etag, &layout, blocks.clone())
+            let job = super::copy::StreamJob {
+                req,
+                target,
+                name: &plan.blob,
+                etag: &plan.etag,
+                layout: &layout,
+            };
+            self.stage_streamed(&job, blocks.clone(), false)
                 .await
                 .map(|(crcs, _)| ("streamed", crcs.into_iter().map(Some).collect()))
         };

@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod s3;
+pub mod span;
 pub mod sqs;
 pub mod web_identity;
 

@@ -1,4 +1,4 @@
-//! S3 access over the official SDK: HEAD, presigned GET, ranged GET and listing. The SDK's
+//! S3 access over the official SDK: HEAD, presigned GET, GET and listing (spans: `span.rs`). The SDK's
 //! own retries are off; calls go through the crate's [`RetryPolicy`].
 
 use std::collections::HashMap;
@@ -140,6 +140,11 @@ impl S3Source {
         &self.client
     }
 
+    /// The retry policy every call of this source runs under.
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     /// HEAD of an object; `None` when it does not exist.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>> {
         let r = self
@@ -183,46 +188,6 @@ impl S3Source {
             .await
             .map_err(|e| map_sdk_error(e, bucket, key, "presign get"))?;
         Ok(Secret::new(req.uri().to_string()))
-    }
-
-    /// Bytes `range.start..range.end` of the object, only if its ETag is still `etag`
-    /// (a changed object fails with [`ErrorKind::Precondition`] instead of mixing versions).
-    pub async fn get_range(&self, bucket: &str, key: &str, etag: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        self.retry
-            .run("s3 get range", || async {
-                let out = self
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .if_match(format!("\"{etag}\""))
-                    .range(format!("bytes={}-{}", range.start, range.end - 1))
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error(e, bucket, key, "get object"))?;
-                let data = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Transient, format!("s3://{bucket}/{key}: reading body: {e}")))?
-                    .into_bytes();
-                if data.len() as u64 != range.end - range.start {
-                    return Err(Error::new(
-                        ErrorKind::Transient,
-                        format!(
-                            "s3://{bucket}/{key}: range {}-{} returned {} bytes",
-                            range.start,
-                            range.end,
-                            data.len()
-                        ),
-                    ));
-                }
-                Ok(data)
-            })
-            .await
     }
 
     /// The whole object with its headers, only if its ETag is still `etag` (else

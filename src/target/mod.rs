@@ -22,6 +22,8 @@ pub(crate) fn client_options(account: &StorageAccount, auth: &Authorizer) -> Cli
         retry: RetryOptions::none(),
         ..Default::default()
     };
+    o.per_call_policies
+        .push(Arc::new(blob::TransactionalCrc64Policy) as Arc<dyn Policy>);
     if let Authorizer::Sas(src) = auth {
         o.per_try_policies
             .push(Arc::new(SasPolicy(src.clone())) as Arc<dyn Policy>);

@@ -567,6 +567,51 @@ async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caug
     ctx.cleanup().await;
 }
 
+/// A hinted small object is written with one Put Blob that carries its CRC64, and Azure
+/// (Azurite checks it as Azure does) refuses bytes damaged on the way: nothing is written,
+/// the failure says why, and the redelivery copies it.
+#[tokio::test]
+async fn small_objects_are_one_put_blob_whose_crc64_azure_checks() {
+    let ctx = TestCtx::new("putblob").await;
+    let data = crate::harness::bytes(4096, 9);
+    ctx.put("s.bin", data.clone()).await;
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let cs = ctx.connection_string_via(&blob_proxy.url);
+    let engine = ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await;
+    let h = ctx.s3.head(&ctx.bucket, "s.bin").await.unwrap().unwrap();
+    let mut r = req(&ctx, "s.bin");
+    r.listed = Some((h.etag.clone(), h.size));
+    r.fresh = true;
+
+    blob_proxy.faults().corrupt_put.store(1, Ordering::SeqCst);
+    let err = engine.copy_object(&r).await.unwrap_err();
+    assert_eq!(
+        blob_proxy.faults().corrupt_put.load(Ordering::SeqCst),
+        0,
+        "the fault was hit"
+    );
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("put blob"), "{err}");
+    assert!(
+        ctx.blob().properties("s.bin").await.unwrap().is_none(),
+        "nothing was written"
+    );
+
+    // The same message again: one Put Blob, no Put Block or Put Block List.
+    let before = blob_proxy.stats().log.lock().unwrap().len();
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    let puts: Vec<String> = blob_proxy.stats().log.lock().unwrap()[before..]
+        .iter()
+        .filter(|l| l.starts_with("PUT ") && l.contains("/s.bin"))
+        .cloned()
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(!puts[0].contains("comp=block"), "{puts:?}");
+    assert_blob(&ctx, "s.bin", &data).await;
+    ctx.cleanup().await;
+}
+
 #[tokio::test]
 async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
     use s3_blob_sync::target::blob::{CommitProps, WriteCondition};

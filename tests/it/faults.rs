@@ -44,6 +44,73 @@ async fn storms_and_resets_on_both_clouds_are_retried() {
     ctx.cleanup().await;
 }
 
+/// A GET stream cut off halfway is resumed from the first byte not yet received (bytes
+/// already in hand are kept), for the parallel spans of an object with a full-object CRC64
+/// and for the single in-order span an MD5 check needs. Nothing is lost and both verify.
+#[tokio::test]
+async fn a_cut_get_stream_resumes_from_the_first_unread_byte() {
+    let ctx = TestCtx::new("cutget").await;
+    let (a, b, c) = (bytes(5 << 20, 1), bytes(5 << 20, 2), bytes((2 << 20) + 1000, 3));
+    crate::copy_engine::multipart(&ctx, "crc", &[a.clone(), b.clone(), c.clone()], true).await;
+    let whole = [a, b, c].concat();
+    let single = bytes((7 << 20) + 333, 4);
+    ctx.put("md5", single.clone()).await;
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let mut cfg = ctx.config(&[
+        ("AWS_ENDPOINT_URL", &s3_proxy.url),
+        ("SYNC_COPY_PATH", "streamed"),
+        ("SYNC_BLOCK_SIZE_MIB", "1"),
+    ]);
+    cfg.engine.block_concurrency = 2;
+    let engine = s3_blob_sync::engine::Engine::from_config(&cfg).await.unwrap();
+    engine.checkpoint().ensure().await.unwrap();
+
+    for (key, data, spans, check) in [("crc", &whole, 2, "crc64nvme"), ("md5", &single, 1, "md5")] {
+        s3_proxy.stats().ranges.lock().unwrap().clear();
+        s3_proxy.faults().cut_get.store(1, Ordering::SeqCst);
+        let rep = engine.copy_object(&req(&ctx, key)).await.unwrap();
+        assert_eq!(rep.outcome, Outcome::Copied, "{key}");
+        assert_eq!(rep.verified, Some(check), "{key}");
+        assert_eq!(sha(&ctx.blob().read(key).await.unwrap()), sha(data), "{key}");
+        assert_eq!(
+            s3_proxy.faults().cut_get.load(Ordering::SeqCst),
+            0,
+            "{key}: the cut was hit"
+        );
+
+        let parse = |r: &str| -> (u64, u64) {
+            let (a, b) = r.trim_start_matches("bytes=").split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        };
+        let ranges: Vec<(u64, u64)> = s3_proxy
+            .stats()
+            .ranges
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| parse(r))
+            .collect();
+        assert_eq!(
+            ranges.len(),
+            spans + 1,
+            "{key}: one GET per span plus one resume: {ranges:?}"
+        );
+        // The first GETs tile the object exactly.
+        let mut first = ranges[..spans].to_vec();
+        first.sort();
+        assert_eq!(first[0].0, 0, "{key}: {ranges:?}");
+        assert_eq!(first[spans - 1].1, data.len() as u64 - 1, "{key}: {ranges:?}");
+        assert!(first.windows(2).all(|w| w[0].1 + 1 == w[1].0), "{key}: {ranges:?}");
+        // The resume starts inside the span that broke, past its start, and runs to its end.
+        let (from, to) = ranges[spans];
+        assert!(
+            first.iter().any(|&(s, e)| s < from && from <= e && to == e),
+            "{key}: resume {from}-{to} does not continue a span of {first:?}"
+        );
+    }
+    ctx.cleanup().await;
+}
+
 #[tokio::test]
 async fn endless_throttling_gives_up_with_a_recorded_reason() {
     let ctx = TestCtx::new("endless").await;

@@ -2,7 +2,7 @@
 //!
 //! 1. **In front of moto or Azurite**: forwards every request unchanged, except for the
 //!    faults a test arms: a storm of 503s, connection resets (the socket is closed with no
-//!    answer), or a flipped byte in GET response bodies.
+//!    answer), a flipped byte in GET response bodies, or a GET body cut off halfway.
 //! 2. **As a TEST DOUBLE for Azure's Put Blob From URL and Put Block From URL**, which
 //!    Azurite cannot serve for external sources (it answers 501). Built from the Azure
 //!    Storage REST documentation: a PUT carrying `x-ms-copy-source` makes the double GET the
@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -39,6 +41,12 @@ pub struct Faults {
     pub resets: AtomicU32,
     /// Flip a byte in this many successful GET bodies (proxy role).
     pub corrupt_get: AtomicU32,
+    /// Cut this many successful GET bodies off after half their bytes: the headers promise
+    /// the whole length, then the connection drops (proxy role).
+    pub cut_get: AtomicU32,
+    /// Flip a byte in this many PUT request bodies on their way upstream (proxy role):
+    /// damage in transit that the service's transactional checksum must catch.
+    pub corrupt_put: AtomicU32,
     /// Flip a byte in this many copy-source reads (double role): corruption in transit
     /// between S3 and Azure.
     pub corrupt_copy_source: AtomicU32,
@@ -62,6 +70,8 @@ pub struct Stats {
     pub uploaded_bytes: AtomicU64,
     /// `METHOD path?query` of each request, SAS values stripped.
     pub log: Mutex<Vec<String>>,
+    /// The `Range` header of each GET that had one, in arrival order.
+    pub ranges: Mutex<Vec<String>>,
 }
 
 struct State {
@@ -152,14 +162,19 @@ impl Proxy {
     }
 }
 
-type Reply = Result<Response<Full<Bytes>>, std::io::Error>;
+type Body = BoxBody<Bytes, std::io::Error>;
+type Reply = Result<Response<Body>, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
 
 fn take(c: &AtomicU32) -> bool {
     c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
         .is_ok()
 }
 
-fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Full<Bytes>> {
+fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{code} (test double)</Message></Error>"
     );
@@ -170,7 +185,7 @@ fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Fu
     for (k, v) in extra {
         b = b.header(*k, v.as_str());
     }
-    b.body(Full::new(Bytes::from(body))).unwrap()
+    b.body(full(body)).unwrap()
 }
 
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
@@ -193,6 +208,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         .unwrap_or_default();
     let line = format!("{} {}{akid}", parts.method, s3_blob_sync::redact::redact(&path_q));
     st.stats.log.lock().unwrap().push(line);
+    if let (true, Some(r)) = (parts.method == hyper::Method::GET, parts.headers.get("range")) {
+        st.stats
+            .ranges
+            .lock()
+            .unwrap()
+            .push(r.to_str().unwrap_or("").to_string());
+    }
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     st.stats.uploaded_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
 
@@ -270,6 +292,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         body = Bytes::from(data);
     }
 
+    if parts.method == hyper::Method::PUT && !body.is_empty() && take(&st.faults.corrupt_put) {
+        let mut b = body.to_vec();
+        b[0] ^= 0xff;
+        body = Bytes::from(b);
+    }
     let mut fwd = st
         .client
         .request(parts.method.clone(), format!("{}{}", st.upstream, path_q))
@@ -300,5 +327,15 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         let mid = data.len() / 2;
         data[mid] ^= 0xff;
     }
-    Ok(out.body(Full::new(Bytes::from(data))).unwrap())
+    if parts.method == hyper::Method::GET && status.is_success() && data.len() > 1 && take(&st.faults.cut_get) {
+        let total = data.len();
+        data.truncate(total / 2);
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from(data))),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut")),
+        ];
+        let cut = StreamBody::new(futures::stream::iter(frames)).boxed();
+        return Ok(out.header("content-length", total.to_string()).body(cut).unwrap());
+    }
+    Ok(out.body(full(data)).unwrap())
 }
