@@ -240,25 +240,25 @@ async fn duplicates_reordering_and_recreate_never_regress() {
     // The same event three times: one copy.
     ctx.put("dup", "data").await;
     ev.sync(&via).await;
-    let commits = blob_proxy.count("comp=blocklist");
+    let commits = blob_proxy.commits();
     assert_eq!(commits, 1);
     for _ in 0..3 {
         ev.send_raw(&s3_event(&ctx.bucket, "dup", "ObjectCreated:Put", "00000000000000000A"))
             .await;
     }
     ev.sync(&via).await;
-    assert_eq!(blob_proxy.count("comp=blocklist"), commits, "duplicates copied again");
+    assert_eq!(blob_proxy.commits(), commits, "duplicates copied again");
 
     // create(new) applied, then a stale create(old) arrives: skipped by sequencer.
     ctx.put("seq", "new").await;
     ev.send_raw(&s3_event(&ctx.bucket, "seq", "ObjectCreated:Put", "0000000000000000FF"))
         .await;
     ev.sync(&via).await;
-    let before = blob_proxy.count("comp=blocklist");
+    let before = blob_proxy.commits();
     ev.send_raw(&s3_event(&ctx.bucket, "seq", "ObjectCreated:Put", "00000000000000000B"))
         .await;
     ev.sync(&via).await;
-    assert_eq!(blob_proxy.count("comp=blocklist"), before, "stale event was applied");
+    assert_eq!(blob_proxy.commits(), before, "stale event was applied");
     assert_eq!(&ctx.blob().read("seq").await.unwrap()[..], b"new");
 
     // delete-then-create delivered in that order while the object exists: it stays.
@@ -630,18 +630,21 @@ async fn killed_worker_mid_copy_then_restart_completes() {
 
     let data = bytes(16 * 1024 * 1024, 77);
     ctx.put("big", data.clone()).await;
-    // Slow S3 so the kill lands mid-copy; a short visibility so the message returns soon.
-    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
-    s3_proxy.faults().delay_ms.store(100, Ordering::SeqCst);
+    // Slow Azure so the kill lands mid-copy; a short visibility so the message returns soon.
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    blob_proxy.faults().delay_ms.store(100, Ordering::SeqCst);
     let mut env = ev.env();
-    env.insert("AWS_ENDPOINT_URL".into(), s3_proxy.url.clone());
+    env.insert(
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        ctx.connection_string_via(&blob_proxy.url),
+    );
     env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
     env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
     env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "4".into());
     let mut worker = HandlerProc::spawn(&["watch"], &env);
-    let path = format!("GET /{}/big", ctx.bucket);
+    // Several of the 16 blocks went up, none committed yet: kill -9.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s3_proxy.count(&path) < 5 {
+    while blob_proxy.count("comp=block&") < 5 {
         assert!(
             std::time::Instant::now() < deadline,
             "copy never started: {}",
@@ -656,8 +659,10 @@ async fn killed_worker_mid_copy_then_restart_completes() {
         "a partial copy became visible"
     );
 
+    assert_eq!(blob_proxy.commits(), 0, "killed before the commit");
+
     // Restart after the message's visibility ran out: the copy completes.
-    s3_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
+    blob_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut again = HandlerProc::spawn(&["watch", "--once"], &env);
     let code = again.wait(Duration::from_secs(120)).await;

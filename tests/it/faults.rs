@@ -154,14 +154,15 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
     let (status, _) = h.invoke("CopyObject", &queue_payload(&msg, 1)).await;
     assert_eq!(status, 200);
 
-    // Then a new 24 MiB version, read slowly through a proxy so the kill lands mid-copy.
+    // Then a new 24 MiB version, written slowly through a proxy so the kill lands mid-copy.
     let data = bytes(24 * 1024 * 1024, 21);
     ctx.put("big", data.clone()).await;
-    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
-    s3_proxy.faults().delay_ms.store(150, Ordering::SeqCst);
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    blob_proxy.faults().delay_ms.store(150, Ordering::SeqCst);
+    let cs = ctx.connection_string_via(&blob_proxy.url);
     let env = ctx.env_with(&[
         ("SYNC_COPY_PATH", "streamed"),
-        ("AWS_ENDPOINT_URL", &s3_proxy.url),
+        ("AZURE_STORAGE_CONNECTION_STRING", &cs),
         ("SYNC_BLOCK_SIZE_MIB", "1"),
         ("SYNC_BLOCK_CONCURRENCY", "2"),
     ]);
@@ -178,9 +179,9 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
                 .await;
         })
     };
-    // Wait until several ranged GETs went out, then kill -9.
+    // Wait until several of the 24 blocks went up, then kill -9.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s3_proxy.count("GET /") < 6 {
+    while blob_proxy.count("comp=block&") < 6 {
         assert!(std::time::Instant::now() < deadline, "copy never started: {}", h.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -192,8 +193,10 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
         "after a crash the old blob is intact, no partial one is visible"
     );
 
+    assert_eq!(blob_proxy.commits(), 0, "killed before the commit");
+
     // The host redelivers: a fresh process completes the copy.
-    s3_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
+    blob_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
     let h = HandlerProc::start(&env).await;
     let (status, body) = h.invoke("CopyObject", &queue_payload(&msg, 2)).await;
     assert_eq!(status, 200, "{body}");

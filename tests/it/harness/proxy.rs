@@ -149,6 +149,20 @@ impl Proxy {
         self.state.faults.storm.store(n, Ordering::SeqCst);
     }
 
+    /// Blob commits that went through: Put Block List, or a Put Blob (a PUT on a blob with
+    /// no `comp=` or `restype=`), whichever way the engine wrote the content.
+    pub fn commits(&self) -> usize {
+        self.state
+            .stats
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("PUT "))
+            .filter(|l| l.contains("comp=blocklist") || !(l.contains("comp=") || l.contains("restype=")))
+            .count()
+    }
+
     /// Requests whose log line contains `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.state
