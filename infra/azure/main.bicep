@@ -116,12 +116,17 @@ param targetPrefix string = ''
 @description('SYNC_BLOCK_SIZE_MIB: block size for staged copies (1-4000).')
 @minValue(1)
 @maxValue(4000)
-param blockSizeMiB int = 8
+param blockSizeMiB int = 4
 
 @description('SYNC_BLOCK_CONCURRENCY: blocks in flight per object (1-256).')
 @minValue(1)
 @maxValue(256)
 param blockConcurrency int = 8
+
+@description('SYNC_STREAM_BUFFER_MIB: object bytes held in memory by all streamed copies of one instance together (1-65536).')
+@minValue(1)
+@maxValue(65536)
+param streamBufferMiB int = 64
 
 @description('SYNC_INVOCATION_MIB: most MiB one invocation copies; bigger objects are split into block ranges.')
 @minValue(1)
@@ -566,6 +571,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SYNC_BLOCK_CONCURRENCY'
           value: string(blockConcurrency)
+        }
+        {
+          name: 'SYNC_STREAM_BUFFER_MIB'
+          value: string(streamBufferMiB)
         }
         {
           name: 'SYNC_INVOCATION_MIB'

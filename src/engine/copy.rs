@@ -248,7 +248,7 @@ impl Engine {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
-        if let Some(data) = small {
+        if let Some((data, _mem)) = small {
             let verified = self
                 .commit_small(req, target, &name, &head, data, props, existing.as_ref())
                 .await?;
@@ -306,11 +306,12 @@ impl Engine {
     /// with one GET (its answer carries every header HEAD gives) instead of HEAD + ranged
     /// GET; `None` when the object does not exist. Streamed only: server-side reads nothing
     /// here.
-    async fn read_source(&self, req: &CopyRequest) -> Result<Option<(ObjectHead, Option<bytes::Bytes>)>> {
+    async fn read_source(&self, req: &CopyRequest) -> Result<Option<(ObjectHead, Option<Held>)>> {
         if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
             if *size <= self.cfg.block_size {
+                let mem = self.reserve_buffer(*size).await?;
                 match self.s3.get_small(&req.bucket, &req.key, etag).await {
-                    Ok(got) => return Ok(got.map(|(head, data)| (head, Some(data)))),
+                    Ok(got) => return Ok(got.map(|(head, data)| (head, Some((data, mem))))),
                     // Changed since listed, archived, or otherwise unreadable: HEAD decides.
                     Err(e) if !e.is_retryable() => {
                         tracing::debug!(bucket = %req.bucket, key = %req.key, error = %e, "single GET declined; taking HEAD");
@@ -558,8 +559,9 @@ impl Engine {
 
     /// Streams `blocks` of `layout` (pinned to `etag`) into Put Block. The blocks are cut into
     /// up to `block_concurrency` contiguous spans, each read by one GET (resumed where it
-    /// broke), with as many uploads in flight; so at most `2 × block_concurrency` blocks are in
-    /// memory. Each block goes up with its CRC64, which Azure checks. Returns the blocks'
+    /// broke); a block holds one of `block_concurrency` permits from its first byte read to
+    /// the end of its upload, so at most `block_concurrency` blocks of this copy are in
+    /// memory, and every block also holds its bytes of the process-wide stream buffer budget. Each block goes up with its CRC64, which Azure checks. Returns the blocks'
     /// CRC64s, and with `ordered_md5` the MD5 of all the bytes in order (then there is one span,
     /// as an MD5 cannot be combined from parts).
     pub(super) async fn stage_streamed(
@@ -611,21 +613,24 @@ impl Engine {
         let mut running = JoinSet::new();
         let mut crcs = Vec::with_capacity((span.end - span.start) as usize);
         for i in span {
+            // The permit covers the block from its first byte read to its upload's end, so at
+            // most `block_concurrency` blocks are in memory, whatever the number of spans.
+            let permit = uploads
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
             let r = layout.range(i);
+            let mem = self.reserve_buffer(r.end - r.start).await?;
             let data = reader.next(r.end - r.start).await?;
             if let Some(h) = whole.as_mut() {
                 h.update(&data);
             }
             let block_crc = checksum::crc64(&data);
             crcs.push(block_crc);
-            let permit = uploads
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::internal(e.to_string()))?;
             let (t, id, n) = (target.clone(), layout.id(i), name.to_string());
             running.spawn(async move {
-                let _permit = permit;
+                let _held = (permit, mem);
                 t.stage_block(&n, &id, data, block_crc).await
             });
             while let Some(done) = running.try_join_next() {
@@ -676,6 +681,9 @@ impl Engine {
         Ok(verified)
     }
 }
+
+/// A small object read whole, with its share of the stream buffer budget.
+type Held = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
 
 /// What a streamed staging works on: one version (`etag`) of one object, laid out as
 /// `layout`, into blob `name` of `target`.

@@ -8,7 +8,9 @@ pub mod naming;
 pub mod split;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::checkpoint::{CheckpointStore, Outcome};
 use crate::config::{Config, EngineConfig};
@@ -142,7 +144,13 @@ pub struct Engine {
     cfg: EngineConfig,
     retry: RetryPolicy,
     targets: Mutex<HashMap<String, BlobTarget>>,
+    /// Streamed object bytes in memory, in units of [`BUFFER_UNIT`], shared by every copy.
+    buffers: Arc<Semaphore>,
+    buffer_units: u32,
 }
+
+/// The granule of the buffer budget: a 4 KiB object takes one unit.
+const BUFFER_UNIT: u64 = 64 * 1024;
 
 impl Engine {
     /// Builds the engine from the configuration (no network calls).
@@ -158,7 +166,25 @@ impl Engine {
             cfg: config.engine.clone(),
             retry,
             targets: Mutex::new(HashMap::new()),
+            buffers: Arc::new(Semaphore::new(Self::units(config.engine.stream_buffer_bytes) as usize)),
+            buffer_units: Self::units(config.engine.stream_buffer_bytes),
         })
+    }
+
+    fn units(bytes: u64) -> u32 {
+        bytes.div_ceil(BUFFER_UNIT).clamp(1, u32::MAX as u64 / 2) as u32
+    }
+
+    /// Waits until `bytes` of the process-wide stream buffer budget are free and holds them
+    /// until the permit drops. A request above the whole budget (a block the layout raised
+    /// past it) takes the whole budget, so it runs alone instead of waiting forever.
+    pub(crate) async fn reserve_buffer(&self, bytes: u64) -> Result<OwnedSemaphorePermit> {
+        let n = Self::units(bytes).min(self.buffer_units);
+        self.buffers
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("buffer budget: {e}")))
     }
 
     /// The S3 source.

@@ -92,36 +92,25 @@ impl SpanReader<'_> {
                         st.partial.extend_from_slice(&st.carry.split_to(take));
                         continue;
                     }
-                    if st.body.is_none() {
-                        let from = st.pos + st.partial.len() as u64;
-                        st.gets += 1;
-                        st.body = Some(self.open(from).await?);
-                    }
-                    let body = st.body.as_mut().expect("opened above");
-                    match body.try_next().await {
-                        Ok(Some(chunk)) => st.carry = chunk,
-                        Ok(None) => {
-                            st.body = None;
-                            return Err(Error::new(
-                                ErrorKind::Transient,
-                                format!(
-                                    "s3://{bucket}/{key}: the response ended at byte {} before the span's end {}",
-                                    st.pos + st.partial.len() as u64,
-                                    self.end
-                                ),
-                            ));
+                    let at = st.pos + st.partial.len() as u64;
+                    let body = match st.body.take() {
+                        Some(b) => st.body.insert(b),
+                        None => {
+                            st.gets += 1;
+                            st.body.insert(self.open(at).await?)
                         }
-                        Err(e) => {
-                            st.body = None;
-                            return Err(Error::new(
-                                ErrorKind::Transient,
-                                format!(
-                                    "s3://{bucket}/{key}: reading body at byte {}: {e}",
-                                    st.pos + st.partial.len() as u64
-                                ),
-                            ));
+                    };
+                    let why = match body.try_next().await {
+                        Ok(Some(chunk)) => {
+                            st.carry = chunk;
+                            continue;
                         }
-                    }
+                        Ok(None) => format!("the response ended at byte {at} before the span's end {}", self.end),
+                        Err(e) => format!("reading body at byte {at}: {e}"),
+                    };
+                    // Drop the broken stream; the retry reopens from `at`.
+                    st.body = None;
+                    return Err(Error::new(ErrorKind::Transient, format!("s3://{bucket}/{key}: {why}")));
                 }
                 st.pos += len as u64;
                 Ok(st.partial.split().freeze())

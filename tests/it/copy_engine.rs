@@ -567,6 +567,42 @@ async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caug
     ctx.cleanup().await;
 }
 
+/// `SYNC_STREAM_BUFFER_MIB` bounds the object bytes all copies of a process hold together:
+/// two copies of 1 MiB blocks at 8 blocks in flight each, under a 2 MiB budget, never have
+/// more than two Put Blocks in flight at once, and both still copy byte-exact.
+#[tokio::test]
+async fn the_stream_buffer_budget_bounds_blocks_in_flight_across_copies() {
+    let ctx = TestCtx::new("budget").await;
+    let (a, b) = (bytes(6 << 20, 31), bytes(6 << 20, 32));
+    multipart(&ctx, "a", &[a[..5 << 20].to_vec(), a[5 << 20..].to_vec()], true).await;
+    multipart(&ctx, "b", &[b[..5 << 20].to_vec(), b[5 << 20..].to_vec()], true).await;
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    blob_proxy.faults().delay_ms.store(50, Ordering::SeqCst);
+    let cs = ctx.connection_string_via(&blob_proxy.url);
+    let engine = ctx
+        .engine(&[
+            ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+            ("SYNC_COPY_PATH", "streamed"),
+            ("SYNC_BLOCK_SIZE_MIB", "1"),
+            ("SYNC_BLOCK_CONCURRENCY", "8"),
+            ("SYNC_STREAM_BUFFER_MIB", "2"),
+        ])
+        .await;
+    let (ra, rb) = (req(&ctx, "a"), req(&ctx, "b"));
+    let (x, y) = tokio::join!(engine.copy_object(&ra), engine.copy_object(&rb));
+    assert_eq!(x.unwrap().outcome, Outcome::Copied);
+    assert_eq!(y.unwrap().outcome, Outcome::Copied);
+    assert_eq!(blob_proxy.count("comp=block&"), 12, "6 blocks each");
+    let most = blob_proxy.stats().max_puts_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} Put Blocks in flight under a 2 MiB budget"
+    );
+    assert_blob(&ctx, "a", &a).await;
+    assert_blob(&ctx, "b", &b).await;
+    ctx.cleanup().await;
+}
+
 /// A hinted small object is written with one Put Blob that carries its CRC64, and Azure
 /// (Azurite checks it as Azure does) refuses bytes damaged on the way: nothing is written,
 /// the failure says why, and the redelivery copies it.

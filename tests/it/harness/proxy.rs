@@ -72,6 +72,26 @@ pub struct Stats {
     pub log: Mutex<Vec<String>>,
     /// The `Range` header of each GET that had one, in arrival order.
     pub ranges: Mutex<Vec<String>>,
+    /// Put Block requests being served right now, and the most there ever were at once.
+    pub puts_in_flight: AtomicU64,
+    pub max_puts_in_flight: AtomicU64,
+}
+
+/// Counts a Put Block as in flight until dropped.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        let now = stats.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct State {
@@ -152,27 +172,18 @@ impl Proxy {
     /// Blob commits that went through: Put Block List, or a Put Blob (a PUT on a blob with
     /// no `comp=` or `restype=`), whichever way the engine wrote the content.
     pub fn commits(&self) -> usize {
-        self.state
-            .stats
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with("PUT "))
-            .filter(|l| l.contains("comp=blocklist") || !(l.contains("comp=") || l.contains("restype=")))
-            .count()
+        self.count_where(|l| {
+            l.starts_with("PUT ") && (l.contains("comp=blocklist") || !(l.contains("comp=") || l.contains("restype=")))
+        })
     }
 
     /// Requests whose log line contains `needle`.
     pub fn count(&self, needle: &str) -> usize {
-        self.state
-            .stats
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.count_where(|l| l.contains(needle))
+    }
+
+    fn count_where(&self, keep: impl Fn(&str) -> bool) -> usize {
+        self.state.stats.log.lock().unwrap().iter().filter(|l| keep(l)).count()
     }
 }
 
@@ -229,6 +240,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             .unwrap()
             .push(r.to_str().unwrap_or("").to_string());
     }
+    let _in_flight =
+        (parts.method == hyper::Method::PUT && path_q.contains("comp=block&")).then(|| InFlight::enter(&st.stats));
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     st.stats.uploaded_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
 
