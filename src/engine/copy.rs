@@ -308,7 +308,7 @@ impl Engine {
     /// here.
     async fn read_source(&self, req: &CopyRequest) -> Result<Option<(ObjectHead, Option<Held>)>> {
         if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
-            if *size <= self.cfg.block_size {
+            if *size <= self.cfg.block_size.max(WHOLE_READ_MAX) {
                 let mem = self.reserve_buffer(*size).await?;
                 match self.s3.get_small(&req.bucket, &req.key, etag).await {
                     Ok(got) => return Ok(got.map(|(head, data)| (head, Some((data, mem))))),
@@ -681,6 +681,11 @@ impl Engine {
         Ok(verified)
     }
 }
+
+/// Objects up to this size (or one block, if blocks are bigger) are read with one GET and
+/// written with one Put Blob: two requests instead of five for an 8 MiB object at 4 MiB
+/// blocks, at the cost of holding it whole (within the stream buffer budget).
+const WHOLE_READ_MAX: u64 = 8 * 1024 * 1024;
 
 /// A small object read whole, with its share of the stream buffer budget.
 type Held = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
