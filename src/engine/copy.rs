@@ -486,7 +486,7 @@ impl Engine {
             let crcs = self
                 .stage_from_url(target, name, &url, &layout, 0..layout.count())
                 .await?;
-            let whole = combine(&layout, 0, &crcs);
+            let whole = combine(&layout, crcs);
             let mut props = props.clone();
             let verified = match (head.crc64nvme, whole) {
                 (Some(want), Some(got)) => {
@@ -539,7 +539,6 @@ impl Engine {
         layout: &BlockLayout,
         blocks: Range<u64>,
     ) -> Result<Vec<Option<u64>>> {
-        let first = blocks.start;
         let mut crcs: Vec<(u64, Option<u64>)> = futures::stream::iter(blocks)
             .map(|i| async move {
                 target
@@ -553,17 +552,17 @@ impl Engine {
             .into_iter()
             .collect::<Result<_>>()?;
         crcs.sort_by_key(|(i, _)| *i);
-        debug_assert!(crcs.first().is_none_or(|(i, _)| *i == first));
         Ok(crcs.into_iter().map(|(_, c)| c).collect())
     }
 
     /// Streams `blocks` of `layout` (pinned to `etag`) into Put Block. The blocks are cut into
     /// up to `block_concurrency` contiguous spans, each read by one GET (resumed where it
-    /// broke); a block holds one of `block_concurrency` permits from its first byte read to
+    /// broke). A block holds one of `block_concurrency` permits from its first byte read to
     /// the end of its upload, so at most `block_concurrency` blocks of this copy are in
-    /// memory, and every block also holds its bytes of the process-wide stream buffer budget. Each block goes up with its CRC64, which Azure checks. Returns the blocks'
-    /// CRC64s, and with `ordered_md5` the MD5 of all the bytes in order (then there is one span,
-    /// as an MD5 cannot be combined from parts).
+    /// memory, and it also holds its bytes of the process-wide stream buffer budget. Each
+    /// block goes up with its CRC64, which Azure checks. Returns the blocks' CRC64s, and with
+    /// `ordered_md5` the MD5 of all the bytes in order (then there is one span, as an MD5
+    /// cannot be combined from parts).
     pub(super) async fn stage_streamed(
         &self,
         job: &StreamJob<'_>,
@@ -667,8 +666,8 @@ impl Engine {
             layout: &layout,
         };
         let (crcs, md5) = self.stage_streamed(&job, 0..layout.count(), need_md5).await?;
-        let crc =
-            combine(&layout, 0, &crcs.iter().map(|c| Some(*c)).collect::<Vec<_>>()).unwrap_or(checksum::crc64(b""));
+        // Every block's CRC is known here, so the fold always has a value.
+        let crc = combine(&layout, crcs.iter().copied().map(Some)).unwrap_or_default();
         // The strongest check the source offers: its full-object CRC64, else its MD5 ETag,
         // else the size. Every block was also CRC-checked by Azure on the way in.
         let mut props = props.clone();
@@ -729,12 +728,13 @@ pub(super) fn holds(p: &BlobProps, etag: &str, size: u64) -> bool {
     p.size == size && provenance(&p.metadata) == Some((etag, size))
 }
 
-/// The CRC64 of the blocks from `first` on, combined in order; `None` when one is unknown.
-pub(super) fn combine(layout: &BlockLayout, first: u64, crcs: &[Option<u64>]) -> Option<u64> {
+/// The CRC64 of the layout's blocks from the first on, combined in order; `None` when one
+/// is unknown.
+pub(super) fn combine(layout: &BlockLayout, crcs: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
     let mut whole = checksum::Running::default();
-    for (n, c) in crcs.iter().enumerate() {
-        let r = layout.range(first + n as u64);
-        whole.push((*c)?, r.end - r.start);
+    for (i, c) in (0..).zip(crcs) {
+        let r = layout.range(i);
+        whole.push(c?, r.end - r.start);
     }
     Some(whole.value())
 }

@@ -158,6 +158,7 @@ impl Engine {
         let retry = RetryPolicy::default();
         let auth = config.azure.authorizer()?;
         let table = TableClient::new(&config.azure, &auth, &config.checkpoint_table, retry)?;
+        let buffer_units = Self::units(config.engine.stream_buffer_bytes);
         Ok(Engine {
             s3: S3Source::new(&config.aws, retry).await,
             account: config.azure.clone(),
@@ -166,8 +167,8 @@ impl Engine {
             cfg: config.engine.clone(),
             retry,
             targets: Mutex::new(HashMap::new()),
-            buffers: Arc::new(Semaphore::new(Self::units(config.engine.stream_buffer_bytes) as usize)),
-            buffer_units: Self::units(config.engine.stream_buffer_bytes),
+            buffers: Arc::new(Semaphore::new(buffer_units as usize)),
+            buffer_units,
         })
     }
 

@@ -465,7 +465,7 @@ impl Engine {
                 ),
             ));
         }
-        let whole = combine(&layout, 0, &crcs);
+        let whole = combine(&layout, crcs.iter().copied());
         let verified = match (head.crc64nvme, whole) {
             (Some(want), Some(got)) if want != got => {
                 self.drop_staging(&pk, &req.key, None).await;

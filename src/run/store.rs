@@ -303,7 +303,7 @@ impl RunStore {
     }
 
     async fn record_chunk(&self, id: &str, pk: &str, chunk: &[(Entity, &Counted)]) -> Result<()> {
-        for attempt in 0..64u32 {
+        for attempt in 0..SHARD_ATTEMPTS {
             let current = self.table.get(pk, "counter").await?;
             let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
             for (_, c) in chunk {
@@ -326,8 +326,7 @@ impl RunStore {
                     return Ok(());
                 }
                 BatchOutcome::Rejected { status: 409 | 412, .. } => {
-                    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    shard_moved_pause(attempt).await;
                 }
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
@@ -337,10 +336,7 @@ impl RunStore {
                 }
             }
         }
-        Err(Error::new(
-            ErrorKind::Throttled,
-            format!("run {id}: counter shard {pk} too contended"),
-        ))
+        Err(too_contended(id, pk))
     }
 
     /// Writes the lister row if unchanged since read; `false` when another lister won.
@@ -367,7 +363,7 @@ impl RunStore {
         // Set when the key was counted as "no transfer needed" by a twin delivery that lost
         // the race to this one's copy: the count moves over instead of being added.
         let mut upgrade: Option<(String, u64)> = None;
-        for attempt in 0..64u32 {
+        for attempt in 0..SHARD_ATTEMPTS {
             let current = self.table.get(&pk, "counter").await?;
             let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
             counters.add(tally, bytes);
@@ -398,8 +394,7 @@ impl RunStore {
                         return Ok(false);
                     }
                     // The shard moved under us: try again after a short, jittered pause.
-                    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    shard_moved_pause(attempt).await;
                 }
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
@@ -409,10 +404,7 @@ impl RunStore {
                 }
             }
         }
-        Err(Error::new(
-            ErrorKind::Throttled,
-            format!("run {id}: counter shard {pk} too contended"),
-        ))
+        Err(too_contended(id, &pk))
     }
 
     /// The sum of every counter shard.
@@ -499,6 +491,23 @@ pub fn new_run_id() -> String {
 /// Whether `id` looks like a run id (anything else is not looked up).
 pub fn valid_run_id(id: &str) -> bool {
     (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Tries of a counter-shard transaction before giving up as contended.
+const SHARD_ATTEMPTS: u32 = 64;
+
+/// The shard moved under a counting transaction: a short, jittered pause before the retry,
+/// growing with the attempt.
+async fn shard_moved_pause(attempt: u32) {
+    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+fn too_contended(id: &str, pk: &str) -> Error {
+    Error::new(
+        ErrorKind::Throttled,
+        format!("run {id}: counter shard {pk} too contended"),
+    )
 }
 
 /// One key's count for [`RunStore::record_many`].

@@ -363,8 +363,8 @@ impl BlobTarget {
 
     /// Put Blob: the whole blob in one request, with a transactional CRC-64/NVME that Azure
     /// checks (400 `Crc64Mismatch` on bytes damaged in transit), the content headers,
-    /// metadata and write condition of a commit. For objects of one block: it saves the Put
-    /// Block List round trip.
+    /// metadata and write condition of a commit. For small objects read whole: it saves the
+    /// Put Block and Put Block List round trips.
     pub async fn put_blob(
         &self,
         blob: &str,
@@ -375,7 +375,7 @@ impl BlobTarget {
     ) -> Result<()> {
         let client = self.container.blob_client(blob).block_blob_client();
         // At least the body's length, so the SDK makes one Put Blob and never splits.
-        let oneshot = std::num::NonZero::new(data.len().max(1) as u64).expect("at least 1");
+        let oneshot = std::num::NonZero::new(data.len() as u64).unwrap_or(std::num::NonZero::<u64>::MIN);
         self.retry
             .run("put blob", || async {
                 let opts = commit_options!(BlockBlobClientUploadOptions, props, cond, {
