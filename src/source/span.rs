@@ -86,9 +86,7 @@ impl SpanReader<'_> {
                             st.pos += len as u64;
                             return Ok(st.carry.split_to(take));
                         }
-                        if st.partial.capacity() < len {
-                            st.partial.reserve(len - st.partial.len());
-                        }
+                        st.partial.reserve(need);
                         st.partial.extend_from_slice(&st.carry.split_to(take));
                         continue;
                     }
@@ -123,7 +121,7 @@ impl SpanReader<'_> {
         self.state.lock().await.gets
     }
 
-    /// Opens `from..end` of the pinned version and checks that the answer starts at `from`.
+    /// Opens `from..end` of the pinned version and checks that the answer is that range.
     async fn open(&self, from: u64) -> Result<ByteStream> {
         let (bucket, key) = (self.bucket, self.key);
         let out = self
@@ -137,8 +135,9 @@ impl SpanReader<'_> {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, bucket, key, "get object"))?;
-        // A server that ignored Range would hand us the wrong bytes for every block.
-        let want = format!("bytes {from}-");
+        // A server that ignored Range, or answered another one, would hand us the wrong bytes
+        // for every block (ranged GETs used to check the body's length for the same reason).
+        let want = format!("bytes {from}-{}/", self.end - 1);
         if !out.content_range().is_some_and(|r| r.starts_with(&want)) {
             return Err(Error::new(
                 ErrorKind::Integrity,

@@ -111,6 +111,42 @@ async fn a_cut_get_stream_resumes_from_the_first_unread_byte() {
     ctx.cleanup().await;
 }
 
+/// A server that answers a ranged GET with the whole object (or another range) would hand
+/// out wrong blocks: the copy stops with an integrity error that names the Content-Range,
+/// nothing is committed, and the next attempt copies the object.
+#[tokio::test]
+async fn a_get_answered_with_another_range_is_refused() {
+    let ctx = TestCtx::new("norange").await;
+    let (a, b) = (bytes(5 << 20, 41), bytes(3 << 20, 42));
+    crate::copy_engine::multipart(&ctx, "obj", &[a.clone(), b.clone()], true).await;
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let engine = ctx
+        .engine(&[
+            ("AWS_ENDPOINT_URL", &s3_proxy.url),
+            ("SYNC_COPY_PATH", "streamed"),
+            ("SYNC_BLOCK_SIZE_MIB", "1"),
+        ])
+        .await;
+    s3_proxy.faults().ignore_range.store(1, Ordering::SeqCst);
+    let err = engine.copy_object(&req(&ctx, "obj")).await.unwrap_err();
+    assert_eq!(
+        s3_proxy.faults().ignore_range.load(Ordering::SeqCst),
+        0,
+        "the fault was hit"
+    );
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("Content-Range"), "{err}");
+    assert!(
+        ctx.blob().properties("obj").await.unwrap().is_none(),
+        "nothing was committed"
+    );
+
+    let rep = engine.copy_object(&req(&ctx, "obj")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied);
+    assert_eq!(sha(&ctx.blob().read("obj").await.unwrap()), sha(&[a, b].concat()));
+    ctx.cleanup().await;
+}
+
 #[tokio::test]
 async fn endless_throttling_gives_up_with_a_recorded_reason() {
     let ctx = TestCtx::new("endless").await;

@@ -44,6 +44,9 @@ pub struct Faults {
     /// Cut this many successful GET bodies off after half their bytes: the headers promise
     /// the whole length, then the connection drops (proxy role).
     pub cut_get: AtomicU32,
+    /// Drop the `Range` header from this many GETs, so the upstream answers with the whole
+    /// object instead of the range asked for (a server that ignores Range).
+    pub ignore_range: AtomicU32,
     /// Flip a byte in this many PUT request bodies on their way upstream (proxy role):
     /// damage in transit that the service's transactional checksum must catch.
     pub corrupt_put: AtomicU32,
@@ -268,6 +271,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut headers = parts.headers.clone();
+    if parts.method == hyper::Method::GET && headers.contains_key("range") && take(&st.faults.ignore_range) {
+        headers.remove("range");
+    }
     let mut body = body;
     if let (true, Some(src), true) = (st.double, copy_source, parts.method == hyper::Method::PUT) {
         st.stats.copy_from_url.fetch_add(1, Ordering::SeqCst);
