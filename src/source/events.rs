@@ -182,10 +182,16 @@ pub fn parse(body: &str) -> Result<Notification, String> {
     Ok(Notification::Records(out))
 }
 
-/// Orders two sequencers: hex strings compared after left-padding to equal length.
+/// Orders two sequencers of the same key, as S3's event-structure page says: the shorter one
+/// is **right**-padded with zeros, then both compare lexicographically (case-insensitively,
+/// since they are hex). `0055AED6DCD90281E5` is later than `0055AED6DCD90281E4A0`.
 pub fn sequencer_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let n = a.len().max(b.len());
-    let pad = |s: &str| format!("{}{}", "0".repeat(n - s.len()), s.to_ascii_uppercase());
+    let pad = |s: &str| {
+        let mut p = s.to_ascii_uppercase();
+        p.extend(std::iter::repeat_n('0', n - s.len()));
+        p
+    };
     pad(a).cmp(&pad(b))
 }
 
@@ -273,13 +279,24 @@ mod tests {
     }
 
     #[test]
-    fn sequencers_compare_as_padded_hex() {
+    fn sequencers_compare_right_padded() {
         assert_eq!(
             sequencer_cmp("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
             Ordering::Less
         );
-        assert_eq!(sequencer_cmp("FF", "0100"), Ordering::Less);
-        assert_eq!(sequencer_cmp("00ff", "FF"), Ordering::Equal);
-        assert_eq!(sequencer_cmp("10", "F"), Ordering::Greater);
+        // The case from S3's page: the shorter, later sequencer wins after right-padding
+        // (left-padding would call it older and drop the event).
+        assert_eq!(
+            sequencer_cmp("0055AED6DCD90281E5", "0055AED6DCD90281E4A0"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            sequencer_cmp("0055AED6DCD90281E4A0", "0055AED6DCD90281E5"),
+            Ordering::Less
+        );
+        assert_eq!(sequencer_cmp("FF", "0100"), Ordering::Greater);
+        assert_eq!(sequencer_cmp("ff00", "FF"), Ordering::Equal);
+        assert_eq!(sequencer_cmp("10", "F"), Ordering::Less);
+        assert_eq!(sequencer_cmp("abc", "ABC"), Ordering::Equal);
     }
 }
