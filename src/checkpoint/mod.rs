@@ -267,6 +267,12 @@ impl CheckpointStore {
         }))
     }
 
+    /// Replaces the row `seen` with `rec`, once, only if nobody changed it since it was read
+    /// (a `Precondition` error otherwise; the caller decides whether that matters).
+    pub async fn replace(&self, rec: &ObjectRecord, seen: &Versioned) -> Result<()> {
+        self.table.update(&rec.to_entity(), Some(&seen.etag)).await.map(|_| ())
+    }
+
     /// Writes `rec` with optimistic concurrency. `seen` is the row as this writer read it
     /// (`None`: it saw no row). If another writer changed the row since, this writer lost the
     /// race: it re-reads and writes again only if its record is not older than the stored one
@@ -290,6 +296,18 @@ impl CheckpointStore {
                                 "checkpoint holds a newer source version; keeping it"
                             );
                             return Ok(());
+                        }
+                        if same_second_other_version(&cur.record, rec) {
+                            // Last-Modified has one-second precision: which of the two
+                            // versions the blob holds cannot be told from here, so the
+                            // caller looks again (blob, then source) instead of guessing.
+                            return Err(crate::error::Error::new(
+                                ErrorKind::Precondition,
+                                format!(
+                                    "checkpoint s3://{}/{}: another version with the same Last-Modified was recorded meanwhile",
+                                    rec.bucket, rec.key
+                                ),
+                            ));
                         }
                     }
                     expected = current.map(|c| c.etag);
@@ -355,6 +373,16 @@ impl CheckpointStore {
             .filter_map(ObjectRecord::from_entity)
             .collect())
     }
+}
+
+/// Whether both rows claim content of different source versions modified in the same second.
+fn same_second_other_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
+    content(stored)
+        && content(ours)
+        && stored.last_modified.is_some()
+        && stored.last_modified == ours.last_modified
+        && stored.etag != ours.etag
 }
 
 /// Whether `stored` describes a strictly newer source version than `ours`.

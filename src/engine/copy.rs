@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::checksum;
 use super::layout::BlockLayout;
-use super::metadata::{map_metadata, provenance};
+use super::metadata::{map_metadata, provenance, provenance_modified, written_for};
 use super::naming::{blob_name, NameIssue};
 use super::{CopyReport, CopyRequest, Engine, PartRef, Step, SyncMode};
 use crate::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
@@ -208,14 +208,21 @@ impl Engine {
 
         // `recheck` ignores the checkpoint's word; the blob's own provenance still counts.
         let seen_for_skip = if req.recheck { None } else { seen };
-        if let (Some((etag, size)), Some(s)) = (&req.listed, seen_for_skip) {
-            if is_current(&s.record, etag, *size, &name) {
-                return Ok(no_transfer(*size, name, "checkpoint matches the listing"));
+        if let (Some(l), Some(s)) = (&req.listed, seen_for_skip) {
+            if is_current(&s.record, &l.etag, l.size, l.last_modified.as_deref(), &name) {
+                return self
+                    .skip_current(rec, s, l.size, name, "checkpoint matches the listing")
+                    .await;
             }
         }
 
+        // The blob first, the source second (decisions 49): every write below is conditional
+        // on this state of the blob, so a newer version committed by another worker after
+        // this read makes our write lose, and one committed before it was read from a source
+        // that our later read cannot see older than.
+        let existing = self.existing_blob(req, target, &name, seen).await?;
         let Some((head, small)) = self.read_source(req).await? else {
-            return self.source_gone(req, target, rec, &name, seen).await;
+            return self.source_gone(req, target, rec, &name, seen, existing).await;
         };
         rec.note_source(&head);
 
@@ -228,14 +235,15 @@ impl Engine {
 
         // Skip when the checkpoint already has this version at this blob...
         if let Some(s) = seen_for_skip {
-            if is_current(&s.record, &head.etag, head.size, &name) {
-                return Ok(no_transfer(head.size, name, "checkpoint has this version"));
+            if is_current(&s.record, &head.etag, head.size, head.last_modified.as_deref(), &name) {
+                return self
+                    .skip_current(rec, s, head.size, name, "checkpoint has this version")
+                    .await;
             }
         }
         // ...or the blob's provenance says it holds it.
-        let existing = self.existing_blob(req, target, &name, seen).await?;
         if let Some(p) = &existing {
-            if holds(p, &head.etag, head.size) {
+            if holds(p, &head) {
                 rec.verified = Some("provenance".into());
                 let reason = Some("blob already holds this version".into());
                 return self
@@ -287,6 +295,32 @@ impl Engine {
         self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
     }
 
+    /// The checkpoint already holds this version: nothing to copy. When the event advanced
+    /// the key's sequencer, the row records it (one conditional update), so a later stale or
+    /// duplicate event is dropped without a HEAD. Losing that update to another writer costs
+    /// nothing but the shortcut.
+    async fn skip_current(
+        &self,
+        rec: ObjectRecord,
+        seen: &Versioned,
+        bytes: u64,
+        name: String,
+        why: &str,
+    ) -> Result<Step> {
+        if rec.sequencer != seen.record.sequencer {
+            let mut row = seen.record.clone();
+            row.sequencer = rec.sequencer;
+            row.last_event = rec.last_event;
+            row.event_time = rec.event_time;
+            row.updated_at = now_rfc3339();
+            match self.checkpoint.replace(&row, seen).await {
+                Err(e) if e.kind() == ErrorKind::Precondition => {}
+                r => r?,
+            }
+        }
+        Ok(no_transfer(bytes, name, why))
+    }
+
     /// The blob's properties, unless the request is `fresh` and no checkpoint row was read:
     /// then it is taken to be absent and the write's If-None-Match checks that.
     async fn existing_blob(
@@ -307,10 +341,10 @@ impl Engine {
     /// GET; `None` when the object does not exist. Streamed only: server-side reads nothing
     /// here.
     async fn read_source(&self, req: &CopyRequest) -> Result<Option<(ObjectHead, Option<Held>)>> {
-        if let (CopyPath::Streamed, Some((etag, size))) = (self.cfg.copy_path, &req.listed) {
-            if *size <= self.cfg.block_size.max(WHOLE_READ_MAX) {
-                let mem = self.reserve_buffer(*size).await?;
-                match self.s3.get_small(&req.bucket, &req.key, etag).await {
+        if let (CopyPath::Streamed, Some(l)) = (self.cfg.copy_path, &req.listed) {
+            if l.size <= self.cfg.block_size.max(WHOLE_READ_MAX) {
+                let mem = self.reserve_buffer(l.size).await?;
+                match self.s3.get_small(&req.bucket, &req.key, &l.etag).await {
                     Ok(got) => return Ok(got.map(|(head, data)| (head, Some((data, mem))))),
                     // Changed since listed, archived, or otherwise unreadable: HEAD decides.
                     Err(e) if !e.is_retryable() => {
@@ -377,7 +411,8 @@ impl Engine {
         })
     }
 
-    /// The source object is gone: mirror deletes our blob, additive keeps it.
+    /// The source object is gone: mirror deletes our blob, additive keeps it. `existing` is
+    /// the blob as read before the source was found gone.
     async fn source_gone(
         &self,
         req: &CopyRequest,
@@ -385,11 +420,23 @@ impl Engine {
         rec: ObjectRecord,
         name: &str,
         seen: Option<&Versioned>,
+        existing: Option<BlobProps>,
     ) -> Result<Step> {
         if req.mode == SyncMode::Mirror {
-            // Only delete what this tool wrote for this key: never an unrelated blob.
-            if let Some(p) = target.properties(name).await? {
-                let ours = p.metadata.get("s3sync_bucket") == Some(&req.bucket);
+            // A `fresh` request skipped the blob read: read it now, then look at the source
+            // again, so the delete is still conditional on a blob read before the source.
+            let existing = match existing {
+                None if req.fresh && seen.is_none() => match target.properties(name).await? {
+                    Some(p) if self.s3.head(&req.bucket, &req.key).await?.is_none() => Some(p),
+                    Some(_) => return Err(Error::new(ErrorKind::Precondition, "source re-created meanwhile")),
+                    None => None,
+                },
+                e => e,
+            };
+            if let Some(p) = existing {
+                // Only what this tool wrote for this very key: never an unrelated blob, nor
+                // one another prefix pair wrote under the same name.
+                let ours = written_for(&p.metadata, &req.bucket).as_deref() == Some(req.key.as_str());
                 // Only the blob we looked at: a copy that landed meanwhile is left alone.
                 if ours && target.delete_if(name, &WriteCondition::after(Some(&p))).await? {
                     return self
@@ -723,9 +770,22 @@ fn verify_streamed(
     }
 }
 
-/// Whether a blob's provenance says it holds source version (`etag`, `size`).
-pub(super) fn holds(p: &BlobProps, etag: &str, size: u64) -> bool {
-    p.size == size && provenance(&p.metadata) == Some((etag, size))
+/// Whether a blob's provenance says it holds the source version `head`: same ETag and size,
+/// and the same Last-Modified where the blob recorded one (a metadata-only change keeps the
+/// ETag of a single-part object).
+pub(super) fn holds(p: &BlobProps, head: &ObjectHead) -> bool {
+    p.size == head.size
+        && provenance(&p.metadata) == Some((head.etag.as_str(), head.size))
+        && same_modified(provenance_modified(&p.metadata), head.last_modified.as_deref())
+}
+
+/// Last-Modified values agree, or one side does not know it (rows and blobs written before
+/// it was recorded).
+pub(crate) fn same_modified(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
 }
 
 /// The CRC64 of the layout's blocks from the first on, combined in order; `None` when one
@@ -739,11 +799,13 @@ pub(super) fn combine(layout: &BlockLayout, crcs: impl IntoIterator<Item = Optio
     Some(whole.value())
 }
 
-/// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`).
-pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, name: &str) -> bool {
+/// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`,
+/// Last-Modified where both know it).
+pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, modified: Option<&str>, name: &str) -> bool {
     matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
         && r.etag.as_deref() == Some(etag)
         && r.size == Some(size)
+        && same_modified(r.last_modified.as_deref(), modified)
         && r.blob.as_deref() == Some(name)
 }
 

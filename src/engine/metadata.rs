@@ -95,6 +95,28 @@ pub fn map_metadata(
     Ok(out)
 }
 
+/// The source key a blob was written for, when its provenance says this tool wrote it from
+/// `bucket`. Deleting a blob on the strength of a missing source key is only right when the
+/// blob was written for that very key (another prefix pair may map a different key to the
+/// same name), so every delete asks this.
+pub fn written_for(meta: &HashMap<String, String>, bucket: &str) -> Option<String> {
+    if meta.get(&format!("{PROVENANCE_PREFIX}bucket")).map(String::as_str) != Some(bucket) {
+        return None;
+    }
+    let enc = meta.get(&format!("{PROVENANCE_PREFIX}key"))?;
+    Some(
+        percent_encoding::percent_decode_str(enc)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// The source Last-Modified recorded on a blob by an earlier copy.
+pub fn provenance_modified(meta: &HashMap<String, String>) -> Option<&str> {
+    meta.get(&format!("{PROVENANCE_PREFIX}last_modified"))
+        .map(String::as_str)
+}
+
 /// The source ETag and size recorded on a blob by an earlier copy.
 pub fn provenance(meta: &HashMap<String, String>) -> Option<(&str, u64)> {
     let etag = meta.get(&format!("{PROVENANCE_PREFIX}etag"))?;
@@ -149,6 +171,8 @@ mod tests {
         let m = map_metadata("b", "dir/ü k", &h, MetadataPolicy::Exclude).unwrap();
         assert_eq!(provenance(&m.values), Some(("e", 3)));
         assert_eq!(m.values["s3sync_key"], "dir/%C3%BC k");
+        assert_eq!(written_for(&m.values, "b").as_deref(), Some("dir/ü k"));
+        assert_eq!(written_for(&m.values, "other"), None);
         let big = "x".repeat(9000);
         let h = head(&[("big", big.as_str())]);
         assert!(map_metadata("b", "k", &h, MetadataPolicy::Exclude)

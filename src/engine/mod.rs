@@ -53,7 +53,7 @@ pub struct CopyRequest {
     /// ETag and size from a listing, when the caller listed the bucket: a checkpoint row that
     /// matches them proves the object is current without a HEAD (the listing is the run's
     /// snapshot; later changes arrive by events or the next run).
-    pub listed: Option<(String, u64)>,
+    pub listed: Option<Listed>,
     /// Do not trust the checkpoint: look at the blob itself (`verify --repair`, after a blob
     /// was deleted or overwritten behind the checkpoint's back).
     pub recheck: bool,
@@ -63,6 +63,18 @@ pub struct CopyRequest {
     /// blob's properties, and write with If-None-Match. A wrong hint costs a restart, never
     /// an overwrite.
     pub fresh: bool,
+}
+
+/// What a listing (or a creation event) said of the object's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// ETag.
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last-Modified (RFC 3339, whole seconds), when known: a copy-in-place that replaces
+    /// metadata keeps a single-part ETag and changes only this.
+    pub last_modified: Option<String>,
 }
 
 /// One range of a split copy: which source version, which range of its block layout.

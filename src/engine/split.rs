@@ -432,6 +432,8 @@ impl Engine {
             Ok(rec) => rec,
             Err(stale) => return Ok(Step::Done(stale)),
         };
+        // The blob before the source (decisions 49): the commit is conditional on this read.
+        let existing = target.properties(&plan.blob).await?;
         let head = match self.s3.head(&req.bucket, &req.key).await? {
             Some(h) if h.etag == plan.etag => h,
             _ => {
@@ -488,9 +490,8 @@ impl Engine {
                 .metadata
                 .insert("s3sync_crc64nvme".into(), super::checksum::to_s3(c));
         }
-        let existing = target.properties(&plan.blob).await?;
         // A concurrent step that recorded another last range may have committed already.
-        let committed = existing.as_ref().is_some_and(|p| holds(p, &plan.etag, plan.size));
+        let committed = existing.as_ref().is_some_and(|p| holds(p, &head));
         let server_side = rows.iter().all(|r| r.path == "server-side");
         rec.path = Some(if server_side { "server-side" } else { "streamed" }.into());
         rec.verified = Some(verified.into());

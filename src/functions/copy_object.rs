@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::protocol::{dequeue_count, InvokeRequest};
 use super::{Failure, Handled};
 use crate::config::Config;
-use crate::engine::{CopyRequest, EventInfo, PartRef, Step, SyncMode};
+use crate::engine::{CopyRequest, EventInfo, Listed, PartRef, Step, SyncMode};
 use crate::error::{Error, ErrorKind};
 use crate::run::service::CopySink;
 use crate::AppState;
@@ -59,6 +59,10 @@ pub struct CopyMessage {
     /// Its size there. With `etag`, a small object is read with one GET instead of HEAD + GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Its Last-Modified there (RFC 3339, whole seconds): with `etag` and `size`, what says
+    /// the checkpoint is current (a metadata-only change keeps the ETag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
     /// The lister found no checkpoint row for the key (see `CopyRequest::fresh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<bool>,
@@ -126,7 +130,11 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
         // which must not pass for "the source still has this".
         listed: match msg.event.as_deref() {
             Some(e) if e.starts_with("ObjectRemoved") => None,
-            _ => msg.etag.clone().zip(msg.size),
+            _ => msg.etag.clone().zip(msg.size).map(|(etag, size)| Listed {
+                etag,
+                size,
+                last_modified: msg.last_modified.clone(),
+            }),
         },
         recheck: msg.recheck.unwrap_or(false),
         part: msg.part.clone(),

@@ -10,6 +10,7 @@ use super::counters::Tally;
 use super::service::RunService;
 use super::store::{Phase, RunRecord, RunState};
 use crate::checkpoint::now_rfc3339;
+use crate::engine::metadata::written_for;
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, SyncMode};
 use crate::error::Result;
@@ -164,15 +165,9 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
     // Blobs this tool wrote for this bucket, by source key (from their provenance).
     let mut ours: Vec<String> = Vec::new();
     for b in target.list(&spec.target.prefix).await? {
-        if b.metadata.get("s3sync_bucket") != Some(&spec.source.bucket) {
-            continue;
-        }
-        let Some(enc) = b.metadata.get("s3sync_key") else {
+        let Some(key) = written_for(&b.metadata, &spec.source.bucket) else {
             continue;
         };
-        let key = percent_encoding::percent_decode_str(enc)
-            .decode_utf8_lossy()
-            .to_string();
         // Only blobs this run's mapping would write: another prefix pair is not ours to judge.
         if blob_name(&key, &spec.source.prefix, &spec.target.prefix).as_deref() == Ok(b.name.as_str()) {
             ours.push(key);

@@ -113,7 +113,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                 checkpoint.get(bucket, &o.key, &target_id).await?
             };
             let fresh = row.is_none();
-            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, &name)) {
+            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, o.last_modified.as_deref(), &name)) {
                 counts.add(Tally::NoTransferNeeded, o.size);
             } else if spec.dry_run {
                 counts.add(Tally::WouldTransfer, o.size);
@@ -135,6 +135,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                     ),
                     etag: Some(o.etag),
                     size: Some(o.size),
+                    last_modified: o.last_modified,
                     fresh: Some(fresh),
                     ..Default::default()
                 });

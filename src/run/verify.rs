@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::engine::metadata::provenance;
+use crate::engine::copy::same_modified;
+use crate::engine::metadata::{provenance, provenance_modified};
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine, SyncMode};
 use crate::error::Result;
@@ -178,6 +179,22 @@ pub async fn verify(engine: &Engine, scope: &VerifyScope) -> Result<(VerifyRepor
                 continue;
             }
             match provenance(&b.metadata) {
+                Some((etag, _))
+                    if etag == o.etag
+                        && !same_modified(provenance_modified(&b.metadata), o.last_modified.as_deref()) =>
+                {
+                    // A copy-in-place that replaced headers or metadata keeps a single-part
+                    // ETag: only Last-Modified tells.
+                    report.add(diff(
+                        DiffKind::MetadataMismatch,
+                        format!(
+                            "blob holds the source as last modified {}, the source was modified {} (headers or metadata changed)",
+                            provenance_modified(&b.metadata).unwrap_or("?"),
+                            o.last_modified.as_deref().unwrap_or("?")
+                        ),
+                    ));
+                    to_copy.push(o.key.clone());
+                }
                 Some((etag, _)) if etag == o.etag => {
                     report.matched += 1;
                     if b.metadata.contains_key("s3sync_crc64nvme") {

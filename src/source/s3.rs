@@ -96,9 +96,7 @@ macro_rules! object_head {
             size: size as u64,
             etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
             version_id: o.version_id().filter(|v| *v != "null").map(str::to_string),
-            last_modified: o
-                .last_modified()
-                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+            last_modified: o.last_modified().and_then(modified_rfc3339),
             storage_class: o.storage_class().map(|s| s.as_str().to_string()),
             restore: o.restore().map(str::to_string),
             sse: o.server_side_encryption().map(|s| s.as_str().to_string()),
@@ -265,9 +263,7 @@ impl S3Source {
                 size: o.size().unwrap_or(0).max(0) as u64,
                 etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                 storage_class: o.storage_class().map(|s| s.as_str().to_string()),
-                last_modified: o
-                    .last_modified()
-                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                last_modified: o.last_modified().and_then(modified_rfc3339),
             })
             .collect();
         let next = out
@@ -353,4 +349,12 @@ mod tests {
         h.restore = None;
         assert_eq!(h.unreadable_class(), None);
     }
+}
+
+/// Last-Modified as RFC 3339 at whole seconds: HEAD gives seconds, a listing milliseconds,
+/// and both must compare equal for the same version.
+fn modified_rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
+    aws_smithy_types::DateTime::from_secs(t.secs())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .ok()
 }

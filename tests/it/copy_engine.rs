@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use s3_blob_sync::checkpoint::Outcome;
-use s3_blob_sync::engine::{CopyRequest, Engine, SyncMode};
+use s3_blob_sync::engine::{CopyRequest, Engine, Listed, SyncMode};
 use s3_blob_sync::error::ErrorKind;
 
 use crate::harness::proxy::Proxy;
@@ -407,7 +407,11 @@ async fn a_listing_that_matches_the_checkpoint_skips_without_a_head() {
     let heads = s3_proxy.count("HEAD /");
 
     let mut listed = req(&ctx, "obj");
-    listed.listed = Some((head.etag.clone(), head.size));
+    listed.listed = Some(Listed {
+        etag: head.etag.clone(),
+        size: head.size,
+        last_modified: head.last_modified.clone(),
+    });
     let rep = engine.copy_object(&listed).await.unwrap();
     assert_eq!(rep.outcome, Outcome::NoTransferNeeded);
     assert_eq!(s3_proxy.count("HEAD /"), heads, "no HEAD when the listing matches");
@@ -415,7 +419,11 @@ async fn a_listing_that_matches_the_checkpoint_skips_without_a_head() {
     // The object changed after an older listing was taken: the listing no longer matches the
     // checkpoint after the next copy, and a stale listing never hides a change.
     ctx.put("obj", "content v2").await;
-    listed.listed = Some(("0123456789abcdef0123456789abcdef".into(), 10));
+    listed.listed = Some(Listed {
+        etag: "0123456789abcdef0123456789abcdef".into(),
+        size: 10,
+        last_modified: None,
+    });
     let rep = engine.copy_object(&listed).await.unwrap();
     assert_eq!(rep.outcome, Outcome::Copied);
     assert!(s3_proxy.count("HEAD /") > heads);
@@ -616,7 +624,11 @@ async fn small_objects_are_one_put_blob_whose_crc64_azure_checks() {
     let engine = ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await;
     let h = ctx.s3.head(&ctx.bucket, "s.bin").await.unwrap().unwrap();
     let mut r = req(&ctx, "s.bin");
-    r.listed = Some((h.etag.clone(), h.size));
+    r.listed = Some(Listed {
+        etag: h.etag.clone(),
+        size: h.size,
+        last_modified: h.last_modified.clone(),
+    });
     r.fresh = true;
 
     blob_proxy.faults().corrupt_put.store(1, Ordering::SeqCst);
@@ -659,7 +671,11 @@ async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
     let engine = ctx.engine(&[("AWS_ENDPOINT_URL", &s3_proxy.url)]).await;
     let hinted = |key: &str, etag: &str, size: u64| {
         let mut r = req(&ctx, key);
-        r.listed = Some((etag.to_string(), size));
+        r.listed = Some(Listed {
+            etag: etag.to_string(),
+            size,
+            last_modified: None,
+        });
         r.fresh = true;
         r
     };

@@ -4,6 +4,7 @@
 mod harness;
 
 mod copy_engine;
+mod divergence;
 mod events;
 mod faults;
 mod handler;

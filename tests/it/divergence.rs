@@ -1,0 +1,226 @@
+//! Paths that once left the target silently wrong (issue "no silent divergence"), each
+//! reproduced against real moto and Azurite: sequencers of different lengths, a slow writer
+//! racing a newer version, a mirror delete of a blob another key wrote, and a metadata-only
+//! change that keeps the ETag.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use aws_sdk_s3::types::MetadataDirective;
+use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
+use s3_blob_sync::engine::{EventInfo, Listed, SyncMode};
+use s3_blob_sync::run::verify::{verify, DiffKind, VerifyScope};
+
+use crate::copy_engine::{assert_blob, req};
+use crate::harness::proxy::Proxy;
+use crate::harness::TestCtx;
+
+fn event(name: &str, sequencer: &str) -> Option<EventInfo> {
+    Some(EventInfo {
+        name: name.into(),
+        sequencer: Some(sequencer.into()),
+        time: None,
+    })
+}
+
+#[tokio::test]
+async fn a_later_shorter_sequencer_is_applied_and_a_skip_records_it() {
+    let ctx = TestCtx::new("seqlen").await;
+    let engine = ctx.engine(&[]).await;
+    let store = CheckpointStore::new(ctx.table());
+    let row = || async {
+        store
+            .get(&ctx.bucket, "k", &ctx.target_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+    };
+
+    ctx.put("k", "v1").await;
+    let mut r = req(&ctx, "k");
+    r.event = event("ObjectCreated:Put", "0055AED6DCD90281E4A0");
+    assert_eq!(engine.copy_object(&r).await.unwrap().outcome, Outcome::Copied);
+
+    // S3's own example: the shorter sequencer is the later one (right-padded, E5 > E4A0).
+    ctx.put("k", "v2, later").await;
+    r.event = event("ObjectCreated:Put", "0055AED6DCD90281E5");
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    assert_blob(&ctx, "k", b"v2, later").await;
+    assert_eq!(row().await.sequencer.as_deref(), Some("0055AED6DCD90281E5"));
+
+    // A later event for the version the checkpoint already has: skipped, but its sequencer
+    // is recorded...
+    r.event = event("ObjectCreated:Copy", "0055AED6DCD90281E6");
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert_eq!(rep.reason.as_deref(), Some("checkpoint has this version"));
+    assert_eq!(row().await.sequencer.as_deref(), Some("0055AED6DCD90281E6"));
+    // ...so an event between the two is known stale without looking at the source.
+    r.event = event("ObjectRemoved:Delete", "0055AED6DCD90281E5A0");
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert!(
+        rep.reason.as_deref().unwrap_or("").starts_with("stale event"),
+        "{rep:?}"
+    );
+    assert_blob(&ctx, "k", b"v2, later").await;
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_slow_writer_never_commits_an_older_version_over_a_newer_one() {
+    let ctx = TestCtx::new("slowwr").await;
+    // Worker A talks to Azure through a proxy that holds its first blob Get Properties.
+    let proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let cs = ctx.connection_string_via(&proxy.url);
+    let slow = Arc::new(ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await);
+    let fast = ctx.engine(&[]).await;
+
+    ctx.put("k", "version one").await;
+    // A has the listing's word for v1, so it reads v1's bytes in one GET up front (a
+    // streamed read pinned per block would notice the change itself; these bytes cannot).
+    let v1 = slow.s3().head(&ctx.bucket, "k").await.unwrap().unwrap();
+    let mut r = req(&ctx, "k");
+    r.listed = Some(Listed {
+        etag: v1.etag.clone(),
+        size: v1.size,
+        last_modified: v1.last_modified.clone(),
+    });
+    proxy.faults().hold_heads.store(1, Ordering::SeqCst);
+    let a = {
+        let slow = slow.clone();
+        tokio::spawn(async move { slow.copy_object(&r).await })
+    };
+    proxy.until_held(1).await;
+    // While A waits on the blob's properties, v2 lands at the source and B copies it.
+    ctx.put("k", "version two, newer").await;
+    assert_eq!(
+        fast.copy_object(&req(&ctx, "k")).await.unwrap().outcome,
+        Outcome::Copied
+    );
+    proxy.release(1);
+    let rep = a.await.unwrap().unwrap();
+
+    // A never commits v1 over v2, and the checkpoint claims what the blob holds.
+    assert_blob(&ctx, "k", b"version two, newer").await;
+    assert_eq!(proxy.commits(), 0, "the slow writer committed: {rep:?}");
+    let row = CheckpointStore::new(ctx.table())
+        .get(&ctx.bucket, "k", &ctx.target_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    let blob = ctx.blob().properties("k").await.unwrap().unwrap();
+    assert_eq!(row.etag.as_ref(), blob.metadata.get("s3sync_etag"), "{row:?}");
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_mirror_delete_only_removes_the_blob_written_for_that_key() {
+    let ctx = TestCtx::new("mirkey").await;
+    let engine = ctx.engine(&[]).await;
+    // A run with source prefix `2024/` writes `2024/x.csv` as blob `x.csv`.
+    ctx.put("2024/x.csv", "from 2024").await;
+    let mut r = req(&ctx, "2024/x.csv");
+    r.source_prefix = "2024/".into();
+    assert_eq!(engine.copy_object(&r).await.unwrap().outcome, Outcome::Copied);
+
+    // A delete event for root `x.csv` (never existed) maps to the same blob name.
+    let mut d = req(&ctx, "x.csv");
+    d.mode = SyncMode::Mirror;
+    d.event = event("ObjectRemoved:Delete", "00AA");
+    let rep = engine.copy_object(&d).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::SourceMissing, "{rep:?}");
+    assert_blob(&ctx, "x.csv", b"from 2024").await;
+
+    // The key the blob was written for does go, when its source goes.
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("2024/x.csv")
+        .send()
+        .await
+        .unwrap();
+    r.mode = SyncMode::Mirror;
+    assert_eq!(engine.copy_object(&r).await.unwrap().outcome, Outcome::Deleted);
+    assert!(ctx.blob().properties("x.csv").await.unwrap().is_none());
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
+    let ctx = TestCtx::new("metaonly").await;
+    let engine = ctx.engine(&[]).await;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("doc")
+        .body(b"same bytes".to_vec().into())
+        .content_type("text/plain")
+        .metadata("owner", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.copy_object(&req(&ctx, "doc")).await.unwrap().outcome,
+        Outcome::Copied
+    );
+    let before = engine.s3().head(&ctx.bucket, "doc").await.unwrap().unwrap();
+
+    // Last-Modified has one-second precision: the copy-in-place must land in a later second
+    // to be told apart at all (a change within the same second is not; decisions 51).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ctx.s3
+        .client()
+        .copy_object()
+        .bucket(&ctx.bucket)
+        .key("doc")
+        .copy_source(format!("{}/doc", ctx.bucket))
+        .metadata_directive(MetadataDirective::Replace)
+        .content_type("text/markdown")
+        .metadata("owner", "bob")
+        .send()
+        .await
+        .unwrap();
+    let after = engine.s3().head(&ctx.bucket, "doc").await.unwrap().unwrap();
+    assert_eq!(
+        after.etag, before.etag,
+        "moto keeps a single-part ETag on copy-in-place"
+    );
+    assert_ne!(after.last_modified, before.last_modified);
+
+    let scope = VerifyScope {
+        bucket: ctx.bucket.clone(),
+        source_prefix: String::new(),
+        container: ctx.container.clone(),
+        target_prefix: String::new(),
+    };
+    let (report, to_copy) = verify(&engine, &scope).await.unwrap();
+    assert_eq!(to_copy, vec!["doc".to_string()], "{report:?}");
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.kind == DiffKind::MetadataMismatch && d.detail.contains("metadata changed")),
+        "{report:?}"
+    );
+
+    // A bulk run's listing hint no longer matches the checkpoint, and the copy rewrites the
+    // headers and metadata.
+    let mut r = req(&ctx, "doc");
+    r.listed = Some(Listed {
+        etag: after.etag.clone(),
+        size: after.size,
+        last_modified: after.last_modified.clone(),
+    });
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    let p = ctx.blob().properties("doc").await.unwrap().unwrap();
+    assert_eq!(p.metadata.get("owner").map(String::as_str), Some("bob"));
+    assert_eq!(p.headers.content_type.as_deref(), Some("text/markdown"));
+    let (report, _) = verify(&engine, &scope).await.unwrap();
+    assert!(report.differences.is_empty(), "{report:?}");
+    ctx.cleanup().await;
+}
