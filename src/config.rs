@@ -192,6 +192,11 @@ pub struct Config {
     /// DrainSqs fires every minute, so 50 s keeps one receiver running almost all the time
     /// and always finishes well inside host.json's functionTimeout.
     pub drain_budget: Duration,
+    /// `SYNC_SQS_RETRY_BASE_SECS` (default 60): after a failed relay an SQS message stays
+    /// hidden this long times 4^(receives-1), at most 12 h, so an Azure outage spends the
+    /// queue's receive count slowly (with `maxReceiveCount` 5: 60+240+960+3840 s, about
+    /// 85 minutes before the dead-letter queue).
+    pub sqs_retry_base: Duration,
     /// `SYNC_WORKER_VISIBILITY_SECS` (default 300): how long the `watch` worker hides a
     /// copy message while it works on it; after a crash the message returns this much later.
     pub worker_visibility: Duration,
@@ -398,6 +403,10 @@ impl Config {
         if !(5..=3600).contains(&budget) {
             return Err(Error::invalid("SYNC_DRAIN_BUDGET_SECS: must be between 5 and 3600"));
         }
+        let retry_base: u64 = parse(env, "SYNC_SQS_RETRY_BASE_SECS", 60)?;
+        if !(1..=3600).contains(&retry_base) {
+            return Err(Error::invalid("SYNC_SQS_RETRY_BASE_SECS: must be between 1 and 3600"));
+        }
         let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 300)?;
         if !(1..=7 * 24 * 3600).contains(&worker_vis) {
             return Err(Error::invalid(
@@ -428,6 +437,7 @@ impl Config {
             copy_queue,
             reject_queue,
             drain_budget: Duration::from_secs(budget),
+            sqs_retry_base: Duration::from_secs(retry_base),
             azure,
             aws,
             engine,

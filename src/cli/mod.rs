@@ -95,6 +95,26 @@ enum Command {
     },
     /// Point the bucket's event notifications at the SQS queue and check the queue policy.
     SetupEvents(setup::SetupArgs),
+    /// Bring S3 events back from the SQS dead-letter queue to the events queue (after an
+    /// outage outlasted the retry pauses). Each is sent, then deleted from the dead-letter
+    /// queue, so none is lost.
+    ///
+    /// Example: s3-blob-sync redrive --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/s3-blob-sync-events --dry-run
+    Redrive {
+        /// The events queue whose RedrivePolicy names the dead-letter queue (default:
+        /// SYNC_SQS_QUEUE_URL).
+        #[arg(long)]
+        queue_url: Option<String>,
+        /// Only report how many messages wait in the dead-letter queue.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move at most this many messages.
+        #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
+        max: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run (`status RUN_ID`, `status --runs` for recent ones), or the checkpoint rows
     /// of a bucket (`status --bucket B`): what was copied, skipped or failed, and why; and the
     /// SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
@@ -294,6 +314,12 @@ pub async fn main() -> ExitCode {
             once,
         } => watch::run(queue_url, workers as usize, once).await,
         Command::SetupEvents(args) => setup::run(args).await,
+        Command::Redrive {
+            queue_url,
+            dry_run,
+            max,
+            json,
+        } => watch::redrive(queue_url, dry_run, max, json).await,
         Command::Verify {
             source,
             target,

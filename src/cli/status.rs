@@ -81,6 +81,16 @@ pub(super) async fn run(
                 None => "no drain recorded yet".into(),
             }
         );
+        match sqs.dead_letter().await? {
+            Some((dlq, max)) => {
+                let n = dlq.depth().await?.visible;
+                println!(
+                    "dead-letter queue: ~{n} messages{} (after {max} receives); bring them back with `s3-blob-sync redrive`",
+                    if n > 0 { " — changes the target has NOT seen" } else { "" }
+                );
+            }
+            None => println!("dead-letter queue: none (the events queue has no RedrivePolicy)"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,8 +12,18 @@ use crate::source::events::{self, EventRecord, Notification};
 use crate::source::sqs::{SqsMessage, SqsQueue};
 use crate::target::queue::WorkQueue;
 
-/// How long a message whose relay failed stays hidden before SQS redelivers it.
-const RETRY_VISIBILITY: Duration = Duration::from_secs(3);
+/// SQS's longest visibility timeout (12 h), less a second.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 1);
+
+/// How long a message whose relay failed on its `receives`-th receive stays hidden:
+/// `base` × 4^(receives−1), at most 12 h. Each failed receive spends one of the queue's
+/// `maxReceiveCount`, so the pauses grow fast enough that an outage of the Azure side of
+/// about an hour (base 60 s, maxReceiveCount 5: 60+240+960+3840 s) sends nothing to the
+/// dead-letter queue (decisions 53).
+pub fn retry_visibility(base: Duration, receives: u32) -> Duration {
+    let factor = 4u32.saturating_pow(receives.saturating_sub(1).min(15));
+    base.saturating_mul(factor).min(MAX_VISIBILITY)
+}
 /// Counters of one drain, also emitted as one tracing event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,6 +73,8 @@ pub struct Drainer {
     pub visibility: Duration,
     /// Receive loops run at once (each takes up to ten messages per receive).
     pub receivers: usize,
+    /// The first pause after a failed relay (see [`retry_visibility`]).
+    pub retry_base: Duration,
 }
 
 enum Verdict {
@@ -80,6 +92,7 @@ impl Drainer {
             rejects,
             visibility: Duration::from_secs(60),
             receivers: 4,
+            retry_base: Duration::from_secs(60),
         }
     }
 
@@ -96,11 +109,9 @@ impl Drainer {
         let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.reject_queue, retry)?;
         copy_queue.create_if_missing().await?;
         rejects.create_if_missing().await?;
-        Ok(Drainer::new(
-            SqsQueue::new(&cfg.aws, url, retry).await,
-            copy_queue,
-            rejects,
-        ))
+        let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects);
+        d.retry_base = cfg.sqs_retry_base;
+        Ok(d)
     }
 
     /// The SQS queue.
@@ -216,14 +227,22 @@ impl Drainer {
                 Err(e) => {
                     stats.left_for_retry += 1;
                     retry.push(m);
-                    tracing::warn!(message_id = %m.id, outcome = "left_for_retry", error = %e, "relay failed; SQS will redeliver");
+                    let pause_s = retry_visibility(self.retry_base, m.receive_count).as_secs();
+                    tracing::warn!(message_id = %m.id, outcome = "left_for_retry", receive_count = m.receive_count, pause_s, error = %e, "relay failed; SQS will redeliver");
                 }
             }
         }
-        // A failed relay comes back after a short pause, not after the whole lease.
-        if !retry.is_empty() {
-            if let Err(e) = self.sqs.extend_visibility(&retry, RETRY_VISIBILITY).await {
-                tracing::warn!(error = %e, "could not shorten SQS visibility; the message returns after its lease");
+        // A failed relay comes back after a pause that grows with its receive count.
+        let mut by_pause: std::collections::BTreeMap<Duration, Vec<&SqsMessage>> = Default::default();
+        for m in retry {
+            by_pause
+                .entry(retry_visibility(self.retry_base, m.receive_count))
+                .or_default()
+                .push(m);
+        }
+        for (pause, msgs) in by_pause {
+            if let Err(e) = self.sqs.extend_visibility(&msgs, pause).await {
+                tracing::warn!(error = %e, "could not set the SQS retry pause; the message returns after its lease");
             }
         }
         match self.sqs.delete_batch(&done).await {
@@ -264,23 +283,111 @@ impl Drainer {
                 }
             }
             Verdict::Reject(reason) => {
-                // Keep the parked message under Azure's 64 KiB (base64 adds a third).
-                let body: String = m.body.chars().take(40 * 1024).collect();
-                let parked = json!({
-                    "reason": reason,
-                    "sqsMessageId": m.id,
-                    "receiveCount": m.receive_count,
-                    "parkedAt": crate::checkpoint::now_rfc3339(),
-                    "body": body,
-                    "truncated": body.len() < m.body.len(),
-                });
-                self.rejects.send(&parked.to_string(), None).await?;
-                tracing::warn!(message_id = %m.id, outcome = "rejected", reason = %reason, queue = self.rejects.name(), "malformed SQS message parked");
+                let parked = parked_message(m, &reason);
+                self.rejects.send(&parked, None).await?;
+                let reason = cut_at(&reason, MAX_REASON_BYTES);
+                tracing::warn!(message_id = %m.id, outcome = "rejected", reason = %reason, bytes = m.body.len(), queue = self.rejects.name(), "malformed SQS message parked");
                 c.rejected += 1;
             }
         }
         Ok(c)
     }
+}
+
+/// What `redrive` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveStats {
+    /// The dead-letter queue's URL.
+    pub dead_letter_queue: String,
+    /// Messages waiting there when it started (approximate).
+    pub waiting: u64,
+    /// Messages sent back to the source queue and deleted from the dead-letter queue.
+    pub moved: u64,
+}
+
+/// Moves messages from `sqs`'s dead-letter queue back to `sqs`, at most `max`: each is sent
+/// first and deleted from the dead-letter queue only after the send succeeded, so a crash
+/// can duplicate a message (harmless: events are idempotent) but never lose one. A dry run
+/// only reports how many wait there.
+pub async fn redrive(sqs: &SqsQueue, max: u64, dry_run: bool) -> Result<RedriveStats> {
+    let (dlq, _) = sqs.dead_letter().await?.ok_or_else(|| {
+        crate::error::Error::invalid(format!(
+            "queue {} has no RedrivePolicy, so it has no dead-letter queue to bring messages back from",
+            sqs.url()
+        ))
+    })?;
+    let mut stats = RedriveStats {
+        dead_letter_queue: dlq.url().to_string(),
+        waiting: dlq.depth().await?.visible,
+        moved: 0,
+    };
+    if dry_run {
+        return Ok(stats);
+    }
+    while stats.moved < max {
+        let want = (max - stats.moved).min(10) as i32;
+        let batch = dlq
+            .receive(want, Duration::from_secs(1), Duration::from_secs(120))
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        for m in &batch {
+            sqs.send(&m.body).await?;
+            dlq.delete_batch(&[m]).await?;
+            stats.moved += 1;
+            tracing::info!(message_id = %m.id, outcome = "redriven", "dead-lettered message sent back to the source queue");
+        }
+    }
+    Ok(stats)
+}
+
+/// The most a parked message may take, in bytes of JSON: Azure queues take 64 KiB of
+/// base64, which carries 48 KiB; the rest is margin.
+pub const MAX_PARKED_BYTES: usize = 46 * 1024;
+/// The most of a rejection's reason kept (serde quotes offending input, which can be huge).
+const MAX_REASON_BYTES: usize = 2048;
+
+/// The rejects-queue message for a malformed SQS body: the reason, the SQS message id, the
+/// body's size and SHA-256 (so the original can be matched even when cut), and as much of
+/// the body as fits, all within [`MAX_PARKED_BYTES`] whatever the body holds (non-ASCII,
+/// control characters that JSON escapes six-fold, one huge string).
+pub fn parked_message(m: &SqsMessage, reason: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(m.body.as_bytes()));
+    let reason = cut_at(reason, MAX_REASON_BYTES);
+    let mut keep = m.body.len().min(MAX_PARKED_BYTES);
+    loop {
+        let excerpt = cut_at(&m.body, keep);
+        let text = json!({
+            "reason": reason,
+            "sqsMessageId": m.id,
+            "receiveCount": m.receive_count,
+            "parkedAt": crate::checkpoint::now_rfc3339(),
+            "bodyBytes": m.body.len(),
+            "bodySha256": digest,
+            "body": excerpt,
+            "truncated": excerpt.len() < m.body.len(),
+        })
+        .to_string();
+        if text.len() <= MAX_PARKED_BYTES || keep == 0 {
+            return text;
+        }
+        keep /= 2;
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_at(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The `copy-objects` message for one event record.
@@ -295,4 +402,53 @@ pub fn relay_message(r: &EventRecord) -> serde_json::Value {
         "versionId": r.version_id,
         "eventTime": r.event_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: String) -> SqsMessage {
+        SqsMessage {
+            id: "m-1".into(),
+            body,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn retry_pauses_grow_to_outlast_an_hour_within_five_receives() {
+        let base = Duration::from_secs(60);
+        let pauses: Vec<u64> = (1..=5).map(|n| retry_visibility(base, n).as_secs()).collect();
+        assert_eq!(pauses, [60, 240, 960, 3840, 15360]);
+        // maxReceiveCount 5: four pauses before the fifth receive.
+        assert!(pauses[..4].iter().sum::<u64>() >= 3600);
+        assert_eq!(retry_visibility(base, 40), MAX_VISIBILITY);
+        assert_eq!(retry_visibility(base, 0), base);
+    }
+
+    #[test]
+    fn parked_messages_fit_a_queue_message_whatever_the_body() {
+        let huge_string = format!("\"{}\"", "x".repeat(200 * 1024));
+        let non_ascii = "ü€😀".repeat(132 * 1024 / 9);
+        let controls = "\u{1}".repeat(60 * 1024);
+        for body in [huge_string, non_ascii, controls, "short".to_string()] {
+            let reason = match events::parse(&body) {
+                Err(r) => r,
+                Ok(_) => "parsed".into(),
+            };
+            let text = parked_message(&msg(body.clone()), &reason);
+            assert!(text.len() <= MAX_PARKED_BYTES, "{} bytes", text.len());
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["sqsMessageId"], "m-1");
+            assert_eq!(v["bodyBytes"], body.len());
+            use sha2::Digest;
+            assert_eq!(v["bodySha256"], hex::encode(sha2::Sha256::digest(body.as_bytes())));
+            assert_eq!(v["truncated"], body.len() > v["body"].as_str().unwrap().len());
+            assert!(body.starts_with(v["body"].as_str().unwrap()));
+            assert!(!v["reason"].as_str().unwrap().is_empty());
+            // base64 of it fits Azure's 64 KiB message.
+            assert!(text.len().div_ceil(3) * 4 <= 64 * 1024);
+        }
+    }
 }

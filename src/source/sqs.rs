@@ -10,7 +10,7 @@ use crate::error::{kind_from_status, Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 
 /// One received message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SqsMessage {
     /// Message id.
     pub id: String,
@@ -186,6 +186,81 @@ impl SqsQueue {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sends one message (redrive). Not idempotent: a lost reply may duplicate it, which
+    /// the sequencer and the source's HEAD make harmless downstream.
+    pub async fn send(&self, body: &str) -> Result<()> {
+        self.retry
+            .run("sqs send", || async {
+                self.client
+                    .send_message()
+                    .queue_url(&self.url)
+                    .message_body(body)
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "send"))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The queue's dead-letter queue and its `maxReceiveCount`, from its RedrivePolicy;
+    /// `None` when it has none.
+    pub async fn dead_letter(&self) -> Result<Option<(SqsQueue, u32)>> {
+        let out = self
+            .retry
+            .run("sqs get attributes", || async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "get attributes"))
+            })
+            .await?;
+        let Some(policy) = out.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(policy)
+            .map_err(|e| Error::invalid(format!("queue {}: RedrivePolicy is not JSON: {e}", self.url)))?;
+        let arn = v["deadLetterTargetArn"].as_str().unwrap_or_default();
+        // arn:aws:sqs:REGION:ACCOUNT:NAME
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts[..] else {
+            return Err(Error::invalid(format!(
+                "queue {}: RedrivePolicy.deadLetterTargetArn `{arn}` is not an SQS queue ARN",
+                self.url
+            )));
+        };
+        let max = match &v["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(0) as u32;
+        let url = self
+            .retry
+            .run("sqs get queue url", || async {
+                self.client
+                    .get_queue_url()
+                    .queue_name(name)
+                    .queue_owner_aws_account_id(account)
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "get queue url"))
+            })
+            .await?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
+        let dlq = SqsQueue {
+            client: self.client.clone(),
+            url,
+            retry: self.retry,
+        };
+        Ok(Some((dlq, max)))
     }
 
     /// Approximate depth.

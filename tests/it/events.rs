@@ -374,8 +374,14 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     ev.send_raw(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#)
         .await;
     ev.send_raw(r#"{"Records":[{"eventName":"ObjectCreated:Put"}]}"#).await;
+    // Bodies whose naive park would exceed Azure's 64 KiB: one top-level JSON string of
+    // 200 KiB (serde quotes it whole in its message), and 132 KB of non-ASCII text.
+    let huge_string = format!("\"{}\"", "y".repeat(200 * 1024));
+    let non_ascii = "grüße €".repeat(132 * 1024 / 10);
+    ev.send_raw(&huge_string).await;
+    ev.send_raw(&non_ascii).await;
     let (d, _) = ev.sync(&[]).await;
-    assert_eq!(d.rejected, 2, "{d:?}");
+    assert_eq!(d.rejected, 4, "{d:?}");
     assert_eq!(d.unknown_events, 1, "{d:?}");
     assert!(d.test_events >= 1, "{d:?}");
     assert_eq!(d.left_for_retry, 0);
@@ -383,7 +389,7 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     let cfg = ev.config(&[]);
     let rejects = ev.queue(&cfg.reject_queue);
     let parked = rejects.receive(32, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(parked.len(), 2);
+    assert_eq!(parked.len(), 4);
     let reasons: Vec<serde_json::Value> = parked.iter().map(|p| serde_json::from_str(&p.text).unwrap()).collect();
     assert!(reasons.iter().any(
         |r| r["reason"].as_str().unwrap().contains("not an S3 event notification") && r["body"] == "this is not json"
@@ -391,8 +397,136 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     assert!(reasons
         .iter()
         .any(|r| r["reason"].as_str().unwrap().contains("missing field `s3`")));
+    // The big ones: cut, but with their size and digest, so the original can be matched.
+    for big in [&huge_string, &non_ascii] {
+        let r = reasons
+            .iter()
+            .find(|r| r["bodyBytes"] == big.len())
+            .unwrap_or_else(|| panic!("no parked message of {} bytes", big.len()));
+        assert_eq!(r["truncated"], true);
+        assert_eq!(r["bodySha256"], sha(big.as_bytes()));
+        assert!(big.starts_with(r["body"].as_str().unwrap()));
+        assert!(!r["sqsMessageId"].as_str().unwrap().is_empty());
+        assert!(r["reason"].as_str().unwrap().len() <= 2048 + 4, "{r}");
+    }
     let depth = Drainer::from_config(&cfg).await.unwrap().sqs().depth().await.unwrap();
     assert_eq!((depth.visible, depth.in_flight), (0, 0));
+}
+
+#[tokio::test]
+async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
+    let ev = Events::new("evdlq", "mirror").await;
+    let ctx = &ev.ctx;
+    // The events queue gets a dead-letter queue after 5 receives, as infra/aws does.
+    let sqs = ev.config(&[]);
+    let client = s3_blob_sync::source::sqs::SqsQueue::new(&sqs.aws, &ev.queue_url, Default::default()).await;
+    let dlq_url = client
+        .client()
+        .create_queue()
+        .queue_name(crate::harness::unique("evdlq-dead-"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let dlq_arn = client
+        .client()
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    client
+        .client()
+        .set_queue_attributes()
+        .queue_url(&ev.queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (dlq, max) = client.dead_letter().await.unwrap().expect("redrive policy is read");
+    assert_eq!((dlq.url(), max), (dlq_url.as_str(), 5));
+
+    // The Azure queue is down for 90 s. Pauses of 5, 20, 80 s (base 5 here; 60 in
+    // production) span it within 4 receives.
+    let queue_proxy = Proxy::start("http://127.0.0.1:10001").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint={}/devstoreaccount1;\
+         TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
+        crate::harness::AZURITE_KEY,
+        queue_proxy.url
+    );
+    let cfg = ev.config(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+        ("SYNC_SQS_RETRY_BASE_SECS", "5"),
+    ]);
+    let drainer = Drainer::from_config(&cfg).await.unwrap();
+    // S3's TestEvent from setup-events is acknowledged before the outage starts.
+    drainer.drain(Duration::from_secs(5), true).await.unwrap();
+    queue_proxy.outage(Duration::from_secs(90));
+    let keys: Vec<String> = (0..5).map(|i| format!("out/{i}")).collect();
+    for k in &keys {
+        ctx.put(k, format!("during the outage: {k}")).await;
+    }
+    let started = std::time::Instant::now();
+    let mut total = DrainStats::default();
+    // Drain as DrainSqs would, one invocation after another, until every event is relayed.
+    while total.relayed < keys.len() as u64 && started.elapsed() < Duration::from_secs(200) {
+        let d = drainer.drain(Duration::from_secs(10), false).await.unwrap_or_default();
+        total.merge(&d);
+    }
+    assert!(
+        total.relayed >= keys.len() as u64 && total.left_for_retry > 0,
+        "{total:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        dlq.depth().await.unwrap().visible,
+        0,
+        "events reached the DLQ: {total:?}"
+    );
+    ev.sync(&[]).await;
+    ev.assert_in_sync(&keys).await;
+    for k in &keys {
+        assert!(ctx.blob().properties(k).await.unwrap().is_some(), "{k} did not arrive");
+    }
+
+    // `redrive` brings back what a longer outage would have dead-lettered.
+    client
+        .client()
+        .send_message()
+        .queue_url(&dlq_url)
+        .message_body(s3_event(&ctx.bucket, "out/0", "ObjectCreated:Put", "00FF"))
+        .send()
+        .await
+        .unwrap();
+    let env = ev.env();
+    let (code, out) = run_binary_async(&["redrive", "--dry-run"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("~1 messages wait") && out.contains("nothing was moved"),
+        "{out}"
+    );
+    assert_eq!(dlq.depth().await.unwrap().visible, 1, "a dry run moved something");
+    let (code, out) = run_binary_async(&["redrive", "--json"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(v["moved"], 1, "{out}");
+    assert_eq!(dlq.depth().await.unwrap().visible, 0);
+    let (d, _) = ev.sync(&[]).await;
+    assert_eq!(d.relayed, 1, "{d:?}");
+    let (code, out) = run_binary_async(&["status", "--bucket", &ctx.bucket], &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dead-letter queue: ~0 messages"), "{out}");
 }
 
 #[tokio::test]
@@ -411,7 +545,11 @@ async fn azure_queue_failure_mid_batch_loses_nothing() {
         crate::harness::AZURITE_KEY,
         queue_proxy.url
     );
-    let cfg = ev.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    // A first failed receive pauses 2 s here (the default is 60 s).
+    let cfg = ev.config(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+        ("SYNC_SQS_RETRY_BASE_SECS", "2"),
+    ]);
     let mut drainer = Drainer::from_config(&cfg).await.unwrap();
     drainer.visibility = Duration::from_secs(2);
     queue_proxy.storm(1_000_000, 500);

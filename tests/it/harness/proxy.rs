@@ -6,7 +6,8 @@
 //! 2. **As a TEST DOUBLE for Azure's Put Blob From URL and Put Block From URL**, which
 //!    Azurite cannot serve for external sources (it answers 501). Built from the Azure
 //!    Storage REST documentation: a PUT carrying `x-ms-copy-source` makes the double GET the
-//!    source URL itself (honouring `x-ms-source-range`), check `x-ms-source-content-md5`
+//!    source URL itself (honouring `x-ms-source-range`, and
+//!    `x-ms-source-if-match` as If-Match on that read: 412 `SourceConditionNotMet`), check `x-ms-source-content-md5`
 //!    (400 `Md5Mismatch` on a difference), answer `CannotVerifyCopySource` with the source's
 //!    status when the source cannot be read, and otherwise store the bytes in Azurite as a
 //!    Put Blob (`x-ms-blob-type: BlockBlob`) or Put Block with the same content headers and
@@ -58,6 +59,14 @@ pub struct Faults {
     pub copy_source_unreachable: AtomicBool,
     /// Delay every request by this many milliseconds (slow network).
     pub delay_ms: AtomicU64,
+    /// Hold this many HEAD requests (blob Get Properties) before forwarding them, until the
+    /// test calls [`Proxy::release`]: a slow reader, so another writer can act in between.
+    pub hold_heads: AtomicU32,
+    /// Hold this many copy-from-URL requests (double role) before the double reads the
+    /// source, until [`Proxy::release`]: the source can change while "Azure" is about to read.
+    pub hold_copies: AtomicU32,
+    /// Answer every request with 503 until this instant (ms since the epoch): an outage.
+    pub outage_until_ms: AtomicU64,
 }
 
 /// What went through the proxy.
@@ -78,6 +87,8 @@ pub struct Stats {
     /// Put Block requests being served right now, and the most there ever were at once.
     pub puts_in_flight: AtomicU64,
     pub max_puts_in_flight: AtomicU64,
+    /// Requests held by `hold_heads` so far.
+    pub held: AtomicU64,
 }
 
 /// Counts a Put Block as in flight until dropped.
@@ -103,6 +114,8 @@ struct State {
     faults: Faults,
     stats: Stats,
     client: reqwest::Client,
+    /// Permits that let held requests go on.
+    gate: tokio::sync::Semaphore,
 }
 
 /// A running proxy.
@@ -139,6 +152,7 @@ impl Proxy {
             faults: Faults::default(),
             stats: Stats::default(),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            gate: tokio::sync::Semaphore::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -172,6 +186,28 @@ impl Proxy {
         self.state.faults.storm.store(n, Ordering::SeqCst);
     }
 
+    /// Answers every request with 503 ServerBusy for `d` from now.
+    pub fn outage(&self, d: std::time::Duration) {
+        let until = now_ms() + d.as_millis() as u64;
+        self.state.faults.outage_until_ms.store(until, Ordering::SeqCst);
+    }
+
+    /// Lets `n` held requests go on.
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// Waits (at most 20 s) until `n` requests have been held.
+    pub async fn until_held(&self, n: u64) {
+        for _ in 0..400 {
+            if self.state.stats.held.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no request was held within 20 s");
+    }
+
     /// Blob commits that went through: Put Block List, or a Put Blob (a PUT on a blob with
     /// no `comp=` or `restype=`), whichever way the engine wrote the content.
     pub fn commits(&self) -> usize {
@@ -195,6 +231,12 @@ type Reply = Result<Response<Body>, std::io::Error>;
 
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn take(c: &AtomicU32) -> bool {
@@ -252,12 +294,19 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
+    if parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads) {
+        st.stats.held.fetch_add(1, Ordering::SeqCst);
+        st.gate.acquire().await.map_err(std::io::Error::other)?.forget();
+    }
     if take(&st.faults.resets) {
         // Returning an error makes hyper drop the connection with no response: a reset.
         return Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             "injected reset",
         ));
+    }
+    if now_ms() < st.faults.outage_until_ms.load(Ordering::SeqCst) {
+        return Ok(azure_error(503, "ServerBusy", &[]));
     }
     if take(&st.faults.storm) {
         let status = st.faults.storm_status.load(Ordering::SeqCst) as u16;
@@ -284,15 +333,26 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
                 &[("x-ms-copy-source-status-code", "403".into())],
             ));
         }
+        if take(&st.faults.hold_copies) {
+            st.stats.held.fetch_add(1, Ordering::SeqCst);
+            st.gate.acquire().await.map_err(std::io::Error::other)?.forget();
+        }
         let mut get = st.client.get(&src);
         if let Some(r) = parts.headers.get("x-ms-source-range") {
             get = get.header("range", r.to_str().unwrap_or(""));
+        }
+        // As Azure does, source conditions apply to the read of the source.
+        if let Some(m) = parts.headers.get("x-ms-source-if-match") {
+            get = get.header("if-match", m.to_str().unwrap_or(""));
         }
         let resp = match get.send().await {
             Ok(r) => r,
             Err(_) => return Ok(azure_error(500, "CannotVerifyCopySource", &[])),
         };
         let status = resp.status().as_u16();
+        if status == 412 {
+            return Ok(azure_error(412, "SourceConditionNotMet", &[]));
+        }
         if !(200..300).contains(&status) {
             return Ok(azure_error(
                 status,
@@ -316,6 +376,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             "x-ms-source-range",
             "x-ms-source-content-md5",
             "x-ms-copy-source-blob-properties",
+            "x-ms-source-if-match",
         ] {
             headers.remove(h);
         }
