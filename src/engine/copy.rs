@@ -509,14 +509,14 @@ impl Engine {
             )
             .await?;
         let expected = head.md5();
-        // Put Blob From URL can check an MD5 only; without one, blocks bring back Azure's
-        // CRC64 of what it read, to compare with S3's.
-        let single = head.size <= self.cfg.put_blob_from_url_max && (expected.is_some() || head.crc64nvme.is_none());
-        if single {
-            // With the source MD5, Azure checks the bytes it read before committing.
+        // One Put Blob From URL only when Azure can check what it read against the source's
+        // MD5 before it commits. Otherwise blocks: their CRC64s fold into S3's full-object
+        // CRC64 when it has one, and the source is HEADed again before the commit, so nothing
+        // is committed from a version other than the one HEADed (decisions 55).
+        if head.size <= self.cfg.put_blob_from_url_max && expected.is_some() {
             let cond = WriteCondition::after(existing);
             let got = target
-                .put_blob_from_url(name, &url, expected.as_ref().map(|m| &m[..]), props, &cond)
+                .put_blob_from_url(name, &url, &head.etag, expected.as_ref().map(|m| &m[..]), props, &cond)
                 .await?;
             if let (Some(want), Some(got)) = (expected, got.as_deref()) {
                 if got != want {
@@ -526,54 +526,55 @@ impl Engine {
                     }
                     return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
                 }
-                return Ok("md5");
             }
-        } else {
-            let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
-            let crcs = self
-                .stage_from_url(target, name, &url, &layout, 0..layout.count())
-                .await?;
-            let whole = combine(&layout, crcs);
-            let mut props = props.clone();
-            let verified = match (head.crc64nvme, whole) {
-                (Some(want), Some(got)) => {
-                    if got != want {
-                        return Err(crc_mismatch(req, want, got));
-                    }
-                    props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
-                    Some("crc64nvme")
-                }
-                // S3 has a CRC64 but Azure did not return one for every block.
-                (Some(_), None) => {
-                    return Err(Error::new(
-                        ErrorKind::Transient,
-                        format!("{name}: Put Block From URL returned no CRC64"),
-                    ))
-                }
-                (None, _) => None,
-            };
-            target
-                .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
-                .await?;
-            if let Some(v) = verified {
-                return Ok(v);
-            }
+            return Ok("md5");
         }
-        // No MD5 to compare (multipart or KMS): check the committed size.
-        let p = target
-            .properties(name)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::Transient, format!("{name}: blob missing right after commit")))?;
-        if p.size != head.size {
-            return Err(Error::new(
-                ErrorKind::Integrity,
+        let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
+        let crcs = self
+            .stage_from_url(target, name, &url, &head.etag, &layout, 0..layout.count())
+            .await?;
+        let whole = combine(&layout, crcs);
+        let mut props = props.clone();
+        let verified = match (head.crc64nvme, whole) {
+            (Some(want), Some(got)) => {
+                if got != want {
+                    return Err(crc_mismatch(req, want, got));
+                }
+                props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
+                "crc64nvme"
+            }
+            // S3 has a CRC64 but Azure did not return one for every block.
+            (Some(_), None) => {
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    format!("{name}: Put Block From URL returned no CRC64"),
+                ))
+            }
+            // No whole-object checksum to compare: the blocks tile exactly `head.size` bytes
+            // of the version HEADed, which is still the source's (checked just below).
+            (None, _) => "size",
+        };
+        self.source_unchanged(req, head).await?;
+        target
+            .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
+            .await?;
+        Ok(verified)
+    }
+
+    /// Before a server-side commit without a whole-object checksum: the source must still be
+    /// the version HEADed (same ETag and size), so every range Azure read was of it. Otherwise
+    /// `Precondition`, and the copy starts over from the new version.
+    async fn source_unchanged(&self, req: &CopyRequest, head: &ObjectHead) -> Result<()> {
+        match self.s3.head(&req.bucket, &req.key).await? {
+            Some(now) if now.etag == head.etag && now.size == head.size => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::Precondition,
                 format!(
-                    "size mismatch for s3://{}/{}: source {} bytes, blob {}",
-                    req.bucket, req.key, head.size, p.size
+                    "s3://{}/{}: the source changed while Azure read it; not committed",
+                    req.bucket, req.key
                 ),
-            ));
+            )),
         }
-        Ok(if expected.is_some() { "md5" } else { "size" })
     }
 
     /// Put Block From URL for `blocks` of `layout`, `block_concurrency` at a time. Returns
@@ -583,13 +584,14 @@ impl Engine {
         target: &BlobTarget,
         name: &str,
         url: &Secret,
+        etag: &str,
         layout: &BlockLayout,
         blocks: Range<u64>,
     ) -> Result<Vec<Option<u64>>> {
         let mut crcs: Vec<(u64, Option<u64>)> = futures::stream::iter(blocks)
             .map(|i| async move {
                 target
-                    .stage_block_from_url(name, &layout.id(i), url, layout.range(i))
+                    .stage_block_from_url(name, &layout.id(i), url, etag, layout.range(i))
                     .await
                     .map(|c| (i, c))
             })

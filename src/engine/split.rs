@@ -395,7 +395,7 @@ impl Engine {
                     self.cfg.presign_expiry,
                 )
                 .await?;
-            self.stage_from_url(target, &plan.blob, &url, &layout, blocks.clone())
+            self.stage_from_url(target, &plan.blob, &url, &plan.etag, &layout, blocks.clone())
                 .await
                 .map(|crcs| ("server-side", crcs))
         };

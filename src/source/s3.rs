@@ -318,6 +318,14 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
     }
 }
 
+/// Last-Modified as RFC 3339 at whole seconds: HEAD gives seconds, a listing milliseconds,
+/// and both must compare equal for the same version.
+fn modified_rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
+    aws_smithy_types::DateTime::from_secs(t.secs())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,12 +357,4 @@ mod tests {
         h.restore = None;
         assert_eq!(h.unreadable_class(), None);
     }
-}
-
-/// Last-Modified as RFC 3339 at whole seconds: HEAD gives seconds, a listing milliseconds,
-/// and both must compare equal for the same version.
-fn modified_rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
-    aws_smithy_types::DateTime::from_secs(t.secs())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .ok()
 }

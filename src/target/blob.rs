@@ -276,6 +276,7 @@ impl BlobTarget {
         &self,
         blob: &str,
         source: &Secret,
+        source_etag: &str,
         source_md5: Option<&[u8]>,
         props: &CommitProps,
         cond: &WriteCondition,
@@ -287,6 +288,7 @@ impl BlobTarget {
                 let opts = commit_options!(BlockBlobClientUploadBlobFromUrlOptions, props, cond, {
                     copy_source_blob_properties: Some(false),
                     source_content_md5: source_md5.map(<[u8]>::to_vec),
+                    source_if_match: Some(source_if_match(source_etag)),
                 });
                 client
                     .upload_blob_from_url(source.expose().to_string(), Some(opts))
@@ -297,13 +299,15 @@ impl BlobTarget {
         Ok(resp.content_md5().ok().flatten())
     }
 
-    /// Put Block From URL for `range` (inclusive start, exclusive end) of `source`. Returns
-    /// the CRC-64/NVME Azure computed over the bytes it read, when it says.
+    /// Put Block From URL for `range` (inclusive start, exclusive end) of `source`, read only
+    /// while the source's ETag is `source_etag` (else 412, a [`ErrorKind::Precondition`]).
+    /// Returns the CRC-64/NVME Azure computed over the bytes it read, when it says.
     pub async fn stage_block_from_url(
         &self,
         blob: &str,
         block_id: &[u8],
         source: &Secret,
+        source_etag: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<u64>> {
         let client = self.container.blob_client(blob).block_blob_client();
@@ -311,6 +315,7 @@ impl BlobTarget {
             .run("put block from url", || async {
                 let opts = BlockBlobClientStageBlockFromUrlOptions {
                     source_range: Some(range.clone().into()),
+                    source_if_match: Some(source_if_match(source_etag)),
                     ..Default::default()
                 };
                 client
@@ -528,4 +533,11 @@ impl Policy for TransactionalCrc64Policy {
         }
         next[0].send(ctx, request, &next[1..]).await
     }
+}
+
+/// `x-ms-source-if-match` for an S3 ETag: quoted, as HTTP's If-Match wants it (the ETag is
+/// kept unquoted everywhere else). Azure applies it to its read of the source, so a source
+/// overwritten after our HEAD is refused (412) instead of copied under the old version's name.
+fn source_if_match(etag: &str) -> azure_core::http::Etag {
+    azure_core::http::Etag::from(format!("\"{}\"", etag.trim_matches('"')))
 }

@@ -32,7 +32,7 @@ pub fn req(ctx: &TestCtx, key: &str) -> CopyRequest {
 }
 
 /// An engine that copies server-side through the double (which fetches from moto).
-async fn server_side_engine(ctx: &TestCtx, double: &Proxy, extra: &[(&str, &str)]) -> Engine {
+pub(crate) async fn server_side_engine(ctx: &TestCtx, double: &Proxy, extra: &[(&str, &str)]) -> Engine {
     let cs = ctx.connection_string_via(&double.url);
     let mut o = vec![
         ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
@@ -106,7 +106,10 @@ async fn sizes_and_multipart_on_both_paths() {
     r.target_prefix = "staged/".into();
     let before = double.count("comp=block&");
     let rep = server.copy_object(&r).await.unwrap();
-    assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("md5")));
+    // No whole-object MD5 can be checked across blocks Azure read itself (and S3 has no
+    // CRC64 for this object): the blocks tile the size of the version HEADed, pinned by
+    // x-ms-source-if-match and HEADed again before the commit. It used to claim `md5`.
+    assert_eq!((rep.outcome, rep.verified), (Outcome::Copied, Some("size")));
     assert_eq!(double.count("comp=block&") - before, 6, "20 MiB in 4 MiB blocks");
     assert_blob(&ctx, "staged/twenty", &objects[2].1).await;
     ctx.cleanup().await;

@@ -1,7 +1,7 @@
 //! Paths that once left the target silently wrong (issue "no silent divergence"), each
 //! reproduced against real moto and Azurite: sequencers of different lengths, a slow writer
-//! racing a newer version, a mirror delete of a blob another key wrote, and a metadata-only
-//! change that keeps the ETag.
+//! racing a newer version, a mirror delete of a blob another key wrote, a metadata-only
+//! change that keeps the ETag, and a source overwritten while Azure reads it server-side.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,9 +11,11 @@ use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
 use s3_blob_sync::engine::{EventInfo, Listed, SyncMode};
 use s3_blob_sync::run::verify::{verify, DiffKind, VerifyScope};
 
-use crate::copy_engine::{assert_blob, req};
+use crate::copy_engine::{assert_blob, multipart, req, server_side_engine};
 use crate::harness::proxy::Proxy;
-use crate::harness::TestCtx;
+use crate::harness::{bytes, TestCtx};
+
+const MIB: usize = 1024 * 1024;
 
 fn event(name: &str, sequencer: &str) -> Option<EventInfo> {
     Some(EventInfo {
@@ -222,5 +224,43 @@ async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
     assert_eq!(p.headers.content_type.as_deref(), Some("text/markdown"));
     let (report, _) = verify(&engine, &scope).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_server_side_copy_is_pinned_to_the_version_it_headed() {
+    let ctx = TestCtx::new("pinsrc").await;
+    // Multipart without a full-object CRC: no checksum would catch other bytes of the same
+    // size, so only the pin (and the HEAD before the commit) can.
+    let v1 = [bytes(5 * MIB, 31), bytes(MIB, 32)];
+    let v2 = [bytes(5 * MIB, 33), bytes(MIB, 34)];
+    multipart(&ctx, "mp", &v1, false).await;
+    let double = Proxy::blob_double().await;
+    let engine = Arc::new(server_side_engine(&ctx, &double, &[]).await);
+
+    // "Azure" is about to read the source when v2 replaces it.
+    double.faults().hold_copies.store(1, Ordering::SeqCst);
+    let a = {
+        let (engine, r) = (engine.clone(), req(&ctx, "mp"));
+        tokio::spawn(async move { engine.copy_object(&r).await })
+    };
+    double.until_held(1).await;
+    multipart(&ctx, "mp", &v2, false).await;
+    double.release(1);
+    let rep = a.await.unwrap().unwrap();
+
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    assert_blob(&ctx, "mp", &v2.concat()).await;
+    let now = engine.s3().head(&ctx.bucket, "mp").await.unwrap().unwrap();
+    let p = ctx.blob().properties("mp").await.unwrap().unwrap();
+    assert_eq!(
+        p.metadata.get("s3sync_etag"),
+        Some(&now.etag),
+        "the blob's bytes are v2 but its provenance names another version"
+    );
+    assert!(
+        double.count("comp=blocklist") >= 1,
+        "committed as blocks, after the checks"
+    );
     ctx.cleanup().await;
 }
