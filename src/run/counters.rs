@@ -119,12 +119,15 @@ impl Counters {
         }
     }
 
-    /// Objects whose copy has settled one way or another (every copy outcome).
-    pub fn settled_copies(&self) -> u64 {
+    /// Objects with a final per-key outcome, decided by the lister or by a copy (everything
+    /// but the scan itself, the queue bookkeeping and the prune). A run has settled when this
+    /// reaches `scanned`.
+    pub fn accounted(&self) -> u64 {
         [
             Tally::Excluded,
             Tally::Unsupported,
             Tally::NoTransferNeeded,
+            Tally::WouldTransfer,
             Tally::Transferred,
             Tally::Failed,
             Tally::Vanished,
@@ -183,7 +186,7 @@ mod tests {
         b.merge(&a);
         assert_eq!(b.objects(Tally::Scanned), 2);
         assert_eq!(b.bytes(Tally::Transferred), 20);
-        assert_eq!(b.settled_copies(), 2);
+        assert_eq!(b.accounted(), 2);
         assert_eq!(b.to_json()["transferredBytes"], 20);
         assert!(b.to_json().get("enqueued").is_none());
     }

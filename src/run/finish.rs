@@ -44,9 +44,15 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
         return Ok(CheckStep::Wait(interval));
     }
     let copies = svc.store.shard_counters(id).await?;
-    let settled = copies.settled_copies();
-    let expected = lister.counters.objects(Tally::Enqueued);
-    if settled < expected {
+    let mut all = lister.counters.clone();
+    all.merge(&copies);
+    let settled = all.accounted();
+    let expected = lister.counters.objects(Tally::Scanned);
+    // More outcomes than scanned keys: a copy from a lister attempt that died was for a key
+    // the page no longer lists (deleted meanwhile), so the sum cannot prove that every key
+    // has its outcome. Wait until it stops moving for one check (decisions 56).
+    let strays = settled > expected && settled != run.last_settled;
+    if settled < expected || strays {
         if settled != run.last_settled {
             run.last_settled = settled;
             run.last_progress_at = now_rfc3339();
@@ -55,7 +61,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
             let reason = format!(
                 "{} of {expected} copies never settled within {} s of the last progress; \
                  see the copy-objects-poison queue and the failures list",
-                expected - settled,
+                expected.saturating_sub(settled),
                 svc.config.run_stall.as_secs()
             );
             end(svc, id, RunState::PartiallySucceeded, Some(reason)).await?;

@@ -3,18 +3,19 @@
 //!
 //! The row is advanced with If-Match *after* the copies are durable, so a lister killed at any
 //! point either redoes the page (duplicate copy messages are harmless; each object is counted
-//! once by its marker) or finds the page done and only re-sends the next step. Counters of
-//! the page are in the same row update as the continuation token, so they are never counted
-//! twice.
+//! once by its marker, whether the lister or a copy records it) or finds the page done and
+//! only re-sends the next step. The page's scanned and enqueued counts are in the same row
+//! update as the continuation token, so they are never counted twice.
 
 use super::counters::{Counters, Tally};
 use super::service::{CopySink, RunService};
-use super::store::RunState;
+use super::store::{Counted, RunState};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::copy::is_current;
 use crate::engine::naming::{blob_name, NameIssue};
 use crate::error::Result;
 use crate::functions::copy_object::CopyMessage;
+use crate::source::s3::ListedObject;
 
 /// What to do after a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,23 +73,51 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     };
     let filters = spec.compiled_filters()?;
     let target_id = svc.target_id(spec)?;
+    // Scanned and enqueued are the page's own counts, saved with its token. Every scanned key
+    // also gets exactly one per-key outcome: here (excluded, unsupported, no transfer needed)
+    // or by its copy. A real run records the ones decided here as per-key markers, like
+    // copies do, so a key is never counted twice, whichever attempt of the page or copy
+    // counts it first (decisions 56); a dry run changes nothing and counts them in the row.
     let mut counts = Counters::default();
+    let mut decided: Vec<Counted> = Vec::new();
+    let mut decide = |o: &ListedObject, tally: Tally, reason: Option<String>| {
+        if spec.dry_run {
+            counts.add(tally, o.size);
+        } else {
+            decided.push(Counted {
+                key: o.key.clone(),
+                tally,
+                bytes: o.size,
+                reason,
+            });
+        }
+    };
     let mut candidates = Vec::new();
+    let mut scanned = Counters::default();
     for o in objects {
-        counts.add(Tally::Scanned, o.size);
+        scanned.add(Tally::Scanned, o.size);
         let rel = o.key.strip_prefix(spec.source.prefix.as_str()).unwrap_or(&o.key);
-        if filters.excludes(&o, rel).is_some() {
-            counts.add(Tally::Excluded, o.size);
+        if let Some(why) = filters.excludes(&o, rel) {
+            decide(&o, Tally::Excluded, Some(format!("excluded: {why}")));
             continue;
         }
         match blob_name(&o.key, &spec.source.prefix, &spec.target.prefix) {
-            Err(NameIssue::FolderMarker | NameIssue::OutsidePrefix) => counts.add(Tally::Excluded, o.size),
-            Err(NameIssue::Invalid(_)) => counts.add(Tally::Unsupported, o.size),
+            Err(issue @ (NameIssue::FolderMarker | NameIssue::OutsidePrefix)) => {
+                decide(&o, Tally::Excluded, Some(format!("excluded: {}", issue.reason())))
+            }
+            Err(issue @ NameIssue::Invalid(_)) => {
+                decide(&o, Tally::Unsupported, Some(format!("unsupported: {}", issue.reason())))
+            }
             Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => {
                 // The engine would HEAD it to see a restore; a bulk run counts it unsupported
                 // without the request (restored objects are copied by their event or a re-run
                 // after the restore changes the class reported in listings).
-                counts.add(Tally::Unsupported, o.size)
+                let class = o.storage_class.clone().unwrap_or_default();
+                decide(
+                    &o,
+                    Tally::Unsupported,
+                    Some(format!("unsupported: {class} (restore the object first)")),
+                )
             }
             Ok(name) => candidates.push((o, name)),
         }
@@ -114,11 +143,11 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
             };
             let fresh = row.is_none();
             if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, o.last_modified.as_deref(), &name)) {
-                counts.add(Tally::NoTransferNeeded, o.size);
+                decide(&o, Tally::NoTransferNeeded, None);
             } else if spec.dry_run {
-                counts.add(Tally::WouldTransfer, o.size);
+                decide(&o, Tally::WouldTransfer, None);
             } else {
-                counts.add(Tally::Enqueued, o.size);
+                scanned.add(Tally::Enqueued, o.size);
                 copies.push(CopyMessage {
                     bucket: bucket.clone(),
                     key: o.key,
@@ -143,8 +172,11 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         }
     }
     let enqueued = copies.len();
+    let decided_here = decided.len();
+    svc.store.record_many(id, &decided).await?;
     sink.send(copies).await?;
     lister.counters.merge(&counts);
+    lister.counters.merge(&scanned);
     lister.page += 1;
     lister.done = next.is_none();
     lister.token = next;
@@ -153,8 +185,8 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         return Ok(PageStep::Stale);
     }
     tracing::info!(
-        run_id = %id, bucket = %bucket, page, scanned = counts.objects(Tally::Scanned), enqueued,
-        no_transfer_needed = counts.objects(Tally::NoTransferNeeded), outcome = "page_listed", "listed a page"
+        run_id = %id, bucket = %bucket, page, scanned = scanned.objects(Tally::Scanned), enqueued,
+        decided_here, outcome = "page_listed", "listed a page"
     );
     if lister.done {
         super::finish::set_phase(svc, id, super::store::Phase::Copying).await?;

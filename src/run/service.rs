@@ -263,7 +263,7 @@ impl RunService {
 pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failures: &[(String, String)]) -> Value {
     let mut all = listed.clone();
     all.merge(copies);
-    let pending = listed.objects(Tally::Enqueued).saturating_sub(copies.settled_copies());
+    let pending = listed.objects(Tally::Scanned).saturating_sub(all.accounted());
     json!({
         "runId": run.id,
         "state": run.state.as_str(),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host};
+use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
 
 async fn start_run(h: &HandlerProc, body: &Value) -> String {
@@ -182,6 +183,81 @@ async fn lister_killed_between_pages_still_counts_exactly() {
     assert_eq!(status, 200, "{reply}");
     let (_, again) = get_run(&b, &id).await;
     assert_eq!(again["counters"], s["counters"]);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_every_copy() {
+    let ctx = TestCtx::new("redo").await;
+    let items: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| (format!("r/{i:04}"), vec![b'r'; 1 + i % 40]))
+        .collect();
+    ctx.put_many(items).await;
+    // The handler's tables go through a proxy that can make the lister row's update fail: a
+    // lister that sent its copies and died before it saved the page.
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
+         TableEndpoint={}/devstoreaccount1;",
+        crate::harness::AZURITE_KEY,
+        tables.url
+    );
+    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+
+    *tables.faults().reset_writes_to.lock().unwrap() = Some(("lister".into(), 1000));
+    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
+    let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
+    let (status, reply) = h.invoke("ListPage", &payload).await;
+    assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
+    *tables.faults().reset_writes_to.lock().unwrap() = None;
+
+    // Half of the first attempt's copies run; the others wait in the queue.
+    let mut first = Vec::new();
+    while first.len() < 300 {
+        first.extend(
+            host.copy
+                .receive(32.min(300 - first.len() as u32), Duration::from_secs(120))
+                .await
+                .unwrap(),
+        );
+    }
+    for m in first {
+        assert_eq!(host.deliver(&h, "CopyObject", &host.copy, m).await, 200);
+    }
+
+    // The page is redone (its message came back): 300 keys now look current.
+    let (status, reply) = h
+        .invoke(
+            "ListPage",
+            &queue_payload(&serde_json::from_str(&page0.text).unwrap(), 2),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    host.list.delete(&page0).await.unwrap();
+    // A settle check right now must not end the run: 300 copies are still to come.
+    let check = loop {
+        let mut got = host.list.receive(1, Duration::from_secs(30)).await.unwrap();
+        if let Some(m) = got.pop() {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(check.text.contains("check"), "{}", check.text);
+    host.deliver(&h, "ListPage", &host.list, check).await;
+    let (status, s) = get_run(&h, &id).await;
+    assert_eq!(status, 202, "the run ended before its copies did: {s}");
+    assert!(s["pendingCopies"].as_u64().unwrap() >= 300, "{s}");
+
+    let s = finish(&host, &h, &id, Duration::from_secs(300)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "scanned"), 600, "{s}");
+    assert_eq!(c(&s, "transferred"), 600, "each key once: {s}");
+    assert_eq!(c(&s, "noTransferNeeded"), 0, "a key counted twice: {s}");
+    assert_eq!(ctx.blob().list("").await.unwrap().len(), 600);
     ctx.cleanup().await;
 }
 

@@ -65,6 +65,9 @@ pub struct Faults {
     /// Hold this many copy-from-URL requests (double role) before the double reads the
     /// source, until [`Proxy::release`]: the source can change while "Azure" is about to read.
     pub hold_copies: AtomicU32,
+    /// Reset (before forwarding) this many writes (PUT, MERGE, PATCH) whose path contains the
+    /// needle: one entity's updates fail while everything else goes through.
+    pub reset_writes_to: Mutex<Option<(String, u32)>>,
     /// Answer every request with 503 until this instant (ms since the epoch): an outage.
     pub outage_until_ms: AtomicU64,
 }
@@ -304,6 +307,18 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             std::io::ErrorKind::ConnectionReset,
             "injected reset",
         ));
+    }
+    if matches!(parts.method.as_str(), "PUT" | "MERGE" | "PATCH") {
+        let mut armed = st.faults.reset_writes_to.lock().unwrap();
+        if let Some((needle, n)) = armed.as_mut() {
+            if *n > 0 && path_q.contains(needle.as_str()) {
+                *n -= 1;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset of a write",
+                ));
+            }
+        }
     }
     if now_ms() < st.faults.outage_until_ms.load(Ordering::SeqCst) {
         return Ok(azure_error(503, "ServerBusy", &[]));
