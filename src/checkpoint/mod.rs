@@ -297,10 +297,11 @@ impl CheckpointStore {
                             );
                             return Ok(());
                         }
-                        if same_second_other_version(&cur.record, rec) {
-                            // Last-Modified has one-second precision: which of the two
-                            // versions the blob holds cannot be told from here, so the
-                            // caller looks again (blob, then source) instead of guessing.
+                        if same_second_other_version(&cur.record, rec) || content_vs_removal(&cur.record, rec) {
+                            // Last-Modified has one-second precision, and a removal has
+                            // none: which of the two the blob reflects cannot be told from
+                            // here, so the caller looks again (blob, then source) instead
+                            // of guessing.
                             return Err(crate::error::Error::new(
                                 ErrorKind::Precondition,
                                 format!(
@@ -383,6 +384,14 @@ fn same_second_other_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool
         && stored.last_modified.is_some()
         && stored.last_modified == ours.last_modified
         && stored.etag != ours.etag
+}
+
+/// Whether one row says the blob holds content and the other that it was removed (or the
+/// source is gone): rows without a Last-Modified cannot be ordered against each other.
+fn content_vs_removal(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
+    let removal = |r: &ObjectRecord| matches!(r.outcome, Outcome::Deleted | Outcome::SourceMissing);
+    (content(stored) && removal(ours)) || (removal(stored) && content(ours))
 }
 
 /// Whether `stored` describes a strictly newer source version than `ours`.

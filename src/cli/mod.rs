@@ -111,6 +111,10 @@ enum Command {
         /// Move at most this many messages.
         #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
         max: u64,
+        /// Also move messages that carry no DeadLetterQueueSourceArn (not dead-lettered by
+        /// SQS, e.g. sent there by hand). Messages another queue dead-lettered never move.
+        #[arg(long)]
+        any_source: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -318,8 +322,9 @@ pub async fn main() -> ExitCode {
             queue_url,
             dry_run,
             max,
+            any_source,
             json,
-        } => watch::redrive(queue_url, dry_run, max, json).await,
+        } => watch::redrive(queue_url, dry_run, max, any_source, json).await,
         Command::Verify {
             source,
             target,

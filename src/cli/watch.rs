@@ -75,14 +75,20 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
 }
 
 /// `redrive`: moves dead-lettered S3 events back to the events queue.
-pub(super) async fn redrive(queue_url: Option<String>, dry_run: bool, max: u64, json: bool) -> Result<ExitCode> {
+pub(super) async fn redrive(
+    queue_url: Option<String>,
+    dry_run: bool,
+    max: u64,
+    any_source: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let cfg = crate::config::Config::from_env()?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let url = queue_url
         .or(cfg.sqs_queue_url.clone())
         .ok_or_else(|| crate::error::Error::invalid("no events queue: pass --queue-url or set SYNC_SQS_QUEUE_URL"))?;
     let sqs = crate::source::sqs::SqsQueue::new(&cfg.aws, &url, crate::retry::RetryPolicy::default()).await;
-    let stats = crate::run::drain::redrive(&sqs, max, dry_run).await?;
+    let stats = crate::run::drain::redrive(&sqs, max, dry_run, any_source).await?;
     if json {
         println!("{}", serde_json::to_string(&stats).unwrap_or_default());
     } else if dry_run {
@@ -95,6 +101,9 @@ pub(super) async fn redrive(queue_url: Option<String>, dry_run: bool, max: u64, 
             "moved {} of ~{} messages from {} back to {url}",
             stats.moved, stats.waiting, stats.dead_letter_queue
         );
+        for why in &stats.left {
+            println!("left: {why}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -209,7 +209,10 @@ impl Engine {
         // `recheck` ignores the checkpoint's word; the blob's own provenance still counts.
         let seen_for_skip = if req.recheck { None } else { seen };
         if let (Some(l), Some(s)) = (&req.listed, seen_for_skip) {
-            if is_current(&s.record, &l.etag, l.size, l.last_modified.as_deref(), &name) {
+            // Only a listing's hint: an event's carries no Last-Modified, and ETag and size
+            // alone miss a metadata-only change, so an event always looks at the source.
+            let modified = l.last_modified.as_deref();
+            if modified.is_some() && is_current(&s.record, &l.etag, l.size, modified, &name) {
                 return self
                     .skip_current(rec, s, l.size, name, "checkpoint matches the listing")
                     .await;
@@ -566,7 +569,16 @@ impl Engine {
     /// `Precondition`, and the copy starts over from the new version.
     async fn source_unchanged(&self, req: &CopyRequest, head: &ObjectHead) -> Result<()> {
         match self.s3.head(&req.bucket, &req.key).await? {
-            Some(now) if now.etag == head.etag && now.size == head.size => Ok(()),
+            // Last-Modified and version id too: the same bytes written again (same ETag)
+            // between two of Azure's range reads would still be another version.
+            Some(now)
+                if now.etag == head.etag
+                    && now.size == head.size
+                    && now.last_modified == head.last_modified
+                    && now.version_id == head.version_id =>
+            {
+                Ok(())
+            }
             _ => Err(Error::new(
                 ErrorKind::Precondition,
                 format!(

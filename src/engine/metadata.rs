@@ -46,6 +46,19 @@ fn header_safe(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v.trim(), SET).to_string()
 }
 
+/// The source key as a metadata value that decodes back to exactly the key: like
+/// [`header_safe`], but edge spaces are encoded instead of trimmed (a key `"a.txt "` must not
+/// read back as `"a.txt"`, or its blob could never be matched for a delete).
+fn key_safe(key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    // Controls (tabs, newlines) are encoded; only spaces can remain at the edges.
+    let enc = percent_encoding::utf8_percent_encode(key, SET).to_string();
+    let body = enc.trim_matches(' ');
+    let lead = enc.len() - enc.trim_start_matches(' ').len();
+    let trail = enc.len() - lead - body.len();
+    format!("{}{body}{}", "%20".repeat(lead), "%20".repeat(trail))
+}
+
 /// Applies `policy` to the object's user metadata and adds provenance. Errors name the first
 /// offending entry (for `fail`) or the size overrun.
 pub fn map_metadata(
@@ -77,7 +90,7 @@ pub fn map_metadata(
     }
     let p = |k: &str| format!("{PROVENANCE_PREFIX}{k}");
     out.values.insert(p("bucket"), bucket.to_string());
-    out.values.insert(p("key"), header_safe(key));
+    out.values.insert(p("key"), key_safe(key));
     out.values.insert(p("etag"), head.etag.clone());
     out.values.insert(p("size"), head.size.to_string());
     if let Some(v) = &head.version_id {
@@ -173,6 +186,11 @@ mod tests {
         assert_eq!(m.values["s3sync_key"], "dir/%C3%BC k");
         assert_eq!(written_for(&m.values, "b").as_deref(), Some("dir/ü k"));
         assert_eq!(written_for(&m.values, "other"), None);
+        for key in [" edge spaces.txt ", "\ttab", "   "] {
+            let m = map_metadata("b", key, &h, MetadataPolicy::Exclude).unwrap();
+            assert_eq!(written_for(&m.values, "b").as_deref(), Some(key));
+            assert!(!m.values["s3sync_key"].starts_with(' ') && !m.values["s3sync_key"].ends_with(' '));
+        }
         let big = "x".repeat(9000);
         let h = head(&[("big", big.as_str())]);
         assert!(map_metadata("b", "k", &h, MetadataPolicy::Exclude)

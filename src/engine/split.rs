@@ -310,7 +310,22 @@ impl Engine {
         let table = self.checkpoint.table();
         let rk = range_rk(&req.key, &plan.etag, part.index);
         if table.get(&pk, &rk).await?.is_none() {
-            let row = self.stage_range(req, target, &plan, part.index).await?;
+            let row = match self.stage_range(req, target, &plan, part.index).await {
+                Ok(row) => row,
+                // The read was pinned to the plan's version and lost: if the source moved on,
+                // this plan can never complete. Drop it and take the object whole (a new plan
+                // for the new version, or the source's absence).
+                Err(e) if e.kind() == ErrorKind::Precondition => {
+                    let now = self.s3.head(&req.bucket, &req.key).await?;
+                    if now.is_some_and(|h| h.etag == plan.etag) {
+                        return Err(e);
+                    }
+                    self.drop_staging(&pk, &req.key, None).await;
+                    tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "split_restarted", "the source changed during a split copy; starting the object over");
+                    return self.whole_object(req, target, target_id, seen, budget).await;
+                }
+                Err(e) => return Err(e),
+            };
             // Insert-or-replace (a duplicate delivery staged the same bytes), in one
             // transaction with a touch of the plan row: if the plan is gone (committed and
             // dropped meanwhile), no orphan range row is left behind.
@@ -501,14 +516,33 @@ impl Engine {
                 Some("committed by a concurrent step for another range".to_string()),
             )
         } else {
-            target
+            let committed = target
                 .commit_blocks(
                     &plan.blob,
                     &layout.ids(),
                     &props,
                     &WriteCondition::after(existing.as_ref()),
                 )
-                .await?;
+                .await;
+            match committed {
+                // The staged blocks are gone: another commit to this name discarded them, or
+                // Azure's cleanup of uncommitted blocks (7 days). The recorded ranges can never
+                // be committed; drop the plan so the retry starts the object over.
+                Err(e) if e.message().contains("InvalidBlockList") => {
+                    self.drop_staging(&pk, &req.key, None).await;
+                    tracing::warn!(bucket = %req.bucket, key = %req.key, outcome = "split_restarted", error = %e, "staged blocks are gone; starting the object over");
+                    return Err(Error::new(
+                        ErrorKind::Precondition,
+                        format!(
+                            "s3://{}/{}: the staged blocks of its split copy are gone; starting over",
+                            req.bucket, req.key
+                        ),
+                    ));
+                }
+                r => {
+                    r?;
+                }
+            }
             (Outcome::Copied, None)
         };
         let step = self.finish(rec, outcome, reason, Some(&head), seen).await?;

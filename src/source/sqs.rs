@@ -22,6 +22,9 @@ pub struct SqsMessage {
     pub sent_ms: Option<i64>,
     /// How many times it has been received.
     pub receive_count: u32,
+    /// The queue SQS dead-lettered it from (`DeadLetterQueueSourceArn`), on a dead-letter
+    /// queue's messages.
+    pub dead_letter_source: Option<String>,
 }
 
 /// Queue depth.
@@ -96,6 +99,7 @@ impl SqsQueue {
                     .visibility_timeout(visibility.as_secs() as i32)
                     .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                     .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                    .message_system_attribute_names(MessageSystemAttributeName::DeadLetterQueueSourceArn)
                     .send()
                     .await
                     .map_err(|e| map_err(e, "receive"))
@@ -114,6 +118,7 @@ impl SqsQueue {
                     receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(1),
+                    dead_letter_source: attr(MessageSystemAttributeName::DeadLetterQueueSourceArn),
                 }
             })
             .collect())
@@ -173,7 +178,8 @@ impl SqsQueue {
                         .expect("fields set")
                 })
                 .collect();
-            self.retry
+            let out = self
+                .retry
                 .run("sqs change visibility", || async {
                     self.client
                         .change_message_visibility_batch()
@@ -184,8 +190,46 @@ impl SqsQueue {
                         .map_err(|e| map_err(e, "change visibility"))
                 })
                 .await?;
+            if let Some(f) = out.failed().first() {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "sqs change visibility to {} s refused for {} of {} messages: {} {}",
+                        visibility.as_secs(),
+                        out.failed().len(),
+                        chunk.len(),
+                        f.code(),
+                        f.message().unwrap_or_default()
+                    ),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The queue's ARN.
+    pub async fn arn(&self) -> Result<String> {
+        let out = self
+            .retry
+            .run("sqs get attributes", || async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "get attributes"))
+            })
+            .await?;
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!("queue {}: no QueueArn in its attributes", self.url),
+                )
+            })
     }
 
     /// Sends one message (redrive). Not idempotent: a lost reply may duplicate it, which

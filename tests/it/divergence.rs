@@ -264,3 +264,95 @@ async fn a_server_side_copy_is_pinned_to_the_version_it_headed() {
     );
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_event_hint_never_skips_a_metadata_only_change() {
+    let ctx = TestCtx::new("evmeta").await;
+    let engine = ctx.engine(&[]).await;
+    ctx.put("k", "same bytes").await;
+    assert_eq!(
+        engine.copy_object(&req(&ctx, "k")).await.unwrap().outcome,
+        Outcome::Copied
+    );
+    let before = engine.s3().head(&ctx.bucket, "k").await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ctx.s3
+        .client()
+        .copy_object()
+        .bucket(&ctx.bucket)
+        .key("k")
+        .copy_source(format!("{}/k", ctx.bucket))
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("owner", "carol")
+        .send()
+        .await
+        .unwrap();
+    // The relayed event carries the ETag and size (unchanged) but no Last-Modified.
+    let mut r = req(&ctx, "k");
+    r.event = event("ObjectCreated:Copy", "00A0");
+    r.listed = Some(Listed {
+        etag: before.etag.clone(),
+        size: before.size,
+        last_modified: None,
+    });
+    let rep = engine.copy_object(&r).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    let p = ctx.blob().properties("k").await.unwrap().unwrap();
+    assert_eq!(p.metadata.get("owner").map(String::as_str), Some("carol"));
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_late_checkpoint_write_never_claims_a_blob_that_was_deleted() {
+    let ctx = TestCtx::new("latecp").await;
+    // W1's table writes go through a proxy that holds its first one: it commits the blob,
+    // then stalls before its checkpoint write lands.
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
+         TableEndpoint={}/devstoreaccount1;",
+        crate::harness::AZURITE_KEY,
+        tables.url
+    );
+    let w1 = Arc::new(ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await);
+    let w2 = ctx.engine(&[]).await;
+    ctx.put("k", "v1").await;
+    tables.faults().hold_writes.store(1, Ordering::SeqCst);
+    let a = {
+        let (w1, r) = (w1.clone(), req(&ctx, "k"));
+        tokio::spawn(async move { w1.copy_object(&r).await })
+    };
+    tables.until_held(1).await;
+    assert!(
+        ctx.blob().properties("k").await.unwrap().is_some(),
+        "W1 committed first"
+    );
+    // Meanwhile the source is deleted and W2 applies it in mirror mode.
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let mut d = req(&ctx, "k");
+    d.mode = SyncMode::Mirror;
+    assert_eq!(w2.copy_object(&d).await.unwrap().outcome, Outcome::Deleted);
+    tables.release(1);
+    let _ = a.await.unwrap();
+
+    let row = CheckpointStore::new(ctx.table())
+        .get(&ctx.bucket, "k", &ctx.target_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert!(ctx.blob().properties("k").await.unwrap().is_none());
+    assert!(
+        matches!(row.outcome, Outcome::Deleted | Outcome::SourceMissing),
+        "the row claims a blob that is gone: {row:?}"
+    );
+    ctx.cleanup().await;
+}

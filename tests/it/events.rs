@@ -517,7 +517,19 @@ async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
         "{out}"
     );
     assert_eq!(dlq.depth().await.unwrap().visible, 1, "a dry run moved something");
-    let (code, out) = run_binary_async(&["redrive", "--json"], &env).await;
+    // Sent there by hand, it carries no DeadLetterQueueSourceArn: not moved unless asked.
+    let (code, out) = run_binary_async(&["redrive"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("moved 0 of") && out.contains("--any-source moves it"),
+        "{out}"
+    );
+    assert_eq!(
+        dlq.depth().await.unwrap().visible,
+        1,
+        "the message left behind is visible again"
+    );
+    let (code, out) = run_binary_async(&["redrive", "--any-source", "--json"], &env).await;
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(v["moved"], 1, "{out}");

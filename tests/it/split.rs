@@ -246,3 +246,111 @@ async fn a_crash_after_half_the_ranges_resumes_without_restaging_them() {
     assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), after);
     ctx.cleanup().await;
 }
+
+/// Drives a split copy in this process: every unstaged range of `plan`, in order.
+async fn stage_all(
+    engine: &s3_blob_sync::engine::Engine,
+    req: &s3_blob_sync::engine::CopyRequest,
+    plan: &s3_blob_sync::engine::split::SplitPlan,
+    budget: u64,
+) -> s3_blob_sync::engine::Step {
+    let mut last = None;
+    for &index in &plan.unstaged {
+        let mut part = req.clone();
+        part.part = Some(s3_blob_sync::engine::PartRef {
+            etag: plan.etag.clone(),
+            index,
+        });
+        last = Some(engine.copy_step(&part, Some(budget)).await.unwrap());
+    }
+    last.expect("a plan has ranges")
+}
+
+#[tokio::test]
+async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
+    use s3_blob_sync::engine::{PartRef, Step};
+    let ctx = TestCtx::new("splitredo").await;
+    let engine = ctx
+        .engine(&[("SYNC_COPY_PATH", "streamed"), ("SYNC_BLOCK_SIZE_MIB", "1")])
+        .await;
+    let budget = 4 * MIB as u64;
+    let part = |r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32| {
+        let mut p = r.clone();
+        p.part = Some(PartRef {
+            etag: etag.into(),
+            index,
+        });
+        p
+    };
+
+    // 1. The source changes after one range was staged: the next range's pinned read loses,
+    // and instead of failing until poisoned the plan is dropped and the new version planned.
+    let v1 = bytes(12 * MIB, 41);
+    ctx.put("changing", v1).await;
+    let r = crate::copy_engine::req(&ctx, "changing");
+    let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
+        panic!("12 MiB over a 4 MiB budget splits")
+    };
+    assert_eq!(plan.ranges, 3);
+    assert!(matches!(
+        engine.copy_step(&part(&r, &plan.etag, 0), Some(budget)).await.unwrap(),
+        Step::Staged { .. }
+    ));
+    let v2 = bytes(9 * MIB, 42);
+    ctx.put("changing", v2.clone()).await;
+    let step = engine.copy_step(&part(&r, &plan.etag, 1), Some(budget)).await.unwrap();
+    let Step::Split(replan) = step else {
+        panic!("expected a new plan for the new version, got {step:?}")
+    };
+    assert_ne!(replan.etag, plan.etag);
+    assert!(replan.claimed && replan.ranges == 3, "{replan:?}");
+    let done = stage_all(&engine, &r, &replan, budget).await;
+    assert!(
+        matches!(done, Step::Done(ref rep) if rep.outcome == Outcome::Copied),
+        "{done:?}"
+    );
+    assert_blob(&ctx, "changing", &v2).await;
+    assert!(staging_rows(&ctx).await.is_empty(), "{:?}", staging_rows(&ctx).await);
+
+    // 2. The staged blocks vanish (any commit to the name discards uncommitted blocks; so does
+    // Azure after 7 days): the last range's commit fails with InvalidBlockList, and the
+    // object starts over instead of failing the same way forever.
+    let v3 = bytes(12 * MIB, 43);
+    ctx.put("vanishing", v3.clone()).await;
+    let r = crate::copy_engine::req(&ctx, "vanishing");
+    let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
+        panic!("splits")
+    };
+    for i in 0..2 {
+        engine.copy_step(&part(&r, &plan.etag, i), Some(budget)).await.unwrap();
+    }
+    let b = ctx.blob();
+    let data = bytes::Bytes::from_static(b"someone else");
+    // Another writer's block list (block ids of a blob all have one length): committing it
+    // discards every uncommitted block of the name.
+    let id_len = BlockLayout::new(12 * MIB as u64, &plan.etag, MIB as u64).id(0).len();
+    let other = vec![b'z'; id_len];
+    b.stage_block("vanishing", &other, data.clone(), checksum::crc64(&data))
+        .await
+        .unwrap();
+    b.commit_blocks(
+        "vanishing",
+        &[other],
+        &Default::default(),
+        &s3_blob_sync::target::blob::WriteCondition::Always,
+    )
+    .await
+    .unwrap();
+    let step = engine.copy_step(&part(&r, &plan.etag, 2), Some(budget)).await.unwrap();
+    let Step::Split(replan) = step else {
+        panic!("expected the object to start over, got {step:?}")
+    };
+    assert!(replan.claimed && replan.staged == 0, "{replan:?}");
+    let done = stage_all(&engine, &r, &replan, budget).await;
+    assert!(
+        matches!(done, Step::Done(ref rep) if rep.outcome == Outcome::Copied),
+        "{done:?}"
+    );
+    assert_blob(&ctx, "vanishing", &v3).await;
+    ctx.cleanup().await;
+}

@@ -65,6 +65,9 @@ pub struct Faults {
     /// Hold this many copy-from-URL requests (double role) before the double reads the
     /// source, until [`Proxy::release`]: the source can change while "Azure" is about to read.
     pub hold_copies: AtomicU32,
+    /// Hold this many writes (POST, PUT, MERGE, PATCH) before forwarding them, until
+    /// [`Proxy::release`]: a writer that stalls just before its write lands.
+    pub hold_writes: AtomicU32,
     /// Reset (before forwarding) this many writes (PUT, MERGE, PATCH) whose path contains the
     /// needle: one entity's updates fail while everything else goes through.
     pub reset_writes_to: Mutex<Option<(String, u32)>>,
@@ -297,7 +300,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    if parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads) {
+    let write = matches!(parts.method.as_str(), "POST" | "PUT" | "MERGE" | "PATCH");
+    if (parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads)) || (write && take(&st.faults.hold_writes)) {
         st.stats.held.fetch_add(1, Ordering::SeqCst);
         st.gate.acquire().await.map_err(std::io::Error::other)?.forget();
     }
