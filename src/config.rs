@@ -210,6 +210,10 @@ pub struct Config {
     /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
     /// ends PartiallySucceeded, naming how many never settled.
     pub run_stall: Duration,
+    /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
+    /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
+    /// the lock frees itself this long after the last renewal, and the next run takes over.
+    pub run_lease: Duration,
     /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up). A
     /// secret: its `notify` webhook URL carries a credential.
     pub scheduled_run: Option<Secret>,
@@ -425,11 +429,16 @@ impl Config {
         if !(5..=7 * 24 * 3600).contains(&stall) {
             return Err(Error::invalid("SYNC_RUN_STALL_SECS: must be between 5 and 604800"));
         }
+        let lease: u64 = parse(env, "SYNC_RUN_LEASE_SECS", 60)?;
+        if !(2..=3600).contains(&lease) {
+            return Err(Error::invalid("SYNC_RUN_LEASE_SECS: must be between 2 and 3600"));
+        }
         let cfg = Config {
             runs_table,
             list_queue,
             run_check_interval: Duration::from_secs(check),
             run_stall: Duration::from_secs(stall),
+            run_lease: Duration::from_secs(lease),
             scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::new),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,

@@ -24,10 +24,12 @@ use crate::run::service::{CopySink, RunService, Started};
 use crate::run::spec::RunSpec;
 use crate::run::store::{Counted, RunState};
 
-/// Hands the lister's copies to the workers; waits when they are busy.
+/// Hands the lister's copies to the workers; waits when they are busy, unless the run is
+/// stopping.
 struct ChannelSink {
     tx: mpsc::Sender<CopyMessage>,
     pb: ProgressBar,
+    stop: Stop,
 }
 
 #[async_trait::async_trait]
@@ -35,13 +37,110 @@ impl CopySink for ChannelSink {
     async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
         self.pb.inc_length(copies.len() as u64);
         for c in copies {
-            self.tx
-                .send(c)
-                .await
-                .map_err(|_| Error::internal("copy workers stopped early"))?;
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                r = self.tx.send(c) => r.map_err(|_| Error::internal("copy workers stopped early"))?,
+                _ = stop.wait_for(|s| s.is_some()) => return Err(Error::internal("stopping")),
+            }
         }
         Ok(())
     }
+}
+
+/// Why the run is stopping early, once it is: a signal's name, or a cancel from elsewhere.
+type Stop = tokio::sync::watch::Receiver<Option<String>>;
+
+/// How long in-flight copies may take to finish after a stop before they are abandoned
+/// (an abandoned copy has committed nothing, or its whole object: never a partial blob).
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Exit code after SIGINT/SIGTERM (128 + SIGINT, as shells report an interrupt).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// SIGINT or SIGTERM asks for a clean stop; a second one aborts at once.
+fn watch_signals(stop: tokio::sync::watch::Sender<Option<String>>) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let first = next_signal(&mut term).await;
+        eprintln!(
+            "\n{first}: stopping. No new copies start; those in flight get up to {} s to finish. {first} again aborts at once.",
+            STOP_GRACE.as_secs()
+        );
+        let _ = stop.send(Some(first.to_string()));
+        let second = next_signal(&mut term).await;
+        eprintln!("{second} again: aborting now. Nothing partial is visible; the run's lock frees itself when its lease runs out.");
+        std::process::exit(EXIT_INTERRUPTED.into());
+    });
+}
+
+/// The next SIGINT or SIGTERM, by name.
+async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) -> &'static str {
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = sigterm => "SIGTERM",
+    }
+}
+
+/// Renews the run's lock lease while the run is driven here, and notices a cancel from
+/// elsewhere (`s3-blob-sync cancel`, `POST /api/runs/{id}/cancel`) or a lost lock.
+fn keep_lease(
+    svc: Arc<RunService>,
+    id: String,
+    key: Option<String>,
+    lease: Duration,
+    stop: tokio::sync::watch::Sender<Option<String>>,
+) {
+    tokio::spawn(async move {
+        let halt = |why: String| {
+            eprintln!("stopping: {why}");
+            let _ = stop.send(Some(why));
+        };
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if stop.borrow().is_some() {
+                return;
+            }
+            // Ended elsewhere first: a cancel also releases the lock.
+            if let Ok(Some(run)) = svc.store.get(&id).await {
+                if run.state.is_final() {
+                    return halt(format!("the run was ended elsewhere ({})", run.state.as_str()));
+                }
+            }
+            if let Some(key) = &key {
+                match svc.store.renew(key, &id, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return halt(
+                            "the run's lock is no longer its own (its lease lapsed and another run took over)".into(),
+                        )
+                    }
+                    Err(e) => tracing::warn!(run_id = %id, error = %e, "could not renew the run lock lease"),
+                }
+            }
+        }
+    });
+}
+
+/// The command line that resumes this one (it was interrupted): the same arguments.
+fn resume_command() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `copy` (additive) or `sync` (mirror, at most `max_deletes` deletions).
@@ -63,16 +162,23 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let cfg = Arc::new(cfg);
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
-    let svc = RunService::local(cfg.clone(), engine.clone()).await?;
-    let run = match svc.start(spec, None, "cli").await? {
+    let svc = Arc::new(RunService::local(cfg.clone(), engine.clone()).await?);
+    let lease = cfg.run_lease;
+    let run = match svc.start(spec, None, "cli", Some(lease)).await? {
         Started::Created(r) => r,
         Started::Busy(other) => {
             return Err(Error::invalid(format!(
-                "run {other} is still running for this source and target (see `s3-blob-sync status {other}`)"
+                "run {other} is still running for this source and target (see `s3-blob-sync status {other}`; \
+                 `s3-blob-sync cancel {other}` stops it; if its process died, its lock frees itself within \
+                 SYNC_RUN_LEASE_SECS={} s of its last renewal)",
+                lease.as_secs()
             )))
         }
     };
     let id = run.id.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel::<Option<String>>(None);
+    watch_signals(stop_tx.clone());
+    keep_lease(svc.clone(), id.clone(), run.lock_key.clone(), lease, stop_tx);
 
     let pb = if args.no_progress || args.json {
         ProgressBar::hidden()
@@ -87,11 +193,18 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let started = Instant::now();
     let bytes = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel::<CopyMessage>(args.concurrency as usize * 4);
-    let sink = ChannelSink { tx, pb: pb.clone() };
+    let sink = ChannelSink {
+        tx,
+        pb: pb.clone(),
+        stop: stop.clone(),
+    };
 
     let lister = async {
         let mut page = 0;
         let result = loop {
+            if stop.borrow().is_some() {
+                break Ok(());
+            }
             match list_page(&svc, &id, page, &sink).await {
                 Ok(PageStep::Next(n)) => page = n,
                 Ok(_) => break Ok(()),
@@ -102,24 +215,34 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         result
     };
     let workers = async {
-        let results = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-            .map(|msg| {
-                let (engine, cfg) = (&engine, &cfg);
-                async move {
-                    let req = to_request(&msg, cfg)?;
-                    let (tally, bytes, reason) = match copy_with_retries(engine, &req).await {
-                        Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
-                        Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
-                    };
-                    Ok::<_, Error>(Counted {
-                        key: req.key,
-                        tally,
-                        bytes,
-                        reason,
-                    })
-                }
-            })
-            .buffer_unordered(args.concurrency as usize);
+        // After a stop no new copy starts: the stream of messages ends.
+        let results = futures::stream::unfold((rx, stop.clone()), |(mut rx, mut stop)| async move {
+            if stop.borrow().is_some() {
+                return None;
+            }
+            let m = tokio::select! {
+                m = rx.recv() => m,
+                _ = stop.wait_for(|s| s.is_some()) => None,
+            };
+            m.map(|m| (m, (rx, stop)))
+        })
+        .map(|msg| {
+            let (engine, cfg) = (&engine, &cfg);
+            async move {
+                let req = to_request(&msg, cfg)?;
+                let (tally, bytes, reason) = match copy_with_retries(engine, &req).await {
+                    Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
+                    Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
+                };
+                Ok::<_, Error>(Counted {
+                    key: req.key,
+                    tally,
+                    bytes,
+                    reason,
+                })
+            }
+        })
+        .buffer_unordered(args.concurrency as usize);
         let mut results = std::pin::pin!(results);
         // This process is the run's only writer, so copies are counted in batches (one
         // transaction per shard and ~100 keys) rather than two table requests a copy.
@@ -133,7 +256,27 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
                 }
             }
         };
-        while let Some(r) = results.next().await {
+        let mut grace = stop.clone();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => tokio::select! {
+                    r = results.next() => r,
+                    _ = grace.wait_for(|s| s.is_some()) => {
+                        deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                        continue;
+                    }
+                },
+                // Stopping: what is in flight may finish, within the grace period.
+                Some(d) => match tokio::time::timeout_at(d, results.next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(run_id = %id, outcome = "abandoned", "copies still in flight after the grace period; abandoned (nothing partial is visible)");
+                        None
+                    }
+                },
+            };
+            let Some(r) = next else { break };
             match r {
                 Ok(c) => {
                     if c.tally == Tally::Transferred {
@@ -157,7 +300,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         flush(counted).await;
     };
     let (listing, ()) = tokio::join!(lister, workers);
-    if let Err(e) = listing {
+    let stopped = stop.borrow().clone();
+    if let Some(why) = &stopped {
+        // Whatever finished is counted; the rest is for the next run, which skips what this
+        // one copied (the checkpoint says so) and converges.
+        let reason = format!("interrupted ({why}); resume with: {}", resume_command());
+        crate::run::finish::end(&svc, &id, RunState::Cancelled, Some(reason)).await?;
+    } else if let Err(e) = listing {
         let reason = format!("listing failed: {}", e.message());
         crate::run::finish::end(&svc, &id, RunState::Failed, Some(reason)).await?;
     }
@@ -196,8 +345,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         if args.dry_run {
             println!("dry run: nothing was changed.");
         }
+        if stopped.is_some() {
+            println!("stopped early; resume with:\n  {}", resume_command());
+        }
     }
-    Ok(if summary["state"] == "Succeeded" {
+    Ok(if stopped.is_some() {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if summary["state"] == "Succeeded" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED_OBJECTS)

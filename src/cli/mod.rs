@@ -95,6 +95,17 @@ enum Command {
     },
     /// Point the bucket's event notifications at the SQS queue and check the queue policy.
     SetupEvents(setup::SetupArgs),
+    /// Stop a running run (CLI or Function App): it ends Cancelled with what it did so far,
+    /// and its source/target lock is released at once.
+    ///
+    /// Example: s3-blob-sync cancel 20261202T054518Z-49770363
+    Cancel {
+        /// The run id (from `copy`, `sync`, `status --runs` or POST /api/runs).
+        run_id: String,
+        /// Only say what would be cancelled.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Bring S3 events back from the SQS dead-letter queue to the events queue (after an
     /// outage outlasted the retry pauses). Each is sent, then deleted from the dead-letter
     /// queue, so none is lost.
@@ -318,6 +329,7 @@ pub async fn main() -> ExitCode {
             once,
         } => watch::run(queue_url, workers as usize, once).await,
         Command::SetupEvents(args) => setup::run(args).await,
+        Command::Cancel { run_id, dry_run } => status::cancel(&run_id, dry_run).await,
         Command::Redrive {
             queue_url,
             dry_run,

@@ -182,3 +182,41 @@ pub(super) fn run_table(s: &serde_json::Value) -> String {
     }
     out
 }
+
+/// `cancel RUN_ID`: ends a running run as Cancelled and releases its lock. A CLI process
+/// driving it notices within a third of its lease and stops; a Function App's queued copies
+/// of it are dropped as they come.
+pub(super) async fn cancel(id: &str, dry_run: bool) -> Result<ExitCode> {
+    let svc = runs_service().await?;
+    let Some(run) = svc.store.get(id).await? else {
+        return Err(crate::error::Error::invalid(format!(
+            "no run with id `{id}` in table {} (see `status --runs`)",
+            svc.config.runs_table
+        )));
+    };
+    if run.state.is_final() {
+        println!("run {id} already ended: {}", run.state.as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if dry_run {
+        println!(
+            "dry run: would cancel run {id} ({}, phase {}); nothing was changed.",
+            run.state.as_str(),
+            run.phase.as_str()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match svc.cancel(id).await {
+        Ok(_) => {
+            println!(
+                "run {id} cancelled; its source/target lock is released. `s3-blob-sync status {id}` shows what it did."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == crate::error::ErrorKind::Precondition => {
+            println!("{}", e.message());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -221,7 +221,12 @@ impl Engine {
             tag: String::new(),
         };
         let table = self.checkpoint.table();
-        match table.insert(&fresh.to_entity(&pk, &rk, &req.key)).await {
+        // A nonce makes this planner's row its own: an insert whose reply was lost and that
+        // conflicts on its retry is recognised as ours (and its ranges sent), not as another
+        // planner's lease (decisions 59).
+        let mut row = fresh.to_entity(&pk, &rk, &req.key);
+        row.set_str("Planner", uuid::Uuid::new_v4().to_string());
+        match table.insert(&row).await {
             Ok(_) => {
                 // Ranges staged for older versions of this key will never be committed.
                 self.drop_staging(&pk, &req.key, Some(&head.etag)).await;

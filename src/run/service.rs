@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::counters::{Counters, Tally};
 use super::spec::RunSpec;
-use super::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
+use super::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
 use crate::checkpoint::now_rfc3339;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -132,17 +132,30 @@ impl RunService {
         Ok(self.engine.target(&spec.target.container)?.id())
     }
 
-    /// Creates a run (taking the source/target lock unless it is a dry run). The caller
-    /// starts its listing.
-    pub async fn start(&self, spec: RunSpec, notify: Option<Secret>, trigger: &str) -> Result<Started> {
+    /// Creates a run (taking the source/target lock unless it is a dry run; as a lease when
+    /// one process drives the run and renews it). The caller starts its listing.
+    pub async fn start(
+        &self,
+        spec: RunSpec,
+        notify: Option<Secret>,
+        trigger: &str,
+        lease: Option<Duration>,
+    ) -> Result<Started> {
         let target = self.engine.target(&spec.target.container)?;
         let id = new_run_id();
         let lock_key = if spec.dry_run {
             None
         } else {
             let key = spec.lock_key(&target.id());
-            if let Err(holder) = self.store.lock(&key, &id).await? {
-                return Ok(Started::Busy(holder));
+            match self.store.lock(&key, &id, lease).await? {
+                Lock::Taken => {}
+                Lock::Busy(holder) => return Ok(Started::Busy(holder)),
+                Lock::TakenOver(previous) => {
+                    let reason =
+                        format!("abandoned: the process running it stopped renewing its lock; run {id} took over");
+                    tracing::warn!(run_id = %previous, next = %id, outcome = "abandoned", "run lock lease lapsed; taking over");
+                    super::finish::end(self, &previous, RunState::Cancelled, Some(reason)).await?;
+                }
             }
             Some(key)
         };
@@ -178,7 +191,7 @@ impl RunService {
 
     /// Starts a run and queues its first page (the Functions entry points).
     pub async fn start_queued(&self, spec: RunSpec, notify: Option<Secret>, trigger: &str) -> Result<Started> {
-        let started = self.start(spec, notify, trigger).await?;
+        let started = self.start(spec, notify, trigger, None).await?;
         if let Started::Created(run) = &started {
             let first = ListMessage::Page {
                 run_id: run.id.clone(),

@@ -14,6 +14,7 @@
 //! nothing, and concurrent copies contend on 16 rows instead of one.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -433,14 +434,18 @@ impl RunStore {
             .collect())
     }
 
-    /// Takes the lock for `key` for run `id`. When another run holds it and is still
-    /// running, returns that run's id instead.
-    pub async fn lock(&self, key: &str, id: &str) -> Result<std::result::Result<(), String>> {
+    /// Takes the lock for `key` for run `id`, as a lease of `lease` when the run is driven by
+    /// one process that renews it ([`Self::renew`]), or for as long as the run runs when it is
+    /// driven by queues (`None`).
+    pub async fn lock(&self, key: &str, id: &str, lease: Option<Duration>) -> Result<Lock> {
         let mut e = Entity::new(LOCK_PK, key);
         e.set_str("RunId", id);
+        if let Some(l) = lease {
+            e.set_i64("LeaseUntil", unix_now() + l.as_secs() as i64);
+        }
         for _ in 0..5 {
             match self.table.insert(&e).await {
-                Ok(_) => return Ok(Ok(())),
+                Ok(_) => return Ok(Lock::Taken),
                 Err(err) if err.kind() == ErrorKind::Precondition => {}
                 Err(err) => return Err(err),
             }
@@ -448,14 +453,16 @@ impl RunStore {
                 continue;
             };
             let holder = held.get_str("RunId").unwrap_or_default().to_string();
-            if let Some(run) = self.get(&holder).await? {
-                if !run.state.is_final() {
-                    return Ok(Err(holder));
-                }
+            let lapsed = held.get_i64("LeaseUntil").is_some_and(|t| t < unix_now());
+            let running = self.get(&holder).await?.is_some_and(|r| !r.state.is_final());
+            if running && !lapsed {
+                return Ok(Lock::Busy(holder));
             }
-            // The holder ended (or vanished) without releasing: take the lock over.
+            // The holder ended (or vanished) without releasing, or its process stopped
+            // renewing the lease: take the lock over.
             match self.table.update(&e, held.etag.as_deref()).await {
-                Ok(_) => return Ok(Ok(())),
+                Ok(_) if running => return Ok(Lock::TakenOver(holder)),
+                Ok(_) => return Ok(Lock::Taken),
                 Err(err) if err.kind() == ErrorKind::Precondition => continue,
                 Err(err) => return Err(err),
             }
@@ -464,6 +471,28 @@ impl RunStore {
             ErrorKind::Precondition,
             "run lock: too many concurrent starts",
         ))
+    }
+
+    /// Extends run `id`'s lease on `key` to `lease` from now. `false` when the lock is no
+    /// longer this run's (it lapsed and another run took it over).
+    pub async fn renew(&self, key: &str, id: &str, lease: Duration) -> Result<bool> {
+        for _ in 0..3 {
+            let Some(held) = self.table.get(LOCK_PK, key).await? else {
+                return Ok(false);
+            };
+            if held.get_str("RunId") != Some(id) {
+                return Ok(false);
+            }
+            let mut e = Entity::new(LOCK_PK, key);
+            e.set_str("RunId", id)
+                .set_i64("LeaseUntil", unix_now() + lease.as_secs() as i64);
+            match self.table.update(&e, held.etag.as_deref()).await {
+                Ok(_) => return Ok(true),
+                Err(err) if err.kind() == ErrorKind::Precondition => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(false)
     }
 
     /// Releases `key` if run `id` still holds it.
@@ -479,6 +508,22 @@ impl RunStore {
         }
         Ok(())
     }
+}
+
+/// What taking a run lock found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lock {
+    /// Taken for this run.
+    Taken,
+    /// This run (by id) holds it and is alive: still running, its lease (if any) current.
+    Busy(String),
+    /// Taken over from this run, still marked running, whose process stopped renewing its
+    /// lease: the caller ends it.
+    TakenOver(String),
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Run ids are `YYYYMMDDTHHMMSSZ-<8 hex>`: sortable, and safe as table keys.

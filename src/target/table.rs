@@ -43,6 +43,15 @@ pub struct Entity {
     pub props: Map<String, Value>,
 }
 
+/// Whether `stored` has every property of `sent` with the same value (the service adds
+/// `Timestamp` and may drop type annotations it does not need).
+fn holds_all(stored: &Entity, sent: &Entity) -> bool {
+    sent.props
+        .iter()
+        .filter(|(k, _)| !k.ends_with("@odata.type"))
+        .all(|(k, v)| stored.props.get(k) == Some(v))
+}
+
 impl Entity {
     /// A new entity with no properties.
     pub fn new(partition_key: impl Into<String>, row_key: impl Into<String>) -> Self {
@@ -268,11 +277,18 @@ impl TableClient {
         }
     }
 
-    /// Inserts a new entity; [`ErrorKind::Precondition`] if it already exists. Returns the ETag.
+    /// Inserts a new entity; [`ErrorKind::Precondition`] if another one exists under its keys.
+    /// Returns the ETag.
+    ///
+    /// Retried on faults. A conflict may be this very insert, landed on an earlier try whose
+    /// reply was lost ("maybe mine"): the stored entity is read back, and when it holds
+    /// exactly what was sent the insert counts as done. Callers that must tell their own
+    /// insert from an identical one by someone else put a unique value in it (a run id, a
+    /// planner nonce).
     pub async fn insert(&self, e: &Entity) -> Result<String> {
         let body = e.to_json().to_string();
         let url = self.url(&self.table);
-        let r = self
+        let sent = self
             .send(
                 "insert entity",
                 || {
@@ -282,12 +298,20 @@ impl TableClient {
                     req.set_body(body.clone().into_bytes());
                     req
                 },
-                // A retried insert that already landed answers 409, which callers treat as a
-                // lost race and re-read: safe.
                 true,
             )
-            .await?;
-        Ok(header(&r, "etag").unwrap_or_default())
+            .await;
+        match sent {
+            Ok(r) => Ok(header(&r, "etag").unwrap_or_default()),
+            Err(err) if err.kind() == ErrorKind::Precondition => match self.get(&e.partition_key, &e.row_key).await? {
+                Some(stored) if holds_all(&stored, e) => {
+                    tracing::debug!(table = %self.table, "insert conflicted with an identical entity: taken as this insert, landed before its reply was lost");
+                    Ok(stored.etag.unwrap_or_default())
+                }
+                _ => Err(err),
+            },
+            Err(err) => Err(err),
+        }
     }
 
     /// Replaces an entity. With `if_match`, only if its ETag still matches

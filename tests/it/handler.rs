@@ -174,6 +174,8 @@ fn every_command_has_help() {
         &["verify", "--help"],
         &["watch", "--help"],
         &["setup-events", "--help"],
+        &["redrive", "--help"],
+        &["cancel", "--help"],
     ] {
         let (code, out) = run_binary(args, &Default::default());
         assert_eq!(code, 0, "{args:?}");
@@ -187,6 +189,13 @@ fn every_command_has_help() {
     assert!(out.contains("--repair") && out.contains("--json"), "{out}");
     let (_, out) = run_binary(&["serve", "--help"], &Default::default());
     assert!(out.contains("--work-queues"), "{out}");
+    for cmd in ["redrive", "cancel"] {
+        let (_, out) = run_binary(&[cmd, "--help"], &Default::default());
+        assert!(
+            out.contains("Example: s3-blob-sync") && out.contains("--dry-run"),
+            "{out}"
+        );
+    }
 }
 
 #[tokio::test]

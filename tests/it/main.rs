@@ -3,11 +3,13 @@
 
 mod harness;
 
+mod chaos;
 mod copy_engine;
 mod divergence;
 mod events;
 mod faults;
 mod handler;
+mod interrupt;
 mod layout;
 mod runs;
 mod secrets;

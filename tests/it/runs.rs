@@ -262,6 +262,41 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
 }
 
 #[tokio::test]
+async fn a_run_start_whose_insert_reply_was_lost_still_starts_and_finishes() {
+    let ctx = TestCtx::new("loststart").await;
+    ctx.put_many((0..20).map(|i| (format!("s/{i:02}"), vec![b's'; 5])).collect())
+        .await;
+    // The runs table through a proxy that forwards the run row's insert, then drops its
+    // reply: it landed, and the retry meets its own entity (409).
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
+         TableEndpoint={}/devstoreaccount1;",
+        crate::harness::AZURITE_KEY,
+        tables.url
+    );
+    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let inserts = format!("POST /devstoreaccount1/{}", ctx.env["SYNC_RUNS_TABLE"]);
+    // The run row's insert (its body names the `run` partition) lands; its reply is lost.
+    *tables.faults().drop_replies_to.lock().unwrap() = Some((r#""PartitionKey":"run""#.into(), 1));
+    // 202, not a 500 that leaves a Running run without its first page and its lock held.
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+    assert!(tables.count(&inserts) >= 3, "the run row's insert was retried");
+    assert_eq!(tables.faults().drop_replies_to.lock().unwrap().as_ref().unwrap().1, 0);
+    let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "transferred"), 20, "{s}");
+    // And the lock was released: the next run starts.
+    let again = start_run(&h, &body(&ctx, json!({}))).await;
+    let s = finish(&host, &h, &again, Duration::from_secs(120)).await;
+    assert_eq!(c(&s, "noTransferNeeded"), 20, "{s}");
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
 async fn fifty_concurrent_copies_and_their_duplicates_lose_no_count() {
     let ctx = TestCtx::new("conc").await;
     let items: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("c/{i:03}"), vec![b'y'; 10 + i])).collect();

@@ -354,3 +354,49 @@ async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
     assert_blob(&ctx, "vanishing", &v3).await;
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
+    use s3_blob_sync::engine::Step;
+    let ctx = TestCtx::new("lostplan").await;
+    ctx.put("big", bytes(12 * MIB, 51)).await;
+    // The checkpoint table through a proxy that forwards the plan's insert, then drops the
+    // reply: the insert landed, the planner's retry meets its own row (409).
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
+         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
+         TableEndpoint={}/devstoreaccount1;",
+        crate::harness::AZURITE_KEY,
+        tables.url
+    );
+    let engine = ctx
+        .engine(&[
+            ("AZURE_STORAGE_CONNECTION_STRING", &cs),
+            ("SYNC_COPY_PATH", "streamed"),
+            ("SYNC_BLOCK_SIZE_MIB", "1"),
+        ])
+        .await;
+    let insert = format!("POST /devstoreaccount1/{}", ctx.table);
+    *tables.faults().drop_replies_to.lock().unwrap() = Some((insert.clone(), 1));
+    let budget = 4 * MIB as u64;
+    let r = crate::copy_engine::req(&ctx, "big");
+    let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
+        panic!("splits")
+    };
+    assert!(
+        tables.count(&insert) >= 2,
+        "the insert was retried after its lost reply"
+    );
+    // Its own plan: claimed, every range to send. (Taken for another planner's, it sent
+    // nothing, the message was acknowledged, and the object was never copied.)
+    assert!(plan.claimed, "{plan:?}");
+    assert_eq!(plan.unstaged, vec![0, 1, 2]);
+    let done = stage_all(&engine, &r, &plan, budget).await;
+    assert!(
+        matches!(done, Step::Done(ref rep) if rep.outcome == Outcome::Copied),
+        "{done:?}"
+    );
+    assert_blob(&ctx, "big", &bytes(12 * MIB, 51)).await;
+    ctx.cleanup().await;
+}

@@ -71,6 +71,9 @@ pub struct Faults {
     /// Reset (before forwarding) this many writes (PUT, MERGE, PATCH) whose path contains the
     /// needle: one entity's updates fail while everything else goes through.
     pub reset_writes_to: Mutex<Option<(String, u32)>>,
+    /// Forward this many requests whose log line (`METHOD path?query`) or body contains the
+    /// needle, then drop the reply: the request landed, the caller never hears so.
+    pub drop_replies_to: Mutex<Option<(String, u32)>>,
     /// Answer every request with 503 until this instant (ms since the epoch): an outage.
     pub outage_until_ms: AtomicU64,
 }
@@ -283,7 +286,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         .map(|k| format!(" akid={k}"))
         .unwrap_or_default();
     let line = format!("{} {}{akid}", parts.method, s3_blob_sync::redact::redact(&path_q));
-    st.stats.log.lock().unwrap().push(line);
+    st.stats.log.lock().unwrap().push(line.clone());
     if let (true, Some(r)) = (parts.method == hyper::Method::GET, parts.headers.get("range")) {
         st.stats
             .ranges
@@ -422,10 +425,23 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             fwd = fwd.header(k, v);
         }
     }
+    let sent_body = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_string();
     let resp = match fwd.body(body).send().await {
         Ok(r) => r,
         Err(e) => return Err(std::io::Error::other(e)),
     };
+    {
+        let mut armed = st.faults.drop_replies_to.lock().unwrap();
+        if let Some((needle, n)) = armed.as_mut() {
+            if *n > 0 && (line.contains(needle.as_str()) || sent_body.contains(needle.as_str())) {
+                *n -= 1;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reply loss (the request landed)",
+                ));
+            }
+        }
+    }
     let status = resp.status();
     let mut out = Response::builder().status(status);
     let head = parts.method == hyper::Method::HEAD;

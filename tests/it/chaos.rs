@@ -1,0 +1,622 @@
+//! The seeded, model-based chaos test: random operations on a bucket, their S3 events sent
+//! duplicated, reordered and delayed (with per-key sequencers of varying length), faults on
+//! both clouds, two `watch` workers killed and restarted at random, and concurrent `sync` runs
+//! (one of them killed). At the end the target must equal the source key by key (bytes,
+//! headers, user metadata), every checkpoint row must match its blob, nothing extra may exist,
+//! every finished run's counters must add up, and no queue may hold a message.
+//!
+//! `CHAOS_SEEDS` (default 2), `CHAOS_OPS` (default 60 per seed), `CHAOS_KEYS` (default 16) and
+//! `CHAOS_SEED` (replay one seed) size it; `bench/chaos.sh` runs the long soak. A failure
+//! prints the seed and the first divergent key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::harness::handler::run_binary_async;
+use crate::harness::proxy::Proxy;
+use crate::harness::{bytes, sha, unique, TestCtx, AZURITE_KEY};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One S3 event as S3 sends it (key URL-encoded, `+` for a space).
+fn event(bucket: &str, key: &str, name: &str, sequencer: &str, etag: Option<&str>, size: Option<u64>) -> Value {
+    let enc: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    let mut object = json!({"key": enc, "sequencer": sequencer});
+    if let (Some(e), Some(s)) = (etag, size) {
+        object["eTag"] = json!(e.trim_matches('"'));
+        object["size"] = json!(s);
+    }
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": name,
+        "eventTime": "2026-12-02T00:00:00.000Z",
+        "s3": {"bucket": {"name": bucket}, "object": object}
+    }]})
+}
+
+/// Per-key sequencers that only grow, of varying length: a fixed-width counter, then 0 to 4
+/// more hex digits. Compared right-padded, each is later than every one before it, though a
+/// later one is often shorter.
+fn sequencer(rng: &mut StdRng, n: u64) -> String {
+    let extra: String = (0..rng.random_range(0..5))
+        .map(|_| {
+            char::from_digit(rng.random_range(0..16), 16)
+                .unwrap()
+                .to_ascii_uppercase()
+        })
+        .collect();
+    format!("{n:016X}{extra}")
+}
+
+/// A worker or run process, restartable.
+struct Proc {
+    args: Vec<String>,
+    env: HashMap<String, String>,
+    child: Option<tokio::process::Child>,
+}
+
+impl Proc {
+    fn start(args: &[&str], env: &HashMap<String, String>) -> Proc {
+        let mut p = Proc {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.clone(),
+            child: None,
+        };
+        p.restart();
+        p
+    }
+
+    fn restart(&mut self) {
+        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path().keep().unwrap();
+        let out = std::fs::File::create(&log).unwrap();
+        self.child = Some(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_s3-blob-sync"))
+                .args(&self.args)
+                .env_clear()
+                .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+                .envs(&self.env)
+                .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
+                .stderr(std::process::Stdio::from(out))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn"),
+        );
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+}
+
+/// What the model says the source holds.
+#[derive(Clone, Debug)]
+struct Expected {
+    data: Vec<u8>,
+    content_type: String,
+    meta: BTreeMap<String, String>,
+}
+
+struct World {
+    ctx: TestCtx,
+    rng: StdRng,
+    keys: Vec<String>,
+    model: HashMap<String, Expected>,
+    seq: HashMap<String, u64>,
+    /// Events waiting to be sent (duplicates included), sent in random order.
+    pending: Vec<String>,
+    queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+    multipart_left: u32,
+}
+
+impl World {
+    fn next_seq(&mut self, key: &str) -> String {
+        let n = self.seq.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        let n = *n;
+        sequencer(&mut self.rng, n)
+    }
+
+    fn emit(&mut self, key: &str, name: &str, etag: Option<&str>, size: Option<u64>) {
+        let seq = self.next_seq(key);
+        let body = event(&self.ctx.bucket, key, name, &seq, etag, size).to_string();
+        for _ in 0..self.rng.random_range(1..=3) {
+            self.pending.push(body.clone());
+        }
+    }
+
+    /// Sends a random share of the pending events, shuffled.
+    async fn flush_some(&mut self, all: bool) {
+        self.pending.shuffle(&mut self.rng);
+        let n = if all {
+            self.pending.len()
+        } else {
+            self.rng.random_range(0..=self.pending.len())
+        };
+        for body in self.pending.drain(..n).collect::<Vec<_>>() {
+            self.sqs
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn put(&mut self, key: &str) {
+        let size = match self.rng.random_range(0..100) {
+            0..=39 => self.rng.random_range(0..2048),
+            40..=79 => self.rng.random_range(2048..200_000),
+            // More than one block (1 MiB here): the multi-block streamed path.
+            _ => self.rng.random_range(1_100_000..2_600_000),
+        };
+        let data = bytes(size, self.rng.random());
+        let ct = ["text/plain", "application/json", "image/png"][self.rng.random_range(0..3)].to_string();
+        let meta: BTreeMap<String, String> = [("gen".to_string(), self.rng.random::<u32>().to_string())].into();
+        let mut req = self
+            .ctx
+            .s3
+            .client()
+            .put_object()
+            .bucket(&self.ctx.bucket)
+            .key(key)
+            .content_type(&ct)
+            .body(data.clone().into());
+        for (k, v) in &meta {
+            req = req.metadata(k, v);
+        }
+        let out = req.send().await.unwrap();
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        self.model.insert(
+            key.into(),
+            Expected {
+                data,
+                content_type: ct,
+                meta,
+            },
+        );
+        self.emit(key, "ObjectCreated:Put", Some(&etag), Some(size as u64));
+    }
+
+    async fn put_multipart(&mut self, key: &str) {
+        let c = self.ctx.s3.client();
+        let up = c
+            .create_multipart_upload()
+            .bucket(&self.ctx.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .send()
+            .await
+            .unwrap();
+        let id = up.upload_id().unwrap().to_string();
+        let parts = [
+            bytes(5 * 1024 * 1024, self.rng.random()),
+            bytes(300_000, self.rng.random()),
+        ];
+        let mut done = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let n = i as i32 + 1;
+            let r = c
+                .upload_part()
+                .bucket(&self.ctx.bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .body(p.clone().into())
+                .send()
+                .await
+                .unwrap();
+            done.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(r.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        let out = c
+            .complete_multipart_upload()
+            .bucket(&self.ctx.bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+            .send()
+            .await
+            .unwrap();
+        let data = parts.concat();
+        let size = data.len() as u64;
+        self.model.insert(
+            key.into(),
+            Expected {
+                data,
+                content_type: "application/octet-stream".into(),
+                meta: BTreeMap::new(),
+            },
+        );
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        self.emit(key, "ObjectCreated:CompleteMultipartUpload", Some(&etag), Some(size));
+    }
+
+    async fn delete(&mut self, key: &str) {
+        self.ctx
+            .s3
+            .client()
+            .delete_object()
+            .bucket(&self.ctx.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        self.model.remove(key);
+        self.emit(key, "ObjectRemoved:Delete", None, None);
+    }
+
+    /// A copy-in-place that replaces headers and metadata: same bytes, same ETag (single
+    /// part), a new Last-Modified. Needs a later second than the write before it to be seen
+    /// at all (decisions 51), so it waits for one.
+    async fn touch(&mut self, key: &str) {
+        let Some(mut e) = self.model.get(key).cloned() else {
+            return self.put(key).await;
+        };
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        e.content_type = "text/markdown".into();
+        e.meta.insert("touched".into(), self.rng.random::<u16>().to_string());
+        let mut req = self
+            .ctx
+            .s3
+            .client()
+            .copy_object()
+            .bucket(&self.ctx.bucket)
+            .key(key)
+            .copy_source(format!(
+                "{}/{}",
+                self.ctx.bucket,
+                url::form_urlencoded::byte_serialize(key.as_bytes())
+                    .collect::<String>()
+                    .replace('+', "%20")
+            ))
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(&e.content_type);
+        for (k, v) in &e.meta {
+            req = req.metadata(k, v);
+        }
+        let out = req.send().await.unwrap();
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_string();
+        let size = e.data.len() as u64;
+        self.model.insert(key.into(), e);
+        self.emit(key, "ObjectCreated:Copy", Some(&etag), Some(size));
+    }
+
+    /// The first key whose blob differs from the model, with what differs.
+    async fn divergence(&self) -> Option<String> {
+        let blob = self.ctx.blob();
+        let listed: HashMap<String, u64> = blob
+            .list("")
+            .await
+            .ok()?
+            .into_iter()
+            .map(|b| (b.name, b.size))
+            .collect();
+        for key in &self.keys {
+            match (self.model.get(key), listed.get(key)) {
+                (None, None) => {}
+                (None, Some(_)) => return Some(format!("{key}: deleted at the source, the blob remains")),
+                (Some(_), None) => return Some(format!("{key}: the source has it, no blob")),
+                (Some(e), Some(size)) => {
+                    if *size != e.data.len() as u64 {
+                        return Some(format!("{key}: blob has {size} bytes, source {}", e.data.len()));
+                    }
+                    let got = blob.read(key).await.ok()?;
+                    if sha(&got) != sha(&e.data) {
+                        return Some(format!("{key}: content differs"));
+                    }
+                    let p = blob.properties(key).await.ok()??;
+                    if p.headers.content_type.as_deref() != Some(e.content_type.as_str()) {
+                        return Some(format!(
+                            "{key}: content type {:?}, source {}",
+                            p.headers.content_type, e.content_type
+                        ));
+                    }
+                    let user: BTreeMap<String, String> = p
+                        .metadata
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with("s3sync_"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    if user != e.meta {
+                        return Some(format!("{key}: metadata {user:?}, source {:?}", e.meta));
+                    }
+                }
+            }
+        }
+        if let Some(extra) = listed.keys().find(|k| !self.keys.contains(k)) {
+            return Some(format!("{extra}: a blob no key maps to"));
+        }
+        None
+    }
+}
+
+/// Arms a random fault on one of the proxies.
+fn random_fault(rng: &mut StdRng, proxies: &[&Proxy]) {
+    let p = proxies[rng.random_range(0..proxies.len())];
+    let f = p.faults();
+    match rng.random_range(0..5) {
+        0 => p.storm(rng.random_range(1..4), 503),
+        1 => f.resets.store(rng.random_range(1..3), Ordering::SeqCst),
+        // A request that lands, and its reply that does not.
+        2 => *f.drop_replies_to.lock().unwrap() = Some(("PUT ".into(), 1)),
+        3 => f.delay_ms.store(rng.random_range(0..40), Ordering::SeqCst),
+        _ => *f.drop_replies_to.lock().unwrap() = Some(("POST ".into(), 1)),
+    }
+}
+
+async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
+    let ctx = TestCtx::new("chaos").await;
+    let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&ctx.config(&[]).aws, "unused", Default::default()).await;
+    let queue_url = sqs
+        .client()
+        .create_queue()
+        .queue_name(unique("chaos-q-"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    // Both clouds through fault proxies: S3 and SQS (moto), and Blob (Azurite).
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
+         BlobEndpoint={}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
+         TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
+        blob_proxy.url
+    );
+    let copy_queue = unique("chaos-copy-");
+    let rejects = unique("chaos-rej-");
+    let env = ctx.env_with(&[
+        ("AWS_ENDPOINT_URL", s3_proxy.url.as_str()),
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_SQS_QUEUE_URL", queue_url.as_str()),
+        ("SYNC_COPY_QUEUE", copy_queue.as_str()),
+        ("SYNC_REJECT_QUEUE", rejects.as_str()),
+        ("SYNC_MODE", "mirror"),
+        ("SYNC_BLOCK_SIZE_MIB", "1"),
+        ("SYNC_SQS_RETRY_BASE_SECS", "1"),
+        ("SYNC_WORKER_VISIBILITY_SECS", "4"),
+        ("SYNC_DRAIN_BUDGET_SECS", "5"),
+        ("SYNC_RUN_LEASE_SECS", "3"),
+    ]);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let keys: Vec<String> = (0..nkeys)
+        .map(|i| match i % 4 {
+            0 => format!("c/{i:02}.bin"),
+            1 => format!("c/dir {i:02}/ü+{i}.txt"),
+            2 => format!("c/{i:02}"),
+            _ => format!("deep/a/b/{i:02}.json"),
+        })
+        .collect();
+    let mut w = World {
+        ctx,
+        rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+        keys: keys.clone(),
+        model: HashMap::new(),
+        seq: HashMap::new(),
+        pending: Vec::new(),
+        queue_url,
+        sqs: sqs.client().clone(),
+        multipart_left: 1,
+    };
+    let mut workers = [
+        Proc::start(&["watch", "--workers", "4"], &env),
+        Proc::start(&["watch", "--workers", "4"], &env),
+    ];
+    let sync_args = [
+        "sync".to_string(),
+        format!("s3://{}/", w.ctx.bucket),
+        format!("{}/devstoreaccount1/{}/", blob_proxy.url, w.ctx.container),
+        "--no-progress".into(),
+        "--concurrency".into(),
+        "4".into(),
+    ];
+    let mut syncs: Vec<Proc> = Vec::new();
+
+    for op in 0..ops {
+        let key = keys[rng.random_range(0..keys.len())].clone();
+        match rng.random_range(0..100) {
+            0..=54 => w.put(&key).await,
+            55..=69 => {
+                if w.model.contains_key(&key) {
+                    w.delete(&key).await
+                } else {
+                    w.put(&key).await
+                }
+            }
+            70..=79 => {
+                if w.model.contains_key(&key) {
+                    w.delete(&key).await;
+                }
+                w.put(&key).await
+            }
+            80..=86 => w.touch(&key).await,
+            87 if w.multipart_left > 0 => {
+                w.multipart_left -= 1;
+                w.put_multipart(&key).await
+            }
+            _ => w.put(&key).await,
+        }
+        if rng.random_bool(0.5) {
+            w.flush_some(false).await;
+        }
+        if rng.random_bool(0.15) {
+            random_fault(&mut rng, &[&s3_proxy, &blob_proxy]);
+        }
+        if rng.random_bool(0.04) {
+            let i = rng.random_range(0..workers.len());
+            workers[i].kill().await;
+            workers[i].restart();
+        }
+        // Two bulk runs along the way, mirror mode, over the same pair: the first is killed
+        // at a random point (its lock lapses by lease), the second must finish.
+        if op == ops / 3 || op == 2 * ops / 3 {
+            syncs.push(Proc::start(
+                &sync_args.iter().map(String::as_str).collect::<Vec<_>>(),
+                &env,
+            ));
+        }
+        if op == ops / 3 + 3 {
+            if let Some(s) = syncs.first_mut() {
+                s.kill().await;
+            }
+        }
+    }
+    w.flush_some(true).await;
+    // Faults off; let the workers catch up, then compare.
+    for p in [&s3_proxy, &blob_proxy] {
+        p.faults().delay_ms.store(0, Ordering::SeqCst);
+        p.faults().storm.store(0, Ordering::SeqCst);
+        p.faults().resets.store(0, Ordering::SeqCst);
+        *p.faults().drop_replies_to.lock().unwrap() = None;
+    }
+    for s in syncs.iter_mut().skip(1) {
+        if let Some(c) = s.child.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(120), c.wait()).await;
+        }
+    }
+    // A last bulk run over the same pair: it takes over the killed run's lock once its lease
+    // lapses (ending that run as abandoned), and must itself succeed.
+    let args: Vec<&str> = sync_args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    loop {
+        let (code, out) = run_binary_async(&args, &env).await;
+        if code == 0 {
+            break;
+        }
+        assert!(
+            out.contains("still running") && started.elapsed() < Duration::from_secs(60),
+            "seed {seed}: the last sync failed ({code}): {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(150) {
+        let depth = sqs_depth(&w).await;
+        let d = w.divergence().await;
+        if d.is_none() && depth == 0 {
+            last = None;
+            break;
+        }
+        last = d.or(Some(format!("SQS still holds {depth} messages")));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for wk in workers.iter_mut() {
+        wk.kill().await;
+    }
+    if let Some(d) = last {
+        panic!("seed {seed}: divergence after {ops} operations: {d}");
+    }
+    check_rows_runs_and_queues(&w, seed, &env, &copy_queue, &rejects).await;
+    w.ctx.cleanup().await;
+    ops
+}
+
+async fn sqs_depth(w: &World) -> u64 {
+    let q = s3_blob_sync::source::sqs::SqsQueue::new(&w.ctx.config(&[]).aws, &w.queue_url, Default::default()).await;
+    q.depth().await.map(|d| d.visible + d.in_flight).unwrap_or(u64::MAX)
+}
+
+/// Checkpoint rows agree with blobs, finished runs add up, and no queue holds a message.
+async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, String>, copy: &str, rejects: &str) {
+    let store = s3_blob_sync::checkpoint::CheckpointStore::new(w.ctx.table());
+    for key in &w.keys {
+        let row = store.get(&w.ctx.bucket, key, &w.ctx.target_id()).await.unwrap();
+        let blob = w.ctx.blob().properties(key).await.unwrap();
+        use s3_blob_sync::checkpoint::Outcome::*;
+        match (row.map(|r| r.record), blob) {
+            (Some(r), Some(b)) => assert!(
+                matches!(r.outcome, Copied | NoTransferNeeded) && r.etag.as_ref() == b.metadata.get("s3sync_etag"),
+                "seed {seed}: {key}: the row {r:?} does not describe the blob (provenance ETag {:?})",
+                b.metadata.get("s3sync_etag")
+            ),
+            (Some(r), None) => assert!(
+                !matches!(r.outcome, Copied | NoTransferNeeded),
+                "seed {seed}: {key}: the row claims a blob that does not exist: {r:?}"
+            ),
+            (None, Some(_)) => panic!("seed {seed}: {key}: a blob without a checkpoint row"),
+            (None, None) => {}
+        }
+    }
+    let (code, out) = run_binary_async(&["status", "--runs", "--json"], env).await;
+    assert_eq!(code, 0, "{out}");
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let id = r["runId"].as_str().unwrap();
+        let (_, s) = run_binary_async(&["status", id, "--json"], env).await;
+        let s: Value = serde_json::from_str(s.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+        assert_ne!(s["state"], "Running", "seed {seed}: run {id} never ended: {s}");
+        if s["state"] == "Succeeded" {
+            let c = |k: &str| s["counters"][k].as_u64().unwrap_or(0);
+            let accounted = [
+                "excluded",
+                "unsupported",
+                "noTransferNeeded",
+                "transferred",
+                "failed",
+                "vanished",
+            ]
+            .iter()
+            .map(|k| c(k))
+            .sum::<u64>();
+            assert_eq!(
+                accounted,
+                c("scanned"),
+                "seed {seed}: run {id} counts do not add up: {s}"
+            );
+        }
+    }
+    for q in [copy.to_string(), format!("{copy}-poison"), rejects.to_string()] {
+        let items = w
+            .ctx
+            .queue(&q)
+            .receive(32, Duration::from_secs(1))
+            .await
+            .unwrap_or_default();
+        assert!(
+            items.is_empty(),
+            "seed {seed}: queue {q} still holds messages, e.g. {}",
+            items[0].text
+        );
+    }
+}
+
+#[tokio::test]
+async fn chaos_converges_for_every_seed() {
+    let seeds: Vec<u64> = match std::env::var("CHAOS_SEED") {
+        Ok(s) => vec![s.parse().expect("CHAOS_SEED is a number")],
+        Err(_) => (1..=env_num("CHAOS_SEEDS", 2)).collect(),
+    };
+    let ops = env_num("CHAOS_OPS", 60);
+    let keys = env_num("CHAOS_KEYS", 16) as usize;
+    let mut total = 0;
+    for &seed in &seeds {
+        total += run_seed(seed, ops, keys).await;
+        println!("seed {seed}: {ops} operations, converged");
+    }
+    println!("seeds {}, operations {total}, divergences 0", seeds.len());
+}
