@@ -436,6 +436,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     ];
     let mut syncs: Vec<Proc> = Vec::new();
 
+    let began = Instant::now();
     for op in 0..ops {
         let key = keys[rng.random_range(0..keys.len())].clone();
         match rng.random_range(0..100) {
@@ -493,13 +494,24 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         p.faults().resets.store(0, Ordering::SeqCst);
         *p.faults().drop_replies_to.lock().unwrap() = None;
     }
+    let ops_s = began.elapsed().as_secs_f64();
+    // First the events alone must converge the target (a bulk run would repair what they
+    // missed and hide it).
+    let waited = Instant::now();
+    if let Some(d) = converge(&w, Duration::from_secs(150)).await {
+        panic!("seed {seed}: divergence after {ops} operations, by events: {d}");
+    }
+    println!(
+        "seed {seed}: {ops} operations in {ops_s:.1} s; events converged {:.1} s after the last",
+        waited.elapsed().as_secs_f64()
+    );
     for s in syncs.iter_mut().skip(1) {
         if let Some(c) = s.child.as_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(120), c.wait()).await;
         }
     }
     // A last bulk run over the same pair: it takes over the killed run's lock once its lease
-    // lapses (ending that run as abandoned), and must itself succeed.
+    // lapses (ending that run as abandoned), and must itself succeed and change nothing.
     let args: Vec<&str> = sync_args.iter().map(String::as_str).collect();
     let started = Instant::now();
     loop {
@@ -513,18 +525,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let started = Instant::now();
-    let mut last = None;
-    while started.elapsed() < Duration::from_secs(150) {
-        let depth = sqs_depth(&w).await;
-        let d = w.divergence().await;
-        if d.is_none() && depth == 0 {
-            last = None;
-            break;
-        }
-        last = d.or(Some(format!("SQS still holds {depth} messages")));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let last = converge(&w, Duration::from_secs(60)).await;
     for wk in workers.iter_mut() {
         wk.kill().await;
     }
@@ -534,6 +535,23 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     check_rows_runs_and_queues(&w, seed, &env, &copy_queue, &rejects).await;
     w.ctx.cleanup().await;
     ops
+}
+
+/// Waits (at most `bound`) until the target matches the model and SQS is empty; returns the
+/// divergence still there at the end.
+async fn converge(w: &World, bound: Duration) -> Option<String> {
+    let started = Instant::now();
+    loop {
+        let depth = sqs_depth(w).await;
+        let d = w.divergence().await;
+        if d.is_none() && depth == 0 {
+            return None;
+        }
+        if started.elapsed() > bound {
+            return d.or(Some(format!("SQS still holds {depth} messages")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn sqs_depth(w: &World) -> u64 {
