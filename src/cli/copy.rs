@@ -186,8 +186,10 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         ProgressBar::new(0)
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} copies  {msg}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} copies  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("static template"),
     );
     pb.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();

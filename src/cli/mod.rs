@@ -40,6 +40,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
+    ///
+    /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7071 s3-blob-sync serve --work-queues
     Serve {
         /// Port to listen on (default: FUNCTIONS_CUSTOMHANDLER_PORT).
         #[arg(long)]
@@ -50,10 +52,15 @@ enum Command {
         work_queues: bool,
     },
     /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed
-    /// (a bulk run; `status RUN_ID` shows it). Never deletes.
+    /// (a bulk run; `status RUN_ID` shows it). Never deletes. Ctrl-C stops cleanly and prints
+    /// the command that resumes.
+    ///
+    /// Example: s3-blob-sync copy s3://my-bucket/logs/ https://myaccount.blob.core.windows.net/archive/logs/ --dry-run
     Copy(CopyArgs),
     /// Like copy, then delete blobs under the target prefix whose source object is gone
     /// (only blobs this tool wrote; at most --max-deletes, or nothing is deleted).
+    ///
+    /// Example: s3-blob-sync sync s3://my-bucket/ https://myaccount.blob.core.windows.net/mirror/ --max-deletes 500 --dry-run
     Sync {
         #[command(flatten)]
         args: CopyArgs,
@@ -63,6 +70,8 @@ enum Command {
     },
     /// Keep a container in sync with a bucket's events: drain SQS into the copy queue and
     /// work it off, until SIGTERM or Ctrl-C.
+    ///
+    /// Example: SYNC_TARGET_CONTAINER=mirror s3-blob-sync watch --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/s3-blob-sync-events
     Watch {
         /// The SQS queue with the bucket's event notifications (default: SYNC_SQS_QUEUE_URL).
         #[arg(long)]
@@ -77,6 +86,8 @@ enum Command {
     /// Compare a source prefix with its target prefix: missing, extra, size-mismatch,
     /// checksum-mismatch (the blob holds another source version) and metadata-mismatch (no
     /// provenance) entries. Exit 1 when they differ.
+    ///
+    /// Example: s3-blob-sync verify s3://my-bucket/ https://myaccount.blob.core.windows.net/mirror/ --json
     Verify {
         /// Source, as s3://bucket/prefix.
         source: String,
@@ -94,6 +105,8 @@ enum Command {
         concurrency: u16,
     },
     /// Point the bucket's event notifications at the SQS queue and check the queue policy.
+    ///
+    /// Example: s3-blob-sync setup-events --bucket my-bucket --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/s3-blob-sync-events --dry-run
     SetupEvents(setup::SetupArgs),
     /// Stop a running run (CLI or Function App): it ends Cancelled with what it did so far,
     /// and its source/target lock is released at once.
@@ -133,6 +146,8 @@ enum Command {
     /// Show a run (`status RUN_ID`, `status --runs` for recent ones), or the checkpoint rows
     /// of a bucket (`status --bucket B`): what was copied, skipped or failed, and why; and the
     /// SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
+    ///
+    /// Example: s3-blob-sync status 20261202T054518Z-49770363 --watch
     Status {
         /// A run id (from `copy`, `sync`, or POST /api/runs).
         run_id: Option<String>,
@@ -154,6 +169,9 @@ enum Command {
         /// Print every row as one JSON line instead of a table.
         #[arg(long)]
         json: bool,
+        /// With a run id: follow the run, printing it every few seconds until it ends.
+        #[arg(long, requires = "run_id")]
+        watch: bool,
     },
 }
 
@@ -345,8 +363,11 @@ pub async fn main() -> ExitCode {
             concurrency,
         } => verify::run(source, target, json, repair, concurrency as usize).await,
         Command::Status {
-            run_id: Some(id), json, ..
-        } => status::run_status(&id, json).await,
+            run_id: Some(id),
+            json,
+            watch,
+            ..
+        } => status::run_status(&id, json, watch).await,
         Command::Status {
             runs: true,
             json,

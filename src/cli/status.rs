@@ -102,20 +102,30 @@ async fn runs_service() -> Result<crate::run::service::RunService> {
     crate::run::service::RunService::local(std::sync::Arc::new(cfg), engine).await
 }
 
-/// `status RUN_ID`: the run's summary (exit 0 when Succeeded or still running).
-pub(super) async fn run_status(id: &str, json: bool) -> Result<ExitCode> {
+/// `status RUN_ID`: the run's summary (exit 0 when Succeeded or still running). With
+/// `watch`, again every few seconds until the run ends (exit as for its end state).
+pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<ExitCode> {
     let svc = runs_service().await?;
-    let Some(summary) = svc.summary(id).await? else {
-        return Err(crate::error::Error::invalid(format!(
-            "no run with id `{id}` in table {} (see `status --runs`)",
-            svc.config.runs_table
-        )));
+    let summary = loop {
+        let Some(summary) = svc.summary(id).await? else {
+            return Err(crate::error::Error::invalid(format!(
+                "no run with id `{id}` in table {} (see `status --runs`)",
+                svc.config.runs_table
+            )));
+        };
+        if json {
+            println!("{summary}");
+        } else {
+            print!("{}", run_table(&summary));
+        }
+        if !watch || summary["state"] != "Running" {
+            break summary;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        if !json {
+            println!();
+        }
     };
-    if json {
-        println!("{summary}");
-    } else {
-        print!("{}", run_table(&summary));
-    }
     Ok(match summary["state"].as_str() {
         Some("Succeeded" | "Running") => ExitCode::SUCCESS,
         _ => ExitCode::from(super::EXIT_FAILED_OBJECTS),

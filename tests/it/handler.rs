@@ -180,6 +180,13 @@ fn every_command_has_help() {
         let (code, out) = run_binary(args, &Default::default());
         assert_eq!(code, 0, "{args:?}");
         assert!(out.contains("Usage:"), "{out}");
+        if args.len() == 2 {
+            assert!(
+                out.lines()
+                    .any(|l| l.trim_start().starts_with("Example:") && l.contains("s3-blob-sync")),
+                "{args:?} has no example line: {out}"
+            );
+        }
     }
     let (_, out) = run_binary(&["copy", "--help"], &Default::default());
     assert!(out.contains("--dry-run") && out.contains("s3://bucket/prefix"));

@@ -120,9 +120,25 @@ async fn sigint_mid_copy_cancels_cleanly_and_the_rerun_converges() {
     let (ctx, proxy) = setup("sigint").await;
     let child = spawn(&copy_args(&ctx, &proxy.url), &ctx.env);
     until_blobs(&ctx, 20).await;
+    // `status RUN --watch` follows the run from another process until it ends.
+    let running = runs(&ctx).await[0]["runId"].as_str().unwrap().to_string();
+    let follow = spawn(
+        &["status".into(), running.clone(), "--watch".into(), "--json".into()],
+        &ctx.env,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&child, "-INT");
     let (code, out) = finish(child, Duration::from_secs(45)).await;
     assert_eq!(code, 130, "{out}");
+    let (code, followed) = finish(follow, Duration::from_secs(30)).await;
+    let states: Vec<String> = followed
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states.first().map(String::as_str), Some("Running"), "{followed}");
+    assert_eq!(states.last().map(String::as_str), Some("Cancelled"), "{followed}");
+    assert_eq!(code, 1, "a cancelled run is not a success: {followed}");
     assert!(out.contains("SIGINT: stopping"), "{out}");
     assert!(
         out.contains("resume with:") && out.contains(&format!("s3://{}/", ctx.bucket)),
