@@ -89,44 +89,53 @@ async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) -> &'static
     }
 }
 
-/// Renews the run's lock lease while the run is driven here, and notices a cancel from
-/// elsewhere (`s3-blob-sync cancel`, `POST /api/runs/{id}/cancel`) or a lost lock.
+/// Renews the run's lock lease for as long as this process may write (through a stop's
+/// grace period and the prune, until `run` ends), and notices a cancel from elsewhere
+/// (`s3-blob-sync cancel`, `POST /api/runs/{id}/cancel`) or a lost lock. A process that
+/// cannot renew for two thirds of the lease stops itself: past that, another run may take
+/// the lock over, and two runs must not write the same pair.
 fn keep_lease(
     svc: Arc<RunService>,
     id: String,
     key: Option<String>,
     lease: Duration,
     stop: tokio::sync::watch::Sender<Option<String>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let halt = |why: String| {
-            eprintln!("stopping: {why}");
-            let _ = stop.send(Some(why));
+            if stop.borrow().is_none() {
+                eprintln!("stopping: {why}");
+                let _ = stop.send(Some(why));
+            }
         };
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(lease / 3).await;
-            if stop.borrow().is_some() {
-                return;
-            }
-            // Ended elsewhere first: a cancel also releases the lock.
+            // Ended elsewhere: stop (the lock stays ours until this process releases it).
             if let Ok(Some(run)) = svc.store.get(&id).await {
-                if run.state.is_final() {
-                    return halt(format!("the run was ended elsewhere ({})", run.state.as_str()));
+                if run.state.is_final() && stop.borrow().is_none() {
+                    halt(format!("the run was ended elsewhere ({})", run.state.as_str()));
                 }
             }
-            if let Some(key) = &key {
-                match svc.store.renew(key, &id, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return halt(
-                            "the run's lock is no longer its own (its lease lapsed and another run took over)".into(),
-                        )
+            let Some(key) = &key else { continue };
+            match svc.store.renew(key, &id, lease).await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    halt("the run's lock is no longer its own (its lease lapsed and another run took over)".into());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %id, error = %e, "could not renew the run lock lease");
+                    if renewed.elapsed() > lease * 2 / 3 {
+                        halt(format!(
+                            "the run lock's lease could not be renewed for {} s",
+                            renewed.elapsed().as_secs()
+                        ));
                     }
-                    Err(e) => tracing::warn!(run_id = %id, error = %e, "could not renew the run lock lease"),
                 }
             }
         }
-    });
+    })
 }
 
 /// The command line that resumes this one (it was interrupted): the same arguments.
@@ -178,7 +187,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let id = run.id.clone();
     let (stop_tx, stop) = tokio::sync::watch::channel::<Option<String>>(None);
     watch_signals(stop_tx.clone());
-    keep_lease(svc.clone(), id.clone(), run.lock_key.clone(), lease, stop_tx);
+    let renewer = keep_lease(svc.clone(), id.clone(), run.lock_key.clone(), lease, stop_tx);
 
     let pb = if args.no_progress || args.json {
         ProgressBar::hidden()
@@ -328,6 +337,14 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Nothing of this run writes any more: stop renewing and release the lease now rather
+    // than let it run out.
+    renewer.abort();
+    if let Some(key) = &run.lock_key {
+        if let Err(e) = svc.store.unlock(key, &id, true).await {
+            tracing::warn!(run_id = %id, error = %e, "could not release the run lock; its lease runs out by itself");
+        }
+    }
     pb.finish_and_clear();
     let summary = svc.summary(&id).await?.unwrap_or_default();
     let elapsed = started.elapsed();
@@ -351,8 +368,10 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
             println!("stopped early; resume with:\n  {}", resume_command());
         }
     }
-    Ok(if stopped.is_some() {
+    Ok(if stopped.as_deref().is_some_and(|why| why.starts_with("SIG")) {
         ExitCode::from(EXIT_INTERRUPTED)
+    } else if stopped.is_some() {
+        ExitCode::from(EXIT_FAILED_OBJECTS)
     } else if summary["state"] == "Succeeded" {
         ExitCode::SUCCESS
     } else {

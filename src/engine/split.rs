@@ -325,7 +325,7 @@ impl Engine {
                     if now.is_some_and(|h| h.etag == plan.etag) {
                         return Err(e);
                     }
-                    self.drop_staging(&pk, &req.key, None).await;
+                    self.drop_version(&pk, &req.key, &plan.etag).await;
                     tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "split_restarted", "the source changed during a split copy; starting the object over");
                     return self.whole_object(req, target, target_id, seen, budget).await;
                 }
@@ -534,7 +534,7 @@ impl Engine {
                 // Azure's cleanup of uncommitted blocks (7 days). The recorded ranges can never
                 // be committed; drop the plan so the retry starts the object over.
                 Err(e) if e.message().contains("InvalidBlockList") => {
-                    self.drop_staging(&pk, &req.key, None).await;
+                    self.drop_version(&pk, &req.key, &plan.etag).await;
                     tracing::warn!(bucket = %req.bucket, key = %req.key, outcome = "split_restarted", error = %e, "staged blocks are gone; starting the object over");
                     return Err(Error::new(
                         ErrorKind::Precondition,
@@ -580,13 +580,25 @@ impl Engine {
     /// Deletes the staging rows of `key`, except those of version `keep`. Best effort: a
     /// row left behind costs storage only, since plans are looked up by version.
     async fn drop_staging(&self, pk: &str, key: &str, keep: Option<&str>) {
+        let keep = keep.map(|etag| version_prefix(key, etag));
+        self.drop_rows(pk, key, |rk| keep.as_ref().is_none_or(|k| !rk.starts_with(k.as_str())))
+            .await
+    }
+
+    /// Drops the plan and ranges of one version only: a plan that can no longer complete,
+    /// while another invocation may already be planning the next version (its rows stay).
+    async fn drop_version(&self, pk: &str, key: &str, etag: &str) {
+        let prefix = version_prefix(key, etag);
+        self.drop_rows(pk, key, |rk| rk.starts_with(prefix.as_str())).await
+    }
+
+    async fn drop_rows(&self, pk: &str, key: &str, doomed_row: impl Fn(&str) -> bool) {
         let table = self.checkpoint.table();
         let tag = key_tag(key);
         let filter = format!(
             "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
             quote(pk)
         );
-        let keep = keep.map(|etag| version_prefix(key, etag));
         // A few passes: a row deleted by another step first rejects a whole batch.
         for _ in 0..3 {
             let rows = match table.query_all(Some(&filter)).await {
@@ -596,10 +608,7 @@ impl Engine {
                     return;
                 }
             };
-            let doomed: Vec<&Entity> = rows
-                .iter()
-                .filter(|e| keep.as_ref().is_none_or(|k| !e.row_key.starts_with(k.as_str())))
-                .collect();
+            let doomed: Vec<&Entity> = rows.iter().filter(|e| doomed_row(&e.row_key)).collect();
             let mut clean = true;
             for chunk in doomed.chunks(100) {
                 let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Delete(e)).collect();

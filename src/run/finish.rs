@@ -134,7 +134,7 @@ pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<Str
 /// After a run ended: release its lock and emit the `run_finished` event.
 pub async fn after_end(svc: &RunService, run: &RunRecord) {
     if let Some(key) = &run.lock_key {
-        if let Err(e) = svc.store.unlock(key, &run.id).await {
+        if let Err(e) = svc.store.unlock(key, &run.id, false).await {
             tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
         }
     }

@@ -453,9 +453,12 @@ impl RunStore {
                 continue;
             };
             let holder = held.get_str("RunId").unwrap_or_default().to_string();
-            let lapsed = held.get_i64("LeaseUntil").is_some_and(|t| t < unix_now());
+            let lease = held.get_i64("LeaseUntil");
+            let lapsed = lease.is_some_and(|t| t < unix_now());
             let running = self.get(&holder).await?.is_some_and(|r| !r.state.is_final());
-            if running && !lapsed {
+            // A current lease holds even for a run that ended (cancelled elsewhere): its
+            // process may still be finishing copies, and releases the lease when it stops.
+            if (running || lease.is_some()) && !lapsed {
                 return Ok(Lock::Busy(holder));
             }
             // The holder ended (or vanished) without releasing, or its process stopped
@@ -496,9 +499,13 @@ impl RunStore {
     }
 
     /// Releases `key` if run `id` still holds it.
-    pub async fn unlock(&self, key: &str, id: &str) -> Result<()> {
+    ///
+    /// A lease (a lock its driving process renews) is released only with `leased`: by that
+    /// process itself, once it has stopped writing. Anyone else ending the run (a cancel)
+    /// leaves it to run out, so no second run starts while the first still writes.
+    pub async fn unlock(&self, key: &str, id: &str, leased: bool) -> Result<()> {
         if let Some(held) = self.table.get(LOCK_PK, key).await? {
-            if held.get_str("RunId") == Some(id) {
+            if held.get_str("RunId") == Some(id) && (leased || held.get_i64("LeaseUntil").is_none()) {
                 let r = self
                     .table
                     .delete(LOCK_PK, key, held.etag.as_deref().unwrap_or("*"))

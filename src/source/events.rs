@@ -135,9 +135,45 @@ pub fn decode_event_key(raw: &str) -> Result<String, String> {
         .map_err(|_| format!("object key `{raw}` does not decode to UTF-8"))
 }
 
+/// What is wrong with a body serde could not read, as a sentence for an operator: where,
+/// and what kind of problem, without serde's quote of the input (which can be the whole body).
+fn json_problem(body: &str, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    // serde counts lines from 1 and columns from 1 (in bytes); the offset counts from 0.
+    let at = body
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        + e.column().saturating_sub(1);
+    match e.classify() {
+        Category::Syntax => format!("body is not JSON (at byte {at}), so not an S3 event notification"),
+        Category::Eof => format!(
+            "body is not JSON (it ends at byte {} in the middle of a value), so not an S3 event notification",
+            body.len()
+        ),
+        Category::Io => "body could not be read".into(),
+        Category::Data => {
+            // serde's own words name the field or type; the position is said once, and a
+            // quoted value is cut short.
+            let said = e.to_string();
+            let said = said.split(" at line ").next().unwrap_or(&said);
+            let mut end = said.len().min(200);
+            while !said.is_char_boundary(end) {
+                end -= 1;
+            }
+            let ell = if end < said.len() { "…" } else { "" };
+            format!(
+                "body is JSON but not an S3 event notification ({}{ell}, at byte {at})",
+                &said[..end]
+            )
+        }
+    }
+}
+
 /// Parses one SQS message body. The error says what is wrong, for the rejects queue.
 pub fn parse(body: &str) -> Result<Notification, String> {
-    let env: Envelope = serde_json::from_str(body).map_err(|e| format!("body is not an S3 event notification: {e}"))?;
+    let env: Envelope = serde_json::from_str(body).map_err(|e| json_problem(body, &e))?;
     if env.kind.as_deref() == Some("Notification") {
         let inner = env.message.ok_or("SNS envelope without a Message")?;
         return parse(&inner).map_err(|e| format!("inside SNS envelope: {e}"));
@@ -276,6 +312,23 @@ mod tests {
             let e = parse(body).unwrap_err();
             assert!(e.contains(needle), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn reject_reasons_read_as_sentences() {
+        let e = parse("this is not json").unwrap_err();
+        assert_eq!(e, "body is not JSON (at byte 1), so not an S3 event notification");
+        let e = parse("{\n  \"Records\": [").unwrap_err();
+        assert!(e.contains("ends at byte 16 in the middle of a value"), "{e}");
+        let e = parse("{\"a\":1,\n\"b\": x}").unwrap_err();
+        assert!(e.starts_with("body is not JSON (at byte 13)"), "{e}");
+        let huge = format!("\"{}\"", "z".repeat(100_000));
+        let e = parse(&huge).unwrap_err();
+        assert!(
+            e.starts_with("body is JSON but not an S3 event notification (invalid type: string"),
+            "{e}"
+        );
+        assert!(e.len() < 300, "the body is not quoted whole: {} bytes", e.len());
     }
 
     #[test]

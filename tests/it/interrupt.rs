@@ -215,9 +215,16 @@ async fn cancel_from_another_process_stops_a_running_copy() {
     assert!(code == 0 && out.contains("would cancel"), "{out}");
     let (code, out) = run_binary_async(&["cancel", &id], &ctx.env).await;
     assert!(code == 0 && out.contains("cancelled"), "{out}");
-    // The copying process notices within a third of its lease and stops.
+    // Until the copying process has stopped, its lease keeps a second run out: two runs
+    // must never write the same pair.
+    let args = copy_args(&ctx, "http://127.0.0.1:10000");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = run_binary_async(&args, &ctx.env).await;
+    assert_eq!(code, 2, "a second run started while the first still wrote: {out}");
+    // The copying process notices within a third of its lease and stops (exit 1: stopped,
+    // not interrupted by a signal).
     let (code, out) = finish(child, Duration::from_secs(45)).await;
-    assert_eq!(code, 130, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(out.contains("ended elsewhere"), "{out}");
     let s = summary(&ctx, &id).await;
     assert_eq!(s["state"], "Cancelled", "{s}");

@@ -400,3 +400,53 @@ async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
     assert_blob(&ctx, "big", &bytes(12 * MIB, 51)).await;
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_late_failing_range_of_a_dead_plan_leaves_the_next_versions_plan_alone() {
+    use s3_blob_sync::engine::{PartRef, Step};
+    let ctx = TestCtx::new("splitlate").await;
+    let double = Proxy::blob_double().await;
+    let engine = std::sync::Arc::new(
+        crate::copy_engine::server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "1")]).await,
+    );
+    let budget = 4 * MIB as u64;
+    let part = |r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32| {
+        let mut p = r.clone();
+        p.part = Some(PartRef {
+            etag: etag.into(),
+            index,
+        });
+        p
+    };
+    ctx.put("k", bytes(12 * MIB, 61)).await;
+    let r = crate::copy_engine::req(&ctx, "k");
+    let Step::Split(v1) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
+        panic!("splits")
+    };
+    // Y stages range 2 of v1; "Azure" holds one of its reads.
+    double.faults().hold_copies.store(1, Ordering::SeqCst);
+    let y = {
+        let (engine, p) = (engine.clone(), part(&r, &v1.etag, 2));
+        tokio::spawn(async move { engine.copy_step(&p, Some(budget)).await })
+    };
+    double.until_held(1).await;
+    // Meanwhile v2 lands; X's range of v1 fails its pinned read and plans v2, and one range of
+    // v2 is staged.
+    ctx.put("k", bytes(11 * MIB, 62)).await;
+    let Step::Split(v2) = engine.copy_step(&part(&r, &v1.etag, 1), Some(budget)).await.unwrap() else {
+        panic!("X plans the new version")
+    };
+    assert!(v2.claimed && v2.etag != v1.etag, "{v2:?}");
+    assert!(matches!(
+        engine.copy_step(&part(&r, &v2.etag, 0), Some(budget)).await.unwrap(),
+        Step::Staged { .. }
+    ));
+    // Y's held read now fails too: it must drop only v1, not v2's plan and staged range.
+    double.release(1);
+    let late = y.await.unwrap().unwrap();
+    assert!(
+        matches!(late, Step::Split(ref p) if p.etag == v2.etag && !p.claimed && p.staged == 1),
+        "the next version's plan was dropped or claimed again: {late:?}"
+    );
+    ctx.cleanup().await;
+}
