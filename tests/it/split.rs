@@ -363,13 +363,7 @@ async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
     // The checkpoint table through a proxy that forwards the plan's insert, then drops the
     // reply: the insert landed, the planner's retry meets its own row (409).
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};\
-         BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-         TableEndpoint={}/devstoreaccount1;",
-        crate::harness::AZURITE_KEY,
-        tables.url
-    );
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
     let engine = ctx
         .engine(&[
             ("AZURE_STORAGE_CONNECTION_STRING", &cs),

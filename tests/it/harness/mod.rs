@@ -172,11 +172,19 @@ impl TestCtx {
     /// A connection string whose blob endpoint is `blob_endpoint` (a proxy), queue and table
     /// on Azurite.
     pub fn connection_string_via(&self, blob_endpoint: &str) -> String {
+        Self::connection_string(Some(blob_endpoint), None, None)
+    }
+
+    /// A connection string with any of the three endpoints replaced (by a proxy's URL); the
+    /// others are Azurite's.
+    pub fn connection_string(blob: Option<&str>, queue: Option<&str>, table: Option<&str>) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-             BlobEndpoint={blob_endpoint}/devstoreaccount1;\
-             QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;\
-             TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+             BlobEndpoint={}/devstoreaccount1;QueueEndpoint={}/devstoreaccount1;\
+             TableEndpoint={}/devstoreaccount1;",
+            blob.unwrap_or("http://127.0.0.1:10000"),
+            queue.unwrap_or("http://127.0.0.1:10001"),
+            table.unwrap_or("http://127.0.0.1:10002"),
         )
     }
 
