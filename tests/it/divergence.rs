@@ -25,6 +25,26 @@ fn event(name: &str, sequencer: &str) -> Option<EventInfo> {
     })
 }
 
+/// An S3 copy-in-place that replaces the metadata (`owner`) and, if given, the content type:
+/// same bytes, same single-part ETag, a new Last-Modified. Last-Modified has one-second
+/// precision, so it waits for a later second first (a change within the same second cannot
+/// be told apart; decisions 51).
+async fn replace_metadata(ctx: &TestCtx, key: &str, content_type: Option<&str>, owner: &str) {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ctx.s3
+        .client()
+        .copy_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .copy_source(format!("{}/{key}", ctx.bucket))
+        .metadata_directive(MetadataDirective::Replace)
+        .set_content_type(content_type.map(str::to_string))
+        .metadata("owner", owner)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_later_shorter_sequencer_is_applied_and_a_skip_records_it() {
     let ctx = TestCtx::new("seqlen").await;
@@ -171,21 +191,7 @@ async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
     );
     let before = engine.s3().head(&ctx.bucket, "doc").await.unwrap().unwrap();
 
-    // Last-Modified has one-second precision: the copy-in-place must land in a later second
-    // to be told apart at all (a change within the same second is not; decisions 51).
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    ctx.s3
-        .client()
-        .copy_object()
-        .bucket(&ctx.bucket)
-        .key("doc")
-        .copy_source(format!("{}/doc", ctx.bucket))
-        .metadata_directive(MetadataDirective::Replace)
-        .content_type("text/markdown")
-        .metadata("owner", "bob")
-        .send()
-        .await
-        .unwrap();
+    replace_metadata(&ctx, "doc", Some("text/markdown"), "bob").await;
     let after = engine.s3().head(&ctx.bucket, "doc").await.unwrap().unwrap();
     assert_eq!(
         after.etag, before.etag,
@@ -275,18 +281,7 @@ async fn an_event_hint_never_skips_a_metadata_only_change() {
         Outcome::Copied
     );
     let before = engine.s3().head(&ctx.bucket, "k").await.unwrap().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    ctx.s3
-        .client()
-        .copy_object()
-        .bucket(&ctx.bucket)
-        .key("k")
-        .copy_source(format!("{}/k", ctx.bucket))
-        .metadata_directive(MetadataDirective::Replace)
-        .metadata("owner", "carol")
-        .send()
-        .await
-        .unwrap();
+    replace_metadata(&ctx, "k", None, "carol").await;
     // The relayed event carries the ETag and size (unchanged) but no Last-Modified.
     let mut r = req(&ctx, "k");
     r.event = event("ObjectCreated:Copy", "00A0");

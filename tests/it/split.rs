@@ -247,6 +247,16 @@ async fn a_crash_after_half_the_ranges_resumes_without_restaging_them() {
     ctx.cleanup().await;
 }
 
+/// The request for range `index` of the split of `r`'s object planned for `etag`.
+fn part(r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32) -> s3_blob_sync::engine::CopyRequest {
+    let mut p = r.clone();
+    p.part = Some(s3_blob_sync::engine::PartRef {
+        etag: etag.into(),
+        index,
+    });
+    p
+}
+
 /// Drives a split copy in this process: every unstaged range of `plan`, in order.
 async fn stage_all(
     engine: &s3_blob_sync::engine::Engine,
@@ -256,32 +266,24 @@ async fn stage_all(
 ) -> s3_blob_sync::engine::Step {
     let mut last = None;
     for &index in &plan.unstaged {
-        let mut part = req.clone();
-        part.part = Some(s3_blob_sync::engine::PartRef {
-            etag: plan.etag.clone(),
-            index,
-        });
-        last = Some(engine.copy_step(&part, Some(budget)).await.unwrap());
+        last = Some(
+            engine
+                .copy_step(&part(req, &plan.etag, index), Some(budget))
+                .await
+                .unwrap(),
+        );
     }
     last.expect("a plan has ranges")
 }
 
 #[tokio::test]
 async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
-    use s3_blob_sync::engine::{PartRef, Step};
+    use s3_blob_sync::engine::Step;
     let ctx = TestCtx::new("splitredo").await;
     let engine = ctx
         .engine(&[("SYNC_COPY_PATH", "streamed"), ("SYNC_BLOCK_SIZE_MIB", "1")])
         .await;
     let budget = 4 * MIB as u64;
-    let part = |r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32| {
-        let mut p = r.clone();
-        p.part = Some(PartRef {
-            etag: etag.into(),
-            index,
-        });
-        p
-    };
 
     // 1. The source changes after one range was staged: the next range's pinned read loses,
     // and instead of failing until poisoned the plan is dropped and the new version planned.
@@ -397,21 +399,13 @@ async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
 
 #[tokio::test]
 async fn a_late_failing_range_of_a_dead_plan_leaves_the_next_versions_plan_alone() {
-    use s3_blob_sync::engine::{PartRef, Step};
+    use s3_blob_sync::engine::Step;
     let ctx = TestCtx::new("splitlate").await;
     let double = Proxy::blob_double().await;
     let engine = std::sync::Arc::new(
         crate::copy_engine::server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "1")]).await,
     );
     let budget = 4 * MIB as u64;
-    let part = |r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32| {
-        let mut p = r.clone();
-        p.part = Some(PartRef {
-            etag: etag.into(),
-            index,
-        });
-        p
-    };
     ctx.put("k", bytes(12 * MIB, 61)).await;
     let r = crate::copy_engine::req(&ctx, "k");
     let Step::Split(v1) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
