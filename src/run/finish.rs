@@ -48,9 +48,9 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
     all.merge(&copies);
     let settled = all.accounted();
     let expected = lister.counters.objects(Tally::Scanned);
-    // More outcomes than scanned keys: a copy from a lister attempt that died was for a key
-    // the page no longer lists (deleted meanwhile), so the sum cannot prove that every key
-    // has its outcome. Wait until it stops moving for one check (decisions 56).
+    // More outcomes than scanned keys cannot happen since every attempt at a page works on
+    // its saved listing (decisions 64); if it ever does, the sum proves nothing, so wait
+    // until it stops moving for one check rather than end early (decisions 56).
     let strays = settled > expected && settled != run.last_settled;
     if settled < expected || strays {
         if settled != run.last_settled {
@@ -138,6 +138,7 @@ pub async fn after_end(svc: &RunService, run: &RunRecord) {
             tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
         }
     }
+    svc.store.drop_page_plans(&run.id, None).await;
     let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
     let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
     let mut all = lister.counters.clone();

@@ -9,7 +9,7 @@
 
 use super::counters::{Counters, Tally};
 use super::service::{CopySink, RunService};
-use super::store::{Counted, RunState};
+use super::store::{Counted, PagePlan, RunState};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::copy::is_current;
 use crate::engine::naming::{blob_name, NameIssue};
@@ -57,20 +57,30 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     }
     let spec = &run.spec;
     let bucket = &spec.source.bucket;
-    let listed = svc
-        .engine
-        .s3()
-        .list_page(bucket, &spec.source.prefix, lister.token.clone())
-        .await;
-    let (objects, next) = match listed {
-        Ok(x) => x,
-        Err(e) if !e.is_retryable() => {
-            let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
-            super::finish::end(svc, id, RunState::Failed, Some(reason)).await?;
-            return Ok(PageStep::Ended);
+    // Every attempt at this page works on the same keys: the first saves what it listed, a
+    // redo (after a lister died) reuses it, so no key of an earlier attempt's copies falls
+    // outside the page's count (decisions 64).
+    let plan = match svc.store.page_plan(id, page).await? {
+        Some(plan) => plan,
+        None => {
+            let listed = svc
+                .engine
+                .s3()
+                .list_page(bucket, &spec.source.prefix, lister.token.clone())
+                .await;
+            let (objects, next) = match listed {
+                Ok(x) => x,
+                Err(e) if !e.is_retryable() => {
+                    let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
+                    super::finish::end(svc, id, RunState::Failed, Some(reason)).await?;
+                    return Ok(PageStep::Ended);
+                }
+                Err(e) => return Err(e),
+            };
+            svc.store.save_page_plan(id, page, PagePlan { objects, next }).await?
         }
-        Err(e) => return Err(e),
     };
+    let PagePlan { objects, next } = plan;
     let filters = spec.compiled_filters()?;
     let target_id = svc.target_id(spec)?;
     // Scanned and enqueued are the page's own counts, saved with its token. Every scanned key
@@ -184,6 +194,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         // Another delivery of this page finished first; it queues the next step.
         return Ok(PageStep::Stale);
     }
+    svc.store.drop_page_plans(id, Some(page)).await;
     tracing::info!(
         run_id = %id, bucket = %bucket, page, scanned = scanned.objects(Tally::Scanned), enqueued,
         decided_here, outcome = "page_listed", "listed a page"

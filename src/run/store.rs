@@ -5,6 +5,7 @@
 //! |----------------|-----------------|-----------------------------------------------------|
 //! | `run`          | run id          | spec, state, phase, times, notification state       |
 //! | `<id>`         | `lister`        | continuation token, page number, listing counters   |
+//! | `<id>`         | `plan~<page>~<n>` | the page's listing, while the page is in progress |
 //! | `<id>~<nn>`    | `counter`       | counters from copies whose key hashes to shard nn   |
 //! | `<id>~<nn>`    | `o<hash>`       | marker: this key's outcome was counted              |
 //! | `lock`         | lock key        | the run working on a source/target pair             |
@@ -562,6 +563,131 @@ fn too_contended(id: &str, pk: &str) -> Error {
     )
 }
 
+/// What one listing page returned, saved before its copies are sent so that every attempt
+/// at the page works on the same keys (decisions 64).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PagePlan {
+    /// The objects, in listing order.
+    pub objects: Vec<crate::source::s3::ListedObject>,
+    /// The continuation token after this page (`None` on the last).
+    pub next: Option<String>,
+}
+
+/// UTF-8 bytes of plan JSON per string property: at most twice that in UTF-16, under the
+/// Table service's 64 KiB a property.
+const PLAN_PIECE: usize = 30_000;
+/// Pieces per plan row: about 900 KB, under the 1 MiB an entity.
+const PLAN_PIECES: usize = 14;
+
+fn plan_prefix(page: u64) -> String {
+    format!("plan~{page:012}~")
+}
+
+/// Splits `s` into pieces of at most `max` bytes, on character boundaries.
+fn pieces(s: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(max);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (a, b) = rest.split_at(cut);
+        out.push(a);
+        rest = b;
+    }
+    out
+}
+
+impl RunStore {
+    /// The saved listing of page `page`, when an attempt at the page saved one.
+    pub async fn page_plan(&self, id: &str, page: u64) -> Result<Option<PagePlan>> {
+        let prefix = plan_prefix(page);
+        let filter = format!("PartitionKey eq '{id}' and RowKey gt '{prefix}' and RowKey lt '{prefix}~'");
+        let mut rows = self.table.query_all(Some(&filter)).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.sort_by(|a, b| a.row_key.cmp(&b.row_key));
+        let rows_expected = rows[0].get_i64("Rows").unwrap_or(0).max(0) as usize;
+        let mut json = String::new();
+        for r in &rows {
+            for i in 0..PLAN_PIECES {
+                if let Some(p) = r.get_str(&format!("P{i:02}")) {
+                    json.push_str(p);
+                }
+            }
+        }
+        let plan = (rows.len() == rows_expected)
+            .then(|| serde_json::from_str::<PagePlan>(&json).ok())
+            .flatten();
+        plan.map(Some).ok_or_else(|| {
+            Error::internal(format!(
+                "run {id}: the saved listing of page {page} is damaged ({} of {rows_expected} rows);                  cancel the run and start it again",
+                rows.len()
+            ))
+        })
+    }
+
+    /// Saves `plan` as page `page`'s listing, unless an attempt saved one first; returns the
+    /// listing that rules (the first saved). Written in one transaction, so a reader sees all
+    /// of it or nothing.
+    pub async fn save_page_plan(&self, id: &str, page: u64, plan: PagePlan) -> Result<PagePlan> {
+        let json = serde_json::to_string(&plan).map_err(|e| Error::internal(format!("encode page plan: {e}")))?;
+        let parts = pieces(&json, PLAN_PIECE);
+        let chunks: Vec<&[&str]> = parts.chunks(PLAN_PIECES).collect();
+        let prefix = plan_prefix(page);
+        let rows: Vec<Entity> = chunks
+            .iter()
+            .enumerate()
+            .map(|(n, chunk)| {
+                let mut e = Entity::new(id, format!("{prefix}{n:03}"));
+                e.set_i64("Rows", chunks.len().max(1) as i64);
+                for (i, p) in chunk.iter().enumerate() {
+                    e.set_str(&format!("P{i:02}"), *p);
+                }
+                e
+            })
+            .collect();
+        let ops: Vec<BatchOp> = rows.iter().map(BatchOp::Insert).collect();
+        match self.table.transact(&ops).await? {
+            BatchOutcome::Committed => Ok(plan),
+            // Another attempt saved its listing first (or this one did, and its reply was
+            // lost): the stored one rules either way.
+            BatchOutcome::Rejected { status: 409, .. } => self.page_plan(id, page).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!("run {id}: page {page}'s listing was saved and is gone again"),
+                )
+            }),
+            BatchOutcome::Rejected { status, code } => Err(Error::new(
+                crate::error::kind_from_status(status, Some(&code)),
+                format!("run {id}: saving page {page}'s listing: HTTP {status} {code}"),
+            )),
+        }
+    }
+
+    /// Removes page `page`'s saved listing once the page is done, or every page's when the
+    /// run has ended (`None`). Best effort: a leftover is only storage, never read again.
+    pub async fn drop_page_plans(&self, id: &str, page: Option<u64>) {
+        let prefix = page.map(plan_prefix).unwrap_or_else(|| "plan~".into());
+        let filter = format!("PartitionKey eq '{id}' and RowKey gt '{prefix}' and RowKey lt '{prefix}~'");
+        let rows = match self.table.query_all(Some(&filter)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(run_id = %id, error = %e, "could not read done pages' listings to remove them");
+                return;
+            }
+        };
+        for chunk in rows.chunks(100) {
+            let ops: Vec<BatchOp> = chunk.iter().map(BatchOp::Delete).collect();
+            if let Err(e) = self.table.transact(&ops).await {
+                tracing::warn!(run_id = %id, error = %e, "could not remove done pages' listings");
+            }
+        }
+    }
+}
+
 /// One key's count for [`RunStore::record_many`].
 #[derive(Debug, Clone)]
 pub struct Counted {
@@ -593,6 +719,15 @@ fn count_marker(id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_pieces_cut_on_character_boundaries_and_rejoin() {
+        let s = "aü€😀".repeat(5000);
+        let p = pieces(&s, 7);
+        assert!(p.iter().all(|x| x.len() <= 7 && !x.is_empty()));
+        assert_eq!(p.concat(), s);
+        assert!(pieces("", 7).is_empty());
+    }
 
     #[test]
     fn run_ids() {

@@ -83,7 +83,9 @@ impl Worker {
         })
     }
 
-    /// Handles one message.
+    /// Handles one message. While the handler works, a heartbeat keeps the message hidden
+    /// (every half visibility period), so a copy slower than the visibility timeout is not
+    /// handed to a second consumer, whose deliveries would count against its attempts.
     pub async fn process(&self, item: &WorkItem) -> Result<ItemOutcome> {
         let mut data = Map::new();
         data.insert("message".into(), Value::String(item.text.clone()));
@@ -91,9 +93,24 @@ impl Worker {
         metadata.insert("DequeueCount".into(), item.dequeue_count.into());
         metadata.insert("Id".into(), Value::String(item.id.clone()));
         let req = InvokeRequest { data, metadata };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let beat = tokio::spawn(heartbeat(
+            self.queue.clone(),
+            item.id.clone(),
+            item.pop_receipt.clone(),
+            self.visibility,
+            stopped,
+        ));
         let result = match self.function {
             QueueFunction::CopyObject => crate::functions::copy_object::handle(&self.state, &req).await,
             QueueFunction::ListPage => crate::functions::list_page::handle(&self.state, &req).await,
+        };
+        let _ = stop.send(true);
+        // The heartbeat finishes the update it may be in, so the receipt is the latest.
+        let receipt = beat.await.unwrap_or_else(|_| item.pop_receipt.clone());
+        let item = &WorkItem {
+            pop_receipt: receipt,
+            ..item.clone()
         };
         match result {
             Ok(_) => {
@@ -165,6 +182,33 @@ impl Worker {
             tally(&mut stats, done);
         }
         stats
+    }
+}
+
+/// Extends the message's visibility every half period until `stop` turns true; returns the
+/// latest pop receipt. A failed extension is logged and the beat goes on with the receipt it
+/// has: if the message was handed out again meanwhile, the work is idempotent and the second
+/// delivery settles it.
+async fn heartbeat(
+    queue: WorkQueue,
+    id: String,
+    mut receipt: String,
+    visibility: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    let period = (visibility / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return receipt,
+            _ = tokio::time::sleep(period) => {}
+        }
+        match queue.extend(&id, &receipt, visibility).await {
+            Ok(r) => receipt = r,
+            Err(e) => tracing::warn!(
+                message_id = %id, queue = queue.name(), error = %e,
+                "could not extend the message's visibility; it may be handed out again"
+            ),
+        }
     }
 }
 

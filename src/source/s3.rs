@@ -67,7 +67,7 @@ impl ObjectHead {
 }
 
 /// One listed object.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListedObject {
     /// Key.
     pub key: String,

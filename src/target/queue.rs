@@ -198,13 +198,36 @@ impl WorkQueue {
 
     /// Makes a received message visible again after `delay` (a retry with backoff).
     pub async fn release(&self, item: &WorkItem, delay: Duration) -> Result<()> {
+        self.set_visibility(&item.id, &item.pop_receipt, delay)
+            .await
+            .map(|_| ())
+    }
+
+    /// Keeps a received message hidden for `visibility` more, counted from now: the
+    /// heartbeat of a consumer still working on it. Returns the new pop receipt, which the
+    /// next update or the delete must use (the old one is void once this lands).
+    pub async fn extend(&self, id: &str, pop_receipt: &str, visibility: Duration) -> Result<String> {
+        self.set_visibility(id, pop_receipt, visibility).await
+    }
+
+    /// Update Message with a new visibility timeout. Not idempotent: once it lands, the pop
+    /// receipt it was sent with is void, so a retry after a lost reply fails (and the message
+    /// simply becomes visible when the timeout that did land runs out).
+    async fn set_visibility(&self, id: &str, pop_receipt: &str, after: Duration) -> Result<String> {
+        static POP_RECEIPT: azure_core::http::headers::HeaderName =
+            azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt");
         self.retry
             .run("update queue message", || async {
-                self.client
-                    .update_message(&item.id, &item.pop_receipt, delay.as_secs() as i32, None)
+                let rsp = self
+                    .client
+                    .update_message(id, pop_receipt, after.as_secs().max(1) as i32, None)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| super::map_azure_error(e, format!("update message in queue {}", self.name)))
+                    .map_err(|e| {
+                        super::map_azure_error(e, format!("update message in queue {}", self.name)).non_idempotent()
+                    })?;
+                rsp.headers().get_optional_string(&POP_RECEIPT).ok_or_else(|| {
+                    Error::internal(format!("queue {}: Update Message returned no pop receipt", self.name))
+                })
             })
             .await
     }

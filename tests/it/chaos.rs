@@ -393,10 +393,9 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         ("SYNC_MODE", "mirror"),
         ("SYNC_BLOCK_SIZE_MIB", "1"),
         ("SYNC_SQS_RETRY_BASE_SECS", "1"),
-        // Long enough that no copy outlives it under CI load: the worker has no visibility
-        // heartbeat yet, so a copy slower than this is handed out again and its deliveries
-        // can poison it (found by this test; see the closing note).
-        ("SYNC_WORKER_VISIBILITY_SECS", "20"),
+        // Shorter than many copies under faults: the workers' heartbeat must keep a message
+        // from being handed out again (and poisoned by its deliveries) while it is worked on.
+        ("SYNC_WORKER_VISIBILITY_SECS", "4"),
         ("SYNC_DRAIN_BUDGET_SECS", "5"),
         ("SYNC_RUN_LEASE_SECS", "3"),
     ]);

@@ -812,3 +812,48 @@ async fn killed_worker_mid_copy_then_restart_completes() {
         again.logs()
     );
 }
+
+#[tokio::test]
+async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
+    let ctx = TestCtx::new("hbeat").await;
+    ctx.put("slow", "slow bytes").await;
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let copy = unique("copy-");
+    let cs = ctx.connection_string_via(&blob_proxy.url);
+    let cfg = ctx.config(&[
+        ("SYNC_COPY_QUEUE", copy.as_str()),
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_WORKER_VISIBILITY_SECS", "3"),
+    ]);
+    let state = s3_blob_sync::AppState::new(cfg).await.unwrap();
+    let worker = Worker::new(state, QueueFunction::CopyObject, 4).await.unwrap();
+    let msg = json!({"bucket": ctx.bucket, "key": "slow"}).to_string();
+    ctx.queue(&copy).send(&msg, None).await.unwrap();
+    // The copy's first write stalls for three visibility periods.
+    blob_proxy.faults().hold_writes.store(1, Ordering::SeqCst);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(async move { worker.run(rx, Some(Duration::from_secs(4))).await });
+    blob_proxy.until_held(1).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    blob_proxy.release(1);
+    let stats = run.await.unwrap();
+
+    assert_eq!(&ctx.blob().read("slow").await.unwrap()[..], b"slow bytes");
+    assert_eq!(
+        stats,
+        WorkerStats {
+            done: 1,
+            retried: 0,
+            poisoned: 0
+        },
+        "the message was handed out again while its copy ran"
+    );
+    assert_eq!(blob_proxy.commits(), 1, "a second consumer wrote the blob too");
+    let poison = ctx
+        .queue(&format!("{copy}-poison"))
+        .receive(32, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(poison.is_empty(), "parked: {}", poison[0].text);
+    ctx.cleanup().await;
+}

@@ -11,6 +11,7 @@ use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
+use s3_blob_sync::target::table::TableClient;
 
 async fn start_run(h: &HandlerProc, body: &Value) -> String {
     let (status, headers, reply) = http_invoke(
@@ -252,6 +253,91 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
     assert_eq!(c(&s, "transferred"), 600, "each key once: {s}");
     assert_eq!(c(&s, "noTransferNeeded"), 0, "a key counted twice: {s}");
     assert_eq!(ctx.blob().list("").await.unwrap().len(), 600);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
+    let ctx = TestCtx::new("replan").await;
+    ctx.put_many((0..40).map(|i| (format!("p/{i:03}"), vec![b'p'; 3 + i])).collect())
+        .await;
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
+    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+
+    // The first attempt sends its 40 copies and dies before it saves the page.
+    *tables.faults().reset_writes_to.lock().unwrap() = Some(("lister".into(), 1000));
+    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
+    let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
+    let (status, reply) = h.invoke("ListPage", &payload).await;
+    assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
+    *tables.faults().reset_writes_to.lock().unwrap() = None;
+
+    // Before the redo, the page's keys change: one is deleted, another created in its range.
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("p/005")
+        .send()
+        .await
+        .unwrap();
+    ctx.put("p/005a", "new in the page").await;
+    // The first attempt's copies run (p/005's finds nothing), then the page is redone.
+    let mut first = Vec::new();
+    while first.len() < 40 {
+        first.extend(host.copy.receive(32, Duration::from_secs(120)).await.unwrap());
+    }
+    for m in first {
+        assert_eq!(host.deliver(&h, "CopyObject", &host.copy, m).await, 200);
+    }
+    let (status, reply) = h
+        .invoke(
+            "ListPage",
+            &queue_payload(&serde_json::from_str(&page0.text).unwrap(), 2),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    host.list.delete(&page0).await.unwrap();
+
+    // Every queued message is delivered before `finish` returns, so the counters are final.
+    let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    let accounted = [
+        "excluded",
+        "unsupported",
+        "noTransferNeeded",
+        "transferred",
+        "failed",
+        "vanished",
+    ]
+    .iter()
+    .map(|k| s["counters"][k].as_u64().unwrap_or(0))
+    .sum::<u64>();
+    assert_eq!(
+        accounted,
+        c(&s, "scanned"),
+        "a copy of a key the redo listed anew was counted outside the page: {s}"
+    );
+    assert_eq!(c(&s, "scanned"), 40, "{s}");
+    assert_eq!(c(&s, "transferred"), 39, "{s}");
+    assert_eq!(s["counters"]["vanished"].as_u64(), Some(1), "{s}");
+    let runs = TableClient::new(
+        &ctx.config(&[]).azure,
+        &ctx.config(&[]).azure.authorizer().unwrap(),
+        &ctx.env["SYNC_RUNS_TABLE"],
+        Default::default(),
+    )
+    .unwrap();
+    let store = s3_blob_sync::run::store::RunStore::new(runs);
+    assert_eq!(
+        store.page_plan(&id, 0).await.unwrap(),
+        None,
+        "the done page's listing was left behind"
+    );
     ctx.cleanup().await;
 }
 

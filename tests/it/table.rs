@@ -72,3 +72,38 @@ async fn table_operations_with_optimistic_concurrency_and_continuations() {
     t.delete("p:0a", "r1", "*").await.unwrap(); // a missing row is fine
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_page_plan_of_a_thousand_long_keys_round_trips_and_the_first_saved_rules() {
+    use s3_blob_sync::run::store::{PagePlan, RunStore};
+    use s3_blob_sync::source::s3::ListedObject;
+    let ctx = TestCtx::new("plan").await;
+    let table = ctx.table();
+    table.create_if_missing().await.unwrap();
+    let store = RunStore::new(table);
+    // S3's longest keys (1,024 bytes), non-ASCII included: about 1.1 MB of listing, more
+    // than one entity holds.
+    let plan = |tag: char| PagePlan {
+        objects: (0..1000)
+            .map(|i| ListedObject {
+                key: format!("{i:04}{tag}{}", "é".repeat(510)),
+                size: i,
+                etag: format!("{i:032x}"),
+                storage_class: Some("STANDARD".into()),
+                last_modified: Some("2026-12-02T09:00:00Z".into()),
+            })
+            .collect(),
+        next: Some("token-after".into()),
+    };
+    let id = "20261202T090000Z-0badc0de";
+    assert_eq!(store.page_plan(id, 3).await.unwrap(), None);
+    let first = store.save_page_plan(id, 3, plan('a')).await.unwrap();
+    assert_eq!(first, plan('a'));
+    assert_eq!(store.page_plan(id, 3).await.unwrap(), Some(plan('a')));
+    // A later attempt that listed other keys gets the first attempt's listing back.
+    assert_eq!(store.save_page_plan(id, 3, plan('b')).await.unwrap(), plan('a'));
+    assert_eq!(store.page_plan(id, 4).await.unwrap(), None, "pages are apart");
+    store.drop_page_plans(id, Some(3)).await;
+    assert_eq!(store.page_plan(id, 3).await.unwrap(), None);
+    ctx.cleanup().await;
+}
