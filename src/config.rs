@@ -197,6 +197,10 @@ pub struct Config {
     /// queue's receive count slowly (with `maxReceiveCount` 5: 60+240+960+3840 s, about
     /// 85 minutes before the dead-letter queue).
     pub sqs_retry_base: Duration,
+    /// `SYNC_SQS_VISIBILITY_SECS` (default 60): how long a received SQS message stays hidden
+    /// while it is relayed (extended while the relay runs long); the messages of a relay that
+    /// died come back after it.
+    pub sqs_visibility: Duration,
     /// `SYNC_WORKER_VISIBILITY_SECS` (default 300): how long the `watch` worker hides a
     /// copy message while it works on it; after a crash the message returns this much later.
     pub worker_visibility: Duration,
@@ -411,6 +415,10 @@ impl Config {
         if !(1..=3600).contains(&retry_base) {
             return Err(Error::invalid("SYNC_SQS_RETRY_BASE_SECS: must be between 1 and 3600"));
         }
+        let sqs_vis: u64 = parse(env, "SYNC_SQS_VISIBILITY_SECS", 60)?;
+        if !(5..=43_200).contains(&sqs_vis) {
+            return Err(Error::invalid("SYNC_SQS_VISIBILITY_SECS: must be between 5 and 43200"));
+        }
         let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 300)?;
         if !(1..=7 * 24 * 3600).contains(&worker_vis) {
             return Err(Error::invalid(
@@ -447,6 +455,7 @@ impl Config {
             reject_queue,
             drain_budget: Duration::from_secs(budget),
             sqs_retry_base: Duration::from_secs(retry_base),
+            sqs_visibility: Duration::from_secs(sqs_vis),
             azure,
             aws,
             engine,
@@ -504,6 +513,7 @@ mod tests {
         assert_eq!(c.engine.copy_path, CopyPath::Auto);
         assert_eq!(c.checkpoint_table, "objects");
         assert_eq!(c.max_dequeue_count, 5);
+        assert_eq!(c.sqs_visibility, Duration::from_secs(60));
     }
 
     #[test]
@@ -528,6 +538,9 @@ mod tests {
             ("SYNC_COPY_QUEUE", "Copy_Objects"),
             ("SYNC_REJECT_QUEUE", "x"),
             ("SYNC_DRAIN_BUDGET_SECS", "1"),
+            ("SYNC_SQS_RETRY_BASE_SECS", "0"),
+            ("SYNC_SQS_VISIBILITY_SECS", "2"),
+            ("SYNC_WORKER_VISIBILITY_SECS", "0"),
         ];
         for (var, val) in cases {
             let mut e = env(&base);

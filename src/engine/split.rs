@@ -454,8 +454,12 @@ impl Engine {
         };
         // The blob before the source (decisions 49): the commit is conditional on this read.
         let existing = target.properties(&plan.blob).await?;
+        // The bytes must be the plan's (same ETag and size; every range was read pinned to
+        // that ETag). Unlike `source_unchanged`, Last-Modified may differ: the commit takes
+        // its headers, metadata and provenance from this HEAD, not from the plan's, so a
+        // copy-in-place between the ranges is labelled as the version it is.
         let head = match self.s3.head(&req.bucket, &req.key).await? {
-            Some(h) if h.etag == plan.etag => h,
+            Some(h) if h.etag == plan.etag && h.size == plan.size => h,
             _ => {
                 // The source changed or went away since the split: these blocks are not it.
                 // Starting over takes the whole-object path (plan again, or source gone).

@@ -113,6 +113,7 @@ impl Drainer {
         rejects.create_if_missing().await?;
         let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects);
         d.retry_base = cfg.sqs_retry_base;
+        d.visibility = cfg.sqs_visibility;
         Ok(d)
     }
 

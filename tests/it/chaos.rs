@@ -1,7 +1,8 @@
 //! The seeded, model-based chaos test: random operations on a bucket, their S3 events sent
 //! duplicated, reordered and delayed (with per-key sequencers of varying length), faults on
-//! both clouds, two `watch` workers killed and restarted at random, and concurrent `sync` runs
-//! (one of them killed). At the end the target must equal the source key by key (bytes,
+//! both clouds, two `watch` workers killed and restarted at random, concurrent `sync` runs
+//! (one of them killed), and a bulk run over HTTP on `serve --work-queues` (killed mid-run
+//! and restarted). At the end the target must equal the source key by key (bytes,
 //! headers, user metadata), every checkpoint row must match its blob, nothing extra may exist,
 //! every finished run's counters must add up, and no queue may hold a message.
 //!
@@ -118,6 +119,8 @@ struct World {
     queue_url: String,
     sqs: aws_sdk_sqs::Client,
     multipart_left: u32,
+    /// When each key was last written at the source.
+    last_write: HashMap<String, Instant>,
 }
 
 impl World {
@@ -129,6 +132,7 @@ impl World {
     }
 
     fn emit(&mut self, key: &str, name: &str, etag: Option<&str>, size: Option<u64>) {
+        self.last_write.insert(key.to_string(), Instant::now());
         let seq = self.next_seq(key);
         let body = event(&self.ctx.bucket, key, name, &seq, etag, size).to_string();
         for _ in 0..self.rng.random_range(1..=3) {
@@ -263,13 +267,15 @@ impl World {
     }
 
     /// A copy-in-place that replaces headers and metadata: same bytes, same ETag (single
-    /// part), a new Last-Modified. Needs a later second than the write before it to be seen
-    /// at all (decisions 51), so it waits for one.
+    /// part), a new Last-Modified. Needs a later second than the key's write before it to be
+    /// seen at all (decisions 51), so it waits for one when that write was that recent.
     async fn touch(&mut self, key: &str) {
         let Some(mut e) = self.model.get(key).cloned() else {
             return self.put(key).await;
         };
-        tokio::time::sleep(Duration::from_millis(1050)).await;
+        if let Some(t) = self.last_write.get(key) {
+            tokio::time::sleep(Duration::from_millis(1050).saturating_sub(t.elapsed())).await;
+        }
         e.content_type = "text/markdown".into();
         e.meta.insert("touched".into(), self.rng.random::<u16>().to_string());
         let mut req = self
@@ -396,6 +402,8 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         // Shorter than many copies under faults: the workers' heartbeat must keep a message
         // from being handed out again (and poisoned by its deliveries) while it is worked on.
         ("SYNC_WORKER_VISIBILITY_SECS", "4"),
+        // A killed worker's SQS messages come back after this.
+        ("SYNC_SQS_VISIBILITY_SECS", "8"),
         ("SYNC_DRAIN_BUDGET_SECS", "5"),
         ("SYNC_RUN_LEASE_SECS", "3"),
     ]);
@@ -418,6 +426,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         queue_url,
         sqs: sqs.client().clone(),
         multipart_left: 1,
+        last_write: HashMap::new(),
     };
     let mut workers = [
         Proc::start(&["watch", "--workers", "4"], &env),
@@ -432,6 +441,19 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         "4".into(),
     ];
     let mut syncs: Vec<Proc> = Vec::new();
+    // The bulk run over HTTP: `serve --work-queues` plays the Functions host. Its pair (the
+    // `c/` prefix on both sides) differs from the CLI runs' (the root), so no lock keeps them
+    // apart, while it writes the same blobs as they and the events do.
+    let port = crate::harness::handler::free_port();
+    let serve_env = {
+        let mut e = env.clone();
+        e.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string());
+        e
+    };
+    let mut serve: Option<Proc> = None;
+    let mut http_run: Option<String> = None;
+    let http_at = ops / 4;
+    let http_kill_at = http_at + rng.random_range(1..8);
 
     let began = Instant::now();
     for op in 0..ops {
@@ -482,6 +504,21 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
                 s.kill().await;
             }
         }
+        if op == http_at {
+            serve = Some(Proc::start(&["serve", "--work-queues"], &serve_env));
+            let body = json!({
+                "source": {"bucket": w.ctx.bucket, "prefix": "c/"},
+                "target": {"container": w.ctx.container, "prefix": "c/"},
+                "mode": "mirror",
+            });
+            http_run = Some(start_http_run(port, &body).await);
+        }
+        if op == http_kill_at {
+            if let Some(s) = serve.as_mut() {
+                s.kill().await;
+                s.restart();
+            }
+        }
     }
     w.flush_some(true).await;
     // Faults off; let the workers catch up, then compare.
@@ -507,6 +544,21 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
             let _ = tokio::time::timeout(Duration::from_secs(120), c.wait()).await;
         }
     }
+    if let Some(id) = &http_run {
+        let waited = Instant::now();
+        let Some(s) = run_ended(port, id, Duration::from_secs(180)).await else {
+            panic!("seed {seed}: the HTTP run {id} did not end within 180 s");
+        };
+        println!(
+            "seed {seed}: the HTTP run (serve killed at operation {http_kill_at}) ended {} ({:.1} s after the events converged): {}",
+            s["state"],
+            waited.elapsed().as_secs_f64(),
+            s["counters"]
+        );
+    }
+    if let Some(s) = serve.as_mut() {
+        s.kill().await;
+    }
     // A last bulk run over the same pair: it takes over the killed run's lock once its lease
     // lapses (ending that run as abandoned), and must itself succeed and change nothing.
     let args: Vec<&str> = sync_args.iter().map(String::as_str).collect();
@@ -530,8 +582,68 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         panic!("seed {seed}: divergence after {ops} operations: {d}");
     }
     check_rows_runs_and_queues(&w, seed, &env, &copy_queue, &rejects).await;
+    let runs: Vec<Value> = status_runs(&env).await;
+    assert!(
+        http_run.is_none()
+            || runs
+                .iter()
+                .any(|r| Some(r["runId"].as_str().unwrap_or("")) == http_run.as_deref()),
+        "seed {seed}: the HTTP run is not among the runs: {runs:?}"
+    );
     w.ctx.cleanup().await;
     ops
+}
+
+/// Starts a bulk run with `POST /api/runs` on the local `serve`, once it answers (at most
+/// 30 s); returns the run id.
+async fn start_http_run(port: u16, body: &Value) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    loop {
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/api/runs"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let status = r.status().as_u16();
+            let reply: Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+            assert_eq!(status, 202, "POST /api/runs: {reply}");
+            return reply["runId"].as_str().expect("runId").to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Run `id`'s summary once it ended (GET answers 200), waiting at most `bound`.
+async fn run_ended(port: u16, id: &str, bound: Duration) -> Option<Value> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/api/runs/{id}"))
+            .send()
+            .await
+        {
+            if r.status().as_u16() == 200 {
+                return serde_json::from_str(&r.text().await.unwrap_or_default()).ok();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+/// Every run, as `status --runs --json` lists them.
+async fn status_runs(env: &HashMap<String, String>) -> Vec<Value> {
+    let (code, out) = run_binary_async(&["status", "--runs", "--json"], env).await;
+    assert_eq!(code, 0, "{out}");
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Waits (at most `bound`) until the target matches the model and SQS is empty; returns the
@@ -577,10 +689,7 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
             (None, None) => {}
         }
     }
-    let (code, out) = run_binary_async(&["status", "--runs", "--json"], env).await;
-    assert_eq!(code, 0, "{out}");
-    for line in out.lines().filter(|l| l.starts_with('{')) {
-        let r: Value = serde_json::from_str(line).unwrap();
+    for r in status_runs(env).await {
         let id = r["runId"].as_str().unwrap();
         let (_, s) = run_binary_async(&["status", id, "--json"], env).await;
         let s: Value = serde_json::from_str(s.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
@@ -605,7 +714,14 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
             );
         }
     }
-    for q in [copy.to_string(), format!("{copy}-poison"), rejects.to_string()] {
+    let list = &env["SYNC_LIST_QUEUE"];
+    for q in [
+        copy.to_string(),
+        format!("{copy}-poison"),
+        list.to_string(),
+        format!("{list}-poison"),
+        rejects.to_string(),
+    ] {
         let items = w
             .ctx
             .queue(&q)
