@@ -201,8 +201,9 @@ pub struct Config {
     /// while it is relayed (extended while the relay runs long); the messages of a relay that
     /// died come back after it.
     pub sqs_visibility: Duration,
-    /// `SYNC_WORKER_VISIBILITY_SECS` (default 300): how long the `watch` worker hides a
-    /// copy message while it works on it; after a crash the message returns this much later.
+    /// `SYNC_WORKER_VISIBILITY_SECS` (default 60): how long the `watch` worker (and `serve
+    /// --work-queues`) hides a message it works on, extended every half period while the
+    /// work runs; after a crash the message returns this much later.
     pub worker_visibility: Duration,
     /// `SYNC_RUNS_TABLE` (default `runs`): bulk runs, their counters and locks.
     pub runs_table: String,
@@ -419,7 +420,7 @@ impl Config {
         if !(5..=43_200).contains(&sqs_vis) {
             return Err(Error::invalid("SYNC_SQS_VISIBILITY_SECS: must be between 5 and 43200"));
         }
-        let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 300)?;
+        let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 60)?;
         if !(1..=7 * 24 * 3600).contains(&worker_vis) {
             return Err(Error::invalid(
                 "SYNC_WORKER_VISIBILITY_SECS: must be between 1 and 604800",

@@ -421,9 +421,7 @@ async fn serve(port: Option<u16>, work_queues: bool) -> Result<ExitCode> {
     if work_queues {
         use crate::run::worker::{QueueFunction, Worker};
         for (f, n) in [(QueueFunction::ListPage, 4), (QueueFunction::CopyObject, 16)] {
-            let mut w = Worker::new(state.clone(), f, n).await?;
-            // Locally a crashed worker's message should come back soon.
-            w.visibility = std::time::Duration::from_secs(60);
+            let w = Worker::new(state.clone(), f, n).await?;
             let rx = stop_rx.clone();
             workers.push(tokio::spawn(async move { w.run(rx, None).await }));
         }

@@ -33,6 +33,8 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
         return Ok(CheckStep::Finished);
     };
     if run.state.is_final() {
+        // Listings a process left when it died between the run's end and their removal.
+        svc.store.drop_page_plans(id).await;
         notify(svc, &mut run).await?;
         return Ok(CheckStep::Finished);
     }
@@ -138,7 +140,7 @@ pub async fn after_end(svc: &RunService, run: &RunRecord) {
             tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
         }
     }
-    svc.store.drop_page_plans(&run.id, None).await;
+    svc.store.drop_page_plans(&run.id).await;
     let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
     let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
     let mut all = lister.counters.clone();

@@ -46,11 +46,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     if lister.page > page {
         // Already done, maybe by this message's earlier delivery that died before the next
         // step was queued: re-send that step once.
-        return Ok(match (lister.page == page + 1, lister.done) {
-            (true, true) => PageStep::Done,
-            (true, false) => PageStep::Next(lister.page),
-            _ => PageStep::Stale,
-        });
+        return Ok(step_after(&lister, page));
     }
     if lister.page < page || lister.done {
         return Ok(PageStep::Stale);
@@ -77,10 +73,22 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                 }
                 Err(e) => return Err(e),
             };
-            svc.store.save_page_plan(id, page, PagePlan { objects, next }).await?
+            let plan = svc.store.save_page_plan(id, page, PagePlan::new(objects, next)).await?;
+            // No saved listing meant that no attempt was at the page, or that one finished
+            // it (its listing goes in the same transaction as the page's save), or that the
+            // run ended (its listings go with it). In the last two cases this attempt listed
+            // other keys than the page counted, and must send nothing; reading the lister
+            // and run rows now, after the save, tells them apart.
+            let moved = svc.store.lister(id).await?.is_none_or(|l| l.page != page || l.done);
+            if moved || svc.store.get(id).await?.is_none_or(|r| r.state.is_final()) {
+                svc.store.drop_page_plan(id, page, plan.rows).await;
+                return Ok(PageStep::Stale);
+            }
+            plan
         }
     };
-    let PagePlan { objects, next } = plan;
+    let rows = plan.rows;
+    let PagePlan { objects, next, .. } = plan;
     let filters = spec.compiled_filters()?;
     let target_id = svc.target_id(spec)?;
     // Scanned and enqueued are the page's own counts, saved with its token. Every scanned key
@@ -190,11 +198,25 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     lister.page += 1;
     lister.done = next.is_none();
     lister.token = next;
-    if !svc.store.save_lister(id, &lister).await? {
-        // Another delivery of this page finished first; it queues the next step.
-        return Ok(PageStep::Stale);
+    if !svc.store.save_page(id, &lister, page, rows).await? {
+        // Not saved as read: this attempt's own save whose reply was lost (the retry met
+        // the change it made), another attempt's, or the run ended and its listings went.
+        if let Some(now) = svc.store.lister(id).await?.filter(|l| l.page > page) {
+            let step = step_after(&now, page);
+            if step == PageStep::Done {
+                super::finish::set_phase(svc, id, super::store::Phase::Copying).await?;
+            }
+            // A duplicate of the next step is harmless; a missing one would stall the run.
+            return Ok(step);
+        }
+        if svc.store.get(id).await?.is_none_or(|r| r.state.is_final()) {
+            return Ok(PageStep::Gone);
+        }
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::Transient,
+            format!("run {id}: page {page} could not be saved (its listing changed under it); trying again"),
+        ));
     }
-    svc.store.drop_page_plans(id, Some(page)).await;
     tracing::info!(
         run_id = %id, bucket = %bucket, page, scanned = scanned.objects(Tally::Scanned), enqueued,
         decided_here, outcome = "page_listed", "listed a page"
@@ -204,5 +226,15 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         Ok(PageStep::Done)
     } else {
         Ok(PageStep::Next(lister.page))
+    }
+}
+
+/// The step after page `page` when the lister row is already past it: the page's own next
+/// step when the row is just past it, nothing otherwise.
+fn step_after(lister: &super::store::ListerState, page: u64) -> PageStep {
+    match (lister.page == page + 1, lister.done) {
+        (true, true) => PageStep::Done,
+        (true, false) => PageStep::Next(lister.page),
+        _ => PageStep::Stale,
     }
 }

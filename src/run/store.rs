@@ -341,22 +341,6 @@ impl RunStore {
         Err(too_contended(id, pk))
     }
 
-    /// Writes the lister row if unchanged since read; `false` when another lister won.
-    pub async fn save_lister(&self, id: &str, l: &ListerState) -> Result<bool> {
-        let mut e = Entity::new(id, "lister");
-        e.set_i64("Page", l.page as i64)
-            .set_str("Done", if l.done { "true" } else { "false" });
-        if let Some(t) = &l.token {
-            e.set_str("Token", t);
-        }
-        l.counters.write(&mut e);
-        match self.table.update(&e, Some(&l.etag)).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::Precondition => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Counts `key` under `tally` exactly once per run, however often it is replayed.
     /// Returns whether this call counted it.
     pub async fn record(&self, id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&str>) -> Result<bool> {
@@ -571,32 +555,31 @@ pub struct PagePlan {
     pub objects: Vec<crate::source::s3::ListedObject>,
     /// The continuation token after this page (`None` on the last).
     pub next: Option<String>,
+    /// Table rows the saved plan takes (0 before it is saved).
+    #[serde(skip)]
+    pub rows: u32,
 }
 
-/// UTF-8 bytes of plan JSON per string property: at most twice that in UTF-16, under the
-/// Table service's 64 KiB a property.
+impl PagePlan {
+    /// A plan not saved yet.
+    pub fn new(objects: Vec<crate::source::s3::ListedObject>, next: Option<String>) -> Self {
+        PagePlan { objects, next, rows: 0 }
+    }
+}
+
+/// Characters of base64 per string property: 60,000 bytes in UTF-16, under the Table
+/// service's 64 KiB a property. Base64 is ASCII, so a key of quotes or backslashes costs no
+/// escaping on the wire (the transaction's body stays far under its 4 MiB).
 const PLAN_PIECE: usize = 30_000;
-/// Pieces per plan row: about 900 KB, under the 1 MiB an entity.
+/// Pieces per plan row: about 840 KB, under the 1 MiB an entity.
 const PLAN_PIECES: usize = 14;
 
 fn plan_prefix(page: u64) -> String {
     format!("plan~{page:012}~")
 }
 
-/// Splits `s` into pieces of at most `max` bytes, on character boundaries.
-fn pieces(s: &str, max: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut cut = rest.len().min(max);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let (a, b) = rest.split_at(cut);
-        out.push(a);
-        rest = b;
-    }
-    out
+fn plan_row(page: u64, n: usize) -> String {
+    format!("{}{n:03}", plan_prefix(page))
 }
 
 impl RunStore {
@@ -610,39 +593,52 @@ impl RunStore {
         }
         rows.sort_by(|a, b| a.row_key.cmp(&b.row_key));
         let rows_expected = rows[0].get_i64("Rows").unwrap_or(0).max(0) as usize;
-        let mut json = String::new();
+        let mut encoded = String::new();
         for r in &rows {
             for i in 0..PLAN_PIECES {
                 if let Some(p) = r.get_str(&format!("P{i:02}")) {
-                    json.push_str(p);
+                    encoded.push_str(p);
                 }
             }
         }
+        use base64::Engine;
         let plan = (rows.len() == rows_expected)
-            .then(|| serde_json::from_str::<PagePlan>(&json).ok())
-            .flatten();
-        plan.map(Some).ok_or_else(|| {
-            Error::internal(format!(
-                "run {id}: the saved listing of page {page} is damaged ({} of {rows_expected} rows);                  cancel the run and start it again",
+            .then(|| base64::engine::general_purpose::STANDARD.decode(&encoded).ok())
+            .flatten()
+            .and_then(|json| serde_json::from_slice::<PagePlan>(&json).ok());
+        match plan {
+            Some(mut p) => {
+                p.rows = rows.len() as u32;
+                Ok(Some(p))
+            }
+            None => Err(Error::internal(format!(
+                "run {id}: the saved listing of page {page} is damaged ({} of {rows_expected} rows); \
+                 cancel the run and start it again",
                 rows.len()
-            ))
-        })
+            ))),
+        }
     }
 
     /// Saves `plan` as page `page`'s listing, unless an attempt saved one first; returns the
     /// listing that rules (the first saved). Written in one transaction, so a reader sees all
     /// of it or nothing.
-    pub async fn save_page_plan(&self, id: &str, page: u64, plan: PagePlan) -> Result<PagePlan> {
-        let json = serde_json::to_string(&plan).map_err(|e| Error::internal(format!("encode page plan: {e}")))?;
-        let parts = pieces(&json, PLAN_PIECE);
+    pub async fn save_page_plan(&self, id: &str, page: u64, mut plan: PagePlan) -> Result<PagePlan> {
+        use base64::Engine;
+        let json = serde_json::to_vec(&plan).map_err(|e| Error::internal(format!("encode page plan: {e}")))?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+        // ASCII: every byte offset is a character boundary.
+        let parts: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(PLAN_PIECE)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
         let chunks: Vec<&[&str]> = parts.chunks(PLAN_PIECES).collect();
-        let prefix = plan_prefix(page);
         let rows: Vec<Entity> = chunks
             .iter()
             .enumerate()
             .map(|(n, chunk)| {
-                let mut e = Entity::new(id, format!("{prefix}{n:03}"));
-                e.set_i64("Rows", chunks.len().max(1) as i64);
+                let mut e = Entity::new(id, plan_row(page, n));
+                e.set_i64("Rows", chunks.len() as i64);
                 for (i, p) in chunk.iter().enumerate() {
                     e.set_str(&format!("P{i:02}"), *p);
                 }
@@ -651,7 +647,10 @@ impl RunStore {
             .collect();
         let ops: Vec<BatchOp> = rows.iter().map(BatchOp::Insert).collect();
         match self.table.transact(&ops).await? {
-            BatchOutcome::Committed => Ok(plan),
+            BatchOutcome::Committed => {
+                plan.rows = rows.len() as u32;
+                Ok(plan)
+            }
             // Another attempt saved its listing first (or this one did, and its reply was
             // lost): the stored one rules either way.
             BatchOutcome::Rejected { status: 409, .. } => self.page_plan(id, page).await?.ok_or_else(|| {
@@ -667,25 +666,75 @@ impl RunStore {
         }
     }
 
-    /// Removes page `page`'s saved listing once the page is done, or every page's when the
-    /// run has ended (`None`). Best effort: a leftover is only storage, never read again.
-    pub async fn drop_page_plans(&self, id: &str, page: Option<u64>) {
-        let prefix = page.map(plan_prefix).unwrap_or_else(|| "plan~".into());
-        let filter = format!("PartitionKey eq '{id}' and RowKey gt '{prefix}' and RowKey lt '{prefix}~'");
+    /// Saves the lister row after page `page` if nobody changed it since it was read, and
+    /// removes the page's listing (`rows` rows) in the same transaction, so a done page
+    /// never leaves its listing behind and a listing is gone only once its page is saved.
+    /// `false` when the row changed or the listing is gone (the caller reads why).
+    pub async fn save_page(&self, id: &str, l: &ListerState, page: u64, rows: u32) -> Result<bool> {
+        let row = lister_entity(id, l);
+        let plan: Vec<Entity> = (0..rows as usize).map(|n| Entity::new(id, plan_row(page, n))).collect();
+        let mut ops = vec![BatchOp::Update(&row, Some(&l.etag))];
+        ops.extend(plan.iter().map(BatchOp::Delete));
+        match self.table.transact(&ops).await? {
+            BatchOutcome::Committed => Ok(true),
+            BatchOutcome::Rejected { status: 404 | 412, .. } => Ok(false),
+            BatchOutcome::Rejected { status, code } => Err(Error::new(
+                crate::error::kind_from_status(status, Some(&code)),
+                format!("run {id}: saving page {page}: HTTP {status} {code}"),
+            )),
+        }
+    }
+
+    /// Removes page `page`'s listing of `rows` rows (best effort).
+    pub async fn drop_page_plan(&self, id: &str, page: u64, rows: u32) {
+        let plan: Vec<Entity> = (0..rows as usize).map(|n| Entity::new(id, plan_row(page, n))).collect();
+        let ops: Vec<BatchOp> = plan.iter().map(BatchOp::Delete).collect();
+        if ops.is_empty() {
+            return;
+        }
+        match self.table.transact(&ops).await {
+            Ok(BatchOutcome::Committed) => {}
+            Ok(BatchOutcome::Rejected { status, code }) => {
+                tracing::warn!(run_id = %id, page, status, code = %code, "could not remove a page's listing")
+            }
+            Err(e) => tracing::warn!(run_id = %id, page, error = %e, "could not remove a page's listing"),
+        }
+    }
+
+    /// Removes every listing a run left (when it has ended). Best effort: a leftover is only
+    /// storage, never read again, and the next check of the ended run tries again.
+    pub async fn drop_page_plans(&self, id: &str) {
+        let filter = format!("PartitionKey eq '{id}' and RowKey gt 'plan~' and RowKey lt 'plan~~'");
         let rows = match self.table.query_all(Some(&filter)).await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!(run_id = %id, error = %e, "could not read done pages' listings to remove them");
+                tracing::warn!(run_id = %id, error = %e, "could not read an ended run's listings to remove them");
                 return;
             }
         };
         for chunk in rows.chunks(100) {
             let ops: Vec<BatchOp> = chunk.iter().map(BatchOp::Delete).collect();
-            if let Err(e) = self.table.transact(&ops).await {
-                tracing::warn!(run_id = %id, error = %e, "could not remove done pages' listings");
+            match self.table.transact(&ops).await {
+                Ok(BatchOutcome::Committed) => {}
+                Ok(BatchOutcome::Rejected { status, code }) => {
+                    tracing::warn!(run_id = %id, status, code = %code, "could not remove an ended run's listings")
+                }
+                Err(e) => tracing::warn!(run_id = %id, error = %e, "could not remove an ended run's listings"),
             }
         }
     }
+}
+
+/// The lister row for `l`.
+fn lister_entity(id: &str, l: &ListerState) -> Entity {
+    let mut e = Entity::new(id, "lister");
+    e.set_i64("Page", l.page as i64)
+        .set_str("Done", if l.done { "true" } else { "false" });
+    if let Some(t) = &l.token {
+        e.set_str("Token", t);
+    }
+    l.counters.write(&mut e);
+    e
 }
 
 /// One key's count for [`RunStore::record_many`].
@@ -719,15 +768,6 @@ fn count_marker(id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plan_pieces_cut_on_character_boundaries_and_rejoin() {
-        let s = "aü€😀".repeat(5000);
-        let p = pieces(&s, 7);
-        assert!(p.iter().all(|x| x.len() <= 7 && !x.is_empty()));
-        assert_eq!(p.concat(), s);
-        assert!(pieces("", 7).is_empty());
-    }
 
     #[test]
     fn run_ids() {

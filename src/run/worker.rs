@@ -105,27 +105,44 @@ impl Worker {
             QueueFunction::CopyObject => crate::functions::copy_object::handle(&self.state, &req).await,
             QueueFunction::ListPage => crate::functions::list_page::handle(&self.state, &req).await,
         };
-        let _ = stop.send(true);
-        // The heartbeat finishes the update it may be in, so the receipt is the latest.
-        let receipt = beat.await.unwrap_or_else(|_| item.pop_receipt.clone());
-        let item = &WorkItem {
-            pop_receipt: receipt,
-            ..item.clone()
-        };
-        match result {
-            Ok(_) => {
-                self.queue.delete(item).await?;
-                Ok(ItemOutcome::Done)
-            }
+        let park = match &result {
             Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.max_dequeue_count => {
-                // Malformed (it can never succeed) or out of attempts: park it with the reason.
+                // Malformed (it can never succeed) or out of attempts: park it with the
+                // reason, still hidden (the heartbeat goes on), so no twin parks it too.
                 tracing::error!(
                     message_id = %item.id, queue = self.queue.name(), attempt = item.dequeue_count,
                     outcome = "poisoned", reason = %f.error, "message parked in the poison queue"
                 );
-                self.poison.send(&item.text, None).await?;
+                let sent = self.poison.send(&item.text, None).await;
+                Some(sent)
+            }
+            _ => None,
+        };
+        let _ = stop.send(true);
+        // The heartbeat finishes the update it may be in, so the receipt is the latest.
+        let beat = beat.await.unwrap_or(Beat {
+            receipt: item.pop_receipt.clone(),
+            lost: false,
+        });
+        if beat.lost {
+            tracing::warn!(
+                message_id = %item.id, queue = self.queue.name(),
+                "the message was handed out again while it was worked on; its next delivery settles it"
+            );
+        }
+        let item = &WorkItem {
+            pop_receipt: beat.receipt,
+            ..item.clone()
+        };
+        if let Some(sent) = park {
+            sent?;
+            self.queue.delete(item).await?;
+            return Ok(ItemOutcome::Poisoned);
+        }
+        match result {
+            Ok(_) => {
                 self.queue.delete(item).await?;
-                Ok(ItemOutcome::Poisoned)
+                Ok(ItemOutcome::Done)
             }
             Err(_) => {
                 let delay = Duration::from_secs(2u64.saturating_pow(item.dequeue_count).min(300));
@@ -185,25 +202,39 @@ impl Worker {
     }
 }
 
-/// Extends the message's visibility every half period until `stop` turns true; returns the
-/// latest pop receipt. A failed extension is logged and the beat goes on with the receipt it
-/// has: if the message was handed out again meanwhile, the work is idempotent and the second
-/// delivery settles it.
+/// What the heartbeat ends with.
+struct Beat {
+    /// The latest pop receipt.
+    receipt: String,
+    /// The message is no longer ours: an update found it gone, or another consumer holds it.
+    lost: bool,
+}
+
+/// Extends the message's visibility every half period until `stop` turns true. A failed
+/// extension is logged and the beat goes on with the receipt it has; one that finds the
+/// message gone (404: deleted, or its receipt void because it was handed out again) ends the
+/// beat, since no later update can succeed. Either way the work is idempotent, and the
+/// delivery that holds the message settles it.
 async fn heartbeat(
     queue: WorkQueue,
     id: String,
-    mut receipt: String,
+    receipt: String,
     visibility: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> String {
+) -> Beat {
     let period = (visibility / 2).max(Duration::from_millis(500));
+    let mut beat = Beat { receipt, lost: false };
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return receipt,
+            _ = stop.wait_for(|s| *s) => return beat,
             _ = tokio::time::sleep(period) => {}
         }
-        match queue.extend(&id, &receipt, visibility).await {
-            Ok(r) => receipt = r,
+        match queue.extend(&id, &beat.receipt, visibility).await {
+            Ok(r) => beat.receipt = r,
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+                beat.lost = true;
+                return beat;
+            }
             Err(e) => tracing::warn!(
                 message_id = %id, queue = queue.name(), error = %e,
                 "could not extend the message's visibility; it may be handed out again"

@@ -6,7 +6,7 @@
 //! headers, user metadata), every checkpoint row must match its blob, nothing extra may exist,
 //! every finished run's counters must add up, and no queue may hold a message.
 //!
-//! `CHAOS_SEEDS` (default 2), `CHAOS_OPS` (default 60 per seed), `CHAOS_KEYS` (default 16) and
+//! `CHAOS_SEEDS` (default 3), `CHAOS_OPS` (default 100 per seed), `CHAOS_KEYS` (default 16) and
 //! `CHAOS_SEED` (replay one seed) size it; `bench/chaos.sh` runs the long soak. A failure
 //! prints the seed and the first divergent key.
 
@@ -740,9 +740,9 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
 async fn chaos_converges_for_every_seed() {
     let seeds: Vec<u64> = match std::env::var("CHAOS_SEED") {
         Ok(s) => vec![s.parse().expect("CHAOS_SEED is a number")],
-        Err(_) => (1..=env_num("CHAOS_SEEDS", 2)).collect(),
+        Err(_) => (1..=env_num("CHAOS_SEEDS", 3)).collect(),
     };
-    let ops = env_num("CHAOS_OPS", 60);
+    let ops = env_num("CHAOS_OPS", 100);
     let keys = env_num("CHAOS_KEYS", 16) as usize;
     let mut total = 0;
     for &seed in &seeds {

@@ -203,7 +203,7 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
     let host = Host::new(&ctx).await;
     let id = start_run(&h, &body(&ctx, json!({}))).await;
 
-    *tables.faults().reset_writes_to.lock().unwrap() = Some(("lister".into(), 1000));
+    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
     let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
     let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
     let (status, reply) = h.invoke("ListPage", &payload).await;
@@ -269,7 +269,7 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     let id = start_run(&h, &body(&ctx, json!({}))).await;
 
     // The first attempt sends its 40 copies and dies before it saves the page.
-    *tables.faults().reset_writes_to.lock().unwrap() = Some(("lister".into(), 1000));
+    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
     let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
     let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
     let (status, reply) = h.invoke("ListPage", &payload).await;
@@ -338,6 +338,130 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
         None,
         "the done page's listing was left behind"
     );
+    ctx.cleanup().await;
+}
+
+/// A sink that keeps what it is handed (an in-process lister's copies).
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl s3_blob_sync::run::service::CopySink for Collect {
+    async fn send(
+        &self,
+        copies: Vec<s3_blob_sync::functions::copy_object::CopyMessage>,
+    ) -> s3_blob_sync::error::Result<()> {
+        self.0.lock().unwrap().extend(copies.into_iter().map(|c| c.key));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
+    use s3_blob_sync::run::lister::{list_page, PageStep};
+    use s3_blob_sync::run::service::{RunService, Started};
+    use std::sync::Arc;
+    let ctx = TestCtx::new("lateatt").await;
+    ctx.put_many((0..30).map(|i| (format!("l/{i:02}"), vec![b'l'; 4])).collect())
+        .await;
+    // Attempt B reaches the runs table through a proxy that can stall one request.
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
+    let cfg = Arc::new(ctx.config(&[]));
+    let a = RunService::local(cfg.clone(), Arc::new(ctx.engine(&[]).await))
+        .await
+        .unwrap();
+    let b = RunService::local(
+        Arc::new(ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)])),
+        Arc::new(ctx.engine(&[]).await),
+    )
+    .await
+    .unwrap();
+    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body(&ctx, json!({})).to_string(), "body", &cfg).unwrap();
+    let Started::Created(run) = a.start(spec, None, "test", None).await.unwrap() else {
+        panic!("the run did not start")
+    };
+    let id = run.id.clone();
+
+    // B has read the run and its lister row (page 0 to do) and stalls on its look for the
+    // page's saved listing.
+    *tables.faults().hold_to.lock().unwrap() = Some(("plan".into(), 1));
+    let late = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            let sink = Collect::default();
+            let step = list_page(&b, &id, 0, &sink).await.unwrap();
+            let sent = sink.0.lock().unwrap().len();
+            (step, sent)
+        })
+    };
+    tables.until_held(1).await;
+    // Meanwhile A does the whole page (and removes its listing); then the page's keys change.
+    let sink = Collect::default();
+    assert_eq!(list_page(&a, &id, 0, &sink).await.unwrap(), PageStep::Done);
+    assert_eq!(sink.0.lock().unwrap().len(), 30);
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("l/05")
+        .send()
+        .await
+        .unwrap();
+    ctx.put("l/05b", "new").await;
+    tables.release(1);
+    let (step, sent) = late.await.unwrap();
+
+    assert_eq!(
+        sent, 0,
+        "an attempt at a page already done sent copies for keys it listed anew"
+    );
+    assert_eq!(step, PageStep::Stale);
+    assert_eq!(
+        a.store.page_plan(&id, 0).await.unwrap(),
+        None,
+        "the late attempt's listing was left behind"
+    );
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
+    use s3_blob_sync::run::lister::{list_page, PageStep};
+    use s3_blob_sync::run::service::{RunService, Started};
+    use std::sync::Arc;
+    let ctx = TestCtx::new("lostsave").await;
+    ctx.put_many((0..30).map(|i| (format!("s/{i:02}"), vec![b's'; 4])).collect())
+        .await;
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
+    let cfg = Arc::new(ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]));
+    let svc = RunService::local(cfg.clone(), Arc::new(ctx.engine(&[]).await))
+        .await
+        .unwrap();
+    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body(&ctx, json!({})).to_string(), "body", &cfg).unwrap();
+    let Started::Created(run) = svc.start(spec, None, "test", None).await.unwrap() else {
+        panic!("the run did not start")
+    };
+    // The page's save (the only write that carries the lister's `Page`) lands; its reply
+    // is lost, and the retry meets the change it made itself.
+    *tables.faults().drop_replies_to.lock().unwrap() = Some(("Page@odata.type".into(), 1));
+    let sink = Collect::default();
+    let step = list_page(&svc, &run.id, 0, &sink).await.unwrap();
+    assert_eq!(
+        tables.faults().drop_replies_to.lock().unwrap().as_ref().unwrap().1,
+        0,
+        "the save's reply was meant to be lost"
+    );
+    assert_eq!(
+        step,
+        PageStep::Done,
+        "the run's next step (its settle check) was never handed on"
+    );
+    assert_eq!(sink.0.lock().unwrap().len(), 30);
+    let lister = svc.store.lister(&run.id).await.unwrap().unwrap();
+    assert_eq!((lister.page, lister.done), (1, true));
+    assert_eq!(svc.store.page_plan(&run.id, 0).await.unwrap(), None);
     ctx.cleanup().await;
 }
 

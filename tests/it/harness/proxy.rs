@@ -68,8 +68,12 @@ pub struct Faults {
     /// Hold this many writes (POST, PUT, MERGE, PATCH) before forwarding them, until
     /// [`Proxy::release`]: a writer that stalls just before its write lands.
     pub hold_writes: AtomicU32,
-    /// Reset (before forwarding) this many writes (PUT, MERGE, PATCH) whose path contains the
-    /// needle: one entity's updates fail while everything else goes through.
+    /// Hold this many requests whose log line (`METHOD path?query`) contains the needle,
+    /// until [`Proxy::release`]: one chosen request stalls while others go on.
+    pub hold_to: Mutex<Option<(String, u32)>>,
+    /// Reset (before forwarding) this many writes (POST, PUT, MERGE, PATCH) whose path or
+    /// body contains the needle: one entity's updates fail while everything else goes through
+    /// (a transaction's body names its entities).
     pub reset_writes_to: Mutex<Option<(String, u32)>>,
     /// Forward this many requests whose log line (`METHOD path?query`) or body contains the
     /// needle, then drop the reply: the request landed, the caller never hears so.
@@ -304,7 +308,20 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let write = matches!(parts.method.as_str(), "POST" | "PUT" | "MERGE" | "PATCH");
-    if (parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads)) || (write && take(&st.faults.hold_writes)) {
+    let hold_this = {
+        let mut armed = st.faults.hold_to.lock().unwrap();
+        match armed.as_mut() {
+            Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if hold_this
+        || (parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads))
+        || (write && take(&st.faults.hold_writes))
+    {
         st.stats.held.fetch_add(1, Ordering::SeqCst);
         st.gate.acquire().await.map_err(std::io::Error::other)?.forget();
     }
@@ -315,10 +332,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             "injected reset",
         ));
     }
-    if matches!(parts.method.as_str(), "PUT" | "MERGE" | "PATCH") {
+    if write {
         let mut armed = st.faults.reset_writes_to.lock().unwrap();
         if let Some((needle, n)) = armed.as_mut() {
-            if *n > 0 && path_q.contains(needle.as_str()) {
+            let hit = path_q.contains(needle.as_str()) || String::from_utf8_lossy(&body).contains(needle.as_str());
+            if *n > 0 && hit {
                 *n -= 1;
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,
