@@ -884,6 +884,29 @@ module logicApp 'modules/logic-app.bicep' = if (logicAppEnabled) {
   ]
 }
 
+// The same parameters, another workflow: on demand, it waits until GET /api/cutover answers
+// ready (or 24 h pass) and posts the gate's answer with its reasons.
+module cutoverLogicApp 'modules/logic-app.bicep' = if (logicAppEnabled) {
+  name: 'logic-app-cutover'
+  params: {
+    name: '${logicAppName}-cutover'
+    location: location
+    tags: tags
+    definition: loadJsonContent('../logic-app/cutover-workflow.json')
+    functionBaseUrl: 'https://${functionApp.properties.defaultHostName}'
+    functionKey: vaultRef.getSecret('logicapp-function-key')
+    notifyWebhook: vaultRef.getSecret('notify-webhook')
+    bucket: logicAppBucket
+    prefix: logicAppSourcePrefix
+    container: empty(logicAppContainer) ? targetContainerName : logicAppContainer
+    targetPrefix: logicAppTargetPrefix
+  }
+  dependsOn: [
+    functionKeySecret
+    webhookSecret
+  ]
+}
+
 // ------------------------------------------------------------------------------------------
 // Outputs
 // ------------------------------------------------------------------------------------------

@@ -148,6 +148,10 @@ enum Command {
     /// SQS backlog when SYNC_SQS_QUEUE_URL (or --queue-url) is set.
     ///
     /// Example: s3-blob-sync status 20261202T054518Z-49770363 --watch
+    ///
+    /// Example: s3-blob-sync status 20261202T054518Z-49770363 --report --csv > not-copied.csv
+    ///
+    /// Example: s3-blob-sync status --cutover --bucket my-bucket --container mirror
     Status {
         /// A run id (from `copy`, `sync`, or POST /api/runs).
         run_id: Option<String>,
@@ -170,8 +174,34 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// With a run id: follow the run, printing it every few seconds until it ends.
-        #[arg(long, requires = "run_id")]
+        #[arg(long, requires = "run_id", conflicts_with = "report")]
         watch: bool,
+        /// With a run id: print the run's per-object report, one key a line with its outcome
+        /// and reason (JSON Lines; every key that was not copied unless --outcome says).
+        #[arg(long, requires = "run_id")]
+        report: bool,
+        /// With --report: which outcomes, comma-separated (excluded, unsupported, failed,
+        /// retrying, deleted, vanished, transferred, noTransferNeeded, wouldTransfer,
+        /// wouldDelete), or `all`.
+        #[arg(long, requires = "report")]
+        outcome: Option<String>,
+        /// With --report: CSV with a header line instead of JSON Lines.
+        #[arg(long, requires = "report", conflicts_with = "json")]
+        csv: bool,
+        /// With --bucket: the cutover gate. Exit 0 when `ready` (no SQS backlog, relay lag
+        /// under the bound, no pending copy or running run, nothing failed, parked or
+        /// dead-lettered, and a recent clean verify); otherwise exit 1 with each reason.
+        #[arg(long, requires = "bucket", conflicts_with_all = ["run_id", "runs", "problems"])]
+        cutover: bool,
+        /// With --cutover: the target container (default SYNC_TARGET_CONTAINER).
+        #[arg(long, requires = "cutover")]
+        container: Option<String>,
+        /// With --cutover: the relay's lag at most this many seconds.
+        #[arg(long, requires = "cutover", default_value_t = 300)]
+        max_lag_seconds: u64,
+        /// With --cutover: the last clean verify at most this many seconds old.
+        #[arg(long, requires = "cutover", default_value_t = 86400)]
+        max_verify_age_seconds: u64,
     },
 }
 
@@ -364,6 +394,13 @@ pub async fn main() -> ExitCode {
         } => verify::run(source, target, json, repair, concurrency as usize).await,
         Command::Status {
             run_id: Some(id),
+            report: true,
+            outcome,
+            csv,
+            ..
+        } => status::run_report(&id, outcome.as_deref(), csv).await,
+        Command::Status {
+            run_id: Some(id),
             json,
             watch,
             ..
@@ -374,6 +411,21 @@ pub async fn main() -> ExitCode {
             limit,
             ..
         } => status::recent_runs(limit, json).await,
+        Command::Status {
+            cutover: true,
+            bucket: Some(bucket),
+            container,
+            max_lag_seconds,
+            max_verify_age_seconds,
+            json,
+            ..
+        } => {
+            let bounds = crate::run::cutover::Bounds {
+                max_lag: std::time::Duration::from_secs(max_lag_seconds),
+                max_verify_age: std::time::Duration::from_secs(max_verify_age_seconds),
+            };
+            status::cutover(&bucket, container, bounds, json).await
+        }
         Command::Status {
             bucket,
             queue_url,

@@ -132,6 +132,84 @@ pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<Exit
     })
 }
 
+/// `status RUN_ID --report`: every key of the run's report, all pages, as JSON Lines or
+/// CSV on stdout; exit 0 (the report is the answer, whatever it holds).
+pub(super) async fn run_report(id: &str, outcome: Option<&str>, csv: bool) -> Result<ExitCode> {
+    use crate::run::report::{csv_line, parse_outcomes, report_page, CSV_HEADER, MAX_PAGE};
+    use std::io::Write;
+    let outcomes = parse_outcomes(outcome).map_err(|e| e.context("--outcome"))?;
+    let svc = runs_service().await?;
+    if svc.store.get(id).await?.is_none() {
+        return Err(crate::error::Error::invalid(format!(
+            "no run with id `{id}` in table {} (see `status --runs`)",
+            svc.config.runs_table
+        )));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let write_err = |e: std::io::Error| crate::error::Error::internal(format!("writing the report: {e}"));
+    if csv {
+        writeln!(out, "{CSV_HEADER}").map_err(write_err)?;
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = report_page(&svc.store, id, &outcomes, MAX_PAGE, cursor.as_deref()).await?;
+        for l in &page.lines {
+            let line = if csv {
+                csv_line(l)
+            } else {
+                serde_json::to_string(l).expect("serializable")
+            };
+            writeln!(out, "{line}").map_err(write_err)?;
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    out.flush().map_err(write_err)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status --cutover --bucket B`: the cutover gate; exit 0 when ready, 1 when not.
+pub(super) async fn cutover(
+    bucket: &str,
+    container: Option<String>,
+    bounds: crate::run::cutover::Bounds,
+    json: bool,
+) -> Result<ExitCode> {
+    let svc = runs_service().await?;
+    let container = match container.or_else(|| svc.config.target_container.clone()) {
+        Some(c) => c,
+        None => {
+            return Err(crate::error::Error::invalid(
+                "--container: required when SYNC_TARGET_CONTAINER is not set",
+            ))
+        }
+    };
+    let gate = crate::run::cutover::assess(&svc, bucket, &container, bounds).await?;
+    if json {
+        println!("{}", serde_json::to_string(&gate).expect("serializable"));
+    } else {
+        println!("cutover s3://{bucket} -> {container}: {}", gate.state);
+        for c in &gate.checks {
+            println!(
+                "  {} {:<18} {:>8} (at most {}): {}",
+                if c.ok { "ok" } else { "!!" },
+                c.name,
+                c.value,
+                c.limit,
+                c.detail
+            );
+        }
+    }
+    Ok(if gate.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILED_OBJECTS)
+    })
+}
+
 /// `status --runs`: recent runs, newest first.
 pub(super) async fn recent_runs(limit: usize, json: bool) -> Result<ExitCode> {
     let svc = runs_service().await?;
@@ -188,6 +266,16 @@ pub(super) fn run_table(s: &serde_json::Value) -> String {
             "  ! {}: {}\n",
             f["key"].as_str().unwrap_or(""),
             f["reason"].as_str().unwrap_or("")
+        ));
+    }
+    let skipped: u64 = ["excluded", "unsupported", "failed", "deleted", "vanished"]
+        .iter()
+        .map(|k| s["counters"][*k].as_u64().unwrap_or(0))
+        .sum();
+    if skipped > 0 {
+        out.push_str(&format!(
+            "{skipped} objects were not copied; each is named with its reason by: s3-blob-sync status {} --report\n",
+            s["runId"].as_str().unwrap_or("")
         ));
     }
     out

@@ -20,7 +20,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     let (cfg, engine) = (state.config.clone(), state.engine.clone());
     match &cfg.target_container {
         Some(c) => engine.target(c)?.create_if_missing().await.map_err(|e| {
-            e.context(format!("target container `{c}` does not exist and could not be created; create it or grant the identity rights to"))
+            e.context(format!("SYNC_TARGET_CONTAINER: container `{c}` does not exist and could not be created; create it or grant the identity rights to"))
         })?,
         None => tracing::warn!("SYNC_TARGET_CONTAINER is not set: every copy message must name its container"),
     }
@@ -30,6 +30,10 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
 
     if once {
         let stats = drainer.drain(cfg.drain_budget, true).await?;
+        // The relay's lag, as the long-running loop keeps it (the cutover gate reads it).
+        if let Err(e) = crate::run::lag::record(engine.checkpoint().table(), drainer.sqs(), &stats).await {
+            tracing::warn!(error = %e, "could not record the relay's lag");
+        }
         let w = worker.run(stop_rx, Some(Duration::from_secs(2))).await;
         println!(
             "drained {} SQS messages ({} relayed, {} rejected); copy queue: {} done, {} retried, {} poisoned",

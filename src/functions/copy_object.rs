@@ -248,6 +248,12 @@ pub async fn handle(state: &AppState, req: &InvokeRequest) -> Result<Handled, Fa
                     tracing::warn!(run_id = %id, key = %copy.key, error = %ce, "could not count the failure; the run's stall guard will");
                 }
             }
+            if let (false, Some((svc, id))) = (last, run) {
+                // Shown as `retrying` in the run's report until a final outcome is counted.
+                if let Err(ce) = svc.store.record_retrying(id, &copy.key, e.message(), attempt).await {
+                    tracing::warn!(run_id = %id, key = %copy.key, error = %ce, "could not note the failed attempt in the run's report");
+                }
+            }
             if last {
                 tracing::error!(
                     bucket = %copy.bucket, key = %copy.key, attempt, outcome = "poisoned",

@@ -1,6 +1,7 @@
 //! The custom-handler side: the axum router the Functions host calls, one route per function.
 
 pub mod copy_object;
+pub mod cutover;
 pub mod drain_sqs;
 pub mod list_page;
 pub mod protocol;
@@ -77,7 +78,7 @@ pub fn queue_message(req: &InvokeRequest, binding: &str) -> Result<String, Failu
 
 /// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has
 /// a `functions/<name>/function.json`.
-pub const FUNCTIONS: [&str; 9] = [
+pub const FUNCTIONS: [&str; 11] = [
     "CopyObject",
     "DrainSqs",
     "ListPage",
@@ -85,8 +86,10 @@ pub const FUNCTIONS: [&str; 9] = [
     "StartRun",
     "ListRuns",
     "GetRun",
+    "GetRunReport",
     "CancelRun",
     "Verify",
+    "Cutover",
 ];
 
 /// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
@@ -99,8 +102,10 @@ pub fn router(state: AppState) -> Router {
     }
     r.route("/api/runs", post(runs::direct_start).get(runs::direct_list))
         .route("/api/runs/{id}", get(runs::direct_get))
+        .route("/api/runs/{id}/report", get(runs::direct_report))
         .route("/api/runs/{id}/cancel", post(runs::direct_cancel))
         .route("/api/verify", post(runs::direct_verify))
+        .route("/api/cutover", get(runs::direct_cutover))
         .with_state(state)
 }
 

@@ -1,5 +1,6 @@
 //! The run API: `StartRun` (`POST /api/runs`), `ListRuns` (`GET /api/runs`), `GetRun`
-//! (`GET /api/runs/{id}`) and `CancelRun` (`POST /api/runs/{id}/cancel`).
+//! (`GET /api/runs/{id}`), `GetRunReport` (`GET /api/runs/{id}/report`, JSON Lines) and
+//! `CancelRun` (`POST /api/runs/{id}/cancel`).
 //!
 //! One core serves two doors: the invoke protocol (the Functions host calls `/StartRun` etc.
 //! with `Data.req` and expects `Outputs.res`), and the same paths served directly, so a
@@ -38,6 +39,8 @@ pub enum Route {
     Get(String),
     /// Cancel a run.
     Cancel(String),
+    /// One run's per-object report.
+    Report(String),
 }
 
 /// A reply before it is shaped for either door.
@@ -49,6 +52,9 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// JSON body.
     pub body: Value,
+    /// A body that is not JSON, with its content type (the report's JSON Lines); it
+    /// replaces `body`.
+    pub text: Option<(&'static str, String)>,
 }
 
 impl Reply {
@@ -58,6 +64,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body,
+            text: None,
         }
     }
 
@@ -106,6 +113,7 @@ pub async fn api(
         Route::List => list(svc, query).await,
         Route::Get(id) => get(svc, &id, origin, &retry_after).await,
         Route::Cancel(id) => cancel(svc, &id).await,
+        Route::Report(id) => report(svc, &id, query, origin).await,
     };
     result.unwrap_or_else(|e| {
         let status = match e.kind() {
@@ -147,6 +155,7 @@ async fn start(
                     ("Retry-After".into(), retry_after.into()),
                 ],
                 body: json!({"runId": run.id, "state": run.state.as_str(), "statusUrl": format!("/api/runs/{}", run.id)}),
+                text: None,
             })
         }
     }
@@ -185,10 +194,81 @@ async fn get(svc: &RunService, id: &str, origin: &Origin, retry_after: &str) -> 
                 ("Retry-After".into(), retry_after.into()),
             ],
             body: summary,
+            text: None,
         })
     } else {
         Ok(Reply::json(200, summary))
     }
+}
+
+/// JSON Lines, one object per key; the next page's address in `Link` (rel="next") and its
+/// cursor in `x-next-cursor`.
+async fn report(
+    svc: &RunService,
+    id: &str,
+    query: &HashMap<String, String>,
+    origin: &Origin,
+) -> crate::error::Result<Reply> {
+    use crate::run::report::{parse_outcomes, report_page, MAX_PAGE};
+    if svc.store.get(id).await?.is_none() {
+        return Ok(Reply::json(
+            404,
+            json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
+        ));
+    }
+    let outcomes = match parse_outcomes(query.get("outcome").map(String::as_str)) {
+        Ok(o) => o,
+        Err(e) => return Ok(Reply::error(400, &e.context("outcome"))),
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            return Ok(Reply::error(
+                400,
+                &Error::invalid(format!("limit: must be a number from 1 to {MAX_PAGE}")),
+            ))
+        }
+    };
+    let page = match report_page(
+        &svc.store,
+        id,
+        &outcomes,
+        limit,
+        query.get("cursor").map(String::as_str),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::Invalid => return Ok(Reply::error(400, &e)),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    for l in &page.lines {
+        text.push_str(&serde_json::to_string(l).expect("serializable"));
+        text.push('\n');
+    }
+    let mut headers = Vec::new();
+    if let Some(next) = &page.next {
+        let names: Vec<&str> = outcomes.iter().map(|o| o.name()).collect();
+        let mut url = format!(
+            "{}/api/runs/{id}/report?outcome={}&limit={limit}&cursor={next}",
+            origin.base.as_deref().unwrap_or(""),
+            names.join(",")
+        );
+        if let Some(c) = &origin.code {
+            url.push_str("&code=");
+            url.push_str(&percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC).to_string());
+        }
+        headers.push(("Link".into(), format!("<{url}>; rel=\"next\"")));
+        headers.push(("x-next-cursor".into(), next.clone()));
+    }
+    Ok(Reply {
+        status: 200,
+        headers,
+        body: Value::Null,
+        text: Some(("application/x-ndjson", text)),
+    })
 }
 
 async fn cancel(svc: &RunService, id: &str) -> crate::error::Result<Reply> {
@@ -229,7 +309,8 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         "ListRuns" => Some(Route::List),
         "GetRun" => Some(Route::Get(id())),
         "CancelRun" => Some(Route::Cancel(id())),
-        "Verify" => None,
+        "GetRunReport" => Some(Route::Report(id())),
+        "Verify" | "Cutover" => None,
         other => {
             return Err(Failure::bad_input(Error::invalid(format!(
                 "unknown HTTP function {other}"
@@ -238,14 +319,19 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
     };
     let reply = match route {
         Some(route) => api(state, route, &http.query, http.body.as_deref(), &origin).await,
+        None if function == "Cutover" => super::cutover::api(state, &http.query).await,
         None => super::verify::api(state, http.body.as_deref()).await,
     };
     let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
-    headers.insert("Content-Type".into(), "application/json".into());
+    let (content_type, body) = match reply.text {
+        Some((t, text)) => (t, text),
+        None => ("application/json", reply.body.to_string()),
+    };
+    headers.insert("Content-Type".into(), content_type.into());
     let out = HttpOutput {
         status_code: reply.status,
         headers,
-        body: reply.body.to_string(),
+        body,
     };
     let mut h = Handled::new(vec![format!("{function}: HTTP {}", reply.status)], Value::Null);
     h.outputs
@@ -254,11 +340,13 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
 }
 
 fn direct_reply(reply: Reply) -> Response {
-    let mut res = (
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(reply.body),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = match reply.text {
+        Some((content_type, text)) => {
+            (status, [(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        None => (status, axum::Json(reply.body)).into_response(),
+    };
     for (k, v) in reply.headers {
         if let (Ok(k), Ok(v)) = (
             axum::http::HeaderName::try_from(k.as_str()),
@@ -315,6 +403,25 @@ pub async fn direct_get(
     direct_reply(api(&state, Route::Get(id), &query, None, &direct_origin(&headers, &query)).await)
 }
 
+/// `GET /api/runs/{id}/report`, served directly.
+pub async fn direct_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    direct_reply(
+        api(
+            &state,
+            Route::Report(id),
+            &query,
+            None,
+            &direct_origin(&headers, &query),
+        )
+        .await,
+    )
+}
+
 /// `POST /api/runs/{id}/cancel`, served directly.
 pub async fn direct_cancel(
     State(state): State<AppState>,
@@ -322,6 +429,11 @@ pub async fn direct_cancel(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     direct_reply(api(&state, Route::Cancel(id), &query, None, &Origin::default()).await)
+}
+
+/// `GET /api/cutover`, served directly.
+pub async fn direct_cutover(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
+    direct_reply(super::cutover::api(&state, &query).await)
 }
 
 /// `POST /api/verify`, served directly.

@@ -24,6 +24,9 @@ pub enum CheckStep {
     Finished,
 }
 
+/// Why mirror mode deletes a blob (in the run's report).
+const PRUNE_REASON: &str = "mirror: the source object is gone, so its blob is deleted";
+
 /// A claim on sending the webhook older than this is taken over (its sender died).
 const NOTIFY_CLAIM: Duration = Duration::from_secs(300);
 
@@ -219,7 +222,9 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
             let id = &id;
             async move {
                 if spec.dry_run {
-                    svc.store.record(id, &key, Tally::WouldDelete, 0, None).await?;
+                    svc.store
+                        .record(id, &key, Tally::WouldDelete, 0, Some(PRUNE_REASON))
+                        .await?;
                     return Ok(());
                 }
                 // The engine re-checks the source (HEAD) and deletes only our blob, If-Match.
@@ -239,7 +244,9 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
                 };
                 let rep = svc.engine.copy_object(&req).await?;
                 if rep.outcome == crate::checkpoint::Outcome::Deleted {
-                    svc.store.record(id, &key, Tally::Deleted, 0, None).await?;
+                    svc.store
+                        .record(id, &key, Tally::Deleted, 0, Some(PRUNE_REASON))
+                        .await?;
                 }
                 Ok(())
             }

@@ -2,10 +2,12 @@
 //! Mover reports job runs; the SQS drain loop; the `watch` worker.
 
 pub mod counters;
+pub mod cutover;
 pub mod drain;
 pub mod finish;
 pub mod lag;
 pub mod lister;
+pub mod report;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -295,6 +295,9 @@ pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failu
         "pendingCopies": if run.state.is_final() { 0 } else { pending },
         "deleteCandidates": run.delete_candidates,
         "failures": failures.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
+        // Every key that was not copied, with its reason (JSON Lines, paged; `?outcome=all`
+        // for every key): relative to the Function App, or `status RUN_ID --report`.
+        "reportUrl": format!("/api/runs/{}/report", run.id),
         "notification": {"configured": run.notify.is_some(), "state": run.notified, "error": run.notify_error},
     })
 }

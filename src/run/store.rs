@@ -7,7 +7,8 @@
 //! | `<id>`         | `lister`        | continuation token, page number, listing counters   |
 //! | `<id>`         | `plan~<page>~<n>` | the page's listing, while the page is in progress |
 //! | `<id>~<nn>`    | `counter`       | counters from copies whose key hashes to shard nn   |
-//! | `<id>~<nn>`    | `o<hash>`       | marker: this key's outcome was counted              |
+//! | `<id>~<nn>`    | `o<hash>`       | marker: this key's outcome was counted, with reason |
+//! | `<id>~<nn>`    | `r<hash>`       | this key's copy failed an attempt and will retry    |
 //! | `lock`         | lock key        | the run working on a source/target pair             |
 //!
 //! A copy's marker and its shard's counter share a partition, so both are written in one
@@ -750,20 +751,61 @@ pub struct Counted {
     pub reason: Option<String>,
 }
 
+/// The longest reason a row keeps, in characters: rows stay small (a run has one per key),
+/// and far under the Table service's 64 KiB a property.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// A reason as a row keeps it: redacted, and cut to [`MAX_REASON_CHARS`].
+fn stored_reason(r: &str) -> String {
+    let r = crate::redact::redact(r);
+    match r.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &r[..cut]),
+        None => r,
+    }
+}
+
+/// A key's counter shard (partition) and its hash, which names its rows there.
+pub(crate) fn key_rows(id: &str, key: &str) -> (String, String) {
+    let h = Sha256::digest(key.as_bytes());
+    (format!("{id}~{:02}", u32::from(h[0]) % SHARDS), hex::encode(&h[..20]))
+}
+
 /// The per-key marker that makes counting idempotent, in the key's counter shard.
 fn count_marker(id: &str, key: &str, tally: Tally, bytes: u64, reason: Option<&str>) -> Entity {
-    let h = Sha256::digest(key.as_bytes());
-    let pk = format!("{id}~{:02}", u32::from(h[0]) % SHARDS);
-    let mut marker = Entity::new(pk, format!("o{}", hex::encode(&h[..20])));
+    let (pk, hash) = key_rows(id, key);
+    let mut marker = Entity::new(pk, format!("o{hash}"));
     marker
         .set_str("Key", key)
         .set_str("Tally", tally.name())
         .set_i64("Bytes", bytes as i64);
     if let Some(r) = reason {
-        marker.set_str("Reason", crate::redact::redact(r));
+        marker.set_str("Reason", stored_reason(r));
     }
     marker
 }
+
+impl RunStore {
+    /// Notes that `key`'s copy failed an attempt that is not its last (`retrying` in the
+    /// run's report until a final outcome is counted). Counts nothing. Insert-or-replace: the
+    /// latest attempt's reason wins.
+    pub async fn record_retrying(&self, id: &str, key: &str, reason: &str, attempt: u32) -> Result<()> {
+        let (pk, hash) = key_rows(id, key);
+        let mut row = Entity::new(pk, format!("r{hash}"));
+        row.set_str("Key", key)
+            .set_str("Tally", RETRYING)
+            .set_str("Reason", stored_reason(reason))
+            .set_i64("Attempt", attempt as i64);
+        self.table.update(&row, None).await.map(|_| ())
+    }
+
+    /// The table, for the report's queries.
+    pub(crate) fn table(&self) -> &TableClient {
+        &self.table
+    }
+}
+
+/// The `Tally` a retrying row carries (not a counter).
+pub(crate) const RETRYING: &str = "retrying";
 
 #[cfg(test)]
 mod tests {

@@ -99,6 +99,29 @@ impl WorkQueue {
         ok_if(r, ErrorKind::Precondition)
     }
 
+    /// About how many messages the queue holds (Azure's count is never lower than the truth,
+    /// and may be higher); 0 for a queue that does not exist.
+    pub async fn approximate_count(&self) -> Result<u64> {
+        use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
+        let r = self
+            .retry
+            .run("get queue properties", || async {
+                let rsp = self
+                    .client
+                    .get_properties(None)
+                    .await
+                    .map_err(|e| super::map_azure_error(e, format!("get properties of queue {}", self.name)))?;
+                rsp.approximate_messages_count()
+                    .map_err(|e| super::map_azure_error(e, format!("get properties of queue {}", self.name)))
+            })
+            .await;
+        match r {
+            Ok(n) => Ok(n.unwrap_or(0).max(0) as u64),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the queue (tests).
     pub async fn delete_queue(&self) -> Result<()> {
         let r = self.client.delete(None).await;

@@ -122,6 +122,34 @@ pub struct Continuation {
     next_row_key: Option<String>,
 }
 
+impl Continuation {
+    /// An opaque cursor for an API caller to send back (URL-safe base64).
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let raw = format!(
+            "{}\n{}",
+            self.next_partition_key,
+            self.next_row_key.as_deref().unwrap_or("")
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A cursor from [`Self::encode`]; `None` for anything else.
+    pub fn decode(cursor: &str) -> Option<Self> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (pk, rk) = raw.split_once('\n')?;
+        if pk.is_empty() {
+            return None;
+        }
+        Some(Continuation {
+            next_partition_key: pk.to_string(),
+            next_row_key: (!rk.is_empty()).then(|| rk.to_string()),
+        })
+    }
+}
+
 /// A client for one table.
 #[derive(Debug, Clone)]
 pub struct TableClient {
@@ -138,7 +166,10 @@ impl TableClient {
         let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
         if let Authorizer::Token(cred) = auth {
             if account.table_endpoint.scheme() != "https" {
-                return Err(Error::invalid("the table endpoint must use https with Entra ID tokens"));
+                return Err(Error::invalid(format!(
+                    "AZURE_STORAGE_CONNECTION_STRING: TableEndpoint `{}` must use https when the identity signs in with Entra ID",
+                    account.table_endpoint
+                )));
             }
             per_try.push(Arc::new(BearerTokenAuthorizationPolicy::new(
                 cred.clone(),

@@ -373,17 +373,7 @@ fn random_fault(rng: &mut StdRng, proxies: &[&Proxy]) {
 
 async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     let ctx = TestCtx::new("chaos").await;
-    let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&ctx.config(&[]).aws, "unused", Default::default()).await;
-    let queue_url = sqs
-        .client()
-        .create_queue()
-        .queue_name(unique("chaos-q-"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (sqs, queue_url) = ctx.sqs_queue("chaos-q-").await;
     // Both clouds through fault proxies: S3 and SQS (moto), and Blob (Azurite).
     let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
@@ -424,7 +414,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         seq: HashMap::new(),
         pending: Vec::new(),
         queue_url,
-        sqs: sqs.client().clone(),
+        sqs,
         multipart_left: 1,
         last_write: HashMap::new(),
     };
@@ -696,19 +686,8 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
         assert_ne!(s["state"], "Running", "seed {seed}: run {id} never ended: {s}");
         if s["state"] == "Succeeded" {
             let c = |k: &str| s["counters"][k].as_u64().unwrap_or(0);
-            let accounted = [
-                "excluded",
-                "unsupported",
-                "noTransferNeeded",
-                "transferred",
-                "failed",
-                "vanished",
-            ]
-            .iter()
-            .map(|k| c(k))
-            .sum::<u64>();
             assert_eq!(
-                accounted,
+                crate::harness::accounted(&s),
                 c("scanned"),
                 "seed {seed}: run {id} counts do not add up: {s}"
             );

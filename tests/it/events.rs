@@ -29,19 +29,7 @@ struct Events {
 impl Events {
     async fn new(tag: &str, mode: &str) -> Events {
         let mut ctx = TestCtx::new(tag).await;
-        let name = unique(&format!("{tag}-q-"));
-        let cfg = ctx.config(&[]);
-        let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&cfg.aws, "unused", Default::default()).await;
-        let queue_url = sqs
-            .client()
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
+        let (_, queue_url) = ctx.sqs_queue(&format!("{tag}-q-")).await;
         let overrides = vec![
             ("SYNC_SQS_QUEUE_URL".to_string(), queue_url.clone()),
             ("SYNC_COPY_QUEUE".to_string(), unique("copy-")),
@@ -679,18 +667,7 @@ async fn drain_sqs_and_copy_object_through_the_invoke_protocol() {
 #[tokio::test]
 async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
     let ctx = TestCtx::new("evsetup").await;
-    let cfg = ctx.config(&[]);
-    let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&cfg.aws, "unused", Default::default()).await;
-    let url = sqs
-        .client()
-        .create_queue()
-        .queue_name(unique("setup-"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (_, url) = ctx.sqs_queue("setup-").await;
     // Without a policy and without --fix-policy: refused, with the statement to add.
     let (code, out) = run_binary_async(
         &["setup-events", "--bucket", &ctx.bucket, "--queue-url", &url],

@@ -66,8 +66,10 @@ async fn function_json_files_match_routes_and_bindings() {
                     "StartRun" => ("runs", "post"),
                     "ListRuns" => ("runs", "get"),
                     "GetRun" => ("runs/{id}", "get"),
+                    "GetRunReport" => ("runs/{id}/report", "get"),
                     "CancelRun" => ("runs/{id}/cancel", "post"),
                     "Verify" => ("verify", "post"),
+                    "Cutover" => ("cutover", "get"),
                     other => panic!("unexpected http function {other}"),
                 };
                 assert_eq!((route, trigger["methods"][0].as_str().unwrap()), expected, "{name}");
@@ -249,4 +251,43 @@ fn sample_settings_list_every_variable_the_binary_reads() {
             "{v} has no description in _comments"
         );
     }
+}
+
+/// The cutover workflow asks the route `Cutover` serves, with the query the gate reads, until
+/// the answer's `ready` holds, and posts the answer however the wait ended.
+#[test]
+fn cutover_workflow_waits_on_the_real_gate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wf = read_json(&root.join("infra/logic-app/cutover-workflow.json"));
+    let host = read_json(&root.join("host.json"));
+    let f = read_json(&root.join("functions/Cutover/function.json"));
+    let route = format!(
+        "/{}/{}",
+        host["extensions"]["http"]["routePrefix"].as_str().unwrap(),
+        f["bindings"][0]["route"].as_str().unwrap()
+    );
+    let until = &wf["actions"]["Wait_until_ready"];
+    assert_eq!(until["type"], "Until");
+    assert!(until["expression"].as_str().unwrap().contains("['ready']"), "{until}");
+    let ask = &until["actions"]["Check_cutover"];
+    let uri = ask["inputs"]["uri"].as_str().unwrap();
+    assert!(
+        uri.contains(&format!("{route}?bucket=")) && uri.contains("&container="),
+        "{uri}"
+    );
+    assert_eq!(
+        ask["inputs"]["method"].as_str().unwrap().to_ascii_lowercase(),
+        f["bindings"][0]["methods"][0].as_str().unwrap()
+    );
+    let after: Vec<&str> = wf["actions"]["Notify_when_configured"]["runAfter"]["Wait_until_ready"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(after.contains(&"TimedOut") && after.contains(&"Succeeded"), "{after:?}");
+    // The module passes the same parameters to both workflows; each must declare them.
+    let run_wf = read_json(&root.join("infra/logic-app/workflow.json"));
+    let names = |w: &Value| -> Vec<String> { w["parameters"].as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(names(&wf), names(&run_wf));
 }

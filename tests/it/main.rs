@@ -5,12 +5,14 @@ mod harness;
 
 mod chaos;
 mod copy_engine;
+mod cutover;
 mod divergence;
 mod events;
 mod faults;
 mod handler;
 mod interrupt;
 mod layout;
+mod report;
 mod runs;
 mod secrets;
 mod split;

@@ -11,6 +11,7 @@ use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
+use s3_blob_sync::target::queue::WorkItem;
 use s3_blob_sync::target::table::TableClient;
 
 async fn start_run(h: &HandlerProc, body: &Value) -> String {
@@ -187,6 +188,26 @@ async fn lister_killed_between_pages_still_counts_exactly() {
     ctx.cleanup().await;
 }
 
+/// Starts a run on a handler whose tables go through a proxy, and makes the first attempt at
+/// its first page send its copies and die before it saves the page (the save is reset).
+/// Returns the proxy, the handler, the host, the run id and the page's message (still queued).
+async fn first_attempt_dies(ctx: &TestCtx) -> (Proxy, HandlerProc, Host, String, WorkItem) {
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
+    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(ctx).await;
+    let id = start_run(&h, &body(ctx, json!({}))).await;
+    // The page's save is the only write that carries the lister's `Page`.
+    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
+    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
+    let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
+    let (status, reply) = h.invoke("ListPage", &payload).await;
+    assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
+    *tables.faults().reset_writes_to.lock().unwrap() = None;
+    (tables, h, host, id, page0)
+}
+
 #[tokio::test]
 async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_every_copy() {
     let ctx = TestCtx::new("redo").await;
@@ -194,21 +215,7 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
         .map(|i| (format!("r/{i:04}"), vec![b'r'; 1 + i % 40]))
         .collect();
     ctx.put_many(items).await;
-    // The handler's tables go through a proxy that can make the lister row's update fail: a
-    // lister that sent its copies and died before it saved the page.
-    let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
-    let h = HandlerProc::start(&env).await;
-    let host = Host::new(&ctx).await;
-    let id = start_run(&h, &body(&ctx, json!({}))).await;
-
-    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
-    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
-    let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
-    let (status, reply) = h.invoke("ListPage", &payload).await;
-    assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
-    *tables.faults().reset_writes_to.lock().unwrap() = None;
+    let (_tables, h, host, id, page0) = first_attempt_dies(&ctx).await;
 
     // Half of the first attempt's copies run; the others wait in the queue.
     let mut first = Vec::new();
@@ -261,20 +268,8 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     let ctx = TestCtx::new("replan").await;
     ctx.put_many((0..40).map(|i| (format!("p/{i:03}"), vec![b'p'; 3 + i])).collect())
         .await;
-    let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
-    let h = HandlerProc::start(&env).await;
-    let host = Host::new(&ctx).await;
-    let id = start_run(&h, &body(&ctx, json!({}))).await;
-
     // The first attempt sends its 40 copies and dies before it saves the page.
-    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
-    let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
-    let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
-    let (status, reply) = h.invoke("ListPage", &payload).await;
-    assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
-    *tables.faults().reset_writes_to.lock().unwrap() = None;
+    let (_tables, h, host, id, page0) = first_attempt_dies(&ctx).await;
 
     // Before the redo, the page's keys change: one is deleted, another created in its range.
     ctx.s3
@@ -306,19 +301,8 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     // Every queued message is delivered before `finish` returns, so the counters are final.
     let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
     assert_eq!(s["state"], "Succeeded", "{s}");
-    let accounted = [
-        "excluded",
-        "unsupported",
-        "noTransferNeeded",
-        "transferred",
-        "failed",
-        "vanished",
-    ]
-    .iter()
-    .map(|k| s["counters"][k].as_u64().unwrap_or(0))
-    .sum::<u64>();
     assert_eq!(
-        accounted,
+        crate::harness::accounted(&s),
         c(&s, "scanned"),
         "a copy of a key the redo listed anew was counted outside the page: {s}"
     );

@@ -140,6 +140,22 @@ impl TestCtx {
     }
 
     /// The target identity used in checkpoint rows.
+    /// A new SQS queue of this test (moto), named `<prefix><unique>`: a client and its URL.
+    pub async fn sqs_queue(&self, prefix: &str) -> (aws_sdk_sqs::Client, String) {
+        let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&self.config(&[]).aws, "unused", Default::default()).await;
+        let url = sqs
+            .client()
+            .create_queue()
+            .queue_name(unique(prefix))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+        (sqs.client().clone(), url)
+    }
+
     pub fn target_id(&self) -> String {
         format!("devstoreaccount1/{}", self.container)
     }
@@ -243,4 +259,20 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 pub fn sha(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The objects a run summary's counters account for (each scanned key has one of these
+/// outcomes once it settles): compared with `scanned` to prove a run counted each key once.
+pub fn accounted(summary: &serde_json::Value) -> u64 {
+    [
+        "excluded",
+        "unsupported",
+        "noTransferNeeded",
+        "transferred",
+        "failed",
+        "vanished",
+    ]
+    .iter()
+    .map(|k| summary["counters"][k].as_u64().unwrap_or(0))
+    .sum()
 }

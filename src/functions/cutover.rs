@@ -1,0 +1,54 @@
+//! `Cutover` (`GET /api/cutover?bucket=B&container=C`): the cutover gate's answer, 200 with
+//! `ready` true or false and each check with its number. `maxLagSeconds` and
+//! `maxVerifyAgeSeconds` change the bounds; `container` defaults to SYNC_TARGET_CONTAINER.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::runs::Reply;
+use crate::error::{Error, ErrorKind};
+use crate::run::cutover::{assess, Bounds};
+use crate::AppState;
+
+/// Assesses the gate for the HTTP API.
+pub async fn api(state: &AppState, query: &HashMap<String, String>) -> Reply {
+    match run(state, query).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(if e.kind() == ErrorKind::Invalid { 400 } else { 500 }, &e),
+    }
+}
+
+/// A whole number of seconds from query parameter `name`, or `default`.
+fn seconds(query: &HashMap<String, String>, name: &str, default: Duration) -> crate::error::Result<Duration> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| Error::invalid(format!("{name}: must be a whole number of seconds, not `{v}`"))),
+    }
+}
+
+async fn run(state: &AppState, query: &HashMap<String, String>) -> crate::error::Result<Reply> {
+    let bucket = query
+        .get("bucket")
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Error::invalid("bucket: the source bucket is required, e.g. ?bucket=my-bucket"))?;
+    let container = match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => c.clone(),
+        None => state.config.target_container.clone().ok_or_else(|| {
+            Error::invalid("container: required when SYNC_TARGET_CONTAINER is not set, e.g. &container=mirror")
+        })?,
+    };
+    crate::target::blob::validate_container_name(&container).map_err(|e| e.context("container"))?;
+    let bounds = Bounds {
+        max_lag: seconds(query, "maxLagSeconds", Bounds::default().max_lag)?,
+        max_verify_age: seconds(query, "maxVerifyAgeSeconds", Bounds::default().max_verify_age)?,
+    };
+    let svc = state.runs().await?;
+    let gate = assess(svc, bucket, &container, bounds).await?;
+    Ok(Reply::json(
+        200,
+        serde_json::to_value(&gate).map_err(|e| Error::internal(format!("encode the gate: {e}")))?,
+    ))
+}

@@ -1,0 +1,174 @@
+//! The cutover gate (`GET /api/cutover`, `status --cutover`): `ready` only when nothing is in
+//! flight, nothing is stuck and a recent verify was clean; otherwise `not ready` with each
+//! reason and its number. Each condition is broken once, for real, against the stand-ins.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::handler::{run_binary_async, HandlerProc};
+use crate::harness::host::http_payload;
+use crate::harness::{unique, TestCtx};
+
+/// The gate as the CLI reports it: exit code and the JSON answer.
+async fn gate(env: &HashMap<String, String>, bucket: &str, container: &str, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec![
+        "status",
+        "--cutover",
+        "--bucket",
+        bucket,
+        "--container",
+        container,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out) = run_binary_async(&args, env).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON answer ({code}): {out}"));
+    (code, serde_json::from_str(line).unwrap())
+}
+
+fn failing(g: &Value) -> Vec<String> {
+    g["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn check<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {g}"))
+}
+
+#[tokio::test]
+async fn the_cutover_gate_says_ready_only_when_every_condition_holds() {
+    let ctx = TestCtx::new("cutover").await;
+    let (sqs, queue_url) = ctx.sqs_queue("cut-q-").await;
+    let rejects = unique("cut-rej-");
+    let env = ctx.env_with(&[
+        ("SYNC_SQS_QUEUE_URL", queue_url.as_str()),
+        ("SYNC_REJECT_QUEUE", rejects.as_str()),
+    ]);
+    let (b, c) = (ctx.bucket.clone(), ctx.container.clone());
+    for i in 0..3 {
+        ctx.put(&format!("d/{i}.txt"), format!("object {i}")).await;
+    }
+
+    // Nothing has run: not ready, and it says why.
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(
+        (code, g["ready"].as_bool(), g["state"].as_str()),
+        (1, Some(false), Some("not ready")),
+        "{g}"
+    );
+    let f = failing(&g);
+    assert!(
+        f.contains(&"relayLagSeconds".into()) && f.contains(&"verifyDifferences".into()),
+        "{g}"
+    );
+    assert!(
+        g["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("s3-blob-sync verify")),
+        "a reason says what to do: {g}"
+    );
+
+    // Copied, the relay drained the (empty) queue, and a verify found no difference: ready.
+    let src = format!("s3://{b}/");
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{c}/");
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--no-progress"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_binary_async(&["watch", "--once"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_binary_async(&["verify", &src, &dst], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!((code, g["ready"].as_bool()), (0, Some(true)), "{g}");
+    assert!(g["reasons"].as_array().unwrap().is_empty(), "{g}");
+
+    // Each condition, broken on its own, is named with its number.
+    let copy_q = ctx.queue(&env["SYNC_COPY_QUEUE"]);
+    copy_q
+        .send(&json!({"bucket": b, "key": "d/0.txt"}).to_string(), None)
+        .await
+        .unwrap();
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(code, 1);
+    assert_eq!(failing(&g), ["pendingCopies"], "{g}");
+    assert_eq!(check(&g, "pendingCopies")["value"], 1, "{g}");
+    for m in copy_q.receive(32, Duration::from_secs(5)).await.unwrap() {
+        copy_q.delete(&m).await.unwrap();
+    }
+
+    let poison = ctx.queue(&format!("{}-poison", env["SYNC_COPY_QUEUE"]));
+    poison.create_if_missing().await.unwrap();
+    poison.send("{\"bucket\":\"b\",\"key\":\"k\"}", None).await.unwrap();
+    let (_, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(failing(&g), ["poisonedMessages"], "{g}");
+    assert!(
+        check(&g, "poisonedMessages")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("-poison"),
+        "{g}"
+    );
+    poison.delete_queue().await.unwrap();
+
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (_, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(failing(&g), ["sqsBacklog"], "{g}");
+    sqs.purge_queue().queue_url(&queue_url).send().await.unwrap();
+
+    let store = s3_blob_sync::checkpoint::CheckpointStore::new(ctx.table());
+    let failed = s3_blob_sync::checkpoint::ObjectRecord::new(
+        &b,
+        "d/broken.bin",
+        &ctx.target_id(),
+        s3_blob_sync::checkpoint::Outcome::Failed,
+    );
+    store.put(&failed, None).await.unwrap();
+    let (_, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(failing(&g), ["failedObjects"], "{g}");
+    assert_eq!(check(&g, "failedObjects")["value"], 1);
+
+    // A verify counts for a bounded time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, g) = gate(&env, &b, &c, &["--max-verify-age-seconds", "0"]).await;
+    assert!(failing(&g).contains(&"verifyAgeSeconds".into()), "{g}");
+
+    // The same gate over HTTP (the Functions door), and its bad input named.
+    let h = HandlerProc::start(&env).await;
+    let mut p = http_payload("GET", "/api/cutover", json!({}), None);
+    p["Data"]["req"]["Query"]["bucket"] = json!(b);
+    p["Data"]["req"]["Query"]["container"] = json!(c);
+    let (status, body) = h.invoke("Cutover", &p).await;
+    assert_eq!(status, 200, "{body}");
+    let res = &body["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200, "{res}");
+    let g: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    assert_eq!(failing(&g), ["failedObjects"], "{g}");
+    let mut p = http_payload("GET", "/api/cutover", json!({}), None);
+    p["Data"]["req"]["Query"]["container"] = json!(c);
+    let (_, body) = h.invoke("Cutover", &p).await;
+    let res = &body["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 400, "{res}");
+    assert!(res["body"].as_str().unwrap().contains("bucket: "), "{res}");
+    ctx.cleanup().await;
+}
