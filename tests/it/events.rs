@@ -408,16 +408,7 @@ async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
     // The events queue gets a dead-letter queue after 5 receives, as infra/aws does.
     let sqs = ev.config(&[]);
     let client = s3_blob_sync::source::sqs::SqsQueue::new(&sqs.aws, &ev.queue_url, Default::default()).await;
-    let dlq_url = client
-        .client()
-        .create_queue()
-        .queue_name(crate::harness::unique("evdlq-dead-"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (_, dlq_url) = ctx.sqs_queue("evdlq-dead-").await;
     let dlq_arn = client
         .client()
         .get_queue_attributes()

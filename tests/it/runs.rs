@@ -325,6 +325,30 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     ctx.cleanup().await;
 }
 
+/// An in-process run service for `ctx`, its runs table reached through `tables` if given.
+async fn run_service(ctx: &TestCtx, tables: Option<&Proxy>) -> s3_blob_sync::run::service::RunService {
+    let cs = tables.map(|t| crate::harness::TestCtx::connection_string(None, None, Some(&t.url)));
+    let overrides: Vec<(&str, &str)> = cs
+        .as_deref()
+        .map(|cs| vec![("AZURE_STORAGE_CONNECTION_STRING", cs)])
+        .unwrap_or_default();
+    let cfg = std::sync::Arc::new(ctx.config(&overrides));
+    s3_blob_sync::run::service::RunService::local(cfg, std::sync::Arc::new(ctx.engine(&[]).await))
+        .await
+        .unwrap()
+}
+
+/// Starts a run over `ctx`'s bucket and container with `svc` (its listing is the caller's
+/// to drive); returns its id.
+async fn start_in_process(svc: &s3_blob_sync::run::service::RunService, ctx: &TestCtx) -> String {
+    let (spec, _) =
+        s3_blob_sync::run::spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &svc.config).unwrap();
+    match svc.start(spec, None, "test", None).await.unwrap() {
+        s3_blob_sync::run::service::Started::Created(run) => run.id,
+        other => panic!("the run did not start: {other:?}"),
+    }
+}
+
 /// A sink that keeps what it is handed (an in-process lister's copies).
 #[derive(Default)]
 struct Collect(std::sync::Mutex<Vec<String>>);
@@ -343,29 +367,14 @@ impl s3_blob_sync::run::service::CopySink for Collect {
 #[tokio::test]
 async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
     use s3_blob_sync::run::lister::{list_page, PageStep};
-    use s3_blob_sync::run::service::{RunService, Started};
-    use std::sync::Arc;
     let ctx = TestCtx::new("lateatt").await;
     ctx.put_many((0..30).map(|i| (format!("l/{i:02}"), vec![b'l'; 4])).collect())
         .await;
     // Attempt B reaches the runs table through a proxy that can stall one request.
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let cfg = Arc::new(ctx.config(&[]));
-    let a = RunService::local(cfg.clone(), Arc::new(ctx.engine(&[]).await))
-        .await
-        .unwrap();
-    let b = RunService::local(
-        Arc::new(ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)])),
-        Arc::new(ctx.engine(&[]).await),
-    )
-    .await
-    .unwrap();
-    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body(&ctx, json!({})).to_string(), "body", &cfg).unwrap();
-    let Started::Created(run) = a.start(spec, None, "test", None).await.unwrap() else {
-        panic!("the run did not start")
-    };
-    let id = run.id.clone();
+    let a = run_service(&ctx, None).await;
+    let b = run_service(&ctx, Some(&tables)).await;
+    let id = start_in_process(&a, &ctx).await;
 
     // B has read the run and its lister row (page 0 to do) and stalls on its look for the
     // page's saved listing.
@@ -412,26 +421,17 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
 #[tokio::test]
 async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
     use s3_blob_sync::run::lister::{list_page, PageStep};
-    use s3_blob_sync::run::service::{RunService, Started};
-    use std::sync::Arc;
     let ctx = TestCtx::new("lostsave").await;
     ctx.put_many((0..30).map(|i| (format!("s/{i:02}"), vec![b's'; 4])).collect())
         .await;
     let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let cfg = Arc::new(ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]));
-    let svc = RunService::local(cfg.clone(), Arc::new(ctx.engine(&[]).await))
-        .await
-        .unwrap();
-    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body(&ctx, json!({})).to_string(), "body", &cfg).unwrap();
-    let Started::Created(run) = svc.start(spec, None, "test", None).await.unwrap() else {
-        panic!("the run did not start")
-    };
+    let svc = run_service(&ctx, Some(&tables)).await;
+    let id = start_in_process(&svc, &ctx).await;
     // The page's save (the only write that carries the lister's `Page`) lands; its reply
     // is lost, and the retry meets the change it made itself.
     *tables.faults().drop_replies_to.lock().unwrap() = Some(("Page@odata.type".into(), 1));
     let sink = Collect::default();
-    let step = list_page(&svc, &run.id, 0, &sink).await.unwrap();
+    let step = list_page(&svc, &id, 0, &sink).await.unwrap();
     assert_eq!(
         tables.faults().drop_replies_to.lock().unwrap().as_ref().unwrap().1,
         0,
@@ -443,9 +443,9 @@ async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
         "the run's next step (its settle check) was never handed on"
     );
     assert_eq!(sink.0.lock().unwrap().len(), 30);
-    let lister = svc.store.lister(&run.id).await.unwrap().unwrap();
+    let lister = svc.store.lister(&id).await.unwrap().unwrap();
     assert_eq!((lister.page, lister.done), (1, true));
-    assert_eq!(svc.store.page_plan(&run.id, 0).await.unwrap(), None);
+    assert_eq!(svc.store.page_plan(&id, 0).await.unwrap(), None);
     ctx.cleanup().await;
 }
 
