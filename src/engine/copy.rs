@@ -389,9 +389,20 @@ impl Engine {
         let crc = checksum::crc64(&data);
         let verified = verify_streamed(req, head, crc, || Md5::digest(&data).into())?;
         props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
-        target
-            .put_blob(name, data, crc, &props, &WriteCondition::after(existing))
-            .await?;
+        let cond = WriteCondition::after(existing);
+        match target.put_blob(name, data.clone(), crc, &props, &cond).await {
+            Err(e) if held_by_uncommitted(target, name, &e, existing).await? => {
+                // The same bytes as one block, committed under the same create-only
+                // condition: a committed blob that lands meanwhile still wins.
+                let layout = BlockLayout::new(head.size, &head.etag, head.size.max(1));
+                let ids = layout.ids();
+                if let Some(id) = ids.first() {
+                    target.stage_block(name, id, data, crc).await?;
+                }
+                target.commit_blocks(name, &ids, &props, &cond).await?;
+            }
+            r => r?,
+        }
         Ok(verified)
     }
 
@@ -518,19 +529,25 @@ impl Engine {
         // is committed from a version other than the one HEADed (decisions 55).
         if head.size <= self.cfg.put_blob_from_url_max && expected.is_some() {
             let cond = WriteCondition::after(existing);
-            let got = target
+            let put = target
                 .put_blob_from_url(name, &url, &head.etag, expected.as_ref().map(|m| &m[..]), props, &cond)
-                .await?;
-            if let (Some(want), Some(got)) = (expected, got.as_deref()) {
-                if got != want {
-                    // Committed but wrong: a corrupt blob is worse than none.
-                    if existing.is_none() {
-                        target.delete(name).await?;
+                .await;
+            match put {
+                // Go on with blocks, whose commit the uncommitted ones do not stop.
+                Err(e) if held_by_uncommitted(target, name, &e, existing).await? => {}
+                put => {
+                    if let (Some(want), Some(got)) = (expected, put?.as_deref()) {
+                        if got != want {
+                            // Committed but wrong: a corrupt blob is worse than none.
+                            if existing.is_none() {
+                                target.delete(name).await?;
+                            }
+                            return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+                        }
                     }
-                    return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
+                    return Ok("md5");
                 }
             }
-            return Ok("md5");
         }
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
         let crcs = self
@@ -821,6 +838,22 @@ pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, modified: Opti
         && r.size == Some(size)
         && same_modified(r.last_modified.as_deref(), modified)
         && r.blob.as_deref() == Some(name)
+}
+
+/// Whether a create-only write failed only because the name holds uncommitted blocks (a
+/// writer that died between Put Block and Put Block List): the write lost a precondition,
+/// yet the blob still reads as absent. Azurite answers Put Blob and Put Blob From URL with
+/// 409 `BlobAlreadyExists` there for good, while Put Block List under the same condition
+/// succeeds (decision 69); a caller that restarted instead would loop until poisoned.
+async fn held_by_uncommitted(target: &BlobTarget, name: &str, e: &Error, existing: Option<&BlobProps>) -> Result<bool> {
+    if existing.is_some() || e.kind() != ErrorKind::Precondition {
+        return Ok(false);
+    }
+    let held = target.properties(name).await?.is_none();
+    if held {
+        tracing::info!(blob = name, error = %e, outcome = "uncommitted_blocks", "a create-only write met uncommitted blocks; committing as a block list");
+    }
+    Ok(held)
 }
 
 fn no_transfer(bytes: u64, blob: String, why: &str) -> Step {

@@ -727,6 +727,6 @@ async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
     ctx.cleanup().await;
 }
 
-fn checksum_of(data: &[u8]) -> u64 {
+pub fn checksum_of(data: &[u8]) -> u64 {
     s3_blob_sync::engine::checksum::crc64(data)
 }

@@ -11,9 +11,10 @@ use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
 use s3_blob_sync::engine::{EventInfo, Listed, SyncMode};
 use s3_blob_sync::run::verify::{verify, DiffKind, VerifyScope};
 
-use crate::copy_engine::{assert_blob, multipart, req, server_side_engine};
+use crate::copy_engine::{assert_blob, checksum_of, multipart, req, server_side_engine};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
+use s3_blob_sync::target::blob::WriteCondition;
 
 const MIB: usize = 1024 * 1024;
 
@@ -342,6 +343,111 @@ async fn a_late_checkpoint_write_never_claims_a_blob_that_was_deleted() {
     assert!(
         matches!(row.outcome, Outcome::Deleted | Outcome::SourceMissing),
         "the row claims a blob that is gone: {row:?}"
+    );
+    ctx.cleanup().await;
+}
+
+/// The soak's seed 14: a key's blob was deleted (mirror), then a writer of a bigger version
+/// died between Put Block and Put Block List. Azurite then answers every create-only Put
+/// Blob, and Put Blob From URL, with 409 BlobAlreadyExists while the blob reads as absent;
+/// the copy restarted on that and was poisoned after five deliveries. Both small paths must
+/// now write it, and only under the create-only condition.
+#[tokio::test]
+async fn a_name_held_by_a_dead_writers_uncommitted_blocks_is_still_written() {
+    let ctx = TestCtx::new("deadblk").await;
+    let double = Proxy::blob_double().await;
+    let streamed = ctx.engine(&[]).await;
+    let server_side = server_side_engine(&ctx, &double, &[]).await;
+    // A listed small object is read whole and written with one Put Blob; one without a
+    // hint takes blocks; server-side starts with Put Blob From URL.
+    let cases = [
+        ("listed", &streamed, true),
+        ("streamed", &streamed, false),
+        ("server-side", &server_side, false),
+    ];
+    for (path, engine, listed) in cases {
+        let key = format!("{path}.bin");
+        ctx.put(&key, bytes(1000, 7)).await;
+        assert_eq!(
+            engine.copy_object(&req(&ctx, &key)).await.unwrap().outcome,
+            Outcome::Copied
+        );
+        ctx.s3
+            .client()
+            .delete_object()
+            .bucket(&ctx.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let mut d = req(&ctx, &key);
+        d.mode = SyncMode::Mirror;
+        assert_eq!(
+            engine.copy_object(&d).await.unwrap().outcome,
+            Outcome::Deleted,
+            "{path}"
+        );
+        // The dead writer: one block of the engine's id length, never committed.
+        let dead = bytes(MIB, 8);
+        ctx.blob()
+            .stage_block(&key, b"deadbeef-000000", dead.clone().into(), checksum_of(&dead))
+            .await
+            .unwrap();
+        assert!(
+            ctx.blob().properties(&key).await.unwrap().is_none(),
+            "{path}: reads as absent"
+        );
+
+        let v3 = bytes(2000, 9);
+        ctx.put(&key, v3.clone()).await;
+        let mut r = req(&ctx, &key);
+        if listed {
+            let h = ctx.s3.head(&ctx.bucket, &key).await.unwrap().unwrap();
+            r.listed = Some(Listed {
+                etag: h.etag,
+                size: h.size,
+                last_modified: None,
+            });
+        }
+        let rep = engine.copy_object(&r).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(rep.outcome, Outcome::Copied, "{path}: {rep:?}");
+        assert_blob(&ctx, &key, &v3).await;
+        let p = ctx.blob().properties(&key).await.unwrap().unwrap();
+        let head = ctx.s3.head(&ctx.bucket, &key).await.unwrap().unwrap();
+        assert_eq!(p.metadata.get("s3sync_etag"), Some(&head.etag), "{path}: provenance");
+    }
+    // The fallback keeps the create-only guard: over uncommitted blocks *and* a committed
+    // blob that landed after the read, the commit loses.
+    let b = ctx.blob();
+    let (d, crc) = (bytes(10, 1), checksum_of(&bytes(10, 1)));
+    b.stage_block("guard", b"deadbeef-000000", d.clone().into(), crc)
+        .await
+        .unwrap();
+    b.stage_block("guard", b"aaaaaaaa-000000", d.clone().into(), crc)
+        .await
+        .unwrap();
+    b.commit_blocks(
+        "guard",
+        &[b"aaaaaaaa-000000".to_vec()],
+        &Default::default(),
+        &WriteCondition::Always,
+    )
+    .await
+    .unwrap();
+    b.stage_block("guard", b"bbbbbbbb-000000", d.clone().into(), crc)
+        .await
+        .unwrap();
+    let lost = b
+        .commit_blocks(
+            "guard",
+            &[b"bbbbbbbb-000000".to_vec()],
+            &Default::default(),
+            &WriteCondition::IfNoneExists,
+        )
+        .await;
+    assert!(
+        lost.is_err(),
+        "a create-only block list over a committed blob must lose"
     );
     ctx.cleanup().await;
 }
