@@ -222,6 +222,18 @@ pub struct Config {
     /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up). A
     /// secret: its `notify` webhook URL carries a credential.
     pub scheduled_run: Option<Secret>,
+    /// `SYNC_API_KEY`: the key `serve` requires outside the Functions host, sent in
+    /// the `x-functions-key` header, a Bearer token or the `code` query parameter; at least
+    /// 32 characters.
+    /// Without it `serve` listens on loopback only and answers loopback host names only.
+    pub api_key: Option<Secret>,
+    /// The Functions host started this process (`FUNCTIONS_WORKER_RUNTIME` is set): the host
+    /// alone calls the invoke routes, and its function keys gate the HTTP functions.
+    pub functions_host: bool,
+    /// `SYNC_NOTIFY_ALLOW_HOSTS`: hosts (`name` or `name:port`, comma-separated) a run's
+    /// webhook may reach although they are loopback or private, and over plain http: for a
+    /// local receiver. Every other webhook must be https to a public address.
+    pub notify_allow_hosts: Vec<String>,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -442,6 +454,12 @@ impl Config {
         if !(2..=3600).contains(&lease) {
             return Err(Error::invalid("SYNC_RUN_LEASE_SECS: must be between 2 and 3600"));
         }
+        let api_key = env.get("SYNC_API_KEY").map(|k| Secret::new(k.trim()));
+        if api_key.as_ref().is_some_and(|k| k.expose().len() < 32) {
+            return Err(Error::invalid(
+                "SYNC_API_KEY: must be at least 32 characters (for example `openssl rand -hex 32`)",
+            ));
+        }
         let cfg = Config {
             runs_table,
             list_queue,
@@ -449,6 +467,17 @@ impl Config {
             run_stall: Duration::from_secs(stall),
             run_lease: Duration::from_secs(lease),
             scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::new),
+            api_key,
+            functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
+            notify_allow_hosts: env
+                .get("SYNC_NOTIFY_ALLOW_HOSTS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|h| h.trim().to_ascii_lowercase())
+                        .filter(|h| !h.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,
             sqs_queue_url,

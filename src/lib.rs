@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,9 @@ pub mod run;
 pub mod source;
 pub mod target;
 pub mod telemetry;
+
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 

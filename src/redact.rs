@@ -35,16 +35,47 @@ impl fmt::Display for Secret {
 }
 
 /// Query parameters and connection-string fields whose values are secret. Matched
-/// case-insensitively; the value runs up to the next `&`, `;`, quote or white space.
+/// case-insensitively at the start of a field; the value runs up to the next `&`, `;`,
+/// quote, comma or white space.
 const SECRET_FIELDS: &[&str] = &[
     "sig=",
+    "signature=",
     "x-amz-signature=",
     "x-amz-credential=",
     "x-amz-security-token=",
     "accountkey=",
     "sharedaccesssignature=",
     "aws_secret_access_key=",
+    "aws_session_token=",
     "client_secret=",
+    "code=",
+    "webidentitytoken=",
+    "access_token=",
+    "refresh_token=",
+    "id_token=",
+    "bearer ",
+];
+
+/// Headers whose values are secret, in any of the forms logs and debug output give them
+/// (`Name: value`, `"name": "value"`, `name=value`); the value runs to the end of the line
+/// or the next quote, so `Authorization: Bearer …` and SigV4's `Credential=…, Signature=…`
+/// go whole.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "x-amz-security-token",
+    "x-functions-key",
+    "x-identity-header",
+    "x-ms-copy-source-authorization",
+    "proxy-authorization",
+];
+
+/// Webhook addresses whose path is the credential (Slack, Teams, Discord): everything after
+/// the prefix is secret, wherever it appears.
+const SECRET_PATHS: &[&str] = &[
+    "hooks.slack.com/",
+    "webhook.office.com/",
+    "discord.com/api/webhooks/",
+    "discordapp.com/api/webhooks/",
 ];
 
 /// Replaces every secret value in `text` with `[redacted]`.
@@ -54,15 +85,43 @@ pub fn redact(text: &str) -> String {
     let mut i = 0;
     let bytes = text.as_bytes();
     'outer: while i < text.len() {
+        let rest = &lower[i..];
         for field in SECRET_FIELDS {
-            if lower[i..].starts_with(field) && starts_field(bytes, i) {
+            if rest.starts_with(field) && starts_field(bytes, i) {
                 out.push_str(&text[i..i + field.len()]);
                 out.push_str("[redacted]");
-                let mut j = i + field.len();
-                while j < text.len() && !is_value_end(bytes[j]) {
+                i = skip(bytes, i + field.len(), is_value_end);
+                continue 'outer;
+            }
+        }
+        for header in SECRET_HEADERS {
+            if rest.starts_with(header) && starts_field(bytes, i) {
+                // `name` then an optional closing quote, then `:` or `=`.
+                let mut j = i + header.len();
+                if bytes.get(j) == Some(&b'"') {
                     j += 1;
                 }
-                i = j;
+                if matches!(bytes.get(j), Some(b':' | b'=')) {
+                    j += 1;
+                    while bytes.get(j) == Some(&b' ') {
+                        j += 1;
+                    }
+                    // One opening quote at most: an empty value ends at its closing one.
+                    if matches!(bytes.get(j), Some(b'"' | b'\'')) {
+                        j += 1;
+                    }
+                    out.push_str(&text[i..j]);
+                    out.push_str("[redacted]");
+                    i = skip(bytes, j, |b| matches!(b, b'"' | b'\'' | b'\n' | b'\r'));
+                    continue 'outer;
+                }
+            }
+        }
+        for prefix in SECRET_PATHS {
+            if rest.starts_with(prefix) {
+                out.push_str(&text[i..i + prefix.len()]);
+                out.push_str("[redacted]");
+                i = skip(bytes, i + prefix.len(), is_value_end);
                 continue 'outer;
             }
         }
@@ -71,6 +130,14 @@ pub fn redact(text: &str) -> String {
         i += ch.len_utf8();
     }
     out
+}
+
+/// The index of the first byte from `j` on where `end` holds (or the end of the text).
+fn skip(bytes: &[u8], mut j: usize, end: impl Fn(u8) -> bool) -> usize {
+    while j < bytes.len() && !end(bytes[j]) {
+        j += 1;
+    }
+    j
 }
 
 /// A field name counts only at the start of a parameter, so `design=` does not match `sig=`.
@@ -113,7 +180,60 @@ mod tests {
     }
 
     #[test]
+    fn scrubs_headers_tokens_and_webhook_paths() {
+        let cases = [
+            ("x-amz-security-token: FQoGZXIvYXdzSESSION\nnext", "FQoGZXIvYXdzSESSION"),
+            ("\"x-amz-security-token\": \"FQoGSESSION2\"", "FQoGSESSION2"),
+            (
+                "Authorization: Bearer eyJ0eXAiOiJKV1QBEARER\r\n",
+                "eyJ0eXAiOiJKV1QBEARER",
+            ),
+            (
+                "authorization=AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/x, SignedHeaders=host, Signature=f00dfeed",
+                "f00dfeed",
+            ),
+            (
+                "AWS4-HMAC-SHA256 Credential=AKIA/x, SignedHeaders=host, Signature=cafe1234",
+                "cafe1234",
+            ),
+            ("got 401 for Bearer tok3nVALUE from the IdP", "tok3nVALUE"),
+            ("X-IDENTITY-HEADER: 4d5e6fIDHEADER", "4d5e6fIDHEADER"),
+            ("x-functions-key: fnKEY123", "fnKEY123"),
+            (
+                "POST https://app.azurewebsites.net/api/runs?code=FUNCKEY%3D%3D&x=1",
+                "FUNCKEY",
+            ),
+            (
+                "Action=AssumeRoleWithWebIdentity&WebIdentityToken=eyJhbGciWEBID&RoleArn=r",
+                "eyJhbGciWEBID",
+            ),
+            (
+                "hook https://hooks.slack.com/services/T000/B000/SLACKSECRET failed",
+                "SLACKSECRET",
+            ),
+            (
+                "https://acme.webhook.office.com/webhookb2/abc@def/IncomingWebhook/TEAMSSECRET/x",
+                "TEAMSSECRET",
+            ),
+        ];
+        for (text, secret) in cases {
+            let r = redact(text);
+            assert!(!r.contains(secret), "{secret} leaked in {r}");
+            assert!(r.contains("[redacted]"), "{r}");
+        }
+        // What follows a header's value on the next line survives, and an empty JSON value
+        // keeps the line's JSON whole.
+        assert!(redact("x-functions-key: k\nkept").ends_with("\nkept"));
+        assert_eq!(
+            redact(r#"{"authorization":"","next":1}"#),
+            r#"{"authorization":"[redacted]","next":1}"#
+        );
+    }
+
+    #[test]
     fn leaves_lookalikes_alone() {
+        assert_eq!(redact("barcode=12 unicode=1 bearer"), "barcode=12 unicode=1 bearer");
+        assert_eq!(redact("authorization failed"), "authorization failed");
         assert_eq!(redact("design=ok"), "design=ok");
         assert_eq!(redact("héllo sig"), "héllo sig");
     }

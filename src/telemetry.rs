@@ -21,7 +21,8 @@ const PINNED: &[&str] = &["aws_sigv4=warn", "aws_credential_types=warn", "aws_co
 pub fn init(format: LogFormat, default_level: &str) {
     let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,s3_blob_sync={default_level}")));
-    for d in PINNED {
+    // The audit trail (crate::audit) is written whatever the level asks for.
+    for d in PINNED.iter().chain(&["audit=info"]) {
         filter = filter.add_directive(d.parse().expect("static directive"));
     }
     let builder = fmt().with_env_filter(filter).with_writer(RedactingStderr);

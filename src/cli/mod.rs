@@ -42,6 +42,8 @@ enum Command {
     /// Run the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
     ///
     /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7071 s3-blob-sync serve --work-queues
+    ///
+    /// Example (beyond loopback): SYNC_API_KEY=$(openssl rand -hex 32) s3-blob-sync serve --port 7071 --bind 0.0.0.0
     Serve {
         /// Port to listen on (default: FUNCTIONS_CUSTOMHANDLER_PORT).
         #[arg(long)]
@@ -50,6 +52,10 @@ enum Command {
         /// host would: for running bulk runs locally (`curl -X POST localhost:PORT/api/runs`).
         #[arg(long)]
         work_queues: bool,
+        /// Address to listen on. Anything but loopback needs SYNC_API_KEY, which every caller
+        /// then sends (x-functions-key, Authorization: Bearer, or ?code=).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
     },
     /// Copy every object under an S3 prefix to a container prefix, verified and checkpointed
     /// (a bulk run; `status RUN_ID` shows it). Never deletes. Ctrl-C stops cleanly and prints
@@ -368,7 +374,11 @@ fn apply_overrides(cfg: &mut Config, args: &CopyArgs) -> Result<()> {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { port, work_queues } => serve(port, work_queues).await,
+        Command::Serve {
+            port,
+            work_queues,
+            bind,
+        } => serve(port, work_queues, bind).await,
         Command::Copy(args) => copy::run(args, false, None).await,
         Command::Sync { args, max_deletes } => copy::run(args, true, Some(max_deletes)).await,
         Command::Watch {
@@ -444,7 +454,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn serve(port: Option<u16>, work_queues: bool) -> Result<ExitCode> {
+async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> Result<ExitCode> {
     let port = match port {
         Some(p) => p,
         None => {
@@ -458,12 +468,15 @@ async fn serve(port: Option<u16>, work_queues: bool) -> Result<ExitCode> {
     };
     let config = Config::from_env()?;
     crate::telemetry::init(config.log_format, "info");
+    crate::functions::gate::check_bind(bind, &config)?;
     let state = crate::AppState::new(config).await?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|e| Error::invalid(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        .map_err(|e| Error::invalid(format!("cannot listen on {bind}:{port}: {e}")))?;
     tracing::info!(
         port,
+        bind = %bind,
+        api_key = state.config.api_key.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         work_queues,
         "custom handler listening"

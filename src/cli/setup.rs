@@ -42,6 +42,10 @@ pub struct SetupArgs {
     /// Print what would change, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The AWS account that owns the bucket, for the queue policy's `aws:SourceAccount`
+    /// condition (default: the queue's own account, from its ARN).
+    #[arg(long)]
+    pub source_account: Option<String>,
 }
 
 /// Whether `policy` lets S3 send messages from `bucket_arn` to the queue.
@@ -85,16 +89,36 @@ fn is_empty_document(body: Option<&[u8]>) -> bool {
     self_closing || open_close
 }
 
-/// The statement S3 needs on the queue.
-pub fn required_statement(queue_arn: &str, bucket: &str) -> Value {
+/// The statement S3 needs on the queue: S3 may send, for this bucket only, and only while
+/// the bucket belongs to `account` (a bucket name freed and taken by another account cannot
+/// send into the queue).
+pub fn required_statement(queue_arn: &str, bucket: &str, account: &str) -> Value {
     json!({
         "Sid": format!("s3-blob-sync-{bucket}"),
         "Effect": "Allow",
         "Principal": {"Service": "s3.amazonaws.com"},
         "Action": "sqs:SendMessage",
         "Resource": queue_arn,
-        "Condition": {"ArnEquals": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")}}
+        "Condition": {
+            "ArnEquals": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")},
+            "StringEquals": {"aws:SourceAccount": account}
+        }
     })
+}
+
+/// The account for `aws:SourceAccount`: `--source-account`, else the queue ARN's account.
+fn source_account(given: Option<&str>, queue_arn: &str) -> Result<String> {
+    let account = match given {
+        Some(a) => a.to_string(),
+        None => queue_arn.split(':').nth(4).unwrap_or_default().to_string(),
+    };
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(account)
+    } else {
+        Err(Error::invalid(format!(
+            "--source-account: `{account}` is not a 12-digit AWS account id"
+        )))
+    }
 }
 
 pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
@@ -109,20 +133,22 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     let s3 = S3Source::new(&cfg.aws, retry).await;
     let sqs = SqsQueue::new(&cfg.aws, &queue_url, retry).await;
 
-    let attrs = sqs
-        .client()
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .attribute_names(QueueAttributeName::Policy)
-        .send()
+    // Every call below goes through the one retry policy. Each is safe to repeat: two
+    // reads, and two writes that set a whole document (the queue policy, the bucket's
+    // notification configuration) to the same value.
+    let attrs = retry
+        .run("get queue attributes", || async {
+            sqs.client()
+                .get_queue_attributes()
+                .queue_url(&queue_url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .attribute_names(QueueAttributeName::Policy)
+                .send()
+                .await
+                .map_err(|e| crate::source::sqs::map_err(e, "get queue attributes"))
+        })
         .await
-        .map_err(|e| {
-            Error::invalid(format!(
-                "cannot read the queue {queue_url}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ))
-        })?;
+        .map_err(|e| e.context(format!("cannot read the queue {queue_url}")))?;
     let attr = |n: QueueAttributeName| attrs.attributes().and_then(|a| a.get(&n)).cloned();
     let queue_arn =
         attr(QueueAttributeName::QueueArn).ok_or_else(|| Error::invalid("the queue has no QueueArn attribute"))?;
@@ -131,7 +157,8 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         .and_then(|p| serde_json::from_str(&p).ok())
         .unwrap_or_else(|| json!({"Version": "2012-10-17", "Statement": []}));
     let policy_ok = policy_allows(&policy, &bucket_arn);
-    let statement = required_statement(&queue_arn, &args.bucket);
+    let account = source_account(args.source_account.as_deref(), &queue_arn)?;
+    let statement = required_statement(&queue_arn, &args.bucket, &account);
     println!(
         "queue {queue_arn}: policy {}",
         if policy_ok {
@@ -150,24 +177,29 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         }
     }
 
-    let current = match s3
-        .client()
-        .get_bucket_notification_configuration()
-        .bucket(&args.bucket)
-        .send()
-        .await
-    {
-        Ok(c) => c,
-        // An answer with no configuration at all can come back under another root element
-        // (moto does this) which the SDK refuses; an empty document means "none". Anything
-        // with content that cannot be parsed stays an error: guessing would clobber it.
-        Err(SdkError::ServiceError(se))
-            if se.raw().status().as_u16() == 200 && is_empty_document(se.raw().body().bytes()) =>
-        {
-            GetBucketNotificationConfigurationOutput::builder().build()
-        }
-        Err(e) => return Err(map_sdk_error(e, &args.bucket, "", "get notification configuration")),
-    };
+    let current = retry
+        .run("get notification configuration", || async {
+            match s3
+                .client()
+                .get_bucket_notification_configuration()
+                .bucket(&args.bucket)
+                .send()
+                .await
+            {
+                Ok(c) => Ok(c),
+                // An answer with no configuration at all can come back under another root
+                // element (moto does this) which the SDK refuses; an empty document means
+                // "none". Anything with content that cannot be parsed stays an error:
+                // guessing would clobber it.
+                Err(SdkError::ServiceError(se))
+                    if se.raw().status().as_u16() == 200 && is_empty_document(se.raw().body().bytes()) =>
+                {
+                    Ok(GetBucketNotificationConfigurationOutput::builder().build())
+                }
+                Err(e) => Err(map_sdk_error(e, &args.bucket, "", "get notification configuration")),
+            }
+        })
+        .await?;
     let mut filter_rules = Vec::new();
     if let Some(p) = &args.prefix {
         filter_rules.push(FilterRule::builder().name(FilterRuleName::Prefix).value(p).build());
@@ -211,18 +243,19 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
             Some(a) => a.push(statement),
             None => policy["Statement"] = json!([statement]),
         }
-        sqs.client()
-            .set_queue_attributes()
-            .queue_url(&queue_url)
-            .attributes(QueueAttributeName::Policy, policy.to_string())
-            .send()
+        let text = policy.to_string();
+        retry
+            .run("set queue attributes", || async {
+                sqs.client()
+                    .set_queue_attributes()
+                    .queue_url(&queue_url)
+                    .attributes(QueueAttributeName::Policy, text.clone())
+                    .send()
+                    .await
+                    .map_err(|e| crate::source::sqs::map_err(e, "set queue attributes"))
+            })
             .await
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "cannot set the queue policy: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ))
-            })?;
+            .map_err(|e| e.context("cannot set the queue policy"))?;
         println!("queue policy updated");
     }
     let config = NotificationConfiguration::builder()
@@ -231,13 +264,17 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         .set_lambda_function_configurations(Some(current.lambda_function_configurations().to_vec()))
         .set_event_bridge_configuration(current.event_bridge_configuration().cloned())
         .build();
-    s3.client()
-        .put_bucket_notification_configuration()
-        .bucket(&args.bucket)
-        .notification_configuration(config)
-        .send()
-        .await
-        .map_err(|e| map_sdk_error(e, &args.bucket, "", "put notification configuration"))?;
+    retry
+        .run("put notification configuration", || async {
+            s3.client()
+                .put_bucket_notification_configuration()
+                .bucket(&args.bucket)
+                .notification_configuration(config.clone())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(e, &args.bucket, "", "put notification configuration"))
+        })
+        .await?;
     println!("bucket notification configured");
     Ok(ExitCode::SUCCESS)
 }
@@ -261,7 +298,8 @@ mod tests {
     #[test]
     fn policy_check() {
         let arn = "arn:aws:s3:::bkt";
-        let good = json!({"Statement": [required_statement("arn:aws:sqs:us-east-1:1:q", "bkt")]});
+        let good =
+            json!({"Statement": [required_statement("arn:aws:sqs:us-east-1:111122223333:q", "bkt", "111122223333")]});
         assert!(policy_allows(&good, arn));
         assert!(!policy_allows(&good, "arn:aws:s3:::other"));
         assert!(!policy_allows(&json!({"Statement": []}), arn));
@@ -269,5 +307,17 @@ mod tests {
         assert!(!policy_allows(&deny, arn));
         let open = json!({"Statement": {"Effect": "Allow", "Principal": "*", "Action": ["sqs:SendMessage"]}});
         assert!(policy_allows(&open, arn));
+    }
+
+    #[test]
+    fn the_statement_names_the_bucket_owner() {
+        let q = "arn:aws:sqs:eu-west-1:111122223333:events";
+        assert_eq!(source_account(None, q).unwrap(), "111122223333");
+        assert_eq!(source_account(Some("444455556666"), q).unwrap(), "444455556666");
+        let e = source_account(Some("12"), q).unwrap_err();
+        assert!(e.message().starts_with("--source-account"), "{e}");
+        let st = required_statement(q, "bkt", "111122223333");
+        assert_eq!(st["Condition"]["StringEquals"]["aws:SourceAccount"], "111122223333");
+        assert_eq!(st["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:s3:::bkt");
     }
 }

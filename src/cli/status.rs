@@ -304,7 +304,7 @@ pub(super) async fn cancel(id: &str, dry_run: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    match svc.cancel(id).await {
+    match svc.cancel(id, "the CLI (cancel)").await {
         Ok(_) => {
             println!(
                 "run {id} cancelled; its source/target lock is released. `s3-blob-sync status {id}` shows what it did."

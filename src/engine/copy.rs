@@ -453,6 +453,17 @@ impl Engine {
                 let ours = written_for(&p.metadata, &req.bucket).as_deref() == Some(req.key.as_str());
                 // Only the blob we looked at: a copy that landed meanwhile is left alone.
                 if ours && target.delete_if(name, &WriteCondition::after(Some(&p))).await? {
+                    let why = match &req.event {
+                        Some(_) => "the source object was deleted",
+                        None => "mirror: the source has no such object",
+                    };
+                    crate::audit::record(
+                        crate::audit::Action::DeleteBlob,
+                        &requested_by(req),
+                        req.run_id.as_deref().unwrap_or(""),
+                        &format!("{}/{name}", target.id()),
+                        why,
+                    );
                     return self
                         .finish(rec, Outcome::Deleted, Some("source deleted".into()), None, seen)
                         .await;
@@ -541,6 +552,13 @@ impl Engine {
                             // Committed but wrong: a corrupt blob is worse than none.
                             if existing.is_none() {
                                 target.delete(name).await?;
+                                crate::audit::record(
+                                    crate::audit::Action::DeleteBlob,
+                                    &requested_by(req),
+                                    req.run_id.as_deref().unwrap_or(""),
+                                    &format!("{}/{name}", target.id()),
+                                    "the bytes Azure committed failed the source's MD5",
+                                );
                             }
                             return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
                         }
@@ -854,6 +872,19 @@ async fn held_by_uncommitted(target: &BlobTarget, name: &str, e: &Error, existin
         tracing::info!(blob = name, error = %e, outcome = "uncommitted_blocks", "a create-only write met uncommitted blocks; committing as a block list");
     }
     Ok(held)
+}
+
+/// Who asked for a copy request, for the audit trail.
+fn requested_by(req: &CopyRequest) -> String {
+    match (&req.event, &req.run_id) {
+        (Some(ev), _) => format!(
+            "s3 event {} (sequencer {})",
+            ev.name,
+            ev.sequencer.as_deref().unwrap_or("none")
+        ),
+        (None, Some(run)) => format!("run {run}"),
+        (None, None) => "a copy request".into(),
+    }
 }
 
 fn no_transfer(bytes: u64, blob: String, why: &str) -> Step {

@@ -72,9 +72,17 @@ pub struct CopyMessage {
 pub fn parse_message(text: &str) -> Result<CopyMessage, Error> {
     let v: Value =
         serde_json::from_str(text).map_err(|e| Error::invalid(format!("copy-objects message is not JSON: {e}")))?;
-    let m: CopyMessage = serde_json::from_value(v).map_err(|e| {
+    let m: CopyMessage = serde_path_to_error::deserialize(v).map_err(|e| {
+        // The path names the field a type error is about (`bucket`, `part.index`).
+        let path = e.path().to_string();
+        let at = if path.is_empty() || path == "." {
+            String::new()
+        } else {
+            format!("`{path}`: ")
+        };
         Error::invalid(format!(
-            "copy-objects message: {e} (expected {{\"bucket\":…,\"key\":…}})"
+            "copy-objects message: {at}{} (expected {{\"bucket\":…,\"key\":…}})",
+            e.inner()
         ))
     })?;
     if m.bucket.trim().is_empty() {

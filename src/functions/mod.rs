@@ -2,7 +2,9 @@
 
 pub mod copy_object;
 pub mod cutover;
+pub mod dashboard;
 pub mod drain_sqs;
+pub mod gate;
 pub mod list_page;
 pub mod protocol;
 pub mod runs;
@@ -78,7 +80,7 @@ pub fn queue_message(req: &InvokeRequest, binding: &str) -> Result<String, Failu
 
 /// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has
 /// a `functions/<name>/function.json`.
-pub const FUNCTIONS: [&str; 11] = [
+pub const FUNCTIONS: [&str; 13] = [
     "CopyObject",
     "DrainSqs",
     "ListPage",
@@ -90,11 +92,13 @@ pub const FUNCTIONS: [&str; 11] = [
     "CancelRun",
     "Verify",
     "Cutover",
+    "Dashboard",
+    "DashboardData",
 ];
 
 /// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
-/// protocol, and the run API under `/api/runs` served directly (for local use without the
-/// Functions host).
+/// protocol, and the HTTP API under `/api/` served directly (for local use without the
+/// Functions host); every route behind [`gate::guard`].
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new().route("/", get(|| async { "ok" }));
     for f in FUNCTIONS {
@@ -106,6 +110,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/cancel", post(runs::direct_cancel))
         .route("/api/verify", post(runs::direct_verify))
         .route("/api/cutover", get(runs::direct_cutover))
+        .route("/api/dashboard", get(runs::direct_dashboard))
+        .route("/api/dashboard/data", get(runs::direct_dashboard_data))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::guard))
         .with_state(state)
 }
 

@@ -272,7 +272,7 @@ async fn report(
 }
 
 async fn cancel(svc: &RunService, id: &str) -> crate::error::Result<Reply> {
-    match svc.cancel(id).await {
+    match svc.cancel(id, "the run API (CancelRun)").await {
         Ok(None) => Ok(Reply::json(
             404,
             json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
@@ -310,7 +310,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         "GetRun" => Some(Route::Get(id())),
         "CancelRun" => Some(Route::Cancel(id())),
         "GetRunReport" => Some(Route::Report(id())),
-        "Verify" | "Cutover" => None,
+        "Verify" | "Cutover" | "Dashboard" | "DashboardData" => None,
         other => {
             return Err(Failure::bad_input(Error::invalid(format!(
                 "unknown HTTP function {other}"
@@ -320,6 +320,8 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
     let reply = match route {
         Some(route) => api(state, route, &http.query, http.body.as_deref(), &origin).await,
         None if function == "Cutover" => super::cutover::api(state, &http.query).await,
+        None if function == "Dashboard" => super::dashboard::page(),
+        None if function == "DashboardData" => super::dashboard::data(state, &http.query).await,
         None => super::verify::api(state, http.body.as_deref()).await,
     };
     let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
@@ -440,4 +442,17 @@ pub async fn direct_cutover(State(state): State<AppState>, Query(query): Query<H
 pub async fn direct_verify(State(state): State<AppState>, body: Bytes) -> Response {
     let body = String::from_utf8_lossy(&body).to_string();
     direct_reply(super::verify::api(&state, Some(&body)).await)
+}
+
+/// `GET /api/dashboard`, served directly.
+pub async fn direct_dashboard() -> Response {
+    direct_reply(super::dashboard::page())
+}
+
+/// `GET /api/dashboard/data`, served directly.
+pub async fn direct_dashboard_data(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    direct_reply(super::dashboard::data(&state, &query).await)
 }

@@ -10,9 +10,6 @@ use serde::Serialize;
 use super::service::RunService;
 use super::store::RunState;
 use crate::error::{ErrorKind, Result};
-use crate::retry::RetryPolicy;
-use crate::source::sqs::SqsQueue;
-use crate::target::queue::WorkQueue;
 
 /// Default bound on the event relay's lag (`maxLagSeconds`).
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(300);
@@ -105,38 +102,31 @@ fn seconds_since(rfc3339: &str) -> u64 {
 /// Assesses the gate for `bucket` into `container`.
 pub async fn assess(svc: &RunService, bucket: &str, container: &str, bounds: Bounds) -> Result<Cutover> {
     let cfg = &svc.config;
-    let retry = RetryPolicy::default();
     let table = svc.engine.checkpoint().table();
     let target = svc.engine.target(container)?;
+    let queues = super::health::queue_health(svc).await?;
     let mut checks = Vec::new();
 
     // Events not relayed yet, events SQS gave up on, and the relay's lag.
-    match cfg.sqs_queue_url.as_deref() {
-        Some(url) => {
-            let sqs = SqsQueue::new(&cfg.aws, url, retry).await;
-            let depth = sqs.depth().await?;
-            let n = depth.visible + depth.in_flight;
+    match &queues.sqs {
+        Some(sqs) => {
+            let n = sqs.visible + sqs.in_flight;
             checks.push(check(
                 "sqsBacklog",
                 n,
                 0,
                 format!(
                     "{n} S3 events wait in SQS ({} visible, {} being relayed)",
-                    depth.visible, depth.in_flight
+                    sqs.visible, sqs.in_flight
                 ),
             ));
-            match sqs.dead_letter().await? {
-                Some((dlq, _)) => {
-                    let n = dlq.depth().await?.visible;
-                    checks.push(check(
-                        "sqsDeadLetters",
-                        n,
-                        0,
-                        format!(
-                            "{n} S3 events are in the dead-letter queue; move them back with `s3-blob-sync redrive`"
-                        ),
-                    ));
-                }
+            match sqs.dead_letters {
+                Some(n) => checks.push(check(
+                    "sqsDeadLetters",
+                    n,
+                    0,
+                    format!("{n} S3 events are in the dead-letter queue; move them back with `s3-blob-sync redrive`"),
+                )),
                 None => checks.push(check(
                     "sqsDeadLetters",
                     0,
@@ -145,21 +135,20 @@ pub async fn assess(svc: &RunService, bucket: &str, container: &str, bounds: Bou
                 )),
             }
             let limit = bounds.max_lag.as_secs();
-            match super::lag::last(table, url).await? {
-                Some((at, oldest_ms)) => {
-                    let since = seconds_since(&at);
-                    let lag = since.max(oldest_ms.max(0) as u64 / 1000);
+            match (&sqs.last_drain_at, sqs.oldest_age_seconds) {
+                (Some(at), oldest) => {
+                    let oldest = oldest.unwrap_or(0);
+                    let since = seconds_since(at);
                     checks.push(check(
                         "relayLagSeconds",
-                        lag,
+                        since.max(oldest),
                         limit,
                         format!(
-                            "the relay last drained SQS {since} s ago, and the oldest event it saw was {} s old",
-                            oldest_ms.max(0) / 1000
+                            "the relay last drained SQS {since} s ago, and the oldest event it saw was {oldest} s old"
                         ),
                     ));
                 }
-                None => checks.push(failed(
+                (None, _) => checks.push(failed(
                     "relayLagSeconds",
                     "no relay has drained SQS yet: run `s3-blob-sync watch` or the DrainSqs function".into(),
                 )),
@@ -172,7 +161,7 @@ pub async fn assess(svc: &RunService, bucket: &str, container: &str, bounds: Bou
     }
 
     // Copies queued, runs still going, and what was parked.
-    let n = svc.copy_queue.approximate_count().await?;
+    let n = queues.copies.messages;
     checks.push(check(
         "pendingCopies",
         n,
@@ -199,24 +188,15 @@ pub async fn assess(svc: &RunService, bucket: &str, container: &str, bounds: Bou
             format!("{} runs are still going: {}", running.len(), running.join(", "))
         },
     ));
-    let auth = cfg.azure.authorizer()?;
-    let mut parked = 0;
-    let mut names = Vec::new();
-    for q in [
-        format!("{}-poison", cfg.copy_queue),
-        format!("{}-poison", cfg.list_queue),
-    ] {
-        let n = WorkQueue::new(&cfg.azure, &auth, &q, retry)?
-            .approximate_count()
-            .await?;
-        if n > 0 {
-            names.push(format!("{n} in {q}"));
-        }
-        parked += n;
-    }
+    let names: Vec<String> = queues
+        .poison
+        .iter()
+        .filter(|d| d.messages > 0)
+        .map(|d| format!("{} in {}", d.messages, d.queue))
+        .collect();
     checks.push(check(
         "poisonedMessages",
-        parked,
+        queues.poisoned(),
         0,
         if names.is_empty() {
             "no message is parked".into()
@@ -224,9 +204,7 @@ pub async fn assess(svc: &RunService, bucket: &str, container: &str, bounds: Bou
             format!("parked after their last attempt: {}", names.join(", "))
         },
     ));
-    let n = WorkQueue::new(&cfg.azure, &auth, &cfg.reject_queue, retry)?
-        .approximate_count()
-        .await?;
+    let n = queues.rejected.messages;
     checks.push(check(
         "rejectedEvents",
         n,

@@ -372,6 +372,13 @@ pub async fn redrive(sqs: &SqsQueue, max: u64, dry_run: bool, any_source: bool) 
             if dlq.delete_batch(&[m]).await?.is_empty() {
                 stats.moved += 1;
                 tracing::info!(message_id = %m.id, outcome = "redriven", "dead-lettered message sent back to the source queue");
+                crate::audit::record(
+                    crate::audit::Action::RedriveMessage,
+                    "the CLI (redrive)",
+                    "",
+                    &format!("SQS message {} from {}", m.id, dlq.url()),
+                    "sent back to the source queue and removed from the dead-letter queue",
+                );
             } else {
                 stats.left.push(format!(
                     "message {}: sent back, but the dead-letter queue kept it too",

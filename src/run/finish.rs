@@ -272,12 +272,21 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
         return Ok(()); // another check claimed it
     }
     let summary = svc.summary(&run.id).await?.unwrap_or_default();
-    match super::webhook::send(&url, &summary).await {
+    match super::webhook::send(&url, &summary, &svc.config.notify_allow_hosts).await {
         Ok(()) => {
             run.notified = "sent".into();
             run.notify_error = None;
             svc.store.save(run).await?;
             tracing::info!(run_id = %run.id, state = run.state.as_str(), outcome = "notified", "webhook sent");
+            Ok(())
+        }
+        // Refused (a destination no longer allowed, a redirect, a 4xx): final, so it is
+        // neither retried forever nor handed to a process that would judge it otherwise.
+        Err(e) if e.kind() == crate::error::ErrorKind::Invalid => {
+            run.notified = "failed".into();
+            run.notify_error = Some(e.message().to_string());
+            svc.store.save(run).await?;
+            tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_refused", "webhook refused; not retried");
             Ok(())
         }
         Err(e) => {

@@ -3,8 +3,10 @@
 
 pub mod counters;
 pub mod cutover;
+pub mod dashboard;
 pub mod drain;
 pub mod finish;
+pub mod health;
 pub mod lag;
 pub mod lister;
 pub mod report;

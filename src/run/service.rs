@@ -142,6 +142,13 @@ impl RunService {
         lease: Option<Duration>,
     ) -> Result<Started> {
         let target = self.engine.target(&spec.target.container)?;
+        if let Some(n) = &notify {
+            // Where the webhook would go, before anything is created (a 400 that says why).
+            let u = url::Url::parse(n.expose()).map_err(|_| Error::invalid("notify: not a URL"))?;
+            super::webhook::vet(&u, &self.config.notify_allow_hosts)
+                .await
+                .map_err(|e| Error::invalid(e.message().to_string()))?;
+        }
         let id = new_run_id();
         let lock_key = if spec.dry_run {
             None
@@ -214,7 +221,7 @@ impl RunService {
     }
 
     /// Cancels a running run. `Ok(None)`: no such run; `Err(Precondition)` when it ended.
-    pub async fn cancel(&self, id: &str) -> Result<Option<RunRecord>> {
+    pub async fn cancel(&self, id: &str, requested_by: &str) -> Result<Option<RunRecord>> {
         for _ in 0..5 {
             let Some(mut run) = self.store.get(id).await? else {
                 return Ok(None);
@@ -227,6 +234,16 @@ impl RunService {
             }
             super::finish::mark_ended(&mut run, RunState::Cancelled, Some("cancelled by request".into()));
             if self.store.save(&mut run).await? {
+                crate::audit::record(
+                    crate::audit::Action::CancelRun,
+                    requested_by,
+                    id,
+                    &format!(
+                        "run {id} (s3://{} -> {})",
+                        run.spec.source.bucket, run.spec.target.container
+                    ),
+                    "cancelled by request",
+                );
                 self.cancelled
                     .lock()
                     .expect("lock")

@@ -266,14 +266,25 @@ impl RunStore {
 
     /// Runs, newest first.
     pub async fn recent(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let rows = self
-            .table
-            .query_all(Some(&format!("PartitionKey eq '{RUN_PK}'")))
-            .await?;
+        Ok(self.recent_before(None, limit).await?.0)
+    }
+
+    /// Up to `limit` runs started before run `before` (a run id; ids begin with their start
+    /// time), newest first, and the id to pass for the next older page when there is one.
+    pub async fn recent_before(&self, before: Option<&str>, limit: usize) -> Result<(Vec<RunRecord>, Option<String>)> {
+        let mut filter = format!("PartitionKey eq '{RUN_PK}'");
+        if let Some(b) = before {
+            if !valid_run_id(b) {
+                return Err(Error::invalid(format!("before: `{b}` is not a run id")));
+            }
+            filter.push_str(&format!(" and RowKey lt '{b}'"));
+        }
+        let rows = self.table.query_all(Some(&filter)).await?;
         let mut runs: Vec<RunRecord> = rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()).collect();
-        runs.sort_by(|a, b| (&b.started_at, &b.id).cmp(&(&a.started_at, &a.id)));
+        runs.sort_by(|a, b| (&b.id, &b.started_at).cmp(&(&a.id, &a.started_at)));
+        let next = (limit > 0 && runs.len() > limit).then(|| runs[limit - 1].id.clone());
         runs.truncate(limit);
-        Ok(runs)
+        Ok((runs, next))
     }
 
     /// The lister row.
@@ -696,7 +707,7 @@ impl RunStore {
         match self.table.transact(&ops).await {
             Ok(BatchOutcome::Committed) => {}
             Ok(BatchOutcome::Rejected { status, code }) => {
-                tracing::warn!(run_id = %id, page, status, code = %code, "could not remove a page's listing")
+                tracing::warn!(run_id = %id, page, status, error_code = %code, "could not remove a page's listing")
             }
             Err(e) => tracing::warn!(run_id = %id, page, error = %e, "could not remove a page's listing"),
         }
@@ -718,7 +729,7 @@ impl RunStore {
             match self.table.transact(&ops).await {
                 Ok(BatchOutcome::Committed) => {}
                 Ok(BatchOutcome::Rejected { status, code }) => {
-                    tracing::warn!(run_id = %id, status, code = %code, "could not remove an ended run's listings")
+                    tracing::warn!(run_id = %id, status, error_code = %code, "could not remove an ended run's listings")
                 }
                 Err(e) => tracing::warn!(run_id = %id, error = %e, "could not remove an ended run's listings"),
             }

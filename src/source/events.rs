@@ -173,7 +173,19 @@ fn json_problem(body: &str, e: &serde_json::Error) -> String {
 
 /// Parses one SQS message body. The error says what is wrong, for the rejects queue.
 pub fn parse(body: &str) -> Result<Notification, String> {
-    let env: Envelope = serde_json::from_str(body).map_err(|e| json_problem(body, &e))?;
+    // With the path, a type error names its field (`Records[0].s3.object.key`), not only the
+    // type serde expected.
+    let mut de = serde_json::Deserializer::from_str(body);
+    let env: Envelope = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let said = json_problem(body, e.inner());
+        if e.inner().classify() == serde_json::error::Category::Data && !path.is_empty() && path != "." {
+            format!("{path}: {said}")
+        } else {
+            said
+        }
+    })?;
+    de.end().map_err(|e| json_problem(body, &e))?;
     if env.kind.as_deref() == Some("Notification") {
         let inner = env.message.ok_or("SNS envelope without a Message")?;
         return parse(&inner).map_err(|e| format!("inside SNS envelope: {e}"));

@@ -44,7 +44,7 @@ pub struct SqsQueue {
     retry: RetryPolicy,
 }
 
-fn map_err<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>, what: &str) -> Error
+pub(crate) fn map_err<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>, what: &str) -> Error
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -18,6 +18,8 @@ use aws_credential_types::Credentials;
 use azure_core::credentials::TokenCredential;
 
 use crate::config::{AwsConfig, WebIdentityConfig};
+use crate::error::{Error, ErrorKind};
+use crate::retry::RetryPolicy;
 
 /// Session name recorded in CloudTrail for every assumed session.
 const SESSION_NAME: &str = "s3-blob-sync";
@@ -45,7 +47,8 @@ impl EntraWebIdentity {
         // AssumeRoleWithWebIdentity is not signed: the token is the proof.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
-            .retry_config(RetryConfig::standard().with_max_attempts(3));
+            // The crate's one retry policy retries the call below; the SDK's own is off.
+            .retry_config(RetryConfig::disabled());
         if let Some(r) = &aws.region {
             loader = loader.region(Region::new(r.clone()));
         }
@@ -91,28 +94,53 @@ impl EntraWebIdentity {
                     crate::redact::redact(&e.to_string())
                 ))
             })?;
-        let out = self
-            .sts
-            .assume_role_with_web_identity()
-            .role_arn(&self.role_arn)
-            .role_session_name(SESSION_NAME)
-            .web_identity_token(token.token.secret())
-            .send()
+        // Idempotent: each call only exchanges the token for fresh temporary credentials.
+        let out = RetryPolicy::default()
+            .run("sts assume role with web identity", || async {
+                self.sts
+                    .assume_role_with_web_identity()
+                    .role_arn(&self.role_arn)
+                    .role_session_name(SESSION_NAME)
+                    .web_identity_token(token.token.secret())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let (kind, detail) = match e.as_service_error() {
+                            Some(se) => {
+                                let code = se.meta().code().unwrap_or("error");
+                                let kind = match code {
+                                    "IDPCommunicationError" | "ServiceUnavailable" | "InternalFailure" => {
+                                        ErrorKind::Transient
+                                    }
+                                    "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
+                                        ErrorKind::Throttled
+                                    }
+                                    _ => match e.raw_response().map(|r| r.status().as_u16()) {
+                                        Some(s) if s >= 500 => ErrorKind::Transient,
+                                        _ => ErrorKind::Auth,
+                                    },
+                                };
+                                (kind, format!("{code}: {}", se.meta().message().unwrap_or("")))
+                            }
+                            None => match e.raw_response().map(|r| r.status().as_u16()) {
+                                Some(429) => (ErrorKind::Throttled, "HTTP 429".to_string()),
+                                Some(s) if s < 500 => (ErrorKind::Auth, format!("HTTP {s}")),
+                                _ => (
+                                    ErrorKind::Transient,
+                                    "the STS endpoint could not be reached".to_string(),
+                                ),
+                            },
+                        };
+                        Error::new(kind, crate::redact::redact(&detail))
+                    })
+            })
             .await
             .map_err(|e| {
-                let detail = match e.as_service_error() {
-                    Some(se) => format!(
-                        "{}: {}",
-                        se.meta().code().unwrap_or("error"),
-                        se.meta().message().unwrap_or("")
-                    ),
-                    None => "the STS endpoint could not be reached".to_string(),
-                };
                 CredentialsError::provider_error(format!(
                     "STS AssumeRoleWithWebIdentity for {} refused the managed-identity token \
                      (check the role's trust policy: OIDC provider, aud and sub): {}",
                     self.role_arn,
-                    crate::redact::redact(&detail)
+                    e.message()
                 ))
             })?;
         let c = out

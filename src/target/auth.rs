@@ -184,11 +184,44 @@ impl StorageAccount {
         })
     }
 
+    /// The protocols a SAS for this account may be used over: `https`, or `https,http` when
+    /// an endpoint is a loopback emulator over http. A SAS travels in every request's URL, so
+    /// an http endpoint elsewhere would send it in clear text: refused, naming the setting.
+    fn sas_protocols(&self) -> Result<&'static str> {
+        let mut spr = "https";
+        for u in [&self.blob_endpoint, &self.queue_endpoint, &self.table_endpoint] {
+            if u.scheme() == "https" {
+                continue;
+            }
+            let loopback = match u.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(Error::invalid(format!(
+                    "AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_*_ENDPOINT): {} is plain http, which would send the account's SAS in clear text; use https (http only for a loopback emulator)",
+                    u.host_str().unwrap_or("the endpoint")
+                )));
+            }
+            spr = "https,http";
+        }
+        Ok(spr)
+    }
+
     /// Builds the authorization for this account's clients.
     pub fn authorizer(&self) -> Result<Authorizer> {
         Ok(match &self.auth {
-            AzureAuth::AccountKey(k) => Authorizer::Sas(Arc::new(SasSource::minted(&self.name, k.clone())?)),
-            AzureAuth::Sas(s) => Authorizer::Sas(Arc::new(SasSource::fixed(s.clone()))),
+            AzureAuth::AccountKey(k) => Authorizer::Sas(Arc::new(SasSource::minted(
+                &self.name,
+                k.clone(),
+                self.sas_protocols()?,
+            )?)),
+            AzureAuth::Sas(s) => {
+                self.sas_protocols()?;
+                Authorizer::Sas(Arc::new(SasSource::fixed(s.clone())))
+            }
             AzureAuth::Token => Authorizer::Token(chain_credential()),
         })
     }
@@ -224,7 +257,7 @@ pub enum Authorizer {
 /// Supplies the current SAS token, minting a fresh one before the old expires.
 #[derive(Debug)]
 pub struct SasSource {
-    key: Option<(String, Secret)>,
+    key: Option<(String, Secret, &'static str)>,
     current: Mutex<(Secret, OffsetDateTime)>,
 }
 
@@ -236,10 +269,10 @@ impl SasSource {
         }
     }
 
-    fn minted(account: &str, key: Secret) -> Result<Self> {
-        let (sas, exp) = mint_account_sas(account, &key, OffsetDateTime::now_utc())?;
+    fn minted(account: &str, key: Secret, protocols: &'static str) -> Result<Self> {
+        let (sas, exp) = mint_account_sas(account, &key, protocols, OffsetDateTime::now_utc())?;
         Ok(SasSource {
-            key: Some((account.to_string(), key)),
+            key: Some((account.to_string(), key, protocols)),
             current: Mutex::new((sas, exp)),
         })
     }
@@ -247,9 +280,9 @@ impl SasSource {
     /// The token to use now.
     pub fn token(&self) -> Secret {
         let mut cur = self.current.lock().expect("sas lock");
-        if let Some((account, key)) = &self.key {
-            if cur.1 - OffsetDateTime::now_utc() < time::Duration::minutes(30) {
-                if let Ok(fresh) = mint_account_sas(account, key, OffsetDateTime::now_utc()) {
+        if let Some((account, key, protocols)) = &self.key {
+            if cur.1 - OffsetDateTime::now_utc() < SAS_RENEW_BEFORE {
+                if let Ok(fresh) = mint_account_sas(account, key, protocols, OffsetDateTime::now_utc()) {
                     *cur = fresh;
                 }
             }
@@ -258,19 +291,31 @@ impl SasSource {
     }
 }
 
-/// Mints an account SAS (services blob, queue, table; all resource types) valid for 8 hours,
-/// with a start 5 minutes back to absorb clock skew.
-pub fn mint_account_sas(account: &str, key: &Secret, now: OffsetDateTime) -> Result<(Secret, OffsetDateTime)> {
+/// How long a minted SAS is valid: an hour, renewed by [`SasSource::token`] when less than
+/// [`SAS_RENEW_BEFORE`] is left, so a leaked token is short-lived whatever a run's length.
+pub const SAS_LIFETIME: Duration = Duration::from_secs(3600);
+/// Renew a minted SAS when less than this is left.
+const SAS_RENEW_BEFORE: time::Duration = time::Duration::minutes(15);
+
+/// Mints an account SAS (services blob, queue, table; all resource types) for `protocols`
+/// (`https`, or `https,http` for a loopback emulator), valid for [`SAS_LIFETIME`], with a
+/// start 5 minutes back to absorb clock skew.
+pub fn mint_account_sas(
+    account: &str,
+    key: &Secret,
+    protocols: &str,
+    now: OffsetDateTime,
+) -> Result<(Secret, OffsetDateTime)> {
     let key_bytes = base64::engine::general_purpose::STANDARD
         .decode(key.expose())
-        .map_err(|_| Error::invalid("account key is not valid base64"))?;
+        .map_err(|_| Error::invalid("the account key (AZURE_STORAGE_KEY, or AccountKey in AZURE_STORAGE_CONNECTION_STRING) is not valid base64"))?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     let start = (now - Duration::from_secs(300))
         .format(&fmt)
         .map_err(|e| Error::internal(e.to_string()))?;
-    let expiry_at = now + Duration::from_secs(8 * 3600);
+    let expiry_at = now + SAS_LIFETIME;
     let expiry = expiry_at.format(&fmt).map_err(|e| Error::internal(e.to_string()))?;
-    let (sp, ss, srt, spr) = ("racwdlup", "bqt", "sco", "https,http");
+    let (sp, ss, srt, spr) = ("racwdlup", "bqt", "sco", protocols);
     // Field order for signed versions 2020-12-06 and later (the encryption scope is empty).
     let to_sign = format!("{account}\n{sp}\n{ss}\n{srt}\n{start}\n{expiry}\n\n{spr}\n{SAS_VERSION}\n\n");
     let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes).map_err(|e| Error::internal(e.to_string()))?;
@@ -409,11 +454,31 @@ mod tests {
     #[test]
     fn minted_sas_has_expected_fields() {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let (sas, exp) = mint_account_sas("acct", &Secret::new(AZURITE_KEY), now).unwrap();
+        let (sas, exp) = mint_account_sas("acct", &Secret::new(AZURITE_KEY), "https", now).unwrap();
         let q = sas.expose();
         assert!(q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z"));
-        assert!(q.contains("&sig="));
-        assert_eq!(exp - now, time::Duration::hours(8));
+        assert!(q.contains("&spr=https&sig="), "{q}");
+        assert_eq!(exp - now, time::Duration::hours(1));
+    }
+
+    #[test]
+    fn a_sas_is_https_only_unless_the_endpoint_is_a_loopback_emulator() {
+        let cs = |proto: &str, host: &str| {
+            format!("DefaultEndpointsProtocol={proto};AccountName=acme;AccountKey={AZURITE_KEY};BlobEndpoint={proto}://{host}/acme;QueueEndpoint={proto}://{host}/acme;TableEndpoint={proto}://{host}/acme")
+        };
+        let spr = |c: &str| StorageAccount::from_connection_string(c).unwrap().sas_protocols();
+        assert_eq!(spr(&cs("https", "acme.blob.core.windows.net")).unwrap(), "https");
+        assert_eq!(spr(&cs("http", "127.0.0.1:10000")).unwrap(), "https,http");
+        assert_eq!(spr(&cs("http", "localhost:10000")).unwrap(), "https,http");
+        let e = spr(&cs("http", "acme.blob.core.windows.net")).unwrap_err();
+        assert!(
+            e.message().contains("plain http") && e.message().contains("AZURE_STORAGE_CONNECTION_STRING"),
+            "{e}"
+        );
+        assert!(!e.message().contains(AZURITE_KEY));
+        // The refusal comes before any client is built.
+        let a = StorageAccount::from_connection_string(&cs("http", "10.0.0.5:10000")).unwrap();
+        assert!(a.authorizer().is_err());
     }
 
     #[test]

@@ -718,12 +718,66 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
         .await
         .unwrap();
     assert_eq!(n.queue_configurations().len(), 1);
+    // The policy it wrote lets S3 send for this bucket, while the bucket is the account's.
+    let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&ctx.config(&[]).aws, &url, Default::default()).await;
+    let attrs = sqs
+        .client()
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::Policy)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let get = |n| attrs.attributes().unwrap()[&n].clone();
+    let policy: serde_json::Value = serde_json::from_str(&get(aws_sdk_sqs::types::QueueAttributeName::Policy)).unwrap();
+    let account = get(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .split(':')
+        .nth(4)
+        .unwrap()
+        .to_string();
+    let st = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "s3.amazonaws.com")
+        .expect("the statement for S3")
+        .clone();
+    assert_eq!(
+        st["Condition"]["StringEquals"]["aws:SourceAccount"],
+        account.as_str(),
+        "{st}"
+    );
+    assert_eq!(
+        st["Condition"]["ArnEquals"]["aws:SourceArn"],
+        format!("arn:aws:s3:::{}", ctx.bucket),
+        "{st}"
+    );
     let events: Vec<String> = n.queue_configurations()[0]
         .events()
         .iter()
         .map(|e| e.as_str().to_string())
         .collect();
     assert!(events.contains(&"s3:ObjectCreated:*".to_string()) && events.contains(&"s3:ObjectRemoved:*".to_string()));
+
+    // 503s from S3 and SQS are retried by the crate's one policy (the SDK's own retries are
+    // off, so before they went through it, the first 503 ended the command).
+    let flaky = crate::harness::proxy::Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    flaky.faults().storm.store(3, Ordering::SeqCst);
+    let (code, out) = run_binary_async(
+        &[
+            "setup-events",
+            "--bucket",
+            &ctx.bucket,
+            "--queue-url",
+            &url,
+            "--fix-policy",
+        ],
+        &ctx.env_with(&[("AWS_ENDPOINT_URL", &flaky.url)]),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(flaky.faults().storm.load(Ordering::SeqCst), 0, "the storm was not met");
 }
 
 #[tokio::test]

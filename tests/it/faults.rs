@@ -210,6 +210,7 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
         tokio::spawn(async move {
             let _ = reqwest::Client::new()
                 .post(format!("http://127.0.0.1:{port}/CopyObject"))
+                .header("content-type", "application/json")
                 .body(payload.to_string())
                 .send()
                 .await;

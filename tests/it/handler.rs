@@ -261,3 +261,209 @@ async fn cli_copy_dry_run_then_real_run_then_rerun() {
     assert!(out.contains("not a valid S3 bucket name"), "{out}");
     ctx.cleanup().await;
 }
+
+/// `serve` outside the Functions host: a body must be JSON (415), a request must be
+/// addressed to a loopback name unless a key is set (403), and with SYNC_API_KEY every route
+/// but the readiness probe needs the key (401). A page on another site can therefore start
+/// nothing: its form or text/plain POST is refused before the route runs.
+#[tokio::test]
+async fn serve_answers_only_json_from_loopback_or_with_its_key() {
+    let ctx = TestCtx::new("gate").await;
+    let h = HandlerProc::start(&ctx.env).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{}", h.port);
+    let spec = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}}).to_string();
+    let runs = || async {
+        let r = client.get(format!("{base}/api/runs")).send().await.unwrap();
+        serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // A cross-site "simple" POST: text/plain or a form. Nothing starts.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let r = client
+            .post(format!("{base}/api/runs"))
+            .header("content-type", ct)
+            .body(spec.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{ct}");
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(body["error"].as_str().unwrap().starts_with("Content-Type:"), "{body}");
+    }
+    let r = client
+        .post(format!("{base}/CopyObject"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "an invoke route with no Content-Type");
+    assert_eq!(runs().await, 0, "a refused POST started a run");
+    // A page whose DNS name was rebound to 127.0.0.1 sends its own name as Host.
+    let r = client
+        .get(format!("{base}/api/runs"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Host `evil.example`"));
+    // A form or no-cors POST with no body needs no preflight: the browser's own marks refuse it.
+    for (name, value) in [("sec-fetch-site", "cross-site"), ("origin", "http://evil.example")] {
+        let r = client
+            .post(format!("{base}/api/runs/20990101T000000Z-deadbeef/cancel"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+    }
+    // The same request to a loopback name, and JSON, are served.
+    let r = client
+        .post(format!("{base}/api/runs"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(spec.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    assert_eq!(runs().await, 1);
+    drop(h);
+
+    // With a key: every route but GET / needs it, however it is sent.
+    let key = "k3y-".repeat(10);
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_API_KEY", &key)])).await;
+    let base = format!("http://127.0.0.1:{}", h.port);
+    let get = |q: &'static str, header: Option<(&'static str, String)>| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut r = client.get(format!("{base}{q}"));
+            if let Some((k, v)) = header {
+                r = r.header(k, v);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(get("/", None).await, 200, "the readiness probe stays open");
+    assert_eq!(get("/api/runs", None).await, 401);
+    assert_eq!(get("/api/dashboard", None).await, 401);
+    assert_eq!(
+        get("/api/runs", Some(("x-functions-key", "k3y-".repeat(9) + "k3y+"))).await,
+        401
+    );
+    assert_eq!(get("/api/runs", Some(("x-functions-key", key.clone()))).await, 200);
+    assert_eq!(
+        get("/api/runs", Some(("authorization", format!("Bearer {key}")))).await,
+        200
+    );
+    let r = client.get(format!("{base}/api/runs?code={key}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "?code= as the dashboard's links send it");
+    let r = client
+        .post(format!("{base}/CopyObject"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "outside the Functions host the invoke routes need the key too"
+    );
+    let logs = h.logs();
+    drop(h);
+    assert!(!logs.contains(&key), "the key reached a log");
+
+    // Under the Functions host, the host alone calls the invoke routes; its keys gate HTTP.
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_API_KEY", &key), ("FUNCTIONS_WORKER_RUNTIME", "custom")])).await;
+    let (status, body) = h.invoke("CopyObject", &json!({"Data": {}, "Metadata": {}})).await;
+    assert_eq!(status, 400, "reached the function: {body}");
+    // Only the host, on 127.0.0.1, skips the key; a page rebound to loopback does not.
+    let r = client
+        .post(format!("http://127.0.0.1:{}/CopyObject", h.port))
+        .header("host", "evil.example")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .get(format!("http://127.0.0.1:{}/api/runs", h.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    drop(h);
+
+    // Beyond loopback without a key: refused before listening, naming the variable.
+    let port = crate::harness::handler::free_port().to_string();
+    let (code, out) = run_binary_async(&["serve", "--port", &port, "--bind", "0.0.0.0"], &ctx.env).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("SYNC_API_KEY"), "{out}");
+    let (code, out) = run_binary_async(&["serve", "--port", &port], &ctx.env_with(&[("SYNC_API_KEY", "short")])).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("SYNC_API_KEY: must be at least 32 characters"), "{out}");
+    assert!(!out.contains("short`"), "{out}");
+    ctx.cleanup().await;
+}
+
+/// The audit trail: a mirror prune writes one `audit` event per deleted blob, naming the
+/// blob, the run that asked and why, even at the CLI's default `warn` level.
+#[tokio::test]
+async fn a_mirror_prune_audits_each_deleted_blob() {
+    let ctx = TestCtx::new("audit").await;
+    for i in 0..5 {
+        ctx.put(&format!("a/{i}.txt"), format!("object {i}")).await;
+    }
+    let target = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let source = format!("s3://{}/", ctx.bucket);
+    let args = ["sync", source.as_str(), target.as_str(), "--no-progress"];
+    let (code, out) = run_binary_async(&args, &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("\"audit\""), "nothing was deleted yet: {out}");
+    for i in [1, 3, 4] {
+        ctx.s3
+            .client()
+            .delete_object()
+            .bucket(&ctx.bucket)
+            .key(format!("a/{i}.txt"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (code, out) = run_binary_async(&args, &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let mut deleted: Vec<String> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["action"], "delete_blob", "{e}");
+            assert_eq!(e["reason"], "mirror: the source has no such object", "{e}");
+            let run = e["run_id"].as_str().unwrap();
+            assert!(!run.is_empty() && e["requested_by"] == format!("run {run}"), "{e}");
+            e["object"].as_str().unwrap().to_string()
+        })
+        .collect();
+    deleted.sort();
+    let want: Vec<String> = [1, 3, 4]
+        .iter()
+        .map(|i| format!("devstoreaccount1/{}/a/{i}.txt", ctx.container))
+        .collect();
+    assert_eq!(deleted, want, "one audit event per deleted blob: {out}");
+    for i in [1, 3, 4] {
+        assert!(ctx.blob().properties(&format!("a/{i}.txt")).await.unwrap().is_none());
+    }
+    ctx.cleanup().await;
+}

@@ -70,6 +70,8 @@ async fn function_json_files_match_routes_and_bindings() {
                     "CancelRun" => ("runs/{id}/cancel", "post"),
                     "Verify" => ("verify", "post"),
                     "Cutover" => ("cutover", "get"),
+                    "Dashboard" => ("dashboard", "get"),
+                    "DashboardData" => ("dashboard/data", "get"),
                     other => panic!("unexpected http function {other}"),
                 };
                 assert_eq!((route, trigger["methods"][0].as_str().unwrap()), expected, "{name}");

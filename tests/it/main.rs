@@ -6,6 +6,7 @@ mod harness;
 mod chaos;
 mod copy_engine;
 mod cutover;
+mod dashboard;
 mod divergence;
 mod events;
 mod faults;

@@ -14,7 +14,7 @@ use crate::harness::TestCtx;
 use s3_blob_sync::target::queue::WorkItem;
 use s3_blob_sync::target::table::TableClient;
 
-async fn start_run(h: &HandlerProc, body: &Value) -> String {
+pub(crate) async fn start_run(h: &HandlerProc, body: &Value) -> String {
     let (status, headers, reply) = http_invoke(
         h,
         "StartRun",
@@ -43,19 +43,19 @@ async fn get_run(h: &HandlerProc, id: &str) -> (u16, Value) {
 }
 
 /// Drives the host until GetRun answers 200 (the run ended); returns the summary.
-async fn finish(host: &Host, h: &HandlerProc, id: &str, timeout: Duration) -> Value {
+pub(crate) async fn finish(host: &Host, h: &HandlerProc, id: &str, timeout: Duration) -> Value {
     host.drive_until(h, timeout, || async { get_run(h, id).await.0 == 200 })
         .await;
     get_run(h, id).await.1
 }
 
-fn c(summary: &Value, name: &str) -> u64 {
+pub(crate) fn c(summary: &Value, name: &str) -> u64 {
     summary["counters"][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {name}: {summary}"))
 }
 
-fn body(ctx: &TestCtx, extra: Value) -> Value {
+pub(crate) fn body(ctx: &TestCtx, extra: Value) -> Value {
     let mut b = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}});
     for (k, v) in extra.as_object().unwrap() {
         b[k] = v.clone();
@@ -590,6 +590,7 @@ async fn filters_dry_run_bad_bodies_and_unknown_runs() {
     // The same API served directly (local use without the Functions host).
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{}/api/runs", h.port))
+        .header("content-type", "application/json")
         .body("[]")
         .send()
         .await
@@ -710,7 +711,8 @@ async fn webhook_is_sent_once_on_success_and_on_failure_and_never_leaks() {
             .mount(&receiver)
             .await;
     }
-    let h = HandlerProc::start(&ctx.env).await;
+    // The receiver is on loopback over http: allowed by name, as for a local demo.
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
     let host = Host::new(&ctx).await;
     let ok_url = format!("{}/hook/T01/OKSECRETTOKEN", receiver.uri());
     let id = start_run(&h, &body(&ctx, json!({"notify": ok_url}))).await;
@@ -827,5 +829,125 @@ async fn a_failed_object_makes_the_run_partially_succeeded_with_its_reason() {
             .contains("invalid metadata name `2nd`"),
         "{s}"
     );
+    ctx.cleanup().await;
+}
+
+/// Request forgery through `notify`: a webhook may reach only public https addresses (or a
+/// host in SYNC_NOTIFY_ALLOW_HOSTS). Refused at start with a 400 that says why (address
+/// literals of each class, and a name that resolves to loopback), refused again at send time
+/// (what was allowed at start is not trusted later), and a redirect is never followed.
+#[tokio::test]
+async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let ctx = TestCtx::new("ssrf").await;
+    ctx.put("s/1", "one").await;
+    let receiver = MockServer::start().await;
+    let port = receiver.address().port();
+    Mock::given(method("POST"))
+        .and(path("/hop/T02/SSRFTOKEN"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", format!("{}/landed", receiver.uri())))
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let strict = HandlerProc::start(&ctx.env).await;
+    for (url, why) in [
+        (
+            "https://169.254.169.254/latest/T02/SSRFTOKEN".to_string(),
+            "the cloud metadata address",
+        ),
+        ("https://10.0.0.1/T02/SSRFTOKEN".into(), "a private address"),
+        ("https://[::1]/T02/SSRFTOKEN".into(), "a loopback address"),
+        (
+            "https://[fd00:ec2::254]/T02/SSRFTOKEN".into(),
+            "a unique local (private) address",
+        ),
+        ("https://[::ffff:192.168.0.1]/T02/SSRFTOKEN".into(), "a private address"),
+        (format!("http://127.0.0.1:{port}/T02/SSRFTOKEN"), "must be an https URL"),
+        // Not a literal: refused once the name is resolved (here by /etc/hosts).
+        (format!("https://localhost:{port}/T02/SSRFTOKEN"), "resolves to"),
+    ] {
+        let (status, _, reply) = http_invoke(
+            &strict,
+            "StartRun",
+            &http_payload(
+                "POST",
+                "/api/runs",
+                json!({}),
+                Some(&body(&ctx, json!({"notify": url})).to_string()),
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{url}: {reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(why), "{url}: {error}");
+        assert!(!error.contains("SSRFTOKEN"), "the webhook URL leaked: {error}");
+    }
+    let (_, _, runs) = http_invoke(&strict, "ListRuns", &http_payload("GET", "/api/runs", json!({}), None)).await;
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        0,
+        "a refused run was created: {runs}"
+    );
+
+    // Allowed at start by a process with the allow list; sent by one without it: refused
+    // at send time, and nothing reaches the receiver.
+    let allowing = HandlerProc::start(&ctx.env_with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(
+        &allowing,
+        &body(
+            &ctx,
+            json!({"notify": format!("{}/late/T02/SSRFTOKEN", receiver.uri())}),
+        ),
+    )
+    .await;
+    finish(&host, &strict, &id, Duration::from_secs(60)).await;
+    host.drive_until(&strict, Duration::from_secs(20), || async {
+        get_run(&strict, &id).await.1["notification"]["error"].is_string()
+    })
+    .await;
+    let (_, s) = get_run(&strict, &id).await;
+    let error = s["notification"]["error"].as_str().unwrap();
+    assert!(error.contains("must be an https URL"), "{s}");
+    assert_ne!(s["notification"]["state"], "sent", "{s}");
+
+    // A redirect is an answer, not a hop: the run's webhook is not sent to where it points.
+    let id = start_run(
+        &allowing,
+        &body(&ctx, json!({"notify": format!("{}/hop/T02/SSRFTOKEN", receiver.uri())})),
+    )
+    .await;
+    finish(&host, &allowing, &id, Duration::from_secs(60)).await;
+    host.drive_until(&allowing, Duration::from_secs(20), || async {
+        get_run(&allowing, &id).await.1["notification"]["error"].is_string()
+    })
+    .await;
+    let (_, s) = get_run(&allowing, &id).await;
+    assert!(
+        s["notification"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{s}"
+    );
+    let got = receiver.received_requests().await.unwrap();
+    let paths: Vec<&str> = got.iter().map(|r| r.url.path()).collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.starts_with("/late") && !p.starts_with("/landed")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/hop/T02/SSRFTOKEN"),
+        "the allowed webhook was tried: {paths:?}"
+    );
+    for hay in [strict.logs(), allowing.logs(), s.to_string()] {
+        assert!(!hay.contains("SSRFTOKEN"), "the webhook URL leaked");
+    }
     ctx.cleanup().await;
 }

@@ -46,6 +46,9 @@ async fn managed_identity_token_becomes_aws_credentials() {
         .mount(&mi)
         .await;
     let moto = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    // STS answers 503 three times first: the crate's one retry policy rides it out (the
+    // SDK's own three attempts, used before, gave up on the third).
+    moto.faults().storm.store(3, std::sync::atomic::Ordering::SeqCst);
     let env = env_for(&ctx, &mi, &moto.url);
     let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
     let src = format!("s3://{}/w/", ctx.bucket);
@@ -54,6 +57,8 @@ async fn managed_identity_token_becomes_aws_credentials() {
     let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(summary["counters"]["transferred"], 2, "{summary}");
     // Every signed S3 request used the key STS issued; nothing else was configured.
+    // The storm met the STS call: nothing is signed before credentials exist.
+    assert_eq!(moto.faults().storm.load(std::sync::atomic::Ordering::SeqCst), 0);
     let signed = moto.count(" akid=");
     assert!(signed >= 3, "signed requests: {signed}");
     assert_eq!(moto.count(" akid=testing"), 0);
