@@ -281,6 +281,21 @@ impl Config {
         Self::from(&ProcessEnv)
     }
 
+    /// The configuration of the local stand-ins with every default: Azurite's development
+    /// storage and moto on its default port. For tests and fuzz targets that need a valid
+    /// `Config` without an environment.
+    pub fn for_emulators() -> Self {
+        let env: HashMap<String, String> = [
+            ("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self::from(&env).expect("the emulator configuration is valid")
+    }
+
     /// Reads and validates the configuration from `env`.
     pub fn from(env: &dyn Env) -> Result<Self> {
         let azure = azure_account(env)?;

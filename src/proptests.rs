@@ -5,8 +5,6 @@
 //! what was wrong; what parses re-serialises to an equal value. `PROPTEST_CASES` makes a
 //! run longer; a failing case is written to `proptest-regressions/` and replayed first.
 
-use std::collections::HashMap;
-
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -18,15 +16,7 @@ use crate::source::events::{parse, Notification};
 use crate::target::auth::StorageAccount;
 
 fn cfg() -> Config {
-    let env: HashMap<String, String> = [
-        ("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Config::from(&env).expect("config")
+    Config::for_emulators()
 }
 
 /// Keys as users write them: spaces, `+`, `%`, slashes, dots, non-ASCII.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::runs::Reply;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::run::cutover::{assess, Bounds};
 use crate::AppState;
 
@@ -14,7 +14,7 @@ use crate::AppState;
 pub async fn api(state: &AppState, query: &HashMap<String, String>) -> Reply {
     match run(state, query).await {
         Ok(r) => r,
-        Err(e) => Reply::error(if e.kind() == ErrorKind::Invalid { 400 } else { 500 }, &e),
+        Err(e) => Reply::error(super::http_status(e.kind()), &e),
     }
 }
 

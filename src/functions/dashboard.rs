@@ -10,7 +10,7 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use super::runs::Reply;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::run::dashboard::{snapshot, MAX_RUNS};
 use crate::AppState;
 
@@ -55,11 +55,7 @@ pub async fn data(state: &AppState, query: &HashMap<String, String>) -> Reply {
     match run(state, query).await {
         Ok(r) => r,
         Err(e) => {
-            let status = match e.kind() {
-                ErrorKind::Invalid => 400,
-                ErrorKind::Throttled => 503,
-                _ => 500,
-            };
+            let status = super::http_status(e.kind());
             tracing::warn!(outcome = "api_error", status, error = %e, "dashboard data failed");
             Reply::error(status, &e)
         }

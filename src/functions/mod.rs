@@ -45,6 +45,16 @@ impl Handled {
     }
 }
 
+/// The HTTP status of an API error: 400 for bad input, 503 when throttled (the caller
+/// should come back), 500 otherwise. The one place the HTTP API maps errors to statuses.
+pub fn http_status(kind: crate::error::ErrorKind) -> u16 {
+    match kind {
+        crate::error::ErrorKind::Invalid => 400,
+        crate::error::ErrorKind::Throttled => 503,
+        _ => 500,
+    }
+}
+
 /// A failed invocation: the status tells the host it failed (so it retries or poisons).
 pub struct Failure {
     /// HTTP status for the host (4xx bad input, 5xx otherwise).

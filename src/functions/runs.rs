@@ -116,11 +116,7 @@ pub async fn api(
         Route::Report(id) => report(svc, &id, query, origin).await,
     };
     result.unwrap_or_else(|e| {
-        let status = match e.kind() {
-            ErrorKind::Invalid => 400,
-            ErrorKind::Throttled => 503,
-            _ => 500,
-        };
+        let status = super::http_status(e.kind());
         tracing::warn!(outcome = "api_error", status, error = %e, "run API call failed");
         Reply::error(status, &e)
     })

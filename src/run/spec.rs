@@ -328,18 +328,9 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn cfg() -> Config {
-        let env: HashMap<String, String> = [
-            ("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        Config::from(&env).unwrap()
+        Config::for_emulators()
     }
 
     fn err(body: &str) -> String {
