@@ -23,7 +23,8 @@ else
   toolchain=()
   export RUSTC_BOOTSTRAP=1
 fi
-mkdir -p "fuzz/corpus/$target"
-cargo "${toolchain[@]}" fuzz run "$target" "fuzz/corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
+# New inputs go to fuzz/work/TARGET (git-ignored); the kept seeds in fuzz/corpus/TARGET are read.
+mkdir -p "fuzz/corpus/$target" "fuzz/work/$target"
+cargo "${toolchain[@]}" fuzz run "$target" "fuzz/work/$target" "fuzz/corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
   | grep -E 'stat::|ERROR|SUMMARY|panicked|Done [0-9]+ runs' || true
 echo "findings: $(ls "fuzz/artifacts/$target" 2>/dev/null | wc -l) (fuzz/artifacts/$target)"
