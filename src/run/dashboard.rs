@@ -169,26 +169,23 @@ pub async fn snapshot(svc: &RunService, top: usize, before: Option<&str>) -> Res
         ReportOutcome::Excluded,
     ];
     // A few runs at a time, in order: a page of a hundred runs is a few hundred reads.
-    let views: Vec<Option<RunView>> = futures::stream::iter(runs)
+    let views: Vec<RunView> = futures::stream::iter(runs)
         .map(|r| async move {
-            let Some(summary) = svc.summary(&r.id).await? else {
-                return Ok(None); // removed meanwhile
-            };
-            let mut view = view_of(summary, now);
+            // The row just listed: summarised without reading it again.
+            let mut view = view_of(svc.summary_of(&r).await?, now);
             let c = &view.summary;
             if ["failed", "unsupported", "excluded"].iter().any(|n| counter(c, n) > 0) || view.eta_seconds.is_some() {
                 let page = report_page(&svc.store, &r.id, problems, REASONS_SAMPLED, None).await?;
                 view.reasons_sampled = page.next.is_some();
                 view.reasons = group_reasons(&page.lines, REASON_GROUPS);
             }
-            Result::Ok(Some(view))
+            Result::Ok(view)
         })
         .buffered(8)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    let views = views.into_iter().flatten().collect();
     Ok(Snapshot {
         generated_at: now_rfc3339(),
         runs: views,

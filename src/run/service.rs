@@ -282,10 +282,15 @@ impl RunService {
         let Some(run) = self.store.get(id).await? else {
             return Ok(None);
         };
-        let lister = self.store.lister(id).await?.unwrap_or_default();
-        let shards = self.store.shard_counters(id).await?;
-        let failures = self.store.failures(id, LISTED_FAILURES).await?;
-        Ok(Some(summary_json(&run, &lister.counters, &shards, &failures)))
+        self.summary_of(&run).await.map(Some)
+    }
+
+    /// The summary of a run row already read (its counters and failures are read here).
+    pub async fn summary_of(&self, run: &RunRecord) -> Result<Value> {
+        let lister = self.store.lister(&run.id).await?.unwrap_or_default();
+        let shards = self.store.shard_counters(&run.id).await?;
+        let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
+        Ok(summary_json(run, &lister.counters, &shards, &failures))
     }
 }
 

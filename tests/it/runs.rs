@@ -897,36 +897,27 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
     // at send time, and nothing reaches the receiver.
     let allowing = HandlerProc::start(&ctx.env_with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
     let host = Host::new(&ctx).await;
-    let id = start_run(
+    let s = notify_error_of_run(
+        &ctx,
+        &host,
         &allowing,
-        &body(
-            &ctx,
-            json!({"notify": format!("{}/late/T02/SSRFTOKEN", receiver.uri())}),
-        ),
+        &strict,
+        &format!("{}/late/T02/SSRFTOKEN", receiver.uri()),
     )
     .await;
-    finish(&host, &strict, &id, Duration::from_secs(60)).await;
-    host.drive_until(&strict, Duration::from_secs(20), || async {
-        get_run(&strict, &id).await.1["notification"]["error"].is_string()
-    })
-    .await;
-    let (_, s) = get_run(&strict, &id).await;
     let error = s["notification"]["error"].as_str().unwrap();
     assert!(error.contains("must be an https URL"), "{s}");
     assert_ne!(s["notification"]["state"], "sent", "{s}");
 
     // A redirect is an answer, not a hop: the run's webhook is not sent to where it points.
-    let id = start_run(
+    let s = notify_error_of_run(
+        &ctx,
+        &host,
         &allowing,
-        &body(&ctx, json!({"notify": format!("{}/hop/T02/SSRFTOKEN", receiver.uri())})),
+        &allowing,
+        &format!("{}/hop/T02/SSRFTOKEN", receiver.uri()),
     )
     .await;
-    finish(&host, &allowing, &id, Duration::from_secs(60)).await;
-    host.drive_until(&allowing, Duration::from_secs(20), || async {
-        get_run(&allowing, &id).await.1["notification"]["error"].is_string()
-    })
-    .await;
-    let (_, s) = get_run(&allowing, &id).await;
     assert!(
         s["notification"]["error"]
             .as_str()
@@ -950,4 +941,22 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
         assert!(!hay.contains("SSRFTOKEN"), "the webhook URL leaked");
     }
     ctx.cleanup().await;
+}
+
+/// Starts a run with webhook `url` on `starter`, drives it to its end on `driver`, and
+/// waits until the webhook's error is recorded; the run's summary.
+async fn notify_error_of_run(
+    ctx: &TestCtx,
+    host: &Host,
+    starter: &HandlerProc,
+    driver: &HandlerProc,
+    url: &str,
+) -> Value {
+    let id = start_run(starter, &body(ctx, json!({"notify": url}))).await;
+    finish(host, driver, &id, Duration::from_secs(60)).await;
+    host.drive_until(driver, Duration::from_secs(20), || async {
+        get_run(driver, &id).await.1["notification"]["error"].is_string()
+    })
+    .await;
+    get_run(driver, &id).await.1
 }
