@@ -1,7 +1,7 @@
 //! Configuration: read once from the environment, validated at start-up, failing fast with
 //! the name of the variable that is wrong. Secrets are held in [`Secret`] so `Debug` is safe.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +10,9 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::redact::Secret;
 use crate::target::auth::{AzureAuth, StorageAccount};
+
+/// App settings whose names start with this hold webhook URLs (see [`Config::webhooks`]).
+pub const WEBHOOK_SETTING_PREFIX: &str = "SYNC_WEBHOOK_";
 
 /// Which copy path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,8 +222,9 @@ pub struct Config {
     /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
     /// the lock frees itself this long after the last renewal, and the next run takes over.
     pub run_lease: Duration,
-    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up). A
-    /// secret: its `notify` webhook URL carries a credential.
+    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up, but
+    /// for `notify`, which is checked when the timer fires). Kept as a secret because it
+    /// names buckets and containers, though its webhook is only a setting's name.
     pub scheduled_run: Option<Secret>,
     /// `SYNC_API_KEY`: the key `serve` requires outside the Functions host, sent in
     /// the `x-functions-key` header, a Bearer token or the `code` query parameter; at least
@@ -234,12 +238,18 @@ pub struct Config {
     /// webhook may reach although they are loopback or private, and over plain http: for a
     /// local receiver. Every other webhook must be https to a public address.
     pub notify_allow_hosts: Vec<String>,
+    /// `SYNC_WEBHOOK_<NAME>`: webhook URLs a run names by reference (`"notify":
+    /// "setting:SYNC_WEBHOOK_<NAME>"`), so the URL, which carries a credential, lives only in
+    /// the app setting (a Key Vault reference in Azure) and never in a run row.
+    pub webhooks: BTreeMap<String, Secret>,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
 pub trait Env {
     /// The value of `name`, if set and not empty.
     fn get(&self, name: &str) -> Option<String>;
+    /// The names of the set, non-empty variables that start with `prefix`.
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String>;
 }
 
 /// The process environment.
@@ -249,11 +259,23 @@ impl Env for ProcessEnv {
     fn get(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.trim().is_empty())
     }
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with(prefix) && self.get(k).is_some())
+            .collect()
+    }
 }
 
 impl Env for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
+    }
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.keys()
+            .filter(|k| k.starts_with(prefix) && Env::get(self, k).is_some())
+            .cloned()
+            .collect()
     }
 }
 
@@ -493,6 +515,11 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            webhooks: env
+                .names_with_prefix(WEBHOOK_SETTING_PREFIX)
+                .into_iter()
+                .filter_map(|k| env.get(&k).map(|v| (k, Secret::new(v.trim().to_string()))))
+                .collect(),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,
             sqs_queue_url,
@@ -512,7 +539,15 @@ impl Config {
             log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
         };
         if let Some(text) = cfg.scheduled_run.as_ref().map(Secret::expose) {
-            crate::run::spec::RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &cfg)?;
+            // Checked at start, but for `notify`: the webhook is checked when the timer
+            // fires, so a notification problem (a Key Vault reference not resolved yet) fails
+            // that run's start, not every function of the app.
+            let mut spec: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| Error::invalid(format!("SYNC_SCHEDULED_RUN is not JSON: {e}")))?;
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("notify");
+            }
+            crate::run::spec::RunSpec::parse(&spec.to_string(), "SYNC_SCHEDULED_RUN", &cfg)?;
         }
         Ok(cfg)
     }
@@ -613,10 +648,15 @@ mod tests {
             ("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=SECRETSIG"),
             (
                 "SYNC_SCHEDULED_RUN",
-                r#"{"source":{"bucket":"bb1"},"target":{"container":"cc1"},"notify":"https://hooks.example/T/HOOKSECRET"}"#,
+                r#"{"source":{"bucket":"bb1"},"target":{"container":"cc1"},"notify":"setting:SYNC_WEBHOOK_DEFAULT"}"#,
             ),
+            ("SYNC_WEBHOOK_DEFAULT", "https://hooks.example/T/HOOKSECRET"),
         ]))
         .unwrap();
+        assert_eq!(
+            c.webhooks["SYNC_WEBHOOK_DEFAULT"].expose(),
+            "https://hooks.example/T/HOOKSECRET"
+        );
         let debug = format!("{c:?}");
         assert!(!debug.contains("SECRETSIG") && !debug.contains("HOOKSECRET"), "{debug}");
     }

@@ -16,7 +16,13 @@ use crate::source::events::{parse, Notification};
 use crate::target::auth::StorageAccount;
 
 fn cfg() -> Config {
-    Config::for_emulators()
+    let mut c = Config::for_emulators();
+    // A webhook setting that holds a private address: refused once it is resolved.
+    c.webhooks.insert(
+        "SYNC_WEBHOOK_PRIVATE".into(),
+        crate::redact::Secret::new("https://10.0.0.1/x".to_string()),
+    );
+    c
 }
 
 /// Keys as users write them: spaces, `+`, `%`, slashes, dots, non-ASCII.
@@ -231,6 +237,8 @@ proptest! {
             Just(("/mode", json!("sideways"), "mode")),
             Just(("/maxDeletes", json!(-1), "maxDeletes")),
             Just(("/notify", json!("http://10.0.0.1/x"), "notify")),
+            Just(("/notify", json!("setting:SYNC_WEBHOOK_PRIVATE"), "`notify`: app setting `SYNC_WEBHOOK_PRIVATE`: 10.0.0.1 is")),
+            Just(("/notify", json!("setting:SYNC_WEBHOOK_UNSET"), "notify")),
             Just(("/dryRun", json!("yes"), "dryRun")),
         ],
     ) {

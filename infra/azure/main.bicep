@@ -145,7 +145,7 @@ param drainBudgetSecs int = 50
 @description('SYNC_SCHEDULE: NCRONTAB (six fields, UTC) of the ScheduledRun timer. Always set: the function binds %SYNC_SCHEDULE%.')
 param syncSchedule string = '0 0 2 * * *'
 
-@description('Run started by the ScheduledRun timer: the same JSON as the POST /api/runs body, e.g. {"source":{"bucket":"b","prefix":""},"target":{"container":"migrated","prefix":""},"mode":"additive"}. Leave out `notify`: notifyWebhookUrl is added here. Empty object: no scheduled run is configured (SYNC_SCHEDULED_RUN is empty).')
+@description('Run started by the ScheduledRun timer: the same JSON as the POST /api/runs body, e.g. {"source":{"bucket":"b","prefix":""},"target":{"container":"migrated","prefix":""},"mode":"additive"}. Leave out `notify`: "setting:SYNC_WEBHOOK_DEFAULT" (notifyWebhookUrl) is added here. Empty object: no scheduled run is configured (SYNC_SCHEDULED_RUN is empty).')
 param scheduledRun object = {}
 
 @description('Webhook (Slack/Teams incoming webhook URL) told when a run ends: added as `notify` to the scheduled run and used by the Logic App. Stored in Key Vault only. Empty: no notifications, and no Logic App.')
@@ -222,8 +222,10 @@ var roleMonitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 var hasWebhook = !empty(notifyWebhookUrl)
 var hasScheduledRun = !empty(scheduledRun)
+// The run names its webhook by app setting (SYNC_WEBHOOK_DEFAULT, a Key Vault reference):
+// the URL is never stored with a run.
 var scheduledRunSpec = hasWebhook ? union(scheduledRun, {
-  notify: notifyWebhookUrl
+  notify: 'setting:SYNC_WEBHOOK_DEFAULT'
 }) : scheduledRun
 var logicAppEnabled = deployLogicApp && hasWebhook
 
@@ -432,7 +434,7 @@ resource scheduledRunSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if 
   parent: keyVault
   name: 'scheduled-run'
   properties: {
-    // The spec may carry the notify webhook, so the whole setting is a secret.
+    // The spec names its webhook by setting; it is kept with the other run inputs here.
     value: string(scheduledRunSpec)
     contentType: 'application/json'
   }
@@ -627,14 +629,21 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'SYNC_SCHEDULED_RUN'
           value: hasScheduledRun ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=scheduled-run)' : ''
         }
+        // The webhook a run names as "setting:SYNC_WEBHOOK_DEFAULT": read where it is sent,
+        // so rotating the Key Vault secret reaches runs already under way.
+        {
+          name: 'SYNC_WEBHOOK_DEFAULT'
+          value: hasWebhook ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=notify-webhook)' : ''
+        }
       ]
     }
   }
   dependsOn: [
     // The app starts pulling its package at once: let the container exist first.
     deploymentContainer
-    // SYNC_SCHEDULED_RUN is a Key Vault reference to this secret.
+    // SYNC_SCHEDULED_RUN and SYNC_WEBHOOK_DEFAULT are Key Vault references to these secrets.
     scheduledRunSecret
+    webhookSecret
   ]
 }
 

@@ -13,7 +13,7 @@ use crate::checkpoint::now_rfc3339;
 use crate::engine::metadata::written_for;
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, SyncMode};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// What to do after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,13 +266,22 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
     if !claimable {
         return Ok(());
     }
-    let Some(url) = run.notify.clone() else { return Ok(()) };
+    let Some(webhook) = run.notify.clone() else {
+        return Ok(());
+    };
     run.notified = format!("sending@{}", now_rfc3339());
     if !svc.store.save(run).await? {
         return Ok(()); // another check claimed it
     }
     let summary = svc.summary(&run.id).await?.unwrap_or_default();
-    match super::webhook::send(&url, &summary, &svc.config.notify_allow_hosts).await {
+    // The URL is read from the app setting now, so a rotated secret is the one used.
+    let sent = match webhook.resolve(&svc.config) {
+        Ok(url) => super::webhook::send(url, &summary, &svc.config.notify_allow_hosts).await,
+        // A setting missing here but present where the run started: a deployment or a Key
+        // Vault reference in flux, so it is retried (as long as the check message is).
+        Err(why) => Err(Error::new(ErrorKind::Transient, format!("notify: {why}"))),
+    };
+    match sent {
         Ok(()) => {
             run.notified = "sent".into();
             run.notify_error = None;

@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use super::counters::{Counters, Tally};
 use super::spec::RunSpec;
 use super::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
+use super::webhook::WebhookRef;
 use crate::checkpoint::now_rfc3339;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::functions::copy_object::CopyMessage;
-use crate::redact::Secret;
 use crate::retry::RetryPolicy;
 use crate::target::queue::WorkQueue;
 use crate::target::table::TableClient;
@@ -137,14 +137,18 @@ impl RunService {
     pub async fn start(
         &self,
         spec: RunSpec,
-        notify: Option<Secret>,
+        notify: Option<WebhookRef>,
         trigger: &str,
         lease: Option<Duration>,
     ) -> Result<Started> {
         let target = self.engine.target(&spec.target.container)?;
         if let Some(n) = &notify {
             // Where the webhook would go, before anything is created (a 400 that says why).
-            let u = url::Url::parse(n.expose()).map_err(|_| Error::invalid("notify: not a URL"))?;
+            let secret = n
+                .resolve(&self.config)
+                .map_err(|w| Error::invalid(format!("notify: {w}")))?;
+            let u = url::Url::parse(secret.expose())
+                .map_err(|_| Error::invalid(format!("notify: app setting `{}` is not a URL", n.setting())))?;
             super::webhook::vet(&u, &self.config.notify_allow_hosts)
                 .await
                 .map_err(|e| Error::invalid(e.message().to_string()))?;
@@ -197,7 +201,7 @@ impl RunService {
     }
 
     /// Starts a run and queues its first page (the Functions entry points).
-    pub async fn start_queued(&self, spec: RunSpec, notify: Option<Secret>, trigger: &str) -> Result<Started> {
+    pub async fn start_queued(&self, spec: RunSpec, notify: Option<WebhookRef>, trigger: &str) -> Result<Started> {
         let started = self.start(spec, notify, trigger, None).await?;
         if let Started::Created(run) = &started {
             let first = ListMessage::Page {
@@ -320,6 +324,6 @@ pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failu
         // Every key that was not copied, with its reason (JSON Lines, paged; `?outcome=all`
         // for every key): relative to the Function App, or `status RUN_ID --report`.
         "reportUrl": format!("/api/runs/{}/report", run.id),
-        "notification": {"configured": run.notify.is_some(), "state": run.notified, "error": run.notify_error},
+        "notification": {"configured": run.notify.is_some(), "webhook": run.notify.as_ref().map(ToString::to_string), "state": run.notified, "error": run.notify_error},
     })
 }

@@ -7,10 +7,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use url::Url;
 
+use super::webhook::WebhookRef;
 use crate::config::Config;
 use crate::engine::SyncMode;
 use crate::error::{Error, Result};
-use crate::redact::Secret;
 use crate::source::s3::ListedObject;
 
 /// Default for `maxDeletes`: small, so a wrong prefix cannot empty a container.
@@ -121,7 +121,7 @@ fn default_max_deletes() -> u64 {
 impl RunSpec {
     /// Parses and validates a run body against the configuration. `what` names the input in
     /// errors (`request body`, `SYNC_SCHEDULED_RUN`).
-    pub fn parse(text: &str, what: &str, cfg: &Config) -> Result<(RunSpec, Option<Secret>)> {
+    pub fn parse(text: &str, what: &str, cfg: &Config) -> Result<(RunSpec, Option<WebhookRef>)> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::invalid(format!("{what} is not JSON: {e}")))?;
         if !value.is_object() {
@@ -173,7 +173,7 @@ impl RunSpec {
         spec.filters.compile().map_err(|(field, why)| bad(&field, why))?;
         let notify = match spec.notify.take() {
             None => None,
-            Some(n) => Some(validate_webhook(&n, &cfg.notify_allow_hosts).map_err(|w| bad("notify", w))?),
+            Some(n) => Some(validate_webhook(&n, cfg).map_err(|w| bad("notify", w))?),
         };
         Ok((spec, notify))
     }
@@ -196,12 +196,16 @@ impl RunSpec {
     }
 }
 
-/// A webhook must be https; http only to the local host (tests, local receivers).
-fn validate_webhook(s: &str, allow: &[String]) -> std::result::Result<Secret, String> {
+/// A webhook is named by its app setting, which must be set and hold an https URL (http only
+/// to a host in SYNC_NOTIFY_ALLOW_HOSTS).
+fn validate_webhook(s: &str, cfg: &Config) -> std::result::Result<WebhookRef, String> {
+    let r = WebhookRef::parse(s)?;
+    let url = r.resolve(cfg)?;
     // The parser's message never quotes the input, which is a secret.
-    let u = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    super::webhook::check_url(&u, allow)?;
-    Ok(Secret::new(s.to_string()))
+    let u = Url::parse(url.expose()).map_err(|e| format!("app setting `{}`: not a URL: {e}", r.setting()))?;
+    super::webhook::check_url(&u, &cfg.notify_allow_hosts)
+        .map_err(|w| format!("app setting `{}`: {w}", r.setting()))?;
+    Ok(r)
 }
 
 /// S3 bucket naming rules (3-63 of lowercase letters, digits, `.` and `-`).
@@ -330,7 +334,14 @@ mod tests {
     use super::*;
 
     fn cfg() -> Config {
-        Config::for_emulators()
+        let mut c = Config::for_emulators();
+        for (k, v) in [
+            ("SYNC_WEBHOOK_TEAMS", "https://hooks.example/T/abc"),
+            ("SYNC_WEBHOOK_PLAIN", "http://hooks.example/x"),
+        ] {
+            c.webhooks.insert(k.into(), crate::redact::Secret::new(v.to_string()));
+        }
+        c
     }
 
     fn err(body: &str) -> String {
@@ -347,7 +358,7 @@ mod tests {
                 "target":{"container":"cc1","prefix":"x/"},"mode":"mirror",
                 "filters":{"include":["**/*.csv"],"exclude":["tmp/**"],"minSize":1,"maxSize":9,
                            "modifiedAfter":"2024-01-01T00:00:00Z"},
-                "dryRun":true,"notify":"https://hooks.example/T/abc","maxDeletes":5}"#,
+                "dryRun":true,"notify":"setting:SYNC_WEBHOOK_TEAMS","maxDeletes":5}"#,
             "request body",
             &cfg(),
         )
@@ -355,9 +366,11 @@ mod tests {
         assert_eq!(s.mode, ModeSpec::Mirror);
         assert!(s.dry_run);
         assert_eq!(s.max_deletes, 5);
-        assert_eq!(notify.unwrap().expose(), "https://hooks.example/T/abc");
+        let notify = notify.unwrap();
+        assert_eq!(notify.setting(), "SYNC_WEBHOOK_TEAMS");
+        assert_eq!(notify.resolve(&cfg()).unwrap().expose(), "https://hooks.example/T/abc");
         // The webhook never appears in the stored/echoed spec.
-        assert!(!serde_json::to_string(&s).unwrap().contains("hooks.example"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("SYNC_WEBHOOK"));
     }
 
     #[test]
@@ -406,8 +419,21 @@ mod tests {
                 "`source.endpoint`",
             ),
             (
-                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"http://hooks.example/x"}}"#),
-                "`notify`: must be an https URL",
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:SYNC_WEBHOOK_PLAIN"}}"#),
+                "`notify`: app setting `SYNC_WEBHOOK_PLAIN`: must be an https URL",
+            ),
+            // A URL is a credential: refused, and not quoted back.
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"https://hooks.example/T/abc"}}"#),
+                "`notify`: must name the app setting that holds the webhook URL, as \"setting:SYNC_WEBHOOK_<NAME>\"",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:SYNC_WEBHOOK_NONE"}}"#),
+                "`notify`: app setting `SYNC_WEBHOOK_NONE` is not set in this deployment",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:AzureWebJobsStorage"}}"#),
+                "`notify`: `setting:` must be followed by SYNC_WEBHOOK_",
             ),
             (
                 r#"{"source":{"bucket":"bb1"},"target":{"container":"A"}}"#.to_string(),

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::counters::{Counters, Tally};
 use super::spec::RunSpec;
+use super::webhook::WebhookRef;
 use crate::error::{Error, ErrorKind, Result};
-use crate::redact::Secret;
 use crate::target::table::{BatchOp, BatchOutcome, Entity, TableClient};
 
 /// Counter shards per run.
@@ -117,8 +117,8 @@ pub struct RunRecord {
     pub id: String,
     /// What it does.
     pub spec: RunSpec,
-    /// Completion webhook (secret).
-    pub notify: Option<Secret>,
+    /// Completion webhook, by the app setting that holds its URL (never the URL).
+    pub notify: Option<WebhookRef>,
     /// `http`, `schedule` or `cli`.
     pub trigger: String,
     /// State.
@@ -160,7 +160,7 @@ impl RunRecord {
             .set_str("LastProgressAt", &self.last_progress_at)
             .set_i64("DeleteCandidates", self.delete_candidates as i64);
         for (k, v) in [
-            ("Notify", self.notify.as_ref().map(|s| s.expose().to_string())),
+            ("Notify", self.notify.as_ref().map(ToString::to_string)),
             ("Reason", self.reason.clone()),
             ("EndedAt", self.ended_at.clone()),
             ("NotifyError", self.notify_error.clone()),
@@ -180,7 +180,7 @@ impl RunRecord {
         Ok(RunRecord {
             id: e.row_key.clone(),
             spec,
-            notify: s("Notify").map(Secret::new),
+            notify: s("Notify").and_then(|v| WebhookRef::parse(&v).ok()),
             trigger: s("Trigger").unwrap_or_default(),
             state: e.get_str("State").and_then(RunState::parse).unwrap_or(RunState::Failed),
             phase: Phase::parse(e.get_str("Phase").unwrap_or_default()),

@@ -1,6 +1,7 @@
 //! The completion webhook. The body carries `text` (what Slack incoming webhooks and Teams
 //! connector webhooks display) plus the run summary as data for machines. The URL is a
-//! secret (Slack and Teams put the credential in it), so no error names it.
+//! secret (Slack and Teams put the credential in it), so no error names it, and a run names
+//! it only by reference: the app setting that holds it ([`WebhookRef`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -8,9 +9,67 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use url::{Host, Url};
 
+use crate::config::{Config, WEBHOOK_SETTING_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
 use crate::redact::Secret;
 use crate::retry::RetryPolicy;
+
+/// How a run spec names its webhook.
+const REF_SCHEME: &str = "setting:";
+
+/// A run's webhook, named by the app setting that holds its URL:
+/// `setting:SYNC_WEBHOOK_<NAME>`. The URL carries a credential, so it lives only in that
+/// setting (in Azure a Key Vault reference, rotated there) and is read where it is sent; the
+/// run row, the status body and the logs hold only this name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRef {
+    setting: String,
+}
+
+impl WebhookRef {
+    /// Parses `setting:SYNC_WEBHOOK_<NAME>`. A refusal never quotes the input, which may be
+    /// the URL itself.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let Some(name) = s.trim().strip_prefix(REF_SCHEME) else {
+            return Err(format!(
+                "must name the app setting that holds the webhook URL, as \"{REF_SCHEME}{WEBHOOK_SETTING_PREFIX}<NAME>\"; \
+                 a URL is a credential and is not stored with a run"
+            ));
+        };
+        let ok = name.strip_prefix(WEBHOOK_SETTING_PREFIX).is_some_and(|rest| {
+            (1..=64).contains(&rest.len())
+                && rest
+                    .bytes()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+        });
+        if !ok {
+            return Err(format!(
+                "`{REF_SCHEME}` must be followed by {WEBHOOK_SETTING_PREFIX} and 1-64 of A-Z, 0-9 and _"
+            ));
+        }
+        Ok(WebhookRef {
+            setting: name.to_string(),
+        })
+    }
+
+    /// The app setting's name.
+    pub fn setting(&self) -> &str {
+        &self.setting
+    }
+
+    /// The URL, from this process's configuration; a refusal names the setting.
+    pub fn resolve<'a>(&self, cfg: &'a Config) -> std::result::Result<&'a Secret, String> {
+        cfg.webhooks
+            .get(&self.setting)
+            .ok_or_else(|| format!("app setting `{}` is not set in this deployment", self.setting))
+    }
+}
+
+impl std::fmt::Display for WebhookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{REF_SCHEME}{}", self.setting)
+    }
+}
 
 /// The message body for `summary`.
 pub fn payload(summary: &Value) -> Value {
@@ -212,7 +271,14 @@ pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
 /// the connection pinned to the vetted addresses; redirects are not followed, and the whole
 /// exchange is bounded by a short timeout.
 pub async fn send(url: &Secret, summary: &Value, allow: &[String]) -> Result<()> {
-    let u = Url::parse(url.expose()).map_err(|_| Error::invalid("notify: the stored webhook is not a URL"))?;
+    // Not a URL: in Azure most likely a Key Vault reference the platform has not resolved
+    // (the setting then holds the reference text), so it is retried.
+    let u = Url::parse(url.expose()).map_err(|_| {
+        Error::new(
+            ErrorKind::Transient,
+            "notify: the webhook setting's value is not a URL (a Key Vault reference not resolved yet?)",
+        )
+    })?;
     let pinned = vet(&u, allow).await?;
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

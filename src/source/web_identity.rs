@@ -68,7 +68,11 @@ impl EntraWebIdentity {
     async fn azure(&self) -> Result<&Arc<dyn TokenCredential>, CredentialsError> {
         self.azure
             .get_or_try_init(|| async {
-                azure_identity::ManagedIdentityCredential::new(None)
+                let options = azure_identity::ManagedIdentityCredentialOptions {
+                    client_options: crate::target::http::credential_client_options(),
+                    ..Default::default()
+                };
+                azure_identity::ManagedIdentityCredential::new(Some(options))
                     .map(|c| c as Arc<dyn TokenCredential>)
                     .map_err(|e| {
                         CredentialsError::invalid_configuration(format!(

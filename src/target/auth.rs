@@ -71,13 +71,7 @@ impl HttpPool {
     /// The transport, created on first use.
     pub(crate) fn transport(&self) -> azure_core::http::Transport {
         self.0
-            .get_or_init(|| {
-                azure_core::http::Transport::new(azure_core::http::new_http_client(Some(
-                    azure_core::http::HttpClientOptions {
-                        automatic_decompression: false,
-                    },
-                )))
-            })
+            .get_or_init(|| azure_core::http::Transport::new(Arc::new(super::http::MarkedClient::new())))
             .clone()
     }
 }
@@ -365,7 +359,11 @@ struct ChainCredential {
 
 fn chain_credential() -> Arc<dyn TokenCredential> {
     let mut sources: Vec<(&'static str, Arc<dyn TokenCredential>)> = Vec::new();
-    if let Ok(c) = azure_identity::ManagedIdentityCredential::new(None) {
+    let mi = azure_identity::ManagedIdentityCredentialOptions {
+        client_options: super::http::credential_client_options(),
+        ..Default::default()
+    };
+    if let Ok(c) = azure_identity::ManagedIdentityCredential::new(Some(mi)) {
         sources.push(("managed identity", c));
     }
     if let Ok(c) = azure_identity::WorkloadIdentityCredential::new(None) {
@@ -376,7 +374,10 @@ fn chain_credential() -> Arc<dyn TokenCredential> {
         std::env::var("AZURE_CLIENT_ID"),
         std::env::var("AZURE_CLIENT_SECRET"),
     ) {
-        if let Ok(c) = azure_identity::ClientSecretCredential::new(&t, id, secret.into(), None) {
+        let options = azure_identity::ClientSecretCredentialOptions {
+            client_options: super::http::credential_client_options(),
+        };
+        if let Ok(c) = azure_identity::ClientSecretCredential::new(&t, id, secret.into(), Some(options)) {
             sources.push(("client secret", c));
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod blob;
+pub(crate) mod http;
 pub mod queue;
 pub mod table;
 

@@ -32,7 +32,7 @@ pub(crate) async fn start_run(h: &HandlerProc, body: &Value) -> String {
     id
 }
 
-async fn get_run(h: &HandlerProc, id: &str) -> (u16, Value) {
+pub(crate) async fn get_run(h: &HandlerProc, id: &str) -> (u16, Value) {
     let (status, _, body) = http_invoke(
         h,
         "GetRun",
@@ -711,13 +711,21 @@ async fn webhook_is_sent_once_on_success_and_on_failure_and_never_leaks() {
             .mount(&receiver)
             .await;
     }
-    // The receiver is on loopback over http: allowed by name, as for a local demo.
-    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
-    let host = Host::new(&ctx).await;
+    // The receiver is on loopback over http: allowed by name, as for a local demo. A run
+    // names each webhook by the app setting that holds its URL.
     let ok_url = format!("{}/hook/T01/OKSECRETTOKEN", receiver.uri());
-    let id = start_run(&h, &body(&ctx, json!({"notify": ok_url}))).await;
+    let fail_url = format!("{}/hook/T01/FAILSECRETTOKEN", receiver.uri());
+    let h = HandlerProc::start(&ctx.env_with(&[
+        ("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1"),
+        ("SYNC_WEBHOOK_OK", &ok_url),
+        ("SYNC_WEBHOOK_FAIL", &fail_url),
+    ]))
+    .await;
+    let host = Host::new(&ctx).await;
+    let id = start_run(&h, &body(&ctx, json!({"notify": "setting:SYNC_WEBHOOK_OK"}))).await;
     let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
     assert_eq!(s["state"], "Succeeded");
+    assert_eq!(s["notification"]["webhook"], "setting:SYNC_WEBHOOK_OK", "{s}");
     // Extra checks (duplicate messages, a retried invocation) must not send it again.
     for _ in 0..3 {
         let (status, _) = h
@@ -726,8 +734,7 @@ async fn webhook_is_sent_once_on_success_and_on_failure_and_never_leaks() {
         assert_eq!(status, 200);
     }
 
-    let fail_url = format!("{}/hook/T01/FAILSECRETTOKEN", receiver.uri());
-    let bad = json!({"source": {"bucket": "no-such-bucket-for-runs"}, "target": {"container": ctx.container}, "notify": fail_url});
+    let bad = json!({"source": {"bucket": "no-such-bucket-for-runs"}, "target": {"container": ctx.container}, "notify": "setting:SYNC_WEBHOOK_FAIL"});
     let id2 = start_run(&h, &bad).await;
     let s2 = finish(&host, &h, &id2, Duration::from_secs(60)).await;
     assert_eq!(s2["state"], "Failed", "{s2}");
@@ -853,8 +860,10 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&receiver)
         .await;
-    let strict = HandlerProc::start(&ctx.env).await;
-    for (url, why) in [
+    // Every webhook lives in an app setting; the run names the setting.
+    let late = format!("{}/late/T02/SSRFTOKEN", receiver.uri());
+    let hop = format!("{}/hop/T02/SSRFTOKEN", receiver.uri());
+    let refused: Vec<(String, &str)> = vec![
         (
             "https://169.254.169.254/latest/T02/SSRFTOKEN".to_string(),
             "the cloud metadata address",
@@ -869,7 +878,22 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
         (format!("http://127.0.0.1:{port}/T02/SSRFTOKEN"), "must be an https URL"),
         // Not a literal: refused once the name is resolved (here by /etc/hosts).
         (format!("https://localhost:{port}/T02/SSRFTOKEN"), "resolves to"),
-    ] {
+    ];
+    let mut settings: Vec<(String, String)> = refused
+        .iter()
+        .enumerate()
+        .map(|(i, (url, _))| (format!("SYNC_WEBHOOK_R{i}"), url.clone()))
+        .collect();
+    settings.push(("SYNC_WEBHOOK_LATE".into(), late));
+    settings.push(("SYNC_WEBHOOK_HOP".into(), hop));
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = ctx.env.clone();
+        env.extend(settings.iter().cloned());
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let strict = HandlerProc::start(&with(&[])).await;
+    for (i, (url, why)) in refused.iter().enumerate() {
         let (status, _, reply) = http_invoke(
             &strict,
             "StartRun",
@@ -877,7 +901,7 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
                 "POST",
                 "/api/runs",
                 json!({}),
-                Some(&body(&ctx, json!({"notify": url})).to_string()),
+                Some(&body(&ctx, json!({"notify": format!("setting:SYNC_WEBHOOK_R{i}")})).to_string()),
             ),
         )
         .await;
@@ -886,6 +910,25 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
         assert!(error.contains(why), "{url}: {error}");
         assert!(!error.contains("SSRFTOKEN"), "the webhook URL leaked: {error}");
     }
+    // A URL itself is refused (it would be stored with the run), and not quoted back.
+    let (status, _, reply) = http_invoke(
+        &strict,
+        "StartRun",
+        &http_payload(
+            "POST",
+            "/api/runs",
+            json!({}),
+            Some(&body(&ctx, json!({"notify": settings[7].1})).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(
+        error.contains("`notify`: must name the app setting that holds the webhook URL"),
+        "{error}"
+    );
+    assert!(!error.contains("SSRFTOKEN"), "the webhook URL leaked: {error}");
     let (_, _, runs) = http_invoke(&strict, "ListRuns", &http_payload("GET", "/api/runs", json!({}), None)).await;
     assert_eq!(
         runs["runs"].as_array().unwrap().len(),
@@ -895,29 +938,15 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
 
     // Allowed at start by a process with the allow list; sent by one without it: refused
     // at send time, and nothing reaches the receiver.
-    let allowing = HandlerProc::start(&ctx.env_with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
+    let allowing = HandlerProc::start(&with(&[("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1")])).await;
     let host = Host::new(&ctx).await;
-    let s = notify_error_of_run(
-        &ctx,
-        &host,
-        &allowing,
-        &strict,
-        &format!("{}/late/T02/SSRFTOKEN", receiver.uri()),
-    )
-    .await;
+    let s = notify_error_of_run(&ctx, &host, &allowing, &strict, "setting:SYNC_WEBHOOK_LATE").await;
     let error = s["notification"]["error"].as_str().unwrap();
     assert!(error.contains("must be an https URL"), "{s}");
     assert_ne!(s["notification"]["state"], "sent", "{s}");
 
     // A redirect is an answer, not a hop: the run's webhook is not sent to where it points.
-    let s = notify_error_of_run(
-        &ctx,
-        &host,
-        &allowing,
-        &allowing,
-        &format!("{}/hop/T02/SSRFTOKEN", receiver.uri()),
-    )
-    .await;
+    let s = notify_error_of_run(&ctx, &host, &allowing, &allowing, "setting:SYNC_WEBHOOK_HOP").await;
     assert!(
         s["notification"]["error"]
             .as_str()
@@ -943,16 +972,16 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
     ctx.cleanup().await;
 }
 
-/// Starts a run with webhook `url` on `starter`, drives it to its end on `driver`, and
-/// waits until the webhook's error is recorded; the run's summary.
+/// Starts a run with webhook `notify` (a setting reference) on `starter`, drives it to its
+/// end on `driver`, and waits until the webhook's error is recorded; the run's summary.
 async fn notify_error_of_run(
     ctx: &TestCtx,
     host: &Host,
     starter: &HandlerProc,
     driver: &HandlerProc,
-    url: &str,
+    notify: &str,
 ) -> Value {
-    let id = start_run(starter, &body(ctx, json!({"notify": url}))).await;
+    let id = start_run(starter, &body(ctx, json!({"notify": notify}))).await;
     finish(host, driver, &id, Duration::from_secs(60)).await;
     host.drive_until(driver, Duration::from_secs(20), || async {
         get_run(driver, &id).await.1["notification"]["error"].is_string()

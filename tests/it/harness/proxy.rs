@@ -102,6 +102,11 @@ pub struct Stats {
     pub max_puts_in_flight: AtomicU64,
     /// Requests held by `hold_heads` so far.
     pub held: AtomicU64,
+    /// Credentials that requests carried, raw, as `(what, value)`, each once:
+    /// `x-amz-security-token` headers, `x-ms-copy-source` URLs, and the `WebIdentityToken`
+    /// of STS form bodies. A secrets test proves with these that a secret really travelled
+    /// before asserting that no output holds it.
+    pub credentials: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// Counts a Put Block as in flight until dropped.
@@ -229,6 +234,13 @@ impl Proxy {
         })
     }
 
+    /// The distinct raw values of credential `what` (`x-amz-security-token`,
+    /// `x-ms-copy-source`, `WebIdentityToken`) that requests carried.
+    pub fn credentials(&self, what: &str) -> Vec<String> {
+        let seen = self.state.stats.credentials.lock().unwrap();
+        seen.iter().filter(|(w, _)| w == what).map(|(_, v)| v.clone()).collect()
+    }
+
     /// Requests whose log line contains `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.count_where(|l| l.contains(needle))
@@ -271,6 +283,28 @@ fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Bo
     b.body(full(body)).unwrap()
 }
 
+/// Keeps the credentials a request carried (see [`Stats::credentials`]).
+fn record_credentials(stats: &Stats, parts: &hyper::http::request::Parts, body: &[u8]) {
+    let mut seen = stats.credentials.lock().unwrap();
+    for h in ["x-amz-security-token", "x-ms-copy-source"] {
+        if let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()) {
+            seen.insert((h.to_string(), v.to_string()));
+        }
+    }
+    let form = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if k == "WebIdentityToken" {
+                seen.insert((k.into_owned(), v.into_owned()));
+            }
+        }
+    }
+}
+
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     st.stats.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
@@ -302,6 +336,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         (parts.method == hyper::Method::PUT && path_q.contains("comp=block&")).then(|| InFlight::enter(&st.stats));
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     st.stats.uploaded_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+    record_credentials(&st.stats, &parts, &body);
 
     let delay = st.faults.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
