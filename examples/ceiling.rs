@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use s3_blob_sync::aws::s3::S3Source;
+use s3_blob_sync::azure::blob::BlobTarget;
+use s3_blob_sync::checksum::crc64;
 use s3_blob_sync::config::Config;
-use s3_blob_sync::engine::checksum::crc64;
 use s3_blob_sync::retry::RetryPolicy;
-use s3_blob_sync::source::s3::S3Source;
-use s3_blob_sync::target::blob::BlobTarget;
 
 #[tokio::main]
 async fn main() {

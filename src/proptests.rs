@@ -8,12 +8,12 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use crate::aws::events::{parse, Notification};
+use crate::config::azure::StorageAccount;
 use crate::config::Config;
 use crate::engine::naming::{blob_name, validate_blob_name};
-use crate::functions::copy_object::{parse_message, CopyMessage};
-use crate::run::spec::RunSpec;
-use crate::source::events::{parse, Notification};
-use crate::target::auth::StorageAccount;
+use crate::messages::run_spec::RunSpec;
+use crate::messages::CopyMessage;
 
 fn cfg() -> Config {
     let mut c = Config::for_emulators();
@@ -169,7 +169,7 @@ proptest! {
 
     #[test]
     fn copy_messages_of_random_bytes_are_refused_with_a_reason(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        if let Err(e) = parse_message(&String::from_utf8_lossy(&bytes)) {
+        if let Err(e) = CopyMessage::parse(&String::from_utf8_lossy(&bytes)) {
             prop_assert!(e.message().starts_with("copy-objects message"), "{}", e.message());
         }
     }
@@ -184,7 +184,7 @@ proptest! {
     ) {
         let m = CopyMessage { bucket: b, key: k, container, run_id: run, mode, etag, size, recheck, ..Default::default() };
         let text = serde_json::to_string(&m).unwrap();
-        let back = parse_message(&text).map_err(|e| TestCaseError::fail(e.message().to_string()))?;
+        let back = CopyMessage::parse(&text).map_err(|e| TestCaseError::fail(e.message().to_string()))?;
         prop_assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&m).unwrap());
     }
 
@@ -199,7 +199,7 @@ proptest! {
     ) {
         let mut v = json!({"bucket": b, "key": k});
         v[m.0] = m.1.clone();
-        match parse_message(&v.to_string()) {
+        match CopyMessage::parse(&v.to_string()) {
             Ok(_) => prop_assert!(false, "accepted {v}"),
             Err(e) => prop_assert!(e.message().contains(&format!("`{}`", m.0)), "{}", e.message()),
         }

@@ -32,14 +32,6 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// A policy that never retries (for tests and for dry runs).
-    pub fn none() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            ..Default::default()
-        }
-    }
-
     /// The backoff before attempt `attempt + 1` (attempt counts from 1): a random duration
     /// between zero and `min(max_delay, base_delay * 2^(attempt-1))`.
     pub fn backoff(&self, attempt: u32) -> Duration {

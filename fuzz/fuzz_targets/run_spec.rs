@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use s3_blob_sync::config::Config;
-use s3_blob_sync::run::spec::RunSpec;
+use s3_blob_sync::messages::run_spec::RunSpec;
 
 fn cfg() -> &'static Config {
     static CFG: OnceLock<Config> = OnceLock::new();

@@ -13,16 +13,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::{parse_blob_url, parse_s3_url, CopyArgs, EXIT_FAILED_OBJECTS};
+use crate::app::copy_object::to_request;
+use crate::app::finish::{check, CheckStep};
+use crate::app::lister::{list_page, PageStep};
+use crate::app::service::{CopySink, RunService, Started};
 use crate::engine::{CopyReport, CopyRequest, Engine};
 use crate::error::{Error, ErrorKind, Result};
-use crate::functions::copy_object::{to_request, CopyMessage};
+use crate::messages::run_spec::RunSpec;
+use crate::messages::CopyMessage;
 use crate::retry::RetryPolicy;
-use crate::run::counters::Tally;
-use crate::run::finish::{check, CheckStep};
-use crate::run::lister::{list_page, PageStep};
-use crate::run::service::{CopySink, RunService, Started};
-use crate::run::spec::RunSpec;
-use crate::run::store::{Counted, RunState};
+use crate::state::runs::counters::Tally;
+use crate::state::runs::store::{Counted, RunState};
 
 /// Hands the lister's copies to the workers; waits when they are busy, unless the run is
 /// stopping.
@@ -165,7 +166,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         "mode": if mirror { "mirror" } else { "additive" },
         "filters": {"include": args.include, "exclude": args.exclude},
         "dryRun": args.dry_run,
-        "maxDeletes": max_deletes.unwrap_or(crate::run::spec::DEFAULT_MAX_DELETES),
+        "maxDeletes": max_deletes.unwrap_or(crate::messages::run_spec::DEFAULT_MAX_DELETES),
     });
     let (spec, _) = RunSpec::parse(&body.to_string(), "options", &cfg)?;
     let cfg = Arc::new(cfg);
@@ -316,10 +317,10 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         // Whatever finished is counted; the rest is for the next run, which skips what this
         // one copied (the checkpoint says so) and converges.
         let reason = format!("interrupted ({why}); resume with: {}", resume_command());
-        crate::run::finish::end(&svc, &id, RunState::Cancelled, Some(reason)).await?;
+        crate::app::finish::end(&svc, &id, RunState::Cancelled, Some(reason)).await?;
     } else if let Err(e) = listing {
         let reason = format!("listing failed: {}", e.message());
-        crate::run::finish::end(&svc, &id, RunState::Failed, Some(reason)).await?;
+        crate::app::finish::end(&svc, &id, RunState::Failed, Some(reason)).await?;
     }
     // Every copy has been counted (or could not be): finish the run the same way a Function
     // App does, including mirror-mode deletes.
@@ -327,7 +328,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     while let CheckStep::Wait(_) = check(&svc, &id).await? {
         checks += 1;
         if checks >= 3 {
-            crate::run::finish::end(
+            crate::app::finish::end(
                 &svc,
                 &id,
                 RunState::PartiallySucceeded,

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use url::Url;
 
+use crate::config::azure::account_from_url;
 use crate::config::{Config, CopyPath, LogFormat, MetadataPolicy};
 use crate::error::{Error, Result};
-use crate::target::auth::account_from_url;
 
 /// Exit code when some objects failed.
 pub const EXIT_FAILED_OBJECTS: u8 = 1;
@@ -71,7 +71,7 @@ enum Command {
         #[command(flatten)]
         args: CopyArgs,
         /// Refuse to delete more than this many blobs (the run ends PartiallySucceeded).
-        #[arg(long, default_value_t = crate::run::spec::DEFAULT_MAX_DELETES)]
+        #[arg(long, default_value_t = crate::messages::run_spec::DEFAULT_MAX_DELETES)]
         max_deletes: u64,
     },
     /// Keep a container in sync with a bucket's events: drain SQS into the copy queue and
@@ -320,7 +320,7 @@ pub fn parse_blob_url(s: &str) -> Result<BlobLocation> {
     if container.is_empty() {
         return Err(Error::invalid("target URL names no container"));
     }
-    crate::target::blob::validate_container_name(&container)?;
+    crate::model::validate_container_name(&container)?;
     let prefix = percent_encoding::percent_decode_str(segs.get(1).copied().unwrap_or(""))
         .decode_utf8()
         .map_err(|_| Error::invalid("target prefix is not UTF-8"))?
@@ -430,7 +430,7 @@ pub async fn main() -> ExitCode {
             json,
             ..
         } => {
-            let bounds = crate::run::cutover::Bounds {
+            let bounds = crate::app::cutover::Bounds {
                 max_lag: std::time::Duration::from_secs(max_lag_seconds),
                 max_verify_age: std::time::Duration::from_secs(max_verify_age_seconds),
             };
@@ -469,7 +469,7 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
     let config = Config::from_env()?;
     crate::telemetry::init(config.log_format, "info");
     crate::functions::gate::check_bind(bind, &config)?;
-    let state = crate::AppState::new(config).await?;
+    let state = crate::app::AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {bind}:{port}: {e}")))?;
@@ -484,7 +484,7 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     if work_queues {
-        use crate::run::worker::{QueueFunction, Worker};
+        use crate::app::worker::{QueueFunction, Worker};
         for (f, n) in [(QueueFunction::ListPage, 4), (QueueFunction::CopyObject, 16)] {
             let w = Worker::new(state.clone(), f, n).await?;
             let rx = stop_rx.clone();

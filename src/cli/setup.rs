@@ -13,10 +13,10 @@ use aws_sdk_s3::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{json, Value};
 
+use crate::aws::s3::{map_sdk_error, S3Source};
+use crate::aws::sqs::SqsQueue;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
-use crate::source::s3::{map_sdk_error, S3Source};
-use crate::source::sqs::SqsQueue;
 
 /// The notification id we own; others on the bucket are left alone.
 pub const CONFIG_ID: &str = "s3-blob-sync";
@@ -145,7 +145,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
                 .attribute_names(QueueAttributeName::Policy)
                 .send()
                 .await
-                .map_err(|e| crate::source::sqs::map_err(e, "get queue attributes"))
+                .map_err(|e| crate::aws::sqs::map_err(e, "get queue attributes"))
         })
         .await
         .map_err(|e| e.context(format!("cannot read the queue {queue_url}")))?;
@@ -252,7 +252,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
                     .attributes(QueueAttributeName::Policy, text.clone())
                     .send()
                     .await
-                    .map_err(|e| crate::source::sqs::map_err(e, "set queue attributes"))
+                    .map_err(|e| crate::aws::sqs::map_err(e, "set queue attributes"))
             })
             .await
             .map_err(|e| e.context("cannot set the queue policy"))?;

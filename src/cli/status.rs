@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use crate::checkpoint::{CheckpointStore, Outcome};
+use crate::azure::table::TableClient;
 use crate::error::Result;
 use crate::retry::RetryPolicy;
-use crate::target::table::TableClient;
+use crate::state::checkpoint::{CheckpointStore, Outcome};
 
 pub(super) async fn run(
     bucket: &str,
@@ -69,9 +69,9 @@ pub(super) async fn run(
         cfg.checkpoint_table
     );
     if let Some(url) = queue_url.or(cfg.sqs_queue_url.clone()) {
-        let sqs = crate::source::sqs::SqsQueue::new(&cfg.aws, &url, RetryPolicy::default()).await;
+        let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, RetryPolicy::default()).await;
         let d = sqs.depth().await?;
-        let last = crate::run::lag::last(store.table(), &url).await?;
+        let last = crate::app::lag::last(store.table(), &url).await?;
         println!(
             "sqs backlog: ~{} waiting, ~{} in flight; {}",
             d.visible,
@@ -95,11 +95,11 @@ pub(super) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn runs_service() -> Result<crate::run::service::RunService> {
+async fn runs_service() -> Result<crate::app::service::RunService> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let engine = std::sync::Arc::new(crate::engine::Engine::from_config(&cfg).await?);
-    crate::run::service::RunService::local(std::sync::Arc::new(cfg), engine).await
+    crate::app::service::RunService::local(std::sync::Arc::new(cfg), engine).await
 }
 
 /// `status RUN_ID`: the run's summary (exit 0 when Succeeded or still running). With
@@ -135,7 +135,7 @@ pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<Exit
 /// `status RUN_ID --report`: every key of the run's report, all pages, as JSON Lines or
 /// CSV on stdout; exit 0 (the report is the answer, whatever it holds).
 pub(super) async fn run_report(id: &str, outcome: Option<&str>, csv: bool) -> Result<ExitCode> {
-    use crate::run::report::{csv_line, parse_outcomes, report_page, CSV_HEADER, MAX_PAGE};
+    use crate::state::runs::report::{csv_line, parse_outcomes, report_page, CSV_HEADER, MAX_PAGE};
     use std::io::Write;
     let outcomes = parse_outcomes(outcome).map_err(|e| e.context("--outcome"))?;
     let svc = runs_service().await?;
@@ -175,7 +175,7 @@ pub(super) async fn run_report(id: &str, outcome: Option<&str>, csv: bool) -> Re
 pub(super) async fn cutover(
     bucket: &str,
     container: Option<String>,
-    bounds: crate::run::cutover::Bounds,
+    bounds: crate::app::cutover::Bounds,
     json: bool,
 ) -> Result<ExitCode> {
     let svc = runs_service().await?;
@@ -187,7 +187,7 @@ pub(super) async fn cutover(
             ))
         }
     };
-    let gate = crate::run::cutover::assess(&svc, bucket, &container, bounds).await?;
+    let gate = crate::app::cutover::assess(&svc, bucket, &container, bounds).await?;
     if json {
         println!("{}", serde_json::to_string(&gate).expect("serializable"));
     } else {
@@ -250,10 +250,12 @@ pub(super) fn run_table(s: &serde_json::Value) -> String {
         if s["dryRun"] == true { " [dry run]" } else { "" },
     );
     out.push_str(&format!("{:<20} {:>10} {:>16}\n", "counter", "objects", "bytes"));
-    for t in crate::run::counters::Tally::ALL {
+    for t in crate::state::runs::counters::Tally::ALL {
         let n = s["counters"][t.name()].as_u64().unwrap_or(0);
         let b = s["counters"][format!("{}Bytes", t.name())].as_u64().unwrap_or(0);
-        if t == crate::run::counters::Tally::Enqueued || (n == 0 && t != crate::run::counters::Tally::Scanned) {
+        if t == crate::state::runs::counters::Tally::Enqueued
+            || (n == 0 && t != crate::state::runs::counters::Tally::Scanned)
+        {
             continue;
         }
         out.push_str(&format!("{:<20} {n:>10} {b:>16}\n", t.name()));

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use super::{parse_blob_url, parse_s3_url, EXIT_FAILED_OBJECTS};
+use crate::app::verify::{repair, verify, VerifyScope};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::run::verify::{repair, verify, VerifyScope};
 
 pub(super) async fn run(source: String, target: String, json: bool, fix: bool, concurrency: usize) -> Result<ExitCode> {
     let s = parse_s3_url(&source)?;

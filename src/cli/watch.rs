@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::drain::Drainer;
+use crate::app::worker::{QueueFunction, Worker};
 use crate::error::Result;
-use crate::run::drain::Drainer;
-use crate::run::worker::{QueueFunction, Worker};
 
 pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -> Result<ExitCode> {
     let mut cfg = crate::config::Config::from_env()?;
@@ -16,7 +16,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         cfg.sqs_queue_url = queue_url;
     }
     crate::telemetry::init(cfg.log_format, "info");
-    let state = crate::AppState::new(cfg).await?;
+    let state = crate::app::AppState::new(cfg).await?;
     let (cfg, engine) = (state.config.clone(), state.engine.clone());
     match &cfg.target_container {
         Some(c) => engine.target(c)?.create_if_missing().await.map_err(|e| {
@@ -31,7 +31,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     if once {
         let stats = drainer.drain(cfg.drain_budget, true).await?;
         // The relay's lag, as the long-running loop keeps it (the cutover gate reads it).
-        if let Err(e) = crate::run::lag::record(engine.checkpoint().table(), drainer.sqs(), &stats).await {
+        if let Err(e) = crate::app::lag::record(engine.checkpoint().table(), drainer.sqs(), &stats).await {
             tracing::warn!(error = %e, "could not record the relay's lag");
         }
         let w = worker.run(stop_rx, Some(Duration::from_secs(2))).await;
@@ -50,7 +50,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
             while !*stop.borrow() {
                 match drainer.drain(Duration::from_secs(20), false).await {
                     Ok(stats) => {
-                        let _ = crate::run::lag::record(&table, drainer.sqs(), &stats).await;
+                        let _ = crate::app::lag::record(&table, drainer.sqs(), &stats).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "sqs drain failed; retrying in 5 s");
@@ -91,8 +91,8 @@ pub(super) async fn redrive(
     let url = queue_url
         .or(cfg.sqs_queue_url.clone())
         .ok_or_else(|| crate::error::Error::invalid("no events queue: pass --queue-url or set SYNC_SQS_QUEUE_URL"))?;
-    let sqs = crate::source::sqs::SqsQueue::new(&cfg.aws, &url, crate::retry::RetryPolicy::default()).await;
-    let stats = crate::run::drain::redrive(&sqs, max, dry_run, any_source).await?;
+    let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, crate::retry::RetryPolicy::default()).await;
+    let stats = crate::app::drain::redrive(&sqs, max, dry_run, any_source).await?;
     if json {
         println!("{}", serde_json::to_string(&stats).unwrap_or_default());
     } else if dry_run {

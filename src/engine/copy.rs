@@ -11,18 +11,19 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::checksum;
 use super::layout::BlockLayout;
 use super::metadata::{map_metadata, provenance, provenance_modified, written_for};
 use super::naming::{blob_name, NameIssue};
-use super::{CopyReport, CopyRequest, Engine, PartRef, Step, SyncMode};
-use crate::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
+use super::{CopyReport, CopyRequest, Engine, PartRef, Step};
+use crate::aws::events::sequencer_cmp;
+use crate::aws::s3::ObjectHead;
+use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
+use crate::checksum;
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::SyncMode;
 use crate::redact::Secret;
-use crate::source::events::sequencer_cmp;
-use crate::source::s3::ObjectHead;
-use crate::target::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
+use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 
 impl Engine {
     /// Brings one object up to date in one go and checkpoints the outcome; never splits.

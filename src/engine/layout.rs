@@ -2,8 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
-/// Azure's limit on committed blocks per blob.
-pub const MAX_BLOCKS: u64 = 50_000;
+use crate::model::MAX_BLOCKS;
+
 /// Azure's limit on one block.
 pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;

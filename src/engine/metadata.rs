@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::aws::s3::ObjectHead;
 use crate::config::MetadataPolicy;
-use crate::source::s3::ObjectHead;
 
 /// Prefix of our provenance entries.
 pub const PROVENANCE_PREFIX: &str = "s3sync_";

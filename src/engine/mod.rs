@@ -1,6 +1,5 @@
 //! The engine: copying (or deleting) one object, verifying it, and checkpointing the outcome.
 
-pub mod checksum;
 pub mod copy;
 pub mod layout;
 pub mod metadata;
@@ -12,24 +11,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::checkpoint::{CheckpointStore, Outcome};
+use crate::aws::s3::S3Source;
+use crate::azure::auth::Authorizer;
+use crate::azure::blob::BlobTarget;
+use crate::azure::table::TableClient;
+use crate::config::azure::StorageAccount;
 use crate::config::{Config, EngineConfig};
 use crate::error::Result;
+use crate::model::{PartRef, SyncMode};
 use crate::retry::RetryPolicy;
-use crate::source::s3::S3Source;
-use crate::target::auth::{Authorizer, StorageAccount};
-use crate::target::blob::BlobTarget;
-use crate::target::table::TableClient;
-
-/// What to do when the source object is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// Never delete from the target.
-    #[default]
-    Additive,
-    /// Delete the blob when the source is gone.
-    Mirror,
-}
+use crate::state::checkpoint::{CheckpointStore, Outcome};
 
 /// One object to bring up to date.
 #[derive(Debug, Clone)]
@@ -75,15 +66,6 @@ pub struct Listed {
     /// Last-Modified (RFC 3339, whole seconds), when known: a copy-in-place that replaces
     /// metadata keeps a single-part ETag and changes only this.
     pub last_modified: Option<String>,
-}
-
-/// One range of a split copy: which source version, which range of its block layout.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PartRef {
-    /// Source ETag the split was planned for; a range of another version is never staged.
-    pub etag: String,
-    /// Range number, from 0.
-    pub index: u32,
 }
 
 /// What one call of [`Engine::copy_step`] achieved.

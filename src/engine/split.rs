@@ -16,12 +16,12 @@ use sha2::{Digest, Sha256};
 use super::copy::{combine, crc_mismatch, holds};
 use super::layout::BlockLayout;
 use super::{CopyRequest, Engine, PartRef, Step};
-use crate::checkpoint::{partition_key, Outcome, Versioned};
+use crate::aws::s3::ObjectHead;
+use crate::azure::blob::{BlobTarget, WriteCondition};
+use crate::azure::table::{BatchOp, BatchOutcome, Entity};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::s3::ObjectHead;
-use crate::target::blob::{BlobTarget, WriteCondition};
-use crate::target::table::{BatchOp, BatchOutcome, Entity};
+use crate::state::checkpoint::{partition_key, Outcome, Versioned};
 
 /// How long a planner owns the sending of a plan's ranges. A planner that died before
 /// sending them is replaced once this has passed: its own message comes back after the
@@ -512,7 +512,7 @@ impl Engine {
         if let Some(c) = whole {
             props
                 .metadata
-                .insert("s3sync_crc64nvme".into(), super::checksum::to_s3(c));
+                .insert("s3sync_crc64nvme".into(), crate::checksum::to_s3(c));
         }
         // A concurrent step that recorded another last range may have committed already.
         let committed = existing.as_ref().is_some_and(|p| holds(p, &head));

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::runs::Reply;
+use crate::app::cutover::{assess, Bounds};
+use crate::app::AppState;
 use crate::error::Error;
-use crate::run::cutover::{assess, Bounds};
-use crate::AppState;
 
 /// Assesses the gate for the HTTP API.
 pub async fn api(state: &AppState, query: &HashMap<String, String>) -> Reply {
@@ -40,7 +40,7 @@ async fn run(state: &AppState, query: &HashMap<String, String>) -> crate::error:
             Error::invalid("container: required when SYNC_TARGET_CONTAINER is not set, e.g. &container=mirror")
         })?,
     };
-    crate::target::blob::validate_container_name(&container).map_err(|e| e.context("container"))?;
+    crate::model::validate_container_name(&container).map_err(|e| e.context("container"))?;
     let bounds = Bounds {
         max_lag: seconds(query, "maxLagSeconds", Bounds::default().max_lag)?,
         max_verify_age: seconds(query, "maxVerifyAgeSeconds", Bounds::default().max_verify_age)?,

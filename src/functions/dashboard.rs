@@ -10,9 +10,9 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use super::runs::Reply;
+use crate::app::dashboard::{snapshot, MAX_RUNS};
+use crate::app::AppState;
 use crate::error::Error;
-use crate::run::dashboard::{snapshot, MAX_RUNS};
-use crate::AppState;
 
 /// The page: markup, style and script in one file.
 const PAGE: &str = include_str!("dashboard.html");

@@ -3,8 +3,8 @@
 
 use super::protocol::InvokeRequest;
 use super::{Failure, Handled};
+use crate::app::AppState;
 use crate::error::Error;
-use crate::AppState;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
@@ -13,7 +13,7 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
         .drain(state.config.drain_budget, false)
         .await
         .map_err(Failure::internal)?;
-    if let Err(e) = crate::run::lag::record(state.engine.checkpoint().table(), drainer.sqs(), &stats).await {
+    if let Err(e) = crate::app::lag::record(state.engine.checkpoint().table(), drainer.sqs(), &stats).await {
         tracing::warn!(error = %e, "could not record drain lag");
     }
     let value = serde_json::to_value(&stats).map_err(|e| Failure::internal(Error::internal(e.to_string())))?;

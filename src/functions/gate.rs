@@ -21,8 +21,8 @@ use serde_json::json;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
+use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::AppState;
 
 /// Whether `serve` may listen on `addr` with this configuration.
 pub fn check_bind(addr: std::net::IpAddr, config: &crate::config::Config) -> Result<()> {

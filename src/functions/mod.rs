@@ -17,33 +17,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::Value;
 use tracing::Instrument;
 
+use crate::app::AppState;
 use crate::error::Error;
-use crate::AppState;
 use protocol::{InvokeRequest, InvokeResponse};
 
-/// A successful invocation's logs and return value.
-pub struct Handled {
-    /// Lines for the host's invocation log.
-    pub logs: Vec<String>,
-    /// The `$return` value.
-    pub return_value: Value,
-    /// Output bindings by name (`res` for HTTP triggers).
-    pub outputs: serde_json::Map<String, Value>,
-}
-
-impl Handled {
-    /// A result with logs and a return value, and no output bindings.
-    pub fn new(logs: Vec<String>, return_value: Value) -> Self {
-        Handled {
-            logs,
-            return_value,
-            outputs: Default::default(),
-        }
-    }
-}
+pub use crate::app::outcome::{Failure, Handled};
 
 /// The HTTP status of an API error: 400 for bad input, 503 when throttled (the caller
 /// should come back), 500 otherwise. The one place the HTTP API maps errors to statuses.
@@ -52,26 +32,6 @@ pub fn http_status(kind: crate::error::ErrorKind) -> u16 {
         crate::error::ErrorKind::Invalid => 400,
         crate::error::ErrorKind::Throttled => 503,
         _ => 500,
-    }
-}
-
-/// A failed invocation: the status tells the host it failed (so it retries or poisons).
-pub struct Failure {
-    /// HTTP status for the host (4xx bad input, 5xx otherwise).
-    pub status: u16,
-    /// What went wrong, already redacted.
-    pub error: Error,
-}
-
-impl Failure {
-    /// Bad input: the message can never succeed as it is.
-    pub fn bad_input(error: Error) -> Self {
-        Failure { status: 400, error }
-    }
-
-    /// A failure that may pass: the host retries the invocation.
-    pub fn internal(error: Error) -> Self {
-        Failure { status: 500, error }
     }
 }
 

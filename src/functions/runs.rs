@@ -18,10 +18,11 @@ use serde_json::{json, Value};
 
 use super::protocol::{HttpOutput, HttpTriggerRequest, InvokeRequest};
 use super::{Failure, Handled};
+use crate::app::service::{RunService, Started};
+use crate::app::AppState;
 use crate::error::{Error, ErrorKind};
-use crate::run::service::{ListMessage, RunService, Started};
-use crate::run::spec::RunSpec;
-use crate::AppState;
+use crate::messages::run_spec::RunSpec;
+use crate::messages::ListMessage;
 
 /// The HTTP trigger's binding name in the run functions' function.json.
 pub const BINDING: &str = "req";
@@ -205,7 +206,7 @@ async fn report(
     query: &HashMap<String, String>,
     origin: &Origin,
 ) -> crate::error::Result<Reply> {
-    use crate::run::report::{parse_outcomes, report_page, MAX_PAGE};
+    use crate::state::runs::report::{parse_outcomes, report_page, MAX_PAGE};
     if svc.store.get(id).await?.is_none() {
         return Ok(Reply::json(
             404,

@@ -3,9 +3,9 @@
 
 use super::protocol::InvokeRequest;
 use super::{Failure, Handled};
-use crate::run::service::Started;
-use crate::run::spec::RunSpec;
-use crate::AppState;
+use crate::app::service::Started;
+use crate::app::AppState;
+use crate::messages::run_spec::RunSpec;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {

@@ -4,13 +4,13 @@
 
 use serde_json::{json, Value};
 
-use super::copy_object::CopyMessage;
 use super::runs::Reply;
+use crate::app::service::CopySink;
+use crate::app::verify::{verify, VerifyScope, MAX_LISTED};
+use crate::app::AppState;
 use crate::error::Error;
-use crate::run::service::CopySink;
-use crate::run::spec::RunSpec;
-use crate::run::verify::{verify, VerifyScope, MAX_LISTED};
-use crate::AppState;
+use crate::messages::run_spec::RunSpec;
+use crate::messages::CopyMessage;
 
 /// Runs one verification for the HTTP API.
 pub async fn api(state: &AppState, body: Option<&str>) -> Reply {

@@ -654,17 +654,17 @@ async fn converge(w: &World, bound: Duration) -> Option<String> {
 }
 
 async fn sqs_depth(w: &World) -> u64 {
-    let q = s3_blob_sync::source::sqs::SqsQueue::new(&w.ctx.config(&[]).aws, &w.queue_url, Default::default()).await;
+    let q = s3_blob_sync::aws::sqs::SqsQueue::new(&w.ctx.config(&[]).aws, &w.queue_url, Default::default()).await;
     q.depth().await.map(|d| d.visible + d.in_flight).unwrap_or(u64::MAX)
 }
 
 /// Checkpoint rows agree with blobs, finished runs add up, and no queue holds a message.
 async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, String>, copy: &str, rejects: &str) {
-    let store = s3_blob_sync::checkpoint::CheckpointStore::new(w.ctx.table());
+    let store = s3_blob_sync::state::checkpoint::CheckpointStore::new(w.ctx.table());
     for key in &w.keys {
         let row = store.get(&w.ctx.bucket, key, &w.ctx.target_id()).await.unwrap();
         let blob = w.ctx.blob().properties(key).await.unwrap();
-        use s3_blob_sync::checkpoint::Outcome::*;
+        use s3_blob_sync::state::checkpoint::Outcome::*;
         match (row.map(|r| r.record), blob) {
             (Some(r), Some(b)) => assert!(
                 matches!(r.outcome, Copied | NoTransferNeeded) && r.etag.as_ref() == b.metadata.get("s3sync_etag"),

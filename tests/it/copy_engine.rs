@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
-use s3_blob_sync::checkpoint::Outcome;
-use s3_blob_sync::engine::{CopyRequest, Engine, Listed, SyncMode};
+use s3_blob_sync::engine::{CopyRequest, Engine, Listed};
 use s3_blob_sync::error::ErrorKind;
+use s3_blob_sync::model::SyncMode;
+use s3_blob_sync::state::checkpoint::Outcome;
 
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, sha, TestCtx};
@@ -286,7 +287,7 @@ async fn folder_markers_glacier_reruns_and_changes() {
     assert_eq!(double.stats().copy_from_url.load(Ordering::SeqCst), copies);
 
     // Without the checkpoint row, the blob's provenance still proves it is current.
-    let (pk, rk) = s3_blob_sync::checkpoint::row_keys(&ctx.bucket, "dir/file", &ctx.target_id());
+    let (pk, rk) = s3_blob_sync::state::checkpoint::row_keys(&ctx.bucket, "dir/file", &ctx.target_id());
     ctx.table().delete(&pk, &rk, "*").await.unwrap();
     let rep = engine.copy_object(&req(&ctx, "dir/file")).await.unwrap();
     assert_eq!(rep.outcome, Outcome::NoTransferNeeded);
@@ -518,7 +519,7 @@ pub(crate) async fn multipart(ctx: &TestCtx, key: &str, parts: &[Vec<u8>], crc64
 
 #[tokio::test]
 async fn multipart_object_is_verified_by_crc64nvme_and_a_corrupted_block_is_caught() {
-    use s3_blob_sync::engine::checksum;
+    use s3_blob_sync::checksum;
     let ctx = TestCtx::new("crc").await;
     let parts = vec![bytes(5 * MIB, 21), bytes(MIB + 123, 22)];
     let whole = parts.concat();
@@ -665,7 +666,7 @@ async fn small_objects_are_one_put_blob_whose_crc64_azure_checks() {
 
 #[tokio::test]
 async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
-    use s3_blob_sync::target::blob::{CommitProps, WriteCondition};
+    use s3_blob_sync::azure::blob::{CommitProps, WriteCondition};
     let ctx = TestCtx::new("oneget").await;
     for (k, v) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "charlie")] {
         ctx.put(k, v.as_bytes().to_vec()).await;
@@ -728,5 +729,5 @@ async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
 }
 
 pub fn checksum_of(data: &[u8]) -> u64 {
-    s3_blob_sync::engine::checksum::crc64(data)
+    s3_blob_sync::checksum::crc64(data)
 }

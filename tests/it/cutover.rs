@@ -136,12 +136,12 @@ async fn the_cutover_gate_says_ready_only_when_every_condition_holds() {
     assert_eq!(failing(&g), ["sqsBacklog"], "{g}");
     sqs.purge_queue().queue_url(&queue_url).send().await.unwrap();
 
-    let store = s3_blob_sync::checkpoint::CheckpointStore::new(ctx.table());
-    let failed = s3_blob_sync::checkpoint::ObjectRecord::new(
+    let store = s3_blob_sync::state::checkpoint::CheckpointStore::new(ctx.table());
+    let failed = s3_blob_sync::state::checkpoint::ObjectRecord::new(
         &b,
         "d/broken.bin",
         &ctx.target_id(),
-        s3_blob_sync::checkpoint::Outcome::Failed,
+        s3_blob_sync::state::checkpoint::Outcome::Failed,
     );
     store.put(&failed, None).await.unwrap();
     let (_, g) = gate(&env, &b, &c, &[]).await;

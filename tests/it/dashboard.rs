@@ -165,10 +165,10 @@ async fn the_dashboard_data_pages_through_a_thousand_runs() {
 /// the run service would have; their ids, newest first.
 async fn insert_runs(ctx: &TestCtx, n: usize) -> Vec<String> {
     use futures::StreamExt;
-    use s3_blob_sync::run::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
+    use s3_blob_sync::state::runs::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
     let cfg = ctx.config(&[]);
     let auth = cfg.azure.authorizer().unwrap();
-    let table = s3_blob_sync::target::table::TableClient::new(
+    let table = s3_blob_sync::azure::table::TableClient::new(
         &cfg.azure,
         &auth,
         &cfg.runs_table,
@@ -177,12 +177,13 @@ async fn insert_runs(ctx: &TestCtx, n: usize) -> Vec<String> {
     .unwrap();
     let store = RunStore::new(table);
     store.ensure().await.unwrap();
-    let (spec, _) = s3_blob_sync::run::spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &cfg).unwrap();
+    let (spec, _) =
+        s3_blob_sync::messages::run_spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &cfg).unwrap();
     let mut ids: Vec<String> = futures::stream::iter(0..n)
         .map(|_| {
             let (store, spec) = (&store, spec.clone());
             async move {
-                let now = s3_blob_sync::checkpoint::now_rfc3339();
+                let now = s3_blob_sync::state::checkpoint::now_rfc3339();
                 let mut run = RunRecord {
                     id: new_run_id(),
                     spec,

@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aws_sdk_s3::types::MetadataDirective;
-use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
-use s3_blob_sync::engine::{EventInfo, Listed, SyncMode};
-use s3_blob_sync::run::verify::{verify, DiffKind, VerifyScope};
+use s3_blob_sync::app::verify::{verify, DiffKind, VerifyScope};
+use s3_blob_sync::engine::{EventInfo, Listed};
+use s3_blob_sync::model::SyncMode;
+use s3_blob_sync::state::checkpoint::{CheckpointStore, Outcome};
 
 use crate::copy_engine::{assert_blob, checksum_of, multipart, req, server_side_engine};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
-use s3_blob_sync::target::blob::WriteCondition;
+use s3_blob_sync::azure::blob::WriteCondition;
 
 const MIB: usize = 1024 * 1024;
 

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3_blob_sync::checkpoint::{CheckpointStore, Outcome};
+use s3_blob_sync::app::drain::{DrainStats, Drainer};
+use s3_blob_sync::app::worker::{QueueFunction, Worker, WorkerStats};
+use s3_blob_sync::azure::queue::WorkQueue;
 use s3_blob_sync::config::Config;
-use s3_blob_sync::run::drain::{DrainStats, Drainer};
-use s3_blob_sync::run::worker::{QueueFunction, Worker, WorkerStats};
-use s3_blob_sync::target::queue::WorkQueue;
+use s3_blob_sync::state::checkpoint::{CheckpointStore, Outcome};
 use serde_json::json;
 
 use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
@@ -78,7 +78,7 @@ impl Events {
 
     async fn send_raw(&self, body: &str) {
         let cfg = self.config(&[]);
-        let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&cfg.aws, &self.queue_url, Default::default()).await;
+        let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, &self.queue_url, Default::default()).await;
         sqs.client()
             .send_message()
             .queue_url(&self.queue_url)
@@ -407,7 +407,7 @@ async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
     let ctx = &ev.ctx;
     // The events queue gets a dead-letter queue after 5 receives, as infra/aws does.
     let sqs = ev.config(&[]);
-    let client = s3_blob_sync::source::sqs::SqsQueue::new(&sqs.aws, &ev.queue_url, Default::default()).await;
+    let client = s3_blob_sync::aws::sqs::SqsQueue::new(&sqs.aws, &ev.queue_url, Default::default()).await;
     let (_, dlq_url) = ctx.sqs_queue("evdlq-dead-").await;
     let dlq_arn = client
         .client()
@@ -719,7 +719,7 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
         .unwrap();
     assert_eq!(n.queue_configurations().len(), 1);
     // The policy it wrote lets S3 send for this bucket, while the bucket is the account's.
-    let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&ctx.config(&[]).aws, &url, Default::default()).await;
+    let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&ctx.config(&[]).aws, &url, Default::default()).await;
     let attrs = sqs
         .client()
         .get_queue_attributes()

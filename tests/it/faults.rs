@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use s3_blob_sync::checkpoint::Outcome;
 use s3_blob_sync::error::ErrorKind;
+use s3_blob_sync::state::checkpoint::Outcome;
 use serde_json::json;
 
 use crate::copy_engine::req;

@@ -121,7 +121,7 @@ async fn failing_copy_answers_5xx_and_the_last_attempt_is_recorded() {
         err.contains("final attempt; recorded as failed") && err.contains("CannotVerifyCopySource"),
         "{err}"
     );
-    let rows = s3_blob_sync::checkpoint::CheckpointStore::new(ctx.table())
+    let rows = s3_blob_sync::state::checkpoint::CheckpointStore::new(ctx.table())
         .list_bucket(&ctx.bucket)
         .await
         .unwrap();

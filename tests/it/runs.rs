@@ -11,8 +11,8 @@ use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
-use s3_blob_sync::target::queue::WorkItem;
-use s3_blob_sync::target::table::TableClient;
+use s3_blob_sync::azure::queue::WorkItem;
+use s3_blob_sync::azure::table::TableClient;
 
 pub(crate) async fn start_run(h: &HandlerProc, body: &Value) -> String {
     let (status, headers, reply) = http_invoke(
@@ -316,7 +316,7 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
         Default::default(),
     )
     .unwrap();
-    let store = s3_blob_sync::run::store::RunStore::new(runs);
+    let store = s3_blob_sync::state::runs::store::RunStore::new(runs);
     assert_eq!(
         store.page_plan(&id, 0).await.unwrap(),
         None,
@@ -326,25 +326,26 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
 }
 
 /// An in-process run service for `ctx`, its runs table reached through `tables` if given.
-async fn run_service(ctx: &TestCtx, tables: Option<&Proxy>) -> s3_blob_sync::run::service::RunService {
+async fn run_service(ctx: &TestCtx, tables: Option<&Proxy>) -> s3_blob_sync::app::service::RunService {
     let cs = tables.map(|t| crate::harness::TestCtx::connection_string(None, None, Some(&t.url)));
     let overrides: Vec<(&str, &str)> = cs
         .as_deref()
         .map(|cs| vec![("AZURE_STORAGE_CONNECTION_STRING", cs)])
         .unwrap_or_default();
     let cfg = std::sync::Arc::new(ctx.config(&overrides));
-    s3_blob_sync::run::service::RunService::local(cfg, std::sync::Arc::new(ctx.engine(&[]).await))
+    s3_blob_sync::app::service::RunService::local(cfg, std::sync::Arc::new(ctx.engine(&[]).await))
         .await
         .unwrap()
 }
 
 /// Starts a run over `ctx`'s bucket and container with `svc` (its listing is the caller's
 /// to drive); returns its id.
-async fn start_in_process(svc: &s3_blob_sync::run::service::RunService, ctx: &TestCtx) -> String {
+async fn start_in_process(svc: &s3_blob_sync::app::service::RunService, ctx: &TestCtx) -> String {
     let (spec, _) =
-        s3_blob_sync::run::spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &svc.config).unwrap();
+        s3_blob_sync::messages::run_spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &svc.config)
+            .unwrap();
     match svc.start(spec, None, "test", None).await.unwrap() {
-        s3_blob_sync::run::service::Started::Created(run) => run.id,
+        s3_blob_sync::app::service::Started::Created(run) => run.id,
         other => panic!("the run did not start: {other:?}"),
     }
 }
@@ -354,11 +355,8 @@ async fn start_in_process(svc: &s3_blob_sync::run::service::RunService, ctx: &Te
 struct Collect(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
-impl s3_blob_sync::run::service::CopySink for Collect {
-    async fn send(
-        &self,
-        copies: Vec<s3_blob_sync::functions::copy_object::CopyMessage>,
-    ) -> s3_blob_sync::error::Result<()> {
+impl s3_blob_sync::app::service::CopySink for Collect {
+    async fn send(&self, copies: Vec<s3_blob_sync::messages::CopyMessage>) -> s3_blob_sync::error::Result<()> {
         self.0.lock().unwrap().extend(copies.into_iter().map(|c| c.key));
         Ok(())
     }
@@ -366,7 +364,7 @@ impl s3_blob_sync::run::service::CopySink for Collect {
 
 #[tokio::test]
 async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
-    use s3_blob_sync::run::lister::{list_page, PageStep};
+    use s3_blob_sync::app::lister::{list_page, PageStep};
     let ctx = TestCtx::new("lateatt").await;
     ctx.put_many((0..30).map(|i| (format!("l/{i:02}"), vec![b'l'; 4])).collect())
         .await;
@@ -420,7 +418,7 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
 
 #[tokio::test]
 async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
-    use s3_blob_sync::run::lister::{list_page, PageStep};
+    use s3_blob_sync::app::lister::{list_page, PageStep};
     let ctx = TestCtx::new("lostsave").await;
     ctx.put_many((0..30).map(|i| (format!("s/{i:02}"), vec![b's'; 4])).collect())
         .await;

@@ -149,7 +149,7 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
     assert_no_secrets("invoke responses", &bodies);
 
     // The checkpoint rows (status bodies) are clean too.
-    let rows = s3_blob_sync::checkpoint::CheckpointStore::new(ctx.table())
+    let rows = s3_blob_sync::state::checkpoint::CheckpointStore::new(ctx.table())
         .list_bucket(&ctx.bucket)
         .await
         .unwrap();
@@ -174,8 +174,8 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
 async fn identity_tokens_and_a_webhook_reach_no_log_status_table_row_or_blob_metadata() {
     use crate::harness::host::Host;
     use crate::runs::{body, finish, get_run, start_run};
+    use s3_blob_sync::azure::table::TableClient;
     use s3_blob_sync::retry::RetryPolicy;
-    use s3_blob_sync::target::table::TableClient;
     use std::time::Duration;
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};

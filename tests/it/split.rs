@@ -15,9 +15,9 @@ use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{Host, VISIBILITY};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
-use s3_blob_sync::checkpoint::{ObjectRecord, Outcome};
-use s3_blob_sync::engine::checksum;
+use s3_blob_sync::checksum;
 use s3_blob_sync::engine::layout::BlockLayout;
+use s3_blob_sync::state::checkpoint::{ObjectRecord, Outcome};
 
 const MIB: usize = 1024 * 1024;
 
@@ -256,7 +256,7 @@ async fn a_crash_after_half_the_ranges_resumes_without_restaging_them() {
 /// The request for range `index` of the split of `r`'s object planned for `etag`.
 fn part(r: &s3_blob_sync::engine::CopyRequest, etag: &str, index: u32) -> s3_blob_sync::engine::CopyRequest {
     let mut p = r.clone();
-    p.part = Some(s3_blob_sync::engine::PartRef {
+    p.part = Some(s3_blob_sync::model::PartRef {
         etag: etag.into(),
         index,
     });
@@ -345,7 +345,7 @@ async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
         "vanishing",
         &[other],
         &Default::default(),
-        &s3_blob_sync::target::blob::WriteCondition::Always,
+        &s3_blob_sync::azure::blob::WriteCondition::Always,
     )
     .await
     .unwrap();

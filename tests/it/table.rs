@@ -1,8 +1,8 @@
 //! The thin Table Storage client against Azurite: insert, get, update and merge with
 //! If-Match (a stale writer loses), delete, and queries that follow continuations.
 
+use s3_blob_sync::azure::table::Entity;
 use s3_blob_sync::error::ErrorKind;
-use s3_blob_sync::target::table::Entity;
 
 use crate::harness::TestCtx;
 
@@ -75,8 +75,8 @@ async fn table_operations_with_optimistic_concurrency_and_continuations() {
 
 #[tokio::test]
 async fn a_page_plan_of_a_thousand_long_keys_round_trips_and_the_first_saved_rules() {
-    use s3_blob_sync::run::store::{PagePlan, RunStore};
-    use s3_blob_sync::source::s3::ListedObject;
+    use s3_blob_sync::model::ListedObject;
+    use s3_blob_sync::state::runs::store::{PagePlan, RunStore};
     let ctx = TestCtx::new("plan").await;
     let table = ctx.table();
     table.create_if_missing().await.unwrap();

@@ -6,13 +6,13 @@ use serde_json::{json, Value};
 use crate::harness::handler::{run_binary_async, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload};
 use crate::harness::TestCtx;
-use s3_blob_sync::target::blob::{CommitProps, WriteCondition};
+use s3_blob_sync::azure::blob::{CommitProps, WriteCondition};
 
 /// Writes a blob the way another tool would: no s3sync provenance.
 async fn foreign_blob(ctx: &TestCtx, name: &str, data: &'static [u8]) {
     let b = ctx.blob();
     let existing = b.properties(name).await.unwrap();
-    let crc = s3_blob_sync::engine::checksum::crc64(data);
+    let crc = s3_blob_sync::checksum::crc64(data);
     b.stage_block(name, b"foreign-000000", bytes::Bytes::from_static(data), crc)
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::handler::{queue_payload, HandlerProc};
 use super::TestCtx;
-use s3_blob_sync::target::queue::{WorkItem, WorkQueue};
+use s3_blob_sync::azure::queue::{WorkItem, WorkQueue};
 
 /// How long a received message stays hidden (the host's visibilityTimeout).
 pub const VISIBILITY: Duration = Duration::from_secs(10);

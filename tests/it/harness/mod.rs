@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use aws_sdk_s3::primitives::ByteStream;
+use s3_blob_sync::aws::s3::S3Source;
+use s3_blob_sync::azure::blob::BlobTarget;
+use s3_blob_sync::azure::queue::WorkQueue;
+use s3_blob_sync::azure::table::TableClient;
 use s3_blob_sync::config::Config;
 use s3_blob_sync::engine::Engine;
 use s3_blob_sync::retry::RetryPolicy;
-use s3_blob_sync::source::s3::S3Source;
-use s3_blob_sync::target::blob::BlobTarget;
-use s3_blob_sync::target::queue::WorkQueue;
-use s3_blob_sync::target::table::TableClient;
 
 /// Azurite's public development key (documented, not a secret), used to build connection
 /// strings that point the blob endpoint at a proxy.
@@ -142,7 +142,7 @@ impl TestCtx {
     /// The target identity used in checkpoint rows.
     /// A new SQS queue of this test (moto), named `<prefix><unique>`: a client and its URL.
     pub async fn sqs_queue(&self, prefix: &str) -> (aws_sdk_sqs::Client, String) {
-        let sqs = s3_blob_sync::source::sqs::SqsQueue::new(&self.config(&[]).aws, "unused", Default::default()).await;
+        let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&self.config(&[]).aws, "unused", Default::default()).await;
         let url = sqs
             .client()
             .create_queue()

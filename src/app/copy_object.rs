@@ -1,0 +1,180 @@
+//! One `copy-objects` message: the engine's request for it, and the whole handling (copy,
+//! split into ranges, count towards the run, record a final failure).
+
+use super::outcome::{Failure, Handled};
+use super::service::CopySink;
+use super::AppState;
+use crate::config::Config;
+use crate::engine::{CopyRequest, EventInfo, Listed, Step};
+use crate::error::{Error, ErrorKind};
+use crate::messages::CopyMessage;
+use crate::model::{PartRef, SyncMode};
+
+/// The engine request for a message, with the configured defaults filled in.
+pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error> {
+    let container = msg
+        .container
+        .clone()
+        .or_else(|| cfg.target_container.clone())
+        .ok_or_else(|| Error::invalid("message names no container and SYNC_TARGET_CONTAINER is not set"))?;
+    Ok(CopyRequest {
+        bucket: msg.bucket.clone(),
+        key: msg.key.clone(),
+        container,
+        source_prefix: msg.source_prefix.clone().unwrap_or_else(|| cfg.source_prefix.clone()),
+        target_prefix: msg.target_prefix.clone().unwrap_or_else(|| cfg.target_prefix.clone()),
+        run_id: msg.run_id.clone(),
+        mode: match msg.mode.as_deref() {
+            Some("mirror") => SyncMode::Mirror,
+            Some(_) => SyncMode::Additive,
+            None => cfg.mode,
+        },
+        // What a listing or a creation event saw. A removal event names the deleted version,
+        // which must not pass for "the source still has this".
+        listed: match msg.event.as_deref() {
+            Some(e) if e.starts_with("ObjectRemoved") => None,
+            _ => msg.etag.clone().zip(msg.size).map(|(etag, size)| Listed {
+                etag,
+                size,
+                last_modified: msg.last_modified.clone(),
+            }),
+        },
+        recheck: msg.recheck.unwrap_or(false),
+        part: msg.part.clone(),
+        // A range's commit needs the row as it is, whatever the lister saw.
+        fresh: msg.fresh.unwrap_or(false) && msg.part.is_none(),
+        event: msg.event.clone().map(|name| EventInfo {
+            name,
+            sequencer: msg.sequencer.clone(),
+            time: msg.event_time.clone(),
+        }),
+    })
+}
+
+/// Handles one `copy-objects` message on its `attempt`-th delivery: copies the object (or
+/// one range of it, or splits it into ranges), and counts the outcome towards its run.
+pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handled, Failure> {
+    let msg = CopyMessage::parse(text).map_err(Failure::bad_input)?;
+    let cfg = &state.config;
+    let copy = to_request(&msg, cfg).map_err(Failure::bad_input)?;
+    // Copies of a bulk run count towards its counters; a cancelled run's copies are dropped.
+    let run = match &msg.run_id {
+        Some(id) => {
+            let svc = state.runs().await.map_err(Failure::internal)?;
+            if svc.is_cancelled(id).await.map_err(Failure::internal)? {
+                return Ok(Handled::new(
+                    vec![format!(
+                        "s3://{}/{}: run {id} was cancelled; not copied",
+                        copy.bucket, copy.key
+                    )],
+                    serde_json::json!({"outcome": "cancelled", "runId": id}),
+                ));
+            }
+            Some((svc, id.as_str()))
+        }
+        None => None,
+    };
+    let budget = cfg.engine.invocation_bytes;
+    match state.engine.copy_step(&copy, Some(budget)).await {
+        Ok(Step::Split(plan)) => {
+            // Too big for one invocation: one message per range, each staged by its own
+            // invocation. Only the lease holder sends, so duplicates do not multiply them.
+            let sent = if plan.claimed { plan.unstaged.len() } else { 0 };
+            if sent > 0 {
+                let parts: Vec<CopyMessage> = plan
+                    .unstaged
+                    .iter()
+                    .map(|&index| CopyMessage {
+                        part: Some(PartRef {
+                            etag: plan.etag.clone(),
+                            index,
+                        }),
+                        fresh: None,
+                        ..msg.clone()
+                    })
+                    .collect();
+                let svc = state.runs().await.map_err(Failure::internal)?;
+                if let Err(e) = CopySink::send(&svc.copy_queue, parts).await {
+                    if let Err(r) = state.engine.release_split(&copy, &plan.etag).await {
+                        tracing::warn!(bucket = %copy.bucket, key = %copy.key, error = %r, "could not release the split lease; it runs out by itself");
+                    }
+                    return Err(Failure::internal(e));
+                }
+            }
+            Ok(Handled::new(
+                vec![format!(
+                    "s3://{}/{}: split into {} ranges ({} staged, {sent} sent)",
+                    copy.bucket, copy.key, plan.ranges, plan.staged
+                )],
+                serde_json::json!({"outcome": "split", "ranges": plan.ranges, "staged": plan.staged, "sent": sent}),
+            ))
+        }
+        Ok(Step::Staged { index, staged, ranges }) => Ok(Handled::new(
+            vec![format!(
+                "s3://{}/{}: range {index} staged ({staged} of {ranges})",
+                copy.bucket, copy.key
+            )],
+            serde_json::json!({"outcome": "staged", "range": index, "staged": staged, "ranges": ranges}),
+        )),
+        Ok(Step::Done(report)) => {
+            if let Some((svc, id)) = run {
+                let tally = crate::state::runs::counters::Tally::of_copy(report.outcome);
+                svc.store
+                    .record(id, &copy.key, tally, report.bytes, report.reason.as_deref())
+                    .await
+                    .map_err(Failure::internal)?;
+            }
+            Ok(Handled::new(
+                vec![format!(
+                    "s3://{}/{}: {}{}",
+                    copy.bucket,
+                    copy.key,
+                    report.outcome.as_str(),
+                    report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                )],
+                serde_json::json!({
+                    "outcome": report.outcome.as_str(),
+                    "reason": report.reason,
+                    "blob": report.blob,
+                    "bytes": report.bytes,
+                    "path": report.path,
+                    "verified": report.verified,
+                }),
+            ))
+        }
+        Err(e) => {
+            let last = attempt >= cfg.max_dequeue_count;
+            if let (true, Some((svc, id))) = (last, run) {
+                let tally = crate::state::runs::counters::Tally::Failed;
+                if let Err(ce) = svc.store.record(id, &copy.key, tally, 0, Some(e.message())).await {
+                    tracing::warn!(run_id = %id, key = %copy.key, error = %ce, "could not count the failure; the run's stall guard will");
+                }
+            }
+            if let (false, Some((svc, id))) = (last, run) {
+                // Shown as `retrying` in the run's report until a final outcome is counted.
+                if let Err(ce) = svc.store.record_retrying(id, &copy.key, e.message(), attempt).await {
+                    tracing::warn!(run_id = %id, key = %copy.key, error = %ce, "could not note the failed attempt in the run's report");
+                }
+            }
+            if last {
+                tracing::error!(
+                    bucket = %copy.bucket, key = %copy.key, attempt, outcome = "poisoned",
+                    reason = %e, "final attempt failed; the host moves the message to copy-objects-poison"
+                );
+            }
+            let retry_note = if last {
+                "final attempt; recorded as failed"
+            } else {
+                "will be retried"
+            };
+            let status = if e.kind() == ErrorKind::Invalid { 400 } else { 500 };
+            Err(Failure {
+                status,
+                error: e.context(format!(
+                    "s3://{}/{} (attempt {attempt}, {retry_note})",
+                    copy.bucket, copy.key
+                )),
+            })
+        }
+    }
+}

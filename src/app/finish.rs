@@ -1,0 +1,310 @@
+//! Finishing a run: wait until every queued copy has settled, prune (mirror mode), decide
+//! the final state, release the lock, and send the webhook once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::service::RunService;
+use crate::engine::metadata::written_for;
+use crate::engine::naming::blob_name;
+use crate::engine::CopyRequest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::SyncMode;
+use crate::state::checkpoint::now_rfc3339;
+use crate::state::runs::counters::Tally;
+use crate::state::runs::store::{Phase, RunRecord, RunState};
+
+/// What to do after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStep {
+    /// Not settled yet: check again after this long.
+    Wait(Duration),
+    /// The run has ended (and its webhook, if any, was sent).
+    Finished,
+}
+
+/// Why mirror mode deletes a blob (in the run's report).
+const PRUNE_REASON: &str = "mirror: the source object is gone, so its blob is deleted";
+
+/// A claim on sending the webhook older than this is taken over (its sender died).
+const NOTIFY_CLAIM: Duration = Duration::from_secs(300);
+
+/// Checks run `id` and finishes it when every copy has settled.
+pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
+    let Some(mut run) = svc.store.get(id).await? else {
+        return Ok(CheckStep::Finished);
+    };
+    if run.state.is_final() {
+        // Listings a process left when it died between the run's end and their removal.
+        svc.store.drop_page_plans(id).await;
+        notify(svc, &mut run).await?;
+        return Ok(CheckStep::Finished);
+    }
+    let interval = svc.config.run_check_interval;
+    let Some(lister) = svc.store.lister(id).await? else {
+        return Ok(CheckStep::Finished);
+    };
+    if !lister.done {
+        return Ok(CheckStep::Wait(interval));
+    }
+    let copies = svc.store.shard_counters(id).await?;
+    let mut all = lister.counters.clone();
+    all.merge(&copies);
+    let settled = all.accounted();
+    let expected = lister.counters.objects(Tally::Scanned);
+    // More outcomes than scanned keys cannot happen since every attempt at a page works on
+    // its saved listing (decisions 64); if it ever does, the sum proves nothing, so wait
+    // until it stops moving for one check rather than end early (decisions 56).
+    let strays = settled > expected && settled != run.last_settled;
+    if settled < expected || strays {
+        if settled != run.last_settled {
+            run.last_settled = settled;
+            run.last_progress_at = now_rfc3339();
+            svc.store.save(&mut run).await?;
+        } else if since(&run.last_progress_at) > svc.config.run_stall {
+            let reason = format!(
+                "{} of {expected} copies never settled within {} s of the last progress; \
+                 see the copy-objects-poison queue and the failures list",
+                expected.saturating_sub(settled),
+                svc.config.run_stall.as_secs()
+            );
+            end(svc, id, RunState::PartiallySucceeded, Some(reason)).await?;
+            return Box::pin(check(svc, id)).await;
+        }
+        return Ok(CheckStep::Wait(interval));
+    }
+    let mut problems = Vec::new();
+    if run.spec.mode == crate::messages::run_spec::ModeSpec::Mirror {
+        if run.phase != Phase::Pruning {
+            run.phase = Phase::Pruning;
+            svc.store.save(&mut run).await?;
+        }
+        if let Some(refused) = prune(svc, &mut run).await? {
+            problems.push(refused);
+        }
+    }
+    // Failures are counted by copies only (not by the lister or the prune), so the shard sum
+    // read above is still the number.
+    let failed = copies.objects(Tally::Failed);
+    if failed > 0 {
+        problems.insert(0, format!("{failed} objects failed; see failures"));
+    }
+    let state = if problems.is_empty() {
+        RunState::Succeeded
+    } else {
+        RunState::PartiallySucceeded
+    };
+    end(svc, id, state, (!problems.is_empty()).then(|| problems.join("; "))).await?;
+    Box::pin(check(svc, id)).await
+}
+
+fn since(rfc3339: &str) -> Duration {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(|t| (time::OffsetDateTime::now_utc() - t).unsigned_abs())
+        .unwrap_or_default()
+}
+
+/// Sets the ended fields of `run` (not saved).
+pub fn mark_ended(run: &mut RunRecord, state: RunState, reason: Option<String>) {
+    run.state = state;
+    run.phase = Phase::Done;
+    run.reason = reason;
+    run.ended_at = Some(now_rfc3339());
+    run.notified = if run.notify.is_some() { "pending" } else { "none" }.into();
+}
+
+/// Ends run `id` with `state` unless it already ended. Only the writer whose If-Match
+/// update lands ends it, so a run ends exactly once.
+pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<String>) -> Result<()> {
+    for _ in 0..10 {
+        let Some(mut run) = svc.store.get(id).await? else {
+            return Ok(());
+        };
+        if run.state.is_final() {
+            return Ok(());
+        }
+        mark_ended(&mut run, state, reason.clone());
+        if svc.store.save(&mut run).await? {
+            after_end(svc, &run).await;
+            return Ok(());
+        }
+    }
+    Err(crate::error::Error::new(
+        crate::error::ErrorKind::Precondition,
+        format!("run {id}: could not record its end (too many concurrent writers)"),
+    ))
+}
+
+/// After a run ended: release its lock and emit the `run_finished` event.
+pub async fn after_end(svc: &RunService, run: &RunRecord) {
+    if let Some(key) = &run.lock_key {
+        if let Err(e) = svc.store.unlock(key, &run.id, false).await {
+            tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
+        }
+    }
+    svc.store.drop_page_plans(&run.id).await;
+    let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
+    let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
+    let mut all = lister.counters.clone();
+    all.merge(&copies);
+    tracing::info!(
+        run_id = %run.id, state = run.state.as_str(), reason = run.reason.as_deref().unwrap_or(""),
+        bucket = %run.spec.source.bucket, container = %run.spec.target.container,
+        scanned = all.objects(Tally::Scanned), transferred = all.objects(Tally::Transferred),
+        bytes = all.bytes(Tally::Transferred), failed = all.objects(Tally::Failed),
+        deleted = all.objects(Tally::Deleted), duration_ms = since(&run.started_at).as_millis() as u64,
+        outcome = "run_finished", "run finished"
+    );
+}
+
+/// Sets the phase of a running run (best effort: a lost race means someone moved it on).
+pub async fn set_phase(svc: &RunService, id: &str, phase: Phase) -> Result<()> {
+    if let Some(mut run) = svc.store.get(id).await? {
+        if !run.state.is_final() && run.phase != phase {
+            run.phase = phase;
+            svc.store.save(&mut run).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Mirror mode: deletes blobs under the target prefix that this tool wrote for keys no
+/// longer in the source, unless there are more than `maxDeletes`. Returns the refusal.
+async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> {
+    let spec = run.spec.clone();
+    let target = svc.engine.target(&spec.target.container)?;
+    // Blobs this tool wrote for this bucket, by source key (from their provenance).
+    let mut ours: Vec<String> = Vec::new();
+    for b in target.list(&spec.target.prefix).await? {
+        let Some(key) = written_for(&b.metadata, &spec.source.bucket) else {
+            continue;
+        };
+        // Only blobs this run's mapping would write: another prefix pair is not ours to judge.
+        if blob_name(&key, &spec.source.prefix, &spec.target.prefix).as_deref() == Ok(b.name.as_str()) {
+            ours.push(key);
+        }
+    }
+    // Remove every key the source still has (a full listing, unfiltered: excluded objects
+    // still exist).
+    let mut present = HashSet::new();
+    let mut token = None;
+    loop {
+        let (objs, next) = svc
+            .engine
+            .s3()
+            .list_page(&spec.source.bucket, &spec.source.prefix, token)
+            .await?;
+        present.extend(objs.into_iter().map(|o| o.key));
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    ours.retain(|k| !present.contains(k));
+    ours.sort();
+    run.delete_candidates = ours.len() as u64;
+    svc.store.save(run).await?;
+    if ours.len() as u64 > spec.max_deletes {
+        let refusal = format!(
+            "mirror: {} blobs have no source object, more than maxDeletes={}; nothing was deleted \
+             (check the source prefix, or raise maxDeletes)",
+            ours.len(),
+            spec.max_deletes
+        );
+        tracing::warn!(run_id = %run.id, candidates = ours.len(), max_deletes = spec.max_deletes, outcome = "deletes_refused", "{refusal}");
+        return Ok(Some(refusal));
+    }
+    let id = run.id.clone();
+    let results: Vec<Result<()>> = futures::stream::iter(ours)
+        .map(|key| {
+            let spec = &spec;
+            let id = &id;
+            async move {
+                if spec.dry_run {
+                    svc.store
+                        .record(id, &key, Tally::WouldDelete, 0, Some(PRUNE_REASON))
+                        .await?;
+                    return Ok(());
+                }
+                // The engine re-checks the source (HEAD) and deletes only our blob, If-Match.
+                let req = CopyRequest {
+                    bucket: spec.source.bucket.clone(),
+                    key: key.clone(),
+                    container: spec.target.container.clone(),
+                    source_prefix: spec.source.prefix.clone(),
+                    target_prefix: spec.target.prefix.clone(),
+                    run_id: Some(id.clone()),
+                    mode: SyncMode::Mirror,
+                    event: None,
+                    listed: None,
+                    recheck: false,
+                    part: None,
+                    fresh: false,
+                };
+                let rep = svc.engine.copy_object(&req).await?;
+                if rep.outcome == crate::state::checkpoint::Outcome::Deleted {
+                    svc.store
+                        .record(id, &key, Tally::Deleted, 0, Some(PRUNE_REASON))
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(None)
+}
+
+/// Sends the completion webhook if it is pending, claiming it first so concurrent checks
+/// send it once.
+async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
+    let claimable = run.notified == "pending"
+        || (run.notified.starts_with("sending@") && since(&run.notified["sending@".len()..]) > NOTIFY_CLAIM);
+    if !claimable {
+        return Ok(());
+    }
+    let Some(webhook) = run.notify.clone() else {
+        return Ok(());
+    };
+    run.notified = format!("sending@{}", now_rfc3339());
+    if !svc.store.save(run).await? {
+        return Ok(()); // another check claimed it
+    }
+    let summary = svc.summary(&run.id).await?.unwrap_or_default();
+    // The URL is read from the app setting now, so a rotated secret is the one used.
+    let sent = match webhook.resolve(&svc.config) {
+        Ok(url) => super::webhook::send(url, &summary, &svc.config.notify_allow_hosts).await,
+        // A setting missing here but present where the run started: a deployment or a Key
+        // Vault reference in flux, so it is retried (as long as the check message is).
+        Err(why) => Err(Error::new(ErrorKind::Transient, format!("notify: {why}"))),
+    };
+    match sent {
+        Ok(()) => {
+            run.notified = "sent".into();
+            run.notify_error = None;
+            svc.store.save(run).await?;
+            tracing::info!(run_id = %run.id, state = run.state.as_str(), outcome = "notified", "webhook sent");
+            Ok(())
+        }
+        // Refused (a destination no longer allowed, a redirect, a 4xx): final, so it is
+        // neither retried forever nor handed to a process that would judge it otherwise.
+        Err(e) if e.kind() == crate::error::ErrorKind::Invalid => {
+            run.notified = "failed".into();
+            run.notify_error = Some(e.message().to_string());
+            svc.store.save(run).await?;
+            tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_refused", "webhook refused; not retried");
+            Ok(())
+        }
+        Err(e) => {
+            run.notified = "pending".into();
+            run.notify_error = Some(e.message().to_string());
+            svc.store.save(run).await?;
+            tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_failed", "webhook failed; will retry");
+            Err(e)
+        }
+    }
+}

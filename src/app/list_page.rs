@@ -1,0 +1,80 @@
+//! One `list-pages` message: a page of a bulk run, or a check whether it has settled.
+
+use super::finish::{check, CheckStep};
+use super::lister::{list_page, PageStep};
+use super::outcome::{Failure, Handled};
+use super::AppState;
+use crate::messages::ListMessage;
+use crate::state::runs::store::RunState;
+
+/// Handles one `list-pages` message on its `attempt`-th delivery: lists one page of a run
+/// (queueing the next), or checks whether the run has settled (finishing it when it has).
+pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handled, Failure> {
+    let msg = ListMessage::parse(text).map_err(Failure::bad_input)?;
+    let svc = state.runs().await.map_err(Failure::internal)?;
+    let last = attempt >= state.config.max_dequeue_count;
+    match &msg {
+        ListMessage::Page { run_id, page } => match list_page(svc, run_id, *page, &svc.copy_queue).await {
+            Ok(step) => {
+                match step {
+                    PageStep::Next(n) => svc
+                        .enqueue(
+                            &ListMessage::Page {
+                                run_id: run_id.clone(),
+                                page: n,
+                            },
+                            None,
+                        )
+                        .await
+                        .map_err(Failure::internal)?,
+                    PageStep::Done | PageStep::Ended => svc
+                        .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
+                        .await
+                        .map_err(Failure::internal)?,
+                    PageStep::Stale | PageStep::Gone => {}
+                }
+                Ok(Handled::new(
+                    vec![format!("run {run_id} page {page}: {step:?}")],
+                    serde_json::json!({"runId": run_id, "page": page, "step": format!("{step:?}")}),
+                ))
+            }
+            Err(e) => {
+                if last {
+                    // The message is about to be poisoned: end the run clearly instead of
+                    // leaving it Running forever.
+                    let reason = format!("listing page {page} failed {attempt} times: {}", e.message());
+                    let _ = super::finish::end(svc, run_id, RunState::Failed, Some(reason)).await;
+                    let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                }
+                Err(Failure::internal(
+                    e.context(format!("run {run_id} page {page} (attempt {attempt})")),
+                ))
+            }
+        },
+        ListMessage::Check { run_id } => match check(svc, run_id).await {
+            Ok(step) => {
+                if let CheckStep::Wait(d) = step {
+                    svc.enqueue(&msg, Some(d)).await.map_err(Failure::internal)?;
+                }
+                Ok(Handled::new(
+                    vec![format!("run {run_id}: {step:?}")],
+                    serde_json::json!({"runId": run_id, "step": format!("{step:?}")}),
+                ))
+            }
+            Err(e) if last => {
+                // Keep the run's check chain alive with a fresh message rather than poison it.
+                tracing::warn!(run_id = %run_id, error = %e, outcome = "check_requeued", "run check keeps failing; trying again later");
+                svc.enqueue(&msg, Some(state.config.run_check_interval * 6))
+                    .await
+                    .map_err(Failure::internal)?;
+                Ok(Handled::new(
+                    vec![format!("run {run_id}: check failed, requeued: {e}")],
+                    serde_json::Value::Null,
+                ))
+            }
+            Err(e) => Err(Failure::internal(
+                e.context(format!("run {run_id} check (attempt {attempt})")),
+            )),
+        },
+    }
+}

@@ -1,0 +1,308 @@
+//! Bulk runs: start, cancel, count, report. Shared by the HTTP functions, the timer, the
+//! queue-triggered lister and the CLI, so every entry point uses the same run model.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::azure::queue::WorkQueue;
+use crate::azure::table::TableClient;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::messages::run_spec::RunSpec;
+use crate::messages::webhook::WebhookRef;
+use crate::messages::{CopyMessage, ListMessage};
+use crate::retry::RetryPolicy;
+use crate::state::checkpoint::now_rfc3339;
+use crate::state::runs::counters::{Counters, Tally};
+use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
+
+/// Failures listed in a run summary.
+pub const LISTED_FAILURES: u32 = 20;
+
+/// Where the lister sends per-object work.
+#[async_trait::async_trait]
+pub trait CopySink: Send + Sync {
+    /// Hands over copies; returns once they are durable (queued) or done.
+    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()>;
+}
+
+/// The `copy-objects` queue as a sink.
+#[async_trait::async_trait]
+impl CopySink for WorkQueue {
+    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
+        use futures::StreamExt;
+        let texts: Vec<String> = copies
+            .iter()
+            .map(|c| serde_json::to_string(c).expect("serializable"))
+            .collect();
+        let results: Vec<Result<()>> = futures::stream::iter(texts)
+            .map(|t| async move { WorkQueue::send(self, &t, None).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+/// Outcome of a start request.
+#[derive(Debug)]
+pub enum Started {
+    /// Created.
+    Created(Box<RunRecord>),
+    /// Another run for the same source and target is still running.
+    Busy(String),
+}
+
+/// Everything a run needs.
+pub struct RunService {
+    /// The engine (S3, checkpoint, blob targets).
+    pub engine: Arc<Engine>,
+    /// The `runs` table.
+    pub store: RunStore,
+    /// `copy-objects`.
+    pub copy_queue: WorkQueue,
+    /// `list-pages`.
+    pub list_queue: WorkQueue,
+    /// Configuration.
+    pub config: Arc<Config>,
+    cancelled: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl std::fmt::Debug for RunService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunService").finish_non_exhaustive()
+    }
+}
+
+impl RunService {
+    /// Builds the service and creates its table and queues if needed (the Function App).
+    pub async fn new(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
+        let svc = Self::local(config, engine).await?;
+        svc.copy_queue.create_if_missing().await?;
+        svc.list_queue.create_if_missing().await?;
+        Ok(svc)
+    }
+
+    /// Builds the service for in-process runs (CLI): only the runs table is needed, so an
+    /// identity without queue rights can run `copy`, `sync` and `status`.
+    pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
+        let retry = RetryPolicy::default();
+        let auth = config.azure.authorizer()?;
+        let store = RunStore::new(TableClient::new(&config.azure, &auth, &config.runs_table, retry)?);
+        let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
+        let list_queue = WorkQueue::new(&config.azure, &auth, &config.list_queue, retry)?;
+        store.ensure().await?;
+        Ok(RunService {
+            engine,
+            store,
+            copy_queue,
+            list_queue,
+            config,
+            cancelled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `account/container` of the run's target, as the checkpoint names it.
+    pub fn target_id(&self, spec: &RunSpec) -> Result<String> {
+        Ok(self.engine.target(&spec.target.container)?.id())
+    }
+
+    /// Creates a run (taking the source/target lock unless it is a dry run; as a lease when
+    /// one process drives the run and renews it). The caller starts its listing.
+    pub async fn start(
+        &self,
+        spec: RunSpec,
+        notify: Option<WebhookRef>,
+        trigger: &str,
+        lease: Option<Duration>,
+    ) -> Result<Started> {
+        let target = self.engine.target(&spec.target.container)?;
+        if let Some(n) = &notify {
+            // Where the webhook would go, before anything is created (a 400 that says why).
+            let secret = n
+                .resolve(&self.config)
+                .map_err(|w| Error::invalid(format!("notify: {w}")))?;
+            let u = url::Url::parse(secret.expose())
+                .map_err(|_| Error::invalid(format!("notify: app setting `{}` is not a URL", n.setting())))?;
+            super::webhook::vet(&u, &self.config.notify_allow_hosts)
+                .await
+                .map_err(|e| Error::invalid(e.message().to_string()))?;
+        }
+        let id = new_run_id();
+        let lock_key = if spec.dry_run {
+            None
+        } else {
+            let key = spec.lock_key(&target.id());
+            match self.store.lock(&key, &id, lease).await? {
+                Lock::Taken => {}
+                Lock::Busy(holder) => return Ok(Started::Busy(holder)),
+                Lock::TakenOver(previous) => {
+                    let reason =
+                        format!("abandoned: the process running it stopped renewing its lock; run {id} took over");
+                    tracing::warn!(run_id = %previous, next = %id, outcome = "abandoned", "run lock lease lapsed; taking over");
+                    super::finish::end(self, &previous, RunState::Cancelled, Some(reason)).await?;
+                }
+            }
+            Some(key)
+        };
+        if !spec.dry_run {
+            target.create_if_missing().await?;
+        }
+        let now = now_rfc3339();
+        let mut run = RunRecord {
+            id,
+            spec,
+            notify,
+            trigger: trigger.into(),
+            state: RunState::Running,
+            phase: Phase::Listing,
+            reason: None,
+            started_at: now.clone(),
+            ended_at: None,
+            notified: "none".into(),
+            notify_error: None,
+            lock_key,
+            last_settled: 0,
+            last_progress_at: now,
+            delete_candidates: 0,
+            etag: String::new(),
+        };
+        self.store.insert(&mut run).await?;
+        tracing::info!(
+            run_id = %run.id, bucket = %run.spec.source.bucket, container = %run.spec.target.container,
+            trigger, dry_run = run.spec.dry_run, outcome = "run_started", "run started"
+        );
+        Ok(Started::Created(Box::new(run)))
+    }
+
+    /// Starts a run and queues its first page (the Functions entry points).
+    pub async fn start_queued(&self, spec: RunSpec, notify: Option<WebhookRef>, trigger: &str) -> Result<Started> {
+        let started = self.start(spec, notify, trigger, None).await?;
+        if let Started::Created(run) = &started {
+            let first = ListMessage::Page {
+                run_id: run.id.clone(),
+                page: 0,
+            };
+            if let Err(e) = self.enqueue(&first, None).await {
+                // Without its first page the run would wait forever: end it now, clearly.
+                let reason = format!("could not queue the first listing page: {}", e.message());
+                super::finish::end(self, run.id.as_str(), RunState::Failed, Some(reason)).await?;
+                return Err(e);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Queues a `list-pages` message.
+    pub async fn enqueue(&self, msg: &ListMessage, delay: Option<Duration>) -> Result<()> {
+        let text = serde_json::to_string(msg).expect("serializable");
+        self.list_queue.send(&text, delay).await
+    }
+
+    /// Cancels a running run. `Ok(None)`: no such run; `Err(Precondition)` when it ended.
+    pub async fn cancel(&self, id: &str, requested_by: &str) -> Result<Option<RunRecord>> {
+        for _ in 0..5 {
+            let Some(mut run) = self.store.get(id).await? else {
+                return Ok(None);
+            };
+            if run.state.is_final() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Precondition,
+                    format!("run {id} already ended ({})", run.state.as_str()),
+                ));
+            }
+            super::finish::mark_ended(&mut run, RunState::Cancelled, Some("cancelled by request".into()));
+            if self.store.save(&mut run).await? {
+                crate::audit::record(
+                    crate::audit::Action::CancelRun,
+                    requested_by,
+                    id,
+                    &format!(
+                        "run {id} (s3://{} -> {})",
+                        run.spec.source.bucket, run.spec.target.container
+                    ),
+                    "cancelled by request",
+                );
+                self.cancelled
+                    .lock()
+                    .expect("lock")
+                    .insert(id.into(), (Instant::now(), true));
+                super::finish::after_end(self, &run).await;
+                return Ok(Some(run));
+            }
+        }
+        Err(Error::new(
+            crate::error::ErrorKind::Precondition,
+            format!("run {id} is changing too fast to cancel; retry"),
+        ))
+    }
+
+    /// Whether run `id` was cancelled (cached for a few seconds: asked once per copy).
+    pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
+        if let Some((at, v)) = self.cancelled.lock().expect("lock").get(id) {
+            if *v || at.elapsed() < Duration::from_secs(5) {
+                return Ok(*v);
+            }
+        }
+        let v = self
+            .store
+            .get(id)
+            .await?
+            .is_some_and(|r| r.state == RunState::Cancelled);
+        self.cancelled
+            .lock()
+            .expect("lock")
+            .insert(id.into(), (Instant::now(), v));
+        Ok(v)
+    }
+
+    /// Everything a status reader wants about a run: state, counters, first failures.
+    pub async fn summary(&self, id: &str) -> Result<Option<Value>> {
+        let Some(run) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        self.summary_of(&run).await.map(Some)
+    }
+
+    /// The summary of a run row already read (its counters and failures are read here).
+    pub async fn summary_of(&self, run: &RunRecord) -> Result<Value> {
+        let lister = self.store.lister(&run.id).await?.unwrap_or_default();
+        let shards = self.store.shard_counters(&run.id).await?;
+        let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
+        Ok(summary_json(run, &lister.counters, &shards, &failures))
+    }
+}
+
+/// The run summary as JSON (`GET /api/runs/{id}`, `status RUN_ID --json`, webhooks).
+pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failures: &[(String, String)]) -> Value {
+    let mut all = listed.clone();
+    all.merge(copies);
+    let pending = listed.objects(Tally::Scanned).saturating_sub(all.accounted());
+    json!({
+        "runId": run.id,
+        "state": run.state.as_str(),
+        "phase": run.phase.as_str(),
+        "trigger": run.trigger,
+        "startTime": run.started_at,
+        "endTime": run.ended_at,
+        "reason": run.reason,
+        "source": run.spec.source,
+        "target": run.spec.target,
+        "mode": run.spec.mode,
+        "dryRun": run.spec.dry_run,
+        "maxDeletes": run.spec.max_deletes,
+        "filters": run.spec.filters,
+        "counters": all.to_json(),
+        "pendingCopies": if run.state.is_final() { 0 } else { pending },
+        "deleteCandidates": run.delete_candidates,
+        "failures": failures.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
+        // Every key that was not copied, with its reason (JSON Lines, paged; `?outcome=all`
+        // for every key): relative to the Function App, or `status RUN_ID --report`.
+        "reportUrl": format!("/api/runs/{}/report", run.id),
+        "notification": {"configured": run.notify.is_some(), "webhook": run.notify.as_ref().map(ToString::to_string), "state": run.notified, "error": run.notify_error},
+    })
+}

@@ -1,0 +1,344 @@
+//! `verify`: compares a source prefix with its target prefix from the two listings (no object
+//! is read) and reports what differs; `repair` copies what is missing or stale.
+//!
+//! A blob is checked against the source object by size, and by the provenance this tool
+//! records at every verified copy (`s3sync_etag`, `s3sync_size`, and `s3sync_crc64nvme` when
+//! the copy was checked by CRC64): the blob holds exactly the source version whose ETag it
+//! names, because the copy was verified before its commit. A blob without provenance cannot
+//! be vouched for and is reported as a metadata mismatch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::engine::copy::same_modified;
+use crate::engine::metadata::{provenance, provenance_modified};
+use crate::engine::naming::blob_name;
+use crate::engine::{CopyRequest, Engine};
+use crate::error::Result;
+use crate::model::SyncMode;
+
+/// Most differences kept in a report (the counts are always complete).
+pub const MAX_LISTED: usize = 1000;
+
+/// What differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffKind {
+    /// The source object has no blob.
+    Missing,
+    /// A blob under the target prefix has no source object.
+    Extra,
+    /// Sizes differ.
+    SizeMismatch,
+    /// The blob holds another version of the object (its recorded ETag differs).
+    ChecksumMismatch,
+    /// The blob carries no provenance, so its content cannot be vouched for.
+    MetadataMismatch,
+}
+
+impl DiffKind {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+            DiffKind::SizeMismatch => "size-mismatch",
+            DiffKind::ChecksumMismatch => "checksum-mismatch",
+            DiffKind::MetadataMismatch => "metadata-mismatch",
+        }
+    }
+}
+
+/// One difference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// What differs.
+    pub kind: DiffKind,
+    /// Source key, when there is one.
+    pub key: Option<String>,
+    /// Blob name, when there is one.
+    pub blob: Option<String>,
+    /// Details for the operator.
+    pub detail: String,
+}
+
+/// The comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Source objects compared (after folder markers and invalid names are left out).
+    pub source_objects: u64,
+    /// Blobs listed under the target prefix.
+    pub target_blobs: u64,
+    /// Objects whose blob matches.
+    pub matched: u64,
+    /// Of those, how many were verified by CRC64NVME at copy time (the rest by MD5 or size).
+    pub matched_with_crc64: u64,
+    /// Source objects that cannot be blobs (folder markers, invalid names).
+    pub skipped: u64,
+    /// Differences by kind.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// The first differences.
+    pub differences: Vec<Difference>,
+    /// Repairs done or queued, when asked for.
+    pub repaired: u64,
+}
+
+impl VerifyReport {
+    /// Whether source and target agree.
+    pub fn clean(&self) -> bool {
+        self.counts.values().all(|n| *n == 0)
+    }
+
+    fn add(&mut self, d: Difference) {
+        *self.counts.entry(d.kind.as_str()).or_default() += 1;
+        if self.differences.len() < MAX_LISTED {
+            self.differences.push(d);
+        }
+    }
+
+    /// A terminal table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} source objects, {} blobs: {} match ({} by CRC64NVME), {} skipped (folder markers, invalid names)\n",
+            self.source_objects, self.target_blobs, self.matched, self.matched_with_crc64, self.skipped
+        );
+        for (k, n) in &self.counts {
+            s.push_str(&format!("{k:<18} {n:>10}\n"));
+        }
+        for d in &self.differences {
+            s.push_str(&format!(
+                "  {:<18} {:<40} {}\n",
+                d.kind.as_str(),
+                d.key.as_deref().or(d.blob.as_deref()).unwrap_or(""),
+                d.detail
+            ));
+        }
+        if self.repaired > 0 {
+            s.push_str(&format!("repaired: {}\n", self.repaired));
+        }
+        s
+    }
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct VerifyScope {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    pub source_prefix: String,
+    /// Container.
+    pub container: String,
+    /// Blob name prefix.
+    pub target_prefix: String,
+}
+
+/// Compares the two listings. Also returns the keys a repair should copy.
+pub async fn verify(engine: &Engine, scope: &VerifyScope) -> Result<(VerifyReport, Vec<String>)> {
+    let mut report = VerifyReport::default();
+    let target = engine.target(&scope.container)?;
+    let mut blobs: HashMap<String, crate::azure::blob::BlobEntry> = target
+        .list(&scope.target_prefix)
+        .await?
+        .into_iter()
+        .map(|b| (b.name.clone(), b))
+        .collect();
+    report.target_blobs = blobs.len() as u64;
+    let mut to_copy = Vec::new();
+    let mut token = None;
+    loop {
+        let (objects, next) = engine
+            .s3()
+            .list_page(&scope.bucket, &scope.source_prefix, token)
+            .await?;
+        for o in objects {
+            let Ok(name) = blob_name(&o.key, &scope.source_prefix, &scope.target_prefix) else {
+                report.skipped += 1;
+                continue;
+            };
+            report.source_objects += 1;
+            let diff = |kind, detail: String| Difference {
+                kind,
+                key: Some(o.key.clone()),
+                blob: Some(name.clone()),
+                detail,
+            };
+            let Some(b) = blobs.remove(&name) else {
+                report.add(diff(DiffKind::Missing, format!("{} bytes, no blob", o.size)));
+                to_copy.push(o.key.clone());
+                continue;
+            };
+            if b.size != o.size {
+                report.add(diff(
+                    DiffKind::SizeMismatch,
+                    format!("source {} bytes, blob {}", o.size, b.size),
+                ));
+                to_copy.push(o.key.clone());
+                continue;
+            }
+            match provenance(&b.metadata) {
+                Some((etag, _))
+                    if etag == o.etag
+                        && !same_modified(provenance_modified(&b.metadata), o.last_modified.as_deref()) =>
+                {
+                    // A copy-in-place that replaced headers or metadata keeps a single-part
+                    // ETag: only Last-Modified tells.
+                    report.add(diff(
+                        DiffKind::MetadataMismatch,
+                        format!(
+                            "blob holds the source as last modified {}, the source was modified {} (headers or metadata changed)",
+                            provenance_modified(&b.metadata).unwrap_or("?"),
+                            o.last_modified.as_deref().unwrap_or("?")
+                        ),
+                    ));
+                    to_copy.push(o.key.clone());
+                }
+                Some((etag, _)) if etag == o.etag => {
+                    report.matched += 1;
+                    if b.metadata.contains_key("s3sync_crc64nvme") {
+                        report.matched_with_crc64 += 1;
+                    }
+                }
+                Some((etag, _)) => {
+                    report.add(diff(
+                        DiffKind::ChecksumMismatch,
+                        format!("blob holds source ETag {etag}, the source is now {}", o.etag),
+                    ));
+                    to_copy.push(o.key.clone());
+                }
+                None => {
+                    report.add(diff(
+                        DiffKind::MetadataMismatch,
+                        "blob has no s3sync provenance (not written by s3-blob-sync); its content is unverified".into(),
+                    ));
+                    to_copy.push(o.key.clone());
+                }
+            }
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    let mut extra: Vec<_> = blobs.into_values().collect();
+    extra.sort_by(|a, b| a.name.cmp(&b.name));
+    for b in extra {
+        report.add(Difference {
+            kind: DiffKind::Extra,
+            key: None,
+            detail: format!(
+                "{} bytes, no source object (`sync` deletes blobs this tool wrote)",
+                b.size
+            ),
+            blob: Some(b.name),
+        });
+    }
+    record_result(engine.checkpoint().table(), scope, &report).await;
+    Ok((report, to_copy))
+}
+
+/// The checkpoint table's partition for verification results (one row per scope).
+const VERIFY_PARTITION: &str = "_verify";
+
+/// The last verification of a bucket into a container, as the cutover gate reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastVerify {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Whether source and target agreed.
+    pub clean: bool,
+    /// Differences found (all kinds).
+    pub differences: u64,
+    /// Its source prefix.
+    pub source_prefix: String,
+    /// Its target prefix.
+    pub target_prefix: String,
+}
+
+/// Keeps the result of a verification (best effort: a lost row only makes the cutover gate
+/// ask for another verify).
+async fn record_result(table: &crate::azure::table::TableClient, scope: &VerifyScope, report: &VerifyReport) {
+    use sha2::Digest;
+    let id = format!(
+        "{}\n{}\n{}\n{}",
+        scope.bucket, scope.source_prefix, scope.container, scope.target_prefix
+    );
+    let rk = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16]);
+    let mut e = crate::azure::table::Entity::new(VERIFY_PARTITION, rk);
+    e.set_str("Bucket", &scope.bucket)
+        .set_str("SourcePrefix", &scope.source_prefix)
+        .set_str("Container", &scope.container)
+        .set_str("TargetPrefix", &scope.target_prefix)
+        .set_str("At", crate::state::checkpoint::now_rfc3339())
+        .set_str("Clean", if report.clean() { "true" } else { "false" })
+        .set_i64("Differences", report.counts.values().sum::<u64>() as i64)
+        .set_i64("SourceObjects", report.source_objects as i64)
+        .set_i64("Matched", report.matched as i64);
+    if let Err(e) = table.update(&e, None).await {
+        tracing::warn!(bucket = %scope.bucket, container = %scope.container, error = %e, "could not keep the verification's result");
+    }
+}
+
+/// The newest verification of `bucket` into `container` (any prefixes).
+pub async fn last_verify(
+    table: &crate::azure::table::TableClient,
+    bucket: &str,
+    container: &str,
+) -> Result<Option<LastVerify>> {
+    let q = |s: &str| s.replace('\'', "''");
+    let filter = format!(
+        "PartitionKey eq '{VERIFY_PARTITION}' and Bucket eq '{}' and Container eq '{}'",
+        q(bucket),
+        q(container)
+    );
+    let mut rows: Vec<LastVerify> = table
+        .query_all(Some(&filter))
+        .await?
+        .iter()
+        .map(|e| LastVerify {
+            at: e.get_str("At").unwrap_or_default().to_string(),
+            clean: e.get_str("Clean") == Some("true"),
+            differences: e.get_i64("Differences").unwrap_or(0).max(0) as u64,
+            source_prefix: e.get_str("SourcePrefix").unwrap_or_default().to_string(),
+            target_prefix: e.get_str("TargetPrefix").unwrap_or_default().to_string(),
+        })
+        .collect();
+    rows.sort_by(|a, b| b.at.cmp(&a.at));
+    Ok(rows.into_iter().next())
+}
+
+/// Copies `keys` with the engine (CLI repair); returns how many now match.
+pub async fn repair(engine: &Engine, scope: &VerifyScope, keys: Vec<String>, concurrency: usize) -> u64 {
+    futures::stream::iter(keys)
+        .map(|key| async move {
+            let req = CopyRequest {
+                bucket: scope.bucket.clone(),
+                key: key.clone(),
+                container: scope.container.clone(),
+                source_prefix: scope.source_prefix.clone(),
+                target_prefix: scope.target_prefix.clone(),
+                run_id: None,
+                mode: SyncMode::Additive,
+                event: None,
+                listed: None,
+                // The checkpoint may vouch for a blob that was since deleted or overwritten.
+                recheck: true,
+                part: None,
+                fresh: false,
+            };
+            match engine.copy_object(&req).await {
+                Ok(r) => matches!(r.outcome, crate::state::checkpoint::Outcome::Copied),
+                Err(e) => {
+                    tracing::warn!(bucket = %scope.bucket, key = %key, error = %e, outcome = "repair_failed", "repair failed");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await as u64
+}

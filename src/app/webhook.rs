@@ -1,0 +1,189 @@
+//! The completion webhook. The body carries `text` (what Slack incoming webhooks and Teams
+//! connector webhooks display) plus the run summary as data for machines. The URL is a
+//! secret (Slack and Teams put the credential in it), so no error names it, and a run names
+//! it only by reference: the app setting that holds it ([`WebhookRef`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use url::{Host, Url};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::messages::webhook::{allowed, check_url, refused};
+use crate::redact::Secret;
+use crate::retry::RetryPolicy;
+
+/// The message body for `summary`.
+pub fn payload(summary: &Value) -> Value {
+    let c = &summary["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "s3-blob-sync run {} {}: s3://{}/{} -> {}/{}. {} scanned, {} transferred ({}), {} no transfer needed, \
+         {} excluded, {} unsupported, {} failed, {} deleted.",
+        summary["runId"].as_str().unwrap_or(""),
+        summary["state"].as_str().unwrap_or(""),
+        summary["source"]["bucket"].as_str().unwrap_or(""),
+        summary["source"]["prefix"].as_str().unwrap_or(""),
+        summary["target"]["container"].as_str().unwrap_or(""),
+        summary["target"]["prefix"].as_str().unwrap_or(""),
+        n("scanned"),
+        n("transferred"),
+        human_bytes(n("transferredBytes")),
+        n("noTransferNeeded"),
+        n("excluded"),
+        n("unsupported"),
+        n("failed"),
+        n("deleted"),
+    );
+    if let Some(r) = summary["reason"].as_str() {
+        text.push_str(&format!(" Reason: {r}"));
+    }
+    if summary["dryRun"].as_bool() == Some(true) {
+        text.push_str(&format!(
+            " Dry run: {} would transfer, {} would be deleted; nothing was changed.",
+            n("wouldTransfer"),
+            n("wouldDelete")
+        ));
+    }
+    json!({
+        "text": text,
+        "runId": summary["runId"],
+        "state": summary["state"],
+        "summary": summary,
+    })
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Checks where a webhook would go: [`check_url`], then every address its host resolves to
+/// must be public. Returns the addresses to connect to (so the request goes where the check
+/// looked, even if the name's DNS answer changes meanwhile), or `None` for an allowed host.
+pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
+    check_url(u, allow).map_err(|w| Error::invalid(format!("notify: {w}")))?;
+    if allowed(u, allow) {
+        return Ok(None);
+    }
+    let port = u.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = match u.host() {
+        Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!("notify: the webhook's host does not resolve: {e}"),
+                )
+            })?
+            .collect(),
+        None => Vec::new(),
+    };
+    if addrs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Transient,
+            "notify: the webhook's host resolves to no address",
+        ));
+    }
+    // One refused address refuses the name: the client could pick any of them.
+    if let Some((ip, why)) = addrs.iter().find_map(|a| refused(a.ip()).map(|w| (a.ip(), w))) {
+        return Err(Error::invalid(format!(
+            "notify: the webhook's host resolves to {ip}, {why}; a webhook must reach a public address (or a host in SYNC_NOTIFY_ALLOW_HOSTS)"
+        )));
+    }
+    Ok(Some(addrs))
+}
+
+/// Posts the payload for `summary` to `url`, retrying throttling and server errors. The run
+/// id goes in `Idempotency-Key` so a receiver can drop a repeat after a crash. The
+/// destination is vetted again here (its DNS may have changed since the run started) and
+/// the connection pinned to the vetted addresses; redirects are not followed, and the whole
+/// exchange is bounded by a short timeout.
+pub async fn send(url: &Secret, summary: &Value, allow: &[String]) -> Result<()> {
+    // Not a URL: in Azure most likely a Key Vault reference the platform has not resolved
+    // (the setting then holds the reference text), so it is retried.
+    let u = Url::parse(url.expose()).map_err(|_| {
+        Error::new(
+            ErrorKind::Transient,
+            "notify: the webhook setting's value is not a URL (a Key Vault reference not resolved yet?)",
+        )
+    })?;
+    let pinned = vet(&u, allow).await?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the name itself, around the pinned addresses.
+        .no_proxy();
+    if let (Some(addrs), Some(Host::Domain(name))) = (pinned.as_ref(), u.host()) {
+        builder = builder.resolve_to_addrs(name, addrs);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| Error::internal(format!("webhook client: {}", e.without_url())))?;
+    let body = payload(summary).to_string();
+    let key = summary["runId"].as_str().unwrap_or_default().to_string();
+    RetryPolicy::default()
+        .run("webhook", || async {
+            let res = client
+                .post(url.expose())
+                .header("content-type", "application/json")
+                .header("idempotency-key", key.clone())
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    let kind = if e.is_timeout() || e.is_connect() {
+                        ErrorKind::Transient
+                    } else {
+                        ErrorKind::Invalid
+                    };
+                    Error::new(kind, format!("webhook: {}", e.without_url()))
+                })?;
+            let status = res.status().as_u16();
+            if res.status().is_success() {
+                return Ok(());
+            }
+            if res.status().is_redirection() {
+                return Err(Error::invalid(format!(
+                    "webhook answered HTTP {status}; redirects are not followed: set the final URL"
+                )));
+            }
+            Err(Error::new(
+                crate::error::kind_from_status(status, None),
+                format!("webhook answered HTTP {status}"),
+            ))
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_reads_as_text() {
+        let s = json!({"runId": "r1", "state": "PartiallySucceeded", "reason": "2 objects failed",
+            "source": {"bucket": "b", "prefix": "p/"}, "target": {"container": "c", "prefix": ""},
+            "counters": {"scanned": 5, "transferred": 3, "transferredBytes": 3 * 1048576, "failed": 2}});
+        let p = payload(&s);
+        let t = p["text"].as_str().unwrap();
+        assert!(t.contains("r1 PartiallySucceeded"), "{t}");
+        assert!(t.contains("3 transferred (3.0 MiB)"), "{t}");
+        assert!(t.contains("Reason: 2 objects failed"), "{t}");
+        assert_eq!(p["summary"]["counters"]["failed"], 2);
+    }
+}

@@ -1,0 +1,248 @@
+//! A queue consumer that plays the Functions host for one queue-triggered function, in
+//! process: receive, call the same app handler the host's adapter calls (`CopyObject`,
+//! `ListPage`) with the message, delete only after it succeeded, retry with backoff, and park a
+//! message in `<queue>-poison` when it is malformed or after `SYNC_MAX_DEQUEUE_COUNT`
+//! attempts. Used by `watch` and by `serve --work-queues`.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::app::AppState;
+use crate::azure::queue::{WorkItem, WorkQueue};
+use crate::error::Result;
+use crate::retry::RetryPolicy;
+
+/// A queue-triggered function a worker can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFunction {
+    /// `CopyObject` on `SYNC_COPY_QUEUE`.
+    CopyObject,
+    /// `ListPage` on `SYNC_LIST_QUEUE`.
+    ListPage,
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Copied, skipped or otherwise settled; deleted from the queue.
+    Done,
+    /// Failed; visible again after a backoff.
+    Retry,
+    /// Parked in the poison queue.
+    Poisoned,
+}
+
+/// Totals of a worker run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Messages settled.
+    pub done: u64,
+    /// Messages released for a retry.
+    pub retried: u64,
+    /// Messages parked.
+    pub poisoned: u64,
+}
+
+/// The consumer.
+#[derive(Clone)]
+pub struct Worker {
+    state: AppState,
+    function: QueueFunction,
+    queue: WorkQueue,
+    poison: WorkQueue,
+    /// Messages processed at once.
+    pub concurrency: usize,
+    /// How long a received message stays hidden while it is worked on.
+    pub visibility: Duration,
+}
+
+impl Worker {
+    /// A worker for `function` on its configured queue; creates it and its poison queue.
+    pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
+        let config = &state.config;
+        let auth = config.azure.authorizer()?;
+        let retry = RetryPolicy::default();
+        let name = match function {
+            QueueFunction::CopyObject => &config.copy_queue,
+            QueueFunction::ListPage => &config.list_queue,
+        };
+        let queue = WorkQueue::new(&config.azure, &auth, name, retry)?;
+        let poison = WorkQueue::new(&config.azure, &auth, &format!("{name}-poison"), retry)?;
+        queue.create_if_missing().await?;
+        poison.create_if_missing().await?;
+        Ok(Worker {
+            visibility: config.worker_visibility,
+            state,
+            function,
+            queue,
+            poison,
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    /// Handles one message. While the handler works, a heartbeat keeps the message hidden
+    /// (every half visibility period), so a copy slower than the visibility timeout is not
+    /// handed to a second consumer, whose deliveries would count against its attempts.
+    pub async fn process(&self, item: &WorkItem) -> Result<ItemOutcome> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let beat = tokio::spawn(heartbeat(
+            self.queue.clone(),
+            item.id.clone(),
+            item.pop_receipt.clone(),
+            self.visibility,
+            stopped,
+        ));
+        let result = match self.function {
+            QueueFunction::CopyObject => super::copy_object::handle(&self.state, &item.text, item.dequeue_count).await,
+            QueueFunction::ListPage => super::list_page::handle(&self.state, &item.text, item.dequeue_count).await,
+        };
+        let park = match &result {
+            Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.max_dequeue_count => {
+                // Malformed (it can never succeed) or out of attempts: park it with the
+                // reason, still hidden (the heartbeat goes on), so no twin parks it too.
+                tracing::error!(
+                    message_id = %item.id, queue = self.queue.name(), attempt = item.dequeue_count,
+                    outcome = "poisoned", reason = %f.error, "message parked in the poison queue"
+                );
+                let sent = self.poison.send(&item.text, None).await;
+                Some(sent)
+            }
+            _ => None,
+        };
+        let _ = stop.send(true);
+        // The heartbeat finishes the update it may be in, so the receipt is the latest.
+        let beat = beat.await.unwrap_or(Beat {
+            receipt: item.pop_receipt.clone(),
+            lost: false,
+        });
+        if beat.lost {
+            tracing::warn!(
+                message_id = %item.id, queue = self.queue.name(),
+                "the message was handed out again while it was worked on; its next delivery settles it"
+            );
+        }
+        let item = &WorkItem {
+            pop_receipt: beat.receipt,
+            ..item.clone()
+        };
+        if let Some(sent) = park {
+            sent?;
+            self.queue.delete(item).await?;
+            return Ok(ItemOutcome::Poisoned);
+        }
+        match result {
+            Ok(_) => {
+                self.queue.delete(item).await?;
+                Ok(ItemOutcome::Done)
+            }
+            Err(_) => {
+                let delay = Duration::from_secs(2u64.saturating_pow(item.dequeue_count).min(300));
+                self.queue.release(item, delay).await?;
+                Ok(ItemOutcome::Retry)
+            }
+        }
+    }
+
+    /// Receives and processes until `stop` turns true, or — with `idle_exit` — until the queue
+    /// has been empty that long. In-flight messages are finished before returning.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>, idle_exit: Option<Duration>) -> WorkerStats {
+        let mut stats = WorkerStats::default();
+        let mut running: JoinSet<Result<ItemOutcome>> = JoinSet::new();
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            while let Some(done) = running.try_join_next() {
+                tally(&mut stats, done);
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let free = self.concurrency.saturating_sub(running.len());
+            if free == 0 {
+                if let Some(done) = running.join_next().await {
+                    tally(&mut stats, done);
+                }
+                continue;
+            }
+            let items = match self.queue.receive(free.min(32) as u32, self.visibility).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = self.queue.name(), "receive failed");
+                    Vec::new()
+                }
+            };
+            if items.is_empty() {
+                if running.is_empty() && idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            idle_since = tokio::time::Instant::now();
+            for item in items {
+                let w = self.clone();
+                running.spawn(async move { w.process(&item).await });
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            tally(&mut stats, done);
+        }
+        stats
+    }
+}
+
+/// What the heartbeat ends with.
+struct Beat {
+    /// The latest pop receipt.
+    receipt: String,
+    /// The message is no longer ours: an update found it gone, or another consumer holds it.
+    lost: bool,
+}
+
+/// Extends the message's visibility every half period until `stop` turns true. A failed
+/// extension is logged and the beat goes on with the receipt it has; one that finds the
+/// message gone (404: deleted, or its receipt void because it was handed out again) ends the
+/// beat, since no later update can succeed. Either way the work is idempotent, and the
+/// delivery that holds the message settles it.
+async fn heartbeat(
+    queue: WorkQueue,
+    id: String,
+    receipt: String,
+    visibility: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Beat {
+    let period = (visibility / 2).max(Duration::from_millis(500));
+    let mut beat = Beat { receipt, lost: false };
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return beat,
+            _ = tokio::time::sleep(period) => {}
+        }
+        match queue.extend(&id, &beat.receipt, visibility).await {
+            Ok(r) => beat.receipt = r,
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+                beat.lost = true;
+                return beat;
+            }
+            Err(e) => tracing::warn!(
+                message_id = %id, queue = queue.name(), error = %e,
+                "could not extend the message's visibility; it may be handed out again"
+            ),
+        }
+    }
+}
+
+fn tally(stats: &mut WorkerStats, r: std::result::Result<Result<ItemOutcome>, tokio::task::JoinError>) {
+    match r {
+        Ok(Ok(ItemOutcome::Done)) => stats.done += 1,
+        Ok(Ok(ItemOutcome::Retry)) => stats.retried += 1,
+        Ok(Ok(ItemOutcome::Poisoned)) => stats.poisoned += 1,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "queue operation failed; the message becomes visible again")
+        }
+        Err(e) => tracing::error!(error = %e, "worker task failed"),
+    }
+}

@@ -1,0 +1,653 @@
+//! Configuration: read once from the environment, validated at start-up, failing fast with
+//! the name of the variable that is wrong. Secrets are held in [`Secret`] so `Debug` is safe.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+pub mod azure;
+
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+use azure::{AzureAuth, StorageAccount};
+
+/// App settings whose names start with this hold webhook URLs (see [`Config::webhooks`]).
+pub const WEBHOOK_SETTING_PREFIX: &str = "SYNC_WEBHOOK_";
+
+/// Which copy path to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyPath {
+    /// Server-side, falling back to streamed when Azure cannot read the source.
+    Auto,
+    /// Server-side only (Put Blob/Block From URL).
+    ServerSide,
+    /// Bytes stream through this process (ranged GET -> Put Block).
+    Streamed,
+}
+
+impl FromStr for CopyPath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(CopyPath::Auto),
+            "server-side" => Ok(CopyPath::ServerSide),
+            "streamed" => Ok(CopyPath::Streamed),
+            _ => Err(format!("`{s}` is not one of auto, server-side, streamed")),
+        }
+    }
+}
+
+/// What to do with S3 user metadata whose name is not a valid Azure metadata name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataPolicy {
+    /// Drop the entry (logged and counted).
+    Exclude,
+    /// Fail the object with a reason.
+    Fail,
+    /// Store as `rename_<sanitized>` plus `rename_key_<sanitized>` holding the original name.
+    Rename,
+}
+
+impl FromStr for MetadataPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "exclude" => Ok(MetadataPolicy::Exclude),
+            "fail" => Ok(MetadataPolicy::Fail),
+            "rename" => Ok(MetadataPolicy::Rename),
+            _ => Err(format!("`{s}` is not one of exclude, fail, rename")),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(format!("`{s}` is not one of json, pretty")),
+        }
+    }
+}
+
+/// Settings of the copy engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `SYNC_COPY_PATH`.
+    pub copy_path: CopyPath,
+    /// `SYNC_METADATA_POLICY`.
+    pub metadata_policy: MetadataPolicy,
+    /// `SYNC_BLOCK_SIZE_MIB`: block size for staged copies (the layout may raise it so the
+    /// object fits in 50,000 blocks).
+    pub block_size: u64,
+    /// `SYNC_BLOCK_CONCURRENCY`: blocks in flight per object.
+    pub block_concurrency: usize,
+    /// `SYNC_STREAM_BUFFER_MIB`: the most object bytes held in memory by all streamed copies
+    /// of the process together (blocks being read or uploaded, small objects read whole).
+    pub stream_buffer_bytes: u64,
+    /// `SYNC_PRESIGN_EXPIRY_SECS`: life of a presigned source URL.
+    pub presign_expiry: Duration,
+    /// Largest object sent as one Put Blob From URL (Azure's limit is 5000 MiB).
+    pub put_blob_from_url_max: u64,
+    /// `SYNC_INVOCATION_MIB`: most bytes one invocation moves. A bigger object is split into
+    /// block ranges, each its own `copy-objects` message, committed once all are staged.
+    pub invocation_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            copy_path: CopyPath::Auto,
+            metadata_policy: MetadataPolicy::Exclude,
+            // 4 MiB x 8 in flight keeps a large streamed copy at Azurite's intake (bench/) in
+            // 32 MiB of buffers; server-side copies send one Put Blob From URL up to 5000 MiB.
+            block_size: 4 * 1024 * 1024,
+            block_concurrency: 8,
+            stream_buffer_bytes: 64 * 1024 * 1024,
+            presign_expiry: Duration::from_secs(900),
+            put_blob_from_url_max: 5000 * 1024 * 1024,
+            // 2 GiB takes under two minutes even at a pessimistic 20 MB/s, well inside
+            // host.json's 10-minute functionTimeout (docs/decisions.md).
+            invocation_bytes: 2048 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the source lives.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// `AWS_REGION` (the SDK chain also reads profiles).
+    pub region: Option<String>,
+    /// `AWS_ENDPOINT_URL`: an S3/SQS-compatible endpoint (emulators).
+    pub endpoint_url: Option<Url>,
+    /// `SYNC_S3_FORCE_PATH_STYLE`.
+    pub force_path_style: bool,
+    /// Static credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    /// `AWS_SESSION_TOKEN`; without them (and without `web_identity`) the SDK's provider
+    /// chain (profile, web identity, IMDS, ECS) is used.
+    pub static_credentials: Option<AwsStaticCredentials>,
+    /// `SYNC_AWS_ROLE_ARN` + `SYNC_AWS_TOKEN_AUDIENCE`: assume this role with the Azure
+    /// managed identity's token (no AWS key anywhere).
+    pub web_identity: Option<WebIdentityConfig>,
+}
+
+/// An IAM role assumed with an Entra ID (managed identity) token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentityConfig {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The token audience (resource) the role's trust policy expects, e.g. `api://<app id>`.
+    pub audience: String,
+}
+
+/// Static AWS credentials; the secret parts never print.
+#[derive(Debug, Clone)]
+pub struct AwsStaticCredentials {
+    /// Access key id (not secret on its own, but kept out of logs anyway).
+    pub access_key_id: Secret,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Azure storage account that holds the target container, queues and tables.
+    pub azure: StorageAccount,
+    /// The AWS side.
+    pub aws: AwsConfig,
+    /// The engine.
+    pub engine: EngineConfig,
+    /// `SYNC_TARGET_CONTAINER`: default container for queue messages that name none.
+    pub target_container: Option<String>,
+    /// `SYNC_TARGET_PREFIX`.
+    pub target_prefix: String,
+    /// `SYNC_SOURCE_PREFIX`: removed from keys when naming blobs.
+    pub source_prefix: String,
+    /// `SYNC_CHECKPOINT_TABLE` (default `objects`).
+    pub checkpoint_table: String,
+    /// `SYNC_MAX_DEQUEUE_COUNT` (default 5): on this attempt a failure is final.
+    pub max_dequeue_count: u32,
+    /// `SYNC_LOG_FORMAT` (default json).
+    pub log_format: LogFormat,
+    /// `SYNC_MODE`: `additive` (default: never delete) or `mirror` (delete blobs whose
+    /// source is gone), for messages that do not say.
+    pub mode: crate::model::SyncMode,
+    /// `SYNC_SQS_QUEUE_URL`: the SQS queue receiving the bucket's event notifications.
+    pub sqs_queue_url: Option<String>,
+    /// `SYNC_COPY_QUEUE` (default `copy-objects`; keep equal to CopyObject's function.json).
+    pub copy_queue: String,
+    /// `SYNC_REJECT_QUEUE` (default `sqs-rejects`): malformed SQS bodies are parked here.
+    pub reject_queue: String,
+    /// `SYNC_DRAIN_BUDGET_SECS` (default 50): how long one DrainSqs invocation receives.
+    /// DrainSqs fires every minute, so 50 s keeps one receiver running almost all the time
+    /// and always finishes well inside host.json's functionTimeout.
+    pub drain_budget: Duration,
+    /// `SYNC_SQS_RETRY_BASE_SECS` (default 60): after a failed relay an SQS message stays
+    /// hidden this long times 4^(receives-1), at most 12 h, so an Azure outage spends the
+    /// queue's receive count slowly (with `maxReceiveCount` 5: 60+240+960+3840 s, about
+    /// 85 minutes before the dead-letter queue).
+    pub sqs_retry_base: Duration,
+    /// `SYNC_SQS_VISIBILITY_SECS` (default 60): how long a received SQS message stays hidden
+    /// while it is relayed (extended while the relay runs long); the messages of a relay that
+    /// died come back after it.
+    pub sqs_visibility: Duration,
+    /// `SYNC_WORKER_VISIBILITY_SECS` (default 60): how long the `watch` worker (and `serve
+    /// --work-queues`) hides a message it works on, extended every half period while the
+    /// work runs; after a crash the message returns this much later.
+    pub worker_visibility: Duration,
+    /// `SYNC_RUNS_TABLE` (default `runs`): bulk runs, their counters and locks.
+    pub runs_table: String,
+    /// `SYNC_LIST_QUEUE` (default `list-pages`; keep equal to ListPage's function.json).
+    pub list_queue: String,
+    /// `SYNC_RUN_CHECK_SECS` (default 10): how often a listed run checks whether its copies
+    /// have settled.
+    pub run_check_interval: Duration,
+    /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
+    /// ends PartiallySucceeded, naming how many never settled.
+    pub run_stall: Duration,
+    /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
+    /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
+    /// the lock frees itself this long after the last renewal, and the next run takes over.
+    pub run_lease: Duration,
+    /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up, but
+    /// for `notify`, which is checked when the timer fires). Kept as a secret because it
+    /// names buckets and containers, though its webhook is only a setting's name.
+    pub scheduled_run: Option<Secret>,
+    /// `SYNC_API_KEY`: the key `serve` requires outside the Functions host, sent in
+    /// the `x-functions-key` header, a Bearer token or the `code` query parameter; at least
+    /// 32 characters.
+    /// Without it `serve` listens on loopback only and answers loopback host names only.
+    pub api_key: Option<Secret>,
+    /// The Functions host started this process (`FUNCTIONS_WORKER_RUNTIME` is set): the host
+    /// alone calls the invoke routes, and its function keys gate the HTTP functions.
+    pub functions_host: bool,
+    /// `SYNC_NOTIFY_ALLOW_HOSTS`: hosts (`name` or `name:port`, comma-separated) a run's
+    /// webhook may reach although they are loopback or private, and over plain http: for a
+    /// local receiver. Every other webhook must be https to a public address.
+    pub notify_allow_hosts: Vec<String>,
+    /// `SYNC_WEBHOOK_<NAME>`: webhook URLs a run names by reference (`"notify":
+    /// "setting:SYNC_WEBHOOK_<NAME>"`), so the URL, which carries a credential, lives only in
+    /// the app setting (a Key Vault reference in Azure) and never in a run row.
+    pub webhooks: BTreeMap<String, Secret>,
+}
+
+/// Reads variables from somewhere: the process environment, or a map in tests.
+pub trait Env {
+    /// The value of `name`, if set and not empty.
+    fn get(&self, name: &str) -> Option<String>;
+    /// The names of the set, non-empty variables that start with `prefix`.
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with(prefix) && self.get(k).is_some())
+            .collect()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
+    }
+    fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.keys()
+            .filter(|k| k.starts_with(prefix) && Env::get(self, k).is_some())
+            .cloned()
+            .collect()
+    }
+}
+
+fn parse<T: FromStr>(env: &dyn Env, name: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e| Error::invalid(format!("{name}: {e}"))),
+    }
+}
+
+fn bool_var(env: &dyn Env, name: &str) -> Result<bool> {
+    match env.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(v) => Err(Error::invalid(format!("{name}: `{v}` is not true or false"))),
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from(&ProcessEnv)
+    }
+
+    /// The configuration of the local stand-ins with every default: Azurite's development
+    /// storage and moto on its default port. For tests and fuzz targets that need a valid
+    /// `Config` without an environment.
+    pub fn for_emulators() -> Self {
+        let env: HashMap<String, String> = [
+            ("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self::from(&env).expect("the emulator configuration is valid")
+    }
+
+    /// Reads and validates the configuration from `env`.
+    pub fn from(env: &dyn Env) -> Result<Self> {
+        let azure = azure_account(env)?;
+        let endpoint_url = match env.get("AWS_ENDPOINT_URL") {
+            None => None,
+            Some(v) => Some(
+                Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| Error::invalid("AWS_ENDPOINT_URL: not a valid http(s) URL"))?,
+            ),
+        };
+        let web_identity = match (env.get("SYNC_AWS_ROLE_ARN"), env.get("SYNC_AWS_TOKEN_AUDIENCE")) {
+            (None, None) => None,
+            (Some(role_arn), Some(audience)) => {
+                let arn_ok = role_arn.starts_with("arn:aws")
+                    && role_arn.split(':').nth(2) == Some("iam")
+                    && role_arn.split(':').nth(5).is_some_and(|r| r.starts_with("role/"));
+                if !arn_ok {
+                    return Err(Error::invalid(format!(
+                        "SYNC_AWS_ROLE_ARN: `{role_arn}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                    )));
+                }
+                Some(WebIdentityConfig { role_arn, audience })
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "SYNC_AWS_TOKEN_AUDIENCE: must be set with SYNC_AWS_ROLE_ARN (the audience the role's trust policy expects, e.g. api://<app id>)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid("SYNC_AWS_ROLE_ARN: must be set with SYNC_AWS_TOKEN_AUDIENCE"))
+            }
+        };
+        if web_identity.is_some() && env.get("AWS_ACCESS_KEY_ID").is_some() {
+            return Err(Error::invalid(
+                "SYNC_AWS_ROLE_ARN: set either it or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not both",
+            ));
+        }
+        let aws = AwsConfig {
+            web_identity,
+            region: env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")),
+            endpoint_url,
+            force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
+            static_credentials: match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+                    access_key_id: Secret::new(id),
+                    secret_access_key: Secret::new(secret),
+                    session_token: env.get("AWS_SESSION_TOKEN").map(Secret::new),
+                }),
+                (Some(_), None) => {
+                    return Err(Error::invalid(
+                        "AWS_SECRET_ACCESS_KEY: must be set when AWS_ACCESS_KEY_ID is",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(Error::invalid(
+                        "AWS_ACCESS_KEY_ID: must be set when AWS_SECRET_ACCESS_KEY is",
+                    ))
+                }
+                (None, None) => None,
+            },
+        };
+        let d = EngineConfig::default();
+        let block_mib: u64 = parse(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / (1024 * 1024))?;
+        if !(1..=4000).contains(&block_mib) {
+            return Err(Error::invalid("SYNC_BLOCK_SIZE_MIB: must be between 1 and 4000"));
+        }
+        let block_concurrency: usize = parse(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency)?;
+        if !(1..=256).contains(&block_concurrency) {
+            return Err(Error::invalid("SYNC_BLOCK_CONCURRENCY: must be between 1 and 256"));
+        }
+        let buffer_mib: u64 = parse(env, "SYNC_STREAM_BUFFER_MIB", d.stream_buffer_bytes / (1024 * 1024))?;
+        if !(1..=65536).contains(&buffer_mib) {
+            return Err(Error::invalid(
+                "SYNC_STREAM_BUFFER_MIB: must be between 1 and 65536 (MiB of object data held in memory)",
+            ));
+        }
+        let invocation_mib: u64 = parse(env, "SYNC_INVOCATION_MIB", d.invocation_bytes / (1024 * 1024))?;
+        if invocation_mib == 0 {
+            return Err(Error::invalid(
+                "SYNC_INVOCATION_MIB: must be at least 1 (MiB one invocation may copy)",
+            ));
+        }
+        let presign: u64 = parse(env, "SYNC_PRESIGN_EXPIRY_SECS", d.presign_expiry.as_secs())?;
+        if !(60..=3600).contains(&presign) {
+            return Err(Error::invalid(
+                "SYNC_PRESIGN_EXPIRY_SECS: must be between 60 and 3600 (presigned URLs stay short-lived)",
+            ));
+        }
+        let engine = EngineConfig {
+            copy_path: parse(env, "SYNC_COPY_PATH", d.copy_path)?,
+            metadata_policy: parse(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
+            block_size: block_mib * 1024 * 1024,
+            block_concurrency,
+            stream_buffer_bytes: buffer_mib * 1024 * 1024,
+            presign_expiry: Duration::from_secs(presign),
+            put_blob_from_url_max: d.put_blob_from_url_max,
+            invocation_bytes: invocation_mib.saturating_mul(1024 * 1024),
+        };
+        let target_container = env.get("SYNC_TARGET_CONTAINER");
+        if let Some(c) = &target_container {
+            crate::model::validate_container_name(c)
+                .map_err(|e| Error::invalid(format!("SYNC_TARGET_CONTAINER: {}", e.message())))?;
+        }
+        let checkpoint_table = env.get("SYNC_CHECKPOINT_TABLE").unwrap_or_else(|| "objects".into());
+        crate::model::validate_table_name(&checkpoint_table)
+            .map_err(|e| Error::invalid(format!("SYNC_CHECKPOINT_TABLE: {}", e.message())))?;
+        let max_dequeue_count: u32 = parse(env, "SYNC_MAX_DEQUEUE_COUNT", 5)?;
+        if max_dequeue_count == 0 {
+            return Err(Error::invalid("SYNC_MAX_DEQUEUE_COUNT: must be at least 1"));
+        }
+        let mode = match env.get("SYNC_MODE").as_deref() {
+            None | Some("additive") => crate::model::SyncMode::Additive,
+            Some("mirror") => crate::model::SyncMode::Mirror,
+            Some(v) => return Err(Error::invalid(format!("SYNC_MODE: `{v}` is not additive or mirror"))),
+        };
+        let sqs_queue_url = match env.get("SYNC_SQS_QUEUE_URL") {
+            None => None,
+            Some(v) => {
+                let u = Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.path().len() > 1)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "SYNC_SQS_QUEUE_URL: not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)",
+                        )
+                    })?;
+                Some(u.to_string())
+            }
+        };
+        let queue = |var: &str, default: &str| -> Result<String> {
+            let name = env.get(var).unwrap_or_else(|| default.to_string());
+            crate::model::validate_queue_name(&name).map_err(|e| Error::invalid(format!("{var}: {}", e.message())))?;
+            Ok(name)
+        };
+        let copy_queue = queue("SYNC_COPY_QUEUE", "copy-objects")?;
+        let reject_queue = queue("SYNC_REJECT_QUEUE", "sqs-rejects")?;
+        let budget: u64 = parse(env, "SYNC_DRAIN_BUDGET_SECS", 50)?;
+        if !(5..=3600).contains(&budget) {
+            return Err(Error::invalid("SYNC_DRAIN_BUDGET_SECS: must be between 5 and 3600"));
+        }
+        let retry_base: u64 = parse(env, "SYNC_SQS_RETRY_BASE_SECS", 60)?;
+        if !(1..=3600).contains(&retry_base) {
+            return Err(Error::invalid("SYNC_SQS_RETRY_BASE_SECS: must be between 1 and 3600"));
+        }
+        let sqs_vis: u64 = parse(env, "SYNC_SQS_VISIBILITY_SECS", 60)?;
+        if !(5..=43_200).contains(&sqs_vis) {
+            return Err(Error::invalid("SYNC_SQS_VISIBILITY_SECS: must be between 5 and 43200"));
+        }
+        let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 60)?;
+        if !(1..=7 * 24 * 3600).contains(&worker_vis) {
+            return Err(Error::invalid(
+                "SYNC_WORKER_VISIBILITY_SECS: must be between 1 and 604800",
+            ));
+        }
+        let runs_table = env.get("SYNC_RUNS_TABLE").unwrap_or_else(|| "runs".into());
+        crate::model::validate_table_name(&runs_table)
+            .map_err(|e| Error::invalid(format!("SYNC_RUNS_TABLE: {}", e.message())))?;
+        let list_queue = queue("SYNC_LIST_QUEUE", "list-pages")?;
+        let check: u64 = parse(env, "SYNC_RUN_CHECK_SECS", 10)?;
+        if !(1..=600).contains(&check) {
+            return Err(Error::invalid("SYNC_RUN_CHECK_SECS: must be between 1 and 600"));
+        }
+        let stall: u64 = parse(env, "SYNC_RUN_STALL_SECS", 3600)?;
+        if !(5..=7 * 24 * 3600).contains(&stall) {
+            return Err(Error::invalid("SYNC_RUN_STALL_SECS: must be between 5 and 604800"));
+        }
+        let lease: u64 = parse(env, "SYNC_RUN_LEASE_SECS", 60)?;
+        if !(2..=3600).contains(&lease) {
+            return Err(Error::invalid("SYNC_RUN_LEASE_SECS: must be between 2 and 3600"));
+        }
+        let api_key = env.get("SYNC_API_KEY").map(|k| Secret::new(k.trim()));
+        if api_key.as_ref().is_some_and(|k| k.expose().len() < 32) {
+            return Err(Error::invalid(
+                "SYNC_API_KEY: must be at least 32 characters (for example `openssl rand -hex 32`)",
+            ));
+        }
+        let cfg = Config {
+            runs_table,
+            list_queue,
+            run_check_interval: Duration::from_secs(check),
+            run_stall: Duration::from_secs(stall),
+            run_lease: Duration::from_secs(lease),
+            scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::new),
+            api_key,
+            functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
+            notify_allow_hosts: env
+                .get("SYNC_NOTIFY_ALLOW_HOSTS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|h| h.trim().to_ascii_lowercase())
+                        .filter(|h| !h.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            webhooks: env
+                .names_with_prefix(WEBHOOK_SETTING_PREFIX)
+                .into_iter()
+                .filter_map(|k| env.get(&k).map(|v| (k, Secret::new(v.trim().to_string()))))
+                .collect(),
+            worker_visibility: Duration::from_secs(worker_vis),
+            mode,
+            sqs_queue_url,
+            copy_queue,
+            reject_queue,
+            drain_budget: Duration::from_secs(budget),
+            sqs_retry_base: Duration::from_secs(retry_base),
+            sqs_visibility: Duration::from_secs(sqs_vis),
+            azure,
+            aws,
+            engine,
+            target_container,
+            target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
+            source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
+            checkpoint_table,
+            max_dequeue_count,
+            log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
+        };
+        Ok(cfg)
+    }
+}
+
+fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
+    if let Some(cs) = env.get("AZURE_STORAGE_CONNECTION_STRING") {
+        return StorageAccount::from_connection_string(&cs);
+    }
+    let Some(name) = env.get("AZURE_STORAGE_ACCOUNT") else {
+        return Err(Error::invalid(
+            "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT must be set \
+             (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
+        ));
+    };
+    if !(3..=24).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Err(Error::invalid(
+            "AZURE_STORAGE_ACCOUNT: must be 3-24 lower-case letters and digits",
+        ));
+    }
+    let auth = match env.get("AZURE_STORAGE_SAS_TOKEN") {
+        Some(s) => AzureAuth::Sas(Secret::new(s.trim_start_matches('?'))),
+        None => AzureAuth::Token,
+    };
+    StorageAccount::for_account(&name, auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn minimal_dev_config_is_valid() {
+        let c = Config::from(&env(&[(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )]))
+        .unwrap();
+        assert_eq!(c.engine.copy_path, CopyPath::Auto);
+        assert_eq!(c.checkpoint_table, "objects");
+        assert_eq!(c.max_dequeue_count, 5);
+        assert_eq!(c.sqs_visibility, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let base = [("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")];
+        let cases = [
+            ("SYNC_COPY_PATH", "sideways"),
+            ("SYNC_METADATA_POLICY", "keep"),
+            ("SYNC_BLOCK_SIZE_MIB", "0"),
+            ("SYNC_BLOCK_SIZE_MIB", "lots"),
+            ("SYNC_BLOCK_CONCURRENCY", "0"),
+            ("SYNC_STREAM_BUFFER_MIB", "0"),
+            ("SYNC_PRESIGN_EXPIRY_SECS", "604800"),
+            ("AWS_ENDPOINT_URL", "not a url"),
+            ("SYNC_S3_FORCE_PATH_STYLE", "maybe"),
+            ("SYNC_TARGET_CONTAINER", "Bad_Name"),
+            ("SYNC_CHECKPOINT_TABLE", "1bad"),
+            ("SYNC_LOG_FORMAT", "xml"),
+            ("SYNC_MAX_DEQUEUE_COUNT", "0"),
+            ("SYNC_MODE", "delete-everything"),
+            ("SYNC_SQS_QUEUE_URL", "queue"),
+            ("SYNC_COPY_QUEUE", "Copy_Objects"),
+            ("SYNC_REJECT_QUEUE", "x"),
+            ("SYNC_DRAIN_BUDGET_SECS", "1"),
+            ("SYNC_SQS_RETRY_BASE_SECS", "0"),
+            ("SYNC_SQS_VISIBILITY_SECS", "2"),
+            ("SYNC_WORKER_VISIBILITY_SECS", "0"),
+        ];
+        for (var, val) in cases {
+            let mut e = env(&base);
+            e.insert(var.into(), val.into());
+            let err = Config::from(&e).unwrap_err();
+            assert!(err.message().starts_with(var), "{var}={val}: {err}");
+        }
+        // A half-set key pair names the missing half.
+        let mut e = env(&base);
+        e.insert("AWS_ACCESS_KEY_ID".into(), "AKIAONLY".into());
+        assert!(Config::from(&e)
+            .unwrap_err()
+            .message()
+            .starts_with("AWS_SECRET_ACCESS_KEY"));
+        let err = Config::from(&env(&[])).unwrap_err();
+        assert!(err.message().contains("AZURE_STORAGE_CONNECTION_STRING"));
+        let err = Config::from(&env(&[("AZURE_STORAGE_ACCOUNT", "Has-Caps")])).unwrap_err();
+        assert!(err.message().starts_with("AZURE_STORAGE_ACCOUNT"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::from(&env(&[
+            ("AZURE_STORAGE_ACCOUNT", "acme"),
+            ("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=SECRETSIG"),
+            (
+                "SYNC_SCHEDULED_RUN",
+                r#"{"source":{"bucket":"bb1"},"target":{"container":"cc1"},"notify":"setting:SYNC_WEBHOOK_DEFAULT"}"#,
+            ),
+            ("SYNC_WEBHOOK_DEFAULT", "https://hooks.example/T/HOOKSECRET"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.webhooks["SYNC_WEBHOOK_DEFAULT"].expose(),
+            "https://hooks.example/T/HOOKSECRET"
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("SECRETSIG") && !debug.contains("HOOKSECRET"), "{debug}");
+    }
+}

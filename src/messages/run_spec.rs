@@ -1,0 +1,470 @@
+//! What a bulk run does: the body of `POST /api/runs` (and `SYNC_SCHEDULED_RUN`), parsed
+//! strictly so every mistake is a 400 that names the field.
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use url::Url;
+
+use super::webhook::WebhookRef;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::ListedObject;
+use crate::model::SyncMode;
+
+/// Default for `maxDeletes`: small, so a wrong prefix cannot empty a container.
+pub const DEFAULT_MAX_DELETES: u64 = 100;
+
+/// The source of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    #[serde(default)]
+    pub prefix: String,
+    /// Must match the configured AWS_REGION when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Must match the configured AWS_ENDPOINT_URL when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// The target of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Container.
+    pub container: String,
+    /// Blob name prefix.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Which objects a run considers; the rest are counted as excluded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterSpec {
+    /// Globs over the key relative to the source prefix; an object must match one (when any).
+    /// `*` stays within one `/` segment, `**` crosses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Globs; an object matching any is excluded (wins over include).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Smallest size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Largest size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Only objects last modified at or after this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<String>,
+    /// Only objects last modified before this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<String>,
+}
+
+/// Copy mode as written in a run body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSpec {
+    /// Never delete.
+    #[default]
+    Additive,
+    /// Delete blobs whose source is gone, up to `maxDeletes`.
+    Mirror,
+}
+
+impl From<ModeSpec> for SyncMode {
+    fn from(m: ModeSpec) -> Self {
+        match m {
+            ModeSpec::Additive => SyncMode::Additive,
+            ModeSpec::Mirror => SyncMode::Mirror,
+        }
+    }
+}
+
+/// A run as requested. `notify` is kept apart because a webhook URL is a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunSpec {
+    /// Where from.
+    pub source: SourceSpec,
+    /// Where to.
+    pub target: TargetSpec,
+    /// `additive` (default) or `mirror`.
+    #[serde(default)]
+    pub mode: ModeSpec,
+    /// Which objects.
+    #[serde(default)]
+    pub filters: FilterSpec,
+    /// Count what would happen; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Mirror mode deletes at most this many blobs; more ends the run PartiallySucceeded.
+    #[serde(default = "default_max_deletes")]
+    pub max_deletes: u64,
+    /// Webhook called once when the run ends (never echoed back).
+    #[serde(default, skip_serializing)]
+    pub notify: Option<String>,
+}
+
+fn default_max_deletes() -> u64 {
+    DEFAULT_MAX_DELETES
+}
+
+impl RunSpec {
+    /// Parses and validates a run body against the configuration. `what` names the input in
+    /// errors (`request body`, `SYNC_SCHEDULED_RUN`).
+    pub fn parse(text: &str, what: &str, cfg: &Config) -> Result<(RunSpec, Option<WebhookRef>)> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid(format!("{what} is not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::invalid(format!("{what} must be a JSON object")));
+        }
+        let mut spec: RunSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let inner = inner.split(" at line ").next().unwrap_or(&inner).to_string();
+            if path == "." {
+                Error::invalid(format!("{what}: {inner}"))
+            } else {
+                Error::invalid(format!("{what}: `{path}`: {inner}"))
+            }
+        })?;
+        let bad = |field: &str, why: String| Error::invalid(format!("{what}: `{field}`: {why}"));
+        if spec.source.bucket.trim().is_empty() {
+            return Err(bad("source.bucket", "is empty".into()));
+        }
+        validate_bucket_name(&spec.source.bucket).map_err(|w| bad("source.bucket", w))?;
+        crate::model::validate_container_name(&spec.target.container)
+            .map_err(|e| bad("target.container", e.message().to_string()))?;
+        if let Some(r) = &spec.source.region {
+            if cfg.aws.region.as_deref() != Some(r.as_str()) {
+                return Err(bad(
+                    "source.region",
+                    format!(
+                        "`{r}` is not this deployment's AWS_REGION ({}); deploy one per source region",
+                        cfg.aws.region.as_deref().unwrap_or("unset")
+                    ),
+                ));
+            }
+        }
+        if let Some(ep) = &spec.source.endpoint {
+            // Signed requests never go to an endpoint a caller names: only the configured one.
+            let same = match (Url::parse(ep), &cfg.aws.endpoint_url) {
+                (Ok(a), Some(b)) => a.origin() == b.origin(),
+                _ => false,
+            };
+            if !same {
+                return Err(bad(
+                    "source.endpoint",
+                    "must equal the configured AWS_ENDPOINT_URL (requests are signed with this \
+                     deployment's credentials)"
+                        .into(),
+                ));
+            }
+        }
+        spec.filters.compile().map_err(|(field, why)| bad(&field, why))?;
+        let notify = match spec.notify.take() {
+            None => None,
+            Some(n) => Some(validate_webhook(&n, cfg).map_err(|w| bad("notify", w))?),
+        };
+        Ok((spec, notify))
+    }
+
+    /// Filters compiled for matching (the spec was validated by [`Self::parse`]).
+    pub fn compiled_filters(&self) -> Result<Filters> {
+        self.filters
+            .compile()
+            .map_err(|(f, w)| Error::invalid(format!("`{f}`: {w}")))
+    }
+
+    /// A key identifying source and target, so two runs never work on the same pair at once.
+    pub fn lock_key(&self, account: &str) -> String {
+        use sha2::Digest;
+        let s = format!(
+            "s3://{}/{}\n{}/{}/{}",
+            self.source.bucket, self.source.prefix, account, self.target.container, self.target.prefix
+        );
+        hex::encode(&sha2::Sha256::digest(s.as_bytes())[..16])
+    }
+}
+
+/// A webhook is named by its app setting, which must be set and hold an https URL (http only
+/// to a host in SYNC_NOTIFY_ALLOW_HOSTS).
+fn validate_webhook(s: &str, cfg: &Config) -> std::result::Result<WebhookRef, String> {
+    let r = WebhookRef::parse(s)?;
+    let url = r.resolve(cfg)?;
+    // The parser's message never quotes the input, which is a secret.
+    let u = Url::parse(url.expose()).map_err(|e| format!("app setting `{}`: not a URL: {e}", r.setting()))?;
+    super::webhook::check_url(&u, &cfg.notify_allow_hosts)
+        .map_err(|w| format!("app setting `{}`: {w}", r.setting()))?;
+    Ok(r)
+}
+
+/// S3 bucket naming rules (3-63 of lowercase letters, digits, `.` and `-`).
+fn validate_bucket_name(b: &str) -> std::result::Result<(), String> {
+    let ok = (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{b}` is not a valid bucket name (3-63 lowercase letters, digits, `.` or `-`)"
+        ))
+    }
+}
+
+/// Compiled filters.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+    after: Option<OffsetDateTime>,
+    before: Option<OffsetDateTime>,
+}
+
+impl FilterSpec {
+    fn compile(&self) -> std::result::Result<Filters, (String, String)> {
+        let set = |field: &str, globs: &[String]| -> std::result::Result<Option<GlobSet>, (String, String)> {
+            if globs.is_empty() {
+                return Ok(None);
+            }
+            let mut b = GlobSetBuilder::new();
+            for (i, g) in globs.iter().enumerate() {
+                let glob: Glob = GlobBuilder::new(g).literal_separator(true).build().map_err(|e| {
+                    (
+                        format!("filters.{field}[{i}]"),
+                        format!("invalid glob `{g}`: {}", e.kind()),
+                    )
+                })?;
+                b.add(glob);
+            }
+            b.build()
+                .map(Some)
+                .map_err(|e| (format!("filters.{field}"), e.to_string()))
+        };
+        let time = |field: &str, v: &Option<String>| -> std::result::Result<Option<OffsetDateTime>, (String, String)> {
+            v.as_deref()
+                .map(|s| {
+                    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+                        (
+                            format!("filters.{field}"),
+                            format!("`{s}` is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): {e}"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        if let (Some(a), Some(b)) = (self.min_size, self.max_size) {
+            if a > b {
+                return Err(("filters.minSize".into(), format!("{a} is larger than maxSize {b}")));
+            }
+        }
+        let f = Filters {
+            include: set("include", &self.include)?,
+            exclude: set("exclude", &self.exclude)?,
+            min_size: self.min_size,
+            max_size: self.max_size,
+            after: time("modifiedAfter", &self.modified_after)?,
+            before: time("modifiedBefore", &self.modified_before)?,
+        };
+        if let (Some(a), Some(b)) = (f.after, f.before) {
+            if a >= b {
+                return Err((
+                    "filters.modifiedAfter".into(),
+                    "must be earlier than modifiedBefore".into(),
+                ));
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl Filters {
+    /// Why `o` is left out, or `None` when the run considers it. `rel` is the key relative
+    /// to the source prefix.
+    pub fn excludes(&self, o: &ListedObject, rel: &str) -> Option<&'static str> {
+        if let Some(inc) = &self.include {
+            if !inc.is_match(rel) {
+                return Some("not matched by filters.include");
+            }
+        }
+        if self.exclude.as_ref().is_some_and(|e| e.is_match(rel)) {
+            return Some("matched by filters.exclude");
+        }
+        if self.min_size.is_some_and(|m| o.size < m) {
+            return Some("smaller than filters.minSize");
+        }
+        if self.max_size.is_some_and(|m| o.size > m) {
+            return Some("larger than filters.maxSize");
+        }
+        if self.after.is_some() || self.before.is_some() {
+            let Some(lm) = o
+                .last_modified
+                .as_deref()
+                .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+            else {
+                return Some("no Last-Modified to compare with the time filters");
+            };
+            if self.after.is_some_and(|a| lm < a) {
+                return Some("modified before filters.modifiedAfter");
+            }
+            if self.before.is_some_and(|b| lm >= b) {
+                return Some("modified at or after filters.modifiedBefore");
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = Config::for_emulators();
+        for (k, v) in [
+            ("SYNC_WEBHOOK_TEAMS", "https://hooks.example/T/abc"),
+            ("SYNC_WEBHOOK_PLAIN", "http://hooks.example/x"),
+        ] {
+            c.webhooks.insert(k.into(), crate::redact::Secret::new(v.to_string()));
+        }
+        c
+    }
+
+    fn err(body: &str) -> String {
+        RunSpec::parse(body, "request body", &cfg())
+            .unwrap_err()
+            .message()
+            .to_string()
+    }
+
+    #[test]
+    fn full_body_parses() {
+        let (s, notify) = RunSpec::parse(
+            r#"{"source":{"bucket":"b-1","prefix":"p/","region":"us-east-1"},
+                "target":{"container":"cc1","prefix":"x/"},"mode":"mirror",
+                "filters":{"include":["**/*.csv"],"exclude":["tmp/**"],"minSize":1,"maxSize":9,
+                           "modifiedAfter":"2024-01-01T00:00:00Z"},
+                "dryRun":true,"notify":"setting:SYNC_WEBHOOK_TEAMS","maxDeletes":5}"#,
+            "request body",
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(s.mode, ModeSpec::Mirror);
+        assert!(s.dry_run);
+        assert_eq!(s.max_deletes, 5);
+        let notify = notify.unwrap();
+        assert_eq!(notify.setting(), "SYNC_WEBHOOK_TEAMS");
+        assert_eq!(notify.resolve(&cfg()).unwrap().expose(), "https://hooks.example/T/abc");
+        // The webhook never appears in the stored/echoed spec.
+        assert!(!serde_json::to_string(&s).unwrap().contains("SYNC_WEBHOOK"));
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let t = r#""target":{"container":"cc1"}"#;
+        for (body, needle) in [
+            ("not json".to_string(), "request body is not JSON"),
+            ("[1]".to_string(), "must be a JSON object"),
+            (format!(r#"{{{t}}}"#), "missing field `source`"),
+            (format!(r#"{{"source":{{}},{t}}}"#), "`source`: missing field `bucket`"),
+            (
+                format!(r#"{{"source":{{"bucket":""}},{t}}}"#),
+                "`source.bucket`: is empty",
+            ),
+            (format!(r#"{{"source":{{"bucket":"B_"}},{t}}}"#), "`source.bucket`"),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"mode":"sideways"}}"#),
+                "`mode`: unknown variant `sideways`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"filters":{{"minSize":-1}}}}"#),
+                "`filters.minSize`: invalid value: integer `-1`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"filters":{{"include":["a","[x"]}}}}"#),
+                "`filters.include[1]`: invalid glob `[x`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"filters":{{"minSize":5,"maxSize":1}}}}"#),
+                "`filters.minSize`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"filters":{{"modifiedAfter":"yesterday"}}}}"#),
+                "`filters.modifiedAfter`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"maxDelete":3}}"#),
+                "unknown field `maxDelete`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1","region":"eu-west-1"}},{t}}}"#),
+                "`source.region`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1","endpoint":"http://evil.example"}},{t}}}"#),
+                "`source.endpoint`",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:SYNC_WEBHOOK_PLAIN"}}"#),
+                "`notify`: app setting `SYNC_WEBHOOK_PLAIN`: must be an https URL",
+            ),
+            // A URL is a credential: refused, and not quoted back.
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"https://hooks.example/T/abc"}}"#),
+                "`notify`: must name the app setting that holds the webhook URL, as \"setting:SYNC_WEBHOOK_<NAME>\"",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:SYNC_WEBHOOK_NONE"}}"#),
+                "`notify`: app setting `SYNC_WEBHOOK_NONE` is not set in this deployment",
+            ),
+            (
+                format!(r#"{{"source":{{"bucket":"bb1"}},{t},"notify":"setting:AzureWebJobsStorage"}}"#),
+                "`notify`: `setting:` must be followed by SYNC_WEBHOOK_",
+            ),
+            (
+                r#"{"source":{"bucket":"bb1"},"target":{"container":"A"}}"#.to_string(),
+                "`target.container`",
+            ),
+        ] {
+            let e = err(&body);
+            assert!(e.contains(needle), "{body}\n  -> {e}\n  wanted {needle}");
+        }
+    }
+
+    #[test]
+    fn filters_match_relative_keys() {
+        let spec = FilterSpec {
+            include: vec!["**/*.csv".into(), "*.csv".into()],
+            exclude: vec!["tmp/**".into()],
+            min_size: Some(2),
+            ..Default::default()
+        };
+        let f = spec.compile().unwrap();
+        let o = |size| ListedObject {
+            key: String::new(),
+            etag: String::new(),
+            size,
+            last_modified: Some("2024-05-01T00:00:00Z".into()),
+            storage_class: None,
+        };
+        assert_eq!(f.excludes(&o(5), "a/b.csv"), None);
+        assert_eq!(f.excludes(&o(5), "b.csv"), None);
+        assert!(f.excludes(&o(5), "tmp/b.csv").unwrap().contains("exclude"));
+        assert!(f.excludes(&o(5), "a/b.txt").unwrap().contains("include"));
+        assert!(f.excludes(&o(1), "a/b.csv").unwrap().contains("minSize"));
+    }
+}

@@ -1,0 +1,473 @@
+//! The per-object checkpoint in Azure Table Storage (table `objects` by default).
+//!
+//! S3 keys may be 1024 bytes of any UTF-8 and contain characters a RowKey may not (`/ \ # ?`),
+//! so keys are derived. PartitionKey = bucket + "~" + a short hash of the target
+//! (`account/container`); RowKey = "k" + hex(key bytes). Hex keeps S3's listing order (UTF-8
+//! byte order), so the rows of one listing page are one range query: a re-run of an unchanged
+//! bucket costs listings, not a read per object. Keys whose hex would pass the 1 KiB RowKey
+//! limit use "~" + sha256(key) instead and are read one by one. The key itself is a property.
+//!
+//! One partition per bucket and target caps checkpoint writes near the Table service's
+//! per-partition target (about 2,000 entities/s); see docs/decisions.md.
+
+use sha2::{Digest, Sha256};
+
+use crate::azure::table::{Entity, TableClient};
+use crate::error::{ErrorKind, Result};
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Copied and verified.
+    Copied,
+    /// Already at the target with the same ETag and size.
+    NoTransferNeeded,
+    /// Cannot be copied (archived class, invalid blob name).
+    Unsupported,
+    /// Left out on purpose (folder markers, outside the prefix).
+    Excluded,
+    /// Failed; the reason says why.
+    Failed,
+    /// The source is gone and the blob was deleted (mirror mode).
+    Deleted,
+    /// The source is gone; the blob was kept (additive mode) or never existed.
+    SourceMissing,
+}
+
+impl Outcome {
+    /// Stable name stored in the table and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Copied => "copied",
+            Outcome::NoTransferNeeded => "no_transfer_needed",
+            Outcome::Unsupported => "unsupported",
+            Outcome::Excluded => "excluded",
+            Outcome::Failed => "failed",
+            Outcome::Deleted => "deleted",
+            Outcome::SourceMissing => "source_missing",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "copied" => Outcome::Copied,
+            "no_transfer_needed" => Outcome::NoTransferNeeded,
+            "unsupported" => Outcome::Unsupported,
+            "excluded" => Outcome::Excluded,
+            "failed" => Outcome::Failed,
+            "deleted" => Outcome::Deleted,
+            "source_missing" => Outcome::SourceMissing,
+            _ => return None,
+        })
+    }
+}
+
+/// One object's checkpoint row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRecord {
+    /// Source bucket.
+    pub bucket: String,
+    /// Source key.
+    pub key: String,
+    /// Target, as `account/container`.
+    pub target: String,
+    /// Blob name, when the key maps to one.
+    pub blob: Option<String>,
+    /// Last outcome.
+    pub outcome: Outcome,
+    /// Why, for anything but a copy.
+    pub reason: Option<String>,
+    /// Source ETag the outcome applies to.
+    pub etag: Option<String>,
+    /// Source size.
+    pub size: Option<u64>,
+    /// Source version id.
+    pub version_id: Option<String>,
+    /// Source Last-Modified (RFC 3339).
+    pub last_modified: Option<String>,
+    /// How the copy was verified (`md5`, `size`).
+    pub verified: Option<String>,
+    /// Which path moved the bytes (`server-side`, `streamed`).
+    pub path: Option<String>,
+    /// Run that wrote it.
+    pub run_id: Option<String>,
+    /// Attempts that failed since the last success.
+    pub failed_attempts: u32,
+    /// Highest S3 event sequencer applied for this key.
+    pub sequencer: Option<String>,
+    /// Name of the last event applied.
+    pub last_event: Option<String>,
+    /// Time of the last event applied.
+    pub event_time: Option<String>,
+    /// When written (RFC 3339).
+    pub updated_at: String,
+}
+
+impl ObjectRecord {
+    /// A record with no outcome details yet.
+    pub fn new(bucket: &str, key: &str, target: &str, outcome: Outcome) -> Self {
+        ObjectRecord {
+            bucket: bucket.into(),
+            key: key.into(),
+            target: target.into(),
+            blob: None,
+            outcome,
+            reason: None,
+            etag: None,
+            size: None,
+            version_id: None,
+            last_modified: None,
+            verified: None,
+            path: None,
+            run_id: None,
+            failed_attempts: 0,
+            sequencer: None,
+            last_event: None,
+            event_time: None,
+            updated_at: now_rfc3339(),
+        }
+    }
+
+    /// Records which source version the outcome applies to.
+    pub fn note_source(&mut self, head: &crate::aws::s3::ObjectHead) {
+        self.etag = Some(head.etag.clone());
+        self.size = Some(head.size);
+        self.version_id = head.version_id.clone();
+        self.last_modified = head.last_modified.clone();
+    }
+
+    fn to_entity(&self) -> Entity {
+        let (pk, rk) = row_keys(&self.bucket, &self.key, &self.target);
+        let mut e = Entity::new(pk, rk);
+        e.set_str("Bucket", &self.bucket)
+            .set_str("Key", &self.key)
+            .set_str("Target", &self.target)
+            .set_str("Outcome", self.outcome.as_str())
+            .set_i64("FailedAttempts", self.failed_attempts as i64)
+            .set_str("UpdatedAt", &self.updated_at);
+        let opt = [
+            ("Blob", &self.blob),
+            ("Reason", &self.reason),
+            ("ETag", &self.etag),
+            ("VersionId", &self.version_id),
+            ("LastModified", &self.last_modified),
+            ("Verified", &self.verified),
+            ("Path", &self.path),
+            ("RunId", &self.run_id),
+            ("Sequencer", &self.sequencer),
+            ("LastEvent", &self.last_event),
+            ("EventTime", &self.event_time),
+        ];
+        for (name, v) in opt {
+            if let Some(v) = v {
+                e.set_str(name, v);
+            }
+        }
+        if let Some(s) = self.size {
+            e.set_i64("Size", s as i64);
+        }
+        e
+    }
+
+    fn from_entity(e: &Entity) -> Option<Self> {
+        let s = |n: &str| e.get_str(n).map(str::to_string);
+        Some(ObjectRecord {
+            bucket: s("Bucket")?,
+            key: s("Key")?,
+            target: s("Target")?,
+            blob: s("Blob"),
+            outcome: Outcome::parse(e.get_str("Outcome")?)?,
+            reason: s("Reason"),
+            etag: s("ETag"),
+            size: e.get_i64("Size").map(|v| v as u64),
+            version_id: s("VersionId"),
+            last_modified: s("LastModified"),
+            verified: s("Verified"),
+            path: s("Path"),
+            run_id: s("RunId"),
+            failed_attempts: e.get_i64("FailedAttempts").unwrap_or(0) as u32,
+            sequencer: s("Sequencer"),
+            last_event: s("LastEvent"),
+            event_time: s("EventTime"),
+            updated_at: s("UpdatedAt").unwrap_or_default(),
+        })
+    }
+}
+
+/// A record as read, with the ETag to write it back under.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The record.
+    pub record: ObjectRecord,
+    /// Table ETag for If-Match.
+    pub etag: String,
+}
+
+/// Longest RowKey written in the ordered form ("k" + hex); longer keys are hashed.
+const MAX_ORDERED_ROW_KEY: usize = 1001;
+
+/// PartitionKey for every object of `bucket` copied to `target`.
+pub fn partition_key(bucket: &str, target: &str) -> String {
+    let h = Sha256::digest(target.as_bytes());
+    format!("{bucket}~{}", hex::encode(&h[..6]))
+}
+
+/// RowKey for `key`: ordered when short enough, hashed otherwise.
+pub fn row_key(key: &str) -> String {
+    if 2 * key.len() < MAX_ORDERED_ROW_KEY {
+        format!("k{}", hex::encode(key.as_bytes()))
+    } else {
+        format!("~{}", hex::encode(Sha256::digest(key.as_bytes())))
+    }
+}
+
+/// PartitionKey and RowKey for an object copied to a target.
+pub fn row_keys(bucket: &str, key: &str, target: &str) -> (String, String) {
+    (partition_key(bucket, target), row_key(key))
+}
+
+/// RFC 3339 now, UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The checkpoint store.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    table: TableClient,
+}
+
+impl CheckpointStore {
+    /// A store over `table`.
+    pub fn new(table: TableClient) -> Self {
+        CheckpointStore { table }
+    }
+
+    /// The table client (for status queries).
+    pub fn table(&self) -> &TableClient {
+        &self.table
+    }
+
+    /// Creates the table if needed.
+    pub async fn ensure(&self) -> Result<()> {
+        self.table.create_if_missing().await
+    }
+
+    /// The current record for an object, if any.
+    pub async fn get(&self, bucket: &str, key: &str, target: &str) -> Result<Option<Versioned>> {
+        let (pk, rk) = row_keys(bucket, key, target);
+        Ok(self.table.get(&pk, &rk).await?.and_then(|e| {
+            Some(Versioned {
+                etag: e.etag.clone().unwrap_or_default(),
+                record: ObjectRecord::from_entity(&e)?,
+            })
+        }))
+    }
+
+    /// Replaces the row `seen` with `rec`, once, only if nobody changed it since it was read
+    /// (a `Precondition` error otherwise; the caller decides whether that matters).
+    pub async fn replace(&self, rec: &ObjectRecord, seen: &Versioned) -> Result<()> {
+        self.table.update(&rec.to_entity(), Some(&seen.etag)).await.map(|_| ())
+    }
+
+    /// Writes `rec` with optimistic concurrency. `seen` is the row as this writer read it
+    /// (`None`: it saw no row). If another writer changed the row since, this writer lost the
+    /// race: it re-reads and writes again only if its record is not older than the stored one
+    /// (by source Last-Modified), so a slow writer never regresses a newer outcome.
+    pub async fn put(&self, rec: &ObjectRecord, seen: Option<&Versioned>) -> Result<()> {
+        let entity = rec.to_entity();
+        let mut expected = seen.map(|v| v.etag.clone());
+        for _ in 0..5 {
+            let r = match &expected {
+                Some(tag) => self.table.update(&entity, Some(tag)).await.map(|_| ()),
+                None => self.table.insert(&entity).await.map(|_| ()),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound => {
+                    let current = self.get(&rec.bucket, &rec.key, &rec.target).await?;
+                    if let Some(cur) = &current {
+                        if is_newer(&cur.record, rec) {
+                            tracing::info!(
+                                bucket = %rec.bucket, key = %rec.key, outcome = "stale_write_dropped",
+                                "checkpoint holds a newer source version; keeping it"
+                            );
+                            return Ok(());
+                        }
+                        if same_second_other_version(&cur.record, rec) || content_vs_removal(&cur.record, rec) {
+                            // Last-Modified has one-second precision, and a removal has
+                            // none: which of the two the blob reflects cannot be told from
+                            // here, so the caller looks again (blob, then source) instead
+                            // of guessing.
+                            return Err(crate::error::Error::new(
+                                ErrorKind::Precondition,
+                                format!(
+                                    "checkpoint s3://{}/{}: another version with the same Last-Modified was recorded meanwhile",
+                                    rec.bucket, rec.key
+                                ),
+                            ));
+                        }
+                    }
+                    expected = current.map(|c| c.etag);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(crate::error::Error::new(
+            ErrorKind::Precondition,
+            format!(
+                "checkpoint s3://{}/{}: too many concurrent writers",
+                rec.bucket, rec.key
+            ),
+        ))
+    }
+
+    /// The records of every key in `[first, last]` (S3 order) that has an ordered RowKey,
+    /// by key: one range query for a listing page. Keys too long for the ordered form are not
+    /// included; read them with [`Self::get`].
+    pub async fn range(
+        &self,
+        bucket: &str,
+        target: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<std::collections::HashMap<String, Versioned>> {
+        let q = |s: String| s.replace('\'', "''");
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{}' and RowKey le '{}'",
+            q(partition_key(bucket, target)),
+            q(row_key(first)),
+            q(row_key(last))
+        );
+        let rows = self.table.query_all(Some(&filter)).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|e| {
+                let record = ObjectRecord::from_entity(e)?;
+                Some((
+                    record.key.clone(),
+                    Versioned {
+                        etag: e.etag.clone().unwrap_or_default(),
+                        record,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// Whether `key` has an ordered RowKey, so [`Self::range`] covers it.
+    pub fn in_range_form(key: &str) -> bool {
+        row_key(key).starts_with('k')
+    }
+
+    /// Every record of a bucket (status and tests).
+    pub async fn list_bucket(&self, bucket: &str) -> Result<Vec<ObjectRecord>> {
+        let filter = format!("Bucket eq '{}'", bucket.replace('\'', "''"));
+        Ok(self
+            .table
+            .query_all(Some(&filter))
+            .await?
+            .iter()
+            .filter_map(ObjectRecord::from_entity)
+            .collect())
+    }
+}
+
+/// Whether both rows claim content of different source versions modified in the same second.
+fn same_second_other_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
+    content(stored)
+        && content(ours)
+        && stored.last_modified.is_some()
+        && stored.last_modified == ours.last_modified
+        && stored.etag != ours.etag
+}
+
+/// Whether one row says the blob holds content and the other that it was removed (or the
+/// source is gone): rows without a Last-Modified cannot be ordered against each other.
+fn content_vs_removal(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
+    let removal = |r: &ObjectRecord| matches!(r.outcome, Outcome::Deleted | Outcome::SourceMissing);
+    (content(stored) && removal(ours)) || (removal(stored) && content(ours))
+}
+
+/// Whether `stored` describes a strictly newer source version than `ours`.
+fn is_newer(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    match (&stored.last_modified, &ours.last_modified) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_table_safe_for_any_s3_key() {
+        for key in [
+            format!("{}/#?\\ü{}", "x".repeat(300), "\u{7}"),
+            "x".repeat(1024),
+            "a".into(),
+        ] {
+            let (pk, rk) = row_keys("my.bucket", &key, "http://h/acct/c");
+            assert!(rk.len() <= 1024, "{}", rk.len());
+            assert!(rk[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(pk.starts_with("my.bucket~"));
+            for k in [&pk, &rk] {
+                assert!(!k.contains(['/', '\\', '#', '?']) && !k.chars().any(char::is_control));
+            }
+            // Same key, other target: another partition.
+            assert_ne!(row_keys("my.bucket", &key, "http://h/acct/d").0, pk);
+        }
+        assert!(row_key(&"x".repeat(1024)).starts_with('~'));
+        assert!(CheckpointStore::in_range_form(&"x".repeat(500)));
+    }
+
+    #[test]
+    fn ordered_row_keys_follow_s3_listing_order() {
+        // S3 lists in UTF-8 byte order; the RowKeys must sort the same way as strings.
+        let mut keys = vec![
+            "a",
+            "a/b",
+            "a0",
+            "a b",
+            "Z",
+            "é",
+            "a\u{7f}",
+            "ab",
+            "",
+            "\u{10000}",
+            "\u{ffff}",
+        ];
+        keys.retain(|k| !k.is_empty());
+        let mut by_bytes = keys.clone();
+        by_bytes.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut by_row_key = keys.clone();
+        by_row_key.sort_by_key(|k| row_key(k));
+        assert_eq!(by_bytes, by_row_key);
+    }
+
+    #[test]
+    fn record_round_trips_through_an_entity() {
+        let mut r = ObjectRecord::new("b", "a/b c", "http://t/c", Outcome::Failed);
+        r.reason = Some("checksum mismatch".into());
+        r.size = Some(5 << 30);
+        r.failed_attempts = 2;
+        let back = ObjectRecord::from_entity(&r.to_entity()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn newer_by_last_modified() {
+        let mut a = ObjectRecord::new("b", "k", "t", Outcome::Copied);
+        let mut b = a.clone();
+        a.last_modified = Some("2024-01-02T00:00:00Z".into());
+        b.last_modified = Some("2024-01-01T00:00:00Z".into());
+        assert!(is_newer(&a, &b));
+        assert!(!is_newer(&b, &a));
+    }
+}

@@ -1,0 +1,193 @@
+//! Run counters as Azure Storage Mover reports them: objects and bytes per outcome.
+
+use serde_json::{Map, Value};
+
+use crate::azure::table::Entity;
+use crate::state::checkpoint::Outcome;
+
+/// One counter of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// Listed (after the source prefix, before filters).
+    Scanned,
+    /// Left out by filters or because they are folder markers.
+    Excluded,
+    /// Cannot be copied (archived class, invalid blob name).
+    Unsupported,
+    /// Already at the target with the same ETag.
+    NoTransferNeeded,
+    /// Copied and verified.
+    Transferred,
+    /// Failed for good (after the last attempt).
+    Failed,
+    /// Blobs deleted because their source is gone (mirror mode, after listing).
+    Deleted,
+    /// Listed, then gone from the source before its copy.
+    Vanished,
+    /// Dry run: would be copied.
+    WouldTransfer,
+    /// Dry run: would be deleted.
+    WouldDelete,
+    /// Sent to `copy-objects` (bookkeeping: the run is settled when these are).
+    Enqueued,
+}
+
+impl Tally {
+    /// Every counter, in report order.
+    pub const ALL: [Tally; 11] = [
+        Tally::Scanned,
+        Tally::Excluded,
+        Tally::Unsupported,
+        Tally::NoTransferNeeded,
+        Tally::Transferred,
+        Tally::Failed,
+        Tally::Deleted,
+        Tally::Vanished,
+        Tally::WouldTransfer,
+        Tally::WouldDelete,
+        Tally::Enqueued,
+    ];
+
+    /// The JSON name (bytes are `<name>Bytes`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tally::Scanned => "scanned",
+            Tally::Excluded => "excluded",
+            Tally::Unsupported => "unsupported",
+            Tally::NoTransferNeeded => "noTransferNeeded",
+            Tally::Transferred => "transferred",
+            Tally::Failed => "failed",
+            Tally::Deleted => "deleted",
+            Tally::Vanished => "vanished",
+            Tally::WouldTransfer => "wouldTransfer",
+            Tally::WouldDelete => "wouldDelete",
+            Tally::Enqueued => "enqueued",
+        }
+    }
+
+    /// The counter a copy's outcome goes to.
+    pub fn of_copy(o: Outcome) -> Tally {
+        match o {
+            Outcome::Copied => Tally::Transferred,
+            Outcome::NoTransferNeeded => Tally::NoTransferNeeded,
+            Outcome::Unsupported => Tally::Unsupported,
+            Outcome::Excluded => Tally::Excluded,
+            Outcome::Failed => Tally::Failed,
+            Outcome::Deleted | Outcome::SourceMissing => Tally::Vanished,
+        }
+    }
+
+    fn index(self) -> usize {
+        Tally::ALL.iter().position(|t| *t == self).expect("in ALL")
+    }
+}
+
+/// Objects and bytes per counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters([(u64, u64); 11]);
+
+impl Counters {
+    /// Adds one object of `bytes` to `t`.
+    pub fn add(&mut self, t: Tally, bytes: u64) {
+        let e = &mut self.0[t.index()];
+        e.0 += 1;
+        e.1 += bytes;
+    }
+
+    /// Takes one object of `bytes` back out of `t` (never below zero).
+    pub fn remove(&mut self, t: Tally, bytes: u64) {
+        let e = &mut self.0[t.index()];
+        e.0 = e.0.saturating_sub(1);
+        e.1 = e.1.saturating_sub(bytes);
+    }
+
+    /// Objects counted in `t`.
+    pub fn objects(&self, t: Tally) -> u64 {
+        self.0[t.index()].0
+    }
+
+    /// Bytes counted in `t`.
+    pub fn bytes(&self, t: Tally) -> u64 {
+        self.0[t.index()].1
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Counters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+    }
+
+    /// Objects with a final per-key outcome, decided by the lister or by a copy (everything
+    /// but the scan itself, the queue bookkeeping and the prune). A run has settled when this
+    /// reaches `scanned`.
+    pub fn accounted(&self) -> u64 {
+        [
+            Tally::Excluded,
+            Tally::Unsupported,
+            Tally::NoTransferNeeded,
+            Tally::WouldTransfer,
+            Tally::Transferred,
+            Tally::Failed,
+            Tally::Vanished,
+        ]
+        .iter()
+        .map(|t| self.objects(*t))
+        .sum()
+    }
+
+    /// Writes the counters as `C_<name>` / `B_<name>` columns.
+    pub fn write(&self, e: &mut Entity) {
+        for t in Tally::ALL {
+            e.set_i64(&format!("C_{}", t.name()), self.objects(t) as i64);
+            e.set_i64(&format!("B_{}", t.name()), self.bytes(t) as i64);
+        }
+    }
+
+    /// Reads counters written by [`Self::write`] (missing columns are zero).
+    pub fn read(e: &Entity) -> Self {
+        let mut c = Counters::default();
+        for t in Tally::ALL {
+            let n = e.get_i64(&format!("C_{}", t.name())).unwrap_or(0).max(0) as u64;
+            let b = e.get_i64(&format!("B_{}", t.name())).unwrap_or(0).max(0) as u64;
+            c.0[t.index()] = (n, b);
+        }
+        c
+    }
+
+    /// `{"scanned": n, "scannedBytes": b, ...}` (bookkeeping counters left out).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        for t in Tally::ALL {
+            if t == Tally::Enqueued {
+                continue;
+            }
+            m.insert(t.name().into(), self.objects(t).into());
+            m.insert(format!("{}Bytes", t.name()), self.bytes(t).into());
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_merge() {
+        let mut a = Counters::default();
+        a.add(Tally::Scanned, 10);
+        a.add(Tally::Transferred, 10);
+        let mut e = Entity::new("p", "r");
+        a.write(&mut e);
+        let mut b = Counters::read(&e);
+        assert_eq!(b, a);
+        b.merge(&a);
+        assert_eq!(b.objects(Tally::Scanned), 2);
+        assert_eq!(b.bytes(Tally::Transferred), 20);
+        assert_eq!(b.accounted(), 2);
+        assert_eq!(b.to_json()["transferredBytes"], 20);
+        assert!(b.to_json().get("enqueued").is_none());
+    }
+}

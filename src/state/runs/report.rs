@@ -1,0 +1,272 @@
+//! Per-object run reports, as AWS DataSync's task reports list them: every key of a run with
+//! its outcome and reason, read from the run's per-key rows (the markers that count each key
+//! once, and the rows of copies that failed an attempt and will retry). Paged by an opaque
+//! cursor; filtered by outcome. Served as JSON Lines by `GET /api/runs/{id}/report` and
+//! printed by `status RUN_ID --report [--csv]` (decisions 66).
+
+use serde::Serialize;
+
+use super::counters::Tally;
+use super::store::{valid_run_id, RunStore, RETRYING};
+use crate::azure::table::Continuation;
+use crate::error::{Error, Result};
+
+/// A key's outcome in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReportOutcome {
+    /// Left out by a filter, or a folder marker.
+    Excluded,
+    /// Cannot be copied (an archived class, a name Azure cannot hold).
+    Unsupported,
+    /// Failed for good (after the last attempt).
+    Failed,
+    /// Failed an attempt and will be tried again: not final.
+    Retrying,
+    /// Its blob was deleted because the source is gone (mirror mode).
+    Deleted,
+    /// Listed, then gone from the source before its copy.
+    Vanished,
+    /// Copied and verified.
+    Transferred,
+    /// Already at the target.
+    NoTransferNeeded,
+    /// Dry run: would be copied.
+    WouldTransfer,
+    /// Dry run: would be deleted.
+    WouldDelete,
+}
+
+impl ReportOutcome {
+    /// Every outcome.
+    pub const ALL: [ReportOutcome; 10] = [
+        ReportOutcome::Excluded,
+        ReportOutcome::Unsupported,
+        ReportOutcome::Failed,
+        ReportOutcome::Retrying,
+        ReportOutcome::Deleted,
+        ReportOutcome::Vanished,
+        ReportOutcome::Transferred,
+        ReportOutcome::NoTransferNeeded,
+        ReportOutcome::WouldTransfer,
+        ReportOutcome::WouldDelete,
+    ];
+
+    /// What a report holds when no outcome is asked for: every key that was not copied.
+    pub const NOT_COPIED: [ReportOutcome; 7] = [
+        ReportOutcome::Excluded,
+        ReportOutcome::Unsupported,
+        ReportOutcome::Failed,
+        ReportOutcome::Retrying,
+        ReportOutcome::Deleted,
+        ReportOutcome::Vanished,
+        ReportOutcome::WouldDelete,
+    ];
+
+    /// The name in reports, filters and the run's counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportOutcome::Retrying => RETRYING,
+            other => other.tally().expect("a counter").name(),
+        }
+    }
+
+    /// The counter behind it (`None` for `retrying`, which counts nothing).
+    fn tally(self) -> Option<Tally> {
+        Some(match self {
+            ReportOutcome::Excluded => Tally::Excluded,
+            ReportOutcome::Unsupported => Tally::Unsupported,
+            ReportOutcome::Failed => Tally::Failed,
+            ReportOutcome::Retrying => return None,
+            ReportOutcome::Deleted => Tally::Deleted,
+            ReportOutcome::Vanished => Tally::Vanished,
+            ReportOutcome::Transferred => Tally::Transferred,
+            ReportOutcome::NoTransferNeeded => Tally::NoTransferNeeded,
+            ReportOutcome::WouldTransfer => Tally::WouldTransfer,
+            ReportOutcome::WouldDelete => Tally::WouldDelete,
+        })
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        ReportOutcome::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+/// The outcomes a caller asked for (`?outcome=` or `--outcome`): a comma-separated list,
+/// `all`, or nothing (every key that was not copied). An unknown name is an error that
+/// lists the known ones.
+pub fn parse_outcomes(s: Option<&str>) -> Result<Vec<ReportOutcome>> {
+    let s = s.map(str::trim).unwrap_or("");
+    if s.is_empty() {
+        return Ok(ReportOutcome::NOT_COPIED.to_vec());
+    }
+    if s == "all" {
+        return Ok(ReportOutcome::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let o = ReportOutcome::from_name(part).ok_or_else(|| {
+            let known: Vec<&str> = ReportOutcome::ALL.iter().map(|o| o.name()).collect();
+            Error::invalid(format!(
+                "`{part}` is not an outcome; use one or more of {}, separated by commas, or `all`",
+                known.join(", ")
+            ))
+        })?;
+        if !out.contains(&o) {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// One key of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportLine {
+    /// The source key.
+    pub key: String,
+    /// What happened to it.
+    pub outcome: ReportOutcome,
+    /// Its bytes (0 where nothing was read).
+    pub bytes: u64,
+    /// Why, where there is a reason (redacted, at most 1,000 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For `retrying`: the attempt that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// One page of a report.
+#[derive(Debug, Clone, Default)]
+pub struct ReportPage {
+    /// Its lines, in the table's order (by shard, then by key hash).
+    pub lines: Vec<ReportLine>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// The largest page a caller may ask for.
+pub const MAX_PAGE: u32 = 5000;
+
+/// Up to `limit` lines of run `id`'s report with `outcomes`, from `cursor` (a page's
+/// `next`). A `retrying` key whose final outcome was counted since is left out: the report
+/// shows each key's latest state.
+pub async fn report_page(
+    store: &RunStore,
+    id: &str,
+    outcomes: &[ReportOutcome],
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<ReportPage> {
+    if !valid_run_id(id) {
+        return Err(Error::invalid(format!("`{id}` is not a run id")));
+    }
+    let mut from = match cursor.filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            Continuation::decode(c)
+                .ok_or_else(|| Error::invalid("cursor: not a cursor this report gave; start again without it"))?,
+        ),
+        None => None,
+    };
+    if outcomes.is_empty() {
+        return Ok(ReportPage::default());
+    }
+    // Names are from a closed set, so they need no quoting beyond the literal's.
+    let wanted: Vec<String> = outcomes.iter().map(|o| format!("Tally eq '{}'", o.name())).collect();
+    let filter = format!(
+        "PartitionKey ge '{id}~' and PartitionKey lt '{id}~~' and ({})",
+        wanted.join(" or ")
+    );
+    let limit = limit.clamp(1, MAX_PAGE);
+    let table = store.table();
+    let mut page = ReportPage::default();
+    loop {
+        let want = limit - page.lines.len() as u32;
+        let (rows, next) = table.query(Some(&filter), Some(want), from.as_ref()).await?;
+        for e in rows {
+            let Some(outcome) = e.get_str("Tally").and_then(ReportOutcome::from_name) else {
+                continue;
+            };
+            if outcome == ReportOutcome::Retrying {
+                // Settled since: its marker (same hash, `o` for `r`) tells the final outcome.
+                let marker = format!("o{}", e.row_key.trim_start_matches('r'));
+                if table.get(&e.partition_key, &marker).await?.is_some() {
+                    continue;
+                }
+            }
+            page.lines.push(ReportLine {
+                key: e.get_str("Key").unwrap_or_default().to_string(),
+                outcome,
+                bytes: e.get_i64("Bytes").unwrap_or(0).max(0) as u64,
+                reason: e.get_str("Reason").map(str::to_string),
+                attempt: e.get_i64("Attempt").map(|a| a.max(0) as u32),
+            });
+        }
+        from = next;
+        if from.is_none() || page.lines.len() as u32 >= limit {
+            break;
+        }
+    }
+    page.next = from.map(|c| c.encode());
+    Ok(page)
+}
+
+/// The CSV header of [`csv_line`].
+pub const CSV_HEADER: &str = "key,outcome,bytes,reason,attempt";
+
+/// One report line as CSV (RFC 4180 quoting).
+pub fn csv_line(l: &ReportLine) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    format!(
+        "{},{},{},{},{}",
+        field(&l.key),
+        l.outcome.name(),
+        l.bytes,
+        field(l.reason.as_deref().unwrap_or("")),
+        l.attempt.map(|a| a.to_string()).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_parse_by_name_and_unknown_ones_are_named() {
+        assert_eq!(parse_outcomes(None).unwrap(), ReportOutcome::NOT_COPIED.to_vec());
+        assert_eq!(parse_outcomes(Some("all")).unwrap().len(), 10);
+        assert_eq!(
+            parse_outcomes(Some("failed, retrying,failed")).unwrap(),
+            vec![ReportOutcome::Failed, ReportOutcome::Retrying]
+        );
+        let e = parse_outcomes(Some("failed,glacier")).unwrap_err();
+        assert!(e.message().starts_with("`glacier` is not an outcome"), "{e}");
+        assert!(e.message().contains("noTransferNeeded"), "{e}");
+        for o in ReportOutcome::ALL {
+            assert_eq!(ReportOutcome::from_name(o.name()), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.name());
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let l = ReportLine {
+            key: "a,b \"c\"".into(),
+            outcome: ReportOutcome::Unsupported,
+            bytes: 3,
+            reason: Some("unsupported: GLACIER (restore the object first)".into()),
+            attempt: None,
+        };
+        assert_eq!(
+            csv_line(&l),
+            "\"a,b \"\"c\"\"\",unsupported,3,unsupported: GLACIER (restore the object first),"
+        );
+    }
+}
