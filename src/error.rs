@@ -2,10 +2,12 @@
 //! retryable.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, by meaning. Module-private errors carry context (bucket, key) in the
 /// message and map into one of these kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The resource does not exist (404).
     NotFound,
@@ -43,15 +45,53 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
         }
     }
+
+    /// The HTTP status an API answers with for this kind: 400 for bad input, 503 when
+    /// throttled (the caller should come back), 500 otherwise. The one place the HTTP API
+    /// maps errors to statuses.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Invalid => 400,
+            ErrorKind::Throttled => 503,
+            _ => 500,
+        }
+    }
 }
 
-/// The crate's public error: a kind plus a message that is already free of secrets.
-#[derive(Debug, Clone)]
+/// The cause an [`Error`] keeps: the module-private error it was mapped from.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// The crate's public error: a kind by meaning, a message that is already free of secrets,
+/// and what the service said (HTTP status, error code) and the cause, when there was one.
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     /// Whether the failed call may be repeated safely (timeouts are retried only then).
     idempotent: bool,
+    /// The service's HTTP status, when a service answered.
+    status: Option<u16>,
+    /// The service's error code (`BlobNotFound`, `SlowDown`), when it gave one.
+    code: Option<String>,
+    /// The error this one was mapped from.
+    source: Option<Source>,
+}
+
+impl fmt::Debug for Error {
+    // The cause is shown by its redacted text only: a transport error may quote a URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("status", &self.status)
+            .field("code", &self.code)
+            .field(
+                "source",
+                &self.source.as_ref().map(|s| crate::redact::redact(&s.to_string())),
+            )
+            .finish()
+    }
 }
 
 impl Error {
@@ -62,7 +102,38 @@ impl Error {
             kind,
             message: crate::redact::redact(&message.into()),
             idempotent: true,
+            status: None,
+            code: None,
+            source: None,
         }
+    }
+
+    /// Keeps the error this one was mapped from, for [`std::error::Error::source`].
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Records what the service answered: its HTTP status and error code.
+    pub fn with_service(mut self, status: u16, code: Option<&str>) -> Self {
+        self.status = Some(status);
+        self.code = code.filter(|c| !c.is_empty()).map(str::to_string);
+        self
+    }
+
+    /// The service's HTTP status, when a service answered.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The service's error code, when it gave one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The HTTP status an API answers with for this error (see [`ErrorKind::http_status`]).
+    pub fn http_status(&self) -> u16 {
+        self.kind.http_status()
     }
 
     /// Marks the failed call as not idempotent, so a timeout on it is not retried.
@@ -114,7 +185,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Maps an HTTP status (and a service error code, when known) to a kind.
 pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
@@ -167,6 +242,23 @@ mod tests {
             .is_retryable());
         assert!(!Error::new(ErrorKind::Invalid, "bad").is_retryable());
         assert!(!Error::new(ErrorKind::Integrity, "bad").is_retryable());
+    }
+
+    #[test]
+    fn the_cause_and_the_service_answer_are_kept() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = Error::new(ErrorKind::Transient, "GET b/k")
+            .with_service(503, Some("SlowDown"))
+            .with_source(cause);
+        assert_eq!((e.status(), e.code()), (Some(503), Some("SlowDown")));
+        let src = std::error::Error::source(&e).expect("a source");
+        assert_eq!(src.to_string(), "reset by peer");
+        assert_eq!(Error::invalid("x").http_status(), 400);
+        assert_eq!(Error::new(ErrorKind::Throttled, "x").http_status(), 503);
+        assert_eq!(Error::new(ErrorKind::Integrity, "x").http_status(), 500);
+        // Debug shows the cause only as redacted text.
+        let leaky = Error::internal("x").with_source(std::io::Error::other("GET /c?sig=SECRETSIG"));
+        assert!(!format!("{leaky:?}").contains("SECRETSIG"));
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Drainer {
                 "SYNC_SQS_QUEUE_URL is not set: it names the SQS queue with the bucket's events",
             )
         })?;
-        let retry = crate::retry::RetryPolicy::default();
+        let retry = cfg.retry;
         let auth = cfg.azure.authorizer()?;
         let copy_queue = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, retry)?;
         let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.reject_queue, retry)?;

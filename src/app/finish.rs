@@ -277,7 +277,7 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
     let summary = svc.summary(&run.id).await?.unwrap_or_default();
     // The URL is read from the app setting now, so a rotated secret is the one used.
     let sent = match webhook.resolve(&svc.config) {
-        Ok(url) => super::webhook::send(url, &summary, &svc.config.notify_allow_hosts).await,
+        Ok(url) => super::webhook::send(url, &summary, &svc.config).await,
         // A setting missing here but present where the run started: a deployment or a Key
         // Vault reference in flux, so it is retried (as long as the check message is).
         Err(why) => Err(Error::new(ErrorKind::Transient, format!("notify: {why}"))),

@@ -8,7 +8,6 @@ use super::service::RunService;
 use crate::aws::sqs::SqsQueue;
 use crate::azure::queue::WorkQueue;
 use crate::error::Result;
-use crate::retry::RetryPolicy;
 
 /// The S3 event queue.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +61,7 @@ impl QueueHealth {
 /// Reads every queue once.
 pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
     let cfg = &svc.config;
-    let retry = RetryPolicy::default();
+    let retry = cfg.retry;
     let sqs = match cfg.sqs_queue_url.as_deref() {
         Some(url) => {
             let q = SqsQueue::new(&cfg.aws, url, retry).await;

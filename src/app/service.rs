@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
 use crate::messages::{CopyMessage, ListMessage};
-use crate::retry::RetryPolicy;
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::counters::{Counters, Tally};
 use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
@@ -90,7 +89,7 @@ impl RunService {
     /// Builds the service for in-process runs (CLI): only the runs table is needed, so an
     /// identity without queue rights can run `copy`, `sync` and `status`.
     pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
-        let retry = RetryPolicy::default();
+        let retry = config.retry;
         let auth = config.azure.authorizer()?;
         let store = RunStore::new(TableClient::new(&config.azure, &auth, &config.runs_table, retry)?);
         let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;

@@ -198,7 +198,7 @@ pub async fn verify(engine: &Engine, scope: &VerifyScope) -> Result<(VerifyRepor
                 }
                 Some((etag, _)) if etag == o.etag => {
                     report.matched += 1;
-                    if b.metadata.contains_key("s3sync_crc64nvme") {
+                    if b.metadata.contains_key(crate::engine::metadata::CRC64_KEY) {
                         report.matched_with_crc64 += 1;
                     }
                 }

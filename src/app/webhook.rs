@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use url::{Host, Url};
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::webhook::{allowed, check_url, refused};
 use crate::redact::Secret;
-use crate::retry::RetryPolicy;
 
 /// The message body for `summary`.
 pub fn payload(summary: &Value) -> Value {
@@ -112,7 +112,7 @@ pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
 /// destination is vetted again here (its DNS may have changed since the run started) and
 /// the connection pinned to the vetted addresses; redirects are not followed, and the whole
 /// exchange is bounded by a short timeout.
-pub async fn send(url: &Secret, summary: &Value, allow: &[String]) -> Result<()> {
+pub async fn send(url: &Secret, summary: &Value, cfg: &Config) -> Result<()> {
     // Not a URL: in Azure most likely a Key Vault reference the platform has not resolved
     // (the setting then holds the reference text), so it is retried.
     let u = Url::parse(url.expose()).map_err(|_| {
@@ -121,7 +121,7 @@ pub async fn send(url: &Secret, summary: &Value, allow: &[String]) -> Result<()>
             "notify: the webhook setting's value is not a URL (a Key Vault reference not resolved yet?)",
         )
     })?;
-    let pinned = vet(&u, allow).await?;
+    let pinned = vet(&u, &cfg.notify_allow_hosts).await?;
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
@@ -136,7 +136,7 @@ pub async fn send(url: &Secret, summary: &Value, allow: &[String]) -> Result<()>
         .map_err(|e| Error::internal(format!("webhook client: {}", e.without_url())))?;
     let body = payload(summary).to_string();
     let key = summary["runId"].as_str().unwrap_or_default().to_string();
-    RetryPolicy::default()
+    cfg.retry
         .run("webhook", || async {
             let res = client
                 .post(url.expose())

@@ -11,7 +11,6 @@ use tokio::task::JoinSet;
 use crate::app::AppState;
 use crate::azure::queue::{WorkItem, WorkQueue};
 use crate::error::Result;
-use crate::retry::RetryPolicy;
 
 /// A queue-triggered function a worker can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +61,7 @@ impl Worker {
     pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
         let config = &state.config;
         let auth = config.azure.authorizer()?;
-        let retry = RetryPolicy::default();
+        let retry = config.retry;
         let name = match function {
             QueueFunction::CopyObject => &config.copy_queue,
             QueueFunction::ListPage => &config.list_queue,

@@ -10,11 +10,12 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 
 use crate::config::AwsConfig;
+use crate::retry::RetryPolicy;
 
 /// The shared AWS SDK configuration: static credentials, the Entra web-identity role, or the
 /// standard provider chain; our region and endpoint overrides; and the SDK's retries off (the
 /// crate's retry policy is the only one).
-pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
+pub async fn aws_sdk_config(cfg: &AwsConfig, retry: RetryPolicy) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
     if let Some(r) = &cfg.region {
         loader = loader.region(Region::new(r.clone()));
@@ -29,7 +30,7 @@ pub async fn aws_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
         ));
     }
     if let Some(wi) = &cfg.web_identity {
-        loader = loader.credentials_provider(web_identity::EntraWebIdentity::new(cfg, wi).await);
+        loader = loader.credentials_provider(web_identity::EntraWebIdentity::new(cfg, wi, retry).await);
     }
     if let Some(ep) = &cfg.endpoint_url {
         loader = loader.endpoint_url(ep.as_str().trim_end_matches('/'));

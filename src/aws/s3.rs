@@ -109,7 +109,7 @@ pub struct S3Source {
 impl S3Source {
     /// Builds the client from the standard AWS provider chain plus our overrides.
     pub async fn new(cfg: &AwsConfig, retry: RetryPolicy) -> Self {
-        let sdk = crate::aws::aws_sdk_config(cfg).await;
+        let sdk = crate::aws::aws_sdk_config(cfg, retry).await;
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(cfg.force_path_style)
             .build();
@@ -278,7 +278,11 @@ where
                 (_, Some("InvalidObjectState")) => ErrorKind::Invalid,
                 (k, _) => k,
             };
-            Error::new(kind, format!("{ctx}: HTTP {status} {} {msg}", code.unwrap_or_default()))
+            Error::new(
+                kind,
+                format!("{ctx}: HTTP {status} {} {msg}", code.as_deref().unwrap_or_default()),
+            )
+            .with_service(status, code.as_deref())
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Error::new(
             ErrorKind::Transient,

@@ -67,7 +67,7 @@ where
 impl SqsQueue {
     /// A client for the queue at `url`.
     pub async fn new(cfg: &AwsConfig, url: &str, retry: RetryPolicy) -> Self {
-        let sdk = crate::aws::aws_sdk_config(cfg).await;
+        let sdk = crate::aws::aws_sdk_config(cfg, retry).await;
         SqsQueue {
             client: aws_sdk_sqs::Client::new(&sdk),
             url: url.to_string(),

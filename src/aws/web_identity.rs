@@ -30,6 +30,7 @@ pub struct EntraWebIdentity {
     scope: String,
     sts: aws_sdk_sts::Client,
     azure: tokio::sync::OnceCell<Arc<dyn TokenCredential>>,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for EntraWebIdentity {
@@ -43,7 +44,7 @@ impl std::fmt::Debug for EntraWebIdentity {
 
 impl EntraWebIdentity {
     /// A provider for `wi`, with STS reached like the other AWS services (region, endpoint).
-    pub async fn new(aws: &AwsConfig, wi: &WebIdentityConfig) -> Self {
+    pub async fn new(aws: &AwsConfig, wi: &WebIdentityConfig, retry: RetryPolicy) -> Self {
         // AssumeRoleWithWebIdentity is not signed: the token is the proof.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
@@ -62,6 +63,7 @@ impl EntraWebIdentity {
             scope: format!("{audience}/.default"),
             sts: aws_sdk_sts::Client::new(&sdk),
             azure: tokio::sync::OnceCell::new(),
+            retry,
         }
     }
 
@@ -99,7 +101,8 @@ impl EntraWebIdentity {
                 ))
             })?;
         // Idempotent: each call only exchanges the token for fresh temporary credentials.
-        let out = RetryPolicy::default()
+        let out = self
+            .retry
             .run("sts assume role with web identity", || async {
                 self.sts
                     .assume_role_with_web_identity()

@@ -59,7 +59,7 @@ pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display
                 Some(m) => format!("{what}: HTTP {status} {code}: {m}"),
                 None => format!("{what}: HTTP {status} {code}"),
             };
-            Error::new(kind, msg)
+            Error::new(kind, msg).with_service(status, Some(&code)).with_source(e)
         }
         other => {
             let kind = match other {
@@ -76,7 +76,7 @@ pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display
                 causes.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            Error::new(kind, format!("{what}: {e}{causes}"))
+            Error::new(kind, format!("{what}: {e}{causes}")).with_source(e)
         }
     }
 }

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use crate::aws::s3::{map_sdk_error, S3Source};
 use crate::aws::sqs::SqsQueue;
 use crate::error::{Error, Result};
-use crate::retry::RetryPolicy;
 
 /// The notification id we own; others on the bucket are left alone.
 pub const CONFIG_ID: &str = "s3-blob-sync";
@@ -129,7 +128,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         .clone()
         .or(cfg.sqs_queue_url.clone())
         .ok_or_else(|| Error::invalid("--queue-url or SYNC_SQS_QUEUE_URL is required"))?;
-    let retry = RetryPolicy::default();
+    let retry = cfg.retry;
     let s3 = S3Source::new(&cfg.aws, retry).await;
     let sqs = SqsQueue::new(&cfg.aws, &queue_url, retry).await;
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use crate::azure::table::TableClient;
 use crate::error::Result;
-use crate::retry::RetryPolicy;
 use crate::state::checkpoint::{CheckpointStore, Outcome};
 
 pub(super) async fn run(
@@ -17,12 +16,7 @@ pub(super) async fn run(
     let cfg = super::load_config(None)?;
     crate::telemetry::init(super::cli_log_format(&cfg), "warn");
     let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::new(TableClient::new(
-        &cfg.azure,
-        &auth,
-        &cfg.checkpoint_table,
-        RetryPolicy::default(),
-    )?);
+    let store = CheckpointStore::new(TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?);
     let mut rows = store.list_bucket(bucket).await?;
     rows.sort_by(|a, b| a.key.cmp(&b.key));
     let total = rows.len();
@@ -69,7 +63,7 @@ pub(super) async fn run(
         cfg.checkpoint_table
     );
     if let Some(url) = queue_url.or(cfg.sqs_queue_url.clone()) {
-        let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, RetryPolicy::default()).await;
+        let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, cfg.retry).await;
         let d = sqs.depth().await?;
         let last = crate::app::lag::last(store.table(), &url).await?;
         println!(

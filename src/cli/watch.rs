@@ -91,7 +91,7 @@ pub(super) async fn redrive(
     let url = queue_url
         .or(cfg.sqs_queue_url.clone())
         .ok_or_else(|| crate::error::Error::invalid("no events queue: pass --queue-url or set SYNC_SQS_QUEUE_URL"))?;
-    let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, crate::retry::RetryPolicy::default()).await;
+    let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, cfg.retry).await;
     let stats = crate::app::drain::redrive(&sqs, max, dry_run, any_source).await?;
     if json {
         println!("{}", serde_json::to_string(&stats).unwrap_or_default());

@@ -244,6 +244,8 @@ pub struct Config {
     /// "setting:SYNC_WEBHOOK_<NAME>"`), so the URL, which carries a credential, lives only in
     /// the app setting (a Key Vault reference in Azure) and never in a run row.
     pub webhooks: BTreeMap<String, Secret>,
+    /// The one retry policy every call to a cloud goes through (see [`crate::retry`]).
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -516,6 +518,7 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            retry: crate::retry::RetryPolicy::default(),
             webhooks: env
                 .names_with_prefix(WEBHOOK_SETTING_PREFIX)
                 .into_iter()

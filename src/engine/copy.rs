@@ -389,7 +389,9 @@ impl Engine {
         }
         let crc = checksum::crc64(&data);
         let verified = verify_streamed(req, head, crc, || Md5::digest(&data).into())?;
-        props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
+        props
+            .metadata
+            .insert(crate::engine::metadata::CRC64_KEY.into(), checksum::to_s3(crc));
         let cond = WriteCondition::after(existing);
         match target.put_blob(name, data.clone(), crc, &props, &cond).await {
             Err(e) if held_by_uncommitted(target, name, &e, existing).await? => {
@@ -579,7 +581,9 @@ impl Engine {
                 if got != want {
                     return Err(crc_mismatch(req, want, got));
                 }
-                props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(want));
+                props
+                    .metadata
+                    .insert(crate::engine::metadata::CRC64_KEY.into(), checksum::to_s3(want));
                 "crc64nvme"
             }
             // S3 has a CRC64 but Azure did not return one for every block.
@@ -768,7 +772,9 @@ impl Engine {
         // The strongest check the source offers: its full-object CRC64, else its MD5 ETag,
         // else the size. Every block was also CRC-checked by Azure on the way in.
         let mut props = props.clone();
-        props.metadata.insert("s3sync_crc64nvme".into(), checksum::to_s3(crc));
+        props
+            .metadata
+            .insert(crate::engine::metadata::CRC64_KEY.into(), checksum::to_s3(crc));
         // `need_md5` is exactly when verify_streamed asks for it, so the default is never used.
         let verified = verify_streamed(req, head, crc, || md5.unwrap_or_default())?;
         target

@@ -12,6 +12,10 @@ use crate::config::MetadataPolicy;
 
 /// Prefix of our provenance entries.
 pub const PROVENANCE_PREFIX: &str = "s3sync_";
+
+/// The metadata entry holding the whole object's CRC-64/NVME (S3 encoding) that was verified
+/// when the blob was written.
+pub const CRC64_KEY: &str = "s3sync_crc64nvme";
 /// Azure's limit on all metadata names and values together.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 

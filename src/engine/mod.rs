@@ -149,7 +149,7 @@ const BUFFER_UNIT: u64 = 64 * 1024;
 impl Engine {
     /// Builds the engine from the configuration (no network calls).
     pub async fn from_config(config: &Config) -> Result<Self> {
-        let retry = RetryPolicy::default();
+        let retry = config.retry;
         let auth = config.azure.authorizer()?;
         let table = TableClient::new(&config.azure, &auth, &config.checkpoint_table, retry)?;
         let buffer_units = Self::units(config.engine.stream_buffer_bytes);

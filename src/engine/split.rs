@@ -512,7 +512,7 @@ impl Engine {
         if let Some(c) = whole {
             props
                 .metadata
-                .insert("s3sync_crc64nvme".into(), crate::checksum::to_s3(c));
+                .insert(crate::engine::metadata::CRC64_KEY.into(), crate::checksum::to_s3(c));
         }
         // A concurrent step that recorded another last range may have committed already.
         let committed = existing.as_ref().is_some_and(|p| holds(p, &head));

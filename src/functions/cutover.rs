@@ -14,7 +14,7 @@ use crate::error::Error;
 pub async fn api(state: &AppState, query: &HashMap<String, String>) -> Reply {
     match run(state, query).await {
         Ok(r) => r,
-        Err(e) => Reply::error(super::http_status(e.kind()), &e),
+        Err(e) => Reply::error(e.http_status(), &e),
     }
 }
 

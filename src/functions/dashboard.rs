@@ -55,7 +55,7 @@ pub async fn data(state: &AppState, query: &HashMap<String, String>) -> Reply {
     match run(state, query).await {
         Ok(r) => r,
         Err(e) => {
-            let status = super::http_status(e.kind());
+            let status = e.http_status();
             tracing::warn!(outcome = "api_error", status, error = %e, "dashboard data failed");
             Reply::error(status, &e)
         }

@@ -25,16 +25,6 @@ use protocol::{InvokeRequest, InvokeResponse};
 
 pub use crate::app::outcome::{Failure, Handled};
 
-/// The HTTP status of an API error: 400 for bad input, 503 when throttled (the caller
-/// should come back), 500 otherwise. The one place the HTTP API maps errors to statuses.
-pub fn http_status(kind: crate::error::ErrorKind) -> u16 {
-    match kind {
-        crate::error::ErrorKind::Invalid => 400,
-        crate::error::ErrorKind::Throttled => 503,
-        _ => 500,
-    }
-}
-
 /// The queue message of a queue-triggered invocation (`Data.<binding>`), or a bad-input
 /// failure naming what is missing.
 pub fn queue_message(req: &InvokeRequest, binding: &str) -> Result<String, Failure> {

@@ -117,7 +117,7 @@ pub async fn api(
         Route::Report(id) => report(svc, &id, query, origin).await,
     };
     result.unwrap_or_else(|e| {
-        let status = super::http_status(e.kind());
+        let status = e.http_status();
         tracing::warn!(outcome = "api_error", status, error = %e, "run API call failed");
         Reply::error(status, &e)
     })
