@@ -2,6 +2,8 @@
 //! from S3 to Blob, and the naming rules of Azure containers, tables and queues (checked
 //! where configuration and requests are read, before any client is built).
 
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// What to do when the source object is gone.
@@ -94,6 +96,55 @@ pub struct ListedObject {
     pub last_modified: Option<String>,
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// `POST /api/runs` (a Logic App, an operator).
+    Http,
+    /// The `ScheduledRun` timer.
+    Schedule,
+    /// `s3-blob-sync copy` or `sync`.
+    Cli,
+}
+
+/// Where a run's completion webhook stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyState {
+    /// The run has no webhook.
+    #[default]
+    None,
+    /// To be sent once the run ends (again after a failure that may pass).
+    Pending,
+    /// Claimed by one sender (at the run's `notify_claimed_at`).
+    Sending,
+    /// Sent.
+    Sent,
+    /// Refused for good (a destination no longer allowed, a redirect, a 4xx).
+    Failed,
+}
+
+/// The name serde gives a unit variant (its `rename_all` applied): how these enums are
+/// written into table rows and status bodies.
+pub fn variant_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|x| x.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The variant named `name` (see [`variant_name`]), if there is one.
+pub fn from_variant_name<T: DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&variant_name(self))
+    }
+}
+
 /// Azure's limit on committed blocks per blob.
 pub const MAX_BLOCKS: u64 = 50_000;
 
@@ -117,5 +168,16 @@ mod tests {
             .unwrap_err()
             .message()
             .contains("queue name"));
+    }
+
+    #[test]
+    fn enum_names_round_trip() {
+        for t in [Trigger::Http, Trigger::Schedule, Trigger::Cli] {
+            assert_eq!(from_variant_name::<Trigger>(&variant_name(&t)), Some(t));
+        }
+        assert_eq!(variant_name(&NotifyState::Sending), "sending");
+        assert_eq!(from_variant_name::<NotifyState>("sent"), Some(NotifyState::Sent));
+        assert_eq!(from_variant_name::<NotifyState>("sending@2026-01-01T00:00:00Z"), None);
+        assert_eq!(Trigger::Schedule.to_string(), "schedule");
     }
 }

@@ -11,7 +11,7 @@ use crate::engine::metadata::written_for;
 use crate::engine::naming::blob_name;
 use crate::engine::CopyRequest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::SyncMode;
+use crate::model::{NotifyState, SyncMode};
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::counters::Tally;
 use crate::state::runs::store::{Phase, RunRecord, RunState};
@@ -112,7 +112,11 @@ pub fn mark_ended(run: &mut RunRecord, state: RunState, reason: Option<String>) 
     run.phase = Phase::Done;
     run.reason = reason;
     run.ended_at = Some(now_rfc3339());
-    run.notified = if run.notify.is_some() { "pending" } else { "none" }.into();
+    run.notified = if run.notify.is_some() {
+        NotifyState::Pending
+    } else {
+        NotifyState::None
+    };
 }
 
 /// Ends run `id` with `state` unless it already ended. Only the writer whose If-Match
@@ -262,15 +266,20 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
 /// Sends the completion webhook if it is pending, claiming it first so concurrent checks
 /// send it once.
 async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
-    let claimable = run.notified == "pending"
-        || (run.notified.starts_with("sending@") && since(&run.notified["sending@".len()..]) > NOTIFY_CLAIM);
+    let claimable = run.notified == NotifyState::Pending
+        || (run.notified == NotifyState::Sending
+            && run
+                .notify_claimed_at
+                .as_deref()
+                .is_none_or(|at| since(at) > NOTIFY_CLAIM));
     if !claimable {
         return Ok(());
     }
     let Some(webhook) = run.notify.clone() else {
         return Ok(());
     };
-    run.notified = format!("sending@{}", now_rfc3339());
+    run.notified = NotifyState::Sending;
+    run.notify_claimed_at = Some(now_rfc3339());
     if !svc.store.save(run).await? {
         return Ok(()); // another check claimed it
     }
@@ -284,7 +293,7 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
     };
     match sent {
         Ok(()) => {
-            run.notified = "sent".into();
+            run.notified = NotifyState::Sent;
             run.notify_error = None;
             svc.store.save(run).await?;
             tracing::info!(run_id = %run.id, state = run.state.as_str(), outcome = "notified", "webhook sent");
@@ -293,14 +302,14 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
         // Refused (a destination no longer allowed, a redirect, a 4xx): final, so it is
         // neither retried forever nor handed to a process that would judge it otherwise.
         Err(e) if e.kind() == crate::error::ErrorKind::Invalid => {
-            run.notified = "failed".into();
+            run.notified = NotifyState::Failed;
             run.notify_error = Some(e.message().to_string());
             svc.store.save(run).await?;
             tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_refused", "webhook refused; not retried");
             Ok(())
         }
         Err(e) => {
-            run.notified = "pending".into();
+            run.notified = NotifyState::Pending;
             run.notify_error = Some(e.message().to_string());
             svc.store.save(run).await?;
             tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_failed", "webhook failed; will retry");

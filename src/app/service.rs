@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
 use crate::messages::{CopyMessage, ListMessage};
+use crate::model::Trigger;
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::counters::{Counters, Tally};
 use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
@@ -116,7 +117,7 @@ impl RunService {
         &self,
         spec: RunSpec,
         notify: Option<WebhookRef>,
-        trigger: &str,
+        trigger: Trigger,
         lease: Option<Duration>,
     ) -> Result<Started> {
         let target = self.engine.target(&spec.target.container)?;
@@ -156,13 +157,14 @@ impl RunService {
             id,
             spec,
             notify,
-            trigger: trigger.into(),
+            trigger: Some(trigger),
             state: RunState::Running,
             phase: Phase::Listing,
             reason: None,
             started_at: now.clone(),
             ended_at: None,
-            notified: "none".into(),
+            notified: crate::model::NotifyState::None,
+            notify_claimed_at: None,
             notify_error: None,
             lock_key,
             last_settled: 0,
@@ -173,13 +175,13 @@ impl RunService {
         self.store.insert(&mut run).await?;
         tracing::info!(
             run_id = %run.id, bucket = %run.spec.source.bucket, container = %run.spec.target.container,
-            trigger, dry_run = run.spec.dry_run, outcome = "run_started", "run started"
+            trigger = %trigger, dry_run = run.spec.dry_run, outcome = "run_started", "run started"
         );
         Ok(Started::Created(Box::new(run)))
     }
 
     /// Starts a run and queues its first page (the Functions entry points).
-    pub async fn start_queued(&self, spec: RunSpec, notify: Option<WebhookRef>, trigger: &str) -> Result<Started> {
+    pub async fn start_queued(&self, spec: RunSpec, notify: Option<WebhookRef>, trigger: Trigger) -> Result<Started> {
         let started = self.start(spec, notify, trigger, None).await?;
         if let Started::Created(run) = &started {
             let first = ListMessage::Page {

@@ -219,7 +219,7 @@ pub(super) async fn recent_runs(limit: usize, json: bool) -> Result<ExitCode> {
                 "{:<26} {:<19} {:<9} s3://{}/{} -> {}/{}",
                 r.id,
                 r.state.as_str(),
-                r.trigger,
+                r.trigger.map(|t| t.to_string()).unwrap_or_default(),
                 r.spec.source.bucket,
                 r.spec.source.prefix,
                 r.spec.target.container,

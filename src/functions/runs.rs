@@ -137,7 +137,7 @@ async fn start(
         Ok(x) => x,
         Err(e) => return Ok(Reply::error(400, &e)),
     };
-    match svc.start_queued(spec, notify, "http").await? {
+    match svc.start_queued(spec, notify, crate::model::Trigger::Http).await? {
         Started::Busy(other) => Ok(Reply::json(
             409,
             json!({"error": format!("run {other} is still running for this source and target; wait for it or cancel it"),

@@ -18,7 +18,7 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
     let (spec, notify) = RunSpec::parse(text, "SYNC_SCHEDULED_RUN", &state.config).map_err(Failure::bad_input)?;
     let svc = state.runs().await.map_err(Failure::internal)?;
     match svc
-        .start_queued(spec, notify, "schedule")
+        .start_queued(spec, notify, crate::model::Trigger::Schedule)
         .await
         .map_err(Failure::internal)?
     {

@@ -344,7 +344,11 @@ async fn start_in_process(svc: &s3_blob_sync::app::service::RunService, ctx: &Te
     let (spec, _) =
         s3_blob_sync::messages::run_spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &svc.config)
             .unwrap();
-    match svc.start(spec, None, "test", None).await.unwrap() {
+    match svc
+        .start(spec, None, s3_blob_sync::model::Trigger::Cli, None)
+        .await
+        .unwrap()
+    {
         s3_blob_sync::app::service::Started::Created(run) => run.id,
         other => panic!("the run did not start: {other:?}"),
     }

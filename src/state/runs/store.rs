@@ -25,6 +25,7 @@ use crate::azure::table::{BatchOp, BatchOutcome, Entity, TableClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
+use crate::model::{from_variant_name, variant_name, NotifyState, Trigger};
 
 /// Counter shards per run.
 pub const SHARDS: u32 = 16;
@@ -119,8 +120,8 @@ pub struct RunRecord {
     pub spec: RunSpec,
     /// Completion webhook, by the app setting that holds its URL (never the URL).
     pub notify: Option<WebhookRef>,
-    /// `http`, `schedule` or `cli`.
-    pub trigger: String,
+    /// What started it (`None` for a row that names something else).
+    pub trigger: Option<Trigger>,
     /// State.
     pub state: RunState,
     /// Phase while running.
@@ -131,8 +132,10 @@ pub struct RunRecord {
     pub started_at: String,
     /// RFC 3339, once ended.
     pub ended_at: Option<String>,
-    /// `none`, `pending`, `sent` or `failed`.
-    pub notified: String,
+    /// Where the webhook stands.
+    pub notified: NotifyState,
+    /// When a sender claimed the webhook (RFC 3339), while it is `Sending`.
+    pub notify_claimed_at: Option<String>,
     /// Last webhook error (redacted).
     pub notify_error: Option<String>,
     /// Lock row held, if any.
@@ -151,11 +154,11 @@ impl RunRecord {
     fn to_entity(&self) -> Entity {
         let mut e = Entity::new(RUN_PK, &self.id);
         e.set_str("Spec", serde_json::to_string(&self.spec).unwrap_or_default())
-            .set_str("Trigger", &self.trigger)
+            .set_str("Trigger", self.trigger.as_ref().map(variant_name).unwrap_or_default())
             .set_str("State", self.state.as_str())
             .set_str("Phase", self.phase.as_str())
             .set_str("StartedAt", &self.started_at)
-            .set_str("Notified", &self.notified)
+            .set_str("Notified", variant_name(&self.notified))
             .set_i64("LastSettled", self.last_settled as i64)
             .set_str("LastProgressAt", &self.last_progress_at)
             .set_i64("DeleteCandidates", self.delete_candidates as i64);
@@ -164,6 +167,7 @@ impl RunRecord {
             ("Reason", self.reason.clone()),
             ("EndedAt", self.ended_at.clone()),
             ("NotifyError", self.notify_error.clone()),
+            ("NotifyClaimedAt", self.notify_claimed_at.clone()),
             ("LockKey", self.lock_key.clone()),
         ] {
             if let Some(v) = v {
@@ -181,13 +185,14 @@ impl RunRecord {
             id: e.row_key.clone(),
             spec,
             notify: s("Notify").and_then(|v| WebhookRef::parse(&v).ok()),
-            trigger: s("Trigger").unwrap_or_default(),
+            trigger: s("Trigger").and_then(|t| from_variant_name(&t)),
             state: e.get_str("State").and_then(RunState::parse).unwrap_or(RunState::Failed),
             phase: Phase::parse(e.get_str("Phase").unwrap_or_default()),
             reason: s("Reason"),
             started_at: s("StartedAt").unwrap_or_default(),
             ended_at: s("EndedAt"),
-            notified: s("Notified").unwrap_or_else(|| "none".into()),
+            notified: s("Notified").and_then(|n| from_variant_name(&n)).unwrap_or_default(),
+            notify_claimed_at: s("NotifyClaimedAt"),
             notify_error: s("NotifyError"),
             lock_key: s("LockKey"),
             last_settled: e.get_i64("LastSettled").unwrap_or(0).max(0) as u64,

@@ -412,15 +412,29 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             st.stats.held.fetch_add(1, Ordering::SeqCst);
             st.gate.acquire().await.map_err(std::io::Error::other)?.forget();
         }
-        let mut get = st.client.get(&src);
-        if let Some(r) = parts.headers.get("x-ms-source-range") {
-            get = get.header("range", r.to_str().unwrap_or(""));
+        let get = || {
+            let mut get = st.client.get(&src);
+            if let Some(r) = parts.headers.get("x-ms-source-range") {
+                get = get.header("range", r.to_str().unwrap_or(""));
+            }
+            // As Azure does, source conditions apply to the read of the source.
+            if let Some(m) = parts.headers.get("x-ms-source-if-match") {
+                get = get.header("if-match", m.to_str().unwrap_or(""));
+            }
+            get
+        };
+        // Azure's own read of the source does not fail on one dropped connection (a pooled
+        // keep-alive connection moto closed under load): the double tries three times before
+        // it answers that the source cannot be read.
+        let mut resp = get().send().await;
+        for _ in 0..2 {
+            if resp.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            resp = get().send().await;
         }
-        // As Azure does, source conditions apply to the read of the source.
-        if let Some(m) = parts.headers.get("x-ms-source-if-match") {
-            get = get.header("if-match", m.to_str().unwrap_or(""));
-        }
-        let resp = match get.send().await {
+        let resp = match resp {
             Ok(r) => r,
             Err(_) => return Ok(azure_error(500, "CannotVerifyCopySource", &[])),
         };
