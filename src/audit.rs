@@ -5,7 +5,8 @@
 //! from the enclosing span. `infra/monitoring/queries.kql` has the query that reads them.
 
 /// What was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     /// A blob was deleted.
     DeleteBlob,
@@ -18,11 +19,7 @@ pub enum Action {
 impl Action {
     /// The stable name in the `action` field.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::DeleteBlob => "delete_blob",
-            Action::CancelRun => "cancel_run",
-            Action::RedriveMessage => "redrive_message",
-        }
+        self.into()
     }
 }
 

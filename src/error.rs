@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 /// What went wrong, by meaning. Module-private errors carry context (bucket, key) in the
 /// message and map into one of these kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The resource does not exist (404).
@@ -33,17 +34,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Stable lower-case name, used in logs and checkpoint rows.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Precondition => "precondition",
-            ErrorKind::Throttled => "throttled",
-            ErrorKind::Transient => "transient",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Auth => "auth",
-            ErrorKind::Integrity => "integrity",
-            ErrorKind::CopySourceUnreachable => "copy_source_unreachable",
-            ErrorKind::Internal => "internal",
-        }
+        self.into()
     }
 
     /// The HTTP status an API answers with for this kind: 400 for bad input, 503 when
@@ -55,6 +46,25 @@ impl ErrorKind {
             ErrorKind::Throttled => 503,
             _ => 500,
         }
+    }
+}
+
+/// What an integrity check found different (see [`Error::mismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub enum Mismatch {
+    /// A checksum (MD5, CRC-64/NVME) of what was written differs from the source's.
+    Checksum,
+    /// The bytes read or staged are not the source's size.
+    Size,
+    /// A ranged read answered with another range.
+    Range,
+}
+
+impl Mismatch {
+    /// The word that names it in a message.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -145,6 +155,13 @@ impl Error {
     /// Shorthand for an [`ErrorKind::Invalid`] error.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Invalid, message)
+    }
+
+    /// An [`ErrorKind::Integrity`] error. Its message begins with what did not match
+    /// (`checksum mismatch for s3://b/k: …`), which is what a failed object's recorded
+    /// reason starts with.
+    pub fn mismatch(what: Mismatch, detail: impl fmt::Display) -> Self {
+        Error::new(ErrorKind::Integrity, format!("{} mismatch for {detail}", what.as_str()))
     }
 
     /// Shorthand for an [`ErrorKind::Internal`] error.

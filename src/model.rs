@@ -2,18 +2,82 @@
 //! from S3 to Blob, and the naming rules of Azure containers, tables and queues (checked
 //! where configuration and requests are read, before any client is built).
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// What to do when the source object is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do when the source object is gone. Named `additive` and `mirror` in settings,
+/// run bodies and queue messages.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SyncMode {
     /// Never delete from the target.
     #[default]
     Additive,
     /// Delete the blob when the source is gone.
     Mirror,
+}
+
+/// Which path moved an object's bytes, as stored in its checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum MovedBy {
+    /// Azure read the source itself (Put Blob / Put Block From URL).
+    ServerSide,
+    /// The bytes went through this process (GET, then Put Blob or Put Block).
+    Streamed,
+}
+
+/// How a copy was shown to hold the source's bytes, as stored in its checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Verification {
+    /// S3's full-object CRC-64/NVME matched the CRC of what was written.
+    Crc64nvme,
+    /// S3's MD5 (a single-part ETag) matched the MD5 of what was written.
+    Md5,
+    /// Neither checksum exists at the source (a multipart ETag without a CRC): only the size.
+    Size,
+    /// Nothing was written: the blob's provenance says it already holds this version.
+    Provenance,
+}
+
+impl MovedBy {
+    /// The stored and logged name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl Verification {
+    /// The stored and logged name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Parses a setting or field that names one of an enum's variants; the refusal lists them.
+pub fn parse_choice<T>(s: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + strum::VariantNames,
+{
+    s.parse()
+        .map_err(|_| format!("`{s}` is not one of {}", T::VARIANTS.join(", ")))
 }
 
 /// Content headers carried from the source object to the blob.
@@ -97,8 +161,11 @@ pub struct ListedObject {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Trigger {
     /// `POST /api/runs` (a Logic App, an operator).
     Http,
@@ -109,8 +176,11 @@ pub enum Trigger {
 }
 
 /// Where a run's completion webhook stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum NotifyState {
     /// The run has no webhook.
     #[default]
@@ -125,23 +195,17 @@ pub enum NotifyState {
     Failed,
 }
 
-/// The name serde gives a unit variant (its `rename_all` applied): how these enums are
-/// written into table rows and status bodies.
-pub fn variant_name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|x| x.as_str().map(str::to_string))
-        .unwrap_or_default()
+impl Trigger {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
-/// The variant named `name` (see [`variant_name`]), if there is one.
-pub fn from_variant_name<T: DeserializeOwned>(name: &str) -> Option<T> {
-    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
-}
-
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&variant_name(self))
+impl NotifyState {
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -173,11 +237,44 @@ mod tests {
     #[test]
     fn enum_names_round_trip() {
         for t in [Trigger::Http, Trigger::Schedule, Trigger::Cli] {
-            assert_eq!(from_variant_name::<Trigger>(&variant_name(&t)), Some(t));
+            assert_eq!(t.as_str().parse::<Trigger>().ok(), Some(t));
         }
-        assert_eq!(variant_name(&NotifyState::Sending), "sending");
-        assert_eq!(from_variant_name::<NotifyState>("sent"), Some(NotifyState::Sent));
-        assert_eq!(from_variant_name::<NotifyState>("sending@2026-01-01T00:00:00Z"), None);
+        assert_eq!(NotifyState::Sending.as_str(), "sending");
+        assert_eq!("sent".parse::<NotifyState>().ok(), Some(NotifyState::Sent));
+        assert!("sending@2026-01-01T00:00:00Z".parse::<NotifyState>().is_err());
         assert_eq!(Trigger::Schedule.to_string(), "schedule");
+    }
+
+    /// An enum that is both stored in a table (by strum) and sent as JSON (by serde) has one
+    /// name in both.
+    #[test]
+    fn table_and_json_names_agree() {
+        fn same<T: Serialize + Copy + Into<&'static str>>(all: &[T]) {
+            for v in all {
+                let json = serde_json::to_value(v).unwrap();
+                let name: &'static str = (*v).into();
+                assert_eq!(json.as_str(), Some(name));
+            }
+        }
+        same(&[SyncMode::Additive, SyncMode::Mirror]);
+        same(&[MovedBy::ServerSide, MovedBy::Streamed]);
+        same(&[
+            Verification::Crc64nvme,
+            Verification::Md5,
+            Verification::Size,
+            Verification::Provenance,
+        ]);
+        same(&[Trigger::Http, Trigger::Schedule, Trigger::Cli]);
+        same(&[
+            NotifyState::None,
+            NotifyState::Pending,
+            NotifyState::Sending,
+            NotifyState::Sent,
+            NotifyState::Failed,
+        ]);
+        assert_eq!(
+            parse_choice::<SyncMode>("sideways").unwrap_err(),
+            "`sideways` is not one of additive, mirror"
+        );
     }
 }

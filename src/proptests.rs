@@ -178,7 +178,7 @@ proptest! {
     fn a_copy_message_round_trips(
         b in bucket(), k in key(), container in proptest::option::of("[a-z0-9]{3,20}"),
         run in proptest::option::of("[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}"),
-        mode in proptest::option::of(prop_oneof![Just("additive".to_string()), Just("mirror".to_string())]),
+        mode in proptest::option::of(prop_oneof![Just(crate::model::SyncMode::Additive), Just(crate::model::SyncMode::Mirror)]),
         etag in proptest::option::of("[0-9a-f]{32}"), size in proptest::option::of(0u64..1 << 40),
         recheck in proptest::option::of(any::<bool>()),
     ) {

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::engine::{CopyRequest, EventInfo, Listed, Step};
 use crate::error::{Error, ErrorKind};
 use crate::messages::CopyMessage;
-use crate::model::{PartRef, SyncMode};
+use crate::model::PartRef;
 
 /// The engine request for a message, with the configured defaults filled in.
 pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error> {
@@ -24,11 +24,7 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
         source_prefix: msg.source_prefix.clone().unwrap_or_else(|| cfg.source_prefix.clone()),
         target_prefix: msg.target_prefix.clone().unwrap_or_else(|| cfg.target_prefix.clone()),
         run_id: msg.run_id.clone(),
-        mode: match msg.mode.as_deref() {
-            Some("mirror") => SyncMode::Mirror,
-            Some(_) => SyncMode::Additive,
-            None => cfg.mode,
-        },
+        mode: msg.mode.unwrap_or(cfg.mode),
         // What a listing or a creation event saw. A removal event names the deleted version,
         // which must not pass for "the source still has this".
         listed: match msg.event.as_deref() {

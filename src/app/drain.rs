@@ -11,6 +11,7 @@ use crate::aws::events::{self, EventRecord, Notification};
 use crate::aws::sqs::{SqsMessage, SqsQueue};
 use crate::azure::queue::WorkQueue;
 use crate::error::Result;
+use crate::messages::CopyMessage;
 
 /// The longest retry pause. SQS refuses a visibility timeout that ends more than 12 h after
 /// the message was received, and a drain can set it up to its budget (at most 1 h) after the
@@ -281,7 +282,7 @@ impl Drainer {
             Verdict::Ack => {}
             Verdict::Relay(records) => {
                 for r in records {
-                    self.copy_queue.send(&relay_message(&r).to_string(), None).await?;
+                    self.copy_queue.send(&relay_message(&r).to_json(), None).await?;
                     c.relayed += 1;
                 }
             }
@@ -444,18 +445,19 @@ fn cut_at(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The `copy-objects` message for one event record.
-pub fn relay_message(r: &EventRecord) -> serde_json::Value {
-    json!({
-        "bucket": r.bucket,
-        "key": r.key,
-        "event": r.name,
-        "sequencer": r.sequencer,
-        "eTag": r.etag,
-        "size": r.size,
-        "versionId": r.version_id,
-        "eventTime": r.event_time,
-    })
+/// The `copy-objects` message for one event record. The event's version id is not carried:
+/// the copy HEADs the key's current version, whichever event woke it.
+pub fn relay_message(r: &EventRecord) -> CopyMessage {
+    CopyMessage {
+        bucket: r.bucket.clone(),
+        key: r.key.clone(),
+        event: Some(r.name.clone()),
+        sequencer: r.sequencer.clone(),
+        etag: r.etag.clone(),
+        size: r.size,
+        event_time: r.event_time.clone(),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -468,6 +470,28 @@ mod tests {
             body,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_relayed_event_reads_back_as_the_same_copy_message() {
+        let body = r#"{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2026-12-02T10:00:00.000Z",
+            "s3":{"bucket":{"name":"bkt"},"object":{"key":"a%20b.txt","size":5,"eTag":"abc","sequencer":"0A"}}}]}"#;
+        let Ok(events::Notification::Records(records)) = events::parse(body) else {
+            panic!("not parsed")
+        };
+        let sent = relay_message(&records[0]);
+        let back = CopyMessage::parse(&sent.to_json()).unwrap();
+        assert_eq!(back, sent);
+        assert_eq!(
+            (
+                back.key.as_str(),
+                back.event.as_deref(),
+                back.sequencer.as_deref(),
+                back.etag.as_deref(),
+                back.size
+            ),
+            ("a b.txt", Some("ObjectCreated:Put"), Some("0A"), Some("abc"), Some(5))
+        );
     }
 
     #[test]

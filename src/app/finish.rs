@@ -76,7 +76,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
         return Ok(CheckStep::Wait(interval));
     }
     let mut problems = Vec::new();
-    if run.spec.mode == crate::messages::run_spec::ModeSpec::Mirror {
+    if run.spec.mode == crate::model::SyncMode::Mirror {
         if run.phase != Phase::Pruning {
             run.phase = Phase::Pruning;
             svc.store.save(&mut run).await?;

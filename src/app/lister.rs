@@ -173,13 +173,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                     source_prefix: Some(spec.source.prefix.clone()),
                     target_prefix: Some(spec.target.prefix.clone()),
                     run_id: Some(id.to_string()),
-                    mode: Some(
-                        match spec.mode {
-                            crate::messages::run_spec::ModeSpec::Additive => "additive",
-                            crate::messages::run_spec::ModeSpec::Mirror => "mirror",
-                        }
-                        .into(),
-                    ),
+                    mode: Some(spec.mode),
                     etag: Some(o.etag),
                     size: Some(o.size),
                     last_modified: o.last_modified,

@@ -35,10 +35,7 @@ pub trait CopySink: Send + Sync {
 impl CopySink for WorkQueue {
     async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
         use futures::StreamExt;
-        let texts: Vec<String> = copies
-            .iter()
-            .map(|c| serde_json::to_string(c).expect("serializable"))
-            .collect();
+        let texts: Vec<String> = copies.iter().map(CopyMessage::to_json).collect();
         let results: Vec<Result<()>> = futures::stream::iter(texts)
             .map(|t| async move { WorkQueue::send(self, &t, None).await })
             .buffer_unordered(16)

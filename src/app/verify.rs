@@ -23,8 +23,9 @@ use crate::model::SyncMode;
 pub const MAX_LISTED: usize = 1000;
 
 /// What differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum DiffKind {
     /// The source object has no blob.
     Missing,
@@ -41,13 +42,7 @@ pub enum DiffKind {
 impl DiffKind {
     /// The stable name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            DiffKind::Missing => "missing",
-            DiffKind::Extra => "extra",
-            DiffKind::SizeMismatch => "size-mismatch",
-            DiffKind::ChecksumMismatch => "checksum-mismatch",
-            DiffKind::MetadataMismatch => "metadata-mismatch",
-        }
+        self.into()
     }
 }
 

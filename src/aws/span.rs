@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Mutex;
 
 use super::s3::{map_sdk_error, S3Source};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Mismatch, Result};
 
 /// Consecutive pieces of `range` of one object version. Each [`SpanReader::next`] returns the
 /// next `len` bytes; a broken or short stream is resumed by a new GET from the first byte not
@@ -139,9 +139,9 @@ impl SpanReader<'_> {
         // for every block (ranged GETs used to check the body's length for the same reason).
         let want = format!("bytes {from}-{}/", self.end - 1);
         if !out.content_range().is_some_and(|r| r.starts_with(&want)) {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
+            return Err(Error::mismatch(
+                Mismatch::Range,
+                format_args!(
                     "s3://{bucket}/{key}: asked for bytes {from}-{} and got Content-Range {:?}",
                     self.end - 1,
                     out.content_range()

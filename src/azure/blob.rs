@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 
 use crate::azure::auth::Authorizer;
 use crate::config::azure::StorageAccount;
-use crate::error::{ok_if, Error, ErrorKind, Result};
+use crate::error::{ok_if, Error, ErrorKind, Mismatch, Result};
 use crate::model::{validate_container_name, ContentHeaders};
 use crate::redact::Secret;
 use crate::retry::RetryPolicy;
@@ -322,9 +322,9 @@ impl BlobTarget {
                     .flatten()
                     .and_then(|b| crate::checksum::from_azure(&b));
                 match echoed {
-                    Some(got) if got != crc64 => Err(Error::new(
-                        ErrorKind::Integrity,
-                        format!(
+                    Some(got) if got != crc64 => Err(Error::mismatch(
+                        Mismatch::Checksum,
+                        format_args!(
                             "{}: service CRC64 differs from the block's",
                             self.ctx(blob, "put block")
                         ),

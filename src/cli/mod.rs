@@ -362,10 +362,10 @@ fn load_config(target: Option<&BlobLocation>) -> Result<Config> {
 
 fn apply_overrides(cfg: &mut Config, args: &CopyArgs) -> Result<()> {
     if let Some(p) = &args.copy_path {
-        cfg.engine.copy_path = p.parse::<CopyPath>().map_err(Error::invalid)?;
+        cfg.engine.copy_path = crate::model::parse_choice::<CopyPath>(p).map_err(Error::invalid)?;
     }
     if let Some(p) = &args.metadata_policy {
-        cfg.engine.metadata_policy = p.parse::<MetadataPolicy>().map_err(Error::invalid)?;
+        cfg.engine.metadata_policy = crate::model::parse_choice::<MetadataPolicy>(p).map_err(Error::invalid)?;
     }
     Ok(())
 }

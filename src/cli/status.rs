@@ -49,7 +49,7 @@ pub(super) async fn run(
             "{:<20} {:>12} {:<10} {:<40} {:<44} {}",
             r.outcome.as_str(),
             r.size.map(|s| s.to_string()).unwrap_or_default(),
-            r.verified.as_deref().unwrap_or("-"),
+            r.verified.map_or("-", crate::model::Verification::as_str),
             r.key,
             event,
             r.reason.as_deref().unwrap_or("")

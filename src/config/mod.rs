@@ -16,8 +16,9 @@ use azure::{AzureAuth, StorageAccount};
 /// App settings whose names start with this hold webhook URLs (see [`Config::webhooks`]).
 pub const WEBHOOK_SETTING_PREFIX: &str = "SYNC_WEBHOOK_";
 
-/// Which copy path to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which copy path to use (`SYNC_COPY_PATH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum CopyPath {
     /// Server-side, falling back to streamed when Azure cannot read the source.
     Auto,
@@ -27,20 +28,10 @@ pub enum CopyPath {
     Streamed,
 }
 
-impl FromStr for CopyPath {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(CopyPath::Auto),
-            "server-side" => Ok(CopyPath::ServerSide),
-            "streamed" => Ok(CopyPath::Streamed),
-            _ => Err(format!("`{s}` is not one of auto, server-side, streamed")),
-        }
-    }
-}
-
-/// What to do with S3 user metadata whose name is not a valid Azure metadata name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with S3 user metadata whose name is not a valid Azure metadata name
+/// (`SYNC_METADATA_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "lowercase")]
 pub enum MetadataPolicy {
     /// Drop the entry (logged and counted).
     Exclude,
@@ -50,36 +41,14 @@ pub enum MetadataPolicy {
     Rename,
 }
 
-impl FromStr for MetadataPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "exclude" => Ok(MetadataPolicy::Exclude),
-            "fail" => Ok(MetadataPolicy::Fail),
-            "rename" => Ok(MetadataPolicy::Rename),
-            _ => Err(format!("`{s}` is not one of exclude, fail, rename")),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Log output format (`SYNC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line (production).
     Json,
     /// Human-readable.
     Pretty,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "json" => Ok(LogFormat::Json),
-            "pretty" => Ok(LogFormat::Pretty),
-            _ => Err(format!("`{s}` is not one of json, pretty")),
-        }
-    }
 }
 
 /// Settings of the copy engine.
@@ -293,6 +262,15 @@ where
     }
 }
 
+/// A setting that names one of an enum's variants; the refusal names the setting and lists
+/// the variants.
+fn choice<T: FromStr + strum::VariantNames>(env: &dyn Env, name: &str, default: T) -> Result<T> {
+    match env.get(name) {
+        None => Ok(default),
+        Some(v) => crate::model::parse_choice(v.trim()).map_err(|e| Error::invalid(format!("{name}: {e}"))),
+    }
+}
+
 fn bool_var(env: &dyn Env, name: &str) -> Result<bool> {
     match env.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("false" | "0" | "no") => Ok(false),
@@ -413,8 +391,8 @@ impl Config {
             ));
         }
         let engine = EngineConfig {
-            copy_path: parse(env, "SYNC_COPY_PATH", d.copy_path)?,
-            metadata_policy: parse(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
+            copy_path: choice(env, "SYNC_COPY_PATH", d.copy_path)?,
+            metadata_policy: choice(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
             block_size: block_mib * 1024 * 1024,
             block_concurrency,
             stream_buffer_bytes: buffer_mib * 1024 * 1024,
@@ -434,11 +412,7 @@ impl Config {
         if max_dequeue_count == 0 {
             return Err(Error::invalid("SYNC_MAX_DEQUEUE_COUNT: must be at least 1"));
         }
-        let mode = match env.get("SYNC_MODE").as_deref() {
-            None | Some("additive") => crate::model::SyncMode::Additive,
-            Some("mirror") => crate::model::SyncMode::Mirror,
-            Some(v) => return Err(Error::invalid(format!("SYNC_MODE: `{v}` is not additive or mirror"))),
-        };
+        let mode = choice(env, "SYNC_MODE", crate::model::SyncMode::Additive)?;
         let sqs_queue_url = match env.get("SYNC_SQS_QUEUE_URL") {
             None => None,
             Some(v) => {
@@ -540,7 +514,7 @@ impl Config {
             source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
             checkpoint_table,
             max_dequeue_count,
-            log_format: parse(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
+            log_format: choice(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
         };
         Ok(cfg)
     }

@@ -20,8 +20,8 @@ use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 use crate::checksum;
 use crate::config::CopyPath;
-use crate::error::{Error, ErrorKind, Result};
-use crate::model::SyncMode;
+use crate::error::{Error, ErrorKind, Mismatch, Result};
+use crate::model::{MovedBy, SyncMode, Verification};
 use crate::redact::Secret;
 use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 
@@ -109,7 +109,7 @@ impl Engine {
             Ok(Step::Done(r)) => tracing::info!(
                 bucket = %req.bucket, key = %req.key, blob = r.blob.as_deref().unwrap_or(""),
                 bytes = r.bytes, outcome = r.outcome.as_str(), reason = r.reason.as_deref().unwrap_or(""),
-                path = r.path.unwrap_or(""), verified = r.verified.unwrap_or(""),
+                path = r.path.map_or("", MovedBy::as_str), verified = r.verified.map_or("", Verification::as_str),
                 run_id, duration_ms, "object done"
             ),
             Ok(Step::Split(p)) => tracing::info!(
@@ -248,7 +248,7 @@ impl Engine {
         // ...or the blob's provenance says it holds it.
         if let Some(p) = &existing {
             if holds(p, &head) {
-                rec.verified = Some("provenance".into());
+                rec.verified = Some(Verification::Provenance);
                 let reason = Some("blob already holds this version".into());
                 return self
                     .finish(rec, Outcome::NoTransferNeeded, reason, Some(&head), seen)
@@ -264,8 +264,8 @@ impl Engine {
             let verified = self
                 .commit_small(req, target, &name, &head, data, props, existing.as_ref())
                 .await?;
-            rec.path = Some("streamed".into());
-            rec.verified = Some(verified.into());
+            rec.path = Some(MovedBy::Streamed);
+            rec.verified = Some(verified);
             return self.finish(rec, Outcome::Copied, None, Some(&head), seen).await;
         }
         if let Some(budget) = budget {
@@ -283,19 +283,19 @@ impl Engine {
             existing: existing.as_ref(),
         };
         let (path, verified) = match self.cfg.copy_path {
-            CopyPath::Streamed => ("streamed", self.streamed(&job).await?),
-            CopyPath::ServerSide => ("server-side", self.server_side(&job).await?),
+            CopyPath::Streamed => (MovedBy::Streamed, self.streamed(&job).await?),
+            CopyPath::ServerSide => (MovedBy::ServerSide, self.server_side(&job).await?),
             CopyPath::Auto => match self.server_side(&job).await {
-                Ok(v) => ("server-side", v),
+                Ok(v) => (MovedBy::ServerSide, v),
                 Err(e) if e.kind() == ErrorKind::CopySourceUnreachable => {
                     tracing::info!(bucket = %req.bucket, key = %req.key, "Azure cannot read the source; streaming instead");
-                    ("streamed", self.streamed(&job).await?)
+                    (MovedBy::Streamed, self.streamed(&job).await?)
                 }
                 Err(e) => return Err(e),
             },
         };
-        rec.path = Some(path.into());
-        rec.verified = Some(verified.into());
+        rec.path = Some(path);
+        rec.verified = Some(verified);
         self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
     }
 
@@ -374,12 +374,12 @@ impl Engine {
         data: bytes::Bytes,
         mut props: CommitProps,
         existing: Option<&BlobProps>,
-    ) -> Result<&'static str> {
+    ) -> Result<Verification> {
         if data.len() as u64 != head.size {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "size mismatch for s3://{}/{}: source {} bytes, read {}",
+            return Err(Error::mismatch(
+                Mismatch::Size,
+                format_args!(
+                    "s3://{}/{}: source {} bytes, read {}",
                     req.bucket,
                     req.key,
                     head.size,
@@ -502,23 +502,13 @@ impl Engine {
             reason: rec.reason,
             bytes: head.map_or(0, |h| h.size),
             blob: rec.blob,
-            path: match rec.path.as_deref() {
-                Some("server-side") => Some("server-side"),
-                Some("streamed") => Some("streamed"),
-                _ => None,
-            },
-            verified: match rec.verified.as_deref() {
-                Some("crc64nvme") => Some("crc64nvme"),
-                Some("md5") => Some("md5"),
-                Some("size") => Some("size"),
-                Some("provenance") => Some("provenance"),
-                _ => None,
-            },
+            path: rec.path,
+            verified: rec.verified,
         }))
     }
 
     /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
-    async fn server_side(&self, job: &Transfer<'_>) -> Result<&'static str> {
+    async fn server_side(&self, job: &Transfer<'_>) -> Result<Verification> {
         let Transfer {
             req,
             target,
@@ -566,7 +556,7 @@ impl Engine {
                             return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
                         }
                     }
-                    return Ok("md5");
+                    return Ok(Verification::Md5);
                 }
             }
         }
@@ -584,7 +574,7 @@ impl Engine {
                 props
                     .metadata
                     .insert(crate::engine::metadata::CRC64_KEY.into(), checksum::to_s3(want));
-                "crc64nvme"
+                Verification::Crc64nvme
             }
             // S3 has a CRC64 but Azure did not return one for every block.
             (Some(_), None) => {
@@ -595,7 +585,7 @@ impl Engine {
             }
             // No whole-object checksum to compare: the blocks tile exactly `head.size` bytes
             // of the version HEADed, which is still the source's (checked just below).
-            (None, _) => "size",
+            (None, _) => Verification::Size,
         };
         self.source_unchanged(req, head).await?;
         target
@@ -747,7 +737,7 @@ impl Engine {
 
     /// Streamed copy of the whole object. The whole-object checksum is compared before the
     /// block list is committed, so a mismatch leaves the previous blob (or none) in place.
-    async fn streamed(&self, job: &Transfer<'_>) -> Result<&'static str> {
+    async fn streamed(&self, job: &Transfer<'_>) -> Result<Verification> {
         let Transfer {
             req,
             target,
@@ -811,18 +801,18 @@ fn verify_streamed(
     head: &ObjectHead,
     crc: u64,
     md5: impl FnOnce() -> [u8; 16],
-) -> Result<&'static str> {
+) -> Result<Verification> {
     match (head.crc64nvme, head.md5()) {
         (Some(want), _) if want != crc => Err(crc_mismatch(req, want, crc)),
-        (Some(_), _) => Ok("crc64nvme"),
+        (Some(_), _) => Ok(Verification::Crc64nvme),
         (None, Some(want)) => {
             let got = md5();
             if got != want {
                 return Err(mismatch(req, &hex::encode(want), &hex::encode(got)));
             }
-            Ok("md5")
+            Ok(Verification::Md5)
         }
-        (None, None) => Ok("size"),
+        (None, None) => Ok(Verification::Size),
     }
 }
 
@@ -914,20 +904,17 @@ struct Transfer<'a> {
 }
 
 pub(super) fn mismatch(req: &CopyRequest, want: &str, got: &str) -> Error {
-    Error::new(
-        ErrorKind::Integrity,
-        format!(
-            "checksum mismatch for s3://{}/{}: source MD5 {want}, copied {got}",
-            req.bucket, req.key
-        ),
+    Error::mismatch(
+        Mismatch::Checksum,
+        format_args!("s3://{}/{}: source MD5 {want}, copied {got}", req.bucket, req.key),
     )
 }
 
 pub(super) fn crc_mismatch(req: &CopyRequest, want: u64, got: u64) -> Error {
-    Error::new(
-        ErrorKind::Integrity,
-        format!(
-            "checksum mismatch for s3://{}/{}: source CRC64NVME {}, copied {}",
+    Error::mismatch(
+        Mismatch::Checksum,
+        format_args!(
+            "s3://{}/{}: source CRC64NVME {}, copied {}",
             req.bucket,
             req.key,
             checksum::to_s3(want),
@@ -936,12 +923,15 @@ pub(super) fn crc_mismatch(req: &CopyRequest, want: u64, got: u64) -> Error {
     )
 }
 
-/// The reason stored for a failure: a stable category first, then the detail.
+/// The reason stored for a failure: a stable category first, then the detail. An integrity
+/// error's message already begins with its category (see [`Error::mismatch`]).
 fn failure_reason(e: &Error) -> String {
-    let m = e.message();
     match e.kind() {
-        ErrorKind::Integrity if m.contains("checksum mismatch") => m.to_string(),
-        ErrorKind::Integrity => format!("checksum mismatch: {m}"),
-        k => format!("{}: {m}", k.as_str()),
+        // A service's own refusal (Md5Mismatch, BadDigest): its code, not our words.
+        ErrorKind::Integrity if e.code().is_some() => {
+            format!("{} mismatch: {}", Mismatch::Checksum.as_str(), e.message())
+        }
+        ErrorKind::Integrity => e.message().to_string(),
+        k => format!("{}: {}", k.as_str(), e.message()),
     }
 }

@@ -18,7 +18,7 @@ use crate::azure::table::TableClient;
 use crate::config::azure::StorageAccount;
 use crate::config::{Config, EngineConfig};
 use crate::error::Result;
-use crate::model::{PartRef, SyncMode};
+use crate::model::{MovedBy, PartRef, SyncMode, Verification};
 use crate::retry::RetryPolicy;
 use crate::state::checkpoint::{CheckpointStore, Outcome};
 
@@ -110,9 +110,9 @@ pub struct CopyReport {
     /// The blob name, when there is one.
     pub blob: Option<String>,
     /// The path that moved the bytes.
-    pub path: Option<&'static str>,
+    pub path: Option<MovedBy>,
     /// How the copy was verified.
-    pub verified: Option<&'static str>,
+    pub verified: Option<Verification>,
 }
 
 impl CopyReport {

@@ -20,7 +20,8 @@ use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobTarget, WriteCondition};
 use crate::azure::table::{BatchOp, BatchOutcome, Entity};
 use crate::config::CopyPath;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Mismatch, Result};
+use crate::model::{MovedBy, Verification};
 use crate::state::checkpoint::{partition_key, Outcome, Versioned};
 
 /// How long a planner owns the sending of a plan's ranges. A planner that died before
@@ -112,7 +113,7 @@ struct RangeRow {
     index: u32,
     crcs: Vec<Option<u64>>,
     bytes: u64,
-    path: &'static str,
+    path: MovedBy,
 }
 
 impl RangeRow {
@@ -126,7 +127,7 @@ impl RangeRow {
         e.set_i64("Range", i64::from(self.index))
             .set_i64("Bytes", self.bytes as i64)
             .set_str("Crcs", crcs.join(","))
-            .set_str("Path", self.path);
+            .set_str("Path", self.path.as_str());
         e
     }
 
@@ -140,11 +141,12 @@ impl RangeRow {
             } else {
                 crcs.split(',').map(|c| u64::from_str_radix(c, 16).ok()).collect()
             },
-            path: if e.get_str("Path") == Some("server-side") {
-                "server-side"
-            } else {
-                "streamed"
-            },
+            // Anything but a server-side range counts as streamed, as rows before the
+            // column existed were.
+            path: e
+                .get_str("Path")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(MovedBy::Streamed),
         })
     }
 }
@@ -403,7 +405,7 @@ impl Engine {
             };
             self.stage_streamed(&job, blocks.clone(), false)
                 .await
-                .map(|(crcs, _)| ("streamed", crcs.into_iter().map(Some).collect()))
+                .map(|(crcs, _)| (MovedBy::Streamed, crcs.into_iter().map(Some).collect()))
         };
         let server_side = || async {
             let url = self
@@ -417,7 +419,7 @@ impl Engine {
                 .await?;
             self.stage_from_url(target, &plan.blob, &url, &plan.etag, &layout, blocks.clone())
                 .await
-                .map(|crcs| ("server-side", crcs))
+                .map(|crcs| (MovedBy::ServerSide, crcs))
         };
         let (path, crcs) = match self.cfg.copy_path {
             CopyPath::Streamed => streamed().await?,
@@ -479,10 +481,10 @@ impl Engine {
         let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
         if crcs.len() as u64 != layout.count() || bytes != plan.size {
             self.drop_staging(&pk, &req.key, None).await;
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "size mismatch for s3://{}/{}: staged ranges hold {bytes} bytes in {} blocks; the source has {} in {}",
+            return Err(Error::mismatch(
+                Mismatch::Size,
+                format_args!(
+                    "s3://{}/{}: staged ranges hold {bytes} bytes in {} blocks; the source has {} in {}",
                     req.bucket,
                     req.key,
                     crcs.len(),
@@ -497,11 +499,11 @@ impl Engine {
                 self.drop_staging(&pk, &req.key, None).await;
                 return Err(crc_mismatch(req, want, got));
             }
-            (Some(_), Some(_)) => "crc64nvme",
+            (Some(_), Some(_)) => Verification::Crc64nvme,
             // Each block was CRC-checked on its way in; the MD5 of a single-part source
             // cannot be rebuilt from ranges hashed in parallel, so the whole object is
             // checked by size.
-            _ => "size",
+            _ => Verification::Size,
         };
         rec.blob = Some(plan.blob.clone());
         rec.note_source(&head);
@@ -516,9 +518,13 @@ impl Engine {
         }
         // A concurrent step that recorded another last range may have committed already.
         let committed = existing.as_ref().is_some_and(|p| holds(p, &head));
-        let server_side = rows.iter().all(|r| r.path == "server-side");
-        rec.path = Some(if server_side { "server-side" } else { "streamed" }.into());
-        rec.verified = Some(verified.into());
+        let server_side = rows.iter().all(|r| r.path == MovedBy::ServerSide);
+        rec.path = Some(if server_side {
+            MovedBy::ServerSide
+        } else {
+            MovedBy::Streamed
+        });
+        rec.verified = Some(verified);
         let (outcome, reason) = if committed {
             (
                 Outcome::NoTransferNeeded,
@@ -685,7 +691,7 @@ mod tests {
             index: 3,
             crcs: vec![Some(0xdead_beef), None, Some(u64::MAX)],
             bytes: 42,
-            path: "server-side",
+            path: MovedBy::ServerSide,
         };
         let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
         assert_eq!(back.crcs, row.crcs);
@@ -693,10 +699,10 @@ mod tests {
             index: 3,
             crcs: vec![None],
             bytes: 42,
-            path: "server-side",
+            path: MovedBy::ServerSide,
         };
         let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
         assert_eq!(back.crcs, row.crcs);
-        assert_eq!((back.index, back.bytes, back.path), (3, 42, "server-side"));
+        assert_eq!((back.index, back.bytes, back.path), (3, 42, MovedBy::ServerSide));
     }
 }

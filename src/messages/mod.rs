@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::model::{PartRef, MAX_BLOCKS};
+use crate::model::{PartRef, SyncMode, MAX_BLOCKS};
 
 /// A `copy-objects` message. Unknown fields are ignored so newer producers can add some.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyMessage {
     /// Source bucket.
@@ -34,7 +34,7 @@ pub struct CopyMessage {
     pub run_id: Option<String>,
     /// `additive` or `mirror`; defaults to `SYNC_MODE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<SyncMode>,
     /// The S3 event name, for relayed notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
@@ -67,6 +67,11 @@ pub struct CopyMessage {
 }
 
 impl CopyMessage {
+    /// The message as queued.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a copy message is plain data")
+    }
+
     /// Parses and validates a message; errors say what to fix.
     pub fn parse(text: &str) -> Result<CopyMessage, Error> {
         let v: Value =
@@ -95,13 +100,6 @@ impl CopyMessage {
                 "copy-objects message: `key` is {} bytes; S3 keys are at most 1024",
                 m.key.len()
             )));
-        }
-        if let Some(mode) = &m.mode {
-            if !matches!(mode.as_str(), "additive" | "mirror") {
-                return Err(Error::invalid(format!(
-                    "copy-objects message: `mode` `{mode}` is not additive or mirror"
-                )));
-            }
         }
         if let Some(p) = &m.part {
             if p.etag.is_empty() || u64::from(p.index) >= MAX_BLOCKS {

@@ -69,26 +69,6 @@ pub struct FilterSpec {
     pub modified_before: Option<String>,
 }
 
-/// Copy mode as written in a run body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeSpec {
-    /// Never delete.
-    #[default]
-    Additive,
-    /// Delete blobs whose source is gone, up to `maxDeletes`.
-    Mirror,
-}
-
-impl From<ModeSpec> for SyncMode {
-    fn from(m: ModeSpec) -> Self {
-        match m {
-            ModeSpec::Additive => SyncMode::Additive,
-            ModeSpec::Mirror => SyncMode::Mirror,
-        }
-    }
-}
-
 /// A run as requested. `notify` is kept apart because a webhook URL is a secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -99,7 +79,7 @@ pub struct RunSpec {
     pub target: TargetSpec,
     /// `additive` (default) or `mirror`.
     #[serde(default)]
-    pub mode: ModeSpec,
+    pub mode: SyncMode,
     /// Which objects.
     #[serde(default)]
     pub filters: FilterSpec,
@@ -363,7 +343,7 @@ mod tests {
             &cfg(),
         )
         .unwrap();
-        assert_eq!(s.mode, ModeSpec::Mirror);
+        assert_eq!(s.mode, SyncMode::Mirror);
         assert!(s.dry_run);
         assert_eq!(s.max_deletes, 5);
         let notify = notify.unwrap();

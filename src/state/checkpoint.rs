@@ -14,9 +14,11 @@ use sha2::{Digest, Sha256};
 
 use crate::azure::table::{Entity, TableClient};
 use crate::error::{ErrorKind, Result};
+use crate::model::{MovedBy, Verification};
 
-/// What happened to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to one object. The snake-case names are stored in the table and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// Copied and verified.
     Copied,
@@ -37,29 +39,12 @@ pub enum Outcome {
 impl Outcome {
     /// Stable name stored in the table and logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Copied => "copied",
-            Outcome::NoTransferNeeded => "no_transfer_needed",
-            Outcome::Unsupported => "unsupported",
-            Outcome::Excluded => "excluded",
-            Outcome::Failed => "failed",
-            Outcome::Deleted => "deleted",
-            Outcome::SourceMissing => "source_missing",
-        }
+        self.into()
     }
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "copied" => Outcome::Copied,
-            "no_transfer_needed" => Outcome::NoTransferNeeded,
-            "unsupported" => Outcome::Unsupported,
-            "excluded" => Outcome::Excluded,
-            "failed" => Outcome::Failed,
-            "deleted" => Outcome::Deleted,
-            "source_missing" => Outcome::SourceMissing,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
@@ -86,10 +71,10 @@ pub struct ObjectRecord {
     pub version_id: Option<String>,
     /// Source Last-Modified (RFC 3339).
     pub last_modified: Option<String>,
-    /// How the copy was verified (`md5`, `size`).
-    pub verified: Option<String>,
-    /// Which path moved the bytes (`server-side`, `streamed`).
-    pub path: Option<String>,
+    /// How the copy was verified.
+    pub verified: Option<Verification>,
+    /// Which path moved the bytes.
+    pub path: Option<MovedBy>,
     /// Run that wrote it.
     pub run_id: Option<String>,
     /// Attempts that failed since the last success.
@@ -152,8 +137,6 @@ impl ObjectRecord {
             ("ETag", &self.etag),
             ("VersionId", &self.version_id),
             ("LastModified", &self.last_modified),
-            ("Verified", &self.verified),
-            ("Path", &self.path),
             ("RunId", &self.run_id),
             ("Sequencer", &self.sequencer),
             ("LastEvent", &self.last_event),
@@ -166,6 +149,12 @@ impl ObjectRecord {
         }
         if let Some(s) = self.size {
             e.set_i64("Size", s as i64);
+        }
+        if let Some(v) = self.verified {
+            e.set_str("Verified", v.as_str());
+        }
+        if let Some(p) = self.path {
+            e.set_str("Path", p.as_str());
         }
         e
     }
@@ -183,8 +172,9 @@ impl ObjectRecord {
             size: e.get_i64("Size").map(|v| v as u64),
             version_id: s("VersionId"),
             last_modified: s("LastModified"),
-            verified: s("Verified"),
-            path: s("Path"),
+            // A name this build does not know reads as unknown, not as a broken row.
+            verified: e.get_str("Verified").and_then(|v| v.parse().ok()),
+            path: e.get_str("Path").and_then(|v| v.parse().ok()),
             run_id: s("RunId"),
             failed_attempts: e.get_i64("FailedAttempts").unwrap_or(0) as u32,
             sequencer: s("Sequencer"),

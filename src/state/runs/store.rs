@@ -25,7 +25,7 @@ use crate::azure::table::{BatchOp, BatchOutcome, Entity, TableClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
-use crate::model::{from_variant_name, variant_name, NotifyState, Trigger};
+use crate::model::{NotifyState, Trigger};
 
 /// Counter shards per run.
 pub const SHARDS: u32 = 16;
@@ -33,7 +33,7 @@ const RUN_PK: &str = "run";
 const LOCK_PK: &str = "lock";
 
 /// State of a run, as Storage Mover names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
 pub enum RunState {
     /// Listing or copying.
     Running,
@@ -50,25 +50,11 @@ pub enum RunState {
 impl RunState {
     /// The stored and reported name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "Running",
-            RunState::Succeeded => "Succeeded",
-            RunState::PartiallySucceeded => "PartiallySucceeded",
-            RunState::Failed => "Failed",
-            RunState::Cancelled => "Cancelled",
-        }
+        self.into()
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [
-            RunState::Running,
-            RunState::Succeeded,
-            RunState::PartiallySucceeded,
-            RunState::Failed,
-            RunState::Cancelled,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        s.parse().ok()
     }
 
     /// Whether the run has ended.
@@ -78,7 +64,8 @@ impl RunState {
 }
 
 /// Where a running run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Phase {
     /// Listing pages.
     Listing,
@@ -93,21 +80,12 @@ pub enum Phase {
 impl Phase {
     /// The stored and reported name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Listing => "listing",
-            Phase::Copying => "copying",
-            Phase::Pruning => "pruning",
-            Phase::Done => "done",
-        }
+        self.into()
     }
 
+    /// An unknown name reads as listing, where a run starts.
     fn parse(s: &str) -> Self {
-        match s {
-            "copying" => Phase::Copying,
-            "pruning" => Phase::Pruning,
-            "done" => Phase::Done,
-            _ => Phase::Listing,
-        }
+        s.parse().unwrap_or(Phase::Listing)
     }
 }
 
@@ -154,11 +132,11 @@ impl RunRecord {
     fn to_entity(&self) -> Entity {
         let mut e = Entity::new(RUN_PK, &self.id);
         e.set_str("Spec", serde_json::to_string(&self.spec).unwrap_or_default())
-            .set_str("Trigger", self.trigger.as_ref().map(variant_name).unwrap_or_default())
+            .set_str("Trigger", self.trigger.map_or("", Trigger::as_str))
             .set_str("State", self.state.as_str())
             .set_str("Phase", self.phase.as_str())
             .set_str("StartedAt", &self.started_at)
-            .set_str("Notified", variant_name(&self.notified))
+            .set_str("Notified", self.notified.as_str())
             .set_i64("LastSettled", self.last_settled as i64)
             .set_str("LastProgressAt", &self.last_progress_at)
             .set_i64("DeleteCandidates", self.delete_candidates as i64);
@@ -185,13 +163,13 @@ impl RunRecord {
             id: e.row_key.clone(),
             spec,
             notify: s("Notify").and_then(|v| WebhookRef::parse(&v).ok()),
-            trigger: s("Trigger").and_then(|t| from_variant_name(&t)),
+            trigger: s("Trigger").and_then(|t| t.parse().ok()),
             state: e.get_str("State").and_then(RunState::parse).unwrap_or(RunState::Failed),
             phase: Phase::parse(e.get_str("Phase").unwrap_or_default()),
             reason: s("Reason"),
             started_at: s("StartedAt").unwrap_or_default(),
             ended_at: s("EndedAt"),
-            notified: s("Notified").and_then(|n| from_variant_name(&n)).unwrap_or_default(),
+            notified: s("Notified").and_then(|n| n.parse().ok()).unwrap_or_default(),
             notify_claimed_at: s("NotifyClaimedAt"),
             notify_error: s("NotifyError"),
             lock_key: s("LockKey"),
