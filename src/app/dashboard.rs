@@ -10,13 +10,15 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::health::{queue_health, QueueHealth};
 use super::service::RunService;
+use super::summary::RunSummary;
 use crate::error::Result;
 use crate::state::checkpoint::now_rfc3339;
+use crate::state::runs::counters::Tally;
 use crate::state::runs::report::{report_page, ReportOutcome};
+use crate::state::runs::store::{Phase, RunState};
 
 /// Runs on one page at most.
 pub const MAX_RUNS: usize = 100;
@@ -25,14 +27,14 @@ pub const REASONS_SAMPLED: u32 = 200;
 /// Reason groups shown per run.
 const REASON_GROUPS: usize = 10;
 /// The counters of objects that reached an outcome.
-const SETTLED: [&str; 7] = [
-    "transferred",
-    "noTransferNeeded",
-    "excluded",
-    "unsupported",
-    "failed",
-    "vanished",
-    "wouldTransfer",
+const SETTLED: [Tally; 7] = [
+    Tally::Transferred,
+    Tally::NoTransferNeeded,
+    Tally::Excluded,
+    Tally::Unsupported,
+    Tally::Failed,
+    Tally::Vanished,
+    Tally::WouldTransfer,
 ];
 
 /// Objects that were not copied for one reason, in one run.
@@ -54,7 +56,7 @@ pub struct ReasonGroup {
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     /// The run's summary, as `GET /api/runs/{id}` gives it.
-    pub summary: Value,
+    pub summary: RunSummary,
     /// Seconds since the start (to the end, once ended).
     pub elapsed_seconds: f64,
     /// Objects settled (scanned minus pending).
@@ -87,36 +89,32 @@ pub struct Snapshot {
     pub queues: QueueHealth,
 }
 
-fn counter(summary: &Value, name: &str) -> u64 {
-    summary["counters"][name].as_u64().unwrap_or(0)
-}
-
 fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Progress, rates and ETA from a summary, at `now`.
-pub fn view_of(summary: Value, now: time::OffsetDateTime) -> RunView {
-    let start = summary["startTime"].as_str().and_then(parse_time);
-    let end = summary["endTime"].as_str().and_then(parse_time);
+pub fn view_of(summary: RunSummary, now: time::OffsetDateTime) -> RunView {
+    let start = parse_time(&summary.start_time);
+    let end = summary.end_time.as_deref().and_then(parse_time);
     let elapsed = start.map_or(0.0, |s| ((end.unwrap_or(now) - s).as_seconds_f64()).max(0.0));
-    let scanned = counter(&summary, "scanned");
-    let pending = summary["pendingCopies"].as_u64().unwrap_or(0);
-    let running = summary["state"] == "Running";
+    let scanned = summary.objects(Tally::Scanned);
+    let pending = summary.pending_copies;
+    let running = summary.state == RunState::Running;
     // An ended run's summary says 0 pending whether or not everything was done (a cancel, a
     // failed listing): count what has an outcome instead.
     let settled = if running {
         scanned.saturating_sub(pending)
     } else {
-        SETTLED.iter().map(|n| counter(&summary, n)).sum::<u64>().min(scanned)
+        SETTLED.iter().map(|t| summary.objects(*t)).sum::<u64>().min(scanned)
     };
-    let listing = running && summary["phase"] == "listing";
+    let listing = running && summary.phase == Phase::Listing;
     let rate = |n: u64| if elapsed > 0.0 { n as f64 / elapsed } else { 0.0 };
     let objects_per_second = rate(settled);
     let progress = match (listing, scanned) {
         (true, _) => None,
         (false, 0) if running => Some(1.0),
-        (false, 0) => Some(if summary["state"] == "Succeeded" { 1.0 } else { 0.0 }),
+        (false, 0) => Some(if summary.state == RunState::Succeeded { 1.0 } else { 0.0 }),
         (false, n) => Some(settled as f64 / n as f64),
     };
     let eta_seconds =
@@ -126,7 +124,7 @@ pub fn view_of(summary: Value, now: time::OffsetDateTime) -> RunView {
         settled,
         progress,
         objects_per_second,
-        bytes_per_second: rate(counter(&summary, "transferredBytes")),
+        bytes_per_second: rate(summary.counters.bytes(Tally::Transferred)),
         eta_seconds,
         reasons: Vec::new(),
         reasons_sampled: false,
@@ -174,7 +172,11 @@ pub async fn snapshot(svc: &RunService, top: usize, before: Option<&str>) -> Res
             // The row just listed: summarised without reading it again.
             let mut view = view_of(svc.summary_of(&r).await?, now);
             let c = &view.summary;
-            if ["failed", "unsupported", "excluded"].iter().any(|n| counter(c, n) > 0) || view.eta_seconds.is_some() {
+            if [Tally::Failed, Tally::Unsupported, Tally::Excluded]
+                .iter()
+                .any(|t| c.objects(*t) > 0)
+                || view.eta_seconds.is_some()
+            {
                 let page = report_page(&svc.store, &r.id, problems, REASONS_SAMPLED, None).await?;
                 view.reasons_sampled = page.next.is_some();
                 view.reasons = group_reasons(&page.lines, REASON_GROUPS);
@@ -197,6 +199,7 @@ pub async fn snapshot(svc: &RunService, top: usize, before: Option<&str>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::summary::summary_from;
     use crate::state::runs::report::ReportLine;
     use serde_json::json;
 
@@ -209,7 +212,7 @@ mod tests {
         let s = json!({"state": "Running", "phase": "copying", "startTime": "2026-12-02T10:00:00Z",
                        "endTime": null, "pendingCopies": 300,
                        "counters": {"scanned": 1000, "transferredBytes": 7000}});
-        let v = view_of(s, at("2026-12-02T10:01:10Z"));
+        let v = view_of(summary_from(s), at("2026-12-02T10:01:10Z"));
         assert_eq!(v.settled, 700);
         assert_eq!(v.progress, Some(0.7));
         assert_eq!(v.objects_per_second, 10.0);
@@ -221,12 +224,12 @@ mod tests {
     fn a_listing_run_has_no_eta_and_an_ended_run_keeps_its_duration() {
         let listing = json!({"state": "Running", "phase": "listing", "startTime": "2026-12-02T10:00:00Z",
                              "pendingCopies": 10, "counters": {"scanned": 20}});
-        let v = view_of(listing, at("2026-12-02T10:00:10Z"));
+        let v = view_of(summary_from(listing), at("2026-12-02T10:00:10Z"));
         assert_eq!((v.progress, v.eta_seconds), (None, None));
         let ended = json!({"state": "Succeeded", "phase": "done", "startTime": "2026-12-02T10:00:00Z",
                            "endTime": "2026-12-02T10:00:20Z", "pendingCopies": 0,
                            "counters": {"scanned": 40, "transferred": 30, "noTransferNeeded": 9, "excluded": 1}});
-        let v = view_of(ended, at("2026-12-02T11:00:00Z"));
+        let v = view_of(summary_from(ended), at("2026-12-02T11:00:00Z"));
         assert_eq!(
             (v.elapsed_seconds, v.objects_per_second, v.eta_seconds),
             (20.0, 2.0, None)
@@ -236,7 +239,7 @@ mod tests {
         let cancelled = json!({"state": "Cancelled", "phase": "done", "startTime": "2026-12-02T10:00:00Z",
                                "endTime": "2026-12-02T10:00:10Z", "pendingCopies": 0,
                                "counters": {"scanned": 40, "transferred": 10}});
-        let v = view_of(cancelled, at("2026-12-02T11:00:00Z"));
+        let v = view_of(summary_from(cancelled), at("2026-12-02T11:00:00Z"));
         assert_eq!((v.settled, v.progress, v.objects_per_second), (10, Some(0.25), 1.0));
     }
 

@@ -283,7 +283,9 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
     if !svc.store.save(run).await? {
         return Ok(()); // another check claimed it
     }
-    let summary = svc.summary(&run.id).await?.unwrap_or_default();
+    let Some(summary) = svc.summary(&run.id).await? else {
+        return Ok(()); // the row is gone: nothing left to report
+    };
     // The URL is read from the app setting now, so a rotated secret is the one used.
     let sent = match webhook.resolve(&svc.config) {
         Ok(url) => super::webhook::send(url, &summary, &svc.config).await,

@@ -12,6 +12,7 @@ pub mod list_page;
 pub mod lister;
 pub mod outcome;
 pub mod service;
+pub mod summary;
 pub mod verify;
 pub mod webhook;
 pub mod worker;

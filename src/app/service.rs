@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
+use super::summary::RunSummary;
 use crate::azure::queue::WorkQueue;
 use crate::azure::table::TableClient;
 use crate::config::Config;
@@ -17,7 +16,6 @@ use crate::messages::webhook::WebhookRef;
 use crate::messages::{CopyMessage, ListMessage};
 use crate::model::Trigger;
 use crate::state::checkpoint::now_rfc3339;
-use crate::state::runs::counters::{Counters, Tally};
 use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
 
 /// Failures listed in a run summary.
@@ -259,7 +257,7 @@ impl RunService {
     }
 
     /// Everything a status reader wants about a run: state, counters, first failures.
-    pub async fn summary(&self, id: &str) -> Result<Option<Value>> {
+    pub async fn summary(&self, id: &str) -> Result<Option<RunSummary>> {
         let Some(run) = self.store.get(id).await? else {
             return Ok(None);
         };
@@ -267,40 +265,10 @@ impl RunService {
     }
 
     /// The summary of a run row already read (its counters and failures are read here).
-    pub async fn summary_of(&self, run: &RunRecord) -> Result<Value> {
+    pub async fn summary_of(&self, run: &RunRecord) -> Result<RunSummary> {
         let lister = self.store.lister(&run.id).await?.unwrap_or_default();
         let shards = self.store.shard_counters(&run.id).await?;
         let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
-        Ok(summary_json(run, &lister.counters, &shards, &failures))
+        Ok(RunSummary::of(run, &lister.counters, &shards, failures))
     }
-}
-
-/// The run summary as JSON (`GET /api/runs/{id}`, `status RUN_ID --json`, webhooks).
-pub fn summary_json(run: &RunRecord, listed: &Counters, copies: &Counters, failures: &[(String, String)]) -> Value {
-    let mut all = listed.clone();
-    all.merge(copies);
-    let pending = listed.objects(Tally::Scanned).saturating_sub(all.accounted());
-    json!({
-        "runId": run.id,
-        "state": run.state.as_str(),
-        "phase": run.phase.as_str(),
-        "trigger": run.trigger,
-        "startTime": run.started_at,
-        "endTime": run.ended_at,
-        "reason": run.reason,
-        "source": run.spec.source,
-        "target": run.spec.target,
-        "mode": run.spec.mode,
-        "dryRun": run.spec.dry_run,
-        "maxDeletes": run.spec.max_deletes,
-        "filters": run.spec.filters,
-        "counters": all.to_json(),
-        "pendingCopies": if run.state.is_final() { 0 } else { pending },
-        "deleteCandidates": run.delete_candidates,
-        "failures": failures.iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
-        // Every key that was not copied, with its reason (JSON Lines, paged; `?outcome=all`
-        // for every key): relative to the Function App, or `status RUN_ID --report`.
-        "reportUrl": format!("/api/runs/{}/report", run.id),
-        "notification": {"configured": run.notify.is_some(), "webhook": run.notify.as_ref().map(ToString::to_string), "state": run.notified, "error": run.notify_error},
-    })
 }

@@ -9,64 +9,52 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use url::{Host, Url};
 
+use indicatif::HumanBytes;
+
+use super::summary::RunSummary;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::webhook::{allowed, check_url, refused};
 use crate::redact::Secret;
+use crate::state::runs::counters::Tally;
 
 /// The message body for `summary`.
-pub fn payload(summary: &Value) -> Value {
-    let c = &summary["counters"];
-    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+pub fn payload(summary: &RunSummary) -> Value {
+    let n = |t: Tally| summary.objects(t);
     let mut text = format!(
         "s3-blob-sync run {} {}: s3://{}/{} -> {}/{}. {} scanned, {} transferred ({}), {} no transfer needed, \
          {} excluded, {} unsupported, {} failed, {} deleted.",
-        summary["runId"].as_str().unwrap_or(""),
-        summary["state"].as_str().unwrap_or(""),
-        summary["source"]["bucket"].as_str().unwrap_or(""),
-        summary["source"]["prefix"].as_str().unwrap_or(""),
-        summary["target"]["container"].as_str().unwrap_or(""),
-        summary["target"]["prefix"].as_str().unwrap_or(""),
-        n("scanned"),
-        n("transferred"),
-        human_bytes(n("transferredBytes")),
-        n("noTransferNeeded"),
-        n("excluded"),
-        n("unsupported"),
-        n("failed"),
-        n("deleted"),
+        summary.run_id,
+        summary.state.as_str(),
+        summary.source.bucket,
+        summary.source.prefix,
+        summary.target.container,
+        summary.target.prefix,
+        n(Tally::Scanned),
+        n(Tally::Transferred),
+        HumanBytes(summary.counters.bytes(Tally::Transferred)),
+        n(Tally::NoTransferNeeded),
+        n(Tally::Excluded),
+        n(Tally::Unsupported),
+        n(Tally::Failed),
+        n(Tally::Deleted),
     );
-    if let Some(r) = summary["reason"].as_str() {
+    if let Some(r) = &summary.reason {
         text.push_str(&format!(" Reason: {r}"));
     }
-    if summary["dryRun"].as_bool() == Some(true) {
+    if summary.dry_run {
         text.push_str(&format!(
             " Dry run: {} would transfer, {} would be deleted; nothing was changed.",
-            n("wouldTransfer"),
-            n("wouldDelete")
+            n(Tally::WouldTransfer),
+            n(Tally::WouldDelete)
         ));
     }
     json!({
         "text": text,
-        "runId": summary["runId"],
-        "state": summary["state"],
+        "runId": summary.run_id,
+        "state": summary.state,
         "summary": summary,
     })
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// Checks where a webhook would go: [`check_url`], then every address its host resolves to
@@ -112,7 +100,7 @@ pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
 /// destination is vetted again here (its DNS may have changed since the run started) and
 /// the connection pinned to the vetted addresses; redirects are not followed, and the whole
 /// exchange is bounded by a short timeout.
-pub async fn send(url: &Secret, summary: &Value, cfg: &Config) -> Result<()> {
+pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()> {
     // Not a URL: in Azure most likely a Key Vault reference the platform has not resolved
     // (the setting then holds the reference text), so it is retried.
     let u = Url::parse(url.expose()).map_err(|_| {
@@ -135,7 +123,7 @@ pub async fn send(url: &Secret, summary: &Value, cfg: &Config) -> Result<()> {
         .build()
         .map_err(|e| Error::internal(format!("webhook client: {}", e.without_url())))?;
     let body = payload(summary).to_string();
-    let key = summary["runId"].as_str().unwrap_or_default().to_string();
+    let key = summary.run_id.clone();
     cfg.retry
         .run("webhook", || async {
             let res = client
@@ -179,10 +167,10 @@ mod tests {
         let s = json!({"runId": "r1", "state": "PartiallySucceeded", "reason": "2 objects failed",
             "source": {"bucket": "b", "prefix": "p/"}, "target": {"container": "c", "prefix": ""},
             "counters": {"scanned": 5, "transferred": 3, "transferredBytes": 3 * 1048576, "failed": 2}});
-        let p = payload(&s);
+        let p = payload(&crate::app::summary::summary_from(s));
         let t = p["text"].as_str().unwrap();
         assert!(t.contains("r1 PartiallySucceeded"), "{t}");
-        assert!(t.contains("3 transferred (3.0 MiB)"), "{t}");
+        assert!(t.contains("3 transferred (3.00 MiB)"), "{t}");
         assert!(t.contains("Reason: 2 objects failed"), "{t}");
         assert_eq!(p["summary"]["counters"]["failed"], 2);
     }

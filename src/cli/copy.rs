@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::{parse_blob_url, parse_s3_url, CopyArgs, EXIT_FAILED_OBJECTS};
@@ -299,11 +299,9 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
                 Err(e) => tracing::warn!(run_id = %id, error = %e, "could not copy"),
             }
             pb.inc(1);
-            let b = bytes.load(Ordering::Relaxed) as f64 / 1048576.0;
-            pb.set_message(format!(
-                "{b:.1} MiB  {:.1} MiB/s",
-                b / started.elapsed().as_secs_f64().max(0.001)
-            ));
+            let b = bytes.load(Ordering::Relaxed);
+            let per_second = (b as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
+            pb.set_message(format!("{}  {}/s", HumanBytes(b), HumanBytes(per_second)));
             if counted.len() >= 1000 || flushed.elapsed() >= Duration::from_secs(1) {
                 flush(std::mem::take(&mut counted)).await;
                 flushed = Instant::now();
@@ -347,10 +345,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         }
     }
     pb.finish_and_clear();
-    let summary = svc.summary(&id).await?.unwrap_or_default();
+    let summary = svc
+        .summary(&id)
+        .await?
+        .ok_or_else(|| crate::error::Error::internal(format!("run {id} has no row in the runs table")))?;
     let elapsed = started.elapsed();
     if args.json {
-        let mut s = summary.clone();
+        let mut s = summary.to_json();
         s["durationMs"] = (elapsed.as_millis() as u64).into();
         println!("{s}");
     } else {
@@ -359,7 +360,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         println!(
             "{:.1} s, {:.1} objects/s scanned, {:.1} MiB/s copied",
             elapsed.as_secs_f64(),
-            summary["counters"]["scanned"].as_u64().unwrap_or(0) as f64 / elapsed.as_secs_f64().max(0.001),
+            summary.objects(Tally::Scanned) as f64 / elapsed.as_secs_f64().max(0.001),
             b / 1048576.0 / elapsed.as_secs_f64().max(0.001)
         );
         if args.dry_run {
@@ -373,7 +374,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         ExitCode::from(EXIT_INTERRUPTED)
     } else if stopped.is_some() {
         ExitCode::from(EXIT_FAILED_OBJECTS)
-    } else if summary["state"] == "Succeeded" {
+    } else if summary.state == RunState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED_OBJECTS)

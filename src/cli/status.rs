@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
+use crate::app::summary::RunSummary;
 use crate::azure::table::TableClient;
 use crate::error::Result;
 use crate::state::checkpoint::{CheckpointStore, Outcome};
+use crate::state::runs::counters::Tally;
+use crate::state::runs::store::RunState;
 
 pub(super) async fn run(
     bucket: &str,
@@ -35,26 +38,23 @@ pub(super) async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<20} {:>12} {:<10} {:<40} {:<44} reason",
-        "outcome", "bytes", "verified", "key", "last event"
-    );
+    let mut t = table(&["outcome", "bytes", "verified", "key", "last event", "reason"], &[1]);
     for r in rows.iter().take(limit) {
         let event = match (&r.last_event, &r.event_time) {
             (Some(e), Some(t)) => format!("{e} @ {t}"),
             (Some(e), None) => e.clone(),
             _ => "-".into(),
         };
-        println!(
-            "{:<20} {:>12} {:<10} {:<40} {:<44} {}",
-            r.outcome.as_str(),
+        t.add_row(vec![
+            r.outcome.as_str().to_string(),
             r.size.map(|s| s.to_string()).unwrap_or_default(),
-            r.verified.map_or("-", crate::model::Verification::as_str),
-            r.key,
+            r.verified.map_or("-", crate::model::Verification::as_str).to_string(),
+            r.key.clone(),
             event,
-            r.reason.as_deref().unwrap_or("")
-        );
+            r.reason.clone().unwrap_or_default(),
+        ]);
     }
+    println!("{t}");
     if rows.len() > limit {
         println!("… {} more (use --limit)", rows.len() - limit);
     }
@@ -108,11 +108,11 @@ pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<Exit
             )));
         };
         if json {
-            println!("{summary}");
+            println!("{}", summary.to_json());
         } else {
             print!("{}", run_table(&summary));
         }
-        if !watch || summary["state"] != "Running" {
+        if !watch || summary.state != RunState::Running {
             break summary;
         }
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -120,8 +120,8 @@ pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<Exit
             println!();
         }
     };
-    Ok(match summary["state"].as_str() {
-        Some("Succeeded" | "Running") => ExitCode::SUCCESS,
+    Ok(match summary.state {
+        RunState::Succeeded | RunState::Running => ExitCode::SUCCESS,
         _ => ExitCode::from(super::EXIT_FAILED_OBJECTS),
     })
 }
@@ -186,16 +186,17 @@ pub(super) async fn cutover(
         println!("{}", serde_json::to_string(&gate).expect("serializable"));
     } else {
         println!("cutover s3://{bucket} -> {container}: {}", gate.state);
+        let mut t = table(&["", "check", "value", "at most", "detail"], &[2, 3]);
         for c in &gate.checks {
-            println!(
-                "  {} {:<18} {:>8} (at most {}): {}",
-                if c.ok { "ok" } else { "!!" },
-                c.name,
-                c.value,
-                c.limit,
-                c.detail
-            );
+            t.add_row(vec![
+                if c.ok { "ok" } else { "!!" }.to_string(),
+                c.name.to_string(),
+                c.value.to_string(),
+                c.limit.to_string(),
+                c.detail.to_string(),
+            ]);
         }
+        println!("{t}");
     }
     Ok(if gate.ready {
         ExitCode::SUCCESS
@@ -207,6 +208,7 @@ pub(super) async fn cutover(
 /// `status --runs`: recent runs, newest first.
 pub(super) async fn recent_runs(limit: usize, json: bool) -> Result<ExitCode> {
     let svc = runs_service().await?;
+    let mut t = table(&["run", "state", "trigger", "source", "target"], &[]);
     for r in svc.store.recent(limit).await? {
         if json {
             println!(
@@ -215,63 +217,79 @@ pub(super) async fn recent_runs(limit: usize, json: bool) -> Result<ExitCode> {
                     "startTime": r.started_at, "endTime": r.ended_at, "source": r.spec.source, "target": r.spec.target})
             );
         } else {
-            println!(
-                "{:<26} {:<19} {:<9} s3://{}/{} -> {}/{}",
-                r.id,
-                r.state.as_str(),
+            t.add_row(vec![
+                r.id.clone(),
+                r.state.as_str().to_string(),
                 r.trigger.map(|t| t.to_string()).unwrap_or_default(),
-                r.spec.source.bucket,
-                r.spec.source.prefix,
-                r.spec.target.container,
-                r.spec.target.prefix
-            );
+                format!("s3://{}/{}", r.spec.source.bucket, r.spec.source.prefix),
+                format!("{}/{}", r.spec.target.container, r.spec.target.prefix),
+            ]);
         }
+    }
+    if !json {
+        println!("{t}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A terminal table with a header; the columns in `right` are right-aligned (numbers).
+fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    for &i in right {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
+}
+
 /// A run summary as a terminal table.
-pub(super) fn run_table(s: &serde_json::Value) -> String {
+pub(super) fn run_table(s: &RunSummary) -> String {
     let mut out = format!(
         "run {}: {} ({}) s3://{}/{} -> {}/{}{}\n",
-        s["runId"].as_str().unwrap_or(""),
-        s["state"].as_str().unwrap_or(""),
-        s["mode"].as_str().unwrap_or(""),
-        s["source"]["bucket"].as_str().unwrap_or(""),
-        s["source"]["prefix"].as_str().unwrap_or(""),
-        s["target"]["container"].as_str().unwrap_or(""),
-        s["target"]["prefix"].as_str().unwrap_or(""),
-        if s["dryRun"] == true { " [dry run]" } else { "" },
+        s.run_id,
+        s.state.as_str(),
+        <&str>::from(s.mode),
+        s.source.bucket,
+        s.source.prefix,
+        s.target.container,
+        s.target.prefix,
+        if s.dry_run { " [dry run]" } else { "" },
     );
-    out.push_str(&format!("{:<20} {:>10} {:>16}\n", "counter", "objects", "bytes"));
-    for t in crate::state::runs::counters::Tally::ALL {
-        let n = s["counters"][t.name()].as_u64().unwrap_or(0);
-        let b = s["counters"][format!("{}Bytes", t.name())].as_u64().unwrap_or(0);
-        if t == crate::state::runs::counters::Tally::Enqueued
-            || (n == 0 && t != crate::state::runs::counters::Tally::Scanned)
-        {
+    let mut t = table(&["counter", "objects", "bytes"], &[1, 2]);
+    for tally in Tally::ALL {
+        let n = s.objects(tally);
+        if tally == Tally::Enqueued || (n == 0 && tally != Tally::Scanned) {
             continue;
         }
-        out.push_str(&format!("{:<20} {n:>10} {b:>16}\n", t.name()));
+        t.add_row(vec![
+            tally.name().to_string(),
+            n.to_string(),
+            s.counters.bytes(tally).to_string(),
+        ]);
     }
-    if let Some(r) = s["reason"].as_str() {
+    out.push_str(&format!("{t}\n"));
+    if let Some(r) = &s.reason {
         out.push_str(&format!("reason: {r}\n"));
     }
-    for f in s["failures"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  ! {}: {}\n",
-            f["key"].as_str().unwrap_or(""),
-            f["reason"].as_str().unwrap_or("")
-        ));
+    for f in &s.failures {
+        out.push_str(&format!("  ! {}: {}\n", f.key, f.reason));
     }
-    let skipped: u64 = ["excluded", "unsupported", "failed", "deleted", "vanished"]
-        .iter()
-        .map(|k| s["counters"][*k].as_u64().unwrap_or(0))
-        .sum();
+    let skipped: u64 = [
+        Tally::Excluded,
+        Tally::Unsupported,
+        Tally::Failed,
+        Tally::Deleted,
+        Tally::Vanished,
+    ]
+    .iter()
+    .map(|t| s.objects(*t))
+    .sum();
     if skipped > 0 {
         out.push_str(&format!(
             "{skipped} objects were not copied; each is named with its reason by: s3-blob-sync status {} --report\n",
-            s["runId"].as_str().unwrap_or("")
+            s.run_id
         ));
     }
     out

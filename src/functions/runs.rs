@@ -183,18 +183,18 @@ async fn get(svc: &RunService, id: &str, origin: &Origin, retry_after: &str) -> 
             json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
         ));
     };
-    if summary["state"] == "Running" {
+    if summary.state == crate::state::runs::store::RunState::Running {
         Ok(Reply {
             status: 202,
             headers: vec![
                 ("Location".into(), origin.location(id)),
                 ("Retry-After".into(), retry_after.into()),
             ],
-            body: summary,
+            body: summary.to_json(),
             text: None,
         })
     } else {
-        Ok(Reply::json(200, summary))
+        Ok(Reply::json(200, summary.to_json()))
     }
 }
 
@@ -274,10 +274,10 @@ async fn cancel(svc: &RunService, id: &str) -> crate::error::Result<Reply> {
             404,
             json!({"error": format!("no run with id `{id}`"), "kind": "not_found"}),
         )),
-        Ok(Some(_)) => {
+        Ok(Some(run)) => {
             // The webhook goes out from the list-pages queue, with its retries.
             svc.enqueue(&ListMessage::Check { run_id: id.into() }, None).await?;
-            Ok(Reply::json(200, svc.summary(id).await?.unwrap_or_default()))
+            Ok(Reply::json(200, svc.summary_of(&run).await?.to_json()))
         }
         Err(e) if e.kind() == ErrorKind::Precondition => Ok(Reply::error(409, &e)),
         Err(e) => Err(e),

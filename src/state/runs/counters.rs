@@ -6,7 +6,8 @@ use crate::azure::table::Entity;
 use crate::state::checkpoint::Outcome;
 
 /// One counter of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "camelCase")]
 pub enum Tally {
     /// Listed (after the source prefix, before filters).
     Scanned,
@@ -48,21 +49,9 @@ impl Tally {
         Tally::Enqueued,
     ];
 
-    /// The JSON name (bytes are `<name>Bytes`).
+    /// The JSON and column name (bytes are `<name>Bytes`).
     pub fn name(self) -> &'static str {
-        match self {
-            Tally::Scanned => "scanned",
-            Tally::Excluded => "excluded",
-            Tally::Unsupported => "unsupported",
-            Tally::NoTransferNeeded => "noTransferNeeded",
-            Tally::Transferred => "transferred",
-            Tally::Failed => "failed",
-            Tally::Deleted => "deleted",
-            Tally::Vanished => "vanished",
-            Tally::WouldTransfer => "wouldTransfer",
-            Tally::WouldDelete => "wouldDelete",
-            Tally::Enqueued => "enqueued",
-        }
+        self.into()
     }
 
     /// The counter a copy's outcome goes to.
@@ -170,6 +159,27 @@ impl Counters {
     }
 }
 
+/// Counters travel in run summaries as the flat map of [`Counters::to_json`].
+impl serde::Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+/// Reads the flat map back; a counter it lacks is zero, a name it does not know is ignored.
+impl<'de> serde::Deserialize<'de> for Counters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: std::collections::HashMap<String, u64> = serde::Deserialize::deserialize(d)?;
+        let mut c = Counters::default();
+        for t in Tally::ALL {
+            let n = m.get(t.name()).copied().unwrap_or(0);
+            let b = m.get(&format!("{}Bytes", t.name())).copied().unwrap_or(0);
+            c.0[t.index()] = (n, b);
+        }
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +198,10 @@ mod tests {
         assert_eq!(b.bytes(Tally::Transferred), 20);
         assert_eq!(b.accounted(), 2);
         assert_eq!(b.to_json()["transferredBytes"], 20);
+        let back: Counters = serde_json::from_value(serde_json::to_value(&b).unwrap()).unwrap();
+        let mut want = b.clone();
+        want.0[Tally::Enqueued.index()] = (0, 0);
+        assert_eq!(back, want);
         assert!(b.to_json().get("enqueued").is_none());
     }
 }

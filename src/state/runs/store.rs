@@ -33,7 +33,9 @@ const RUN_PK: &str = "run";
 const LOCK_PK: &str = "lock";
 
 /// State of a run, as Storage Mover names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
 pub enum RunState {
     /// Listing or copying.
     Running,
@@ -64,7 +66,10 @@ impl RunState {
 }
 
 /// Where a running run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum Phase {
     /// Listing pages.
