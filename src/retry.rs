@@ -1,11 +1,14 @@
 //! The one retry policy: exponential backoff with full jitter, bounded by both an attempt
 //! count and a total time. The SDK clients are built with their own retries switched off, so
 //! every call is retried here and nowhere else, and [`Error::is_retryable`] alone decides.
+//!
+//! The same policy bounds optimistic concurrency: a read-modify-write under If-Match that
+//! lost to another writer reads again and retries, through [`RetryPolicy::conflicts`].
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Retry bounds.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +21,12 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The cap on a single backoff.
     pub max_delay: Duration,
+    /// Read-modify-write attempts, the first included, before a writer that keeps losing to
+    /// others gives up (see [`RetryPolicy::conflicts`]).
+    pub max_conflicts: u32,
+    /// The first pause after a lost write; pauses grow by this much per loss, to twenty
+    /// times it, each one a random part of that.
+    pub conflict_pause: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -27,11 +36,64 @@ impl Default for RetryPolicy {
             max_elapsed: Duration::from_secs(60),
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            // Sixteen counter shards under hundreds of concurrent copies lose often; the
+            // pauses add up to about three seconds at most.
+            max_conflicts: 64,
+            conflict_pause: Duration::from_millis(5),
         }
     }
 }
 
+/// The attempts of one optimistic-concurrency loop (see [`RetryPolicy::conflicts`]).
+#[derive(Debug)]
+pub struct Conflicts {
+    what: String,
+    attempt: u32,
+    max: u32,
+    pause: Duration,
+}
+
+impl Conflicts {
+    /// Starts the next attempt and returns its number (0 for the first). Every attempt but
+    /// the first follows a lost write: it waits a short, jittered, growing pause first. Once
+    /// the attempts are spent, `Throttled` (to be retried later, as a whole), naming `what`.
+    pub async fn next(&mut self) -> Result<u32> {
+        let n = self.attempt;
+        if n >= self.max {
+            return Err(Error::new(
+                ErrorKind::Throttled,
+                format!("{}: lost to other writers {n} times in a row", self.what),
+            ));
+        }
+        if n > 0 {
+            let cap = self.pause.saturating_mul(n.min(20)).as_millis() as u64;
+            tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
+        }
+        self.attempt += 1;
+        Ok(n)
+    }
+}
+
 impl RetryPolicy {
+    /// The attempts of a read-modify-write under If-Match that may lose to other writers:
+    ///
+    /// ```ignore
+    /// let mut tries = policy.conflicts("run r1: end");
+    /// loop {
+    ///     tries.next().await?;
+    ///     let row = read().await?;
+    ///     if write_if_match(&row).await? { break; } // else another writer won: read again
+    /// }
+    /// ```
+    pub fn conflicts(&self, what: impl Into<String>) -> Conflicts {
+        Conflicts {
+            what: what.into(),
+            attempt: 0,
+            max: self.max_conflicts.max(1),
+            pause: self.conflict_pause,
+        }
+    }
+
     /// The backoff before attempt `attempt + 1` (attempt counts from 1): a random duration
     /// between zero and `min(max_delay, base_delay * 2^(attempt-1))`.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -92,7 +154,27 @@ mod tests {
             max_elapsed: Duration::from_secs(5),
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
         }
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_bounded_and_name_the_loop() {
+        let p = RetryPolicy {
+            max_conflicts: 3,
+            conflict_pause: Duration::from_millis(1),
+            ..fast()
+        };
+        let mut tries = p.conflicts("run r1: end");
+        for want in 0..3 {
+            assert_eq!(tries.next().await.unwrap(), want);
+        }
+        let e = tries.next().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Throttled);
+        assert!(
+            e.message().contains("run r1: end") && e.message().contains("3 times"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -140,6 +222,7 @@ mod tests {
             max_elapsed: Duration::from_millis(50),
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(10),
+            ..RetryPolicy::default()
         };
         let start = Instant::now();
         let _: Result<()> = p

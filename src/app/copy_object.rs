@@ -5,7 +5,7 @@ use super::outcome::{Failure, Handled};
 use super::service::CopySink;
 use super::AppState;
 use crate::config::Config;
-use crate::engine::{CopyRequest, EventInfo, Listed, Step};
+use crate::engine::{CopyReport, CopyRequest, Engine, EventInfo, Listed, Step};
 use crate::error::{Error, ErrorKind};
 use crate::messages::CopyMessage;
 use crate::model::PartRef;
@@ -45,6 +45,31 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
             time: msg.event_time.clone(),
         }),
     })
+}
+
+/// Copies one object in this process (the CLI), attempting it at most
+/// `SYNC_MAX_DEQUEUE_COUNT` times: the bound a queued copy has, so an operator reasons about
+/// one number whichever way an object travels. A failure that may pass (throttling, a fault,
+/// a damaged transfer, a source changing under the copy) is attempted again after the retry
+/// policy's backoff; any other comes back at once. Objects over `SYNC_INVOCATION_MIB` are
+/// staged range by range, so a killed process resumes them.
+pub async fn copy_in_process(engine: &Engine, req: &CopyRequest, cfg: &Config) -> Result<CopyReport, Error> {
+    let mut attempt = 1;
+    loop {
+        match engine.copy_here(req, engine.config().invocation_bytes).await {
+            Err(e) if attempt < cfg.max_dequeue_count && may_pass(&e) => {
+                tracing::warn!(bucket = %req.bucket, key = %req.key, attempt, error = %e, "object attempt failed; trying again");
+                tokio::time::sleep(cfg.retry.backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether another attempt at the whole object may succeed.
+fn may_pass(e: &Error) -> bool {
+    e.is_retryable() || matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Precondition)
 }
 
 /// Handles one `copy-objects` message on its `attempt`-th delivery: copies the object (or

@@ -122,7 +122,9 @@ pub fn mark_ended(run: &mut RunRecord, state: RunState, reason: Option<String>) 
 /// Ends run `id` with `state` unless it already ended. Only the writer whose If-Match
 /// update lands ends it, so a run ends exactly once.
 pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<String>) -> Result<()> {
-    for _ in 0..10 {
+    let mut tries = svc.config.retry.conflicts(format!("run {id}: recording its end"));
+    loop {
+        tries.next().await?;
         let Some(mut run) = svc.store.get(id).await? else {
             return Ok(());
         };
@@ -135,10 +137,6 @@ pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<Str
             return Ok(());
         }
     }
-    Err(crate::error::Error::new(
-        crate::error::ErrorKind::Precondition,
-        format!("run {id}: could not record its end (too many concurrent writers)"),
-    ))
 }
 
 /// After a run ended: release its lock and emit the `run_finished` event.

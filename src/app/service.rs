@@ -201,7 +201,9 @@ impl RunService {
 
     /// Cancels a running run. `Ok(None)`: no such run; `Err(Precondition)` when it ended.
     pub async fn cancel(&self, id: &str, requested_by: &str) -> Result<Option<RunRecord>> {
-        for _ in 0..5 {
+        let mut tries = self.config.retry.conflicts(format!("run {id}: cancelling"));
+        loop {
+            tries.next().await?;
             let Some(mut run) = self.store.get(id).await? else {
                 return Ok(None);
             };
@@ -231,10 +233,6 @@ impl RunService {
                 return Ok(Some(run));
             }
         }
-        Err(Error::new(
-            crate::error::ErrorKind::Precondition,
-            format!("run {id} is changing too fast to cancel; retry"),
-        ))
     }
 
     /// Whether run `id` was cancelled (cached for a few seconds: asked once per copy).

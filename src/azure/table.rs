@@ -200,6 +200,12 @@ impl TableClient {
         self.url(&enc)
     }
 
+    /// The retry policy its calls go through; its [`RetryPolicy::conflicts`] bounds the
+    /// If-Match loops of the stores built on this table.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     async fn send(&self, what: &str, build: impl Fn() -> Request, idempotent: bool) -> Result<RawResponse> {
         self.retry
             .run(what, || async {

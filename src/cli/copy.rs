@@ -13,15 +13,14 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::{parse_blob_url, parse_s3_url, CopyArgs, EXIT_FAILED_OBJECTS};
-use crate::app::copy_object::to_request;
+use crate::app::copy_object::{copy_in_process, to_request};
 use crate::app::finish::{check, CheckStep};
 use crate::app::lister::{list_page, PageStep};
 use crate::app::service::{CopySink, RunService, Started};
-use crate::engine::{CopyReport, CopyRequest, Engine};
-use crate::error::{Error, ErrorKind, Result};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::CopyMessage;
-use crate::retry::RetryPolicy;
 use crate::state::runs::counters::Tally;
 use crate::state::runs::store::{Counted, RunState};
 
@@ -242,7 +241,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
             let (engine, cfg) = (&engine, &cfg);
             async move {
                 let req = to_request(&msg, cfg)?;
-                let (tally, bytes, reason) = match copy_with_retries(engine, &req).await {
+                let (tally, bytes, reason) = match copy_in_process(engine, &req, cfg).await {
                     Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
                     Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
                 };
@@ -379,25 +378,4 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     } else {
         ExitCode::from(EXIT_FAILED_OBJECTS)
     })
-}
-
-/// One object, retried as a whole (each call inside is already retried) when the failure
-/// may pass: throttling, faults, or a checksum mismatch from a damaged transfer. Objects
-/// over `SYNC_INVOCATION_MIB` are staged range by range, so a killed CLI resumes them.
-async fn copy_with_retries(engine: &Engine, req: &CopyRequest) -> Result<CopyReport> {
-    let mut attempt = 1;
-    loop {
-        match engine.copy_here(req, engine.config().invocation_bytes).await {
-            Err(e)
-                if attempt < 3
-                    && (e.is_retryable()
-                        || e.kind() == ErrorKind::Integrity
-                        || e.kind() == ErrorKind::Precondition) =>
-            {
-                tokio::time::sleep(RetryPolicy::default().backoff(attempt)).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
 }

@@ -609,8 +609,13 @@ impl Engine {
             "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
             quote(pk)
         );
-        // A few passes: a row deleted by another step first rejects a whole batch.
-        for _ in 0..3 {
+        // Again when a row deleted by another step first rejected a whole batch.
+        let mut tries = table.retry().conflicts(format!("dropping the staging rows of {key}"));
+        loop {
+            if let Err(e) = tries.next().await {
+                tracing::warn!(key, error = %e, "could not drop staging rows");
+                return;
+            }
             let rows = match table.query_all(Some(&filter)).await {
                 Ok(rows) => rows,
                 Err(e) => {

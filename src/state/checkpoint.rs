@@ -270,7 +270,12 @@ impl CheckpointStore {
     pub async fn put(&self, rec: &ObjectRecord, seen: Option<&Versioned>) -> Result<()> {
         let entity = rec.to_entity();
         let mut expected = seen.map(|v| v.etag.clone());
-        for _ in 0..5 {
+        let mut tries = self
+            .table
+            .retry()
+            .conflicts(format!("checkpoint s3://{}/{}", rec.bucket, rec.key));
+        loop {
+            tries.next().await?;
             let r = match &expected {
                 Some(tag) => self.table.update(&entity, Some(tag)).await.map(|_| ()),
                 None => self.table.insert(&entity).await.map(|_| ()),
@@ -306,13 +311,6 @@ impl CheckpointStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(crate::error::Error::new(
-            ErrorKind::Precondition,
-            format!(
-                "checkpoint s3://{}/{}: too many concurrent writers",
-                rec.bucket, rec.key
-            ),
-        ))
     }
 
     /// The records of every key in `[first, last]` (S3 order) that has an ordered RowKey,

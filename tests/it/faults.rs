@@ -9,7 +9,7 @@ use s3_blob_sync::state::checkpoint::Outcome;
 use serde_json::json;
 
 use crate::copy_engine::req;
-use crate::harness::handler::{queue_payload, HandlerProc};
+use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, sha, TestCtx};
 
@@ -176,6 +176,53 @@ async fn endless_throttling_gives_up_with_a_recorded_reason() {
     assert_eq!(row.record.outcome, Outcome::Failed);
     assert!(row.record.reason.unwrap().starts_with("throttled"));
     assert!(ctx.blob().properties("obj").await.unwrap().is_none());
+    ctx.cleanup().await;
+}
+
+/// The README's one bound: the CLI attempts an object at most `SYNC_MAX_DEQUEUE_COUNT`
+/// times, as the queue would, and each attempt tries a call at most 6 times. Only one
+/// object's calls are refused, so the other is copied and the failure is named.
+#[tokio::test]
+async fn the_cli_attempts_an_object_as_often_as_the_queue_would() {
+    let ctx = TestCtx::new("cliattempts").await;
+    ctx.put("keep.bin", bytes(4096, 1)).await;
+    ctx.put("storm.bin", bytes(4096, 2)).await;
+    let proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let target = format!("{}/devstoreaccount1/{}/", proxy.url, ctx.container);
+    let source = format!("s3://{}/", ctx.bucket);
+    let args = ["copy", &source, &target, "--no-progress", "--json"];
+    let env = ctx.env_with(&[("SYNC_MAX_DEQUEUE_COUNT", "2"), ("SYNC_COPY_PATH", "streamed")]);
+    let summary = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).expect("a summary")).unwrap()
+    };
+
+    *proxy.faults().storm_to.lock().unwrap() = Some(("storm.bin".into(), 1000));
+    let (code, out) = run_binary_async(&args, &env).await;
+    assert_eq!(code, 1, "{out}");
+    // Two attempts, each one Put Blob tried six times: no third attempt, no seventh try.
+    assert_eq!(proxy.count("storm.bin"), 12, "{out}");
+    let s = summary(&out);
+    assert_eq!(
+        (s["counters"]["transferred"].as_u64(), s["counters"]["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["failures"][0]["key"], "storm.bin", "{s}");
+    assert!(
+        s["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 6 attempts"),
+        "{s}"
+    );
+    assert!(ctx.blob().properties("storm.bin").await.unwrap().is_none());
+
+    // Seven refusals: the first attempt gives up after six, the second gets through.
+    *proxy.faults().storm_to.lock().unwrap() = Some(("storm.bin".into(), 7));
+    let (code, out) = run_binary_async(&args, &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("object attempt failed; trying again").count(), 1, "{out}");
+    assert_eq!(sha(&ctx.blob().read("storm.bin").await.unwrap()), sha(&bytes(4096, 2)));
     ctx.cleanup().await;
 }
 

@@ -305,7 +305,9 @@ impl RunStore {
     }
 
     async fn record_chunk(&self, id: &str, pk: &str, chunk: &[(Entity, &Counted)]) -> Result<()> {
-        for attempt in 0..SHARD_ATTEMPTS {
+        let mut tries = self.table.retry().conflicts(format!("run {id}: counter shard {pk}"));
+        loop {
+            tries.next().await?;
             let current = self.table.get(pk, "counter").await?;
             let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
             for (_, c) in chunk {
@@ -327,9 +329,8 @@ impl RunStore {
                     }
                     return Ok(());
                 }
-                BatchOutcome::Rejected { status: 409 | 412, .. } => {
-                    shard_moved_pause(attempt).await;
-                }
+                // The shard moved under us: read it again.
+                BatchOutcome::Rejected { status: 409 | 412, .. } => {}
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
                         crate::error::kind_from_status(status, Some(&code)),
@@ -338,7 +339,6 @@ impl RunStore {
                 }
             }
         }
-        Err(too_contended(id, pk))
     }
 
     /// Counts `key` under `tally` exactly once per run, however often it is replayed.
@@ -349,7 +349,9 @@ impl RunStore {
         // Set when the key was counted as "no transfer needed" by a twin delivery that lost
         // the race to this one's copy: the count moves over instead of being added.
         let mut upgrade: Option<(String, u64)> = None;
-        for attempt in 0..SHARD_ATTEMPTS {
+        let mut tries = self.table.retry().conflicts(format!("run {id}: counter shard {pk}"));
+        loop {
+            tries.next().await?;
             let current = self.table.get(&pk, "counter").await?;
             let mut counters = current.as_ref().map(Counters::read).unwrap_or_default();
             counters.add(tally, bytes);
@@ -379,8 +381,7 @@ impl RunStore {
                         }
                         return Ok(false);
                     }
-                    // The shard moved under us: try again after a short, jittered pause.
-                    shard_moved_pause(attempt).await;
+                    // The shard moved under us: read it again.
                 }
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
@@ -390,7 +391,6 @@ impl RunStore {
                 }
             }
         }
-        Err(too_contended(id, &pk))
     }
 
     /// The sum of every counter shard.
@@ -428,7 +428,12 @@ impl RunStore {
         if let Some(l) = lease {
             e.set_i64("LeaseUntil", unix_now() + l.as_secs() as i64);
         }
-        for _ in 0..5 {
+        let mut tries = self
+            .table
+            .retry()
+            .conflicts(format!("run lock {key}: taking it for run {id}"));
+        loop {
+            tries.next().await?;
             match self.table.insert(&e).await {
                 Ok(_) => return Ok(Lock::Taken),
                 Err(err) if err.kind() == ErrorKind::Precondition => {}
@@ -455,16 +460,17 @@ impl RunStore {
                 Err(err) => return Err(err),
             }
         }
-        Err(Error::new(
-            ErrorKind::Precondition,
-            "run lock: too many concurrent starts",
-        ))
     }
 
     /// Extends run `id`'s lease on `key` to `lease` from now. `false` when the lock is no
     /// longer this run's (it lapsed and another run took it over).
     pub async fn renew(&self, key: &str, id: &str, lease: Duration) -> Result<bool> {
-        for _ in 0..3 {
+        let mut tries = self
+            .table
+            .retry()
+            .conflicts(format!("run lock {key}: renewing run {id}'s lease"));
+        loop {
+            tries.next().await?;
             let Some(held) = self.table.get(LOCK_PK, key).await? else {
                 return Ok(false);
             };
@@ -480,7 +486,6 @@ impl RunStore {
                 Err(err) => return Err(err),
             }
         }
-        Ok(false)
     }
 
     /// Releases `key` if run `id` still holds it.
@@ -528,23 +533,6 @@ pub fn new_run_id() -> String {
 /// Whether `id` looks like a run id (anything else is not looked up).
 pub fn valid_run_id(id: &str) -> bool {
     (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-/// Tries of a counter-shard transaction before giving up as contended.
-const SHARD_ATTEMPTS: u32 = 64;
-
-/// The shard moved under a counting transaction: a short, jittered pause before the retry,
-/// growing with the attempt.
-async fn shard_moved_pause(attempt: u32) {
-    let ms = rand::random::<u64>() % (5 + 5 * u64::from(attempt.min(20)));
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-}
-
-fn too_contended(id: &str, pk: &str) -> Error {
-    Error::new(
-        ErrorKind::Throttled,
-        format!("run {id}: counter shard {pk} too contended"),
-    )
 }
 
 /// What one listing page returned, saved before its copies are sent so that every attempt

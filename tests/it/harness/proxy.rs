@@ -38,6 +38,9 @@ pub struct Faults {
     pub storm: AtomicU32,
     /// Status for the storm.
     pub storm_status: AtomicU32,
+    /// Answer this many requests whose log line (`METHOD path?query`) contains the needle
+    /// with 503 ServerBusy: one object's calls fail while everything else goes through.
+    pub storm_to: Mutex<Option<(String, u32)>>,
     /// Close this many connections without answering.
     pub resets: AtomicU32,
     /// Flip a byte in this many successful GET bodies (proxy role).
@@ -381,6 +384,19 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         }
     }
     if now_ms() < st.faults.outage_until_ms.load(Ordering::SeqCst) {
+        return Ok(azure_error(503, "ServerBusy", &[]));
+    }
+    let storm_this = {
+        let mut armed = st.faults.storm_to.lock().unwrap();
+        match armed.as_mut() {
+            Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if storm_this {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
     if take(&st.faults.storm) {
