@@ -64,6 +64,24 @@ impl Events {
         self.ctx.config(extra)
     }
 
+    /// Syncs again and again until `relayed` events have been relayed in all, or `within`
+    /// has passed: messages SQS holds back (a failed relay's pause, a visibility timeout)
+    /// come back by themselves, so this polls instead of sleeping a guessed time. No copy
+    /// may be poisoned on the way.
+    async fn sync_until(&self, relayed: u64, within: Duration) -> DrainStats {
+        let started = std::time::Instant::now();
+        let mut total = DrainStats::default();
+        loop {
+            let (d, w) = self.sync(&[]).await;
+            assert_eq!(w.poisoned, 0, "{w:?}");
+            total.merge(&d);
+            if total.relayed >= relayed || started.elapsed() > within {
+                return total;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Drains SQS until idle, then works the copy queue off until idle.
     async fn sync(&self, extra: &[(&str, &str)]) -> (DrainStats, WorkerStats) {
         let cfg = Arc::new(self.config(extra));
@@ -540,13 +558,13 @@ async fn azure_queue_failure_mid_batch_loses_nothing() {
         "{d:?}"
     );
     queue_proxy.storm(0, 500);
-    tokio::time::sleep(Duration::from_secs(3)).await; // visibility expires; SQS redelivers
-                                                      // SQS receive errors: a storm in front of moto's SQS, retried.
-    let (d, _) = ev.sync(&[]).await;
+    // SQS hands the six back once their 2 s pause ends: drain until all are relayed.
+    let d = ev.sync_until(6, Duration::from_secs(30)).await;
     assert!(d.relayed >= 6, "{d:?}");
     ev.assert_in_sync(&(0..6).map(|i| format!("k{i}")).collect::<Vec<_>>())
         .await;
 
+    // SQS receive errors: a storm in front of moto's SQS, retried.
     let sqs_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     sqs_proxy.storm(3, 503);
     sqs_proxy.faults().resets.store(1, Ordering::SeqCst);
@@ -609,20 +627,10 @@ async fn five_hundred_rapid_events_over_a_hundred_keys() {
         ev.send_raw(&s3_event(&ctx.bucket, k, "ObjectCreated:Put", "")).await;
         ev.send_raw(&s3_event(&ctx.bucket, k, "ObjectRemoved:Delete", "")).await;
     }
-    let (mut d, w) = ev.sync(&[]).await;
     // Under load a relay can fail; the drainer makes SQS redeliver it after a few seconds, so
     // a later drain relays it. Nothing may be lost.
-    for _ in 0..10 {
-        if d.relayed >= 500 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-        let (more, w2) = ev.sync(&[]).await;
-        assert_eq!(w2.poisoned, 0, "{w2:?}");
-        d.merge(&more);
-    }
+    let d = ev.sync_until(500, Duration::from_secs(60)).await;
     assert!(d.relayed >= 500, "{d:?}");
-    assert_eq!(w.poisoned, 0, "{w:?}");
     ev.assert_in_sync(&keys).await;
 }
 
@@ -821,18 +829,26 @@ async fn killed_worker_mid_copy_then_restart_completes() {
 
     assert_eq!(blob_proxy.commits(), 0, "killed before the commit");
 
-    // Restart after the message's visibility ran out: the copy completes.
+    // Restart: a worker that finds the queue empty (the message is still invisible) exits,
+    // so one is started after another until the message is back and the copy completes.
     blob_proxy.faults().delay_ms.store(0, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut again = HandlerProc::spawn(&["watch", "--once"], &env);
-    let code = again.wait(Duration::from_secs(120)).await;
-    assert_eq!(code, Some(0), "{}", again.logs());
-    assert_eq!(
-        sha(&ctx.blob().read("big").await.unwrap()),
-        sha(&data),
-        "{}",
-        again.logs()
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut again = HandlerProc::spawn(&["watch", "--once"], &env);
+        let code = again.wait(Duration::from_secs(120)).await;
+        assert_eq!(code, Some(0), "{}", again.logs());
+        let blob = ctx.blob().read("big").await.unwrap();
+        if sha(&blob) == sha(&data) {
+            break;
+        }
+        assert_eq!(&blob[..], b"old content", "{}", again.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never completed: {}",
+            again.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]
@@ -856,6 +872,7 @@ async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(async move { worker.run(rx, Some(Duration::from_secs(4))).await });
     blob_proxy.until_held(1).await;
+    // The fault itself, not a wait for something: the write stays held this long.
     tokio::time::sleep(Duration::from_secs(9)).await;
     blob_proxy.release(1);
     let stats = run.await.unwrap();

@@ -59,7 +59,8 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{}", &id[..12])
 }
 
-/// One test's resources.
+/// One test's resources. Dropping it removes them, even when the test panics (see
+/// [`TestCtx::cleanup`] and the `Drop` impl).
 pub struct TestCtx {
     /// Source bucket.
     pub bucket: String,
@@ -71,6 +72,10 @@ pub struct TestCtx {
     pub env: HashMap<String, String>,
     /// An S3 client for seeding.
     pub s3: S3Source,
+    /// SQS queues made by [`TestCtx::sqs_queue`], deleted with the rest.
+    sqs_queues: std::sync::Mutex<Vec<String>>,
+    /// Set once the resources are gone, so `Drop` does nothing more.
+    cleaned: bool,
 }
 
 impl TestCtx {
@@ -101,6 +106,8 @@ impl TestCtx {
             table,
             env,
             s3,
+            sqs_queues: Default::default(),
+            cleaned: false,
         };
         ctx.blob().create_if_missing().await.expect("create container");
         ctx
@@ -153,6 +160,7 @@ impl TestCtx {
             .queue_url()
             .unwrap()
             .to_string();
+        self.sqs_queues.lock().unwrap().push(url.clone());
         (sqs.client().clone(), url)
     }
 
@@ -216,20 +224,12 @@ impl TestCtx {
         .unwrap()
     }
 
-    /// Removes the container, tables and queues (the bucket lives in moto's memory only).
-    pub async fn cleanup(self) {
-        let _ = self.blob().delete_container().await;
-        let _ = self.table().delete_table().await;
-        let cfg = self.config(&[]);
-        let auth = cfg.azure.authorizer().unwrap();
-        if let Ok(t) = TableClient::new(&cfg.azure, &auth, &cfg.runs_table, RetryPolicy::default()) {
-            let _ = t.delete_table().await;
-        }
-        for q in [&cfg.copy_queue, &cfg.list_queue] {
-            for name in [q.clone(), format!("{q}-poison")] {
-                let _ = self.queue(&name).delete_queue().await;
-            }
-        }
+    /// Removes the container, tables and queues now (the bucket lives in moto's memory
+    /// only). A test that does not call it, or panics first, has them removed on drop.
+    pub async fn cleanup(mut self) {
+        let sqs = self.sqs_queues.lock().unwrap().clone();
+        remove(self.env.clone(), sqs).await;
+        self.cleaned = true;
     }
 
     /// Puts `n` objects concurrently (distinct keys; moto fails concurrent writes to one key).
@@ -238,6 +238,57 @@ impl TestCtx {
         futures::stream::iter(items)
             .for_each_concurrent(32, |(k, v)| async move { self.put(&k, v).await })
             .await;
+    }
+}
+
+impl Drop for TestCtx {
+    /// The guard: `Drop` cannot await and may run on the test's runtime thread while it
+    /// unwinds, so the removal runs on a thread of its own, with its own runtime, and is
+    /// waited for.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let (env, sqs) = (
+            self.env.clone(),
+            self.sqs_queues.lock().map(|q| q.clone()).unwrap_or_default(),
+        );
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(remove(env, sqs));
+            }
+        })
+        .join();
+    }
+}
+
+/// Removes what a test made: its container, checkpoint and runs tables, work queues (with
+/// their poison queues), rejects queue and SQS queues. Each removal is best effort.
+async fn remove(env: HashMap<String, String>, sqs_queues: Vec<String>) {
+    let Ok(cfg) = Config::from(&env) else { return };
+    let Ok(auth) = cfg.azure.authorizer() else { return };
+    if let Some(c) = &cfg.target_container {
+        if let Ok(b) = BlobTarget::new(&cfg.azure, &auth, c, RetryPolicy::default()) {
+            let _ = b.delete_container().await;
+        }
+    }
+    for t in [&cfg.checkpoint_table, &cfg.runs_table] {
+        if let Ok(t) = TableClient::new(&cfg.azure, &auth, t, RetryPolicy::default()) {
+            let _ = t.delete_table().await;
+        }
+    }
+    for q in [&cfg.copy_queue, &cfg.list_queue, &cfg.reject_queue] {
+        for name in [q.clone(), format!("{q}-poison")] {
+            if let Ok(q) = WorkQueue::new(&cfg.azure, &auth, &name, RetryPolicy::default()) {
+                let _ = q.delete_queue().await;
+            }
+        }
+    }
+    if !sqs_queues.is_empty() {
+        let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, "unused", RetryPolicy::default()).await;
+        for url in sqs_queues {
+            let _ = sqs.client().delete_queue().queue_url(url).send().await;
+        }
     }
 }
 
@@ -275,4 +326,45 @@ pub fn accounted(summary: &serde_json::Value) -> u64 {
     .iter()
     .map(|k| summary["counters"][k].as_u64().unwrap_or(0))
     .sum()
+}
+
+/// The guard: a test that panics halfway leaves no container, table, queue or SQS queue.
+#[tokio::test]
+async fn a_test_that_panics_leaves_nothing_behind() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let ctx = TestCtx::new("guard").await;
+        let engine = ctx.engine(&[]).await; // creates the checkpoint table
+        let cfg = ctx.config(&[]);
+        ctx.queue(&cfg.copy_queue).create_if_missing().await.unwrap();
+        let (_, sqs_url) = ctx.sqs_queue("guard-q-").await;
+        ctx.put("k", "v").await;
+        engine.copy_object(&crate::copy_engine::req(&ctx, "k")).await.unwrap();
+        assert_eq!(ctx.blob().list("").await.unwrap().len(), 1, "the test made a blob");
+        tx.send((ctx.env.clone(), sqs_url)).unwrap();
+        panic!("the test fails here, before any cleanup call");
+    });
+    assert!(test.await.unwrap_err().is_panic());
+    let (env, sqs_url) = rx.await.unwrap();
+    let cfg = Config::from(&env).unwrap();
+    let auth = cfg.azure.authorizer().unwrap();
+    let container = cfg.target_container.clone().unwrap();
+    let blob = BlobTarget::new(&cfg.azure, &auth, &container, RetryPolicy::default()).unwrap();
+    assert!(blob.list("").await.is_err(), "container {container} is still there");
+    let table = TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, RetryPolicy::default()).unwrap();
+    assert!(
+        table.query(None, Some(1), None).await.is_err(),
+        "table {} is still there",
+        cfg.checkpoint_table
+    );
+    let queue = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, RetryPolicy::default()).unwrap();
+    let gone = queue.receive(1, std::time::Duration::from_secs(1)).await;
+    assert!(
+        gone.is_err_and(|e| e.kind() == s3_blob_sync::error::ErrorKind::NotFound),
+        "queue {} is still there",
+        cfg.copy_queue
+    );
+    let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, "unused", RetryPolicy::default()).await;
+    let attrs = sqs.client().get_queue_attributes().queue_url(&sqs_url).send().await;
+    assert!(attrs.is_err(), "SQS queue {sqs_url} is still there");
 }
