@@ -20,7 +20,7 @@ fn cfg() -> Config {
     // A webhook setting that holds a private address: refused once it is resolved.
     c.webhooks.insert(
         "SYNC_WEBHOOK_PRIVATE".into(),
-        crate::redact::Secret::new("https://10.0.0.1/x".to_string()),
+        crate::redact::Secret::from("https://10.0.0.1/x".to_string()),
     );
     c
 }

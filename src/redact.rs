@@ -1,38 +1,14 @@
 //! Keeping secrets out of logs, errors and status bodies.
 //!
-//! Two tools: [`Secret`] wraps a value whose `Debug`/`Display` never show it, and [`redact`]
+//! Two tools: [`Secret`] holds a value that `Debug` never shows, and [`redact`]
 //! scrubs the known secret shapes (SAS `sig=`, presigned `X-Amz-*` parameters,
 //! `AccountKey=`, `SharedAccessSignature=`) out of any text before it is logged.
 
-use std::fmt;
-
-/// A secret value: printing it shows `[redacted]`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret value (`secrecy`): its `Debug` shows `[REDACTED]`, it has no `Display`, and its
+/// memory is zeroed when dropped. [`ExposeSecret::expose_secret`] gives the value to the
+/// one place that must send it.
+pub type Secret = secrecy::SecretString;
+pub use secrecy::ExposeSecret;
 
 /// Query parameters and connection-string fields whose values are secret. Matched
 /// case-insensitively at the start of a field; the value runs up to the next `&`, `;`,
@@ -240,7 +216,8 @@ mod tests {
 
     #[test]
     fn secret_debug_is_redacted() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "Secret([redacted]) [redacted]");
+        let s = Secret::from("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
+        assert_eq!(s.expose_secret(), "hunter2");
     }
 }

@@ -15,6 +15,7 @@ use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
 use crate::messages::{CopyMessage, ListMessage};
 use crate::model::Trigger;
+use crate::redact::ExposeSecret;
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
 
@@ -121,7 +122,7 @@ impl RunService {
             let secret = n
                 .resolve(&self.config)
                 .map_err(|w| Error::invalid(format!("notify: {w}")))?;
-            let u = url::Url::parse(secret.expose())
+            let u = url::Url::parse(secret.expose_secret())
                 .map_err(|_| Error::invalid(format!("notify: app setting `{}` is not a URL", n.setting())))?;
             super::webhook::vet(&u, &self.config.notify_allow_hosts)
                 .await

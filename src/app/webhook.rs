@@ -15,6 +15,7 @@ use super::summary::RunSummary;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::webhook::{allowed, check_url, refused};
+use crate::redact::ExposeSecret;
 use crate::redact::Secret;
 use crate::state::runs::counters::Tally;
 
@@ -103,7 +104,7 @@ pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
 pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()> {
     // Not a URL: in Azure most likely a Key Vault reference the platform has not resolved
     // (the setting then holds the reference text), so it is retried.
-    let u = Url::parse(url.expose()).map_err(|_| {
+    let u = Url::parse(url.expose_secret()).map_err(|_| {
         Error::new(
             ErrorKind::Transient,
             "notify: the webhook setting's value is not a URL (a Key Vault reference not resolved yet?)",
@@ -127,7 +128,7 @@ pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()
     cfg.retry
         .run("webhook", || async {
             let res = client
-                .post(url.expose())
+                .post(url.expose_secret())
                 .header("content-type", "application/json")
                 .header("idempotency-key", key.clone())
                 .body(body.clone())

@@ -10,6 +10,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 
 use crate::config::AwsConfig;
+use crate::redact::ExposeSecret;
 use crate::retry::RetryPolicy;
 
 /// The shared AWS SDK configuration: static credentials, the Entra web-identity role, or the
@@ -22,9 +23,9 @@ pub async fn aws_sdk_config(cfg: &AwsConfig, retry: RetryPolicy) -> aws_config::
     }
     if let Some(c) = &cfg.static_credentials {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id.expose(),
-            c.secret_access_key.expose(),
-            c.session_token.as_ref().map(|t| t.expose().to_string()),
+            c.access_key_id.expose_secret(),
+            c.secret_access_key.expose_secret(),
+            c.session_token.as_ref().map(|t| t.expose_secret().to_string()),
             None,
             "environment",
         ));

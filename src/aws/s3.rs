@@ -171,7 +171,7 @@ impl S3Source {
             .presigned(cfg)
             .await
             .map_err(|e| map_sdk_error(e, bucket, key, "presign get"))?;
-        Ok(Secret::new(req.uri().to_string()))
+        Ok(Secret::from(req.uri().to_string()))
     }
 
     /// The whole object with its headers, only if its ETag is still `etag` (else

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::config::azure::{AzureAuth, StorageAccount};
 use crate::error::{Error, Result};
+use crate::redact::ExposeSecret;
 use crate::redact::Secret;
 
 /// The signed version used for account SAS tokens we mint.
@@ -129,7 +130,7 @@ pub fn mint_account_sas(
     now: OffsetDateTime,
 ) -> Result<(Secret, OffsetDateTime)> {
     let key_bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.expose())
+        .decode(key.expose_secret())
         .map_err(|_| Error::invalid("the account key (AZURE_STORAGE_KEY, or AccountKey in AZURE_STORAGE_CONNECTION_STRING) is not valid base64"))?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     let start = (now - Duration::from_secs(300))
@@ -153,7 +154,7 @@ pub fn mint_account_sas(
         .append_pair("spr", spr)
         .append_pair("sig", &sig)
         .finish();
-    Ok((Secret::new(query), expiry_at))
+    Ok((Secret::from(query), expiry_at))
 }
 
 /// Appends the current SAS to each request's query, once per try.
@@ -168,8 +169,8 @@ impl Policy for SasPolicy {
         let merged = match url.query() {
             // A retry already carries the SAS from the previous try.
             Some(q) if q.contains("sig=") => q.to_string(),
-            Some(q) if !q.is_empty() => format!("{q}&{}", token.expose()),
-            _ => token.expose().to_string(),
+            Some(q) if !q.is_empty() => format!("{q}&{}", token.expose_secret()),
+            _ => token.expose_secret().to_string(),
         };
         url.set_query(Some(&merged));
         next[0].send(ctx, request, &next[1..]).await
@@ -259,8 +260,8 @@ mod tests {
     #[test]
     fn minted_sas_has_expected_fields() {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let (sas, exp) = mint_account_sas("acct", &Secret::new(AZURITE_KEY), "https", now).unwrap();
-        let q = sas.expose();
+        let (sas, exp) = mint_account_sas("acct", &Secret::from(AZURITE_KEY), "https", now).unwrap();
+        let q = sas.expose_secret();
         assert!(q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z"));
         assert!(q.contains("&spr=https&sig="), "{q}");
         assert_eq!(exp - now, time::Duration::hours(1));

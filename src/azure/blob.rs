@@ -22,6 +22,7 @@ use crate::azure::auth::Authorizer;
 use crate::config::azure::StorageAccount;
 use crate::error::{ok_if, Error, ErrorKind, Mismatch, Result};
 use crate::model::{validate_container_name, ContentHeaders};
+use crate::redact::ExposeSecret;
 use crate::redact::Secret;
 use crate::retry::RetryPolicy;
 
@@ -260,7 +261,7 @@ impl BlobTarget {
                     source_if_match: Some(source_if_match(source_etag)),
                 });
                 client
-                    .upload_blob_from_url(source.expose().to_string(), Some(opts))
+                    .upload_blob_from_url(source.expose_secret().to_string(), Some(opts))
                     .await
                     .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put blob from url")))
             })
@@ -288,7 +289,7 @@ impl BlobTarget {
                     ..Default::default()
                 };
                 client
-                    .stage_block_from_url(block_id, 0, source.expose().to_string(), Some(opts))
+                    .stage_block_from_url(block_id, 0, source.expose_secret().to_string(), Some(opts))
                     .await
                     .map(|r| {
                         r.content_crc64()

@@ -71,21 +71,31 @@ pub fn policy_allows(policy: &Value, bucket_arn: &str) -> bool {
     })
 }
 
-/// Whether `body` is an XML document whose root element is empty (`<X .../>` or `<X></X>`).
+/// Whether `body` is an XML document whose root element is empty (`<X .../>` or `<X></X>`,
+/// white space aside).
 fn is_empty_document(body: Option<&[u8]>) -> bool {
+    use quick_xml::events::Event;
     let Some(text) = body.and_then(|b| std::str::from_utf8(b).ok()) else {
         return false;
     };
-    let mut t = text.trim();
-    if t.starts_with("<?xml") {
-        match t.find("?>") {
-            Some(i) => t = t[i + 2..].trim(),
-            None => return false,
+    let mut reader = quick_xml::Reader::from_str(text);
+    reader.config_mut().trim_text(true);
+    let mut depth = 0u32;
+    let mut roots = 0u32;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_)) => {}
+            Ok(Event::Empty(_)) if depth == 0 => roots += 1,
+            Ok(Event::Start(_)) if depth == 0 => {
+                roots += 1;
+                depth = 1;
+            }
+            Ok(Event::End(_)) if depth == 1 => depth = 0,
+            Ok(Event::Eof) => return roots == 1 && depth == 0,
+            // Anything inside the root (an element, text) or an unreadable document.
+            _ => return false,
         }
     }
-    let self_closing = t.starts_with('<') && t.ends_with("/>") && t.matches('<').count() == 1;
-    let open_close = t.starts_with('<') && t.matches('<').count() == 2 && t.contains("></");
-    self_closing || open_close
 }
 
 /// The statement S3 needs on the queue: S3 may send, for this bucket only, and only while

@@ -80,7 +80,7 @@ impl StorageAccount {
                 blob_endpoint: blob.unwrap_or_else(|| base(10000)),
                 queue_endpoint: queue.unwrap_or_else(|| base(10001)),
                 table_endpoint: table.unwrap_or_else(|| base(10002)),
-                auth: AzureAuth::AccountKey(Secret::new(AZURITE_KEY)),
+                auth: AzureAuth::AccountKey(Secret::from(AZURITE_KEY)),
                 http: HttpPool::default(),
             });
         }
@@ -91,9 +91,9 @@ impl StorageAccount {
                         "AZURE_STORAGE_CONNECTION_STRING: AccountKey is not valid base64",
                     ));
                 }
-                AzureAuth::AccountKey(Secret::new(k))
+                AzureAuth::AccountKey(Secret::from(k))
             }
-            (None, Some(s)) => AzureAuth::Sas(Secret::new(s)),
+            (None, Some(s)) => AzureAuth::Sas(Secret::from(s)),
             (None, None) => {
                 return Err(Error::invalid(
                     "AZURE_STORAGE_CONNECTION_STRING: needs AccountKey or SharedAccessSignature \

@@ -10,6 +10,7 @@ use url::Url;
 pub mod azure;
 
 use crate::error::{Error, Result};
+use crate::redact::ExposeSecret;
 use crate::redact::Secret;
 use azure::{AzureAuth, StorageAccount};
 
@@ -346,9 +347,9 @@ impl Config {
             force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
             static_credentials: match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
                 (Some(id), Some(secret)) => Some(AwsStaticCredentials {
-                    access_key_id: Secret::new(id),
-                    secret_access_key: Secret::new(secret),
-                    session_token: env.get("AWS_SESSION_TOKEN").map(Secret::new),
+                    access_key_id: Secret::from(id),
+                    secret_access_key: Secret::from(secret),
+                    session_token: env.get("AWS_SESSION_TOKEN").map(Secret::from),
                 }),
                 (Some(_), None) => {
                     return Err(Error::invalid(
@@ -468,8 +469,8 @@ impl Config {
         if !(2..=3600).contains(&lease) {
             return Err(Error::invalid("SYNC_RUN_LEASE_SECS: must be between 2 and 3600"));
         }
-        let api_key = env.get("SYNC_API_KEY").map(|k| Secret::new(k.trim()));
-        if api_key.as_ref().is_some_and(|k| k.expose().len() < 32) {
+        let api_key = env.get("SYNC_API_KEY").map(|k| Secret::from(k.trim()));
+        if api_key.as_ref().is_some_and(|k| k.expose_secret().len() < 32) {
             return Err(Error::invalid(
                 "SYNC_API_KEY: must be at least 32 characters (for example `openssl rand -hex 32`)",
             ));
@@ -480,7 +481,7 @@ impl Config {
             run_check_interval: Duration::from_secs(check),
             run_stall: Duration::from_secs(stall),
             run_lease: Duration::from_secs(lease),
-            scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::new),
+            scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
             api_key,
             functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
             notify_allow_hosts: env
@@ -496,7 +497,7 @@ impl Config {
             webhooks: env
                 .names_with_prefix(WEBHOOK_SETTING_PREFIX)
                 .into_iter()
-                .filter_map(|k| env.get(&k).map(|v| (k, Secret::new(v.trim().to_string()))))
+                .filter_map(|k| env.get(&k).map(|v| (k, Secret::from(v.trim().to_string()))))
                 .collect(),
             worker_visibility: Duration::from_secs(worker_vis),
             mode,
@@ -536,7 +537,7 @@ fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
         ));
     }
     let auth = match env.get("AZURE_STORAGE_SAS_TOKEN") {
-        Some(s) => AzureAuth::Sas(Secret::new(s.trim_start_matches('?'))),
+        Some(s) => AzureAuth::Sas(Secret::from(s.trim_start_matches('?'))),
         None => AzureAuth::Token,
     };
     StorageAccount::for_account(&name, auth)
@@ -621,7 +622,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            c.webhooks["SYNC_WEBHOOK_DEFAULT"].expose(),
+            c.webhooks["SYNC_WEBHOOK_DEFAULT"].expose_secret(),
             "https://hooks.example/T/HOOKSECRET"
         );
         let debug = format!("{c:?}");

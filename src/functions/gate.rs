@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::redact::ExposeSecret;
 
 /// Whether `serve` may listen on `addr` with this configuration.
 pub fn check_bind(addr: std::net::IpAddr, config: &crate::config::Config) -> Result<()> {
@@ -154,7 +155,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     match state.config.api_key.as_ref() {
         Some(key) => {
-            if !presented(&req).is_some_and(|k| same_key(&k, key.expose())) {
+            if !presented(&req).is_some_and(|k| same_key(&k, key.expose_secret())) {
                 return refuse(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",

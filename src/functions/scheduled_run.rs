@@ -6,10 +6,11 @@ use super::{Failure, Handled};
 use crate::app::service::Started;
 use crate::app::AppState;
 use crate::messages::run_spec::RunSpec;
+use crate::redact::ExposeSecret;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
-    let Some(text) = state.config.scheduled_run.as_ref().map(crate::redact::Secret::expose) else {
+    let Some(text) = state.config.scheduled_run.as_ref().map(ExposeSecret::expose_secret) else {
         return Ok(Handled::new(
             vec!["SYNC_SCHEDULED_RUN is not set; nothing to start".into()],
             serde_json::json!({"started": false}),

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::ListedObject;
 use crate::model::SyncMode;
+use crate::redact::ExposeSecret;
 
 /// Default for `maxDeletes`: small, so a wrong prefix cannot empty a container.
 pub const DEFAULT_MAX_DELETES: u64 = 100;
@@ -182,7 +183,7 @@ fn validate_webhook(s: &str, cfg: &Config) -> std::result::Result<WebhookRef, St
     let r = WebhookRef::parse(s)?;
     let url = r.resolve(cfg)?;
     // The parser's message never quotes the input, which is a secret.
-    let u = Url::parse(url.expose()).map_err(|e| format!("app setting `{}`: not a URL: {e}", r.setting()))?;
+    let u = Url::parse(url.expose_secret()).map_err(|e| format!("app setting `{}`: not a URL: {e}", r.setting()))?;
     super::webhook::check_url(&u, &cfg.notify_allow_hosts)
         .map_err(|w| format!("app setting `{}`: {w}", r.setting()))?;
     Ok(r)
@@ -319,7 +320,7 @@ mod tests {
             ("SYNC_WEBHOOK_TEAMS", "https://hooks.example/T/abc"),
             ("SYNC_WEBHOOK_PLAIN", "http://hooks.example/x"),
         ] {
-            c.webhooks.insert(k.into(), crate::redact::Secret::new(v.to_string()));
+            c.webhooks.insert(k.into(), crate::redact::Secret::from(v.to_string()));
         }
         c
     }
@@ -348,7 +349,10 @@ mod tests {
         assert_eq!(s.max_deletes, 5);
         let notify = notify.unwrap();
         assert_eq!(notify.setting(), "SYNC_WEBHOOK_TEAMS");
-        assert_eq!(notify.resolve(&cfg()).unwrap().expose(), "https://hooks.example/T/abc");
+        assert_eq!(
+            notify.resolve(&cfg()).unwrap().expose_secret(),
+            "https://hooks.example/T/abc"
+        );
         // The webhook never appears in the stored/echoed spec.
         assert!(!serde_json::to_string(&s).unwrap().contains("SYNC_WEBHOOK"));
     }
