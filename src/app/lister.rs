@@ -8,7 +8,7 @@
 //! update as the continuation token, so they are never counted twice.
 
 use super::service::{CopySink, RunService};
-use crate::engine::copy::is_current;
+use crate::engine::decide::is_current;
 use crate::engine::naming::{blob_name, NameIssue};
 use crate::error::Result;
 use crate::messages::CopyMessage;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::engine::copy::same_modified;
+use crate::engine::decide::same_modified;
 use crate::engine::metadata::{provenance, provenance_modified};
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine};

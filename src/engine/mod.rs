@@ -1,10 +1,15 @@
 //! The engine: copying (or deleting) one object, verifying it, and checkpointing the outcome.
 
 pub mod copy;
+pub mod decide;
 pub mod layout;
 pub mod metadata;
 pub mod naming;
+pub mod server_side;
 pub mod split;
+pub mod staging;
+pub mod streamed;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,13 +8,10 @@
 //! against the source and commits the block list. A crash loses at most the ranges in
 //! flight: a range already recorded is never staged again.
 
-use std::ops::Range;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use sha2::{Digest, Sha256};
-
-use super::copy::{combine, crc_mismatch, holds};
+use super::decide::holds;
 use super::layout::BlockLayout;
+use super::staging::{plan_rk, range_rk, staging_pk, unix_now, Plan, RangeRow};
+use super::verify::{combine, crc_mismatch};
 use super::{CopyRequest, Engine, PartRef, Step};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobTarget, WriteCondition};
@@ -22,7 +19,7 @@ use crate::azure::table::{BatchOp, BatchOutcome, Entity};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::model::{MovedBy, Verification};
-use crate::state::checkpoint::{partition_key, Outcome, Versioned};
+use crate::state::checkpoint::{Outcome, Versioned};
 
 /// How long a planner owns the sending of a plan's ranges. A planner that died before
 /// sending them is replaced once this has passed: its own message comes back after the
@@ -47,145 +44,6 @@ pub struct SplitPlan {
     /// (a fresh plan, or one whose last sender's lease ran out). A duplicate planner that
     /// does not hold it sends nothing.
     pub claimed: bool,
-}
-
-/// The stored plan of one split copy.
-#[derive(Debug, Clone)]
-struct Plan {
-    etag: String,
-    size: u64,
-    version_id: Option<String>,
-    block_size: u64,
-    per_range: u64,
-    ranges: u32,
-    blob: String,
-    lease_until: i64,
-    /// Table ETag of the row.
-    tag: String,
-}
-
-impl Plan {
-    fn layout(&self) -> BlockLayout {
-        BlockLayout::new(self.size, &self.etag, self.block_size)
-    }
-
-    fn blocks(&self, index: u32) -> Range<u64> {
-        let count = self.layout().count();
-        let start = u64::from(index) * self.per_range;
-        start.min(count)..(start + self.per_range).min(count)
-    }
-
-    fn to_entity(&self, pk: &str, rk: &str, key: &str) -> Entity {
-        let mut e = Entity::new(pk, rk);
-        e.set_str("SourceKey", key)
-            .set_str("Etag", &self.etag)
-            .set_i64("Size", self.size as i64)
-            .set_i64("BlockSize", self.block_size as i64)
-            .set_i64("BlocksPerRange", self.per_range as i64)
-            .set_i64("Ranges", i64::from(self.ranges))
-            .set_str("Blob", &self.blob)
-            .set_i64("LeaseUntil", self.lease_until);
-        if let Some(v) = &self.version_id {
-            e.set_str("VersionId", v);
-        }
-        e
-    }
-
-    fn from_entity(e: &Entity) -> Option<Plan> {
-        Some(Plan {
-            etag: e.get_str("Etag")?.to_string(),
-            size: e.get_i64("Size")? as u64,
-            version_id: e.get_str("VersionId").map(str::to_string),
-            block_size: e.get_i64("BlockSize")? as u64,
-            per_range: e.get_i64("BlocksPerRange")?.max(1) as u64,
-            ranges: e.get_i64("Ranges")? as u32,
-            blob: e.get_str("Blob")?.to_string(),
-            lease_until: e.get_i64("LeaseUntil").unwrap_or(0),
-            tag: e.etag.clone().unwrap_or_default(),
-        })
-    }
-}
-
-/// One recorded range: its blocks' CRC64s (Azure's or ours; `-` when Azure gave none) and
-/// how it was moved.
-#[derive(Debug, Clone)]
-struct RangeRow {
-    index: u32,
-    crcs: Vec<Option<u64>>,
-    bytes: u64,
-    path: MovedBy,
-}
-
-impl RangeRow {
-    fn to_entity(&self, pk: &str, rk: &str) -> Entity {
-        let crcs: Vec<String> = self
-            .crcs
-            .iter()
-            .map(|c| c.map_or_else(|| "-".to_string(), |c| format!("{c:016x}")))
-            .collect();
-        let mut e = Entity::new(pk, rk);
-        e.set_i64("Range", i64::from(self.index))
-            .set_i64("Bytes", self.bytes as i64)
-            .set_str("Crcs", crcs.join(","))
-            .set_str("Path", self.path.as_str());
-        e
-    }
-
-    fn from_entity(e: &Entity) -> Option<RangeRow> {
-        let crcs = e.get_str("Crcs")?;
-        Some(RangeRow {
-            index: e.get_i64("Range")? as u32,
-            bytes: e.get_i64("Bytes")? as u64,
-            crcs: if crcs.is_empty() {
-                Vec::new()
-            } else {
-                crcs.split(',').map(|c| u64::from_str_radix(c, 16).ok()).collect()
-            },
-            // Anything but a server-side range counts as streamed, as rows before the
-            // column existed were.
-            path: e
-                .get_str("Path")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(MovedBy::Streamed),
-        })
-    }
-}
-
-/// Partition of the staging rows of objects of `bucket` copied to `target`.
-fn staging_pk(bucket: &str, target: &str) -> String {
-    format!("{}~staging", partition_key(bucket, target))
-}
-
-/// Row-key prefix of one key's staging rows (any version); hashed, so any key fits.
-fn key_tag(key: &str) -> String {
-    hex::encode(&Sha256::digest(key.as_bytes())[..16])
-}
-
-/// Row-key prefix of one version's staging rows.
-fn version_prefix(key: &str, etag: &str) -> String {
-    format!(
-        "{}-{}-",
-        key_tag(key),
-        hex::encode(&Sha256::digest(etag.as_bytes())[..4])
-    )
-}
-
-fn plan_rk(key: &str, etag: &str) -> String {
-    format!("{}p", version_prefix(key, etag))
-}
-
-fn range_rk(key: &str, etag: &str, index: u32) -> String {
-    format!("{}r{index:05}", version_prefix(key, etag))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn quote(s: &str) -> String {
-    s.replace('\'', "''")
 }
 
 impl Engine {
@@ -396,7 +254,7 @@ impl Engine {
             .map(|i| layout.range(i).end - layout.range(i).start)
             .sum();
         let streamed = || async {
-            let job = super::copy::StreamJob {
+            let job = super::streamed::StreamJob {
                 req,
                 target,
                 name: &plan.blob,
@@ -564,87 +422,6 @@ impl Engine {
         self.drop_staging(&pk, &req.key, None).await;
         Ok(step)
     }
-
-    async fn load_plan(&self, pk: &str, key: &str, etag: &str) -> Result<Option<Plan>> {
-        let e = self.checkpoint.table().get(pk, &plan_rk(key, etag)).await?;
-        Ok(e.as_ref().and_then(Plan::from_entity))
-    }
-
-    /// The recorded ranges of `plan`: one range query.
-    async fn staged_ranges(&self, pk: &str, key: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
-        let prefix = version_prefix(key, &plan.etag);
-        let filter = format!(
-            "PartitionKey eq '{}' and RowKey ge '{}r' and RowKey lt '{}s'",
-            quote(pk),
-            prefix,
-            prefix
-        );
-        let rows = self.checkpoint.table().query_all(Some(&filter)).await?;
-        Ok(rows
-            .iter()
-            .filter_map(RangeRow::from_entity)
-            .filter(|r| r.index < plan.ranges)
-            .collect())
-    }
-
-    /// Deletes the staging rows of `key`, except those of version `keep`. Best effort: a
-    /// row left behind costs storage only, since plans are looked up by version.
-    async fn drop_staging(&self, pk: &str, key: &str, keep: Option<&str>) {
-        let keep = keep.map(|etag| version_prefix(key, etag));
-        self.drop_rows(pk, key, |rk| keep.as_ref().is_none_or(|k| !rk.starts_with(k.as_str())))
-            .await
-    }
-
-    /// Drops the plan and ranges of one version only: a plan that can no longer complete,
-    /// while another invocation may already be planning the next version (its rows stay).
-    async fn drop_version(&self, pk: &str, key: &str, etag: &str) {
-        let prefix = version_prefix(key, etag);
-        self.drop_rows(pk, key, |rk| rk.starts_with(prefix.as_str())).await
-    }
-
-    async fn drop_rows(&self, pk: &str, key: &str, doomed_row: impl Fn(&str) -> bool) {
-        let table = self.checkpoint.table();
-        let tag = key_tag(key);
-        let filter = format!(
-            "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
-            quote(pk)
-        );
-        // Again when a row deleted by another step first rejected a whole batch.
-        let mut tries = table.retry().conflicts(format!("dropping the staging rows of {key}"));
-        loop {
-            if let Err(e) = tries.next().await {
-                tracing::warn!(key, error = %e, "could not drop staging rows");
-                return;
-            }
-            let rows = match table.query_all(Some(&filter)).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "could not list staging rows to drop");
-                    return;
-                }
-            };
-            let doomed: Vec<&Entity> = rows.iter().filter(|e| doomed_row(&e.row_key)).collect();
-            let mut clean = true;
-            for chunk in doomed.chunks(100) {
-                let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Delete(e)).collect();
-                match table.transact(&ops).await {
-                    Ok(BatchOutcome::Committed) => {}
-                    Ok(BatchOutcome::Rejected { status: 404, .. }) => clean = false,
-                    Ok(BatchOutcome::Rejected { status, code }) => {
-                        tracing::warn!(key, status, code, "could not drop staging rows");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(key, error = %e, "could not drop staging rows");
-                        return;
-                    }
-                }
-            }
-            if clean {
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -675,39 +452,5 @@ mod tests {
         let all: Vec<u64> = (0..p.ranges).flat_map(|i| p.blocks(i)).collect();
         assert_eq!(all, (0..p.layout().count()).collect::<Vec<_>>());
         assert_eq!(p.blocks(6), 24..26);
-    }
-
-    #[test]
-    fn row_keys_group_by_key_and_version_and_sort_ranges() {
-        let (a, b) = (range_rk("k", "e1", 2), range_rk("k", "e1", 10));
-        assert!(a < b, "ranges sort by number");
-        assert!(a.starts_with(&version_prefix("k", "e1")));
-        assert!(plan_rk("k", "e1").starts_with(&key_tag("k")));
-        assert_ne!(version_prefix("k", "e1"), version_prefix("k", "e2"));
-        assert!(range_rk(&"x".repeat(1024), "e", 49_999).len() < 100);
-        // The range filter `ge …r and lt …s` takes ranges, not the plan.
-        let p = version_prefix("k", "e1");
-        assert!(plan_rk("k", "e1") < format!("{p}r"));
-    }
-
-    #[test]
-    fn range_rows_round_trip_including_unknown_crcs() {
-        let row = RangeRow {
-            index: 3,
-            crcs: vec![Some(0xdead_beef), None, Some(u64::MAX)],
-            bytes: 42,
-            path: MovedBy::ServerSide,
-        };
-        let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
-        assert_eq!(back.crcs, row.crcs);
-        let row = RangeRow {
-            index: 3,
-            crcs: vec![None],
-            bytes: 42,
-            path: MovedBy::ServerSide,
-        };
-        let back = RangeRow::from_entity(&row.to_entity("p", "r")).unwrap();
-        assert_eq!(back.crcs, row.crcs);
-        assert_eq!((back.index, back.bytes, back.path), (3, 42, MovedBy::ServerSide));
     }
 }
