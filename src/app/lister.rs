@@ -15,7 +15,9 @@ use crate::messages::CopyMessage;
 use crate::model::ListedObject;
 use crate::state::checkpoint::CheckpointStore;
 use crate::state::runs::counters::{Counters, Tally};
-use crate::state::runs::store::{Counted, PagePlan, RunState};
+use crate::state::runs::counting::Counted;
+use crate::state::runs::pages::PagePlan;
+use crate::state::runs::store::RunState;
 
 /// What to do after a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

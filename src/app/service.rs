@@ -17,7 +17,8 @@ use crate::messages::{CopyMessage, ListMessage};
 use crate::model::Trigger;
 use crate::redact::ExposeSecret;
 use crate::state::checkpoint::now_rfc3339;
-use crate::state::runs::store::{new_run_id, Lock, Phase, RunRecord, RunState, RunStore};
+use crate::state::runs::lock::Lock;
+use crate::state::runs::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
 
 /// Failures listed in a run summary.
 pub const LISTED_FAILURES: u32 = 20;

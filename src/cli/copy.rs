@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::CopyMessage;
 use crate::state::runs::counters::Tally;
-use crate::state::runs::store::{Counted, RunState};
+use crate::state::runs::counting::Counted;
+use crate::state::runs::store::RunState;
 
 /// Hands the lister's copies to the workers; waits when they are busy, unless the run is
 /// stopping.

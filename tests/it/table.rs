@@ -76,7 +76,8 @@ async fn table_operations_with_optimistic_concurrency_and_continuations() {
 #[tokio::test]
 async fn a_page_plan_of_a_thousand_long_keys_round_trips_and_the_first_saved_rules() {
     use s3_blob_sync::model::ListedObject;
-    use s3_blob_sync::state::runs::store::{PagePlan, RunStore};
+    use s3_blob_sync::state::runs::pages::PagePlan;
+    use s3_blob_sync::state::runs::store::RunStore;
     let ctx = TestCtx::new("plan").await;
     let table = ctx.table();
     table.create_if_missing().await.unwrap();

@@ -1,6 +1,10 @@
-//! Bulk runs as stored: the run row and its lock (`store`), the counters every copy adds
-//! to (`counters`), and the per-object report lines (`report`).
+//! Bulk runs as stored: the run row (`store`), its listing pages (`pages`), its lock
+//! (`lock`), the counters every copy adds to (`counters`) and how each key is counted once
+//! (`counting`), and the per-object report lines (`report`).
 
 pub mod counters;
+pub mod counting;
+pub mod lock;
+pub mod pages;
 pub mod report;
 pub mod store;

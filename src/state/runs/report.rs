@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use super::counters::Tally;
-use super::store::{valid_run_id, RunStore, RETRYING};
+use super::counting::RETRYING;
+use super::store::{valid_run_id, RunStore};
 use crate::azure::table::Continuation;
 use crate::error::{Error, Result};
 
