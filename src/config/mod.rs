@@ -301,189 +301,39 @@ impl Config {
         Self::from(&env).expect("the emulator configuration is valid")
     }
 
-    /// Reads and validates the configuration from `env`.
+    /// Reads and validates the configuration from `env`, section by section; the first
+    /// bad value is refused, naming its variable.
     pub fn from(env: &dyn Env) -> Result<Self> {
-        let azure = azure_account(env)?;
-        let endpoint_url = match env.get("AWS_ENDPOINT_URL") {
-            None => None,
-            Some(v) => Some(
-                Url::parse(&v)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-                    .ok_or_else(|| Error::invalid("AWS_ENDPOINT_URL: not a valid http(s) URL"))?,
-            ),
+        let secs = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
+            bounded(env, name, default, min, Some(max), "").map(Duration::from_secs)
         };
-        let web_identity = match (env.get("SYNC_AWS_ROLE_ARN"), env.get("SYNC_AWS_TOKEN_AUDIENCE")) {
-            (None, None) => None,
-            (Some(role_arn), Some(audience)) => {
-                let arn_ok = role_arn.starts_with("arn:aws")
-                    && role_arn.split(':').nth(2) == Some("iam")
-                    && role_arn.split(':').nth(5).is_some_and(|r| r.starts_with("role/"));
-                if !arn_ok {
-                    return Err(Error::invalid(format!(
-                        "SYNC_AWS_ROLE_ARN: `{role_arn}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-                    )));
-                }
-                Some(WebIdentityConfig { role_arn, audience })
-            }
-            (Some(_), None) => {
-                return Err(Error::invalid(
-                    "SYNC_AWS_TOKEN_AUDIENCE: must be set with SYNC_AWS_ROLE_ARN (the audience the role's trust policy expects, e.g. api://<app id>)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid("SYNC_AWS_ROLE_ARN: must be set with SYNC_AWS_TOKEN_AUDIENCE"))
-            }
-        };
-        if web_identity.is_some() && env.get("AWS_ACCESS_KEY_ID").is_some() {
-            return Err(Error::invalid(
-                "SYNC_AWS_ROLE_ARN: set either it or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not both",
-            ));
-        }
-        let aws = AwsConfig {
-            web_identity,
-            region: env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")),
-            endpoint_url,
-            force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
-            static_credentials: match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
-                (Some(id), Some(secret)) => Some(AwsStaticCredentials {
-                    access_key_id: Secret::from(id),
-                    secret_access_key: Secret::from(secret),
-                    session_token: env.get("AWS_SESSION_TOKEN").map(Secret::from),
-                }),
-                (Some(_), None) => {
-                    return Err(Error::invalid(
-                        "AWS_SECRET_ACCESS_KEY: must be set when AWS_ACCESS_KEY_ID is",
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(Error::invalid(
-                        "AWS_ACCESS_KEY_ID: must be set when AWS_SECRET_ACCESS_KEY is",
-                    ))
-                }
-                (None, None) => None,
-            },
-        };
-        let d = EngineConfig::default();
-        let block_mib: u64 = parse(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / (1024 * 1024))?;
-        if !(1..=4000).contains(&block_mib) {
-            return Err(Error::invalid("SYNC_BLOCK_SIZE_MIB: must be between 1 and 4000"));
-        }
-        let block_concurrency: usize = parse(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency)?;
-        if !(1..=256).contains(&block_concurrency) {
-            return Err(Error::invalid("SYNC_BLOCK_CONCURRENCY: must be between 1 and 256"));
-        }
-        let buffer_mib: u64 = parse(env, "SYNC_STREAM_BUFFER_MIB", d.stream_buffer_bytes / (1024 * 1024))?;
-        if !(1..=65536).contains(&buffer_mib) {
-            return Err(Error::invalid(
-                "SYNC_STREAM_BUFFER_MIB: must be between 1 and 65536 (MiB of object data held in memory)",
-            ));
-        }
-        let invocation_mib: u64 = parse(env, "SYNC_INVOCATION_MIB", d.invocation_bytes / (1024 * 1024))?;
-        if invocation_mib == 0 {
-            return Err(Error::invalid(
-                "SYNC_INVOCATION_MIB: must be at least 1 (MiB one invocation may copy)",
-            ));
-        }
-        let presign: u64 = parse(env, "SYNC_PRESIGN_EXPIRY_SECS", d.presign_expiry.as_secs())?;
-        if !(60..=3600).contains(&presign) {
-            return Err(Error::invalid(
-                "SYNC_PRESIGN_EXPIRY_SECS: must be between 60 and 3600 (presigned URLs stay short-lived)",
-            ));
-        }
-        let engine = EngineConfig {
-            copy_path: choice(env, "SYNC_COPY_PATH", d.copy_path)?,
-            metadata_policy: choice(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
-            block_size: block_mib * 1024 * 1024,
-            block_concurrency,
-            stream_buffer_bytes: buffer_mib * 1024 * 1024,
-            presign_expiry: Duration::from_secs(presign),
-            put_blob_from_url_max: d.put_blob_from_url_max,
-            invocation_bytes: invocation_mib.saturating_mul(1024 * 1024),
-        };
-        let target_container = env.get("SYNC_TARGET_CONTAINER");
-        if let Some(c) = &target_container {
-            crate::model::validate_container_name(c)
-                .map_err(|e| Error::invalid(format!("SYNC_TARGET_CONTAINER: {}", e.message())))?;
-        }
-        let checkpoint_table = env.get("SYNC_CHECKPOINT_TABLE").unwrap_or_else(|| "objects".into());
-        crate::model::validate_table_name(&checkpoint_table)
-            .map_err(|e| Error::invalid(format!("SYNC_CHECKPOINT_TABLE: {}", e.message())))?;
-        let max_dequeue_count: u32 = parse(env, "SYNC_MAX_DEQUEUE_COUNT", 5)?;
-        if max_dequeue_count == 0 {
-            return Err(Error::invalid("SYNC_MAX_DEQUEUE_COUNT: must be at least 1"));
-        }
-        let mode = choice(env, "SYNC_MODE", crate::model::SyncMode::Additive)?;
-        let sqs_queue_url = match env.get("SYNC_SQS_QUEUE_URL") {
-            None => None,
-            Some(v) => {
-                let u = Url::parse(&v)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.path().len() > 1)
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "SYNC_SQS_QUEUE_URL: not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)",
-                        )
-                    })?;
-                Some(u.to_string())
-            }
-        };
-        let queue = |var: &str, default: &str| -> Result<String> {
-            let name = env.get(var).unwrap_or_else(|| default.to_string());
-            crate::model::validate_queue_name(&name).map_err(|e| Error::invalid(format!("{var}: {}", e.message())))?;
-            Ok(name)
-        };
-        let copy_queue = queue("SYNC_COPY_QUEUE", "copy-objects")?;
-        let reject_queue = queue("SYNC_REJECT_QUEUE", "sqs-rejects")?;
-        let budget: u64 = parse(env, "SYNC_DRAIN_BUDGET_SECS", 50)?;
-        if !(5..=3600).contains(&budget) {
-            return Err(Error::invalid("SYNC_DRAIN_BUDGET_SECS: must be between 5 and 3600"));
-        }
-        let retry_base: u64 = parse(env, "SYNC_SQS_RETRY_BASE_SECS", 60)?;
-        if !(1..=3600).contains(&retry_base) {
-            return Err(Error::invalid("SYNC_SQS_RETRY_BASE_SECS: must be between 1 and 3600"));
-        }
-        let sqs_vis: u64 = parse(env, "SYNC_SQS_VISIBILITY_SECS", 60)?;
-        if !(5..=43_200).contains(&sqs_vis) {
-            return Err(Error::invalid("SYNC_SQS_VISIBILITY_SECS: must be between 5 and 43200"));
-        }
-        let worker_vis: u64 = parse(env, "SYNC_WORKER_VISIBILITY_SECS", 60)?;
-        if !(1..=7 * 24 * 3600).contains(&worker_vis) {
-            return Err(Error::invalid(
-                "SYNC_WORKER_VISIBILITY_SECS: must be between 1 and 604800",
-            ));
-        }
-        let runs_table = env.get("SYNC_RUNS_TABLE").unwrap_or_else(|| "runs".into());
-        crate::model::validate_table_name(&runs_table)
-            .map_err(|e| Error::invalid(format!("SYNC_RUNS_TABLE: {}", e.message())))?;
-        let list_queue = queue("SYNC_LIST_QUEUE", "list-pages")?;
-        let check: u64 = parse(env, "SYNC_RUN_CHECK_SECS", 10)?;
-        if !(1..=600).contains(&check) {
-            return Err(Error::invalid("SYNC_RUN_CHECK_SECS: must be between 1 and 600"));
-        }
-        let stall: u64 = parse(env, "SYNC_RUN_STALL_SECS", 3600)?;
-        if !(5..=7 * 24 * 3600).contains(&stall) {
-            return Err(Error::invalid("SYNC_RUN_STALL_SECS: must be between 5 and 604800"));
-        }
-        let lease: u64 = parse(env, "SYNC_RUN_LEASE_SECS", 60)?;
-        if !(2..=3600).contains(&lease) {
-            return Err(Error::invalid("SYNC_RUN_LEASE_SECS: must be between 2 and 3600"));
-        }
-        let api_key = env.get("SYNC_API_KEY").map(|k| Secret::from(k.trim()));
-        if api_key.as_ref().is_some_and(|k| k.expose_secret().len() < 32) {
-            return Err(Error::invalid(
-                "SYNC_API_KEY: must be at least 32 characters (for example `openssl rand -hex 32`)",
-            ));
-        }
-        let cfg = Config {
-            runs_table,
-            list_queue,
-            run_check_interval: Duration::from_secs(check),
-            run_stall: Duration::from_secs(stall),
-            run_lease: Duration::from_secs(lease),
+        Ok(Config {
+            azure: azure_account(env)?,
+            aws: aws_config(env)?,
+            engine: engine_config(env)?,
+            // Where objects go.
+            target_container: container_var(env, "SYNC_TARGET_CONTAINER")?,
+            target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
+            source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
+            mode: choice(env, "SYNC_MODE", crate::model::SyncMode::Additive)?,
+            // State and work queues.
+            checkpoint_table: table_var(env, "SYNC_CHECKPOINT_TABLE", "objects")?,
+            runs_table: table_var(env, "SYNC_RUNS_TABLE", "runs")?,
+            copy_queue: queue_var(env, "SYNC_COPY_QUEUE", "copy-objects")?,
+            list_queue: queue_var(env, "SYNC_LIST_QUEUE", "list-pages")?,
+            reject_queue: queue_var(env, "SYNC_REJECT_QUEUE", "sqs-rejects")?,
+            max_dequeue_count: bounded(env, "SYNC_MAX_DEQUEUE_COUNT", 5, 1, None, "")?,
+            worker_visibility: secs("SYNC_WORKER_VISIBILITY_SECS", 60, 1, 7 * 24 * 3600)?,
+            // Incremental sync from SQS.
+            sqs_queue_url: sqs_queue_url(env)?,
+            drain_budget: secs("SYNC_DRAIN_BUDGET_SECS", 50, 5, 3600)?,
+            sqs_retry_base: secs("SYNC_SQS_RETRY_BASE_SECS", 60, 1, 3600)?,
+            sqs_visibility: secs("SYNC_SQS_VISIBILITY_SECS", 60, 5, 43_200)?,
+            // Bulk runs.
+            run_check_interval: secs("SYNC_RUN_CHECK_SECS", 10, 1, 600)?,
+            run_stall: secs("SYNC_RUN_STALL_SECS", 3600, 5, 7 * 24 * 3600)?,
+            run_lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
             scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
-            api_key,
-            functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
             notify_allow_hosts: env
                 .get("SYNC_NOTIFY_ALLOW_HOSTS")
                 .map(|v| {
@@ -493,32 +343,193 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            retry: crate::retry::RetryPolicy::default(),
             webhooks: env
                 .names_with_prefix(WEBHOOK_SETTING_PREFIX)
                 .into_iter()
                 .filter_map(|k| env.get(&k).map(|v| (k, Secret::from(v.trim().to_string()))))
                 .collect(),
-            worker_visibility: Duration::from_secs(worker_vis),
-            mode,
-            sqs_queue_url,
-            copy_queue,
-            reject_queue,
-            drain_budget: Duration::from_secs(budget),
-            sqs_retry_base: Duration::from_secs(retry_base),
-            sqs_visibility: Duration::from_secs(sqs_vis),
-            azure,
-            aws,
-            engine,
-            target_container,
-            target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
-            source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
-            checkpoint_table,
-            max_dequeue_count,
+            // The process.
+            api_key: api_key(env)?,
+            functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
             log_format: choice(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
-        };
-        Ok(cfg)
+            retry: crate::retry::RetryPolicy::default(),
+        })
     }
+}
+
+/// A whole-number setting of at least `min` (and at most `max`); the refusal names the
+/// setting, the bounds and, in `note`, what they protect.
+fn bounded<T>(env: &dyn Env, name: &str, default: T, min: T, max: Option<T>, note: &str) -> Result<T>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::fmt::Display,
+{
+    let v = parse(env, name, default)?;
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!(" ({note})")
+    };
+    match max {
+        Some(max) if v < min || v > max => {
+            Err(Error::invalid(format!("{name}: must be between {min} and {max}{note}")))
+        }
+        None if v < min => Err(Error::invalid(format!("{name}: must be at least {min}{note}"))),
+        _ => Ok(v),
+    }
+}
+
+/// A table name setting, checked against Azure's rules.
+fn table_var(env: &dyn Env, name: &str, default: &str) -> Result<String> {
+    let t = env.get(name).unwrap_or_else(|| default.into());
+    crate::model::validate_table_name(&t).map_err(|e| Error::invalid(format!("{name}: {}", e.message())))?;
+    Ok(t)
+}
+
+/// A queue name setting, checked against Azure's rules.
+fn queue_var(env: &dyn Env, name: &str, default: &str) -> Result<String> {
+    let q = env.get(name).unwrap_or_else(|| default.to_string());
+    crate::model::validate_queue_name(&q).map_err(|e| Error::invalid(format!("{name}: {}", e.message())))?;
+    Ok(q)
+}
+
+/// A container name setting, when set, checked against Azure's rules.
+fn container_var(env: &dyn Env, name: &str) -> Result<Option<String>> {
+    let c = env.get(name);
+    if let Some(c) = &c {
+        crate::model::validate_container_name(c).map_err(|e| Error::invalid(format!("{name}: {}", e.message())))?;
+    }
+    Ok(c)
+}
+
+/// `SYNC_SQS_QUEUE_URL`, when set: a queue URL.
+fn sqs_queue_url(env: &dyn Env) -> Result<Option<String>> {
+    let Some(v) = env.get("SYNC_SQS_QUEUE_URL") else {
+        return Ok(None);
+    };
+    let u = Url::parse(&v)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.path().len() > 1)
+        .ok_or_else(|| {
+            Error::invalid("SYNC_SQS_QUEUE_URL: not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        })?;
+    Ok(Some(u.to_string()))
+}
+
+/// `SYNC_API_KEY`, when set: at least 32 characters.
+fn api_key(env: &dyn Env) -> Result<Option<Secret>> {
+    let key = env.get("SYNC_API_KEY").map(|k| Secret::from(k.trim()));
+    if key.as_ref().is_some_and(|k| k.expose_secret().len() < 32) {
+        return Err(Error::invalid(
+            "SYNC_API_KEY: must be at least 32 characters (for example `openssl rand -hex 32`)",
+        ));
+    }
+    Ok(key)
+}
+
+/// The AWS side: endpoint, region, and either a web identity (a role assumed with the
+/// managed identity's token) or static keys, never both.
+fn aws_config(env: &dyn Env) -> Result<AwsConfig> {
+    let endpoint_url = match env.get("AWS_ENDPOINT_URL") {
+        None => None,
+        Some(v) => Some(
+            Url::parse(&v)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| Error::invalid("AWS_ENDPOINT_URL: not a valid http(s) URL"))?,
+        ),
+    };
+    let web_identity = match (env.get("SYNC_AWS_ROLE_ARN"), env.get("SYNC_AWS_TOKEN_AUDIENCE")) {
+        (None, None) => None,
+        (Some(role_arn), Some(audience)) => {
+            let arn_ok = role_arn.starts_with("arn:aws")
+                && role_arn.split(':').nth(2) == Some("iam")
+                && role_arn.split(':').nth(5).is_some_and(|r| r.starts_with("role/"));
+            if !arn_ok {
+                return Err(Error::invalid(format!(
+                    "SYNC_AWS_ROLE_ARN: `{role_arn}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                )));
+            }
+            Some(WebIdentityConfig { role_arn, audience })
+        }
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "SYNC_AWS_TOKEN_AUDIENCE: must be set with SYNC_AWS_ROLE_ARN (the audience the role's trust policy expects, e.g. api://<app id>)",
+            ))
+        }
+        (None, Some(_)) => return Err(Error::invalid("SYNC_AWS_ROLE_ARN: must be set with SYNC_AWS_TOKEN_AUDIENCE")),
+    };
+    if web_identity.is_some() && env.get("AWS_ACCESS_KEY_ID").is_some() {
+        return Err(Error::invalid(
+            "SYNC_AWS_ROLE_ARN: set either it or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not both",
+        ));
+    }
+    let static_credentials = match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+            access_key_id: Secret::from(id),
+            secret_access_key: Secret::from(secret),
+            session_token: env.get("AWS_SESSION_TOKEN").map(Secret::from),
+        }),
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "AWS_SECRET_ACCESS_KEY: must be set when AWS_ACCESS_KEY_ID is",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "AWS_ACCESS_KEY_ID: must be set when AWS_SECRET_ACCESS_KEY is",
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok(AwsConfig {
+        web_identity,
+        region: env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")),
+        endpoint_url,
+        force_path_style: bool_var(env, "SYNC_S3_FORCE_PATH_STYLE")?,
+        static_credentials,
+    })
+}
+
+/// The copy engine's settings.
+fn engine_config(env: &dyn Env) -> Result<EngineConfig> {
+    const MIB: u64 = 1024 * 1024;
+    let d = EngineConfig::default();
+    let block_mib = bounded(env, "SYNC_BLOCK_SIZE_MIB", d.block_size / MIB, 1, Some(4000), "")?;
+    let buffer_mib = bounded(
+        env,
+        "SYNC_STREAM_BUFFER_MIB",
+        d.stream_buffer_bytes / MIB,
+        1,
+        Some(65536),
+        "MiB of object data held in memory",
+    )?;
+    let invocation_mib = bounded(
+        env,
+        "SYNC_INVOCATION_MIB",
+        d.invocation_bytes / MIB,
+        1,
+        None,
+        "MiB one invocation may copy",
+    )?;
+    let presign = bounded(
+        env,
+        "SYNC_PRESIGN_EXPIRY_SECS",
+        d.presign_expiry.as_secs(),
+        60,
+        Some(3600),
+        "presigned URLs stay short-lived",
+    )?;
+    Ok(EngineConfig {
+        copy_path: choice(env, "SYNC_COPY_PATH", d.copy_path)?,
+        metadata_policy: choice(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
+        block_size: block_mib * MIB,
+        block_concurrency: bounded(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency, 1, Some(256), "")?,
+        stream_buffer_bytes: buffer_mib * MIB,
+        presign_expiry: Duration::from_secs(presign),
+        put_blob_from_url_max: d.put_blob_from_url_max,
+        invocation_bytes: invocation_mib.saturating_mul(MIB),
+    })
 }
 
 fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
