@@ -157,11 +157,11 @@ impl Error {
         Error::new(ErrorKind::Invalid, message)
     }
 
-    /// An [`ErrorKind::Integrity`] error. Its message begins with what did not match
-    /// (`checksum mismatch for s3://b/k: …`), which is what a failed object's recorded
-    /// reason starts with.
+    /// An [`ErrorKind::Integrity`] error. Its message begins with what did not match, as a
+    /// category before the first colon (`checksum mismatch: s3://b/k: …`), which is what a
+    /// failed object's recorded reason starts with and what the monitoring queries group by.
     pub fn mismatch(what: Mismatch, detail: impl fmt::Display) -> Self {
-        Error::new(ErrorKind::Integrity, format!("{} mismatch for {detail}", what.as_str()))
+        Error::new(ErrorKind::Integrity, format!("{} mismatch: {detail}", what.as_str()))
     }
 
     /// Shorthand for an [`ErrorKind::Internal`] error.

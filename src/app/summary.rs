@@ -150,7 +150,7 @@ mod tests {
     fn a_summary_reads_back_as_written() {
         let s = summary_from(serde_json::json!({"state": "PartiallySucceeded", "phase": "done",
             "counters": {"scanned": 5, "failed": 2, "failedBytes": 7},
-            "failures": [{"key": "k", "reason": "checksum mismatch for s3://b/k"}]}));
+            "failures": [{"key": "k", "reason": "checksum mismatch: s3://b/k: source MD5 a, copied b"}]}));
         assert_eq!((s.objects(Tally::Failed), s.counters.bytes(Tally::Failed)), (2, 7));
         let text = s.to_json().to_string();
         let back: RunSummary = serde_json::from_str(&text).unwrap();

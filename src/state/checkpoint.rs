@@ -275,7 +275,12 @@ impl CheckpointStore {
             .retry()
             .conflicts(format!("checkpoint s3://{}/{}", rec.bucket, rec.key));
         loop {
-            tries.next().await?;
+            // Still losing after the policy's attempts: `Precondition`, so the copy looks
+            // again from the start (blob, then source) as for any write it lost.
+            tries
+                .next()
+                .await
+                .map_err(|e| crate::error::Error::new(ErrorKind::Precondition, e.message()))?;
             let r = match &expected {
                 Some(tag) => self.table.update(&entity, Some(tag)).await.map(|_| ()),
                 None => self.table.insert(&entity).await.map(|_| ()),

@@ -91,6 +91,8 @@ impl TestCtx {
         env.insert("SYNC_RUNS_TABLE".into(), unique("runs"));
         env.insert("SYNC_COPY_QUEUE".into(), unique("copy-"));
         env.insert("SYNC_LIST_QUEUE".into(), unique("list-"));
+        // Its own rejects queue too: the guard deletes it, and must not delete a shared one.
+        env.insert("SYNC_REJECT_QUEUE".into(), unique("rejects-"));
         env.insert("SYNC_RUN_CHECK_SECS".into(), "1".into());
         let cfg = Config::from(&env).expect("stack config");
         let s3 = S3Source::new(&cfg.aws, RetryPolicy::default()).await;

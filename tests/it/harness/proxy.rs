@@ -272,6 +272,17 @@ fn take(c: &AtomicU32) -> bool {
         .is_ok()
 }
 
+/// Consumes one of a needle fault's uses when `line` contains its needle.
+fn take_to(armed: &Mutex<Option<(String, u32)>>, line: &str) -> bool {
+    match armed.lock().unwrap().as_mut() {
+        Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
 fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{code} (test double)</Message></Error>"
@@ -346,17 +357,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let write = matches!(parts.method.as_str(), "POST" | "PUT" | "MERGE" | "PATCH");
-    let hold_this = {
-        let mut armed = st.faults.hold_to.lock().unwrap();
-        match armed.as_mut() {
-            Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        }
-    };
-    if hold_this
+    if take_to(&st.faults.hold_to, &line)
         || (parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads))
         || (write && take(&st.faults.hold_writes))
     {
@@ -386,17 +387,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     if now_ms() < st.faults.outage_until_ms.load(Ordering::SeqCst) {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
-    let storm_this = {
-        let mut armed = st.faults.storm_to.lock().unwrap();
-        match armed.as_mut() {
-            Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        }
-    };
-    if storm_this {
+    if take_to(&st.faults.storm_to, &line) {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
     if take(&st.faults.storm) {
