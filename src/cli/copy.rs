@@ -159,7 +159,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let target = parse_blob_url(&args.target)?;
     let mut cfg = super::load_config(Some(&target))?;
     super::apply_overrides(&mut cfg, &args)?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let body = serde_json::json!({
         "source": {"bucket": source.bucket, "prefix": source.prefix},
         "target": {"container": target.container, "prefix": target.prefix},

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use url::Url;
 
 use crate::config::azure::account_from_url;
-use crate::config::{Config, CopyPath, LogFormat, MetadataPolicy};
+use crate::config::{Config, CopyPath, MetadataPolicy};
 use crate::error::{Error, Result};
 
 /// Exit code when some objects failed.
@@ -508,11 +508,6 @@ pub(crate) async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
-}
-
-/// Log format for CLI commands (pretty unless SYNC_LOG_FORMAT says otherwise).
-fn cli_log_format(cfg: &Config) -> LogFormat {
-    cfg.log_format
 }
 
 #[cfg(test)]

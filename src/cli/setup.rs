@@ -132,7 +132,7 @@ fn source_account(given: Option<&str>, queue_arn: &str) -> Result<String> {
 
 pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let queue_url = args
         .queue_url
         .clone()

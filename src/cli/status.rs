@@ -17,7 +17,7 @@ pub(super) async fn run(
     json: bool,
 ) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
     let store = CheckpointStore::new(TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?);
     let mut rows = store.list_bucket(bucket).await?;
@@ -91,7 +91,7 @@ pub(super) async fn run(
 
 async fn runs_service() -> Result<crate::app::service::RunService> {
     let cfg = super::load_config(None)?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let engine = std::sync::Arc::new(crate::engine::Engine::from_config(&cfg).await?);
     crate::app::service::RunService::local(std::sync::Arc::new(cfg), engine).await
 }

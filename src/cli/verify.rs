@@ -12,7 +12,7 @@ pub(super) async fn run(source: String, target: String, json: bool, fix: bool, c
     let s = parse_s3_url(&source)?;
     let t = parse_blob_url(&target)?;
     let cfg = super::load_config(Some(&t))?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let engine = Engine::from_config(&cfg).await?;
     engine.checkpoint().ensure().await?;
     let scope = VerifyScope {

@@ -87,7 +87,7 @@ pub(super) async fn redrive(
     json: bool,
 ) -> Result<ExitCode> {
     let cfg = crate::config::Config::from_env()?;
-    crate::telemetry::init(super::cli_log_format(&cfg), "warn");
+    crate::telemetry::init(cfg.log_format, "warn");
     let url = queue_url
         .or(cfg.sqs_queue_url.clone())
         .ok_or_else(|| crate::error::Error::invalid("no events queue: pass --queue-url or set SYNC_SQS_QUEUE_URL"))?;
