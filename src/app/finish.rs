@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::service::RunService;
+use super::service::{end, since, RunService};
 use crate::engine::metadata::written_for;
 use crate::engine::naming::blob_name;
 use crate::engine::CopyRequest;
@@ -98,67 +98,6 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
     };
     end(svc, id, state, (!problems.is_empty()).then(|| problems.join("; "))).await?;
     Box::pin(check(svc, id)).await
-}
-
-fn since(rfc3339: &str) -> Duration {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(|t| (time::OffsetDateTime::now_utc() - t).unsigned_abs())
-        .unwrap_or_default()
-}
-
-/// Sets the ended fields of `run` (not saved).
-pub fn mark_ended(run: &mut RunRecord, state: RunState, reason: Option<String>) {
-    run.state = state;
-    run.phase = Phase::Done;
-    run.reason = reason;
-    run.ended_at = Some(now_rfc3339());
-    run.notified = if run.notify.is_some() {
-        NotifyState::Pending
-    } else {
-        NotifyState::None
-    };
-}
-
-/// Ends run `id` with `state` unless it already ended. Only the writer whose If-Match
-/// update lands ends it, so a run ends exactly once.
-pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<String>) -> Result<()> {
-    let mut tries = svc.config.retry.conflicts(format!("run {id}: recording its end"));
-    loop {
-        tries.next().await?;
-        let Some(mut run) = svc.store.get(id).await? else {
-            return Ok(());
-        };
-        if run.state.is_final() {
-            return Ok(());
-        }
-        mark_ended(&mut run, state, reason.clone());
-        if svc.store.save(&mut run).await? {
-            after_end(svc, &run).await;
-            return Ok(());
-        }
-    }
-}
-
-/// After a run ended: release its lock and emit the `run_finished` event.
-pub async fn after_end(svc: &RunService, run: &RunRecord) {
-    if let Some(key) = &run.lock_key {
-        if let Err(e) = svc.store.unlock(key, &run.id, false).await {
-            tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
-        }
-    }
-    svc.store.drop_page_plans(&run.id).await;
-    let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
-    let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
-    let mut all = lister.counters.clone();
-    all.merge(&copies);
-    tracing::info!(
-        run_id = %run.id, state = run.state.as_str(), reason = run.reason.as_deref().unwrap_or(""),
-        bucket = %run.spec.source.bucket, container = %run.spec.target.container,
-        scanned = all.objects(Tally::Scanned), transferred = all.objects(Tally::Transferred),
-        bytes = all.bytes(Tally::Transferred), failed = all.objects(Tally::Failed),
-        deleted = all.objects(Tally::Deleted), duration_ms = since(&run.started_at).as_millis() as u64,
-        outcome = "run_finished", "run finished"
-    );
 }
 
 /// Sets the phase of a running run (best effort: a lost race means someone moved it on).

@@ -43,7 +43,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                     // The message is about to be poisoned: end the run clearly instead of
                     // leaving it Running forever.
                     let reason = format!("listing page {page} failed {attempt} times: {}", e.message());
-                    let _ = super::finish::end(svc, run_id, RunState::Failed, Some(reason)).await;
+                    let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
                     let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
                 }
                 Err(Failure::internal(

@@ -70,7 +70,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                 Ok(x) => x,
                 Err(e) if !e.is_retryable() => {
                     let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
-                    super::finish::end(svc, id, RunState::Failed, Some(reason)).await?;
+                    super::service::end(svc, id, RunState::Failed, Some(reason)).await?;
                     return Ok(PageStep::Ended);
                 }
                 Err(e) => return Err(e),

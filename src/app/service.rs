@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
 use crate::messages::{CopyMessage, ListMessage};
-use crate::model::Trigger;
+use crate::model::{NotifyState, Trigger};
 use crate::redact::ExposeSecret;
 use crate::state::checkpoint::now_rfc3339;
+use crate::state::runs::counters::Tally;
 use crate::state::runs::lock::Lock;
 use crate::state::runs::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
 
@@ -141,7 +142,7 @@ impl RunService {
                     let reason =
                         format!("abandoned: the process running it stopped renewing its lock; run {id} took over");
                     tracing::warn!(run_id = %previous, next = %id, outcome = "abandoned", "run lock lease lapsed; taking over");
-                    super::finish::end(self, &previous, RunState::Cancelled, Some(reason)).await?;
+                    end(self, &previous, RunState::Cancelled, Some(reason)).await?;
                 }
             }
             Some(key)
@@ -188,7 +189,7 @@ impl RunService {
             if let Err(e) = self.enqueue(&first, None).await {
                 // Without its first page the run would wait forever: end it now, clearly.
                 let reason = format!("could not queue the first listing page: {}", e.message());
-                super::finish::end(self, run.id.as_str(), RunState::Failed, Some(reason)).await?;
+                end(self, run.id.as_str(), RunState::Failed, Some(reason)).await?;
                 return Err(e);
             }
         }
@@ -215,7 +216,7 @@ impl RunService {
                     format!("run {id} already ended ({})", run.state.as_str()),
                 ));
             }
-            super::finish::mark_ended(&mut run, RunState::Cancelled, Some("cancelled by request".into()));
+            mark_ended(&mut run, RunState::Cancelled, Some("cancelled by request".into()));
             if self.store.save(&mut run).await? {
                 crate::audit::record(
                     crate::audit::Action::CancelRun,
@@ -231,7 +232,7 @@ impl RunService {
                     .lock()
                     .expect("lock")
                     .insert(id.into(), (Instant::now(), true));
-                super::finish::after_end(self, &run).await;
+                after_end(self, &run).await;
                 return Ok(Some(run));
             }
         }
@@ -271,4 +272,66 @@ impl RunService {
         let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
         Ok(RunSummary::of(run, &lister.counters, &shards, failures))
     }
+}
+
+/// How long ago `rfc3339` was (zero when unreadable).
+pub(super) fn since(rfc3339: &str) -> Duration {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(|t| (time::OffsetDateTime::now_utc() - t).unsigned_abs())
+        .unwrap_or_default()
+}
+
+/// Sets the ended fields of `run` (not saved).
+pub fn mark_ended(run: &mut RunRecord, state: RunState, reason: Option<String>) {
+    run.state = state;
+    run.phase = Phase::Done;
+    run.reason = reason;
+    run.ended_at = Some(now_rfc3339());
+    run.notified = if run.notify.is_some() {
+        NotifyState::Pending
+    } else {
+        NotifyState::None
+    };
+}
+
+/// Ends run `id` with `state` unless it already ended. Only the writer whose If-Match
+/// update lands ends it, so a run ends exactly once.
+pub async fn end(svc: &RunService, id: &str, state: RunState, reason: Option<String>) -> Result<()> {
+    let mut tries = svc.config.retry.conflicts(format!("run {id}: recording its end"));
+    loop {
+        tries.next().await?;
+        let Some(mut run) = svc.store.get(id).await? else {
+            return Ok(());
+        };
+        if run.state.is_final() {
+            return Ok(());
+        }
+        mark_ended(&mut run, state, reason.clone());
+        if svc.store.save(&mut run).await? {
+            after_end(svc, &run).await;
+            return Ok(());
+        }
+    }
+}
+
+/// After a run ended: release its lock and emit the `run_finished` event.
+pub async fn after_end(svc: &RunService, run: &RunRecord) {
+    if let Some(key) = &run.lock_key {
+        if let Err(e) = svc.store.unlock(key, &run.id, false).await {
+            tracing::warn!(run_id = %run.id, error = %e, "could not release the run lock; the next start takes it over");
+        }
+    }
+    svc.store.drop_page_plans(&run.id).await;
+    let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
+    let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
+    let mut all = lister.counters.clone();
+    all.merge(&copies);
+    tracing::info!(
+        run_id = %run.id, state = run.state.as_str(), reason = run.reason.as_deref().unwrap_or(""),
+        bucket = %run.spec.source.bucket, container = %run.spec.target.container,
+        scanned = all.objects(Tally::Scanned), transferred = all.objects(Tally::Transferred),
+        bytes = all.bytes(Tally::Transferred), failed = all.objects(Tally::Failed),
+        deleted = all.objects(Tally::Deleted), duration_ms = since(&run.started_at).as_millis() as u64,
+        outcome = "run_finished", "run finished"
+    );
 }

@@ -315,10 +315,10 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
         // Whatever finished is counted; the rest is for the next run, which skips what this
         // one copied (the checkpoint says so) and converges.
         let reason = format!("interrupted ({why}); resume with: {}", resume_command());
-        crate::app::finish::end(&svc, &id, RunState::Cancelled, Some(reason)).await?;
+        crate::app::service::end(&svc, &id, RunState::Cancelled, Some(reason)).await?;
     } else if let Err(e) = listing {
         let reason = format!("listing failed: {}", e.message());
-        crate::app::finish::end(&svc, &id, RunState::Failed, Some(reason)).await?;
+        crate::app::service::end(&svc, &id, RunState::Failed, Some(reason)).await?;
     }
     // Every copy has been counted (or could not be): finish the run the same way a Function
     // App does, including mirror-mode deletes.
@@ -326,7 +326,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     while let CheckStep::Wait(_) = check(&svc, &id).await? {
         checks += 1;
         if checks >= 3 {
-            crate::app::finish::end(
+            crate::app::service::end(
                 &svc,
                 &id,
                 RunState::PartiallySucceeded,

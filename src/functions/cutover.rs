@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::runs::Reply;
+use super::protocol::Reply;
 use crate::app::cutover::{assess, Bounds};
 use crate::app::AppState;
 use crate::error::Error;

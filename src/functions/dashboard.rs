@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use sha2::Digest;
 
-use super::runs::Reply;
+use super::protocol::Reply;
 use crate::app::dashboard::{snapshot, MAX_RUNS};
 use crate::app::AppState;
 use crate::error::Error;

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
 
 /// What the host sends.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -120,6 +122,38 @@ pub fn dequeue_count(meta: &Map<String, Value>) -> Option<u32> {
 /// A metadata string with the host's extra quotes removed.
 pub fn meta_str(meta: &Map<String, Value>, name: &str) -> Option<String> {
     meta.get(name)?.as_str().map(|s| s.trim_matches('"').to_string())
+}
+
+/// An HTTP function's reply before it is shaped for either door (the invoke protocol's
+/// `Outputs.res`, or a direct axum response).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Value,
+    /// A body that is not JSON, with its content type (the report's JSON Lines); it
+    /// replaces `body`.
+    pub text: Option<(&'static str, String)>,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, body: Value) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+            text: None,
+        }
+    }
+
+    /// An error reply: `{"error": …, "kind": …}`.
+    pub fn error(status: u16, e: &Error) -> Self {
+        Reply::json(status, json!({"error": e.message(), "kind": e.kind().as_str()}))
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::protocol::{HttpOutput, HttpTriggerRequest, InvokeRequest};
+use super::protocol::{HttpOutput, HttpTriggerRequest, InvokeRequest, Reply};
 use super::{Failure, Handled};
 use crate::app::service::{RunService, Started};
 use crate::app::AppState;
@@ -42,37 +42,6 @@ pub enum Route {
     Cancel(String),
     /// One run's per-object report.
     Report(String),
-}
-
-/// A reply before it is shaped for either door.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// Extra headers.
-    pub headers: Vec<(String, String)>,
-    /// JSON body.
-    pub body: Value,
-    /// A body that is not JSON, with its content type (the report's JSON Lines); it
-    /// replaces `body`.
-    pub text: Option<(&'static str, String)>,
-}
-
-impl Reply {
-    /// A JSON reply.
-    pub fn json(status: u16, body: Value) -> Self {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body,
-            text: None,
-        }
-    }
-
-    /// An error reply: `{"error": …, "kind": …}`.
-    pub fn error(status: u16, e: &Error) -> Self {
-        Reply::json(status, json!({"error": e.message(), "kind": e.kind().as_str()}))
-    }
 }
 
 /// Where the caller reached us, for an absolute `Location`; and the `code` it passed, which

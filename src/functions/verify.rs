@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::runs::Reply;
+use super::protocol::Reply;
 use crate::app::service::CopySink;
 use crate::app::verify::{verify, VerifyScope, MAX_LISTED};
 use crate::app::AppState;

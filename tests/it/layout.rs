@@ -406,3 +406,172 @@ fn no_module_imports_from_a_layer_above_its_own() {
         violations.join("\n")
     );
 }
+
+/// Every source file as its module path (`engine::copy`; `crate` for lib.rs and main.rs),
+/// with its text up to its unit tests, comments dropped.
+fn source_modules() -> std::collections::BTreeMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = rel.trim_end_matches(".rs");
+                let module = match rel {
+                    "lib" | "main" => "crate".to_string(),
+                    r => r.trim_end_matches("/mod").replace('/', "::"),
+                };
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code: String = text
+                    .split("#[cfg(test)]")
+                    .next()
+                    .unwrap_or("")
+                    .lines()
+                    .map(|l| l.split("//").next().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                // lib.rs and main.rs are both the root; keep both texts.
+                out.entry(module).or_insert_with(String::new).push_str(&code);
+            }
+        }
+    }
+    out
+}
+
+/// The source files (modules) that module `me` names through `crate::` and `super::` paths
+/// (one level of `{…}` groups included).
+fn file_imports(
+    me: &str,
+    code: &str,
+    modules: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeSet<String> {
+    let own: Vec<&str> = if me == "crate" {
+        Vec::new()
+    } else {
+        me.split("::").collect()
+    };
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = std::collections::BTreeSet::new();
+    // The longest prefix of `base` + `path` that names a source file.
+    let mut add = |base: &[&str], path: &[&str]| {
+        for n in (0..=path.len()).rev() {
+            let mut cand = base.to_vec();
+            cand.extend_from_slice(&path[..n]);
+            let name = if cand.is_empty() {
+                "crate".to_string()
+            } else {
+                cand.join("::")
+            };
+            if modules.contains_key(&name) {
+                if name != me {
+                    out.insert(name);
+                }
+                return;
+            }
+        }
+    };
+    let mut prev = ' ';
+    for (i, c) in code.char_indices() {
+        let at = &code[i..];
+        let starts = !(ident(prev) || prev == ':') && (at.starts_with("crate::") || at.starts_with("super::"));
+        prev = c;
+        if !starts {
+            continue;
+        }
+        let mut base: Vec<&str> = Vec::new();
+        let mut tail = at;
+        if let Some(t) = tail.strip_prefix("crate::") {
+            tail = t;
+        } else {
+            // `super` is the parent of this module (a `mod.rs` file is its directory's module).
+            base = own.clone();
+            while let Some(t) = tail.strip_prefix("super::") {
+                base.pop();
+                tail = t;
+            }
+        }
+        let path_text: String = tail.chars().take_while(|&c| ident(c) || c == ':').collect();
+        let path: Vec<&str> = path_text.split("::").filter(|s| !s.is_empty()).collect();
+        let after = &tail[path_text.len()..];
+        match after.strip_prefix('{') {
+            Some(group) => {
+                let mut prefix = base.clone();
+                prefix.extend_from_slice(&path);
+                for part in group.split('}').next().unwrap_or("").split(',') {
+                    let inner: Vec<&str> = part
+                        .trim()
+                        .split("::")
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    add(&prefix, &inner);
+                }
+            }
+            None => add(&base, &path),
+        }
+    }
+    out
+}
+
+/// No two source files import each other, directly or through others: each file can be
+/// read knowing only the files below it. Fails naming one cycle.
+#[test]
+fn no_source_files_import_each_other_in_a_cycle() {
+    let modules = source_modules();
+    let graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = modules
+        .iter()
+        .map(|(m, code)| (m.clone(), file_imports(m, code, &modules)))
+        .collect();
+    // Depth-first search; a node met again while still on the path closes a cycle.
+    fn visit(
+        n: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        path.push(n.to_string());
+        for d in graph.get(n).into_iter().flatten() {
+            match state.get(d.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let start = path.iter().position(|p| p == d).unwrap();
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(d.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(d, graph, state, path) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = std::collections::BTreeMap::new();
+    for m in graph.keys() {
+        if state.get(m.as_str()).copied().unwrap_or(0) == 0 {
+            if let Some(cycle) = visit(m, &graph, &mut state, &mut Vec::new()) {
+                panic!("source files import each other in a cycle: {}", cycle.join(" -> "));
+            }
+        }
+    }
+    // The reader must see the imports at all: the engine's orchestration uses `decide`.
+    assert!(
+        graph["engine::copy"].contains("engine::decide"),
+        "{:?}",
+        graph["engine::copy"]
+    );
+    assert!(
+        graph["app::finish"].contains("app::service"),
+        "{:?}",
+        graph["app::finish"]
+    );
+}
