@@ -364,11 +364,10 @@ fn crate_imports(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
-#[test]
-fn no_module_imports_from_a_layer_above_its_own() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// Every `.rs` file under `root`, sorted.
+fn rust_files(root: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    let mut dirs = vec![root.clone()];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -380,6 +379,13 @@ fn no_module_imports_from_a_layer_above_its_own() {
         }
     }
     files.sort();
+    files
+}
+
+#[test]
+fn no_module_imports_from_a_layer_above_its_own() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&root);
     let mut violations = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
@@ -412,32 +418,22 @@ fn no_module_imports_from_a_layer_above_its_own() {
 fn source_modules() -> std::collections::BTreeMap<String, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out = std::collections::BTreeMap::new();
-    let mut dirs = vec![root.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let rel = p.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-                let rel = rel.trim_end_matches(".rs");
-                let module = match rel {
-                    "lib" | "main" => "crate".to_string(),
-                    r => r.trim_end_matches("/mod").replace('/', "::"),
-                };
-                let text = std::fs::read_to_string(&p).unwrap();
-                let code: String = text
-                    .split("#[cfg(test)]")
-                    .next()
-                    .unwrap_or("")
-                    .lines()
-                    .map(|l| l.split("//").next().unwrap_or(""))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                // lib.rs and main.rs are both the root; keep both texts.
-                out.entry(module).or_insert_with(String::new).push_str(&code);
-            }
-        }
+    for p in rust_files(&root) {
+        let rel = p.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+        let module = match rel.trim_end_matches(".rs") {
+            "lib" | "main" => "crate".to_string(),
+            r => r.trim_end_matches("/mod").replace('/', "::"),
+        };
+        let text = std::fs::read_to_string(&p).unwrap();
+        let code: Vec<&str> = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        // lib.rs and main.rs are both the root; keep both texts.
+        out.entry(module).or_insert_with(String::new).push_str(&code.join("\n"));
     }
     out
 }
