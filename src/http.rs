@@ -160,22 +160,17 @@ mod tests {
     #[test]
     fn the_headers_sent_print_no_credential() {
         let mut h = Headers::new();
-        h.insert(
-            HeaderName::from_static("authorization"),
-            HeaderValue::from_static("Bearer TOKENVALUE"),
-        );
-        h.insert(
-            HeaderName::from_static("x-ms-copy-source"),
-            HeaderValue::from_static("https://b.s3.amazonaws.com/k?X-Amz-Signature=SIGVALUE"),
-        );
-        h.insert(
-            HeaderName::from_static("x-identity-header"),
-            HeaderValue::from_static("MIVALUE"),
-        );
-        h.insert(
-            HeaderName::from_static("x-ms-version"),
-            HeaderValue::from_static("2025-01-05"),
-        );
+        for (name, value) in [
+            ("authorization", "Bearer TOKENVALUE"),
+            (
+                "x-ms-copy-source",
+                "https://b.s3.amazonaws.com/k?X-Amz-Signature=SIGVALUE",
+            ),
+            ("x-identity-header", "MIVALUE"),
+            ("x-ms-version", "2025-01-05"),
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
         let map = marked_headers(&h).unwrap();
         let debug = format!("{map:?}");
         for secret in ["TOKENVALUE", "SIGVALUE", "MIVALUE"] {

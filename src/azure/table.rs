@@ -259,20 +259,26 @@ impl TableClient {
     /// Creates the table; an existing one is fine.
     pub async fn create_if_missing(&self) -> Result<()> {
         let body = serde_json::json!({ "TableName": self.table }).to_string();
-        let r = self
-            .send(
-                "create table",
-                || {
-                    let mut req = Request::new(self.url("Tables"), Method::Post);
-                    req.insert_header("content-type", "application/json");
-                    req.insert_header("prefer", "return-no-content");
-                    req.set_body(body.clone().into_bytes());
-                    req
-                },
-                true,
-            )
-            .await;
+        let r = self.post_json("create table", self.url("Tables"), &body).await;
         ok_if(r, ErrorKind::Precondition) // 409 TableAlreadyExists
+    }
+
+    /// POSTs a JSON body that creates something (a table, an entity), asking for no body
+    /// back. Retried on faults: a conflict after a retry may be this very call (the callers
+    /// say how they tell).
+    async fn post_json(&self, what: &str, url: Url, body: &str) -> Result<RawResponse> {
+        self.send(
+            what,
+            || {
+                let mut req = Request::new(url.clone(), Method::Post);
+                req.insert_header("content-type", "application/json");
+                req.insert_header("prefer", "return-no-content");
+                req.set_body(body.as_bytes().to_vec());
+                req
+            },
+            true,
+        )
+        .await
     }
 
     /// Deletes the table (tests and cleanup).
@@ -313,19 +319,7 @@ impl TableClient {
     pub async fn insert(&self, e: &Entity) -> Result<String> {
         let body = e.to_json().to_string();
         let url = self.url(&self.table);
-        let sent = self
-            .send(
-                "insert entity",
-                || {
-                    let mut req = Request::new(url.clone(), Method::Post);
-                    req.insert_header("content-type", "application/json");
-                    req.insert_header("prefer", "return-no-content");
-                    req.set_body(body.clone().into_bytes());
-                    req
-                },
-                true,
-            )
-            .await;
+        let sent = self.post_json("insert entity", url, &body).await;
         match sent {
             Ok(r) => Ok(header(&r, "etag").unwrap_or_default()),
             Err(err) if err.kind() == ErrorKind::Precondition => match self.get(&e.partition_key, &e.row_key).await? {

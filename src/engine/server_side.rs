@@ -20,14 +20,7 @@ use crate::redact::Secret;
 impl Engine {
     /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
     pub(super) async fn server_side(&self, job: &Transfer<'_>) -> Result<Verification> {
-        let Transfer {
-            req,
-            target,
-            name,
-            head,
-            props,
-            existing,
-        } = *job;
+        let (req, target, name, head, props, existing) = job.parts();
         let url = self
             .s3
             .presign_get(

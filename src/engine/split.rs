@@ -164,7 +164,9 @@ impl Engine {
         let Some(plan) = self.load_plan(&pk, &req.key, &part.etag).await? else {
             // Committed already, abandoned after a mismatch, or replaced by a newer version:
             // the whole-object path decides (skip, plan again, or source gone).
-            return self.whole_object(req, target, target_id, seen, budget).await;
+            return self
+                .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                .await;
         };
         if part.index >= plan.ranges {
             return Err(Error::invalid(format!(
@@ -187,7 +189,9 @@ impl Engine {
                     }
                     self.drop_version(&pk, &req.key, &plan.etag).await;
                     tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "split_restarted", "the source changed during a split copy; starting the object over");
-                    return self.whole_object(req, target, target_id, seen, budget).await;
+                    return self
+                        .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                        .await;
                 }
                 Err(e) => return Err(e),
             };
@@ -204,7 +208,9 @@ impl Engine {
                 BatchOutcome::Committed => {}
                 // The plan was committed and dropped meanwhile.
                 BatchOutcome::Rejected { status: 404, .. } => {
-                    return self.whole_object(req, target, target_id, seen, budget).await;
+                    return self
+                        .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                        .await;
                 }
                 BatchOutcome::Rejected { status, code } => {
                     return Err(Error::new(
@@ -228,20 +234,6 @@ impl Engine {
             });
         }
         self.commit_split(req, target, target_id, seen, &plan, rows).await
-    }
-
-    /// A range request whose plan is gone, taken as a request for the whole object.
-    async fn whole_object(
-        &self,
-        req: &CopyRequest,
-        target: &BlobTarget,
-        target_id: &str,
-        seen: Option<&Versioned>,
-        budget: Option<u64>,
-    ) -> Result<Step> {
-        let mut whole = req.clone();
-        whole.part = None;
-        self.copy_inner(&whole, target, target_id, seen, budget).await
     }
 
     /// Moves the blocks of one range: server-side when the path allows and Azure can read
@@ -422,6 +414,13 @@ impl Engine {
         self.drop_staging(&pk, &req.key, None).await;
         Ok(step)
     }
+}
+
+/// A range request whose plan is gone, taken as a request for the whole object.
+fn whole_object(req: &CopyRequest) -> CopyRequest {
+    let mut whole = req.clone();
+    whole.part = None;
+    whole
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ impl RunStore {
     }
 
     async fn record_chunk(&self, id: &str, pk: &str, chunk: &[(Entity, &Counted)]) -> Result<()> {
-        let mut tries = self.table.retry().conflicts(format!("run {id}: counter shard {pk}"));
+        let mut tries = self.conflicts(format!("run {id}: counter shard {pk}"));
         loop {
             tries.next().await?;
             let current = self.table.get(pk, "counter").await?;
@@ -77,7 +77,7 @@ impl RunStore {
         // Set when the key was counted as "no transfer needed" by a twin delivery that lost
         // the race to this one's copy: the count moves over instead of being added.
         let mut upgrade: Option<(String, u64)> = None;
-        let mut tries = self.table.retry().conflicts(format!("run {id}: counter shard {pk}"));
+        let mut tries = self.conflicts(format!("run {id}: counter shard {pk}"));
         loop {
             tries.next().await?;
             let current = self.table.get(&pk, "counter").await?;

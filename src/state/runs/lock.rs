@@ -19,10 +19,7 @@ impl RunStore {
         if let Some(l) = lease {
             e.set_i64("LeaseUntil", unix_now() + l.as_secs() as i64);
         }
-        let mut tries = self
-            .table
-            .retry()
-            .conflicts(format!("run lock {key}: taking it for run {id}"));
+        let mut tries = self.conflicts(format!("run lock {key}: taking it for run {id}"));
         loop {
             tries.next().await?;
             match self.table.insert(&e).await {
@@ -56,10 +53,7 @@ impl RunStore {
     /// Extends run `id`'s lease on `key` to `lease` from now. `false` when the lock is no
     /// longer this run's (it lapsed and another run took it over).
     pub async fn renew(&self, key: &str, id: &str, lease: Duration) -> Result<bool> {
-        let mut tries = self
-            .table
-            .retry()
-            .conflicts(format!("run lock {key}: renewing run {id}'s lease"));
+        let mut tries = self.conflicts(format!("run lock {key}: renewing run {id}'s lease"));
         loop {
             tries.next().await?;
             let Some(held) = self.table.get(LOCK_PK, key).await? else {

@@ -6,15 +6,16 @@
 
 use serde::Serialize;
 
-use super::counters::Tally;
-use super::counting::RETRYING;
 use super::store::{valid_run_id, RunStore};
 use crate::azure::table::Continuation;
 use crate::error::{Error, Result};
 
 /// A key's outcome in a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
 #[serde(rename_all = "camelCase")]
+#[strum(serialize_all = "camelCase")]
 pub enum ReportOutcome {
     /// Left out by a filter, or a folder marker.
     Excluded,
@@ -39,19 +40,8 @@ pub enum ReportOutcome {
 }
 
 impl ReportOutcome {
-    /// Every outcome.
-    pub const ALL: [ReportOutcome; 10] = [
-        ReportOutcome::Excluded,
-        ReportOutcome::Unsupported,
-        ReportOutcome::Failed,
-        ReportOutcome::Retrying,
-        ReportOutcome::Deleted,
-        ReportOutcome::Vanished,
-        ReportOutcome::Transferred,
-        ReportOutcome::NoTransferNeeded,
-        ReportOutcome::WouldTransfer,
-        ReportOutcome::WouldDelete,
-    ];
+    /// Every outcome, in declaration order.
+    pub const ALL: &'static [ReportOutcome] = <ReportOutcome as strum::VariantArray>::VARIANTS;
 
     /// What a report holds when no outcome is asked for: every key that was not copied.
     pub const NOT_COPIED: [ReportOutcome; 7] = [
@@ -64,32 +54,14 @@ impl ReportOutcome {
         ReportOutcome::WouldDelete,
     ];
 
-    /// The name in reports, filters and the run's counters.
+    /// The name in reports, filters and the run's counters (the counter's own name, or
+    /// `retrying`).
     pub fn name(self) -> &'static str {
-        match self {
-            ReportOutcome::Retrying => RETRYING,
-            other => other.tally().expect("a counter").name(),
-        }
-    }
-
-    /// The counter behind it (`None` for `retrying`, which counts nothing).
-    fn tally(self) -> Option<Tally> {
-        Some(match self {
-            ReportOutcome::Excluded => Tally::Excluded,
-            ReportOutcome::Unsupported => Tally::Unsupported,
-            ReportOutcome::Failed => Tally::Failed,
-            ReportOutcome::Retrying => return None,
-            ReportOutcome::Deleted => Tally::Deleted,
-            ReportOutcome::Vanished => Tally::Vanished,
-            ReportOutcome::Transferred => Tally::Transferred,
-            ReportOutcome::NoTransferNeeded => Tally::NoTransferNeeded,
-            ReportOutcome::WouldTransfer => Tally::WouldTransfer,
-            ReportOutcome::WouldDelete => Tally::WouldDelete,
-        })
+        self.into()
     }
 
     fn from_name(s: &str) -> Option<Self> {
-        ReportOutcome::ALL.into_iter().find(|o| o.name() == s)
+        s.parse().ok()
     }
 }
 
@@ -250,9 +222,15 @@ mod tests {
         let e = parse_outcomes(Some("failed,glacier")).unwrap_err();
         assert!(e.message().starts_with("`glacier` is not an outcome"), "{e}");
         assert!(e.message().contains("noTransferNeeded"), "{e}");
-        for o in ReportOutcome::ALL {
+        for &o in ReportOutcome::ALL {
             assert_eq!(ReportOutcome::from_name(o.name()), Some(o));
             assert_eq!(serde_json::to_value(o).unwrap(), o.name());
+            // The same name as the run's counter, or the retrying rows' marker.
+            let known = o.name() == crate::state::runs::counting::RETRYING
+                || crate::state::runs::counters::Tally::ALL
+                    .iter()
+                    .any(|t| t.name() == o.name());
+            assert!(known, "{}", o.name());
         }
     }
 

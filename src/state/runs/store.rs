@@ -281,6 +281,13 @@ impl RunStore {
         }))
     }
 
+    /// The attempts of one of this store's If-Match loops (see [`RetryPolicy::conflicts`]).
+    ///
+    /// [`RetryPolicy::conflicts`]: crate::retry::RetryPolicy::conflicts
+    pub(super) fn conflicts(&self, what: String) -> crate::retry::Conflicts {
+        self.table.retry().conflicts(what)
+    }
+
     /// The table, for the report's queries.
     pub(crate) fn table(&self) -> &TableClient {
         &self.table
