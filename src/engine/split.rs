@@ -393,7 +393,7 @@ impl Engine {
                 // The staged blocks are gone: another commit to this name discarded them, or
                 // Azure's cleanup of uncommitted blocks (7 days). The recorded ranges can never
                 // be committed; drop the plan so the retry starts the object over.
-                Err(e) if e.message().contains("InvalidBlockList") => {
+                Err(e) if e.code() == Some("InvalidBlockList") => {
                     self.drop_version(&pk, &req.key, &plan.etag).await;
                     tracing::warn!(bucket = %req.bucket, key = %req.key, outcome = "split_restarted", error = %e, "staged blocks are gone; starting the object over");
                     return Err(Error::new(

@@ -297,6 +297,16 @@ impl CheckpointStore {
                             );
                             return Ok(());
                         }
+                        if copy_of_same_version(&cur.record, rec) {
+                            // A twin that lost the race found the blob already holding this
+                            // version: its "no transfer" would hide how the copy was made and
+                            // verified.
+                            tracing::info!(
+                                bucket = %rec.bucket, key = %rec.key, outcome = "copy_kept",
+                                "checkpoint already records the copy of this version; keeping it"
+                            );
+                            return Ok(());
+                        }
                         if same_second_other_version(&cur.record, rec) || content_vs_removal(&cur.record, rec) {
                             // Last-Modified has one-second precision, and a removal has
                             // none: which of the two the blob reflects cannot be told from
@@ -385,6 +395,18 @@ fn content_vs_removal(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
     let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
     let removal = |r: &ObjectRecord| matches!(r.outcome, Outcome::Deleted | Outcome::SourceMissing);
     (content(stored) && removal(ours)) || (removal(stored) && content(ours))
+}
+
+/// Whether `stored` records the copy of the very version (and blob) that `ours` only finds
+/// already there.
+fn copy_of_same_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
+    stored.outcome == Outcome::Copied
+        && ours.outcome == Outcome::NoTransferNeeded
+        && stored.etag.is_some()
+        && stored.etag == ours.etag
+        && stored.size == ours.size
+        && stored.blob == ours.blob
+        && stored.last_modified == ours.last_modified
 }
 
 /// Whether `stored` describes a strictly newer source version than `ours`.

@@ -452,3 +452,56 @@ async fn a_name_held_by_a_dead_writers_uncommitted_blocks_is_still_written() {
     );
     ctx.cleanup().await;
 }
+
+/// A twin delivery that lost the race finds the blob already holding the version and would
+/// record "no transfer needed": the row keeps the winner's copy, with how it was moved and
+/// verified, while a genuinely newer verdict still replaces it.
+#[tokio::test]
+async fn a_losing_twins_no_transfer_verdict_keeps_the_winners_copy_row() {
+    use s3_blob_sync::model::{MovedBy, Verification};
+    use s3_blob_sync::state::checkpoint::ObjectRecord;
+    let ctx = TestCtx::new("twinrow").await;
+    ctx.put("k", bytes(5000, 3)).await;
+    let engine = ctx.engine(&[("SYNC_COPY_PATH", "streamed")]).await;
+    assert_eq!(
+        engine.copy_object(&req(&ctx, "k")).await.unwrap().outcome,
+        Outcome::Copied
+    );
+    let row = |engine: &s3_blob_sync::engine::Engine| {
+        let (bucket, target) = (ctx.bucket.clone(), ctx.target_id());
+        let store = engine.checkpoint().clone();
+        async move { store.get(&bucket, "k", &target).await.unwrap().unwrap().record }
+    };
+    let won = row(&engine).await;
+    assert_eq!(
+        (won.path, won.verified),
+        (Some(MovedBy::Streamed), Some(Verification::Md5))
+    );
+
+    // The twin read no row before the winner wrote one, and writes its verdict now.
+    let head = ctx.s3.head(&ctx.bucket, "k").await.unwrap().unwrap();
+    let mut twin = ObjectRecord::new(&ctx.bucket, "k", &ctx.target_id(), Outcome::NoTransferNeeded);
+    twin.note_source(&head);
+    twin.blob = Some("k".into());
+    twin.verified = Some(Verification::Provenance);
+    twin.reason = Some("blob already holds this version".into());
+    engine.checkpoint().put(&twin, None).await.unwrap();
+    let kept = row(&engine).await;
+    assert_eq!(
+        (kept.outcome, kept.path, kept.verified, kept.etag.clone()),
+        (
+            Outcome::Copied,
+            Some(MovedBy::Streamed),
+            Some(Verification::Md5),
+            won.etag.clone()
+        ),
+        "{kept:?}"
+    );
+
+    // A failure, or another version, is not a twin's verdict: it is written.
+    let mut failed = ObjectRecord::new(&ctx.bucket, "k", &ctx.target_id(), Outcome::Failed);
+    failed.reason = Some("throttled: test".into());
+    engine.checkpoint().put(&failed, None).await.unwrap();
+    assert_eq!(row(&engine).await.outcome, Outcome::Failed);
+    ctx.cleanup().await;
+}
