@@ -229,9 +229,11 @@ impl Engine {
         }
 
         let job = Transfer {
-            req,
-            target,
-            name: &name,
+            route: Route {
+                req,
+                target,
+                name: &name,
+            },
             head: &head,
             props: &props,
             existing: existing.as_ref(),
@@ -443,12 +445,18 @@ fn no_transfer(bytes: u64, blob: String, why: &str) -> Step {
     Step::Done(rep)
 }
 
-/// One object being moved: what both copy paths need.
+/// Where one object's bytes go: the object of `req` into blob `name` of `target`.
 #[derive(Clone, Copy)]
-pub(super) struct Transfer<'a> {
+pub(super) struct Route<'a> {
     pub req: &'a CopyRequest,
     pub target: &'a BlobTarget,
     pub name: &'a str,
+}
+
+/// One object being moved: what both copy paths need.
+#[derive(Clone, Copy)]
+pub(super) struct Transfer<'a> {
+    pub route: Route<'a>,
     pub head: &'a ObjectHead,
     pub props: &'a CommitProps,
     pub existing: Option<&'a BlobProps>,
@@ -468,7 +476,8 @@ impl<'a> Transfer<'a> {
         &'a CommitProps,
         Option<&'a BlobProps>,
     ) {
-        (self.req, self.target, self.name, self.head, self.props, self.existing)
+        let Route { req, target, name } = self.route;
+        (req, target, name, self.head, self.props, self.existing)
     }
 }
 

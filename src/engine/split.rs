@@ -247,9 +247,11 @@ impl Engine {
             .sum();
         let streamed = || async {
             let job = super::streamed::StreamJob {
-                req,
-                target,
-                name: &plan.blob,
+                route: super::copy::Route {
+                    req,
+                    target,
+                    name: &plan.blob,
+                },
                 etag: &plan.etag,
                 layout: &layout,
             };

@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::copy::Transfer;
+use super::copy::{Route, Transfer};
 use super::decide::held_by_uncommitted;
 use super::layout::BlockLayout;
 use super::verify::{combine, verify_streamed};
@@ -110,9 +110,7 @@ impl Engine {
         ordered_md5: bool,
     ) -> Result<(Vec<u64>, Option<[u8; 16]>)> {
         let StreamJob {
-            req,
-            target,
-            name,
+            route: Route { req, target, name },
             etag,
             layout,
         } = *job;
@@ -165,9 +163,7 @@ impl Engine {
         // The MD5 is the check only when the source has no CRC64 but an MD5 ETag.
         let need_md5 = head.crc64nvme.is_none() && head.md5().is_some();
         let job = StreamJob {
-            req,
-            target,
-            name,
+            route: job.route,
             etag: &head.etag,
             layout: &layout,
         };
@@ -193,9 +189,7 @@ impl Engine {
 /// `layout`, into blob `name` of `target`.
 #[derive(Clone, Copy)]
 pub(super) struct StreamJob<'a> {
-    pub req: &'a CopyRequest,
-    pub target: &'a BlobTarget,
-    pub name: &'a str,
+    pub route: Route<'a>,
     pub etag: &'a str,
     pub layout: &'a BlockLayout,
 }
