@@ -213,7 +213,10 @@ pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
     match (status, code) {
         (_, Some("CannotVerifyCopySource")) => ErrorKind::CopySourceUnreachable,
         (_, Some("Md5Mismatch" | "Crc64Mismatch" | "BadDigest" | "InvalidDigest")) => ErrorKind::Integrity,
-        (_, Some("ServerBusy" | "SlowDown" | "OperationTimedOut" | "RequestTimeout")) => ErrorKind::Throttled,
+        (_, Some("ServerBusy" | "SlowDown")) => ErrorKind::Throttled,
+        // A server-side timeout: the call may have been applied, so only an idempotent
+        // call may be retried on it (Azure's 500 OperationTimedOut; S3's RequestTimeout).
+        (_, Some("OperationTimedOut" | "RequestTimeout")) => ErrorKind::Transient,
         (404, _) => ErrorKind::NotFound,
         (409 | 412, _) => ErrorKind::Precondition,
         (429 | 503, _) => ErrorKind::Throttled,
@@ -252,6 +255,12 @@ mod tests {
             ErrorKind::CopySourceUnreachable
         );
         assert_eq!(kind_from_status(400, Some("Md5Mismatch")), ErrorKind::Integrity);
+        // A server timeout may have been applied: retried only where the call is idempotent.
+        let timed_out = Error::new(kind_from_status(500, Some("OperationTimedOut")), "put message");
+        assert_eq!(timed_out.kind(), ErrorKind::Transient);
+        assert!(timed_out.is_retryable());
+        assert!(!timed_out.non_idempotent().is_retryable());
+        assert_eq!(kind_from_status(503, Some("ServerBusy")), ErrorKind::Throttled);
         assert!(Error::new(ErrorKind::Throttled, "x").is_retryable());
         assert!(Error::new(ErrorKind::Transient, "reset").is_retryable());
         assert!(!Error::new(ErrorKind::Transient, "reset")

@@ -288,3 +288,56 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
     assert_eq!(sha(&ctx.blob().read("big").await.unwrap()), sha(&data));
     ctx.cleanup().await;
 }
+
+/// Azure's 500 OperationTimedOut means the call may have been applied. A call that is not
+/// idempotent (Put Message: a resend is a second message) is not retried on it, and the error
+/// names the code; an idempotent one (Get Properties of the queue) is, and a throttled Put
+/// Message (503 ServerBusy, never applied) is too.
+#[tokio::test]
+async fn a_server_timeout_is_retried_only_where_the_call_is_idempotent() {
+    let ctx = TestCtx::new("optimeout").await;
+    let proxy = Proxy::start("http://127.0.0.1:10001").await;
+    let cs = TestCtx::connection_string(None, Some(&proxy.url), None);
+    let cfg = ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let name = cfg.copy_queue.clone();
+    let queue =
+        s3_blob_sync::azure::queue::WorkQueue::new(&cfg.azure, &cfg.azure.authorizer().unwrap(), &name, cfg.retry)
+            .unwrap();
+    queue.create_if_missing().await.unwrap();
+
+    *proxy.faults().timeout_replies_to.lock().unwrap() = Some(("POST ".into(), 1));
+    let err = queue
+        .send("first", None)
+        .await
+        .expect_err("a timed-out Put Message is reported");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("OperationTimedOut"), "{err}");
+    assert_eq!(
+        proxy.count("POST "),
+        1,
+        "the Put Message was sent again after a server timeout"
+    );
+
+    // An idempotent read on the same answer is retried, and succeeds.
+    *proxy.faults().timeout_replies_to.lock().unwrap() = Some(("GET ".into(), 1));
+    assert_eq!(queue.approximate_count().await.unwrap(), 1);
+    assert_eq!(proxy.count("GET "), 2, "the read was not retried");
+
+    // Throttling was never applied, so even Put Message is retried on it.
+    proxy.storm(1, 503);
+    queue.send("second", None).await.expect("a throttled send is retried");
+    assert_eq!(proxy.count("POST "), 3);
+
+    // Each message is there once: the timed-out one landed, the throttled one was resent.
+    let direct = ctx.queue(&name);
+    let mut texts: Vec<String> = direct
+        .receive(32, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.text)
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["first", "second"]);
+    ctx.cleanup().await;
+}

@@ -81,6 +81,10 @@ pub struct Faults {
     /// Forward this many requests whose log line (`METHOD path?query`) or body contains the
     /// needle, then drop the reply: the request landed, the caller never hears so.
     pub drop_replies_to: Mutex<Option<(String, u32)>>,
+    /// Forward this many requests whose log line (`METHOD path?query`) contains the needle,
+    /// then answer 500 OperationTimedOut: Azure's server timeout, after which the call may
+    /// or may not have been applied (here it was).
+    pub timeout_replies_to: Mutex<Option<(String, u32)>>,
     /// Answer every request with 503 until this instant (ms since the epoch): an outage.
     pub outage_until_ms: AtomicU64,
 }
@@ -515,6 +519,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
                 ));
             }
         }
+    }
+    if take_to(&st.faults.timeout_replies_to, &line) {
+        return Ok(azure_error(500, "OperationTimedOut", &[]));
     }
     let status = resp.status();
     let mut out = Response::builder().status(status);
