@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::harness::handler::run_binary_async;
 use crate::harness::proxy::Proxy;
-use crate::harness::{bytes, sha, unique, TestCtx};
+use crate::harness::{bytes, sha, TestCtx};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -378,14 +378,12 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
     let cs = crate::harness::TestCtx::connection_string(Some(&blob_proxy.url), None, None);
-    let copy_queue = unique("chaos-copy-");
-    let rejects = unique("chaos-rej-");
+    // The test's own copy and rejects queues come from the context, whose guard removes them.
+    let (copy_queue, rejects) = (ctx.env["SYNC_COPY_QUEUE"].clone(), ctx.env["SYNC_REJECT_QUEUE"].clone());
     let env = ctx.env_with(&[
         ("AWS_ENDPOINT_URL", s3_proxy.url.as_str()),
         ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
         ("SYNC_SQS_QUEUE_URL", queue_url.as_str()),
-        ("SYNC_COPY_QUEUE", copy_queue.as_str()),
-        ("SYNC_REJECT_QUEUE", rejects.as_str()),
         ("SYNC_MODE", "mirror"),
         ("SYNC_BLOCK_SIZE_MIB", "1"),
         ("SYNC_SQS_RETRY_BASE_SECS", "1"),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::harness::handler::{run_binary_async, HandlerProc};
 use crate::harness::host::http_payload;
-use crate::harness::{unique, TestCtx};
+use crate::harness::TestCtx;
 
 /// The gate as the CLI reports it: exit code and the JSON answer.
 async fn gate(env: &HashMap<String, String>, bucket: &str, container: &str, extra: &[&str]) -> (i32, Value) {
@@ -54,11 +54,8 @@ fn check<'a>(g: &'a Value, name: &str) -> &'a Value {
 async fn the_cutover_gate_says_ready_only_when_every_condition_holds() {
     let ctx = TestCtx::new("cutover").await;
     let (sqs, queue_url) = ctx.sqs_queue("cut-q-").await;
-    let rejects = unique("cut-rej-");
-    let env = ctx.env_with(&[
-        ("SYNC_SQS_QUEUE_URL", queue_url.as_str()),
-        ("SYNC_REJECT_QUEUE", rejects.as_str()),
-    ]);
+    // The rejects queue is the context's own, which its guard removes.
+    let env = ctx.env_with(&[("SYNC_SQS_QUEUE_URL", queue_url.as_str())]);
     let (b, c) = (ctx.bucket.clone(), ctx.container.clone());
     for i in 0..3 {
         ctx.put(&format!("d/{i}.txt"), format!("object {i}")).await;

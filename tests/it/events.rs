@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
 use crate::harness::proxy::Proxy;
-use crate::harness::{bytes, sha, unique, TestCtx};
+use crate::harness::{bytes, sha, TestCtx};
 
 /// A test's event pipeline: its own SQS queue (notifications configured through
 /// `setup-events`), its own Azure queues.
@@ -32,8 +32,6 @@ impl Events {
         let (_, queue_url) = ctx.sqs_queue(&format!("{tag}-q-")).await;
         let overrides = vec![
             ("SYNC_SQS_QUEUE_URL".to_string(), queue_url.clone()),
-            ("SYNC_COPY_QUEUE".to_string(), unique("copy-")),
-            ("SYNC_REJECT_QUEUE".to_string(), unique("rejects-")),
             ("SYNC_MODE".to_string(), mode.to_string()),
             ("SYNC_DRAIN_BUDGET_SECS".to_string(), "8".to_string()),
         ];
@@ -856,10 +854,9 @@ async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
     let ctx = TestCtx::new("hbeat").await;
     ctx.put("slow", "slow bytes").await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
-    let copy = unique("copy-");
+    let copy = ctx.env["SYNC_COPY_QUEUE"].clone();
     let cs = ctx.connection_string_via(&blob_proxy.url);
     let cfg = ctx.config(&[
-        ("SYNC_COPY_QUEUE", copy.as_str()),
         ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
         ("SYNC_WORKER_VISIBILITY_SECS", "3"),
     ]);
