@@ -3,8 +3,8 @@
 //! as JSON by `GET /api/dashboard/data`, and drawn by the page at `GET /api/dashboard`.
 //! Every part but the run list is bounded: a page holds at most [`MAX_RUNS`] runs, and
 //! reasons are grouped over at most [`REASONS_SAMPLED`] report lines per run, so a run of a
-//! million objects costs what a small one does. Finding a page's runs still reads the run
-//! rows older than it (one query; fine at thousands of runs).
+//! million objects costs what a small one does. Finding a page's runs reads windows of
+//! start time back from the page (decision 91), not every older run.
 
 use std::collections::HashMap;
 

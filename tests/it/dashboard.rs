@@ -161,11 +161,74 @@ async fn the_dashboard_data_pages_through_a_thousand_runs() {
     ctx.cleanup().await;
 }
 
+/// A page of the newest runs reads about those runs, not every older one. 1,000 runs, one an
+/// hour (about six weeks), are paged through at the store, through a proxy that counts the
+/// bytes the table answers with: every run once, newest first, and the first page of 20
+/// reads under a tenth of what one read of all the runs does.
+#[tokio::test]
+async fn a_page_of_recent_runs_reads_about_its_own_runs() {
+    use s3_blob_sync::state::runs::store::RunStore;
+    let ctx = TestCtx::new("dashwin").await;
+    let start = time::OffsetDateTime::now_utc();
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let hourly = |i: usize| {
+        let t = start - time::Duration::hours(i as i64);
+        format!("{}-{:08x}", t.format(&f).unwrap(), i)
+    };
+    let ids = insert_runs_with(&ctx, 1000, hourly).await;
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = TestCtx::connection_string(None, None, Some(&tables.url));
+    let cfg = ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let table = s3_blob_sync::azure::table::TableClient::new(
+        &cfg.azure,
+        &cfg.azure.authorizer().unwrap(),
+        &cfg.runs_table,
+        cfg.retry,
+    )
+    .unwrap();
+    let all_bytes = {
+        let before = tables.stats().replied_bytes.load(Ordering::SeqCst);
+        let all = table.query_all(Some("PartitionKey eq 'run'")).await.unwrap();
+        assert_eq!(all.len(), 1000);
+        tables.stats().replied_bytes.load(Ordering::SeqCst) - before
+    };
+    let store = RunStore::new(table);
+    let before = tables.stats().replied_bytes.load(Ordering::SeqCst);
+    let (first, _) = store.recent_before(None, 20).await.unwrap();
+    let page_bytes = tables.stats().replied_bytes.load(Ordering::SeqCst) - before;
+    let first: Vec<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(first, ids[..20].iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!("the newest 20 of 1,000 runs: {page_bytes} bytes read; all runs: {all_bytes}");
+    assert!(
+        page_bytes * 10 < all_bytes,
+        "a page of 20 read {page_bytes} bytes; all 1,000 runs are {all_bytes}"
+    );
+
+    // Paged to the end, in pages of 64: each run once, newest first.
+    let (mut seen, mut next) = (Vec::new(), None::<String>);
+    loop {
+        let (runs, more) = store.recent_before(next.as_deref(), 64).await.unwrap();
+        seen.extend(runs.into_iter().map(|r| r.id));
+        match more {
+            Some(b) => next = Some(b),
+            None => break,
+        }
+        assert!(seen.len() <= 1000, "paging does not end");
+    }
+    assert_eq!(seen, ids, "every run once, newest first");
+    ctx.cleanup().await;
+}
+
 /// Writes `n` ended runs of `ctx`'s bucket and container straight into the runs table, as
 /// the run service would have; their ids, newest first.
 async fn insert_runs(ctx: &TestCtx, n: usize) -> Vec<String> {
+    insert_runs_with(ctx, n, |_| s3_blob_sync::state::runs::store::new_run_id()).await
+}
+
+/// [`insert_runs`] with the `i`th run's id from `id(i)`.
+async fn insert_runs_with(ctx: &TestCtx, n: usize, id: impl Fn(usize) -> String) -> Vec<String> {
     use futures::StreamExt;
-    use s3_blob_sync::state::runs::store::{new_run_id, Phase, RunRecord, RunState, RunStore};
+    use s3_blob_sync::state::runs::store::{Phase, RunRecord, RunState, RunStore};
     let cfg = ctx.config(&[]);
     let auth = cfg.azure.authorizer().unwrap();
     let table = s3_blob_sync::azure::table::TableClient::new(
@@ -180,12 +243,12 @@ async fn insert_runs(ctx: &TestCtx, n: usize) -> Vec<String> {
     let (spec, _) =
         s3_blob_sync::messages::run_spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &cfg).unwrap();
     let mut ids: Vec<String> = futures::stream::iter(0..n)
-        .map(|_| {
-            let (store, spec) = (&store, spec.clone());
+        .map(|i| {
+            let (store, spec, id) = (&store, spec.clone(), id(i));
             async move {
                 let now = s3_blob_sync::state::checkpoint::now_rfc3339();
                 let mut run = RunRecord {
-                    id: new_run_id(),
+                    id,
                     spec,
                     notify: None,
                     trigger: Some(s3_blob_sync::model::Trigger::Cli),

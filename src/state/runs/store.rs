@@ -254,15 +254,53 @@ impl RunStore {
 
     /// Up to `limit` runs started before run `before` (a run id; ids begin with their start
     /// time), newest first, and the id to pass for the next older page when there is one.
+    ///
+    /// Azure returns rows in ascending key order only, so the newest rows are found by
+    /// reading windows of start time backwards from `before` (a minute, then four times
+    /// longer each step) until more than `limit` runs are in hand or the oldest run is
+    /// reached. A page reads about the runs of its own time span, not every older run.
     pub async fn recent_before(&self, before: Option<&str>, limit: usize) -> Result<(Vec<RunRecord>, Option<String>)> {
-        let mut filter = format!("PartitionKey eq '{RUN_PK}'");
+        let below = |hi: Option<&str>| {
+            let mut f = format!("PartitionKey eq '{RUN_PK}'");
+            if let Some(h) = hi {
+                f.push_str(&format!(" and RowKey lt '{h}'"));
+            }
+            f
+        };
         if let Some(b) = before {
             if !valid_run_id(b) {
                 return Err(Error::invalid(format!("before: `{b}` is not a run id")));
             }
-            filter.push_str(&format!(" and RowKey lt '{b}'"));
         }
-        let rows = self.table.query_all(Some(&filter)).await?;
+        let mut rows = Vec::new();
+        // The oldest run below `before`: when a window reaches it, there is nothing older.
+        let oldest = match self.table.query(Some(&below(before)), Some(1), None).await?.0.first() {
+            Some(e) => e.row_key.clone(),
+            None => return Ok((Vec::new(), None)),
+        };
+        // A `before` that does not begin with a time (no run id made here does that) reads
+        // everything below it, as one window.
+        let start = match before {
+            Some(b) => id_time(b),
+            None => Some(time::OffsetDateTime::now_utc()),
+        };
+        let mut hi = before.map(str::to_string);
+        let mut window = time::Duration::minutes(1);
+        loop {
+            let lo = start.and_then(|t| t.checked_sub(window)).map(id_prefix);
+            let mut f = below(hi.as_deref());
+            if let Some(lo) = &lo {
+                f.push_str(&format!(" and RowKey ge '{lo}'"));
+            }
+            rows.extend(self.table.query_all(Some(&f)).await?);
+            match lo {
+                Some(lo) if rows.len() <= limit && lo > oldest => {
+                    hi = Some(lo);
+                    window = window.saturating_mul(4);
+                }
+                _ => break,
+            }
+        }
         let mut runs: Vec<RunRecord> = rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()).collect();
         runs.sort_by(|a, b| (&b.id, &b.started_at).cmp(&(&a.id, &a.started_at)));
         let next = (limit > 0 && runs.len() > limit).then(|| runs[limit - 1].id.clone());
@@ -300,9 +338,26 @@ pub(super) fn unix_now() -> i64 {
 
 /// Run ids are `YYYYMMDDTHHMMSSZ-<8 hex>`: sortable, and safe as table keys.
 pub fn new_run_id() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    format!("{}-{:08x}", now.format(&f).unwrap_or_default(), rand::random::<u32>())
+    format!(
+        "{}-{:08x}",
+        id_prefix(time::OffsetDateTime::now_utc()),
+        rand::random::<u32>()
+    )
+}
+
+const ID_TIME: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// The start time a run id begins with, when it does.
+fn id_time(id: &str) -> Option<time::OffsetDateTime> {
+    let t = time::PrimitiveDateTime::parse(id.get(..16)?, ID_TIME).ok()?;
+    Some(t.assume_utc())
+}
+
+/// The run id prefix of time `t`: every id of a run started at or after `t` sorts at or
+/// after it.
+fn id_prefix(t: time::OffsetDateTime) -> String {
+    t.format(ID_TIME).unwrap_or_default()
 }
 
 /// Whether `id` looks like a run id (anything else is not looked up).
@@ -322,5 +377,8 @@ mod tests {
         for bad in ["", "x", "../etc/passwd", "a'b-00000000", "run id with spaces"] {
             assert!(!valid_run_id(bad), "{bad}");
         }
+        let t = id_time(&a).expect("a run id begins with its start time");
+        assert_eq!(id_prefix(t), a[..16]);
+        assert_eq!(id_time("manual-run-0001"), None);
     }
 }

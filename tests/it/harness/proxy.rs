@@ -107,6 +107,8 @@ pub struct Stats {
     /// Put Block requests being served right now, and the most there ever were at once.
     pub puts_in_flight: AtomicU64,
     pub max_puts_in_flight: AtomicU64,
+    /// Bytes of the response bodies forwarded from upstream (what the caller read).
+    pub replied_bytes: AtomicU64,
     /// Requests held by `hold_heads` so far.
     pub held: AtomicU64,
     /// Credentials that requests carried, raw, as `(what, value)`, each once:
@@ -533,6 +535,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         }
     }
     let mut data = resp.bytes().await.map_err(std::io::Error::other)?.to_vec();
+    st.stats.replied_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
     if parts.method == hyper::Method::GET && status.is_success() && !data.is_empty() && take(&st.faults.corrupt_get) {
         let mid = data.len() / 2;
         data[mid] ^= 0xff;
