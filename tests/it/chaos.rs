@@ -365,9 +365,9 @@ fn random_fault(rng: &mut StdRng, proxies: &[&Proxy]) {
         0 => p.storm(rng.random_range(1..4), 503),
         1 => f.resets.store(rng.random_range(1..3), Ordering::SeqCst),
         // A request that lands, and its reply that does not.
-        2 => *f.drop_replies_to.lock().unwrap() = Some(("PUT ".into(), 1)),
+        2 => f.drop_replies_to.arm("PUT ", 1),
         3 => f.delay_ms.store(rng.random_range(0..40), Ordering::SeqCst),
-        _ => *f.drop_replies_to.lock().unwrap() = Some(("POST ".into(), 1)),
+        _ => f.drop_replies_to.arm("POST ", 1),
     }
 }
 
@@ -514,7 +514,7 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         p.faults().delay_ms.store(0, Ordering::SeqCst);
         p.faults().storm.store(0, Ordering::SeqCst);
         p.faults().resets.store(0, Ordering::SeqCst);
-        *p.faults().drop_replies_to.lock().unwrap() = None;
+        p.faults().drop_replies_to.disarm();
     }
     let ops_s = began.elapsed().as_secs_f64();
     // First the events alone must converge the target (a bulk run would repair what they

@@ -38,18 +38,7 @@ impl Events {
         for (k, v) in &overrides {
             ctx.env.insert(k.clone(), v.clone());
         }
-        let (code, out) = run_binary_async(
-            &[
-                "setup-events",
-                "--bucket",
-                &ctx.bucket,
-                "--queue-url",
-                &queue_url,
-                "--fix-policy",
-            ],
-            &ctx.env,
-        )
-        .await;
+        let (code, out) = setup_events(&ctx.bucket, &queue_url, &["--fix-policy"], &ctx.env).await;
         assert_eq!(code, 0, "setup-events: {out}");
         Events {
             ctx,
@@ -666,29 +655,14 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
     let ctx = TestCtx::new("evsetup").await;
     let (_, url) = ctx.sqs_queue("setup-").await;
     // Without a policy and without --fix-policy: refused, with the statement to add.
-    let (code, out) = run_binary_async(
-        &["setup-events", "--bucket", &ctx.bucket, "--queue-url", &url],
-        &ctx.env,
-    )
-    .await;
+    let (code, out) = setup_events(&ctx.bucket, &url, &[], &ctx.env).await;
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("s3.amazonaws.com") && out.contains("--fix-policy"),
         "{out}"
     );
     // Dry run changes nothing.
-    let (code, out) = run_binary_async(
-        &[
-            "setup-events",
-            "--bucket",
-            &ctx.bucket,
-            "--queue-url",
-            &url,
-            "--dry-run",
-        ],
-        &ctx.env,
-    )
-    .await;
+    let (code, out) = setup_events(&ctx.bucket, &url, &["--dry-run"], &ctx.env).await;
     assert_eq!(code, 0, "{out}");
     let raw = reqwest::get(format!("{}/{}?notification", ctx.env["AWS_ENDPOINT_URL"], ctx.bucket))
         .await
@@ -699,20 +673,7 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
     assert!(!raw.contains("QueueConfiguration"), "{raw}");
     // A prefix filter, then a second run with --fix-policy; the config is replaced, not duplicated.
     for _ in 0..2 {
-        let (code, out) = run_binary_async(
-            &[
-                "setup-events",
-                "--bucket",
-                &ctx.bucket,
-                "--queue-url",
-                &url,
-                "--prefix",
-                "in/",
-                "--fix-policy",
-            ],
-            &ctx.env,
-        )
-        .await;
+        let (code, out) = setup_events(&ctx.bucket, &url, &["--prefix", "in/", "--fix-policy"], &ctx.env).await;
         assert_eq!(code, 0, "{out}");
     }
     let n = ctx
@@ -770,15 +731,10 @@ async fn setup_events_keeps_other_notifications_and_checks_the_policy() {
     // off, so before they went through it, the first 503 ended the command).
     let flaky = crate::harness::proxy::Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     flaky.faults().storm.store(3, Ordering::SeqCst);
-    let (code, out) = run_binary_async(
-        &[
-            "setup-events",
-            "--bucket",
-            &ctx.bucket,
-            "--queue-url",
-            &url,
-            "--fix-policy",
-        ],
+    let (code, out) = setup_events(
+        &ctx.bucket,
+        &url,
+        &["--fix-policy"],
         &ctx.env_with(&[("AWS_ENDPOINT_URL", &flaky.url)]),
     )
     .await;
@@ -892,4 +848,16 @@ async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
         .unwrap();
     assert!(poison.is_empty(), "parked: {}", poison[0].text);
     ctx.cleanup().await;
+}
+
+/// Runs `setup-events` for `bucket` and queue `url` with `extra` arguments, in `env`.
+async fn setup_events(
+    bucket: &str,
+    url: &str,
+    extra: &[&str],
+    env: &std::collections::HashMap<String, String>,
+) -> (i32, String) {
+    let mut args = vec!["setup-events", "--bucket", bucket, "--queue-url", url];
+    args.extend_from_slice(extra);
+    run_binary_async(&args, env).await
 }

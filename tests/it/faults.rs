@@ -196,7 +196,7 @@ async fn the_cli_attempts_an_object_as_often_as_the_queue_would() {
         serde_json::from_str(out.lines().find(|l| l.starts_with('{')).expect("a summary")).unwrap()
     };
 
-    *proxy.faults().storm_to.lock().unwrap() = Some(("storm.bin".into(), 1000));
+    proxy.faults().storm_to.arm("storm.bin", 1000);
     let (code, out) = run_binary_async(&args, &env).await;
     assert_eq!(code, 1, "{out}");
     // Two attempts, each one Put Blob tried six times: no third attempt, no seventh try.
@@ -218,7 +218,7 @@ async fn the_cli_attempts_an_object_as_often_as_the_queue_would() {
     assert!(ctx.blob().properties("storm.bin").await.unwrap().is_none());
 
     // Seven refusals: the first attempt gives up after six, the second gets through.
-    *proxy.faults().storm_to.lock().unwrap() = Some(("storm.bin".into(), 7));
+    proxy.faults().storm_to.arm("storm.bin", 7);
     let (code, out) = run_binary_async(&args, &env).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("object attempt failed; trying again").count(), 1, "{out}");
@@ -305,7 +305,7 @@ async fn a_server_timeout_is_retried_only_where_the_call_is_idempotent() {
             .unwrap();
     queue.create_if_missing().await.unwrap();
 
-    *proxy.faults().timeout_replies_to.lock().unwrap() = Some(("POST ".into(), 1));
+    proxy.faults().timeout_replies_to.arm("POST ", 1);
     let err = queue
         .send("first", None)
         .await
@@ -319,7 +319,7 @@ async fn a_server_timeout_is_retried_only_where_the_call_is_idempotent() {
     );
 
     // An idempotent read on the same answer is retried, and succeeds.
-    *proxy.faults().timeout_replies_to.lock().unwrap() = Some(("GET ".into(), 1));
+    proxy.faults().timeout_replies_to.arm("GET ", 1);
     assert_eq!(queue.approximate_count().await.unwrap(), 1);
     assert_eq!(proxy.count("GET "), 2, "the read was not retried");
 

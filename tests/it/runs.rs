@@ -150,13 +150,7 @@ async fn lister_killed_between_pages_still_counts_exactly() {
     // Page 0 completes; page 1's lister is killed mid-invocation; its message is not acked.
     let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
     assert_eq!(host.deliver(&a, "ListPage", &host.list, page0).await, 200);
-    let page1 = loop {
-        let mut got = host.list.receive(1, Duration::from_secs(2)).await.unwrap();
-        if let Some(m) = got.pop() {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let page1 = host.next_list(Duration::from_secs(2)).await;
     assert!(page1.text.contains("\"page\":1"), "{}", page1.text);
     let payload = queue_payload(&serde_json::from_str(&page1.text).unwrap(), 1);
     let port = a.port;
@@ -199,12 +193,12 @@ async fn first_attempt_dies(ctx: &TestCtx) -> (Proxy, HandlerProc, Host, String,
     let host = Host::new(ctx).await;
     let id = start_run(&h, &body(ctx, json!({}))).await;
     // The page's save is the only write that carries the lister's `Page`.
-    *tables.faults().reset_writes_to.lock().unwrap() = Some(("Page@odata.type".into(), 1000));
+    tables.faults().reset_writes_to.arm("Page@odata.type", 1000);
     let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
     let payload = queue_payload(&serde_json::from_str(&page0.text).unwrap(), 1);
     let (status, reply) = h.invoke("ListPage", &payload).await;
     assert!(status >= 500, "the page's save was meant to fail: {status} {reply}");
-    *tables.faults().reset_writes_to.lock().unwrap() = None;
+    tables.faults().reset_writes_to.disarm();
     (tables, h, host, id, page0)
 }
 
@@ -218,36 +212,13 @@ async fn a_page_redone_after_its_copies_ran_counts_each_key_once_and_waits_for_e
     let (_tables, h, host, id, page0) = first_attempt_dies(&ctx).await;
 
     // Half of the first attempt's copies run; the others wait in the queue.
-    let mut first = Vec::new();
-    while first.len() < 300 {
-        first.extend(
-            host.copy
-                .receive(32.min(300 - first.len() as u32), Duration::from_secs(120))
-                .await
-                .unwrap(),
-        );
-    }
-    for m in first {
-        assert_eq!(host.deliver(&h, "CopyObject", &host.copy, m).await, 200);
-    }
+    let first = host.take_copies(300).await;
+    host.deliver_copies(&h, first).await;
 
     // The page is redone (its message came back): 300 keys now look current.
-    let (status, reply) = h
-        .invoke(
-            "ListPage",
-            &queue_payload(&serde_json::from_str(&page0.text).unwrap(), 2),
-        )
-        .await;
-    assert_eq!(status, 200, "{reply}");
-    host.list.delete(&page0).await.unwrap();
+    host.redo_page(&h, &page0).await;
     // A settle check right now must not end the run: 300 copies are still to come.
-    let check = loop {
-        let mut got = host.list.receive(1, Duration::from_secs(30)).await.unwrap();
-        if let Some(m) = got.pop() {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let check = host.next_list(Duration::from_secs(30)).await;
     assert!(check.text.contains("check"), "{}", check.text);
     host.deliver(&h, "ListPage", &host.list, check).await;
     let (status, s) = get_run(&h, &id).await;
@@ -282,21 +253,9 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
         .unwrap();
     ctx.put("p/005a", "new in the page").await;
     // The first attempt's copies run (p/005's finds nothing), then the page is redone.
-    let mut first = Vec::new();
-    while first.len() < 40 {
-        first.extend(host.copy.receive(32, Duration::from_secs(120)).await.unwrap());
-    }
-    for m in first {
-        assert_eq!(host.deliver(&h, "CopyObject", &host.copy, m).await, 200);
-    }
-    let (status, reply) = h
-        .invoke(
-            "ListPage",
-            &queue_payload(&serde_json::from_str(&page0.text).unwrap(), 2),
-        )
-        .await;
-    assert_eq!(status, 200, "{reply}");
-    host.list.delete(&page0).await.unwrap();
+    let first = host.take_copies(40).await;
+    host.deliver_copies(&h, first).await;
+    host.redo_page(&h, &page0).await;
 
     // Every queued message is delivered before `finish` returns, so the counters are final.
     let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
@@ -380,7 +339,7 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
 
     // B has read the run and its lister row (page 0 to do) and stalls on its look for the
     // page's saved listing.
-    *tables.faults().hold_to.lock().unwrap() = Some(("plan".into(), 1));
+    tables.faults().hold_to.arm("plan", 1);
     let late = {
         let id = id.clone();
         tokio::spawn(async move {
@@ -431,11 +390,11 @@ async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
     let id = start_in_process(&svc, &ctx).await;
     // The page's save (the only write that carries the lister's `Page`) lands; its reply
     // is lost, and the retry meets the change it made itself.
-    *tables.faults().drop_replies_to.lock().unwrap() = Some(("Page@odata.type".into(), 1));
+    tables.faults().drop_replies_to.arm("Page@odata.type", 1);
     let sink = Collect::default();
     let step = list_page(&svc, &id, 0, &sink).await.unwrap();
     assert_eq!(
-        tables.faults().drop_replies_to.lock().unwrap().as_ref().unwrap().1,
+        tables.faults().drop_replies_to.left(),
         0,
         "the save's reply was meant to be lost"
     );
@@ -465,11 +424,11 @@ async fn a_run_start_whose_insert_reply_was_lost_still_starts_and_finishes() {
     let host = Host::new(&ctx).await;
     let inserts = format!("POST /devstoreaccount1/{}", ctx.env["SYNC_RUNS_TABLE"]);
     // The run row's insert (its body names the `run` partition) lands; its reply is lost.
-    *tables.faults().drop_replies_to.lock().unwrap() = Some((r#""PartitionKey":"run""#.into(), 1));
+    tables.faults().drop_replies_to.arm(r#""PartitionKey":"run""#, 1);
     // 202, not a 500 that leaves a Running run without its first page and its lock held.
     let id = start_run(&h, &body(&ctx, json!({}))).await;
     assert!(tables.count(&inserts) >= 3, "the run row's insert was retried");
-    assert_eq!(tables.faults().drop_replies_to.lock().unwrap().as_ref().unwrap().1, 0);
+    assert_eq!(tables.faults().drop_replies_to.left(), 0);
     let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
     assert_eq!(s["state"], "Succeeded", "{s}");
     assert_eq!(c(&s, "transferred"), 20, "{s}");
@@ -491,10 +450,7 @@ async fn fifty_concurrent_copies_and_their_duplicates_lose_no_count() {
     let id = start_run(&h, &body(&ctx, json!({}))).await;
     let page = host.list.receive(1, Duration::from_secs(60)).await.unwrap().remove(0);
     assert_eq!(host.deliver(&h, "ListPage", &host.list, page).await, 200);
-    let mut copies = Vec::new();
-    while copies.len() < 50 {
-        copies.extend(host.copy.receive(32, Duration::from_secs(120)).await.unwrap());
-    }
+    let copies = host.take_copies(50).await;
     // Every message twice (a redelivery racing the first delivery), all at once.
     let calls = copies.iter().chain(copies.iter()).map(|m| {
         let payload = queue_payload(&serde_json::from_str(&m.text).unwrap(), 1);

@@ -380,7 +380,7 @@ async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
         ])
         .await;
     let insert = format!("POST /devstoreaccount1/{}", ctx.table);
-    *tables.faults().drop_replies_to.lock().unwrap() = Some((insert.clone(), 1));
+    tables.faults().drop_replies_to.arm(insert.clone(), 1);
     let budget = 4 * MIB as u64;
     let r = crate::copy_engine::req(&ctx, "big");
     let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {

@@ -103,6 +103,50 @@ impl Host {
         status
     }
 
+    /// Receives exactly `n` copy messages, hidden for two minutes, failing after a minute.
+    pub async fn take_copies(&self, n: usize) -> Vec<WorkItem> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let want = (n - got.len()).min(32) as u32;
+            got.extend(self.copy.receive(want, Duration::from_secs(120)).await.unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} copy messages arrived",
+                got.len()
+            );
+        }
+        got
+    }
+
+    /// Delivers copy messages to `h`, each of which must succeed.
+    pub async fn deliver_copies(&self, h: &HandlerProc, items: Vec<WorkItem>) {
+        for m in items {
+            assert_eq!(self.deliver(h, "CopyObject", &self.copy, m).await, 200);
+        }
+    }
+
+    /// The next listing message, hidden for `visibility`, failing after a minute.
+    pub async fn next_list(&self, visibility: Duration) -> WorkItem {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(m) = self.list.receive(1, visibility).await.unwrap().pop() {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no listing message arrived");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Redoes listing `page` (its second delivery) on `h`, which must succeed, and
+    /// acknowledges it.
+    pub async fn redo_page(&self, h: &HandlerProc, page: &WorkItem) {
+        let msg: Value = serde_json::from_str(&page.text).unwrap();
+        let (status, reply) = h.invoke("ListPage", &queue_payload(&msg, 2)).await;
+        assert_eq!(status, 200, "{reply}");
+        self.list.delete(page).await.unwrap();
+    }
+
     /// Runs rounds until `done()` holds, failing after `timeout`.
     pub async fn drive_until<F, Fut>(&self, h: &HandlerProc, timeout: Duration, mut done: F)
     where

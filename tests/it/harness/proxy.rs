@@ -40,7 +40,7 @@ pub struct Faults {
     pub storm_status: AtomicU32,
     /// Answer this many requests whose log line (`METHOD path?query`) contains the needle
     /// with 503 ServerBusy: one object's calls fail while everything else goes through.
-    pub storm_to: Mutex<Option<(String, u32)>>,
+    pub storm_to: Needle,
     /// Close this many connections without answering.
     pub resets: AtomicU32,
     /// Flip a byte in this many successful GET bodies (proxy role).
@@ -73,18 +73,18 @@ pub struct Faults {
     pub hold_writes: AtomicU32,
     /// Hold this many requests whose log line (`METHOD path?query`) contains the needle,
     /// until [`Proxy::release`]: one chosen request stalls while others go on.
-    pub hold_to: Mutex<Option<(String, u32)>>,
+    pub hold_to: Needle,
     /// Reset (before forwarding) this many writes (POST, PUT, MERGE, PATCH) whose path or
     /// body contains the needle: one entity's updates fail while everything else goes through
     /// (a transaction's body names its entities).
-    pub reset_writes_to: Mutex<Option<(String, u32)>>,
+    pub reset_writes_to: Needle,
     /// Forward this many requests whose log line (`METHOD path?query`) or body contains the
     /// needle, then drop the reply: the request landed, the caller never hears so.
-    pub drop_replies_to: Mutex<Option<(String, u32)>>,
+    pub drop_replies_to: Needle,
     /// Forward this many requests whose log line (`METHOD path?query`) contains the needle,
     /// then answer 500 OperationTimedOut: Azure's server timeout, after which the call may
     /// or may not have been applied (here it was).
-    pub timeout_replies_to: Mutex<Option<(String, u32)>>,
+    pub timeout_replies_to: Needle,
     /// Answer every request with 503 until this instant (ms since the epoch): an outage.
     pub outage_until_ms: AtomicU64,
 }
@@ -278,14 +278,35 @@ fn take(c: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// Consumes one of a needle fault's uses when `line` contains its needle.
-fn take_to(armed: &Mutex<Option<(String, u32)>>, line: &str) -> bool {
-    match armed.lock().unwrap().as_mut() {
-        Some((needle, n)) if *n > 0 && line.contains(needle.as_str()) => {
-            *n -= 1;
-            true
+/// A fault aimed at the requests whose text contains a needle, for a number of uses.
+#[derive(Default)]
+pub struct Needle(Mutex<Option<(String, u32)>>);
+
+impl Needle {
+    /// Aims the fault at the next `n` requests that contain `needle`.
+    pub fn arm(&self, needle: impl Into<String>, n: u32) {
+        *self.0.lock().unwrap() = Some((needle.into(), n));
+    }
+
+    /// Stands the fault down.
+    pub fn disarm(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+
+    /// The uses not yet spent (0 when disarmed).
+    pub fn left(&self) -> u32 {
+        self.0.lock().unwrap().as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// Consumes one use when any of `texts` contains the needle.
+    fn take(&self, texts: &[&str]) -> bool {
+        match self.0.lock().unwrap().as_mut() {
+            Some((needle, n)) if *n > 0 && texts.iter().any(|t| t.contains(needle.as_str())) => {
+                *n -= 1;
+                true
+            }
+            _ => false,
         }
-        _ => false,
     }
 }
 
@@ -363,7 +384,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let write = matches!(parts.method.as_str(), "POST" | "PUT" | "MERGE" | "PATCH");
-    if take_to(&st.faults.hold_to, &line)
+    if st.faults.hold_to.take(&[&line])
         || (parts.method == hyper::Method::HEAD && take(&st.faults.hold_heads))
         || (write && take(&st.faults.hold_writes))
     {
@@ -377,23 +398,21 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             "injected reset",
         ));
     }
-    if write {
-        let mut armed = st.faults.reset_writes_to.lock().unwrap();
-        if let Some((needle, n)) = armed.as_mut() {
-            let hit = path_q.contains(needle.as_str()) || String::from_utf8_lossy(&body).contains(needle.as_str());
-            if *n > 0 && hit {
-                *n -= 1;
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected reset of a write",
-                ));
-            }
-        }
+    if write
+        && st
+            .faults
+            .reset_writes_to
+            .take(&[&path_q, &String::from_utf8_lossy(&body)])
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset of a write",
+        ));
     }
     if now_ms() < st.faults.outage_until_ms.load(Ordering::SeqCst) {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
-    if take_to(&st.faults.storm_to, &line) {
+    if st.faults.storm_to.take(&[&line]) {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
     if take(&st.faults.storm) {
@@ -510,19 +529,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
         Ok(r) => r,
         Err(e) => return Err(std::io::Error::other(e)),
     };
-    {
-        let mut armed = st.faults.drop_replies_to.lock().unwrap();
-        if let Some((needle, n)) = armed.as_mut() {
-            if *n > 0 && (line.contains(needle.as_str()) || sent_body.contains(needle.as_str())) {
-                *n -= 1;
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected reply loss (the request landed)",
-                ));
-            }
-        }
+    if st.faults.drop_replies_to.take(&[&line, &sent_body]) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reply loss (the request landed)",
+        ));
     }
-    if take_to(&st.faults.timeout_replies_to, &line) {
+    if st.faults.timeout_replies_to.take(&[&line]) {
         return Ok(azure_error(500, "OperationTimedOut", &[]));
     }
     let status = resp.status();
