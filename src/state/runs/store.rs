@@ -272,11 +272,19 @@ impl RunStore {
                 return Err(Error::invalid(format!("before: `{b}` is not a run id")));
             }
         }
-        let mut rows = Vec::new();
+        let mut runs: Vec<RunRecord> = Vec::new();
         // The oldest run below `before`: when a window reaches it, there is nothing older.
-        let oldest = match self.table.query(Some(&below(before)), Some(1), None).await?.0.first() {
-            Some(e) => e.row_key.clone(),
-            None => return Ok((Vec::new(), None)),
+        // Azure may answer a page with no rows and a continuation, so follow it.
+        let mut cont = None;
+        let first = loop {
+            let (rows, next) = self.table.query(Some(&below(before)), Some(1), cont.as_ref()).await?;
+            match next {
+                Some(c) if rows.is_empty() => cont = Some(c),
+                _ => break rows,
+            }
+        };
+        let Some(oldest) = first.first().map(|e| e.row_key.clone()) else {
+            return Ok((Vec::new(), None));
         };
         // A `before` that does not begin with a time (no run id made here does that) reads
         // everything below it, as one window.
@@ -292,16 +300,17 @@ impl RunStore {
             if let Some(lo) = &lo {
                 f.push_str(&format!(" and RowKey ge '{lo}'"));
             }
-            rows.extend(self.table.query_all(Some(&f)).await?);
+            let rows = self.table.query_all(Some(&f)).await?;
+            // Only rows that read as runs count towards the page.
+            runs.extend(rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()));
             match lo {
-                Some(lo) if rows.len() <= limit && lo > oldest => {
+                Some(lo) if runs.len() <= limit && lo > oldest => {
                     hi = Some(lo);
                     window = window.saturating_mul(4);
                 }
                 _ => break,
             }
         }
-        let mut runs: Vec<RunRecord> = rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()).collect();
         runs.sort_by(|a, b| (&b.id, &b.started_at).cmp(&(&a.id, &a.started_at)));
         let next = (limit > 0 && runs.len() > limit).then(|| runs[limit - 1].id.clone());
         runs.truncate(limit);
