@@ -125,6 +125,12 @@ impl WorkQueue {
     }
 
     /// Sends `text` (base64-encoded on the wire), optionally hidden for `delay`.
+    ///
+    /// Retried on a reset or a server timeout, though the first attempt may have landed:
+    /// every message this service sends is one its consumers may receive twice (the queues
+    /// are at-least-once by design: copies are idempotent, a listing page or settle check
+    /// replays as a no-op), so a duplicate costs a little work, while giving up would fail
+    /// a run start or leave a run without its next step (decision 90).
     pub async fn send(&self, text: &str, delay: Option<Duration>) -> Result<()> {
         let encoded = base64::engine::general_purpose::STANDARD.encode(text);
         if encoded.len() > MAX_MESSAGE_BYTES {
@@ -151,7 +157,7 @@ impl WorkQueue {
                     .send_message(body, Some(opts))
                     .await
                     .map(|_| ())
-                    .map_err(|e| super::map_azure_error(e, format!("send to queue {}", self.name)).non_idempotent())
+                    .map_err(|e| super::map_azure_error(e, format!("send to queue {}", self.name)))
             })
             .await
     }
@@ -226,9 +232,11 @@ impl WorkQueue {
         self.set_visibility(id, pop_receipt, visibility).await
     }
 
-    /// Update Message with a new visibility timeout. Not idempotent: once it lands, the pop
-    /// receipt it was sent with is void, so a retry after a lost reply fails (and the message
-    /// simply becomes visible when the timeout that did land runs out).
+    /// Update Message with a new visibility timeout. Once it lands, the pop receipt it was
+    /// sent with is void, so a retry after a lost reply or a server timeout that landed gets
+    /// 404, which is the truth: the new receipt is lost, and the caller treats the message as
+    /// no longer held. A retry after one that did not land keeps the message hidden. So it is
+    /// retried: waiting for the next heartbeat could let the message become visible.
     async fn set_visibility(&self, id: &str, pop_receipt: &str, after: Duration) -> Result<String> {
         static POP_RECEIPT: azure_core::http::headers::HeaderName =
             azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt");
@@ -238,9 +246,7 @@ impl WorkQueue {
                     .client
                     .update_message(id, pop_receipt, after.as_secs().max(1) as i32, None)
                     .await
-                    .map_err(|e| {
-                        super::map_azure_error(e, format!("update message in queue {}", self.name)).non_idempotent()
-                    })?;
+                    .map_err(|e| super::map_azure_error(e, format!("update message in queue {}", self.name)))?;
                 rsp.headers().get_optional_string(&POP_RECEIPT).ok_or_else(|| {
                     Error::internal(format!("queue {}: Update Message returned no pop receipt", self.name))
                 })

@@ -244,14 +244,16 @@ impl TableClient {
                 });
                 let code = code.or_else(|| header(&res, "x-ms-error-code"));
                 let kind = kind_from_status(status, code.as_deref());
-                Err(Error::new(
+                let err = Error::new(
                     kind,
                     format!(
                         "table {}: {what}: HTTP {status} {}",
                         self.table,
-                        code.unwrap_or_default()
+                        code.as_deref().unwrap_or_default()
                     ),
-                ))
+                )
+                .with_service(status, code.as_deref());
+                Err(if idempotent { err } else { err.non_idempotent() })
             })
             .await
     }

@@ -439,6 +439,46 @@ async fn a_run_start_whose_insert_reply_was_lost_still_starts_and_finishes() {
     ctx.cleanup().await;
 }
 
+/// The first listing page's Put Message lands, but Azure answers 500 OperationTimedOut (one
+/// run), or the reply is lost (the next run). The send is retried, since every queue message
+/// is safe to receive twice: both runs start (202, not a run ended Failed for want of its
+/// first page), and the duplicate page 0 counts no key twice.
+#[tokio::test]
+async fn a_first_page_message_that_timed_out_or_lost_its_reply_still_starts_the_run() {
+    let ctx = TestCtx::new("pagesend").await;
+    ctx.put_many((0..20).map(|i| (format!("q/{i:02}"), vec![b'q'; 7])).collect())
+        .await;
+    let queues = Proxy::start("http://127.0.0.1:10001").await;
+    let cs = crate::harness::TestCtx::connection_string(None, Some(&queues.url), None);
+    let h = HandlerProc::start(&ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)])).await;
+    let host = Host::new(&ctx).await;
+    let page_sends = format!("POST /devstoreaccount1/{}/messages", ctx.env["SYNC_LIST_QUEUE"]);
+
+    queues.faults().timeout_replies_to.arm(page_sends.as_str(), 1);
+    let id = start_run(&h, &body(&ctx, json!({}))).await;
+    assert_eq!(
+        queues.faults().timeout_replies_to.left(),
+        0,
+        "no page message timed out"
+    );
+    assert_eq!(queues.count(&page_sends), 2, "the timed-out send was not retried once");
+    let s = finish(&host, &h, &id, Duration::from_secs(120)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!((c(&s, "scanned"), c(&s, "transferred")), (20, 20), "{s}");
+
+    queues.faults().drop_replies_to.arm(page_sends.as_str(), 1);
+    let again = start_run(&h, &body(&ctx, json!({}))).await;
+    assert_eq!(
+        queues.faults().drop_replies_to.left(),
+        0,
+        "no page message lost its reply"
+    );
+    let s = finish(&host, &h, &again, Duration::from_secs(120)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!((c(&s, "scanned"), c(&s, "noTransferNeeded")), (20, 20), "{s}");
+    ctx.cleanup().await;
+}
+
 #[tokio::test]
 async fn fifty_concurrent_copies_and_their_duplicates_lose_no_count() {
     let ctx = TestCtx::new("conc").await;

@@ -295,7 +295,12 @@ impl RunStore {
         let mut hi = before.map(str::to_string);
         let mut window = time::Duration::minutes(1);
         loop {
-            let lo = start.and_then(|t| t.checked_sub(window)).map(id_prefix);
+            // Before year 0 a prefix would start with `-` and no longer sort by time, so
+            // the last window then takes everything below.
+            let lo = start
+                .and_then(|t| t.checked_sub(window))
+                .filter(|t| t.year() >= 0)
+                .map(id_prefix);
             let mut f = below(hi.as_deref());
             if let Some(lo) = &lo {
                 f.push_str(&format!(" and RowKey ge '{lo}'"));

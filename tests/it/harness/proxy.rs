@@ -107,7 +107,8 @@ pub struct Stats {
     /// Put Block requests being served right now, and the most there ever were at once.
     pub puts_in_flight: AtomicU64,
     pub max_puts_in_flight: AtomicU64,
-    /// Bytes of the response bodies forwarded from upstream (what the caller read).
+    /// Bytes of the response bodies the upstream answered with, counted before any fault
+    /// cuts or flips them; the proxy's own error answers are not counted.
     pub replied_bytes: AtomicU64,
     /// Requests held by `hold_heads` so far.
     pub held: AtomicU64,
@@ -398,7 +399,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
             "injected reset",
         ));
     }
-    if write
+    // The body is read as text only when the fault is armed (bodies may be MiBs).
+    let armed = write && st.faults.reset_writes_to.left() > 0;
+    if armed
         && st
             .faults
             .reset_writes_to
