@@ -462,25 +462,6 @@ pub(super) struct Transfer<'a> {
     pub existing: Option<&'a BlobProps>,
 }
 
-impl<'a> Transfer<'a> {
-    /// Its parts, for the copy paths: request, target, blob name, source head, commit
-    /// properties, the blob as read before.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn parts(
-        &self,
-    ) -> (
-        &'a CopyRequest,
-        &'a BlobTarget,
-        &'a str,
-        &'a ObjectHead,
-        &'a CommitProps,
-        Option<&'a BlobProps>,
-    ) {
-        let Route { req, target, name } = self.route;
-        (req, target, name, self.head, self.props, self.existing)
-    }
-}
-
 /// The reason stored for a failure: a stable category first, then the detail. An integrity
 /// error's message already begins with its category (see [`Error::mismatch`]).
 fn failure_reason(e: &Error) -> String {

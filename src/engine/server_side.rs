@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use futures::StreamExt;
 
-use super::copy::{requested_by, Transfer};
+use super::copy::{requested_by, Route, Transfer};
 use super::decide::held_by_uncommitted;
 use super::layout::BlockLayout;
 use super::verify::{combine, crc_mismatch, mismatch};
@@ -20,7 +20,8 @@ use crate::redact::Secret;
 impl Engine {
     /// Server-side copy: Azure reads a presigned GET itself. Returns the verification used.
     pub(super) async fn server_side(&self, job: &Transfer<'_>) -> Result<Verification> {
-        let (req, target, name, head, props, existing) = job.parts();
+        let Route { req, target, name } = job.route;
+        let (head, props, existing) = (job.head, job.props, job.existing);
         let url = self
             .s3
             .presign_get(

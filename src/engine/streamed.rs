@@ -158,7 +158,8 @@ impl Engine {
     /// Streamed copy of the whole object. The whole-object checksum is compared before the
     /// block list is committed, so a mismatch leaves the previous blob (or none) in place.
     pub(super) async fn streamed(&self, job: &Transfer<'_>) -> Result<Verification> {
-        let (req, target, name, head, props, existing) = job.parts();
+        let Route { req, target, name } = job.route;
+        let (head, props, existing) = (job.head, job.props, job.existing);
         let layout = BlockLayout::new(head.size, &head.etag, self.cfg.block_size);
         // The MD5 is the check only when the source has no CRC64 but an MD5 ETag.
         let need_md5 = head.crc64nvme.is_none() && head.md5().is_some();

@@ -179,14 +179,7 @@ async fn a_page_of_recent_runs_reads_about_its_own_runs() {
     let ids = insert_runs_with(&ctx, 1000, hourly).await;
     // Rows in the runs' partition that do not read as runs (a newer version's, or damaged)
     // sit among the newest; they must not fill the page in place of runs.
-    let raw = ctx.config(&[]);
-    let raw = s3_blob_sync::azure::table::TableClient::new(
-        &raw.azure,
-        &raw.azure.authorizer().unwrap(),
-        &raw.runs_table,
-        raw.retry,
-    )
-    .unwrap();
+    let raw = ctx.runs_table(&[]);
     for i in 0..30 {
         let mut e = s3_blob_sync::azure::table::Entity::new("run", format!("{}-zz{i:02}", &ids[0][..16]));
         e.set_str("note", "not a run row");
@@ -194,14 +187,7 @@ async fn a_page_of_recent_runs_reads_about_its_own_runs() {
     }
     let tables = Proxy::start("http://127.0.0.1:10002").await;
     let cs = TestCtx::connection_string(None, None, Some(&tables.url));
-    let cfg = ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
-    let table = s3_blob_sync::azure::table::TableClient::new(
-        &cfg.azure,
-        &cfg.azure.authorizer().unwrap(),
-        &cfg.runs_table,
-        cfg.retry,
-    )
-    .unwrap();
+    let table = ctx.runs_table(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
     let all_bytes = {
         let before = tables.stats().replied_bytes.load(Ordering::SeqCst);
         let all = table.query_all(Some("PartitionKey eq 'run'")).await.unwrap();
@@ -246,15 +232,7 @@ async fn insert_runs_with(ctx: &TestCtx, n: usize, id: impl Fn(usize) -> String)
     use futures::StreamExt;
     use s3_blob_sync::state::runs::store::{Phase, RunRecord, RunState, RunStore};
     let cfg = ctx.config(&[]);
-    let auth = cfg.azure.authorizer().unwrap();
-    let table = s3_blob_sync::azure::table::TableClient::new(
-        &cfg.azure,
-        &auth,
-        &cfg.runs_table,
-        s3_blob_sync::retry::RetryPolicy::default(),
-    )
-    .unwrap();
-    let store = RunStore::new(table);
+    let store = RunStore::new(ctx.runs_table(&[]));
     store.ensure().await.unwrap();
     let (spec, _) =
         s3_blob_sync::messages::run_spec::RunSpec::parse(&body(ctx, json!({})).to_string(), "body", &cfg).unwrap();

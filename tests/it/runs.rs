@@ -12,7 +12,6 @@ use crate::harness::host::{http_invoke, http_payload, Host};
 use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
 use s3_blob_sync::azure::queue::WorkItem;
-use s3_blob_sync::azure::table::TableClient;
 
 pub(crate) async fn start_run(h: &HandlerProc, body: &Value) -> String {
     let (status, headers, reply) = http_invoke(
@@ -182,15 +181,29 @@ async fn lister_killed_between_pages_still_counts_exactly() {
     ctx.cleanup().await;
 }
 
+/// Azurite's queue and table endpoints, for [`proxied_handler`].
+const QUEUES: &str = "http://127.0.0.1:10001";
+const TABLES: &str = "http://127.0.0.1:10002";
+
+/// A handler whose calls to one Azurite endpoint ([`QUEUES`] or [`TABLES`]) go through a
+/// fresh fault proxy, and the simulated host, which reaches Azurite directly.
+async fn proxied_handler(ctx: &TestCtx, endpoint: &str) -> (Proxy, HandlerProc, Host) {
+    let proxy = Proxy::start(endpoint).await;
+    let via = Some(proxy.url.as_str());
+    let cs = match endpoint {
+        QUEUES => crate::harness::TestCtx::connection_string(None, via, None),
+        TABLES => crate::harness::TestCtx::connection_string(None, None, via),
+        other => panic!("no proxied handler for {other}"),
+    };
+    let h = HandlerProc::start(&ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)])).await;
+    (proxy, h, Host::new(ctx).await)
+}
+
 /// Starts a run on a handler whose tables go through a proxy, and makes the first attempt at
 /// its first page send its copies and die before it saves the page (the save is reset).
 /// Returns the proxy, the handler, the host, the run id and the page's message (still queued).
 async fn first_attempt_dies(ctx: &TestCtx) -> (Proxy, HandlerProc, Host, String, WorkItem) {
-    let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
-    let h = HandlerProc::start(&env).await;
-    let host = Host::new(ctx).await;
+    let (tables, h, host) = proxied_handler(ctx, TABLES).await;
     let id = start_run(&h, &body(ctx, json!({}))).await;
     // The page's save is the only write that carries the lister's `Page`.
     tables.faults().reset_writes_to.arm("Page@odata.type", 1000);
@@ -268,14 +281,7 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     assert_eq!(c(&s, "scanned"), 40, "{s}");
     assert_eq!(c(&s, "transferred"), 39, "{s}");
     assert_eq!(s["counters"]["vanished"].as_u64(), Some(1), "{s}");
-    let runs = TableClient::new(
-        &ctx.config(&[]).azure,
-        &ctx.config(&[]).azure.authorizer().unwrap(),
-        &ctx.env["SYNC_RUNS_TABLE"],
-        Default::default(),
-    )
-    .unwrap();
-    let store = s3_blob_sync::state::runs::store::RunStore::new(runs);
+    let store = s3_blob_sync::state::runs::store::RunStore::new(ctx.runs_table(&[]));
     assert_eq!(
         store.page_plan(&id, 0).await.unwrap(),
         None,
@@ -417,11 +423,7 @@ async fn a_run_start_whose_insert_reply_was_lost_still_starts_and_finishes() {
         .await;
     // The runs table through a proxy that forwards the run row's insert, then drops its
     // reply: it landed, and the retry meets its own entity (409).
-    let tables = Proxy::start("http://127.0.0.1:10002").await;
-    let cs = crate::harness::TestCtx::connection_string(None, None, Some(&tables.url));
-    let env = ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
-    let h = HandlerProc::start(&env).await;
-    let host = Host::new(&ctx).await;
+    let (tables, h, host) = proxied_handler(&ctx, TABLES).await;
     let inserts = format!("POST /devstoreaccount1/{}", ctx.env["SYNC_RUNS_TABLE"]);
     // The run row's insert (its body names the `run` partition) lands; its reply is lost.
     tables.faults().drop_replies_to.arm(r#""PartitionKey":"run""#, 1);
@@ -448,10 +450,7 @@ async fn a_first_page_message_that_timed_out_or_lost_its_reply_still_starts_the_
     let ctx = TestCtx::new("pagesend").await;
     ctx.put_many((0..20).map(|i| (format!("q/{i:02}"), vec![b'q'; 7])).collect())
         .await;
-    let queues = Proxy::start("http://127.0.0.1:10001").await;
-    let cs = crate::harness::TestCtx::connection_string(None, Some(&queues.url), None);
-    let h = HandlerProc::start(&ctx.env_with(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)])).await;
-    let host = Host::new(&ctx).await;
+    let (queues, h, host) = proxied_handler(&ctx, QUEUES).await;
     let page_sends = format!("POST /devstoreaccount1/{}/messages", ctx.env["SYNC_LIST_QUEUE"]);
 
     queues.faults().timeout_replies_to.arm(page_sends.as_str(), 1);

@@ -182,6 +182,13 @@ impl TestCtx {
         .unwrap()
     }
 
+    /// The runs table client, reached the way `overrides` say (a proxy's connection
+    /// string, for instance).
+    pub fn runs_table(&self, overrides: &[(&str, &str)]) -> TableClient {
+        let cfg = self.config(overrides);
+        TableClient::new(&cfg.azure, &cfg.azure.authorizer().unwrap(), &cfg.runs_table, cfg.retry).unwrap()
+    }
+
     /// Puts an object.
     pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
         self.s3
