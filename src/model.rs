@@ -212,6 +212,49 @@ impl NotifyState {
 /// Azure's limit on committed blocks per blob.
 pub const MAX_BLOCKS: u64 = 50_000;
 
+/// A source prefix of a bucket mapped onto a target prefix of a container: the key
+/// `source_prefix + rest` becomes the blob `target_prefix + rest`. What a verify compared, and
+/// what the cutover gate is asked about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    pub source_prefix: String,
+    /// Container.
+    pub container: String,
+    /// Blob name prefix.
+    pub target_prefix: String,
+}
+
+impl Scope {
+    /// Whether every key `other` maps is mapped by `self` too, onto the same blob name: `self`
+    /// is (p′ → t′) and `other` is (p → t) with p = p′ + r and t = t′ + r.
+    pub fn covers(&self, other: &Scope) -> bool {
+        self.bucket == other.bucket
+            && self.container == other.container
+            && other
+                .source_prefix
+                .strip_prefix(self.source_prefix.as_str())
+                .is_some_and(|rest| {
+                    other.target_prefix.len() == self.target_prefix.len() + rest.len()
+                        && other.target_prefix.starts_with(self.target_prefix.as_str())
+                        && other.target_prefix.ends_with(rest)
+                })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "s3://{}/{} -> {}/{}",
+            self.bucket, self.source_prefix, self.container, self.target_prefix
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +319,31 @@ mod tests {
             parse_choice::<SyncMode>("sideways").unwrap_err(),
             "`sideways` is not one of additive, mirror"
         );
+    }
+
+    #[test]
+    fn a_scope_covers_the_scopes_it_maps_the_same_way() {
+        let s = |b: &str, p: &str, c: &str, t: &str| Scope {
+            bucket: b.into(),
+            source_prefix: p.into(),
+            container: c.into(),
+            target_prefix: t.into(),
+        };
+        let whole = s("b", "", "c", "");
+        assert!(whole.covers(&whole));
+        assert!(whole.covers(&s("b", "tmp/", "c", "tmp/")));
+        // The same keys onto other names, another bucket or container: not covered.
+        assert!(!whole.covers(&s("b", "tmp/", "c", "")));
+        assert!(!whole.covers(&s("b", "tmp/", "c", "x/tmp/")));
+        assert!(!whole.covers(&s("other", "", "c", "")));
+        assert!(!whole.covers(&s("b", "", "d", "")));
+        // A narrow verify never covers the whole bucket.
+        assert!(!s("b", "tmp/", "c", "tmp/").covers(&whole));
+        let mapped = s("b", "in/", "c", "out/");
+        assert!(mapped.covers(&s("b", "in/2024/", "c", "out/2024/")));
+        assert!(!mapped.covers(&s("b", "in/2024/", "c", "in/2024/")));
+        assert!(!mapped.covers(&s("b", "", "c", "out/")));
+        // Prefixes are strings, not folders.
+        assert!(s("b", "a", "c", "x").covers(&s("b", "ab", "c", "xb")));
     }
 }

@@ -17,7 +17,8 @@ use crate::engine::metadata::{provenance, provenance_modified};
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine};
 use crate::error::Result;
-use crate::model::SyncMode;
+use crate::model::{Scope, SyncMode};
+use crate::state::verify::{VerifyResult, VerifyStore};
 
 /// Most differences kept in a report (the counts are always complete).
 pub const MAX_LISTED: usize = 1000;
@@ -118,21 +119,8 @@ impl VerifyReport {
     }
 }
 
-/// What to compare.
-#[derive(Debug, Clone)]
-pub struct VerifyScope {
-    /// Bucket.
-    pub bucket: String,
-    /// Key prefix.
-    pub source_prefix: String,
-    /// Container.
-    pub container: String,
-    /// Blob name prefix.
-    pub target_prefix: String,
-}
-
 /// Compares the two listings. Also returns the keys a repair should copy.
-pub async fn verify(engine: &Engine, scope: &VerifyScope) -> Result<(VerifyReport, Vec<String>)> {
+pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec<String>)> {
     let mut report = VerifyReport::default();
     let target = engine.target(&scope.container)?;
     let mut blobs: HashMap<String, crate::azure::blob::BlobEntry> = target
@@ -231,82 +219,28 @@ pub async fn verify(engine: &Engine, scope: &VerifyScope) -> Result<(VerifyRepor
             blob: Some(b.name),
         });
     }
-    record_result(engine.checkpoint().table(), scope, &report).await;
+    record_result(engine, scope, &report).await;
     Ok((report, to_copy))
 }
 
-/// The checkpoint table's partition for verification results (one row per scope).
-const VERIFY_PARTITION: &str = "_verify";
-
-/// The last verification of a bucket into a container, as the cutover gate reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastVerify {
-    /// When it ended (RFC 3339).
-    pub at: String,
-    /// Whether source and target agreed.
-    pub clean: bool,
-    /// Differences found (all kinds).
-    pub differences: u64,
-    /// Its source prefix.
-    pub source_prefix: String,
-    /// Its target prefix.
-    pub target_prefix: String,
-}
-
-/// Keeps the result of a verification (best effort: a lost row only makes the cutover gate
-/// ask for another verify).
-async fn record_result(table: &crate::azure::table::TableClient, scope: &VerifyScope, report: &VerifyReport) {
-    use sha2::Digest;
-    let id = format!(
-        "{}\n{}\n{}\n{}",
-        scope.bucket, scope.source_prefix, scope.container, scope.target_prefix
-    );
-    let rk = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16]);
-    let mut e = crate::azure::table::Entity::new(VERIFY_PARTITION, rk);
-    e.set_str("Bucket", &scope.bucket)
-        .set_str("SourcePrefix", &scope.source_prefix)
-        .set_str("Container", &scope.container)
-        .set_str("TargetPrefix", &scope.target_prefix)
-        .set_str("At", crate::state::checkpoint::now_rfc3339())
-        .set_str("Clean", if report.clean() { "true" } else { "false" })
-        .set_i64("Differences", report.counts.values().sum::<u64>() as i64)
-        .set_i64("SourceObjects", report.source_objects as i64)
-        .set_i64("Matched", report.matched as i64);
-    if let Err(e) = table.update(&e, None).await {
+/// Keeps the result of a verification for the cutover gate (best effort: a lost row only
+/// makes the gate ask for another verify).
+async fn record_result(engine: &Engine, scope: &Scope, report: &VerifyReport) {
+    let result = VerifyResult {
+        scope: scope.clone(),
+        at: time::OffsetDateTime::now_utc(),
+        differences: report.counts.values().sum(),
+        source_objects: report.source_objects,
+        matched: report.matched,
+    };
+    let store = VerifyStore::new(engine.checkpoint().table().clone());
+    if let Err(e) = store.record(&result).await {
         tracing::warn!(bucket = %scope.bucket, container = %scope.container, error = %e, "could not keep the verification's result");
     }
 }
 
-/// The newest verification of `bucket` into `container` (any prefixes).
-pub async fn last_verify(
-    table: &crate::azure::table::TableClient,
-    bucket: &str,
-    container: &str,
-) -> Result<Option<LastVerify>> {
-    let q = |s: &str| s.replace('\'', "''");
-    let filter = format!(
-        "PartitionKey eq '{VERIFY_PARTITION}' and Bucket eq '{}' and Container eq '{}'",
-        q(bucket),
-        q(container)
-    );
-    let mut rows: Vec<LastVerify> = table
-        .query_all(Some(&filter))
-        .await?
-        .iter()
-        .map(|e| LastVerify {
-            at: e.get_str("At").unwrap_or_default().to_string(),
-            clean: e.get_str("Clean") == Some("true"),
-            differences: e.get_i64("Differences").unwrap_or(0).max(0) as u64,
-            source_prefix: e.get_str("SourcePrefix").unwrap_or_default().to_string(),
-            target_prefix: e.get_str("TargetPrefix").unwrap_or_default().to_string(),
-        })
-        .collect();
-    rows.sort_by(|a, b| b.at.cmp(&a.at));
-    Ok(rows.into_iter().next())
-}
-
 /// Copies `keys` with the engine (CLI repair); returns how many now match.
-pub async fn repair(engine: &Engine, scope: &VerifyScope, keys: Vec<String>, concurrency: usize) -> u64 {
+pub async fn repair(engine: &Engine, scope: &Scope, keys: Vec<String>, concurrency: usize) -> u64 {
     futures::stream::iter(keys)
         .map(|key| async move {
             let req = CopyRequest {

@@ -218,6 +218,24 @@ impl S3Source {
         self.list_page_after(bucket, prefix, token, None).await
     }
 
+    /// Whether any object's key starts with `prefix` (one LIST of one key).
+    pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
+        let out = self
+            .retry
+            .run("s3 list objects", || async {
+                self.client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error(e, bucket, prefix, "list objects"))
+            })
+            .await?;
+        Ok(!out.contents().is_empty())
+    }
+
     /// Like [`Self::list_page`], starting after `start_after` (S3 order) on the first page.
     pub async fn list_page_after(
         &self,

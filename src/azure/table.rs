@@ -31,6 +31,33 @@ pub struct Entity {
     pub props: Map<String, Value>,
 }
 
+/// An OData `$filter` of comparisons joined by `and`, each string value quoted here and
+/// nowhere else (a `'` in a bucket name or key doubles, as OData requires).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter(String);
+
+impl Filter {
+    /// `prop eq 'value'` as the first comparison.
+    pub fn eq(prop: &str, value: &str) -> Self {
+        Filter::default().and(prop, "eq", value)
+    }
+
+    /// Adds `prop op 'value'` (`op` one of `eq`, `ne`, `ge`, `gt`, `le`, `lt`).
+    pub fn and(mut self, prop: &str, op: &str, value: &str) -> Self {
+        debug_assert!(matches!(op, "eq" | "ne" | "ge" | "gt" | "le" | "lt"), "{op}");
+        if !self.0.is_empty() {
+            self.0.push_str(" and ");
+        }
+        self.0.push_str(&format!("{prop} {op} '{}'", value.replace('\'', "''")));
+        self
+    }
+
+    /// The expression.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Whether `stored` has every property of `sent` with the same value (the service adds
 /// `Timestamp` and may drop type annotations it does not need).
 fn holds_all(stored: &Entity, sent: &Entity) -> bool {
@@ -616,5 +643,16 @@ mod tests {
         assert_eq!(back.get_str("Key"), Some("a/b"));
         assert_eq!(back.etag.as_deref(), Some("W/\"x\""));
         assert!(!back.props.contains_key("Timestamp"));
+    }
+
+    #[test]
+    fn filters_quote_every_value_once() {
+        let f = Filter::eq("PartitionKey", "it's")
+            .and("RowKey", "ge", "k61")
+            .and("Outcome", "eq", "failed");
+        assert_eq!(
+            f.as_str(),
+            "PartitionKey eq 'it''s' and RowKey ge 'k61' and Outcome eq 'failed'"
+        );
     }
 }

@@ -158,6 +158,8 @@ enum Command {
     /// Example: s3-blob-sync status 20261202T054518Z-49770363 --report --csv > not-copied.csv
     ///
     /// Example: s3-blob-sync status --cutover --bucket my-bucket --container mirror
+    ///
+    /// Example: s3-blob-sync status --cutover --bucket my-bucket --container mirror --source-prefix logs/ --target-prefix archive/logs/
     Status {
         /// A run id (from `copy`, `sync`, or POST /api/runs).
         run_id: Option<String>,
@@ -191,7 +193,11 @@ enum Command {
         /// wouldDelete), or `all`.
         #[arg(long, requires = "report")]
         outcome: Option<String>,
-        /// With --report: CSV with a header line instead of JSON Lines.
+        /// With --report: CSV with a header line instead of JSON Lines. A key or reason that
+        /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return is written with a
+        /// leading `'` so that a spreadsheet shows it instead of running it as a formula;
+        /// drop that one `'` to get the raw key back, or use the JSON Lines report, which
+        /// keeps every key exactly as it is.
         #[arg(long, requires = "report", conflicts_with = "json")]
         csv: bool,
         /// With --bucket: the cutover gate. Exit 0 when `ready` (no SQS backlog, relay lag
@@ -202,6 +208,14 @@ enum Command {
         /// With --cutover: the target container (default SYNC_TARGET_CONTAINER).
         #[arg(long, requires = "cutover")]
         container: Option<String>,
+        /// With --cutover: the keys asked about (default SYNC_SOURCE_PREFIX, the events'
+        /// mapping). Only a verify whose scope covers these keys, onto the same names, counts.
+        #[arg(long, requires = "cutover")]
+        source_prefix: Option<String>,
+        /// With --cutover: where those keys' blobs are (default: the events' mapping of
+        /// --source-prefix, SYNC_SOURCE_PREFIX onto SYNC_TARGET_PREFIX).
+        #[arg(long, requires = "cutover")]
+        target_prefix: Option<String>,
         /// With --cutover: the relay's lag at most this many seconds.
         #[arg(long, requires = "cutover", default_value_t = 300)]
         max_lag_seconds: u64,
@@ -425,6 +439,8 @@ pub async fn main() -> ExitCode {
             cutover: true,
             bucket: Some(bucket),
             container,
+            source_prefix,
+            target_prefix,
             max_lag_seconds,
             max_verify_age_seconds,
             json,
@@ -434,7 +450,8 @@ pub async fn main() -> ExitCode {
                 max_lag: std::time::Duration::from_secs(max_lag_seconds),
                 max_verify_age: std::time::Duration::from_secs(max_verify_age_seconds),
             };
-            status::cutover(&bucket, container, bounds, json).await
+            let prefixes = (source_prefix.as_deref(), target_prefix.as_deref());
+            status::cutover(&bucket, container, prefixes, bounds, json).await
         }
         Command::Status {
             bucket,

@@ -169,6 +169,7 @@ pub(super) async fn run_report(id: &str, outcome: Option<&str>, csv: bool) -> Re
 pub(super) async fn cutover(
     bucket: &str,
     container: Option<String>,
+    (source_prefix, target_prefix): (Option<&str>, Option<&str>),
     bounds: crate::app::cutover::Bounds,
     json: bool,
 ) -> Result<ExitCode> {
@@ -181,11 +182,13 @@ pub(super) async fn cutover(
             ))
         }
     };
-    let gate = crate::app::cutover::assess(&svc, bucket, &container, bounds).await?;
+    let scope = crate::app::cutover::asked_scope(&svc.config, bucket, &container, source_prefix, target_prefix)
+        .map_err(|e| crate::error::Error::invalid(cli_names(e.message())))?;
+    let gate = crate::app::cutover::assess(&svc, &scope, bounds).await?;
     if json {
         println!("{}", serde_json::to_string(&gate).expect("serializable"));
     } else {
-        println!("cutover s3://{bucket} -> {container}: {}", gate.state);
+        println!("cutover {scope}: {}", gate.state);
         let mut t = table(&["", "check", "value", "at most", "detail"], &[2, 3]);
         for c in &gate.checks {
             t.add_row(vec![
@@ -331,4 +334,11 @@ pub(super) async fn cancel(id: &str, dry_run: bool) -> Result<ExitCode> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// An API field's name in a message, as the CLI flag that sets it.
+fn cli_names(message: &str) -> String {
+    message
+        .replace("sourcePrefix", "--source-prefix")
+        .replace("targetPrefix", "--target-prefix")
 }

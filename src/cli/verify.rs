@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use super::{parse_blob_url, parse_s3_url, EXIT_FAILED_OBJECTS};
-use crate::app::verify::{repair, verify, VerifyScope};
+use crate::app::verify::{repair, verify};
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::model::Scope;
 
 pub(super) async fn run(source: String, target: String, json: bool, fix: bool, concurrency: usize) -> Result<ExitCode> {
     let s = parse_s3_url(&source)?;
@@ -15,7 +16,7 @@ pub(super) async fn run(source: String, target: String, json: bool, fix: bool, c
     crate::telemetry::init(cfg.log_format, "warn");
     let engine = Engine::from_config(&cfg).await?;
     engine.checkpoint().ensure().await?;
-    let scope = VerifyScope {
+    let scope = Scope {
         bucket: s.bucket,
         source_prefix: s.prefix,
         container: t.container,

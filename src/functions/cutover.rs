@@ -1,12 +1,13 @@
 //! `Cutover` (`GET /api/cutover?bucket=B&container=C`): the cutover gate's answer, 200 with
-//! `ready` true or false and each check with its number. `maxLagSeconds` and
+//! `ready` true or false and each check with its number. `sourcePrefix` and `targetPrefix`
+//! name the scope (by default the events' mapping), `maxLagSeconds` and
 //! `maxVerifyAgeSeconds` change the bounds; `container` defaults to SYNC_TARGET_CONTAINER.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::protocol::Reply;
-use crate::app::cutover::{assess, Bounds};
+use crate::app::cutover::{asked_scope, assess, Bounds};
 use crate::app::AppState;
 use crate::error::Error;
 
@@ -45,8 +46,15 @@ async fn run(state: &AppState, query: &HashMap<String, String>) -> crate::error:
         max_lag: seconds(query, "maxLagSeconds", Bounds::default().max_lag)?,
         max_verify_age: seconds(query, "maxVerifyAgeSeconds", Bounds::default().max_verify_age)?,
     };
+    let scope = asked_scope(
+        &state.config,
+        bucket,
+        &container,
+        query.get("sourcePrefix").map(String::as_str),
+        query.get("targetPrefix").map(String::as_str),
+    )?;
     let svc = state.runs().await?;
-    let gate = assess(svc, bucket, &container, bounds).await?;
+    let gate = assess(svc, &scope, bounds).await?;
     Ok(Reply::json(
         200,
         serde_json::to_value(&gate).map_err(|e| Error::internal(format!("encode the gate: {e}")))?,

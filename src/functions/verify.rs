@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 
 use super::protocol::Reply;
 use crate::app::service::CopySink;
-use crate::app::verify::{verify, VerifyScope, MAX_LISTED};
+use crate::app::verify::{verify, MAX_LISTED};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::messages::run_spec::RunSpec;
 use crate::messages::CopyMessage;
+use crate::model::Scope;
 
 /// Runs one verification for the HTTP API.
 pub async fn api(state: &AppState, body: Option<&str>) -> Reply {
@@ -37,7 +38,7 @@ async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
         Some(_) => return Err(Error::invalid("request body: `repair`: must be true or false")),
     };
     let (spec, _) = RunSpec::parse(&v.to_string(), "request body", &state.config)?;
-    let scope = VerifyScope {
+    let scope = Scope {
         bucket: spec.source.bucket.clone(),
         source_prefix: spec.source.prefix.clone(),
         container: spec.target.container.clone(),

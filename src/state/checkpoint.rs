@@ -12,7 +12,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::azure::table::{Entity, TableClient};
+use crate::azure::table::{Entity, Filter, TableClient};
 use crate::error::{ErrorKind, Result};
 use crate::model::{MovedBy, Verification};
 
@@ -364,6 +364,49 @@ impl CheckpointStore {
     /// Whether `key` has an ordered RowKey, so [`Self::range`] covers it.
     pub fn in_range_form(key: &str) -> bool {
         row_key(key).starts_with('k')
+    }
+
+    /// The records of `bucket` copied to `target` whose last outcome is `failed` and whose key
+    /// starts with `prefix`, at most `limit` of them; `true` when there may be more. No table
+    /// yet is no failed row.
+    pub async fn failed_under(
+        &self,
+        bucket: &str,
+        target: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<(Vec<ObjectRecord>, bool)> {
+        let pk = partition_key(bucket, target);
+        let failed = Outcome::Failed.as_str();
+        // Ordered row keys of the prefix's keys start with its hex, and hex digits sort below
+        // `g`; hashed ones (keys over 500 bytes) sort after `~` and are told by their key.
+        let ordered = format!("k{}", hex::encode(prefix.as_bytes()));
+        let ranges = [
+            Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", &ordered)
+                .and("RowKey", "lt", &format!("{ordered}g"))
+                .and("Outcome", "eq", failed),
+            Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", "~")
+                .and("Outcome", "eq", failed),
+        ];
+        let mut out = Vec::new();
+        let mut more = false;
+        for f in ranges {
+            let (rows, next) = match self.table.query(Some(f.as_str()), Some(limit), None).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => (Vec::new(), None),
+                r => r?,
+            };
+            more |= next.is_some();
+            out.extend(
+                rows.iter()
+                    .filter_map(ObjectRecord::from_entity)
+                    .filter(|r| r.key.starts_with(prefix)),
+            );
+        }
+        more |= out.len() > limit as usize;
+        out.truncate(limit as usize);
+        Ok((out, more))
     }
 
     /// Every record of a bucket (status and tests).

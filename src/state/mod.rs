@@ -1,5 +1,7 @@
 //! What is remembered between invocations, in Azure Table Storage: the per-object
-//! checkpoint, and the bulk runs (their rows, counters, report lines and lock).
+//! checkpoint, the bulk runs (their rows, counters, report lines and lock), and the results
+//! of `verify`.
 
 pub mod checkpoint;
 pub mod runs;
+pub mod verify;

@@ -169,3 +169,146 @@ async fn the_cutover_gate_says_ready_only_when_every_condition_holds() {
     assert!(res["body"].as_str().unwrap().contains("bucket: "), "{res}");
     ctx.cleanup().await;
 }
+
+/// A verify speaks only for the keys it covered, onto the names it compared: a clean verify
+/// of `tmp/` (or of a prefix that matched nothing) never makes the whole bucket ready, and a
+/// newer clean narrow verify never hides an older broad one that found differences.
+#[tokio::test]
+async fn a_verify_speaks_only_for_the_keys_it_covered() {
+    let ctx = TestCtx::new("cutscope").await;
+    let (_sqs, queue_url) = ctx.sqs_queue("cut-s-").await;
+    let env = ctx.env_with(&[("SYNC_SQS_QUEUE_URL", queue_url.as_str())]);
+    let (b, c) = (ctx.bucket.clone(), ctx.container.clone());
+    for k in ["tmp/a", "tmp/b", "data/x", "data/y"] {
+        ctx.put(k, format!("body of {k}")).await;
+    }
+    let blob = |p: &str| format!("http://127.0.0.1:10000/devstoreaccount1/{c}/{p}");
+    let s3 = |p: &str| format!("s3://{b}/{p}");
+    let cli = |args: Vec<String>| {
+        let env = env.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_binary_async(&args, &env).await
+        }
+    };
+    let verify = |p: &str| cli(vec!["verify".into(), s3(p), blob(p)]);
+    let (code, out) = cli(vec!["copy".into(), s3("tmp/"), blob("tmp/"), "--no-progress".into()]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_binary_async(&["watch", "--once"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify("tmp/").await;
+    assert_eq!(code, 0, "{out}");
+
+    // The whole bucket is asked about by default: tmp/'s verify does not stand for it.
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!((code, failing(&g)), (1, vec!["verifyDifferences".to_string()]), "{g}");
+    let why = check(&g, "verifyDifferences")["detail"].as_str().unwrap();
+    assert!(why.contains("no verify covers") && why.contains("tmp/"), "{g}");
+    assert_eq!(g["verify"], Value::Null, "{g}");
+    // Asked about tmp/ itself, it does, and the gate says which verify and how many objects.
+    let (code, g) = gate(&env, &b, &c, &["--source-prefix", "tmp/", "--target-prefix", "tmp/"]).await;
+    assert_eq!(code, 0, "{g}");
+    assert_eq!(
+        (
+            g["verify"]["sourcePrefix"].as_str(),
+            g["verify"]["sourceObjects"].as_u64()
+        ),
+        (Some("tmp/"), Some(2)),
+        "{g}"
+    );
+    // tmp/ onto other names is another scope.
+    let (code, _) = gate(
+        &env,
+        &b,
+        &c,
+        &["--source-prefix", "tmp/", "--target-prefix", "old/tmp/"],
+    )
+    .await;
+    assert_eq!(code, 1);
+
+    // A mistyped prefix matches nothing: clean, 0 objects, and the whole is still not ready.
+    let (code, out) = verify("tpm/").await;
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(code, 1);
+
+    // The whole bucket, verified: two blobs are missing.
+    let (code, out) = verify("").await;
+    assert_eq!(code, 1, "{out}");
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!((code, failing(&g)), (1, vec!["verifyDifferences".to_string()]), "{g}");
+    assert_eq!(check(&g, "verifyDifferences")["value"], 2, "{g}");
+    // A newer clean verify of tmp/ does not hide it.
+    let (code, _) = verify("tmp/").await;
+    assert_eq!(code, 0);
+    let (_, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(check(&g, "verifyDifferences")["value"], 2, "{g}");
+
+    // Copied and verified whole: ready, by the verify of the whole bucket.
+    let (code, out) = cli(vec!["copy".into(), s3(""), blob(""), "--no-progress".into()]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify("").await;
+    assert_eq!(code, 0, "{out}");
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(code, 0, "{g}");
+    assert_eq!(
+        (
+            g["verify"]["sourcePrefix"].as_str(),
+            g["verify"]["sourceObjects"].as_u64()
+        ),
+        (Some(""), Some(4)),
+        "{g}"
+    );
+    // A later verify of data/ that finds a difference counts against the whole.
+    ctx.put("data/z", "new").await;
+    let (code, _) = verify("data/").await;
+    assert_eq!(code, 1);
+    let (code, g) = gate(&env, &b, &c, &[]).await;
+    assert_eq!(
+        (code, check(&g, "verifyDifferences")["value"].as_u64()),
+        (1, Some(1)),
+        "{g}"
+    );
+    assert!(
+        check(&g, "verifyDifferences")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("data/"),
+        "{g}"
+    );
+
+    // A verify that saw no object proves nothing once the source has some.
+    let (code, _) = verify("new/").await;
+    assert_eq!(code, 0);
+    let (code, g) = gate(&env, &b, &c, &["--source-prefix", "new/", "--target-prefix", "new/"]).await;
+    assert_eq!(code, 0, "an empty source is ready, and says so: {g}");
+    assert!(
+        check(&g, "verifyObjects")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is empty"),
+        "{g}"
+    );
+    ctx.put("new/k", "late").await;
+    let (code, g) = gate(&env, &b, &c, &["--source-prefix", "new/", "--target-prefix", "new/"]).await;
+    assert_eq!((code, failing(&g)), (1, vec!["verifyObjects".to_string()]), "{g}");
+
+    // A bad scope is refused, naming the flag.
+    let (code, out) = run_binary_async(
+        &[
+            "status",
+            "--cutover",
+            "--bucket",
+            &b,
+            "--container",
+            &c,
+            "--target-prefix",
+            "x/",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--source-prefix"), "{out}");
+    ctx.cleanup().await;
+}

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aws_sdk_s3::types::MetadataDirective;
-use s3_blob_sync::app::verify::{verify, DiffKind, VerifyScope};
+use s3_blob_sync::app::verify::{verify, DiffKind};
 use s3_blob_sync::engine::{EventInfo, Listed};
+use s3_blob_sync::model::Scope;
 use s3_blob_sync::model::SyncMode;
 use s3_blob_sync::state::checkpoint::{CheckpointStore, Outcome};
 
@@ -201,7 +202,7 @@ async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
     );
     assert_ne!(after.last_modified, before.last_modified);
 
-    let scope = VerifyScope {
+    let scope = Scope {
         bucket: ctx.bucket.clone(),
         source_prefix: String::new(),
         container: ctx.container.clone(),

@@ -289,6 +289,12 @@ fn cutover_workflow_waits_on_the_real_gate() {
         uri.contains(&format!("{route}?bucket=")) && uri.contains("&container="),
         "{uri}"
     );
+    // The gate is asked about the workflow's own prefix pair, not the events' default.
+    assert!(
+        uri.contains("&sourcePrefix=@{encodeUriComponent(parameters('prefix'))}")
+            && uri.contains("&targetPrefix=@{encodeUriComponent(parameters('targetPrefix'))}"),
+        "{uri}"
+    );
     assert_eq!(
         ask["inputs"]["method"].as_str().unwrap().to_ascii_lowercase(),
         f["bindings"][0]["methods"][0].as_str().unwrap()

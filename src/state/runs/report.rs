@@ -188,23 +188,32 @@ pub async fn report_page(
 /// The CSV header of [`csv_line`].
 pub const CSV_HEADER: &str = "key,outcome,bytes,reason,attempt";
 
-/// One report line as CSV (RFC 4180 quoting).
+/// One report line as CSV (RFC 4180 quoting). A key or reason that a spreadsheet would read
+/// as a formula (it starts with `=`, `+`, `-`, `@`, a tab, a carriage return or a NUL) is
+/// written with a leading `'` and quoted, as OWASP's guidance on CSV injection says; the JSON
+/// Lines report keeps every key exactly as it is.
 pub fn csv_line(l: &ReportLine) -> String {
-    fn field(s: &str) -> String {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    }
     format!(
         "{},{},{},{},{}",
-        field(&l.key),
+        csv_cell(&l.key),
         l.outcome.name(),
         l.bytes,
-        field(l.reason.as_deref().unwrap_or("")),
+        csv_cell(l.reason.as_deref().unwrap_or("")),
         l.attempt.map(|a| a.to_string()).unwrap_or_default()
     )
+}
+
+/// One CSV cell of outside text: quoted when it holds a separator, a quote or a line break,
+/// and defused when a spreadsheet would evaluate it.
+fn csv_cell(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r', '\0']);
+    if formula {
+        format!("\"'{}\"", s.replace('"', "\"\""))
+    } else if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +256,32 @@ mod tests {
             csv_line(&l),
             "\"a,b \"\"c\"\"\",unsupported,3,unsupported: GLACIER (restore the object first),"
         );
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_evaluate_are_defused() {
+        let line = |key: &str, reason: &str| {
+            csv_line(&ReportLine {
+                key: key.into(),
+                outcome: ReportOutcome::Failed,
+                bytes: 1,
+                reason: Some(reason.into()),
+                attempt: Some(2),
+            })
+        };
+        for (raw, cell) in [
+            ("=HYPERLINK(\"http://x\")", "\"'=HYPERLINK(\"\"http://x\"\")\""),
+            ("+1", "\"'+1\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\tcmd", "\"'\tcmd\""),
+            ("\rcmd", "\"'\rcmd\""),
+            ("\0x", "\"'\0x\""),
+        ] {
+            assert_eq!(line(raw, "ok"), format!("{cell},failed,1,ok,2"), "key {raw:?}");
+            assert_eq!(line("k", raw), format!("k,failed,1,{cell},2"), "reason {raw:?}");
+        }
+        // Only a leading character counts; inner ones are plain text.
+        assert_eq!(line("a=b-c", "x@y"), "a=b-c,failed,1,x@y,2");
     }
 }
