@@ -21,8 +21,10 @@ use crate::state::runs::store::{Phase, RunRecord, RunState};
 pub enum CheckStep {
     /// Not settled yet: check again after this long.
     Wait(Duration),
-    /// The run has ended (and its webhook, if any, was sent).
+    /// The run has ended (and its webhook, if any, was sent or given up).
     Finished,
+    /// The run has ended; its webhook failed and is tried again after this long.
+    Notify(Duration),
 }
 
 /// Why mirror mode deletes a blob (in the run's report).
@@ -30,6 +32,16 @@ const PRUNE_REASON: &str = "mirror: the source object is gone, so its blob is de
 
 /// A claim on sending the webhook older than this is taken over (its sender died).
 const NOTIFY_CLAIM: Duration = Duration::from_secs(300);
+/// Webhook sends at most, the first included; then `notification.state` is `failed`.
+pub const NOTIFY_ATTEMPTS: u32 = 6;
+
+/// The pause after the `attempt`-th failed webhook send: `base` × 2^(attempt−1), at most an
+/// hour; at the default base of 60 s, 1, 2, 4, 8 and 16 minutes, so six sends span about
+/// half an hour of a receiver's outage.
+pub fn notify_pause(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(15)))
+        .min(Duration::from_secs(3600))
+}
 
 /// Checks run `id` and finishes it when every copy has settled.
 pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
@@ -39,8 +51,10 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
     if run.state.is_final() {
         // Listings a process left when it died between the run's end and their removal.
         svc.store.drop_page_plans(id).await;
-        notify(svc, &mut run).await?;
-        return Ok(CheckStep::Finished);
+        return Ok(match notify(svc, &mut run).await? {
+            Some(pause) => CheckStep::Notify(pause),
+            None => CheckStep::Finished,
+        });
     }
     let interval = svc.config.run_check_interval;
     let Some(lister) = svc.store.lister(id).await? else {
@@ -201,33 +215,50 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
 }
 
 /// Sends the completion webhook if it is pending, claiming it first so concurrent checks
-/// send it once.
-async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
-    let claimable = run.notified == NotifyState::Pending
-        || (run.notified == NotifyState::Sending
-            && run
-                .notify_claimed_at
-                .as_deref()
-                .is_none_or(|at| since(at) > NOTIFY_CLAIM));
+/// send it once. Each claim is an attempt; a failure that may pass is tried again after
+/// [`notify_pause`] (returned), until [`NOTIFY_ATTEMPTS`] were made: then, as for a refusal,
+/// `notification.state` is `failed` with the reason, and nothing more is tried.
+async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<Option<Duration>> {
+    let base = svc.config.notify_retry;
+    let since_claim = run.notify_claimed_at.as_deref().map(since);
+    let claimable = match run.notified {
+        // A failed attempt waits out its pause.
+        NotifyState::Pending if run.notify_attempts > 0 => {
+            let pause = notify_pause(base, run.notify_attempts);
+            match since_claim {
+                Some(s) if s < pause => return Ok(Some(pause - s)),
+                _ => true,
+            }
+        }
+        NotifyState::Pending => true,
+        // A sender that died while sending is taken over after a while.
+        NotifyState::Sending => since_claim.is_none_or(|s| s > NOTIFY_CLAIM),
+        _ => false,
+    };
     if !claimable {
-        return Ok(());
+        return Ok(None);
     }
     let Some(webhook) = run.notify.clone() else {
-        return Ok(());
+        return Ok(None);
     };
+    if run.notify_attempts >= NOTIFY_ATTEMPTS {
+        // The last claim's sender died: nothing is left to try.
+        return give_up(svc, run, "its last sender stopped before reporting back").await;
+    }
     run.notified = NotifyState::Sending;
     run.notify_claimed_at = Some(now_rfc3339());
+    run.notify_attempts += 1;
     if !svc.store.save(run).await? {
-        return Ok(()); // another check claimed it
+        return Ok(None); // another check claimed it
     }
     let Some(summary) = svc.summary(&run.id).await? else {
-        return Ok(()); // the row is gone: nothing left to report
+        return Ok(None); // the row is gone: nothing left to report
     };
     // The URL is read from the app setting now, so a rotated secret is the one used.
     let sent = match webhook.resolve(&svc.config) {
         Ok(url) => super::webhook::send(url, &summary, &svc.config).await,
         // A setting missing here but present where the run started: a deployment or a Key
-        // Vault reference in flux, so it is retried (as long as the check message is).
+        // Vault reference in flux, so it is tried again, within the bound.
         Err(why) => Err(Error::new(ErrorKind::Transient, format!("notify: {why}"))),
     };
     match sent {
@@ -235,8 +266,8 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
             run.notified = NotifyState::Sent;
             run.notify_error = None;
             svc.store.save(run).await?;
-            tracing::info!(run_id = %run.id, state = run.state.as_str(), outcome = "notified", "webhook sent");
-            Ok(())
+            tracing::info!(run_id = %run.id, state = run.state.as_str(), attempt = run.notify_attempts, outcome = "notified", "webhook sent");
+            Ok(None)
         }
         // Refused (a destination no longer allowed, a redirect, a 4xx): final, so it is
         // neither retried forever nor handed to a process that would judge it otherwise.
@@ -245,14 +276,42 @@ async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<()> {
             run.notify_error = Some(e.message().to_string());
             svc.store.save(run).await?;
             tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_refused", "webhook refused; not retried");
-            Ok(())
+            Ok(None)
         }
+        Err(e) if run.notify_attempts >= NOTIFY_ATTEMPTS => give_up(svc, run, e.message()).await,
         Err(e) => {
+            let pause = notify_pause(base, run.notify_attempts);
             run.notified = NotifyState::Pending;
             run.notify_error = Some(e.message().to_string());
             svc.store.save(run).await?;
-            tracing::warn!(run_id = %run.id, error = %e, outcome = "notify_failed", "webhook failed; will retry");
-            Err(e)
+            tracing::warn!(
+                run_id = %run.id, error = %e, attempt = run.notify_attempts, pause_s = pause.as_secs(),
+                outcome = "notify_failed", "webhook failed; will try again"
+            );
+            Ok(Some(pause))
         }
+    }
+}
+
+/// Records that the webhook will not be sent: `failed`, with the last reason.
+async fn give_up(svc: &RunService, run: &mut RunRecord, why: &str) -> Result<Option<Duration>> {
+    run.notified = NotifyState::Failed;
+    run.notify_error = Some(format!("gave up after {} attempts: {why}", run.notify_attempts));
+    svc.store.save(run).await?;
+    tracing::warn!(run_id = %run.id, attempts = run.notify_attempts, reason = %why, outcome = "notify_gave_up", "webhook not sent; attempts spent");
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_pauses_double_to_an_hour() {
+        let base = Duration::from_secs(60);
+        let pauses: Vec<u64> = (1..NOTIFY_ATTEMPTS).map(|n| notify_pause(base, n).as_secs()).collect();
+        assert_eq!(pauses, [60, 120, 240, 480, 960]);
+        assert_eq!(notify_pause(base, 40), Duration::from_secs(3600));
+        assert_eq!(notify_pause(Duration::ZERO, 3), Duration::ZERO);
     }
 }

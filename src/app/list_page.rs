@@ -53,7 +53,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
         },
         ListMessage::Check { run_id } => match check(svc, run_id).await {
             Ok(step) => {
-                if let CheckStep::Wait(d) = step {
+                if let CheckStep::Wait(d) | CheckStep::Notify(d) = step {
                     svc.enqueue(&msg, Some(d)).await.map_err(Failure::internal)?;
                 }
                 Ok(Handled::new(

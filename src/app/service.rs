@@ -164,6 +164,7 @@ impl RunService {
             notified: crate::model::NotifyState::None,
             notify_claimed_at: None,
             notify_error: None,
+            notify_attempts: 0,
             lock_key,
             last_settled: 0,
             last_progress_at: now,

@@ -73,6 +73,9 @@ pub struct Notification {
     pub state: NotifyState,
     /// The last send's error.
     pub error: Option<String>,
+    /// Sends tried so far (at most `NOTIFY_ATTEMPTS`).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl RunSummary {
@@ -109,6 +112,7 @@ impl RunSummary {
                 webhook: run.notify.as_ref().map(ToString::to_string),
                 state: run.notified,
                 error: run.notify_error.clone(),
+                attempts: run.notify_attempts,
             },
         }
     }

@@ -190,6 +190,10 @@ pub struct Config {
     /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
     /// ends PartiallySucceeded, naming how many never settled.
     pub run_stall: Duration,
+    /// `SYNC_NOTIFY_RETRY_SECS` (default 60): the pause after a run's first failed webhook
+    /// send; it doubles after each, up to an hour, for at most six sends (about 31 minutes at
+    /// the default). 0 tries again at the next check.
+    pub notify_retry: Duration,
     /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
     /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
     /// the lock frees itself this long after the last renewal, and the next run takes over.
@@ -332,6 +336,7 @@ impl Config {
             // Bulk runs.
             run_check_interval: secs("SYNC_RUN_CHECK_SECS", 10, 1, 600)?,
             run_stall: secs("SYNC_RUN_STALL_SECS", 3600, 5, 7 * 24 * 3600)?,
+            notify_retry: secs("SYNC_NOTIFY_RETRY_SECS", 60, 0, 3600)?,
             run_lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
             scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
             notify_allow_hosts: env

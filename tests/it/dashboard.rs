@@ -254,6 +254,7 @@ async fn insert_runs_with(ctx: &TestCtx, n: usize, id: impl Fn(usize) -> String)
                     notified: Default::default(),
                     notify_claimed_at: None,
                     notify_error: None,
+                    notify_attempts: 0,
                     lock_key: None,
                     last_settled: 0,
                     last_progress_at: now,

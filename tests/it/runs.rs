@@ -969,6 +969,137 @@ async fn a_webhook_cannot_reach_internal_addresses_or_follow_redirects() {
     ctx.cleanup().await;
 }
 
+/// A webhook that keeps failing is tried a bounded number of times, then recorded as failed
+/// with the reason: a receiver stuck on 5xx, and an app setting removed after the run started.
+/// A failed send waits out its pause, however many checks arrive meanwhile.
+#[tokio::test]
+async fn a_webhook_that_keeps_failing_is_given_up_with_its_reason() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let ctx = TestCtx::new("hookdown").await;
+    // Each attempt is one call under the retry policy, which tries a 5xx again within it.
+    let per_attempt = s3_blob_sync::retry::RetryPolicy::default().max_attempts as usize;
+    ctx.put("w/1", "one").await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/down/T03/DOWNTOKEN"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/flaky/T03/FLAKYTOKEN"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(per_attempt as u64)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/flaky/T03/FLAKYTOKEN"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let down = format!("{}/down/T03/DOWNTOKEN", receiver.uri());
+    let flaky = format!("{}/flaky/T03/FLAKYTOKEN", receiver.uri());
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = ctx.env_with(&[
+            ("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1"),
+            ("SYNC_WEBHOOK_DOWN", down.as_str()),
+            ("SYNC_WEBHOOK_FLAKY", flaky.as_str()),
+        ]);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let sent_to = |prefix: &'static str| {
+        let receiver = &receiver;
+        async move {
+            let got = receiver.received_requests().await.unwrap();
+            got.iter().filter(|r| r.url.path().starts_with(prefix)).count()
+        }
+    };
+    let host = Host::new(&ctx).await;
+    let quick = HandlerProc::start(&with(&[
+        ("SYNC_NOTIFY_RETRY_SECS", "0"),
+        ("SYNC_WEBHOOK_GONE", down.as_str()),
+    ]))
+    .await;
+
+    // A receiver that answers 503 every time: six sends, then failed, naming the answer.
+    let id = start_run(&quick, &body(&ctx, json!({"notify": "setting:SYNC_WEBHOOK_DOWN"}))).await;
+    finish(&host, &quick, &id, Duration::from_secs(60)).await;
+    host.drive_until(&quick, Duration::from_secs(60), || async {
+        get_run(&quick, &id).await.1["notification"]["state"] == "failed"
+    })
+    .await;
+    let s = get_run(&quick, &id).await.1;
+    let error = s["notification"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("gave up after 6 attempts: ") && error.contains("503"),
+        "{s}"
+    );
+    assert_eq!(s["notification"]["attempts"], 6, "{s}");
+    assert_eq!(sent_to("/down").await, 6 * per_attempt);
+    // More checks send nothing more.
+    for _ in 0..3 {
+        let (status, _) = quick
+            .invoke("ListPage", &queue_payload(&json!({"kind": "check", "runId": id}), 1))
+            .await;
+        assert_eq!(status, 200);
+    }
+    host.drive_until(&quick, Duration::from_secs(20), || async { true })
+        .await;
+    assert_eq!(sent_to("/down").await, 6 * per_attempt);
+
+    // The setting is gone from the process that finishes the run: the same bound.
+    let missing = HandlerProc::start(&with(&[("SYNC_NOTIFY_RETRY_SECS", "0")])).await;
+    let id = start_run(&quick, &body(&ctx, json!({"notify": "setting:SYNC_WEBHOOK_GONE"}))).await;
+    finish(&host, &missing, &id, Duration::from_secs(60)).await;
+    host.drive_until(&missing, Duration::from_secs(60), || async {
+        get_run(&missing, &id).await.1["notification"]["state"] == "failed"
+    })
+    .await;
+    let s = get_run(&missing, &id).await.1;
+    let error = s["notification"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("gave up after 6 attempts: ") && error.contains("`SYNC_WEBHOOK_GONE` is not set"),
+        "{s}"
+    );
+
+    // A failed send waits out its pause: checks that arrive meanwhile do not send.
+    let paced = HandlerProc::start(&with(&[("SYNC_NOTIFY_RETRY_SECS", "5")])).await;
+    let id = start_run(&paced, &body(&ctx, json!({"notify": "setting:SYNC_WEBHOOK_FLAKY"}))).await;
+    finish(&host, &paced, &id, Duration::from_secs(60)).await;
+    host.drive_until(&paced, Duration::from_secs(20), || async {
+        {
+            let n = &get_run(&paced, &id).await.1["notification"];
+            n["attempts"] == 1 && n["state"] == "pending"
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, _) = paced
+            .invoke("ListPage", &queue_payload(&json!({"kind": "check", "runId": id}), 1))
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(sent_to("/flaky").await, per_attempt, "a check sent during the pause");
+    host.drive_until(&paced, Duration::from_secs(30), || async {
+        get_run(&paced, &id).await.1["notification"]["state"] == "sent"
+    })
+    .await;
+    let s = get_run(&paced, &id).await.1;
+    assert_eq!(
+        (s["notification"]["attempts"].as_u64(), sent_to("/flaky").await),
+        (Some(2), per_attempt + 1),
+        "{s}"
+    );
+    for hay in [quick.logs(), missing.logs(), paced.logs()] {
+        assert!(
+            !hay.contains("DOWNTOKEN") && !hay.contains("FLAKYTOKEN"),
+            "a webhook URL leaked"
+        );
+    }
+    ctx.cleanup().await;
+}
+
 /// Starts a run with webhook `notify` (a setting reference) on `starter`, drives it to its
 /// end on `driver`, and waits until the webhook's error is recorded; the run's summary.
 async fn notify_error_of_run(

@@ -116,6 +116,9 @@ pub struct RunRecord {
     pub notify_claimed_at: Option<String>,
     /// Last webhook error (redacted).
     pub notify_error: Option<String>,
+    /// Webhook sends claimed so far (each claim is an attempt, whether its sender reported
+    /// back or died).
+    pub notify_attempts: u32,
     /// Lock row held, if any.
     pub lock_key: Option<String>,
     /// Settled copies at the last check, and when that number last moved.
@@ -137,6 +140,7 @@ impl RunRecord {
             .set_str("Phase", self.phase.as_str())
             .set_str("StartedAt", &self.started_at)
             .set_str("Notified", self.notified.as_str())
+            .set_i64("NotifyAttempts", i64::from(self.notify_attempts))
             .set_i64("LastSettled", self.last_settled as i64)
             .set_str("LastProgressAt", &self.last_progress_at)
             .set_i64("DeleteCandidates", self.delete_candidates as i64);
@@ -172,6 +176,7 @@ impl RunRecord {
             notified: s("Notified").and_then(|n| n.parse().ok()).unwrap_or_default(),
             notify_claimed_at: s("NotifyClaimedAt"),
             notify_error: s("NotifyError"),
+            notify_attempts: e.get_i64("NotifyAttempts").unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
             lock_key: s("LockKey"),
             last_settled: e.get_i64("LastSettled").unwrap_or(0).max(0) as u64,
             last_progress_at: s("LastProgressAt").unwrap_or_default(),
