@@ -164,7 +164,12 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             ))
         }
         Err(e) => {
-            let last = attempt >= cfg.max_dequeue_count;
+            // A failure that can never pass (400) is parked by the worker on this delivery;
+            // the last attempt is parked by whichever host delivers it. Either way the key is
+            // settled now, with its reason, so the run neither waits for it nor reports it as
+            // retrying.
+            let status = if e.kind() == ErrorKind::Invalid { 400 } else { 500 };
+            let last = attempt >= cfg.max_dequeue_count || status == 400;
             if let (true, Some((svc, id))) = (last, run) {
                 let tally = crate::state::runs::counters::Tally::Failed;
                 if let Err(ce) = svc.store.record(id, &copy.key, tally, 0, Some(e.message())).await {
@@ -180,7 +185,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             if last {
                 tracing::error!(
                     bucket = %copy.bucket, key = %copy.key, attempt, outcome = "poisoned",
-                    reason = %e, "final attempt failed; the host moves the message to copy-objects-poison"
+                    reason = %e, "final attempt failed; the message is parked in copy-objects-poison"
                 );
             }
             let retry_note = if last {
@@ -188,7 +193,6 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             } else {
                 "will be retried"
             };
-            let status = if e.kind() == ErrorKind::Invalid { 400 } else { 500 };
             Err(Failure {
                 status,
                 error: e.context(format!(

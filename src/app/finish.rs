@@ -78,8 +78,12 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
             run.last_progress_at = now_rfc3339();
             svc.store.save(&mut run).await?;
         } else if since(&run.last_progress_at) > svc.config.run_stall {
+            // Copies whose attempts failed and that no host reported back on (parked, or lost
+            // with a timed-out last attempt) are failures, with their last reason.
+            let parked = svc.store.settle_retrying(id).await?;
             let reason = format!(
-                "{} of {expected} copies never settled within {} s of the last progress; \
+                "{} of {expected} copies never settled within {} s of the last progress \
+                 ({parked} of them, which had failed attempts, are counted as failed); \
                  see the copy-objects-poison queue and the failures list",
                 expected.saturating_sub(settled),
                 svc.config.run_stall.as_secs()

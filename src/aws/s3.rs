@@ -30,6 +30,9 @@ pub struct ObjectHead {
     pub storage_class: Option<String>,
     /// The `x-amz-restore` header, for archived objects.
     pub restore: Option<String>,
+    /// The `x-amz-archive-status` header (HEAD only): an INTELLIGENT_TIERING object in its
+    /// Archive Access or Deep Archive Access tier.
+    pub archive_status: Option<String>,
     /// Server-side encryption (`AES256`, `aws:kms`, ...).
     pub sse: Option<String>,
     /// Whether SSE-C protects the object.
@@ -54,15 +57,24 @@ impl ObjectHead {
         Some(out)
     }
 
-    /// Why the object cannot be read now, for archived classes without a finished restore.
-    pub fn unreadable_class(&self) -> Option<&str> {
-        let class = self.storage_class.as_deref()?;
-        let archived = matches!(class, "GLACIER" | "DEEP_ARCHIVE");
+    /// Why the object cannot be read now: an archived class or Intelligent-Tiering archive
+    /// tier without a finished restore (only `x-amz-restore` with `ongoing-request="false"`
+    /// tells that a copy is readable; listings keep the original class after a restore).
+    pub fn unreadable_class(&self) -> Option<String> {
         let restored = self
             .restore
             .as_deref()
             .is_some_and(|r| r.contains("ongoing-request=\"false\""));
-        (archived && !restored).then_some(class)
+        if restored {
+            return None;
+        }
+        match (self.storage_class.as_deref(), self.archive_status.as_deref()) {
+            (Some(c @ ("GLACIER" | "DEEP_ARCHIVE")), _) => Some(c.to_string()),
+            (class, Some(tier @ ("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS"))) => {
+                Some(format!("{} in its {tier} tier", class.unwrap_or("INTELLIGENT_TIERING")))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -84,6 +96,7 @@ macro_rules! object_head {
             last_modified: o.last_modified().and_then(modified_rfc3339),
             storage_class: o.storage_class().map(|s| s.as_str().to_string()),
             restore: o.restore().map(str::to_string),
+            archive_status: None,
             sse: o.server_side_encryption().map(|s| s.as_str().to_string()),
             sse_customer: o.sse_customer_algorithm().is_some(),
             headers: ContentHeaders {
@@ -149,7 +162,9 @@ impl S3Source {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        object_head!(o, bucket, key).map(Some)
+        let mut head = object_head!(o, bucket, key)?;
+        head.archive_status = o.archive_status().map(|s| s.as_str().to_string());
+        Ok(Some(head))
     }
 
     /// A presigned GET for Azure to read the object from. Pinned to `version_id` when the
@@ -357,11 +372,28 @@ mod tests {
             storage_class: Some("GLACIER".into()),
             ..Default::default()
         };
-        assert_eq!(h.unreadable_class(), Some("GLACIER"));
+        assert_eq!(h.unreadable_class().as_deref(), Some("GLACIER"));
         h.restore = Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"".into());
         assert_eq!(h.unreadable_class(), None);
         h.storage_class = Some("GLACIER_IR".into());
         h.restore = None;
+        assert_eq!(h.unreadable_class(), None);
+        // Intelligent-Tiering's archive tiers, told by x-amz-archive-status only.
+        h.storage_class = Some("INTELLIGENT_TIERING".into());
+        assert_eq!(h.unreadable_class(), None);
+        for tier in ["ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"] {
+            h.archive_status = Some(tier.into());
+            assert_eq!(
+                h.unreadable_class(),
+                Some(format!("INTELLIGENT_TIERING in its {tier} tier"))
+            );
+        }
+        h.restore = Some("ongoing-request=\"true\"".into());
+        assert!(
+            h.unreadable_class().is_some(),
+            "a restore under way is not readable yet"
+        );
+        h.restore = Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"".into());
         assert_eq!(h.unreadable_class(), None);
     }
 }

@@ -238,17 +238,30 @@ impl Engine {
             props: &props,
             existing: existing.as_ref(),
         };
-        let (path, verified) = match self.cfg.copy_path {
-            CopyPath::Streamed => (MovedBy::Streamed, self.streamed(&job).await?),
-            CopyPath::ServerSide => (MovedBy::ServerSide, self.server_side(&job).await?),
+        let moved = match self.cfg.copy_path {
+            CopyPath::Streamed => self.streamed(&job).await.map(|v| (MovedBy::Streamed, v)),
+            CopyPath::ServerSide => self.server_side(&job).await.map(|v| (MovedBy::ServerSide, v)),
             CopyPath::Auto => match self.server_side(&job).await {
-                Ok(v) => (MovedBy::ServerSide, v),
                 Err(e) if e.kind() == ErrorKind::CopySourceUnreachable => {
                     tracing::info!(bucket = %req.bucket, key = %req.key, "Azure cannot read the source; streaming instead");
-                    (MovedBy::Streamed, self.streamed(&job).await?)
+                    self.streamed(&job).await.map(|v| (MovedBy::Streamed, v))
                 }
-                Err(e) => return Err(e),
+                r => r.map(|v| (MovedBy::ServerSide, v)),
             },
+        };
+        let (path, verified) = match moved {
+            // S3 refuses to read an archived object, whatever HEAD said of it (a HEAD that
+            // carried no archive status, an archive transition since): a verdict, not a fault.
+            Err(e) if e.code() == Some("InvalidObjectState") => {
+                let reason = format!(
+                    "unsupported: {} is archived (S3 answered InvalidObjectState; restore the object first)",
+                    head.storage_class.as_deref().unwrap_or("the object")
+                );
+                return self
+                    .finish(rec, Outcome::Unsupported, Some(reason), Some(&head), seen)
+                    .await;
+            }
+            r => r?,
         };
         rec.path = Some(path);
         rec.verified = Some(verified);

@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::harness::handler::run_binary_async;
+use crate::harness::handler::{run_binary_async, run_ended, start_http_run};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, sha, TestCtx};
 
@@ -580,48 +580,6 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     );
     w.ctx.cleanup().await;
     ops
-}
-
-/// Starts a bulk run with `POST /api/runs` on the local `serve`, once it answers (at most
-/// 30 s); returns the run id.
-async fn start_http_run(port: u16, body: &Value) -> String {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    loop {
-        let r = client
-            .post(format!("http://127.0.0.1:{port}/api/runs"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
-        if let Ok(r) = r {
-            let status = r.status().as_u16();
-            let reply: Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
-            assert_eq!(status, 202, "POST /api/runs: {reply}");
-            return reply["runId"].as_str().expect("runId").to_string();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "serve never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Run `id`'s summary once it ended (GET answers 200), waiting at most `bound`.
-async fn run_ended(port: u16, id: &str, bound: Duration) -> Option<Value> {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    while started.elapsed() < bound {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/api/runs/{id}"))
-            .send()
-            .await
-        {
-            if r.status().as_u16() == 200 {
-                return serde_json::from_str(&r.text().await.unwrap_or_default()).ok();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    None
 }
 
 /// Every run, as `status --runs --json` lists them.

@@ -213,3 +213,152 @@ async fn a_runs_report_names_every_object_not_copied_with_its_reason() {
     assert!(out.contains("--outcome: `nope` is not an outcome"), "{out}");
     ctx.cleanup().await;
 }
+
+/// A copy that can never pass is settled with its final outcome and reason whichever host
+/// parks it: `serve --work-queues` parks a refused read on its first delivery, the Functions
+/// host tries it five times. An Intelligent-Tiering object in an archive tier (seen only in
+/// `x-amz-archive-status`, and in S3's 403 InvalidObjectState to a GET) is unsupported, not
+/// a failure. Neither run waits for its stall guard.
+#[tokio::test]
+async fn a_parked_copy_is_settled_with_its_reason_whichever_host_parks_it() {
+    use crate::harness::handler::{free_port, run_ended, start_http_run};
+    let ctx = TestCtx::new("parked").await;
+    ctx.put("p/ok", "fine").await;
+    ctx.put("p/refused", "never readable").await;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("p/cold")
+        .storage_class(StorageClass::IntelligentTiering)
+        .body(b"in the archive tier".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let s3 = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    s3.faults().archived.arm(format!("/{}/p/cold", ctx.bucket), u32::MAX);
+    s3.faults()
+        .refuse_to
+        .arm(format!("GET /{}/p/refused", ctx.bucket), u32::MAX);
+    // A stall guard of ten minutes: a run that waits for it fails the test's bound.
+    let env = ctx.env_with(&[("AWS_ENDPOINT_URL", s3.url.as_str()), ("SYNC_RUN_STALL_SECS", "600")]);
+    let check = |lines: &[Value]| {
+        let cold = line(lines, "p/cold");
+        assert_eq!(cold["outcome"], "unsupported", "{cold}");
+        assert!(
+            cold["reason"]
+                .as_str()
+                .unwrap()
+                .contains("INTELLIGENT_TIERING in its ARCHIVE_ACCESS tier"),
+            "{cold}"
+        );
+        let refused = line(lines, "p/refused");
+        assert_eq!(refused["outcome"], "failed", "{refused}");
+        assert!(
+            refused["reason"].as_str().unwrap().contains("InvalidRequest"),
+            "{refused}"
+        );
+        assert!(lines.iter().all(|l| l["outcome"] != "retrying"), "{lines:?}");
+    };
+
+    // The in-process host: parked on the first delivery, settled at once.
+    let port = free_port();
+    let mut serve_env = env.clone();
+    serve_env.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string());
+    let mut serve = HandlerProc::spawn(&["serve", "--work-queues"], &serve_env);
+    let body = json!({"source": {"bucket": ctx.bucket, "prefix": "p/"}, "target": {"container": ctx.container}});
+    let id = start_http_run(port, &body).await;
+    let s = run_ended(port, &id, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("the run did not end within 60 s: {}", serve.logs()));
+    assert_eq!(s["state"], "PartiallySucceeded", "{s}");
+    let n = |k: &str| s["counters"][k].as_u64().unwrap();
+    assert_eq!((n("transferred"), n("unsupported"), n("failed")), (1, 1, 1), "{s}");
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/api/runs/{id}/report"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    check(&lines);
+    let poison = ctx.queue(&format!("{}-poison", ctx.config(&[]).copy_queue));
+    let parked = poison.receive(32, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(parked.len(), 1, "the refused copy is parked, and only it");
+    assert!(parked[0].text.contains("p/refused"), "{}", parked[0].text);
+    serve.kill();
+
+    // The Functions host (played by the test): the same verdicts, the first delivery settles.
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let id = crate::runs::start_run(&h, &body).await;
+    let s = crate::runs::finish(&host, &h, &id, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "PartiallySucceeded", "{s}");
+    let (_, _, lines) = report(&h, &id, &[]).await;
+    check(&lines);
+    let cold_gets = s3.count(&format!("/{}/p/cold", ctx.bucket));
+    assert!(
+        cold_gets <= 4,
+        "the archived object was tried again and again: {cold_gets} requests"
+    );
+    ctx.cleanup().await;
+}
+
+/// A copy whose attempt failed and whose message is then lost (a host that poisoned it after
+/// a last attempt timed out never tells the handler) is settled when the run's stall guard
+/// ends the run: counted as failed, with its last attempt's reason, not left `retrying`.
+#[tokio::test]
+async fn a_copy_lost_after_a_failed_attempt_is_settled_by_the_stall_guard() {
+    let ctx = TestCtx::new("lostcopy").await;
+    ctx.put("p/a", "fine").await;
+    ctx.put("p/lost", "lost").await;
+    let s3 = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let env = ctx.env_with(&[("AWS_ENDPOINT_URL", s3.url.as_str()), ("SYNC_RUN_STALL_SECS", "5")]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let body = json!({"source": {"bucket": ctx.bucket, "prefix": "p/"}, "target": {"container": ctx.container}});
+    let id = crate::runs::start_run(&h, &body).await;
+    let page = host.next_list(Duration::from_secs(60)).await;
+    host.redo_page(&h, &page).await;
+    let copies = host.take_copies(2).await;
+    let (lost, rest): (Vec<_>, Vec<_>) = copies.into_iter().partition(|m| m.text.contains("p/lost"));
+    host.deliver_copies(&h, rest).await;
+    // Its first attempt fails (S3 keeps answering 503)...
+    s3.faults().storm_to.arm(format!("/{}/p/lost", ctx.bucket), 1000);
+    let msg: Value = serde_json::from_str(&lost[0].text).unwrap();
+    let (status, _) = h
+        .invoke("CopyObject", &crate::harness::handler::queue_payload(&msg, 1))
+        .await;
+    assert_eq!(status, 500);
+    s3.faults().storm_to.disarm();
+    // ...and then the message is gone for good.
+    host.copy.delete(&lost[0]).await.unwrap();
+    let s = crate::runs::finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "PartiallySucceeded", "{s}");
+    assert_eq!(
+        (s["counters"]["transferred"].as_u64(), s["counters"]["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 of them, which had failed attempts, are counted as failed"),
+        "{s}"
+    );
+    let (_, _, lines) = report(&h, &id, &[]).await;
+    let l = line(&lines, "p/lost");
+    assert_eq!(l["outcome"], "failed", "{l}");
+    let reason = l["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("never settled: attempt 1 failed (") && reason.contains("ServerBusy"),
+        "{l}"
+    );
+    ctx.cleanup().await;
+}

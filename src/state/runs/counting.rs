@@ -159,6 +159,28 @@ impl RunStore {
             .set_i64("Attempt", attempt as i64);
         self.table.update(&row, None).await.map(|_| ())
     }
+
+    /// Counts every key still `retrying` (its copy failed an attempt and no final outcome
+    /// was counted) as failed, with its last attempt's reason: for a run that ends while
+    /// such copies are parked or lost (a host that poisoned a message whose last attempt
+    /// timed out never told us). Keys counted meanwhile are left as counted. Returns how many
+    /// were settled here.
+    pub async fn settle_retrying(&self, id: &str) -> Result<u64> {
+        let filter = format!("PartitionKey ge '{id}~' and PartitionKey lt '{id}~~' and Tally eq '{RETRYING}'");
+        let mut settled = 0;
+        for row in self.table.query_all(Some(&filter)).await? {
+            let Some(key) = row.get_str("Key") else { continue };
+            let reason = format!(
+                "never settled: attempt {} failed ({}), and no later attempt reported back",
+                row.get_i64("Attempt").unwrap_or(0),
+                row.get_str("Reason").unwrap_or("no reason recorded")
+            );
+            if self.record(id, key, Tally::Failed, 0, Some(&reason)).await? {
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
 }
 
 /// One key's count for [`RunStore::record_many`].

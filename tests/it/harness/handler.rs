@@ -205,3 +205,45 @@ pub fn queue_payload(message: &Value, dequeue_count: u32) -> Value {
         }
     })
 }
+
+/// Starts a bulk run with `POST /api/runs` on the local `serve`, once it answers (at most
+/// 30 s); returns the run id.
+pub async fn start_http_run(port: u16, body: &Value) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    loop {
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/api/runs"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let status = r.status().as_u16();
+            let reply: Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+            assert_eq!(status, 202, "POST /api/runs: {reply}");
+            return reply["runId"].as_str().expect("runId").to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Run `id`'s summary once it ended (GET answers 200), waiting at most `bound`.
+pub async fn run_ended(port: u16, id: &str, bound: Duration) -> Option<Value> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/api/runs/{id}"))
+            .send()
+            .await
+        {
+            if r.status().as_u16() == 200 {
+                return serde_json::from_str(&r.text().await.unwrap_or_default()).ok();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}

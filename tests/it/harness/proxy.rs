@@ -87,6 +87,13 @@ pub struct Faults {
     pub timeout_replies_to: Needle,
     /// Answer every request with 503 until this instant (ms since the epoch): an outage.
     pub outage_until_ms: AtomicU64,
+    /// S3 as it answers for an INTELLIGENT_TIERING object in its Archive Access tier, for
+    /// requests whose log line contains the needle (moto has no archive tiers): HEAD gains
+    /// `x-amz-archive-status: ARCHIVE_ACCESS`, GET is refused with 403 InvalidObjectState.
+    pub archived: Needle,
+    /// Answer this many requests whose log line contains the needle with 400 InvalidRequest:
+    /// a refusal that no retry can change.
+    pub refuse_to: Needle,
 }
 
 /// What went through the proxy.
@@ -418,6 +425,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     if st.faults.storm_to.take(&[&line]) {
         return Ok(azure_error(503, "ServerBusy", &[]));
     }
+    if st.faults.refuse_to.take(&[&line]) {
+        return Ok(azure_error(400, "InvalidRequest", &[]));
+    }
+    let archived = st.faults.archived.take(&[&line]);
+    if archived && parts.method == hyper::Method::GET {
+        return Ok(azure_error(403, "InvalidObjectState", &[]));
+    }
     if take(&st.faults.storm) {
         let status = st.faults.storm_status.load(Ordering::SeqCst) as u16;
         let code = if status == 503 { "ServerBusy" } else { "InternalError" };
@@ -544,6 +558,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     let status = resp.status();
     let mut out = Response::builder().status(status);
     let head = parts.method == hyper::Method::HEAD;
+    if archived && head && status.is_success() {
+        out = out.header("x-amz-archive-status", "ARCHIVE_ACCESS");
+    }
     for (k, v) in resp.headers() {
         // A HEAD answer has no body, so its Content-Length must be passed on as it is.
         if !matches!(k.as_str(), "connection" | "transfer-encoding") && (head || k.as_str() != "content-length") {
