@@ -719,7 +719,7 @@ resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01'
 }
 
 // ------------------------------------------------------------------------------------------
-// Alerts: an action group and four log alerts on the handler's JSON log lines (traces table)
+// Alerts: an action group and six log alerts on the handler's JSON log lines (traces table)
 // ------------------------------------------------------------------------------------------
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -751,6 +751,10 @@ var alertPoisoned = '${parsedTraces}| where outcome == "poisoned" or (message ha
 var alertLag = '${parsedTraces}| where outcome == "lag"\n| extend oldest_age_ms = todouble(coalesce(tostring(j.oldest_age_ms), tostring(customDimensions.oldest_age_ms), tostring(customDimensions.prop__oldest_age_ms)))\n| where oldest_age_ms > ${sqsLagThresholdSeconds * 1000}\n'
 
 var alertRunFailed = '${parsedTraces}| where outcome == "run_finished"\n| extend state = coalesce(tostring(j.state), tostring(customDimensions.state), tostring(customDimensions.prop__state))\n| where state == "Failed"\n'
+
+var alertScheduleSkipped = '${parsedTraces}| where outcome == "schedule_skipped"\n'
+
+var alertRunSwept = '${parsedTraces}| where outcome == "run_swept"\n'
 
 var alerts = [
   {
@@ -789,6 +793,26 @@ var alerts = [
     description: 'A bulk run ended in state Failed (run_finished event).'
     severity: 1
     query: alertRunFailed
+    frequency: 'PT5M'
+    window: 'PT5M'
+    autoMitigate: false
+  }
+  {
+    key: 'schedule-skipped'
+    displayName: 's3-blob-sync: scheduled run skipped'
+    description: 'ScheduledRun did not start its run because the previous one is still running (schedule_skipped names it). Once is a slow run; every time is a run that stopped moving, which the sweep ends after SYNC_RUN_STALL_SECS.'
+    severity: 2
+    query: alertScheduleSkipped
+    frequency: 'PT15M'
+    window: 'PT15M'
+    autoMitigate: true
+  }
+  {
+    key: 'run-swept'
+    displayName: 's3-blob-sync: a run that stopped moving was ended'
+    description: 'The sweep ended a run whose chain of messages or process stopped (run_swept names the run and why); start it again, it skips what was copied.'
+    severity: 1
+    query: alertRunSwept
     frequency: 'PT5M'
     window: 'PT5M'
     autoMitigate: false

@@ -14,13 +14,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{NotifyState, SyncMode};
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::counters::Tally;
-use crate::state::runs::store::{Phase, RunRecord, RunState};
+use crate::state::runs::store::{unix_now, Phase, RunRecord, RunState};
 
 /// What to do after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStep {
     /// Not settled yet: check again after this long.
     Wait(Duration),
+    /// Mirror mode's prune did a bounded step and has more to do: check again at once.
+    More,
     /// The run has ended (and its webhook, if any, was sent or given up).
     Finished,
     /// The run has ended; its webhook failed and is tried again after this long.
@@ -32,6 +34,12 @@ const PRUNE_REASON: &str = "mirror: the source object is gone, so its blob is de
 
 /// A claim on sending the webhook older than this is taken over (its sender died).
 const NOTIFY_CLAIM: Duration = Duration::from_secs(300);
+/// How often a check chain (or a CLI process) shows it is alive: often enough that the sweep,
+/// which ends a run after `stall` without a sign, never mistakes a live one.
+pub fn heartbeat(stall: Duration) -> Duration {
+    (stall / 4).min(Duration::from_secs(60))
+}
+
 /// Webhook sends at most, the first included; then `notification.state` is `failed`.
 pub const NOTIFY_ATTEMPTS: u32 = 6;
 
@@ -62,6 +70,18 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
     };
     if !lister.done {
         return Ok(CheckStep::Wait(interval));
+    }
+    // The check chain's heartbeat, by which the sweep tells it is alive (decisions 96).
+    let now = unix_now();
+    if now - run.checked_at >= heartbeat(svc.config.run_stall).as_secs() as i64 {
+        run.checked_at = now;
+        if !svc.store.save(&mut run).await? {
+            // Written meanwhile (a cancel, another check's beat): go on with the row as it is.
+            run = match svc.store.get(id).await? {
+                Some(r) if !r.state.is_final() => r,
+                _ => return Box::pin(check(svc, id)).await,
+            };
+        }
     }
     let copies = svc.store.shard_counters(id).await?;
     let mut all = lister.counters.clone();
@@ -99,8 +119,10 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
             run.phase = Phase::Pruning;
             svc.store.save(&mut run).await?;
         }
-        if let Some(refused) = prune(svc, &mut run).await? {
-            problems.push(refused);
+        match prune(svc, &mut run).await? {
+            Pruned::More => return Ok(CheckStep::More),
+            Pruned::Refused(refused) => problems.push(refused),
+            Pruned::Done => {}
         }
     }
     // Failures are counted by copies only (not by the lister or the prune), so the shard sum
@@ -129,64 +151,130 @@ pub async fn set_phase(svc: &RunService, id: &str, phase: Phase) -> Result<()> {
     Ok(())
 }
 
+/// How far a prune step got.
+enum Pruned {
+    /// Every candidate is dealt with.
+    Done,
+    /// More pages or candidates remain.
+    More,
+    /// More candidates than `maxDeletes`: nothing is deleted, for this reason.
+    Refused(String),
+}
+
+/// The work one check does on a prune before it hands the rest to the next check, so no
+/// invocation outlives the host's `functionTimeout`, whatever the size of the target.
+const PRUNE_BUDGET: Duration = Duration::from_secs(20);
+
 /// Mirror mode: deletes blobs under the target prefix that this tool wrote for keys no
-/// longer in the source, unless there are more than `maxDeletes`. Returns the refusal.
-async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> {
+/// longer in the source, unless there are more than `maxDeletes`. Works a page at a time and
+/// for at most [`PRUNE_BUDGET`]: first the target is listed page by page (its marker kept on
+/// the run row) and each page's blobs whose source is gone become candidate rows; once the
+/// listing is done and within `maxDeletes`, the candidates are deleted (each re-checked by
+/// the engine) and dropped. A check that dies loses at most the page or deletes in hand.
+async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Pruned> {
+    let started = std::time::Instant::now();
     let spec = run.spec.clone();
-    let target = svc.engine.target(&spec.target.container)?;
-    // Blobs this tool wrote for this bucket, by source key (from their provenance).
-    let mut ours: Vec<String> = Vec::new();
-    for b in target.list(&spec.target.prefix).await? {
-        let Some(key) = written_for(&b.metadata, &spec.source.bucket) else {
-            continue;
-        };
-        // Only blobs this run's mapping would write: another prefix pair is not ours to judge.
-        if blob_name(&key, &spec.source.prefix, &spec.target.prefix).as_deref() == Ok(b.name.as_str()) {
-            ours.push(key);
+    let refusal = |n: u64, listed: bool| {
+        format!(
+            "mirror: {}{n} blobs have no source object, more than maxDeletes={}; nothing was deleted \
+             (check the source prefix, or raise maxDeletes)",
+            if listed { "" } else { "at least " },
+            spec.max_deletes
+        )
+    };
+    loop {
+        if run.delete_candidates > spec.max_deletes {
+            let why = refusal(run.delete_candidates, run.prune_listed);
+            tracing::warn!(run_id = %run.id, candidates = run.delete_candidates, max_deletes = spec.max_deletes, outcome = "deletes_refused", "{why}");
+            return Ok(Pruned::Refused(why));
+        }
+        if !run.prune_listed {
+            let target = svc.engine.target(&spec.target.container)?;
+            let (blobs, next) = target
+                .list_page(&spec.target.prefix, run.prune_marker.as_deref(), svc.config.prune_page)
+                .await?;
+            // Blobs this tool wrote for this bucket under this run's mapping: another prefix
+            // pair's blobs are not ours to judge.
+            let ours: Vec<String> = blobs
+                .iter()
+                .filter_map(|b| {
+                    let key = written_for(&b.metadata, &spec.source.bucket)?;
+                    (blob_name(&key, &spec.source.prefix, &spec.target.prefix).as_deref() == Ok(b.name.as_str()))
+                        .then_some(key)
+                })
+                .collect();
+            let gone = absent_from_source(svc, &spec.source.bucket, &spec.source.prefix, ours).await?;
+            svc.store.add_prune_candidates(&run.id, &gone).await?;
+            run.delete_candidates += gone.len() as u64;
+            run.prune_listed = next.is_none();
+            run.prune_marker = next;
+            run.checked_at = unix_now();
+            if !svc.store.save(run).await? {
+                // Another check moved the prune on (or the run ended): read where it stands.
+                match svc.store.get(&run.id).await? {
+                    Some(now) if !now.state.is_final() => *run = now,
+                    _ => return Ok(Pruned::Done),
+                }
+            }
+        } else {
+            let keys = svc.store.prune_candidates(&run.id, 64).await?;
+            if keys.is_empty() {
+                return Ok(Pruned::Done);
+            }
+            delete_candidates(svc, run, keys).await?;
+        }
+        if started.elapsed() >= PRUNE_BUDGET {
+            return Ok(Pruned::More);
         }
     }
-    // Remove every key the source still has (a full listing, unfiltered: excluded objects
-    // still exist).
+}
+
+/// Of `keys` (found as blobs), those the source does not have: one listing of the source
+/// over the keys' range (S3 order), not a request per key.
+async fn absent_from_source(
+    svc: &RunService,
+    bucket: &str,
+    prefix: &str,
+    mut keys: Vec<String>,
+) -> Result<Vec<String>> {
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let (Some(first), Some(last)) = (keys.first().cloned(), keys.last().cloned()) else {
+        return Ok(keys);
+    };
+    // Any string below the first key starts the listing early enough: the first key without
+    // its last character (the keys between the two are listed too, and are harmless).
+    let mut start = first.clone();
+    start.pop();
     let mut present = HashSet::new();
     let mut token = None;
     loop {
         let (objs, next) = svc
             .engine
             .s3()
-            .list_page(&spec.source.bucket, &spec.source.prefix, token)
+            .list_page_after(bucket, prefix, token, (!start.is_empty()).then_some(start.as_str()))
             .await?;
+        let past_last = objs.last().is_some_and(|o| o.key.as_bytes() > last.as_bytes());
         present.extend(objs.into_iter().map(|o| o.key));
         match next {
-            Some(t) => token = Some(t),
-            None => break,
+            Some(t) if !past_last => token = Some(t),
+            _ => break,
         }
     }
-    ours.retain(|k| !present.contains(k));
-    ours.sort();
-    run.delete_candidates = ours.len() as u64;
-    svc.store.save(run).await?;
-    if ours.len() as u64 > spec.max_deletes {
-        let refusal = format!(
-            "mirror: {} blobs have no source object, more than maxDeletes={}; nothing was deleted \
-             (check the source prefix, or raise maxDeletes)",
-            ours.len(),
-            spec.max_deletes
-        );
-        tracing::warn!(run_id = %run.id, candidates = ours.len(), max_deletes = spec.max_deletes, outcome = "deletes_refused", "{refusal}");
-        return Ok(Some(refusal));
-    }
-    let id = run.id.clone();
-    let results: Vec<Result<()>> = futures::stream::iter(ours)
-        .map(|key| {
-            let spec = &spec;
-            let id = &id;
-            async move {
-                if spec.dry_run {
-                    svc.store
-                        .record(id, &key, Tally::WouldDelete, 0, Some(PRUNE_REASON))
-                        .await?;
-                    return Ok(());
-                }
+    keys.retain(|k| !present.contains(k));
+    Ok(keys)
+}
+
+/// Deletes (or, in a dry run, counts) candidate blobs and drops their rows.
+async fn delete_candidates(svc: &RunService, run: &RunRecord, keys: Vec<String>) -> Result<()> {
+    let spec = &run.spec;
+    let id = &run.id;
+    let results: Vec<Result<()>> = futures::stream::iter(keys)
+        .map(|key| async move {
+            if spec.dry_run {
+                svc.store
+                    .record(id, &key, Tally::WouldDelete, 0, Some(PRUNE_REASON))
+                    .await?;
+            } else {
                 // The engine re-checks the source (HEAD) and deletes only our blob, If-Match.
                 let req = CopyRequest {
                     bucket: spec.source.bucket.clone(),
@@ -208,14 +296,14 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Option<String>> 
                         .record(id, &key, Tally::Deleted, 0, Some(PRUNE_REASON))
                         .await?;
                 }
-                Ok(())
             }
+            svc.store.drop_prune_candidate(id, &key).await
         })
         .buffer_unordered(16)
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(None)
+    Ok(())
 }
 
 /// Sends the completion webhook if it is pending, claiming it first so concurrent checks

@@ -53,12 +53,29 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
         },
         ListMessage::Check { run_id } => match check(svc, run_id).await {
             Ok(step) => {
-                if let CheckStep::Wait(d) | CheckStep::Notify(d) = step {
-                    svc.enqueue(&msg, Some(d)).await.map_err(Failure::internal)?;
+                match step {
+                    CheckStep::Wait(d) | CheckStep::Notify(d) => {
+                        svc.enqueue(&msg, Some(d)).await.map_err(Failure::internal)?
+                    }
+                    CheckStep::More => svc.enqueue(&msg, None).await.map_err(Failure::internal)?,
+                    CheckStep::Finished => {}
                 }
                 Ok(Handled::new(
                     vec![format!("run {run_id}: {step:?}")],
                     serde_json::json!({"runId": run_id, "step": format!("{step:?}")}),
+                ))
+            }
+            Err(e) if last && !e.is_retryable() => {
+                // A check that can never pass (a refused listing in the prune, say) ends the
+                // run, naming why, instead of coming back for ever.
+                let reason = format!("checking the run failed {attempt} times: {}", e.message());
+                super::service::end(svc, run_id, RunState::Failed, Some(reason))
+                    .await
+                    .map_err(Failure::internal)?;
+                svc.enqueue(&msg, None).await.map_err(Failure::internal)?;
+                Ok(Handled::new(
+                    vec![format!("run {run_id}: check failed for good, run ended: {e}")],
+                    serde_json::Value::Null,
                 ))
             }
             Err(e) if last => {

@@ -1,5 +1,6 @@
 //! What the adapters ask for: bulk runs (spec, service, lister, finish, webhook, cutover,
-//! dashboard, health, verify), the SQS drain loop and lag, and the `watch` worker.
+//! dashboard, health, verify), the sweep that ends runs which stopped moving, the SQS drain
+//! loop and lag, and the `watch` worker.
 
 pub mod copy_object;
 pub mod cutover;
@@ -13,6 +14,7 @@ pub mod lister;
 pub mod outcome;
 pub mod service;
 pub mod summary;
+pub mod sweep;
 pub mod verify;
 pub mod webhook;
 pub mod worker;

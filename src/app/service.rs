@@ -167,8 +167,11 @@ impl RunService {
             notify_attempts: 0,
             lock_key,
             last_settled: 0,
+            checked_at: 0,
             last_progress_at: now,
             delete_candidates: 0,
+            prune_marker: None,
+            prune_listed: false,
             etag: String::new(),
         };
         self.store.insert(&mut run).await?;

@@ -442,30 +442,59 @@ impl BlobTarget {
             .await
     }
 
-    /// Lists blobs under `prefix`, with metadata.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<BlobEntry>> {
-        let opts = BlobContainerClientListBlobsOptions {
-            include: Some(vec![ListBlobsIncludeItem::Metadata]),
-            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
-            ..Default::default()
-        };
-        let mut pager = self
-            .container
-            .list_blobs(Some(opts))
-            .map_err(|e| super::map_azure_error(e, format!("list {}", self.name)))?;
-        let mut out = Vec::new();
-        while let Some(item) = pager
-            .try_next()
+    /// One page (at most `max` blobs, Azure's cap being 5,000) of the listing under `prefix`
+    /// with metadata, from `marker`; the next page's marker, unless this was the last.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        marker: Option<&str>,
+        max: u32,
+    ) -> Result<(Vec<BlobEntry>, Option<String>)> {
+        self.retry
+            .run("list blobs", || async {
+                let opts = BlobContainerClientListBlobsOptions {
+                    include: Some(vec![ListBlobsIncludeItem::Metadata]),
+                    prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+                    marker: marker.map(str::to_string),
+                    maxresults: Some(max.clamp(1, 5000) as i32),
+                    ..Default::default()
+                };
+                let ctx = || format!("list {}", self.name);
+                let mut pages = self
+                    .container
+                    .list_blobs(Some(opts))
+                    .map_err(|e| super::map_azure_error(e, ctx()))?
+                    .into_pages();
+                let Some(page) = pages.try_next().await.map_err(|e| super::map_azure_error(e, ctx()))? else {
+                    return Ok((Vec::new(), None));
+                };
+                let page = page.into_model().map_err(|e| super::map_azure_error(e, ctx()))?;
+                let entries = page
+                    .blob_items
+                    .into_iter()
+                    .map(|item| BlobEntry {
+                        name: item.name.clone().unwrap_or_default(),
+                        size: item.properties.as_ref().and_then(|p| p.content_length).unwrap_or(0),
+                        metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                    })
+                    .collect();
+                Ok((entries, page.next_marker.filter(|m| !m.is_empty())))
+            })
             .await
-            .map_err(|e| super::map_azure_error(e, format!("list {}", self.name)))?
-        {
-            out.push(BlobEntry {
-                name: item.name.clone().unwrap_or_default(),
-                size: item.properties.as_ref().and_then(|p| p.content_length).unwrap_or(0),
-                metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
-            });
+    }
+
+    /// Lists blobs under `prefix`, with metadata, every page.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<BlobEntry>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let (page, next) = self.list_page(prefix, marker.as_deref(), 5000).await?;
+            out.extend(page);
+            match next {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
         }
-        Ok(out)
     }
 }
 

@@ -118,6 +118,10 @@ fn keep_lease(
                     halt(format!("the run was ended elsewhere ({})", run.state.as_str()));
                 }
             }
+            // Alive, for the sweep (a dry run has no lock whose lease would say so).
+            if let Err(e) = svc.store.touch(&id).await {
+                tracing::warn!(run_id = %id, error = %e, "could not mark the run alive");
+            }
             let Some(key) = &key else { continue };
             match svc.store.renew(key, &id, lease).await {
                 Ok(true) => renewed = Instant::now(),
@@ -323,7 +327,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     // Every copy has been counted (or could not be): finish the run the same way a Function
     // App does, including mirror-mode deletes.
     let mut checks = 0;
-    while let CheckStep::Wait(_) = check(&svc, &id).await? {
+    loop {
+        match check(&svc, &id).await? {
+            // The prune has more to do: at once, and it is progress, not a wait.
+            CheckStep::More => continue,
+            CheckStep::Wait(_) => {}
+            CheckStep::Finished | CheckStep::Notify(_) => break,
+        }
         checks += 1;
         if checks >= 3 {
             crate::app::service::end(

@@ -505,8 +505,17 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
         for (f, n) in [(QueueFunction::ListPage, 4), (QueueFunction::CopyObject, 16)] {
             let w = Worker::new(state.clone(), f, n).await?;
             let rx = stop_rx.clone();
-            workers.push(tokio::spawn(async move { w.run(rx, None).await }));
+            workers.push(tokio::spawn(async move {
+                w.run(rx, None).await;
+            }));
         }
+        // No timers here: the sweep runs on its own period.
+        let period = state.config.sweep_interval;
+        workers.push(tokio::spawn(crate::app::sweep::every(
+            state.clone(),
+            period,
+            stop_rx.clone(),
+        )));
     }
     axum::serve(listener, crate::router(state))
         .with_graceful_shutdown(shutdown_signal())

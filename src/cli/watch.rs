@@ -63,11 +63,18 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
             }
         })
     };
+    // No timers here: the sweep runs on its own period.
+    let sweep_task = tokio::spawn(crate::app::sweep::every(
+        state.clone(),
+        cfg.sweep_interval,
+        stop_rx.clone(),
+    ));
     let worker_task = tokio::spawn(async move { worker.run(stop_rx, None).await });
     super::shutdown_signal().await;
     tracing::info!("stopping: finishing in-flight work");
     let _ = stop_tx.send(true);
     drain_task.abort();
+    sweep_task.abort();
     let stats = worker_task.await.unwrap_or_default();
     tracing::info!(
         done = stats.done,

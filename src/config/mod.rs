@@ -190,6 +190,13 @@ pub struct Config {
     /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
     /// ends PartiallySucceeded, naming how many never settled.
     pub run_stall: Duration,
+    /// `SYNC_PRUNE_PAGE` (default 1000, at most 5000): blobs a mirror run's prune lists per
+    /// page; each check lists and judges pages (or deletes) for at most 20 s, then hands the
+    /// rest to the next check, so no invocation outlives the host's timeout.
+    pub prune_page: u32,
+    /// `SYNC_SWEEP_SECS` (default 60): how often `serve --work-queues` and `watch` look for
+    /// runs that stopped moving (the Functions timers sweep on their own schedules).
+    pub sweep_interval: Duration,
     /// `SYNC_NOTIFY_RETRY_SECS` (default 60): the pause after a run's first failed webhook
     /// send; it doubles after each, up to an hour, for at most six sends (about 31 minutes at
     /// the default). 0 tries again at the next check.
@@ -337,6 +344,8 @@ impl Config {
             run_check_interval: secs("SYNC_RUN_CHECK_SECS", 10, 1, 600)?,
             run_stall: secs("SYNC_RUN_STALL_SECS", 3600, 5, 7 * 24 * 3600)?,
             notify_retry: secs("SYNC_NOTIFY_RETRY_SECS", 60, 0, 3600)?,
+            sweep_interval: secs("SYNC_SWEEP_SECS", 60, 1, 3600)?,
+            prune_page: bounded(env, "SYNC_PRUNE_PAGE", 1000, 1, Some(5000), "")?,
             run_lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
             scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
             notify_allow_hosts: env

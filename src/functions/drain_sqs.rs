@@ -1,5 +1,6 @@
-//! `DrainSqs`: timer-triggered (Azure Functions has no SQS trigger). Long-polls the bucket's
-//! SQS queue for the configured budget and relays each S3 record to `copy-objects`.
+//! `DrainSqs`: timer-triggered (Azure Functions has no SQS trigger). Sweeps runs that stopped
+//! moving, then long-polls the bucket's SQS queue for the configured budget and relays each S3
+//! record to `copy-objects`.
 
 use super::protocol::InvokeRequest;
 use super::{Failure, Handled};
@@ -8,6 +9,15 @@ use crate::error::Error;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
+    // The minute timer is also the sweep's clock: a run whose chain stopped is ended here.
+    match state.runs().await {
+        Ok(svc) => {
+            if let Err(e) = crate::app::sweep::sweep(svc).await {
+                tracing::warn!(error = %e, "the sweep failed; trying again next minute");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the sweep could not reach the runs table"),
+    }
     let drainer = state.drainer().await.map_err(Failure::internal)?;
     let stats = drainer
         .drain(state.config.drain_budget, false)

@@ -257,8 +257,11 @@ async fn insert_runs_with(ctx: &TestCtx, n: usize, id: impl Fn(usize) -> String)
                     notify_attempts: 0,
                     lock_key: None,
                     last_settled: 0,
+                    checked_at: 0,
                     last_progress_at: now,
                     delete_candidates: 0,
+                    prune_marker: None,
+                    prune_listed: false,
                     etag: String::new(),
                 };
                 store.insert(&mut run).await.unwrap();

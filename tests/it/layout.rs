@@ -312,6 +312,30 @@ fn cutover_workflow_waits_on_the_real_gate() {
     assert_eq!(names(&wf), names(&run_wf));
 }
 
+/// Every log alert in `infra/azure/main.bicep` filters on an `outcome` the code emits, so an
+/// alert cannot wait for an event that was renamed away.
+#[test]
+fn every_alert_watches_an_outcome_the_code_emits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bicep = std::fs::read_to_string(root.join("infra/azure/main.bicep")).unwrap();
+    let mut src = String::new();
+    for f in rust_files(&root.join("src")) {
+        src.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    let watched: Vec<&str> = bicep
+        .split("outcome == \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(watched.len() >= 6, "{watched:?}");
+    for o in watched {
+        assert!(
+            src.contains(&format!("outcome = \"{o}\"")),
+            "the alert on outcome `{o}` watches for an event the code never emits"
+        );
+    }
+}
+
 /// The layers, lowest first. A module may import from a lower layer, and from its own
 /// module; within `base` and `adapters` also sideways. The two cloud backends do not import
 /// each other. The table is written here once; `docs/decisions.md` ("Architecture") explains it.

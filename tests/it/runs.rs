@@ -610,7 +610,9 @@ async fn mirror_deletes_respect_max_deletes_and_runs_lock_and_cancel() {
         ctx.put(&format!("m/{i}"), format!("v{i}")).await;
     }
     ctx.blob().create_if_missing().await.unwrap();
-    let h = HandlerProc::start(&ctx.env).await;
+    // Pages of two blobs: the prune spans several pages, and the refusal comes before the
+    // listing ends.
+    let h = HandlerProc::start(&ctx.env_with(&[("SYNC_PRUNE_PAGE", "2")])).await;
     let host = Host::new(&ctx).await;
     let id = start_run(&h, &body(&ctx, json!({}))).await;
     assert_eq!(
@@ -635,7 +637,7 @@ async fn mirror_deletes_respect_max_deletes_and_runs_lock_and_cancel() {
         s["reason"]
             .as_str()
             .unwrap()
-            .contains("3 blobs have no source object, more than maxDeletes=2"),
+            .contains("at least 3 blobs have no source object, more than maxDeletes=2"),
         "{s}"
     );
     assert_eq!(c(&s, "deleted"), 0);
@@ -765,6 +767,104 @@ async fn webhook_is_sent_once_on_success_and_on_failure_and_never_leaks() {
             hay.lines().find(|l| l.contains("SECRETTOKEN")).unwrap()
         );
     }
+    ctx.cleanup().await;
+}
+
+/// A run whose chain of messages dies still ends, and its lock frees: one whose page
+/// could not queue its check on any delivery (the message was then parked), and one whose
+/// first page message was lost. The next scheduled run sweeps both, naming why, and starts.
+#[tokio::test]
+async fn a_run_whose_chain_died_is_swept_and_the_next_schedule_starts() {
+    let ctx = TestCtx::new("sweep").await;
+    for i in 0..3 {
+        ctx.put(&format!("s/{i}"), format!("object {i}")).await;
+    }
+    let spec = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}}).to_string();
+    let queues = Proxy::start(QUEUES).await;
+    let cs = crate::harness::TestCtx::connection_string(None, Some(&queues.url), None);
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_SCHEDULED_RUN", spec.as_str()),
+        ("SYNC_RUN_STALL_SECS", "5"),
+    ]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "IsPastDue": false}}, "Metadata": {}});
+    let (status, first) = h.invoke("ScheduledRun", &timer).await;
+    assert_eq!(status, 200, "{first}");
+    let a = first["ReturnValue"]["runId"].as_str().unwrap().to_string();
+
+    // Every send to the listing queue fails from now on: the page lists, sends its copies,
+    // and cannot queue its check, on all five deliveries; then it is parked.
+    let list_queue = ctx.config(&[]).list_queue;
+    queues
+        .faults()
+        .refuse_to
+        .arm(format!("POST /devstoreaccount1/{list_queue}/messages"), u32::MAX);
+    let page = host.next_list(Duration::from_secs(120)).await;
+    let msg: Value = serde_json::from_str(&page.text).unwrap();
+    for attempt in 1..=5 {
+        let (status, _) = h.invoke("ListPage", &queue_payload(&msg, attempt)).await;
+        assert_eq!(status, 500, "attempt {attempt}: the check could not be queued");
+    }
+    host.list.delete(&page).await.unwrap();
+    host.deliver_copies(&h, host.take_copies(3).await).await;
+    queues.faults().refuse_to.disarm();
+
+    // A run on another prefix pair whose first page message is lost.
+    let b = start_run(
+        &h,
+        &body(&ctx, json!({"target": {"container": ctx.container, "prefix": "b/"}})),
+    )
+    .await;
+    let lost = host.next_list(Duration::from_secs(120)).await;
+    host.list.delete(&lost).await.unwrap();
+
+    // Within the stall bound, both are alive as far as anyone can tell: the schedule waits.
+    let (_, second) = h.invoke("ScheduledRun", &timer).await;
+    assert_eq!(second["ReturnValue"]["runningRunId"], a.as_str(), "{second}");
+    assert!(
+        h.logs().contains("\"outcome\":\"schedule_skipped\""),
+        "a skipped schedule is logged"
+    );
+    assert!(
+        h.logs()
+            .lines()
+            .any(|l| l.contains("schedule_skipped") && l.contains("\"level\":\"WARN\"")),
+        "a skipped schedule is a warning"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, third) = h.invoke("ScheduledRun", &timer).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(
+        third["ReturnValue"]["started"], true,
+        "the swept run still blocks the schedule: {third}"
+    );
+    let next = third["ReturnValue"]["runId"].as_str().unwrap().to_string();
+
+    let (status, sa) = get_run(&h, &a).await;
+    assert_eq!(status, 200, "{sa}");
+    assert_eq!(sa["state"], "PartiallySucceeded", "{sa}");
+    assert!(
+        sa["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stalled: its checks stopped"),
+        "{sa}"
+    );
+    assert_eq!(c(&sa, "transferred"), 3, "the copies the run made are kept: {sa}");
+    let (_, sb) = get_run(&h, &b).await;
+    assert_eq!(sb["state"], "Failed", "{sb}");
+    assert!(
+        sb["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stalled: the listing stopped after page 0"),
+        "{sb}"
+    );
+    let s = finish(&host, &h, &next, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "noTransferNeeded"), 3, "{s}");
     ctx.cleanup().await;
 }
 

@@ -73,6 +73,17 @@ impl RunStore {
         }
     }
 
+    /// Until when run `id` holds `key` as a lease (unix seconds): `None` when it holds no
+    /// lease on it (another run took it, or it was never a lease).
+    pub async fn lease_until(&self, key: &str, id: &str) -> Result<Option<i64>> {
+        Ok(self
+            .table
+            .get(LOCK_PK, key)
+            .await?
+            .filter(|held| held.get_str("RunId") == Some(id))
+            .and_then(|held| held.get_i64("LeaseUntil")))
+    }
+
     /// Releases `key` if run `id` still holds it.
     ///
     /// A lease (a lock its driving process renews) is released only with `leased`: by that

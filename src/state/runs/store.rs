@@ -123,10 +123,18 @@ pub struct RunRecord {
     pub lock_key: Option<String>,
     /// Settled copies at the last check, and when that number last moved.
     pub last_settled: u64,
+    /// When a check last looked at the run while it was running (unix seconds; 0 before
+    /// the first): how the sweep tells a check chain that stopped.
+    pub checked_at: i64,
     /// RFC 3339.
     pub last_progress_at: String,
     /// Mirror mode: blobs found with no source object (dry runs count them here too).
     pub delete_candidates: u64,
+    /// Mirror mode: where the page-by-page listing of the target stands (the next page's
+    /// marker; `None` before the first page and after the last).
+    pub prune_marker: Option<String>,
+    /// Mirror mode: every page of the target was listed, and the candidates are known.
+    pub prune_listed: bool,
     /// Table ETag for If-Match.
     pub etag: String,
 }
@@ -142,8 +150,10 @@ impl RunRecord {
             .set_str("Notified", self.notified.as_str())
             .set_i64("NotifyAttempts", i64::from(self.notify_attempts))
             .set_i64("LastSettled", self.last_settled as i64)
+            .set_i64("CheckedAt", self.checked_at)
             .set_str("LastProgressAt", &self.last_progress_at)
-            .set_i64("DeleteCandidates", self.delete_candidates as i64);
+            .set_i64("DeleteCandidates", self.delete_candidates as i64)
+            .set_str("PruneListed", if self.prune_listed { "true" } else { "false" });
         for (k, v) in [
             ("Notify", self.notify.as_ref().map(ToString::to_string)),
             ("Reason", self.reason.clone()),
@@ -151,6 +161,7 @@ impl RunRecord {
             ("NotifyError", self.notify_error.clone()),
             ("NotifyClaimedAt", self.notify_claimed_at.clone()),
             ("LockKey", self.lock_key.clone()),
+            ("PruneMarker", self.prune_marker.clone()),
         ] {
             if let Some(v) = v {
                 e.set_str(k, v);
@@ -179,8 +190,11 @@ impl RunRecord {
             notify_attempts: e.get_i64("NotifyAttempts").unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
             lock_key: s("LockKey"),
             last_settled: e.get_i64("LastSettled").unwrap_or(0).max(0) as u64,
+            checked_at: e.get_i64("CheckedAt").unwrap_or(0),
             last_progress_at: s("LastProgressAt").unwrap_or_default(),
             delete_candidates: e.get_i64("DeleteCandidates").unwrap_or(0).max(0) as u64,
+            prune_marker: s("PruneMarker"),
+            prune_listed: e.get_str("PruneListed") == Some("true"),
             etag: e.etag.clone().unwrap_or_default(),
         })
     }
@@ -197,6 +211,9 @@ pub struct ListerState {
     pub done: bool,
     /// Scanned, excluded, unsupported, noTransferNeeded, wouldTransfer and enqueued.
     pub counters: Counters,
+    /// When a page was last saved (unix seconds; the run's start before the first): how the
+    /// sweep tells a listing chain that stopped.
+    pub updated_at: i64,
     /// Table ETag for If-Match.
     pub etag: String,
 }
@@ -222,7 +239,9 @@ impl RunStore {
     pub async fn insert(&self, run: &mut RunRecord) -> Result<()> {
         run.etag = self.table.insert(&run.to_entity()).await?;
         let mut l = Entity::new(&run.id, "lister");
-        l.set_i64("Page", 0).set_str("Done", "false");
+        l.set_i64("Page", 0)
+            .set_str("Done", "false")
+            .set_i64("UpdatedAt", unix_now());
         Counters::default().write(&mut l);
         self.table.update(&l, None).await?;
         Ok(())
@@ -334,8 +353,28 @@ impl RunStore {
             page: e.get_i64("Page").unwrap_or(0).max(0) as u64,
             done: e.get_str("Done") == Some("true"),
             counters: Counters::read(&e),
+            updated_at: e.get_i64("UpdatedAt").unwrap_or(0),
             etag: e.etag.clone().unwrap_or_default(),
         }))
+    }
+
+    /// Every run still marked running, whatever its age (the sweep's list).
+    pub async fn running(&self) -> Result<Vec<RunRecord>> {
+        let filter =
+            crate::azure::table::Filter::eq("PartitionKey", RUN_PK).and("State", "eq", RunState::Running.as_str());
+        let rows = match self.table.query_all(Some(filter.as_str())).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r?,
+        };
+        Ok(rows.iter().filter_map(|e| RunRecord::from_entity(e).ok()).collect())
+    }
+
+    /// Marks run `id` as alive now (its driving process is still working on it), without
+    /// reading it: a merge of `CheckedAt` only.
+    pub async fn touch(&self, id: &str) -> Result<()> {
+        let mut e = Entity::new(RUN_PK, id);
+        e.set_i64("CheckedAt", unix_now());
+        self.table.merge(&e, Some("*")).await.map(|_| ())
     }
 
     /// The attempts of one of this store's If-Match loops (see [`RetryPolicy::conflicts`]).
@@ -351,7 +390,7 @@ impl RunStore {
     }
 }
 
-pub(super) fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
