@@ -1,6 +1,7 @@
 //! Draining SQS: each S3 record becomes one `copy-objects` message; the SQS message is deleted
 //! only after all of its records were relayed. Used by the `DrainSqs` timer function and the
-//! `watch` worker alike.
+//! `watch` worker alike. While the Azure side cannot take messages, a circuit breaker stops
+//! the receives, so an outage spends no message's receive count (decisions 97).
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use serde_json::json;
 use crate::aws::events::{self, EventRecord, Notification};
 use crate::aws::sqs::{SqsMessage, SqsQueue};
 use crate::azure::queue::WorkQueue;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::messages::CopyMessage;
+use crate::state::breaker::{BreakerStore, OpenBreaker};
 
 /// The longest retry pause. SQS refuses a visibility timeout that ends more than 12 h after
 /// the message was received, and a drain can set it up to its budget (at most 1 h) after the
@@ -49,6 +51,10 @@ pub struct DrainStats {
     pub delete_failures: u64,
     /// Age of the oldest message received, in milliseconds.
     pub oldest_age_ms: u64,
+    /// Probes of the Azure side while the breaker was open.
+    pub probes: u64,
+    /// Times the breaker opened (a relay met the Azure side down).
+    pub breaker_trips: u64,
 }
 
 impl DrainStats {
@@ -63,6 +69,8 @@ impl DrainStats {
         self.left_for_retry += o.left_for_retry;
         self.delete_failures += o.delete_failures;
         self.oldest_age_ms = self.oldest_age_ms.max(o.oldest_age_ms);
+        self.probes += o.probes;
+        self.breaker_trips += o.breaker_trips;
     }
 }
 
@@ -78,6 +86,146 @@ pub struct Drainer {
     pub receivers: usize,
     /// The first pause after a failed relay (see [`retry_visibility`]).
     pub retry_base: Duration,
+    breaker: std::sync::Arc<Breaker>,
+}
+
+/// The longest long poll of a receive.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// Whether a failure is the Azure side's own outage (it cannot take any message now), not
+/// something about one message.
+fn is_outage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Transient | ErrorKind::Throttled)
+}
+
+fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The relay's circuit breaker: open while the Azure side cannot take messages. While open,
+/// no SQS receive starts, so no message spends a receive on an outage; one probe every
+/// `interval` asks whether the side is back. Its state is kept in `state/` for the next
+/// `DrainSqs` invocation and for other `watch` replicas, and in memory when the table is part
+/// of the outage.
+#[derive(Debug)]
+pub struct Breaker {
+    /// The copy queue, asked once (no retries) whether it answers.
+    probe: WorkQueue,
+    store: Option<BreakerStore>,
+    /// Between probes, and how long a message that met the outage stays hidden.
+    pub interval: Duration,
+    local: tokio::sync::Mutex<Local>,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    open: Option<OpenBreaker>,
+    /// When the stored state was last read.
+    read_at: Option<Instant>,
+}
+
+/// What the breaker lets a receive loop do.
+enum Gate {
+    /// Receive.
+    Closed,
+    /// Do not receive; the next probe is due after this long.
+    Open(Duration),
+}
+
+impl Breaker {
+    /// A breaker probing `probe` every `interval`, its state kept in `store`.
+    pub fn new(probe: WorkQueue, store: Option<BreakerStore>, interval: Duration) -> Self {
+        Breaker {
+            probe,
+            store,
+            interval: interval.max(Duration::from_secs(1)),
+            local: Default::default(),
+        }
+    }
+
+    /// Whether a receive may start; when the breaker is open and a probe is due, this call
+    /// makes it (other loops wait for its answer).
+    async fn gate(&self, stats: &mut DrainStats) -> Gate {
+        let mut local = self.local.lock().await;
+        // What another invocation or replica found, read again every interval.
+        if local.open.is_none() && local.read_at.is_none_or(|t| t.elapsed() >= self.interval) {
+            if let Some(store) = &self.store {
+                match store.get().await {
+                    Ok(open) => local.open = open,
+                    Err(e) => tracing::debug!(error = %e, "could not read the relay breaker"),
+                }
+            }
+            local.read_at = Some(Instant::now());
+        }
+        let Some(open) = local.open.clone() else {
+            return Gate::Closed;
+        };
+        let now = unix_ms();
+        if now < open.probe_at_ms {
+            return Gate::Open(Duration::from_millis((open.probe_at_ms - now) as u64));
+        }
+        stats.probes += 1;
+        match self.probe.approximate_count().await {
+            Err(e) if is_outage(&e) => {
+                let next = OpenBreaker {
+                    probe_at_ms: now + self.interval.as_millis() as i64,
+                    reason: e.message().to_string(),
+                    ..open
+                };
+                local.open = Some(next.clone());
+                drop(local);
+                self.save(Some(&next)).await;
+                tracing::info!(outcome = "breaker_probe_failed", error = %e, "the Azure side is still down; no SQS message is received");
+                Gate::Open(self.interval)
+            }
+            // Back (or failing for a reason of its own, which the relay's per-message pauses
+            // handle): receive again.
+            _ => {
+                local.open = None;
+                drop(local);
+                self.save(None).await;
+                tracing::warn!(
+                    outcome = "breaker_closed", down_ms = (now - open.opened_at_ms).max(0),
+                    "the Azure side answers again; receiving from SQS"
+                );
+                Gate::Closed
+            }
+        }
+    }
+
+    /// Opens the breaker after a relay met the Azure side's outage.
+    async fn trip(&self, e: &Error) -> bool {
+        let mut local = self.local.lock().await;
+        if local.open.is_some() {
+            return false;
+        }
+        let now = unix_ms();
+        let open = OpenBreaker {
+            probe_at_ms: now + self.interval.as_millis() as i64,
+            opened_at_ms: now,
+            reason: e.message().to_string(),
+        };
+        local.open = Some(open.clone());
+        drop(local);
+        tracing::warn!(
+            outcome = "breaker_opened", error = %e, probe_every_s = self.interval.as_secs(),
+            "the Azure side cannot take messages: no SQS message is received until a probe finds it back"
+        );
+        self.save(Some(&open)).await;
+        true
+    }
+
+    /// Keeps the state for others (best effort: the table may be part of the outage).
+    async fn save(&self, open: Option<&OpenBreaker>) {
+        let Some(store) = &self.store else { return };
+        let r = match open {
+            Some(o) => store.open(o).await,
+            None => store.close().await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not keep the relay breaker's state; other relays learn of the outage by their own failures");
+        }
+    }
 }
 
 enum Verdict {
@@ -87,8 +235,9 @@ enum Verdict {
 }
 
 impl Drainer {
-    /// A drainer from `sqs` into `copy_queue`, parking malformed bodies on `rejects`.
-    pub fn new(sqs: SqsQueue, copy_queue: WorkQueue, rejects: WorkQueue) -> Self {
+    /// A drainer from `sqs` into `copy_queue`, parking malformed bodies on `rejects`, with
+    /// `breaker` guarding the receives.
+    pub fn new(sqs: SqsQueue, copy_queue: WorkQueue, rejects: WorkQueue, breaker: Breaker) -> Self {
         Drainer {
             sqs,
             copy_queue,
@@ -96,7 +245,15 @@ impl Drainer {
             visibility: Duration::from_secs(60),
             receivers: 4,
             retry_base: Duration::from_secs(60),
+            breaker: std::sync::Arc::new(breaker),
         }
+    }
+
+    /// The breaker's probe interval for a relay whose first retry pause is `retry_base`:
+    /// that pause, at most 30 s (a message that met an outage waits one interval at most
+    /// after the outage ends).
+    pub fn probe_interval(retry_base: Duration) -> Duration {
+        retry_base.clamp(Duration::from_secs(1), Duration::from_secs(30))
     }
 
     /// Builds the drainer from the configuration and creates its Azure queues if needed.
@@ -112,7 +269,18 @@ impl Drainer {
         let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.reject_queue, retry)?;
         copy_queue.create_if_missing().await?;
         rejects.create_if_missing().await?;
-        let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects);
+        // The probe asks once: its answer is whether the side is up now.
+        let once = crate::retry::RetryPolicy {
+            max_attempts: 1,
+            ..retry
+        };
+        let probe = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, once)?;
+        let table = crate::azure::table::TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, retry)?;
+        // Where the breaker's state is kept for the next invocation and other replicas.
+        table.create_if_missing().await?;
+        let store = BreakerStore::new(table, &format!("{}/{}", cfg.azure.name, cfg.copy_queue));
+        let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.sqs_retry_base));
+        let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects, breaker);
         d.retry_base = cfg.sqs_retry_base;
         d.visibility = cfg.sqs_visibility;
         Ok(d)
@@ -172,7 +340,22 @@ impl Drainer {
             if left < Duration::from_secs(3) {
                 return (stats, None);
             }
-            let wait = (left - Duration::from_secs(2)).min(Duration::from_secs(if stop_when_idle { 2 } else { 20 }));
+            if let Gate::Open(wait) = self.breaker.gate(&mut stats).await {
+                // Nothing is received while the Azure side is down.
+                if stop_when_idle || wait + Duration::from_secs(3) > left {
+                    return (stats, None);
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            // A poll shorter than the probe interval: one that started before the breaker
+            // opened ends before a message that met the outage shows again.
+            let poll = if stop_when_idle {
+                Duration::from_secs(2)
+            } else {
+                LONG_POLL.min(self.breaker.interval / 2).max(Duration::from_secs(1))
+            };
+            let wait = (left - Duration::from_secs(2)).min(poll);
             let batch = match self.sqs.receive(10, wait, self.visibility).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -219,6 +402,7 @@ impl Drainer {
         heartbeat.abort();
         let mut done = Vec::new();
         let mut retry = Vec::new();
+        let mut outage = Vec::new();
         for (m, r) in batch.iter().zip(results) {
             match r {
                 Ok(counts) => {
@@ -228,12 +412,28 @@ impl Drainer {
                     stats.rejected += counts.rejected;
                     done.push(m);
                 }
+                // The Azure side is down: the message is not to blame, so it gets no pause of
+                // its own; it shows again after one probe interval, and is received only once
+                // the breaker finds the side back.
+                Err(e) if is_outage(&e) => {
+                    stats.left_for_retry += 1;
+                    if self.breaker.trip(&e).await {
+                        stats.breaker_trips += 1;
+                    }
+                    outage.push(m);
+                    tracing::warn!(message_id = %m.id, outcome = "left_for_retry", receive_count = m.receive_count, pause_s = self.breaker.interval.as_secs(), error = %e, "relay failed: the Azure side is down; SQS will redeliver");
+                }
                 Err(e) => {
                     stats.left_for_retry += 1;
                     retry.push(m);
                     let pause_s = retry_visibility(self.retry_base, m.receive_count).as_secs();
                     tracing::warn!(message_id = %m.id, outcome = "left_for_retry", receive_count = m.receive_count, pause_s, error = %e, "relay failed; SQS will redeliver");
                 }
+            }
+        }
+        if !outage.is_empty() {
+            if let Err(e) = self.sqs.extend_visibility(&outage, self.breaker.interval).await {
+                tracing::warn!(error = %e, "could not set the SQS pause; the message returns after its lease");
             }
         }
         // A failed relay comes back after a pause that grows with its receive count.

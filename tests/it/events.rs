@@ -406,11 +406,18 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     assert_eq!((depth.visible, depth.in_flight), (0, 0));
 }
 
+/// While the Azure queue is down, the relay's breaker stops receiving from SQS. Two outages,
+/// scaled by the retry base (4 s here, 60 s in production): one of 1.5 bases (90 s) and one of
+/// 10 (10 minutes), longer than the relay's first pause. Each event lands within one probe
+/// interval and a few seconds of the outage's end, nothing reaches the dead-letter queue
+/// although it takes a message after only two receives, and a fresh drainer (the next
+/// stateless `DrainSqs` invocation) honours the open breaker without receiving.
 #[tokio::test]
-async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
+async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
     let ev = Events::new("evdlq", "mirror").await;
     let ctx = &ev.ctx;
-    // The events queue gets a dead-letter queue after 5 receives, as infra/aws does.
+    // The events queue dead-letters a message on its third receive: an outage may cost a
+    // message one receive (the relay that met it) and its relay one more.
     let sqs = ev.config(&[]);
     let client = s3_blob_sync::aws::sqs::SqsQueue::new(&sqs.aws, &ev.queue_url, Default::default()).await;
     let (_, dlq_url) = ctx.sqs_queue("evdlq-dead-").await;
@@ -431,50 +438,92 @@ async fn a_90_second_azure_outage_sends_nothing_to_the_dead_letter_queue() {
         .queue_url(&ev.queue_url)
         .attributes(
             aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string(),
         )
         .send()
         .await
         .unwrap();
     let (dlq, max) = client.dead_letter().await.unwrap().expect("redrive policy is read");
-    assert_eq!((dlq.url(), max), (dlq_url.as_str(), 5));
+    assert_eq!((dlq.url(), max), (dlq_url.as_str(), 2));
 
-    // The Azure queue is down for 90 s. Pauses of 5, 20, 80 s (base 5 here; 60 in
-    // production) span it within 4 receives.
+    const BASE: u64 = 4;
     let queue_proxy = Proxy::start("http://127.0.0.1:10001").await;
     let cs = crate::harness::TestCtx::connection_string(None, Some(&queue_proxy.url), None);
-    let cfg = ev.config(&[
-        ("AZURE_STORAGE_CONNECTION_STRING", &cs),
-        ("SYNC_SQS_RETRY_BASE_SECS", "5"),
-    ]);
-    let drainer = Drainer::from_config(&cfg).await.unwrap();
-    // S3's TestEvent from setup-events is acknowledged before the outage starts.
-    drainer.drain(Duration::from_secs(5), true).await.unwrap();
-    queue_proxy.outage(Duration::from_secs(90));
-    let keys: Vec<String> = (0..5).map(|i| format!("out/{i}")).collect();
-    for k in &keys {
-        ctx.put(k, format!("during the outage: {k}")).await;
+    let base = BASE.to_string();
+    let overrides = [
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_SQS_RETRY_BASE_SECS", base.as_str()),
+    ];
+    let cfg = ev.config(&overrides);
+    let interval = Drainer::probe_interval(Duration::from_secs(BASE));
+    // S3's TestEvent from setup-events is acknowledged before the outages.
+    Drainer::from_config(&cfg).await.unwrap().drain(Duration::from_secs(5), true).await.unwrap();
+    // The relay runs as DrainSqs does in one process: one invocation after another.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let totals = Arc::new(std::sync::Mutex::new(DrainStats::default()));
+    let relay = {
+        let (stop, totals) = (stop.clone(), totals.clone());
+        let drainer = Drainer::from_config(&cfg).await.unwrap();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let got = drainer.drain(Duration::from_secs(8), false).await.unwrap_or_default();
+                totals.lock().unwrap().merge(&got);
+            }
+        })
+    };
+    // The next DrainSqs on another instance: it knows nothing of the outage but what the
+    // breaker's stored state tells it.
+    let fresh = Drainer::from_config(&ev.config(&overrides)).await.unwrap();
+    let copies = ctx.queue(&cfg.copy_queue);
+    let mut all_keys = Vec::new();
+    for (n, outage) in [(1, BASE * 3 / 2), (2, BASE * 10)] {
+        let before = copies.approximate_count().await.unwrap();
+        queue_proxy.outage(Duration::from_secs(outage));
+        let ends = std::time::Instant::now() + Duration::from_secs(outage);
+        let keys: Vec<String> = (0..5).map(|i| format!("out{n}/{i}")).collect();
+        for k in &keys {
+            ctx.put(k, format!("during the outage: {k}")).await;
+        }
+        if n == 2 {
+            // Mid-outage, it learns from the stored breaker that the side is down, and
+            // receives nothing.
+            tokio::time::sleep(Duration::from_secs(BASE * 3)).await;
+            let got = fresh.drain(Duration::from_secs(5), true).await.unwrap_or_default();
+            assert_eq!(
+                got.received,
+                0,
+                "a drainer received during the outage: {got:?}; the relay: {:?}",
+                totals.lock().unwrap()
+            );
+        }
+        // Every event of the outage relayed, soon after it ends.
+        let deadline = ends + interval + Duration::from_secs(BASE + 6);
+        loop {
+            let now = copies.approximate_count().await.unwrap();
+            if now >= before + keys.len() as u64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "outage {n} ({outage} s): {} of {} events relayed {:?} after it ended; {:?}",
+                now - before,
+                keys.len(),
+                std::time::Instant::now().saturating_duration_since(ends),
+                totals.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(dlq.depth().await.unwrap().visible, 0, "outage {n}: events reached the DLQ");
+        all_keys.extend(keys);
     }
-    let started = std::time::Instant::now();
-    let mut total = DrainStats::default();
-    // Drain as DrainSqs would, one invocation after another, until every event is relayed.
-    while total.relayed < keys.len() as u64 && started.elapsed() < Duration::from_secs(200) {
-        let d = drainer.drain(Duration::from_secs(10), false).await.unwrap_or_default();
-        total.merge(&d);
-    }
-    assert!(
-        total.relayed >= keys.len() as u64 && total.left_for_retry > 0,
-        "{total:?} after {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        dlq.depth().await.unwrap().visible,
-        0,
-        "events reached the DLQ: {total:?}"
-    );
+    stop.store(true, Ordering::SeqCst);
+    relay.await.unwrap();
+    let total = totals.lock().unwrap().clone();
+    assert!(total.breaker_trips >= 1 && total.probes >= 3, "{total:?}");
+    assert_eq!(dlq.depth().await.unwrap().visible, 0, "events reached the DLQ: {total:?}");
     ev.sync(&[]).await;
-    ev.assert_in_sync(&keys).await;
-    for k in &keys {
+    ev.assert_in_sync(&all_keys).await;
+    for k in &all_keys {
         assert!(ctx.blob().properties(k).await.unwrap().is_some(), "{k} did not arrive");
     }
 
