@@ -185,7 +185,8 @@ impl Breaker {
                 drop(local);
                 self.save(None).await;
                 tracing::warn!(
-                    outcome = "breaker_closed", down_ms = (now - open.opened_at_ms).max(0),
+                    outcome = "breaker_closed",
+                    down_ms = (now - open.opened_at_ms).max(0),
                     "the Azure side answers again; receiving from SQS"
                 );
                 Gate::Closed

@@ -162,7 +162,9 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                 checkpoint.get(bucket, &o.key, &target_id).await?
             };
             let fresh = row.is_none();
-            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, o.last_modified.as_deref(), &name)) {
+            // A listing carries no headers: the digest is not compared (`None`).
+            let modified = o.last_modified.as_deref();
+            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, modified, None, &name)) {
                 decide(&o, Tally::NoTransferNeeded, None);
             } else if spec.dry_run {
                 decide(&o, Tally::WouldTransfer, None);

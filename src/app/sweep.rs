@@ -52,7 +52,12 @@ pub async fn sweep(svc: &RunService) -> Result<Vec<Swept>> {
         }
         // A process that still renews its lease is alive, whatever else it writes.
         if let Some(key) = &run.lock_key {
-            if svc.store.lease_until(key, &run.id).await?.is_some_and(|t| t > unix_now()) {
+            if svc
+                .store
+                .lease_until(key, &run.id)
+                .await?
+                .is_some_and(|t| t > unix_now())
+            {
                 continue;
             }
         }

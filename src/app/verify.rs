@@ -5,7 +5,9 @@
 //! records at every verified copy (`s3sync_etag`, `s3sync_size`, and `s3sync_crc64nvme` when
 //! the copy was checked by CRC64): the blob holds exactly the source version whose ETag it
 //! names, because the copy was verified before its commit. A blob without provenance cannot
-//! be vouched for and is reported as a metadata mismatch.
+//! be vouched for and is reported as a metadata mismatch. A listing carries no headers, so a
+//! metadata-only change in the same second as the write before it (same ETag, size and
+//! Last-Modified) is found only with `metadata`, which HEADs each matching object.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +15,9 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::engine::decide::same_modified;
-use crate::engine::metadata::{provenance, provenance_modified};
+use crate::engine::metadata::{
+    attrs_digest, compare_attrs, provenance, provenance_attrs, provenance_modified, written_like, AttrsMatch,
+};
 use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine};
 use crate::error::Result;
@@ -72,6 +76,9 @@ pub struct VerifyReport {
     pub matched: u64,
     /// Of those, how many were verified by CRC64NVME at copy time (the rest by MD5 or size).
     pub matched_with_crc64: u64,
+    /// Matching objects whose headers and metadata were also compared (HEAD of each, with
+    /// `metadata`).
+    pub metadata_checked: u64,
     /// Source objects that cannot be blobs (folder markers, invalid names).
     pub skipped: u64,
     /// Differences by kind.
@@ -98,8 +105,17 @@ impl VerifyReport {
     /// A terminal table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} source objects, {} blobs: {} match ({} by CRC64NVME), {} skipped (folder markers, invalid names)\n",
-            self.source_objects, self.target_blobs, self.matched, self.matched_with_crc64, self.skipped
+            "{} source objects, {} blobs: {} match ({} by CRC64NVME), {} skipped (folder markers, invalid names){}\n",
+            self.source_objects,
+            self.target_blobs,
+            self.matched,
+            self.matched_with_crc64,
+            self.skipped,
+            if self.metadata_checked > 0 {
+                format!("; headers and metadata compared for {}", self.metadata_checked)
+            } else {
+                String::new()
+            }
         );
         for (k, n) in &self.counts {
             s.push_str(&format!("{k:<18} {n:>10}\n"));
@@ -119,8 +135,12 @@ impl VerifyReport {
     }
 }
 
-/// Compares the two listings. Also returns the keys a repair should copy.
-pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec<String>)> {
+/// Objects HEADed at once by `verify --metadata`.
+const METADATA_CONCURRENCY: usize = 16;
+
+/// Compares the two listings, and with `metadata` also each matching object's headers and
+/// metadata (one HEAD of the source each). Also returns the keys a repair should copy.
+pub async fn verify(engine: &Engine, scope: &Scope, metadata: bool) -> Result<(VerifyReport, Vec<String>)> {
     let mut report = VerifyReport::default();
     let target = engine.target(&scope.container)?;
     let mut blobs: HashMap<String, crate::azure::blob::BlobEntry> = target
@@ -131,6 +151,7 @@ pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec
         .collect();
     report.target_blobs = blobs.len() as u64;
     let mut to_copy = Vec::new();
+    let mut heads: Vec<(String, crate::azure::blob::BlobEntry)> = Vec::new();
     let mut token = None;
     loop {
         let (objects, next) = engine
@@ -184,6 +205,9 @@ pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec
                     if b.metadata.contains_key(crate::engine::metadata::CRC64_KEY) {
                         report.matched_with_crc64 += 1;
                     }
+                    if metadata {
+                        heads.push((o.key.clone(), b));
+                    }
                 }
                 Some((etag, _)) => {
                     report.add(diff(
@@ -206,6 +230,11 @@ pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec
             None => break,
         }
     }
+    for d in metadata_differences(engine, scope, heads, &mut report).await? {
+        to_copy.push(d.key.clone().unwrap_or_default());
+        report.matched -= 1;
+        report.add(d);
+    }
     let mut extra: Vec<_> = blobs.into_values().collect();
     extra.sort_by(|a, b| a.name.cmp(&b.name));
     for b in extra {
@@ -221,6 +250,52 @@ pub async fn verify(engine: &Engine, scope: &Scope) -> Result<(VerifyReport, Vec
     }
     record_result(engine, scope, &report).await;
     Ok((report, to_copy))
+}
+
+/// HEADs each object whose blob matched by the listing, and names those whose headers or
+/// metadata the blob does not hold: by the digest recorded at its copy, or, for a blob written
+/// before digests were, by its own headers and metadata.
+async fn metadata_differences(
+    engine: &Engine,
+    scope: &Scope,
+    heads: Vec<(String, crate::azure::blob::BlobEntry)>,
+    report: &mut VerifyReport,
+) -> Result<Vec<Difference>> {
+    let policy = engine.config().metadata_policy;
+    let checked: Vec<Result<Option<Difference>>> = futures::stream::iter(heads)
+        .map(|(key, b)| async move {
+            // Gone since the listing: the next run or event deals with it.
+            let Some(head) = engine.s3().head(&scope.bucket, &key).await? else {
+                return Ok(None);
+            };
+            let now = attrs_digest(&head);
+            let same = match compare_attrs(provenance_attrs(&b.metadata), &now) {
+                AttrsMatch::Same => true,
+                AttrsMatch::Differ => false,
+                AttrsMatch::Unknown => written_like(&b.headers, &b.metadata, &scope.bucket, &key, &head, policy),
+            };
+            Ok((!same).then(|| Difference {
+                kind: DiffKind::MetadataMismatch,
+                key: Some(key),
+                blob: Some(b.name.clone()),
+                detail: format!(
+                    "the source's headers or metadata changed since the copy (digest {now}, the blob's {}); the bytes are the same",
+                    provenance_attrs(&b.metadata).unwrap_or("not recorded")
+                ),
+            }))
+        })
+        .buffer_unordered(METADATA_CONCURRENCY)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for c in checked {
+        report.metadata_checked += 1;
+        if let Some(d) = c? {
+            out.push(d);
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 /// Keeps the result of a verification for the cutover gate (best effort: a lost row only

@@ -50,6 +50,8 @@ pub struct BlobEntry {
     pub size: u64,
     /// Metadata (when listed with it).
     pub metadata: HashMap<String, String>,
+    /// Content headers.
+    pub headers: ContentHeaders,
 }
 
 /// What a commit writes besides the bytes.
@@ -472,10 +474,20 @@ impl BlobTarget {
                 let entries = page
                     .blob_items
                     .into_iter()
-                    .map(|item| BlobEntry {
-                        name: item.name.clone().unwrap_or_default(),
-                        size: item.properties.as_ref().and_then(|p| p.content_length).unwrap_or(0),
-                        metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                    .map(|item| {
+                        let p = item.properties.unwrap_or_default();
+                        BlobEntry {
+                            name: item.name.unwrap_or_default(),
+                            size: p.content_length.unwrap_or(0),
+                            metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                            headers: ContentHeaders {
+                                content_type: p.content_type,
+                                content_encoding: p.content_encoding,
+                                content_language: p.content_language,
+                                content_disposition: p.content_disposition,
+                                cache_control: p.cache_control,
+                            },
+                        }
                     })
                     .collect();
                 Ok((entries, page.next_marker.filter(|m| !m.is_empty())))

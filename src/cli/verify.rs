@@ -9,7 +9,14 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::Scope;
 
-pub(super) async fn run(source: String, target: String, json: bool, fix: bool, concurrency: usize) -> Result<ExitCode> {
+pub(super) async fn run(
+    source: String,
+    target: String,
+    json: bool,
+    fix: bool,
+    metadata: bool,
+    concurrency: usize,
+) -> Result<ExitCode> {
     let s = parse_s3_url(&source)?;
     let t = parse_blob_url(&target)?;
     let cfg = super::load_config(Some(&t))?;
@@ -22,14 +29,14 @@ pub(super) async fn run(source: String, target: String, json: bool, fix: bool, c
         container: t.container,
         target_prefix: t.prefix,
     };
-    let (mut report, to_copy) = verify(&engine, &scope).await?;
+    let (mut report, to_copy) = verify(&engine, &scope, metadata).await?;
     if fix && !to_copy.is_empty() {
         if !json {
             print!("{}", report.table());
             println!("repairing {} objects…", to_copy.len());
         }
         let fixed = repair(&engine, &scope, to_copy, concurrency).await;
-        let (again, _) = verify(&engine, &scope).await?;
+        let (again, _) = verify(&engine, &scope, metadata).await?;
         report = again;
         report.repaired = fixed;
     }

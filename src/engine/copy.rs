@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use super::decide::{holds, is_current};
-use super::metadata::{map_metadata, written_for};
+use super::decide::is_current;
+use super::metadata::{attrs_digest, map_metadata, written_for};
 use super::naming::{blob_name, NameIssue};
 use super::{CopyReport, CopyRequest, Engine, PartRef, Step};
 use crate::aws::s3::ObjectHead;
@@ -167,7 +167,7 @@ impl Engine {
             // Only a listing's hint: an event's carries no Last-Modified, and ETag and size
             // alone miss a metadata-only change, so an event always looks at the source.
             let modified = l.last_modified.as_deref();
-            if modified.is_some() && is_current(&s.record, &l.etag, l.size, modified, &name) {
+            if modified.is_some() && is_current(&s.record, &l.etag, l.size, modified, None, &name) {
                 return self
                     .skip_current(rec, s, l.size, name, "checkpoint matches the listing")
                     .await;
@@ -182,7 +182,8 @@ impl Engine {
         let Some((head, small)) = self.read_source(req).await? else {
             return self.source_gone(req, target, rec, &name, seen, existing).await;
         };
-        rec.note_source(&head);
+        let attrs = attrs_digest(&head);
+        rec.note_source(&head, attrs.clone());
 
         if let Some(class) = head.unreadable_class() {
             let reason = format!("unsupported: {class} (restore the object first)");
@@ -193,7 +194,8 @@ impl Engine {
 
         // Skip when the checkpoint already has this version at this blob...
         if let Some(s) = seen_for_skip {
-            if is_current(&s.record, &head.etag, head.size, head.last_modified.as_deref(), &name) {
+            let modified = head.last_modified.as_deref();
+            if is_current(&s.record, &head.etag, head.size, modified, Some(&attrs), &name) {
                 return self
                     .skip_current(rec, s, head.size, name, "checkpoint has this version")
                     .await;
@@ -201,7 +203,7 @@ impl Engine {
         }
         // ...or the blob's provenance says it holds it.
         if let Some(p) = &existing {
-            if holds(p, &head) {
+            if self.holds(req, p, &head, &attrs) {
                 rec.verified = Some(Verification::Provenance);
                 let reason = Some("blob already holds this version".into());
                 return self

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use super::metadata::{provenance, provenance_modified};
+use super::metadata::{compare_attrs, provenance, provenance_attrs, provenance_modified, written_like, AttrsMatch};
 use super::{CopyReport, CopyRequest, Engine};
 use crate::aws::events::sequencer_cmp;
 use crate::aws::s3::ObjectHead;
@@ -50,13 +50,29 @@ impl Engine {
     }
 }
 
-/// Whether a blob's provenance says it holds the source version `head`: same ETag and size,
-/// and the same Last-Modified where the blob recorded one (a metadata-only change keeps the
-/// ETag of a single-part object).
-pub(super) fn holds(p: &BlobProps, head: &ObjectHead) -> bool {
-    p.size == head.size
-        && provenance(&p.metadata) == Some((head.etag.as_str(), head.size))
-        && same_modified(provenance_modified(&p.metadata), head.last_modified.as_deref())
+impl Engine {
+    /// Whether a blob's provenance says it holds the source version `head`: same ETag and
+    /// size, the same Last-Modified where the blob recorded one, and the same headers and
+    /// metadata: by the recorded digest (`attrs`), or, for a blob written before digests were
+    /// recorded, by its own headers and metadata (decisions 98).
+    pub(super) fn holds(&self, req: &CopyRequest, p: &BlobProps, head: &ObjectHead, attrs: &str) -> bool {
+        let same_bytes = p.size == head.size
+            && provenance(&p.metadata) == Some((head.etag.as_str(), head.size))
+            && same_modified(provenance_modified(&p.metadata), head.last_modified.as_deref());
+        same_bytes
+            && match compare_attrs(provenance_attrs(&p.metadata), attrs) {
+                AttrsMatch::Same => true,
+                AttrsMatch::Differ => false,
+                AttrsMatch::Unknown => written_like(
+                    &p.headers,
+                    &p.metadata,
+                    &req.bucket,
+                    &req.key,
+                    head,
+                    self.cfg.metadata_policy,
+                ),
+            }
+    }
 }
 
 /// Last-Modified values agree, or one side does not know it (rows and blobs written before
@@ -69,12 +85,23 @@ pub(crate) fn same_modified(a: Option<&str>, b: Option<&str>) -> bool {
 }
 
 /// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`,
-/// Last-Modified where both know it).
-pub(crate) fn is_current(r: &ObjectRecord, etag: &str, size: u64, modified: Option<&str>, name: &str) -> bool {
+/// Last-Modified where both know it). With `attrs` (the caller HEADed the source), the row
+/// must also record that digest of its headers and metadata; a row written before digests
+/// were kept then does not say, and the blob itself is asked. A listing knows no headers:
+/// it passes `None`, and a same-second metadata change is for events and `verify --metadata`.
+pub(crate) fn is_current(
+    r: &ObjectRecord,
+    etag: &str,
+    size: u64,
+    modified: Option<&str>,
+    attrs: Option<&str>,
+    name: &str,
+) -> bool {
     matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
         && r.etag.as_deref() == Some(etag)
         && r.size == Some(size)
         && same_modified(r.last_modified.as_deref(), modified)
+        && attrs.is_none_or(|a| r.attrs.as_deref() == Some(a))
         && r.blob.as_deref() == Some(name)
 }
 

@@ -16,8 +16,96 @@ pub const PROVENANCE_PREFIX: &str = "s3sync_";
 /// The metadata entry holding the whole object's CRC-64/NVME (S3 encoding) that was verified
 /// when the blob was written.
 pub const CRC64_KEY: &str = "s3sync_crc64nvme";
+/// The metadata entry holding the digest of the source's content headers and user metadata
+/// that the blob was written from (see [`attrs_digest`]).
+pub const ATTRS_KEY: &str = "s3sync_attrs";
 /// Azure's limit on all metadata names and values together.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// The version of [`attrs_digest`]'s input: a digest of another version reads as unknown, so
+/// adding what it covers (tags, the tier) later re-checks each object once, by its blob.
+const ATTRS_VERSION: &str = "v1";
+
+/// A digest of what the engine writes besides the bytes, taken over the source's values as
+/// read from S3 (its five content headers and its user metadata, names lower-cased), not
+/// over what the metadata policy made of them: changing the policy re-copies nothing, and a
+/// metadata-only change that keeps the ETag, the size and the Last-Modified second still
+/// changes it. `v1:` and 32 hex digits.
+pub fn attrs_digest(head: &ObjectHead) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // Each part length-prefixed, so no value can pass for another's boundary.
+    let mut part = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let c = &head.headers;
+    for v in [
+        &c.content_type,
+        &c.content_encoding,
+        &c.content_language,
+        &c.content_disposition,
+        &c.cache_control,
+    ] {
+        match v {
+            Some(v) => {
+                part(b"1");
+                part(v.as_bytes());
+            }
+            None => part(b"0"),
+        }
+    }
+    let mut meta: Vec<(String, &String)> = head.metadata.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    meta.sort();
+    for (k, v) in meta {
+        part(k.as_bytes());
+        part(v.as_bytes());
+    }
+    format!("{ATTRS_VERSION}:{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// How a recorded digest compares with the source's now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrsMatch {
+    /// The same headers and metadata.
+    Same,
+    /// Something differs.
+    Differ,
+    /// Nothing comparable was recorded (written before digests were, or by another version).
+    Unknown,
+}
+
+/// Compares a recorded digest with the source's digest `now`.
+pub fn compare_attrs(recorded: Option<&str>, now: &str) -> AttrsMatch {
+    match recorded {
+        Some(r) if r == now => AttrsMatch::Same,
+        Some(r) if r.split(':').next() == now.split(':').next() => AttrsMatch::Differ,
+        _ => AttrsMatch::Unknown,
+    }
+}
+
+/// For a blob with no digest (written before digests were): whether its own content headers
+/// and user metadata are what this version of the source would be written with, under
+/// `policy`. Checked once per such blob; the checkpoint then keeps the digest.
+pub fn written_like(
+    headers: &crate::model::ContentHeaders,
+    meta: &HashMap<String, String>,
+    bucket: &str,
+    key: &str,
+    head: &ObjectHead,
+    policy: MetadataPolicy,
+) -> bool {
+    let Ok(want) = map_metadata(bucket, key, head, policy) else {
+        return false;
+    };
+    let user = |m: &HashMap<String, String>| -> HashMap<String, String> {
+        m.iter()
+            .filter(|(k, _)| !k.to_ascii_lowercase().starts_with(PROVENANCE_PREFIX))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    };
+    *headers == head.headers && user(meta) == user(&want.values)
+}
 
 /// Metadata ready for the blob, plus what the policy did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -103,6 +191,7 @@ pub fn map_metadata(
     if let Some(v) = &head.last_modified {
         out.values.insert(p("last_modified"), v.clone());
     }
+    out.values.insert(ATTRS_KEY.to_string(), attrs_digest(head));
     let total: usize = out.values.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_METADATA_BYTES {
         return Err(format!(
@@ -132,6 +221,11 @@ pub fn written_for(meta: &HashMap<String, String>, bucket: &str) -> Option<Strin
 pub fn provenance_modified(meta: &HashMap<String, String>) -> Option<&str> {
     meta.get(&format!("{PROVENANCE_PREFIX}last_modified"))
         .map(String::as_str)
+}
+
+/// The digest of the source's headers and metadata recorded on a blob by an earlier copy.
+pub fn provenance_attrs(meta: &HashMap<String, String>) -> Option<&str> {
+    meta.get(ATTRS_KEY).map(String::as_str)
 }
 
 /// The source ETag and size recorded on a blob by an earlier copy.
@@ -200,5 +294,72 @@ mod tests {
         assert!(map_metadata("b", "k", &h, MetadataPolicy::Exclude)
             .unwrap_err()
             .contains("8192"));
+    }
+
+    #[test]
+    fn the_attrs_digest_sees_headers_and_metadata_not_the_policy() {
+        let mut h = head(&[("a", "1")]);
+        let d = attrs_digest(&h);
+        assert!(d.starts_with("v1:") && d.len() == 3 + 32, "{d}");
+        // Names are case-insensitive in S3; order does not matter.
+        let mut upper = head(&[("A", "1")]);
+        upper.metadata.insert("b".into(), "2".into());
+        h.metadata.insert("b".into(), "2".into());
+        assert_eq!(attrs_digest(&h), attrs_digest(&upper));
+        // A metadata value, a header, or a header's absence changes it.
+        let mut v = h.clone();
+        v.metadata.insert("a".into(), "2".into());
+        assert_ne!(attrs_digest(&v), attrs_digest(&h));
+        let mut t = h.clone();
+        t.headers.content_type = Some("text/plain".into());
+        assert_ne!(attrs_digest(&t), attrs_digest(&h));
+        let mut empty = h.clone();
+        empty.headers.content_type = Some(String::new());
+        assert_ne!(
+            attrs_digest(&empty),
+            attrs_digest(&h),
+            "an empty header is not a missing one"
+        );
+        // Boundaries cannot be shifted between a name and its value.
+        assert_ne!(attrs_digest(&head(&[("ab", "c")])), attrs_digest(&head(&[("a", "bc")])));
+        // What the policy writes carries the digest of the source's values, whatever the policy.
+        let odd = head(&[("has-dash", "x")]);
+        let ex = map_metadata("b", "k", &odd, MetadataPolicy::Exclude).unwrap();
+        let re = map_metadata("b", "k", &odd, MetadataPolicy::Rename).unwrap();
+        assert_eq!(provenance_attrs(&ex.values), provenance_attrs(&re.values));
+        assert_eq!(provenance_attrs(&ex.values), Some(attrs_digest(&odd).as_str()));
+        assert_eq!(compare_attrs(Some(&d), &d), AttrsMatch::Same);
+        assert_eq!(compare_attrs(Some("v1:00"), &d), AttrsMatch::Differ);
+        assert_eq!(compare_attrs(None, &d), AttrsMatch::Unknown);
+        assert_eq!(compare_attrs(Some("v0:00"), &d), AttrsMatch::Unknown);
+    }
+
+    #[test]
+    fn a_blob_without_a_digest_is_judged_by_its_own_headers_and_metadata() {
+        let h = head(&[("a", "1"), ("has-dash", "x")]);
+        let written = map_metadata("b", "k", &h, MetadataPolicy::Exclude).unwrap().values;
+        let mut legacy = written.clone();
+        legacy.remove(ATTRS_KEY);
+        assert!(written_like(&h.headers, &legacy, "b", "k", &h, MetadataPolicy::Exclude));
+        let mut changed = h.clone();
+        changed.metadata.insert("a".into(), "2".into());
+        assert!(!written_like(
+            &h.headers,
+            &legacy,
+            "b",
+            "k",
+            &changed,
+            MetadataPolicy::Exclude
+        ));
+        let mut typed = h.clone();
+        typed.headers.content_type = Some("text/plain".into());
+        assert!(!written_like(
+            &h.headers,
+            &legacy,
+            "b",
+            "k",
+            &typed,
+            MetadataPolicy::Exclude
+        ));
     }
 }

@@ -8,7 +8,6 @@
 //! against the source and commits the block list. A crash loses at most the ranges in
 //! flight: a range already recorded is never staged again.
 
-use super::decide::holds;
 use super::layout::BlockLayout;
 use super::staging::{plan_rk, range_rk, staging_pk, unix_now, Plan, RangeRow};
 use super::verify::{combine, crc_mismatch};
@@ -358,7 +357,8 @@ impl Engine {
             _ => Verification::Size,
         };
         rec.blob = Some(plan.blob.clone());
-        rec.note_source(&head);
+        let attrs = super::metadata::attrs_digest(&head);
+        rec.note_source(&head, attrs.clone());
         let mut props = match self.commit_props(req, &head) {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
@@ -369,7 +369,7 @@ impl Engine {
                 .insert(crate::engine::metadata::CRC64_KEY.into(), crate::checksum::to_s3(c));
         }
         // A concurrent step that recorded another last range may have committed already.
-        let committed = existing.as_ref().is_some_and(|p| holds(p, &head));
+        let committed = existing.as_ref().is_some_and(|p| self.holds(req, p, &head, &attrs));
         let server_side = rows.iter().all(|r| r.path == MovedBy::ServerSide);
         rec.path = Some(if server_side {
             MovedBy::ServerSide

@@ -32,11 +32,13 @@ async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
     // The body is a run's source and target plus `repair`: parsed by the run spec's rules.
     let mut v: Value =
         serde_json::from_str(body).map_err(|e| Error::invalid(format!("request body is not JSON: {e}")))?;
-    let repair = match v.as_object_mut().and_then(|m| m.remove("repair")) {
-        None => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(Error::invalid("request body: `repair`: must be true or false")),
+    let mut flag = |name: &str| match v.as_object_mut().and_then(|m| m.remove(name)) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(Error::invalid(format!("request body: `{name}`: must be true or false"))),
     };
+    let repair = flag("repair")?;
+    let metadata = flag("metadata")?;
     let (spec, _) = RunSpec::parse(&v.to_string(), "request body", &state.config)?;
     let scope = Scope {
         bucket: spec.source.bucket.clone(),
@@ -44,7 +46,7 @@ async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
         container: spec.target.container.clone(),
         target_prefix: spec.target.prefix.clone(),
     };
-    let (mut report, to_copy) = verify(&state.engine, &scope).await?;
+    let (mut report, to_copy) = verify(&state.engine, &scope, metadata).await?;
     if repair && !to_copy.is_empty() {
         let svc = state.runs().await?;
         let copies: Vec<CopyMessage> = to_copy

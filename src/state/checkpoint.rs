@@ -71,6 +71,9 @@ pub struct ObjectRecord {
     pub version_id: Option<String>,
     /// Source Last-Modified (RFC 3339).
     pub last_modified: Option<String>,
+    /// Digest of the source's content headers and user metadata the outcome applies to
+    /// (`engine::metadata::attrs_digest`); `None` on rows written before it was kept.
+    pub attrs: Option<String>,
     /// How the copy was verified.
     pub verified: Option<Verification>,
     /// Which path moved the bytes.
@@ -103,6 +106,7 @@ impl ObjectRecord {
             size: None,
             version_id: None,
             last_modified: None,
+            attrs: None,
             verified: None,
             path: None,
             run_id: None,
@@ -114,12 +118,14 @@ impl ObjectRecord {
         }
     }
 
-    /// Records which source version the outcome applies to.
-    pub fn note_source(&mut self, head: &crate::aws::s3::ObjectHead) {
+    /// Records which source version the outcome applies to: its bytes (ETag, size), its
+    /// time, and the digest of its headers and metadata.
+    pub fn note_source(&mut self, head: &crate::aws::s3::ObjectHead, attrs: String) {
         self.etag = Some(head.etag.clone());
         self.size = Some(head.size);
         self.version_id = head.version_id.clone();
         self.last_modified = head.last_modified.clone();
+        self.attrs = Some(attrs);
     }
 
     fn to_entity(&self) -> Entity {
@@ -137,6 +143,7 @@ impl ObjectRecord {
             ("ETag", &self.etag),
             ("VersionId", &self.version_id),
             ("LastModified", &self.last_modified),
+            ("Attrs", &self.attrs),
             ("RunId", &self.run_id),
             ("Sequencer", &self.sequencer),
             ("LastEvent", &self.last_event),
@@ -172,6 +179,7 @@ impl ObjectRecord {
             size: e.get_i64("Size").map(|v| v as u64),
             version_id: s("VersionId"),
             last_modified: s("LastModified"),
+            attrs: s("Attrs"),
             // A name this build does not know reads as unknown, not as a broken row.
             verified: e.get_str("Verified").and_then(|v| v.parse().ok()),
             path: e.get_str("Path").and_then(|v| v.parse().ok()),
@@ -422,14 +430,20 @@ impl CheckpointStore {
     }
 }
 
-/// Whether both rows claim content of different source versions modified in the same second.
+/// Whether both rows claim content of different source versions modified in the same second:
+/// other bytes, or the same bytes with other headers or metadata (a copy-in-place).
 fn same_second_other_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
     let content = |r: &ObjectRecord| matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded);
     content(stored)
         && content(ours)
         && stored.last_modified.is_some()
         && stored.last_modified == ours.last_modified
-        && stored.etag != ours.etag
+        && (stored.etag != ours.etag || other_attrs(stored, ours))
+}
+
+/// Whether both rows know the source's headers and metadata, and they differ.
+fn other_attrs(a: &ObjectRecord, b: &ObjectRecord) -> bool {
+    matches!((&a.attrs, &b.attrs), (Some(x), Some(y)) if x != y)
 }
 
 /// Whether one row says the blob holds content and the other that it was removed (or the
@@ -450,6 +464,7 @@ fn copy_of_same_version(stored: &ObjectRecord, ours: &ObjectRecord) -> bool {
         && stored.size == ours.size
         && stored.blob == ours.blob
         && stored.last_modified == ours.last_modified
+        && !other_attrs(stored, ours)
 }
 
 /// Whether `stored` describes a strictly newer source version than `ours`.
@@ -514,6 +529,7 @@ mod tests {
         let mut r = ObjectRecord::new("b", "a/b c", "http://t/c", Outcome::Failed);
         r.reason = Some("checksum mismatch".into());
         r.size = Some(5 << 30);
+        r.attrs = Some("v1:0123".into());
         r.failed_attempts = 2;
         let back = ObjectRecord::from_entity(&r.to_entity()).unwrap();
         assert_eq!(back, r);
@@ -527,5 +543,24 @@ mod tests {
         b.last_modified = Some("2024-01-01T00:00:00Z".into());
         assert!(is_newer(&a, &b));
         assert!(!is_newer(&b, &a));
+    }
+
+    #[test]
+    fn a_metadata_change_in_the_same_second_is_another_version() {
+        let mut stored = ObjectRecord::new("b", "k", "t", Outcome::Copied);
+        stored.etag = Some("e".into());
+        stored.last_modified = Some("2026-12-07T10:00:00Z".into());
+        stored.attrs = Some("v1:aa".into());
+        let mut ours = stored.clone();
+        assert!(!same_second_other_version(&stored, &ours));
+        ours.attrs = Some("v1:bb".into());
+        assert!(same_second_other_version(&stored, &ours));
+        // A twin that found the blob holding a copy of other headers is not that copy.
+        ours.outcome = Outcome::NoTransferNeeded;
+        assert!(!copy_of_same_version(&stored, &ours));
+        // A row written before digests were kept cannot tell: the bytes decide, as before.
+        ours.attrs = None;
+        assert!(copy_of_same_version(&stored, &ours));
+        assert!(!same_second_other_version(&stored, &ours));
     }
 }

@@ -208,7 +208,7 @@ async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
         container: ctx.container.clone(),
         target_prefix: String::new(),
     };
-    let (report, to_copy) = verify(&engine, &scope).await.unwrap();
+    let (report, to_copy) = verify(&engine, &scope, false).await.unwrap();
     assert_eq!(to_copy, vec!["doc".to_string()], "{report:?}");
     assert!(
         report
@@ -231,7 +231,7 @@ async fn a_metadata_only_change_is_seen_by_copy_and_verify() {
     let p = ctx.blob().properties("doc").await.unwrap().unwrap();
     assert_eq!(p.metadata.get("owner").map(String::as_str), Some("bob"));
     assert_eq!(p.headers.content_type.as_deref(), Some("text/markdown"));
-    let (report, _) = verify(&engine, &scope).await.unwrap();
+    let (report, _) = verify(&engine, &scope, false).await.unwrap();
     assert!(report.differences.is_empty(), "{report:?}");
     ctx.cleanup().await;
 }
@@ -482,7 +482,7 @@ async fn a_losing_twins_no_transfer_verdict_keeps_the_winners_copy_row() {
     // The twin read no row before the winner wrote one, and writes its verdict now.
     let head = ctx.s3.head(&ctx.bucket, "k").await.unwrap().unwrap();
     let mut twin = ObjectRecord::new(&ctx.bucket, "k", &ctx.target_id(), Outcome::NoTransferNeeded);
-    twin.note_source(&head);
+    twin.note_source(&head, s3_blob_sync::engine::metadata::attrs_digest(&head));
     twin.blob = Some("k".into());
     twin.verified = Some(Verification::Provenance);
     twin.reason = Some("blob already holds this version".into());
@@ -504,5 +504,227 @@ async fn a_losing_twins_no_transfer_verdict_keeps_the_winners_copy_row() {
     failed.reason = Some("throttled: test".into());
     engine.checkpoint().put(&failed, None).await.unwrap();
     assert_eq!(row(&engine).await.outcome, Outcome::Failed);
+    ctx.cleanup().await;
+}
+
+/// Waits until a second has just turned (its first 150 ms), so the few calls that follow
+/// share one Last-Modified second at S3's one-second precision.
+async fn at_a_second_start() {
+    loop {
+        let ms = time::OffsetDateTime::now_utc().millisecond();
+        if ms < 150 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(1000 - ms) + 5)).await;
+    }
+}
+
+/// An S3 put with user metadata `a`.
+async fn put_with(ctx: &TestCtx, key: &str, a: &str) {
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .metadata("a", a)
+        .body(b"same bytes".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A copy-in-place of `key` that replaces its metadata with `a`, at once (no wait).
+async fn replace_now(ctx: &TestCtx, key: &str, a: &str) {
+    ctx.s3
+        .client()
+        .copy_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .copy_source(format!("{}/{key}", ctx.bucket))
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("a", a)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A metadata-only change in the same second as the write before it keeps the ETag, the size
+/// and the Last-Modified second; the digest of headers and metadata still tells it apart. Its
+/// event is applied. A change whose event was missed is invisible to a plain `verify` (a
+/// listing has no headers), found by `verify --metadata`, and repaired. Tried until moto
+/// stamps a put and its replacement within one second.
+#[tokio::test]
+async fn a_metadata_change_in_the_same_second_is_applied_and_found_by_verify() {
+    let ctx = TestCtx::new("samesec").await;
+    let engine = ctx.engine(&[]).await;
+    let scope = Scope {
+        bucket: ctx.bucket.clone(),
+        source_prefix: String::new(),
+        container: ctx.container.clone(),
+        target_prefix: String::new(),
+    };
+    let on_event = |key: &str, name: &str, seq: &str| {
+        let mut r = req(&ctx, key);
+        r.event = event(name, seq);
+        r
+    };
+    for attempt in 0..10 {
+        let (applied, missed) = (format!("a{attempt}"), format!("m{attempt}"));
+        at_a_second_start().await;
+        for k in [&applied, &missed] {
+            put_with(&ctx, k, "1").await;
+            let rep = engine
+                .copy_object(&on_event(k, "ObjectCreated:Put", "0A"))
+                .await
+                .unwrap();
+            assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+        }
+        let before = [
+            engine.s3().head(&ctx.bucket, &applied).await.unwrap().unwrap(),
+            engine.s3().head(&ctx.bucket, &missed).await.unwrap().unwrap(),
+        ];
+        for k in [&applied, &missed] {
+            replace_now(&ctx, k, "2").await;
+        }
+        let after = [
+            engine.s3().head(&ctx.bucket, &applied).await.unwrap().unwrap(),
+            engine.s3().head(&ctx.bucket, &missed).await.unwrap().unwrap(),
+        ];
+        if before
+            .iter()
+            .zip(&after)
+            .any(|(b, a)| b.last_modified != a.last_modified)
+        {
+            continue; // a second turned in between: not the case under test
+        }
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!((&b.etag, b.size), (&a.etag, a.size), "moto keeps a single-part ETag");
+        }
+
+        // The change's own event is applied: the blob gets the new metadata.
+        let rep = engine
+            .copy_object(&on_event(&applied, "ObjectCreated:Copy", "0B"))
+            .await
+            .unwrap();
+        assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+        let p = ctx.blob().properties(&applied).await.unwrap().unwrap();
+        assert_eq!(p.metadata.get("a").map(String::as_str), Some("2"));
+
+        // The other's event was lost: a listing cannot see it, a HEAD can.
+        let (plain, _) = verify(&engine, &scope, false).await.unwrap();
+        assert!(plain.clean(), "{plain:?}");
+        let (deep, to_copy) = verify(&engine, &scope, true).await.unwrap();
+        assert_eq!(to_copy, vec![missed.clone()], "{deep:?}");
+        assert_eq!(deep.differences[0].kind, DiffKind::MetadataMismatch, "{deep:?}");
+        assert!(deep.metadata_checked >= 2, "{deep:?}");
+        let fixed = s3_blob_sync::app::verify::repair(&engine, &scope, to_copy, 4).await;
+        assert_eq!(fixed, 1);
+        let p = ctx.blob().properties(&missed).await.unwrap().unwrap();
+        assert_eq!(p.metadata.get("a").map(String::as_str), Some("2"));
+        let (deep, _) = verify(&engine, &scope, true).await.unwrap();
+        assert!(deep.clean(), "{deep:?}");
+        ctx.cleanup().await;
+        return;
+    }
+    panic!("moto never stamped a put and its replacement within one second in 10 tries");
+}
+
+/// Rows and blobs written before digests were kept: the next HEAD of the key judges the blob
+/// by its own headers and metadata, once, and the row then keeps the digest. No mass re-copy;
+/// a blob whose metadata is not the source's is copied again. Changing the metadata policy
+/// changes no digest, so it re-copies nothing either.
+#[tokio::test]
+async fn rows_and_blobs_from_before_digests_are_judged_by_the_blob_once() {
+    use s3_blob_sync::engine::metadata::ATTRS_KEY;
+    let ctx = TestCtx::new("legacy").await;
+    let engine = ctx.engine(&[]).await;
+    let store = CheckpointStore::new(ctx.table());
+    let on_event = |seq: &str| {
+        let mut r = req(&ctx, "k");
+        r.event = event("ObjectCreated:Put", seq);
+        r
+    };
+    // As the previous version wrote them: a row without `Attrs`, a blob without the digest;
+    // `a` as given.
+    let make_legacy = |a: &'static str| {
+        let (ctx, store) = (&ctx, &store);
+        async move {
+            let mut row = store.get(&ctx.bucket, "k", &ctx.target_id()).await.unwrap().unwrap();
+            let seen = row.clone();
+            row.record.attrs = None;
+            store.replace(&row.record, &seen).await.unwrap();
+            let blob = ctx.blob();
+            let p = blob.properties("k").await.unwrap().unwrap();
+            let data = blob.read("k").await.unwrap();
+            let mut metadata = p.metadata.clone();
+            metadata.remove(ATTRS_KEY);
+            metadata.insert("a".into(), a.into());
+            let props = s3_blob_sync::azure::blob::CommitProps {
+                headers: p.headers.clone(),
+                metadata,
+            };
+            let crc = s3_blob_sync::checksum::crc64(&data);
+            blob.put_blob("k", data, crc, &props, &WriteCondition::Always)
+                .await
+                .unwrap();
+            blob.properties("k").await.unwrap().unwrap().etag
+        }
+    };
+    put_with(&ctx, "k", "1").await;
+    ctx.s3
+        .client()
+        .copy_object()
+        .bucket(&ctx.bucket)
+        .key("k")
+        .copy_source(format!("{}/k", ctx.bucket))
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("a", "1")
+        .metadata("has-dash", "excluded by the default policy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.copy_object(&on_event("01")).await.unwrap().outcome,
+        Outcome::Copied
+    );
+
+    // A legacy blob that holds the source's headers and metadata: looked at, not copied.
+    let tag = make_legacy("1").await;
+    let rep = engine.copy_object(&on_event("02")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded, "{rep:?}");
+    assert_eq!(
+        ctx.blob().properties("k").await.unwrap().unwrap().etag,
+        tag,
+        "the blob was rewritten"
+    );
+    let row = store
+        .get(&ctx.bucket, "k", &ctx.target_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    let head = engine.s3().head(&ctx.bucket, "k").await.unwrap().unwrap();
+    assert_eq!(
+        row.attrs,
+        Some(s3_blob_sync::engine::metadata::attrs_digest(&head)),
+        "the digest is kept now"
+    );
+    // From now on the row alone says so.
+    assert_eq!(
+        engine.copy_object(&on_event("03")).await.unwrap().outcome,
+        Outcome::NoTransferNeeded
+    );
+
+    // A legacy blob whose metadata is not the source's: copied again.
+    make_legacy("0").await;
+    let rep = engine.copy_object(&on_event("04")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::Copied, "{rep:?}");
+    let p = ctx.blob().properties("k").await.unwrap().unwrap();
+    assert_eq!(p.metadata.get("a").map(String::as_str), Some("1"));
+
+    // Another metadata policy writes other entries, from the same source values: no copy.
+    let renaming = ctx.engine(&[("SYNC_METADATA_POLICY", "rename")]).await;
+    let rep = renaming.copy_object(&on_event("05")).await.unwrap();
+    assert_eq!(rep.outcome, Outcome::NoTransferNeeded, "{rep:?}");
     ctx.cleanup().await;
 }

@@ -457,7 +457,12 @@ async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
     let cfg = ev.config(&overrides);
     let interval = Drainer::probe_interval(Duration::from_secs(BASE));
     // S3's TestEvent from setup-events is acknowledged before the outages.
-    Drainer::from_config(&cfg).await.unwrap().drain(Duration::from_secs(5), true).await.unwrap();
+    Drainer::from_config(&cfg)
+        .await
+        .unwrap()
+        .drain(Duration::from_secs(5), true)
+        .await
+        .unwrap();
     // The relay runs as DrainSqs does in one process: one invocation after another.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let totals = Arc::new(std::sync::Mutex::new(DrainStats::default()));
@@ -513,14 +518,22 @@ async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(dlq.depth().await.unwrap().visible, 0, "outage {n}: events reached the DLQ");
+        assert_eq!(
+            dlq.depth().await.unwrap().visible,
+            0,
+            "outage {n}: events reached the DLQ"
+        );
         all_keys.extend(keys);
     }
     stop.store(true, Ordering::SeqCst);
     relay.await.unwrap();
     let total = totals.lock().unwrap().clone();
     assert!(total.breaker_trips >= 1 && total.probes >= 3, "{total:?}");
-    assert_eq!(dlq.depth().await.unwrap().visible, 0, "events reached the DLQ: {total:?}");
+    assert_eq!(
+        dlq.depth().await.unwrap().visible,
+        0,
+        "events reached the DLQ: {total:?}"
+    );
     ev.sync(&[]).await;
     ev.assert_in_sync(&all_keys).await;
     for k in &all_keys {
