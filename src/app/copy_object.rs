@@ -97,7 +97,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
     };
     let budget = cfg.engine.invocation_bytes;
     match state.engine.copy_step(&copy, Some(budget)).await {
-        Ok(Step::Split(plan)) => {
+        Ok(Step::Split(plan)) if plan.claimed || run.is_some() => {
             // Too big for one invocation: one message per range, each staged by its own
             // invocation. Only the lease holder sends, so duplicates do not multiply them.
             let sent = if plan.claimed { plan.unstaged.len() } else { 0 };
@@ -122,14 +122,35 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                     return Err(Failure::internal(e));
                 }
             }
+            // A run's copy is counted when the blob lands, whoever stages the ranges (another
+            // copy may hold the plan, and its last range counts for nobody's run): it looks
+            // again until then.
+            let watching = match run {
+                Some((svc, id)) => watch_split(svc, id, &msg, cfg, attempt)
+                    .await
+                    .map_err(Failure::internal)?,
+                None => false,
+            };
             Ok(Handled::new(
                 vec![format!(
-                    "s3://{}/{}: split into {} ranges ({} staged, {sent} sent)",
-                    copy.bucket, copy.key, plan.ranges, plan.staged
+                    "s3://{}/{}: split into {} ranges ({} staged, {sent} sent{})",
+                    copy.bucket,
+                    copy.key,
+                    plan.ranges,
+                    plan.staged,
+                    if watching { "; looking again for the blob" } else { "" }
                 )],
-                serde_json::json!({"outcome": "split", "ranges": plan.ranges, "staged": plan.staged, "sent": sent}),
+                serde_json::json!({"outcome": "split", "ranges": plan.ranges, "staged": plan.staged, "sent": sent, "watching": watching}),
             ))
         }
+        // An event's copy that finds another copy in charge of the split: that copy commits.
+        Ok(Step::Split(plan)) => Ok(Handled::new(
+            vec![format!(
+                "s3://{}/{}: split into {} ranges, staged by another copy ({} staged)",
+                copy.bucket, copy.key, plan.ranges, plan.staged
+            )],
+            serde_json::json!({"outcome": "split", "ranges": plan.ranges, "staged": plan.staged, "sent": 0}),
+        )),
         Ok(Step::Staged { index, staged, ranges }) => Ok(Handled::new(
             vec![format!(
                 "s3://{}/{}: range {index} staged ({staged} of {ranges})",
@@ -202,4 +223,51 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             })
         }
     }
+}
+
+/// How many times a run's split copy looks again for its blob (each after three check
+/// intervals: 30 s by default, so about four hours).
+pub const MAX_SPLIT_WAITS: u32 = 480;
+
+/// Queues `msg` again to look for its blob later, as `retrying` in the run's report meanwhile;
+/// after [`MAX_SPLIT_WAITS`] looks, counts the key failed with the reason. `false` when the run
+/// has ended (nothing is left to count for).
+async fn watch_split(
+    svc: &super::service::RunService,
+    id: &str,
+    msg: &CopyMessage,
+    cfg: &Config,
+    attempt: u32,
+) -> Result<bool, Error> {
+    if svc.store.get(id).await?.is_none_or(|r| r.state.is_final()) {
+        return Ok(false);
+    }
+    let waits = msg.waits.unwrap_or(0) + 1;
+    if waits > MAX_SPLIT_WAITS {
+        let reason = format!(
+            "its split copy did not land after {MAX_SPLIT_WAITS} looks; the ranges staged so far are kept, and the next run or event goes on from them"
+        );
+        svc.store
+            .record(
+                id,
+                &msg.key,
+                crate::state::runs::counters::Tally::Failed,
+                0,
+                Some(&reason),
+            )
+            .await?;
+        return Ok(false);
+    }
+    let note = format!("split into ranges; waiting for the blob to land (look {waits} of {MAX_SPLIT_WAITS})");
+    svc.store.record_retrying(id, &msg.key, &note, attempt).await?;
+    let again = CopyMessage {
+        waits: Some(waits),
+        fresh: None,
+        part: None,
+        ..msg.clone()
+    };
+    svc.copy_queue
+        .send(&again.to_json(), Some(cfg.run_check_interval * 3))
+        .await?;
+    Ok(true)
 }

@@ -322,7 +322,12 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
     let (rows, more) = svc
         .engine
         .checkpoint()
-        .failed_under(bucket, &target.id(), &scope.source_prefix, FAILED_COUNTED)
+        .failed_under(
+            bucket,
+            &target.id(),
+            (&scope.source_prefix, &scope.target_prefix),
+            FAILED_COUNTED,
+        )
         .await?;
     let n = rows.len() as u64;
     checks.push(check(

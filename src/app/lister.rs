@@ -143,28 +143,40 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         }
     }
     let mut copies = Vec::new();
-    if let (Some(first), Some(last)) = (
-        candidates
-            .iter()
-            .map(|(o, _)| o.key.as_str())
-            .min_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
-        candidates
-            .iter()
-            .map(|(o, _)| o.key.as_str())
-            .max_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
-    ) {
+    let by_bytes = |a: &&str, b: &&str| a.as_bytes().cmp(b.as_bytes());
+    let names = || candidates.iter().map(|(_, n)| n.as_str());
+    if let (Some(first), Some(last)) = (names().min_by(by_bytes), names().max_by(by_bytes)) {
+        // The page's rows are its blobs' (decisions 99): one range read.
         let checkpoint = svc.engine.checkpoint();
         let rows = checkpoint.range(bucket, &target_id, first, last).await?;
+        let mut found = Vec::with_capacity(candidates.len());
         for (o, name) in candidates {
-            let row = if CheckpointStore::in_range_form(&o.key) {
-                rows.get(&o.key).cloned()
+            let row = if CheckpointStore::in_range_form(&name) {
+                rows.get(&name).cloned()
             } else {
-                checkpoint.get(bucket, &o.key, &target_id).await?
+                checkpoint.get(bucket, name.as_str(), &target_id).await?
             };
-            let fresh = row.is_none();
+            found.push((o, name, row));
+        }
+        // A key with no row may have one of the previous form (not migrated yet): it was
+        // copied, so it is not `fresh` (a blind create would fail, or copy it again).
+        let missing: Vec<&str> = found
+            .iter()
+            .filter(|(_, _, r)| r.is_none())
+            .map(|(o, _, _)| o.key.as_str())
+            .collect();
+        let legacy = match (
+            missing.iter().copied().min_by(by_bytes),
+            missing.iter().copied().max_by(by_bytes),
+        ) {
+            (Some(a), Some(b)) => checkpoint.legacy_keys(bucket, &target_id, a, b).await?,
+            _ => Default::default(),
+        };
+        for (o, name, row) in found {
+            let fresh = row.is_none() && !legacy.contains(&o.key) && CheckpointStore::in_range_form(&o.key);
             // A listing carries no headers: the digest is not compared (`None`).
             let modified = o.last_modified.as_deref();
-            if row.is_some_and(|r| is_current(&r.record, &o.etag, o.size, modified, None, &name)) {
+            if row.is_some_and(|r| is_current(&r.record, &o.key, &o.etag, o.size, modified, None, &name)) {
                 decide(&o, Tally::NoTransferNeeded, None);
             } else if spec.dry_run {
                 decide(&o, Tally::WouldTransfer, None);

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `copy`, `sync`, `verify`, `watch`, `setup-events`, `status`.
 
 mod copy;
+mod migrate;
 mod setup;
 mod status;
 mod verify;
@@ -130,6 +131,20 @@ enum Command {
         /// Only say what would be cancelled.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Move checkpoint rows of the previous form (one row per source key) to their blobs'
+    /// rows (one row per target blob), and drop split plans of that form. Run it once after
+    /// upgrading, with the old version stopped: without it, the first pass over each object
+    /// looks at its blob again (no copy). Idempotent; an interrupted run resumes.
+    ///
+    /// Example: s3-blob-sync migrate-checkpoints --dry-run
+    MigrateCheckpoints {
+        /// Only count what would move.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Bring S3 events back from the SQS dead-letter queue to the events queue (after an
     /// outage outlasted the retry pauses). Each is sent, then deleted from the dead-letter
@@ -408,6 +423,7 @@ pub async fn main() -> ExitCode {
         } => watch::run(queue_url, workers as usize, once).await,
         Command::SetupEvents(args) => setup::run(args).await,
         Command::Cancel { run_id, dry_run } => status::cancel(&run_id, dry_run).await,
+        Command::MigrateCheckpoints { dry_run, json } => migrate::run(dry_run, json).await,
         Command::Redrive {
             queue_url,
             dry_run,

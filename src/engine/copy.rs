@@ -13,7 +13,7 @@ use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::model::{MovedBy, SyncMode, Verification};
-use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Versioned};
+use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Subject, Versioned};
 
 impl Engine {
     /// Brings one object up to date in one go and checkpoints the outcome; never splits.
@@ -68,11 +68,18 @@ impl Engine {
         let target_id = target.id();
         let mut restarts = 0;
         let mut cur = std::borrow::Cow::Borrowed(req);
+        // The row is the blob's, whichever key and mapping wrote it (decisions 99); a key that
+        // maps to no blob has a row of its own.
+        let name = blob_name(&req.key, &req.source_prefix, &req.target_prefix).ok();
+        let subject = match &name {
+            Some(n) => Subject::Blob(n),
+            None => Subject::Key(&req.key),
+        };
         let (result, seen) = loop {
             let seen = if cur.fresh {
                 None
             } else {
-                self.checkpoint.get(&req.bucket, &req.key, &target_id).await?
+                self.checkpoint.get(&req.bucket, subject, &target_id).await?
             };
             let step = match &cur.part {
                 Some(part) => {
@@ -120,10 +127,12 @@ impl Engine {
                 let mut rec = ObjectRecord::new(&req.bucket, &req.key, &target_id, Outcome::Failed);
                 rec.reason = Some(failure_reason(e));
                 rec.run_id = req.run_id.clone();
-                rec.failed_attempts = seen.as_ref().map_or(0, |s| s.record.failed_attempts) + 1;
-                // Keep what we knew of the last good copy so a later skip check still works.
-                if let Some(s) = &seen {
-                    rec.blob = s.record.blob.clone();
+                rec.blob = name.clone();
+                // Keep what we knew of this key's last good copy so a later skip check still
+                // works (not another key's, whose row this blob's may have been).
+                let ours = seen.as_ref().filter(|s| s.record.key == req.key);
+                rec.failed_attempts = ours.map_or(0, |s| s.record.failed_attempts) + 1;
+                if let Some(s) = ours {
                     rec.sequencer = s.record.sequencer.clone();
                     rec.last_event = s.record.last_event.clone();
                     rec.event_time = s.record.event_time.clone();
@@ -167,7 +176,7 @@ impl Engine {
             // Only a listing's hint: an event's carries no Last-Modified, and ETag and size
             // alone miss a metadata-only change, so an event always looks at the source.
             let modified = l.last_modified.as_deref();
-            if modified.is_some() && is_current(&s.record, &l.etag, l.size, modified, None, &name) {
+            if modified.is_some() && is_current(&s.record, &req.key, &l.etag, l.size, modified, None, &name) {
                 return self
                     .skip_current(rec, s, l.size, name, "checkpoint matches the listing")
                     .await;
@@ -195,7 +204,15 @@ impl Engine {
         // Skip when the checkpoint already has this version at this blob...
         if let Some(s) = seen_for_skip {
             let modified = head.last_modified.as_deref();
-            if is_current(&s.record, &head.etag, head.size, modified, Some(&attrs), &name) {
+            if is_current(
+                &s.record,
+                &req.key,
+                &head.etag,
+                head.size,
+                modified,
+                Some(&attrs),
+                &name,
+            ) {
                 return self
                     .skip_current(rec, s, head.size, name, "checkpoint has this version")
                     .await;

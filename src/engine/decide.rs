@@ -23,6 +23,9 @@ impl Engine {
     ) -> std::result::Result<ObjectRecord, CopyReport> {
         let mut rec = ObjectRecord::new(&req.bucket, &req.key, target_id, Outcome::Copied);
         rec.run_id = req.run_id.clone();
+        // Sequencers are comparable for one key only: another key's row of this blob says
+        // nothing of this key's events.
+        let seen = seen.filter(|s| s.record.key == req.key);
         let applied = seen.and_then(|s| s.record.sequencer.clone());
         if let Some(ev) = &req.event {
             // A sequencer at or below the one applied is a duplicate or an old event.
@@ -84,13 +87,15 @@ pub(crate) fn same_modified(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-/// Whether a checkpoint row says `name` already holds the source version (`etag`, `size`,
-/// Last-Modified where both know it). With `attrs` (the caller HEADed the source), the row
+/// Whether a checkpoint row says `name` already holds the source version of `key` (`etag`,
+/// `size`, Last-Modified where both know it). With `attrs` (the caller HEADed the source), the row
 /// must also record that digest of its headers and metadata; a row written before digests
 /// were kept then does not say, and the blob itself is asked. A listing knows no headers:
 /// it passes `None`, and a same-second metadata change is for events and `verify --metadata`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn is_current(
     r: &ObjectRecord,
+    key: &str,
     etag: &str,
     size: u64,
     modified: Option<&str>,
@@ -98,6 +103,7 @@ pub(crate) fn is_current(
     name: &str,
 ) -> bool {
     matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded)
+        && r.key == key
         && r.etag.as_deref() == Some(etag)
         && r.size == Some(size)
         && same_modified(r.last_modified.as_deref(), modified)

@@ -9,6 +9,7 @@
 //! flight: a range already recorded is never staged again.
 
 use super::layout::BlockLayout;
+use super::naming::blob_name;
 use super::staging::{plan_rk, range_rk, staging_pk, unix_now, Plan, RangeRow};
 use super::verify::{combine, crc_mismatch};
 use super::{CopyRequest, Engine, PartRef, Step};
@@ -66,7 +67,7 @@ impl Engine {
             return Ok(None);
         }
         let pk = staging_pk(&req.bucket, target_id);
-        let rk = plan_rk(&req.key, &head.etag);
+        let rk = plan_rk(name, &head.etag);
         let now = unix_now();
         let fresh = Plan {
             etag: head.etag.clone(),
@@ -76,6 +77,7 @@ impl Engine {
             per_range,
             ranges: ranges as u32,
             blob: name.to_string(),
+            source_key: Some(req.key.clone()),
             lease_until: now + LEASE_SECS,
             tag: String::new(),
         };
@@ -88,7 +90,7 @@ impl Engine {
         match table.insert(&row).await {
             Ok(_) => {
                 // Ranges staged for older versions of this key will never be committed.
-                self.drop_staging(&pk, &req.key, Some(&head.etag)).await;
+                self.drop_staging(&pk, name, Some(&head.etag)).await;
                 return Ok(Some(Step::Split(SplitPlan {
                     etag: head.etag.clone(),
                     ranges: fresh.ranges,
@@ -101,13 +103,13 @@ impl Engine {
             Err(e) => return Err(e),
         }
         // The plan exists: another planner, or this message again after a crash.
-        let plan = self.load_plan(&pk, &req.key, &head.etag).await?.ok_or_else(|| {
+        let plan = self.load_plan(&pk, name, &head.etag).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Precondition,
                 format!("s3://{}/{}: split plan vanished while read", req.bucket, req.key),
             )
         })?;
-        let rows = self.staged_ranges(&pk, &req.key, &plan).await?;
+        let rows = self.staged_ranges(&pk, &plan).await?;
         if rows.len() as u32 >= plan.ranges {
             // Everything is staged but the commit did not happen (its step died): do it.
             return self
@@ -144,7 +146,9 @@ impl Engine {
     /// sends them instead of finding the plan owned.
     pub async fn release_split(&self, req: &CopyRequest, etag: &str) -> Result<()> {
         let target_id = self.target(&req.container)?.id();
-        let mut e = Entity::new(staging_pk(&req.bucket, &target_id), plan_rk(&req.key, etag));
+        let name = blob_name(&req.key, &req.source_prefix, &req.target_prefix)
+            .map_err(|issue| Error::invalid(format!("s3://{}/{}: {}", req.bucket, req.key, issue.reason())))?;
+        let mut e = Entity::new(staging_pk(&req.bucket, &target_id), plan_rk(&name, etag));
         e.set_i64("LeaseUntil", 0);
         self.checkpoint.table().merge(&e, Some("*")).await.map(|_| ())
     }
@@ -160,7 +164,13 @@ impl Engine {
         budget: Option<u64>,
     ) -> Result<Step> {
         let pk = staging_pk(&req.bucket, target_id);
-        let Some(plan) = self.load_plan(&pk, &req.key, &part.etag).await? else {
+        // The plan is the blob's; a key that maps to no blob has none.
+        let plan = match blob_name(&req.key, &req.source_prefix, &req.target_prefix) {
+            Ok(name) => self.load_plan(&pk, &name, &part.etag).await?,
+            Err(_) => None,
+        };
+        // Another key's plan for this blob is not this copy's to finish.
+        let Some(plan) = plan.filter(|p| p.source_key.as_deref().is_none_or(|k| k == req.key)) else {
             // Committed already, abandoned after a mismatch, or replaced by a newer version:
             // the whole-object path decides (skip, plan again, or source gone).
             return self
@@ -174,7 +184,7 @@ impl Engine {
             )));
         }
         let table = self.checkpoint.table();
-        let rk = range_rk(&req.key, &plan.etag, part.index);
+        let rk = range_rk(&plan.blob, &plan.etag, part.index);
         if table.get(&pk, &rk).await?.is_none() {
             let row = match self.stage_range(req, target, &plan, part.index).await {
                 Ok(row) => row,
@@ -186,7 +196,7 @@ impl Engine {
                     if now.is_some_and(|h| h.etag == plan.etag) {
                         return Err(e);
                     }
-                    self.drop_version(&pk, &req.key, &plan.etag).await;
+                    self.drop_version(&pk, &plan.blob, &plan.etag).await;
                     tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "split_restarted", "the source changed during a split copy; starting the object over");
                     return self
                         .copy_inner(&whole_object(req), target, target_id, seen, budget)
@@ -197,7 +207,7 @@ impl Engine {
             // Insert-or-replace (a duplicate delivery staged the same bytes), in one
             // transaction with a touch of the plan row: if the plan is gone (committed and
             // dropped meanwhile), no orphan range row is left behind.
-            let mut touch = Entity::new(&pk, plan_rk(&req.key, &plan.etag));
+            let mut touch = Entity::new(&pk, plan_rk(&plan.blob, &plan.etag));
             touch.set_i64("TouchedAt", unix_now());
             let range_row = row.to_entity(&pk, &rk);
             match table
@@ -224,7 +234,7 @@ impl Engine {
         } else {
             tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "already_staged", "range recorded before; not staged again");
         }
-        let rows = self.staged_ranges(&pk, &req.key, &plan).await?;
+        let rows = self.staged_ranges(&pk, &plan).await?;
         if (rows.len() as u32) < plan.ranges {
             return Ok(Step::Staged {
                 index: part.index,
@@ -316,7 +326,7 @@ impl Engine {
             _ => {
                 // The source changed or went away since the split: these blocks are not it.
                 // Starting over takes the whole-object path (plan again, or source gone).
-                self.drop_staging(&pk, &req.key, None).await;
+                self.drop_staging(&pk, &plan.blob, None).await;
                 return Err(Error::new(
                     ErrorKind::Precondition,
                     format!(
@@ -331,7 +341,7 @@ impl Engine {
         let crcs: Vec<Option<u64>> = rows.iter().flat_map(|r| r.crcs.iter().copied()).collect();
         let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
         if crcs.len() as u64 != layout.count() || bytes != plan.size {
-            self.drop_staging(&pk, &req.key, None).await;
+            self.drop_staging(&pk, &plan.blob, None).await;
             return Err(Error::mismatch(
                 Mismatch::Size,
                 format_args!(
@@ -347,7 +357,7 @@ impl Engine {
         let whole = combine(&layout, crcs.iter().copied());
         let verified = match (head.crc64nvme, whole) {
             (Some(want), Some(got)) if want != got => {
-                self.drop_staging(&pk, &req.key, None).await;
+                self.drop_staging(&pk, &plan.blob, None).await;
                 return Err(crc_mismatch(req, want, got));
             }
             (Some(_), Some(_)) => Verification::Crc64nvme,
@@ -396,7 +406,7 @@ impl Engine {
                 // Azure's cleanup of uncommitted blocks (7 days). The recorded ranges can never
                 // be committed; drop the plan so the retry starts the object over.
                 Err(e) if e.code() == Some("InvalidBlockList") => {
-                    self.drop_version(&pk, &req.key, &plan.etag).await;
+                    self.drop_version(&pk, &plan.blob, &plan.etag).await;
                     tracing::warn!(bucket = %req.bucket, key = %req.key, outcome = "split_restarted", error = %e, "staged blocks are gone; starting the object over");
                     return Err(Error::new(
                         ErrorKind::Precondition,
@@ -413,7 +423,7 @@ impl Engine {
             (Outcome::Copied, None)
         };
         let step = self.finish(rec, outcome, reason, Some(&head), seen).await?;
-        self.drop_staging(&pk, &req.key, None).await;
+        self.drop_staging(&pk, &plan.blob, None).await;
         Ok(step)
     }
 }
@@ -440,6 +450,7 @@ mod tests {
             per_range,
             ranges,
             blob: "b".into(),
+            source_key: None,
             lease_until: 0,
             tag: String::new(),
         }

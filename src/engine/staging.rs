@@ -1,6 +1,8 @@
 //! The table rows of split copies: a plan and one row per staged range, under a partition of
 //! their own (`<object partition>~staging`), with the row keys and OData filters that find
-//! them and the best-effort cleanup that drops them. `split` holds the algorithm.
+//! them and the best-effort cleanup that drops them. `split` holds the algorithm. Like the
+//! checkpoint rows, they belong to the target blob (decisions 99): runs that map one key to
+//! two names never share a plan, and the plan records the key it copies.
 
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,6 +26,8 @@ pub(super) struct Plan {
     pub(super) per_range: u64,
     pub(super) ranges: u32,
     pub(super) blob: String,
+    /// The key the plan copies (absent on plans written before it was kept).
+    pub(super) source_key: Option<String>,
     pub(super) lease_until: i64,
     /// Table ETag of the row.
     pub(super) tag: String,
@@ -65,6 +69,7 @@ impl Plan {
             per_range: e.get_i64("BlocksPerRange")?.max(1) as u64,
             ranges: e.get_i64("Ranges")? as u32,
             blob: e.get_str("Blob")?.to_string(),
+            source_key: e.get_str("SourceKey").map(str::to_string),
             lease_until: e.get_i64("LeaseUntil").unwrap_or(0),
             tag: e.etag.clone().unwrap_or_default(),
         })
@@ -121,26 +126,27 @@ pub(super) fn staging_pk(bucket: &str, target: &str) -> String {
     format!("{}~staging", partition_key(bucket, target))
 }
 
-/// Row-key prefix of one key's staging rows (any version); hashed, so any key fits.
-pub(super) fn key_tag(key: &str) -> String {
-    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+/// Row-key prefix of one blob's staging rows (any version): `n` and a hash of the name, so
+/// any name fits (the rows of the previous form, by source key, began with a hex digit).
+pub(super) fn blob_tag(blob: &str) -> String {
+    format!("n{}", hex::encode(&Sha256::digest(blob.as_bytes())[..16]))
 }
 
 /// Row-key prefix of one version's staging rows.
-pub(super) fn version_prefix(key: &str, etag: &str) -> String {
+pub(super) fn version_prefix(blob: &str, etag: &str) -> String {
     format!(
         "{}-{}-",
-        key_tag(key),
+        blob_tag(blob),
         hex::encode(&Sha256::digest(etag.as_bytes())[..4])
     )
 }
 
-pub(super) fn plan_rk(key: &str, etag: &str) -> String {
-    format!("{}p", version_prefix(key, etag))
+pub(super) fn plan_rk(blob: &str, etag: &str) -> String {
+    format!("{}p", version_prefix(blob, etag))
 }
 
-pub(super) fn range_rk(key: &str, etag: &str, index: u32) -> String {
-    format!("{}r{index:05}", version_prefix(key, etag))
+pub(super) fn range_rk(blob: &str, etag: &str, index: u32) -> String {
+    format!("{}r{index:05}", version_prefix(blob, etag))
 }
 
 pub(super) fn unix_now() -> i64 {
@@ -154,14 +160,14 @@ pub(super) fn quote(s: &str) -> String {
 }
 
 impl Engine {
-    pub(super) async fn load_plan(&self, pk: &str, key: &str, etag: &str) -> Result<Option<Plan>> {
-        let e = self.checkpoint.table().get(pk, &plan_rk(key, etag)).await?;
+    pub(super) async fn load_plan(&self, pk: &str, blob: &str, etag: &str) -> Result<Option<Plan>> {
+        let e = self.checkpoint.table().get(pk, &plan_rk(blob, etag)).await?;
         Ok(e.as_ref().and_then(Plan::from_entity))
     }
 
     /// The recorded ranges of `plan`: one range query.
-    pub(super) async fn staged_ranges(&self, pk: &str, key: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
-        let prefix = version_prefix(key, &plan.etag);
+    pub(super) async fn staged_ranges(&self, pk: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
+        let prefix = version_prefix(&plan.blob, &plan.etag);
         let filter = format!(
             "PartitionKey eq '{}' and RowKey ge '{}r' and RowKey lt '{}s'",
             quote(pk),
@@ -176,24 +182,25 @@ impl Engine {
             .collect())
     }
 
-    /// Deletes the staging rows of `key`, except those of version `keep`. Best effort: a
+    /// Deletes the staging rows of `blob`, except those of version `keep`. Best effort: a
     /// row left behind costs storage only, since plans are looked up by version.
-    pub(super) async fn drop_staging(&self, pk: &str, key: &str, keep: Option<&str>) {
-        let keep = keep.map(|etag| version_prefix(key, etag));
-        self.drop_rows(pk, key, |rk| keep.as_ref().is_none_or(|k| !rk.starts_with(k.as_str())))
+    pub(super) async fn drop_staging(&self, pk: &str, blob: &str, keep: Option<&str>) {
+        let keep = keep.map(|etag| version_prefix(blob, etag));
+        self.drop_rows(pk, blob, |rk| keep.as_ref().is_none_or(|k| !rk.starts_with(k.as_str())))
             .await
     }
 
     /// Drops the plan and ranges of one version only: a plan that can no longer complete,
     /// while another invocation may already be planning the next version (its rows stay).
-    pub(super) async fn drop_version(&self, pk: &str, key: &str, etag: &str) {
-        let prefix = version_prefix(key, etag);
-        self.drop_rows(pk, key, |rk| rk.starts_with(prefix.as_str())).await
+    pub(super) async fn drop_version(&self, pk: &str, blob: &str, etag: &str) {
+        let prefix = version_prefix(blob, etag);
+        self.drop_rows(pk, blob, |rk| rk.starts_with(prefix.as_str())).await
     }
 
-    pub(super) async fn drop_rows(&self, pk: &str, key: &str, doomed_row: impl Fn(&str) -> bool) {
+    pub(super) async fn drop_rows(&self, pk: &str, blob: &str, doomed_row: impl Fn(&str) -> bool) {
         let table = self.checkpoint.table();
-        let tag = key_tag(key);
+        let key = blob;
+        let tag = blob_tag(blob);
         let filter = format!(
             "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
             quote(pk)
@@ -245,7 +252,11 @@ mod tests {
         let (a, b) = (range_rk("k", "e1", 2), range_rk("k", "e1", 10));
         assert!(a < b, "ranges sort by number");
         assert!(a.starts_with(&version_prefix("k", "e1")));
-        assert!(plan_rk("k", "e1").starts_with(&key_tag("k")));
+        assert!(plan_rk("k", "e1").starts_with(&blob_tag("k")));
+        assert!(
+            blob_tag("k").starts_with('n'),
+            "apart from the previous form's hex tags"
+        );
         assert_ne!(version_prefix("k", "e1"), version_prefix("k", "e2"));
         assert!(range_rk(&"x".repeat(1024), "e", 49_999).len() < 100);
         // The range filter `ge …r and lt …s` takes ranges, not the plan.

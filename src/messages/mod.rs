@@ -64,6 +64,10 @@ pub struct CopyMessage {
     /// The lister found no checkpoint row for the key (see `CopyRequest::fresh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<bool>,
+    /// A run's copy of an object split into ranges: how many times it has looked again for
+    /// the blob to land (decisions 99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<u32>,
 }
 
 impl CopyMessage {

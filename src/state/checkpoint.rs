@@ -1,11 +1,18 @@
 //! The per-object checkpoint in Azure Table Storage (table `objects` by default).
 //!
-//! S3 keys may be 1024 bytes of any UTF-8 and contain characters a RowKey may not (`/ \ # ?`),
+//! A row belongs to the blob it describes (decisions 99): two runs that map the same key to
+//! different target prefixes keep a row each, and a blob has one row whichever mapping wrote
+//! it. Blob names may be 1024 characters and contain characters a RowKey may not (`/ \ # ?`),
 //! so keys are derived. PartitionKey = bucket + "~" + a short hash of the target
-//! (`account/container`); RowKey = "k" + hex(key bytes). Hex keeps S3's listing order (UTF-8
-//! byte order), so the rows of one listing page are one range query: a re-run of an unchanged
-//! bucket costs listings, not a read per object. Keys whose hex would pass the 1 KiB RowKey
-//! limit use "~" + sha256(key) instead and are read one by one. The key itself is a property.
+//! (`account/container`); RowKey = "n" + hex(blob name bytes). Within one prefix mapping, hex
+//! keeps S3's listing order (UTF-8 byte order), so the rows of one listing page are one range
+//! query: a re-run of an unchanged bucket costs listings, not a read per object. Names whose
+//! hex would pass the 1 KiB RowKey limit use "~n" + sha256(name) and are read one by one. A key
+//! that maps to no blob (a folder marker, an invalid name) has its row at "s" + sha256(key).
+//! The bucket, key and blob name are properties; a row counts for a key only when it names it.
+//!
+//! Rows of the previous form (RowKey "k" + hex(key), or "~" + sha256(key)) are not read; `s3-blob-sync
+//! migrate-checkpoints` moves them (see [`CheckpointStore::migrate_legacy`]).
 //!
 //! One partition per bucket and target caps checkpoint writes near the Table service's
 //! per-partition target (about 2,000 entities/s); see docs/decisions.md.
@@ -128,8 +135,16 @@ impl ObjectRecord {
         self.attrs = Some(attrs);
     }
 
+    /// What the row is about: its blob, or its key when it maps to none.
+    pub fn subject(&self) -> Subject<'_> {
+        match &self.blob {
+            Some(b) => Subject::Blob(b),
+            None => Subject::Key(&self.key),
+        }
+    }
+
     fn to_entity(&self) -> Entity {
-        let (pk, rk) = row_keys(&self.bucket, &self.key, &self.target);
+        let (pk, rk) = row_keys(&self.bucket, self.subject(), &self.target);
         let mut e = Entity::new(pk, rk);
         e.set_str("Bucket", &self.bucket)
             .set_str("Key", &self.key)
@@ -202,8 +217,31 @@ pub struct Versioned {
     pub etag: String,
 }
 
-/// Longest RowKey written in the ordered form ("k" + hex); longer keys are hashed.
+/// Longest RowKey written in the ordered form ("n" + hex); longer names are hashed.
 const MAX_ORDERED_ROW_KEY: usize = 1001;
+
+/// What a checkpoint row is about: the blob a key is copied to, or, for a key that maps to no
+/// blob (a folder marker, a name Azure cannot hold, a key outside the prefix), the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// A blob name.
+    Blob(&'a str),
+    /// A source key with no blob.
+    Key(&'a str),
+}
+
+/// A plain name is a blob's.
+impl<'a> From<&'a str> for Subject<'a> {
+    fn from(blob: &'a str) -> Self {
+        Subject::Blob(blob)
+    }
+}
+
+impl<'a> From<&'a String> for Subject<'a> {
+    fn from(blob: &'a String) -> Self {
+        Subject::Blob(blob)
+    }
+}
 
 /// PartitionKey for every object of `bucket` copied to `target`.
 pub fn partition_key(bucket: &str, target: &str) -> String {
@@ -211,8 +249,24 @@ pub fn partition_key(bucket: &str, target: &str) -> String {
     format!("{bucket}~{}", hex::encode(&h[..6]))
 }
 
-/// RowKey for `key`: ordered when short enough, hashed otherwise.
-pub fn row_key(key: &str) -> String {
+/// RowKey for a row's subject: ordered by blob name when short enough, hashed otherwise.
+pub fn row_key<'a>(subject: impl Into<Subject<'a>>) -> String {
+    match subject.into() {
+        Subject::Blob(name) if 2 * name.len() < MAX_ORDERED_ROW_KEY => {
+            format!("n{}", hex::encode(name.as_bytes()))
+        }
+        Subject::Blob(name) => format!("~n{}", hex::encode(Sha256::digest(name.as_bytes()))),
+        Subject::Key(key) => format!("s{}", hex::encode(Sha256::digest(key.as_bytes()))),
+    }
+}
+
+/// PartitionKey and RowKey of a row about `subject` for `bucket` copied to `target`.
+pub fn row_keys<'a>(bucket: &str, subject: impl Into<Subject<'a>>, target: &str) -> (String, String) {
+    (partition_key(bucket, target), row_key(subject))
+}
+
+/// The RowKey of the previous form (by source key), read only to migrate it.
+fn legacy_row_key(key: &str) -> String {
     if 2 * key.len() < MAX_ORDERED_ROW_KEY {
         format!("k{}", hex::encode(key.as_bytes()))
     } else {
@@ -220,9 +274,18 @@ pub fn row_key(key: &str) -> String {
     }
 }
 
-/// PartitionKey and RowKey for an object copied to a target.
-pub fn row_keys(bucket: &str, key: &str, target: &str) -> (String, String) {
-    (partition_key(bucket, target), row_key(key))
+/// What [`CheckpointStore::migrate_legacy`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migrated {
+    /// Rows of the previous form found.
+    pub found: u64,
+    /// Moved to their blob's row.
+    pub moved: u64,
+    /// Dropped because the blob's row already held a later word.
+    pub superseded: u64,
+    /// Split plans and ranges of the previous form dropped (a split in flight starts over).
+    pub staging_dropped: u64,
 }
 
 /// RFC 3339 now, UTC.
@@ -254,9 +317,15 @@ impl CheckpointStore {
         self.table.create_if_missing().await
     }
 
-    /// The current record for an object, if any.
-    pub async fn get(&self, bucket: &str, key: &str, target: &str) -> Result<Option<Versioned>> {
-        let (pk, rk) = row_keys(bucket, key, target);
+    /// The current row about `subject` (a blob name, or a key with no blob), if any. It may
+    /// name another key that was copied to the same blob: callers check.
+    pub async fn get<'a>(
+        &self,
+        bucket: &str,
+        subject: impl Into<Subject<'a>>,
+        target: &str,
+    ) -> Result<Option<Versioned>> {
+        let (pk, rk) = row_keys(bucket, subject, target);
         Ok(self.table.get(&pk, &rk).await?.and_then(|e| {
             Some(Versioned {
                 etag: e.etag.clone().unwrap_or_default(),
@@ -296,8 +365,11 @@ impl CheckpointStore {
             match r {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound => {
-                    let current = self.get(&rec.bucket, &rec.key, &rec.target).await?;
-                    if let Some(cur) = &current {
+                    let current = self.get(&rec.bucket, rec.subject(), &rec.target).await?;
+                    // Another key's row (another mapping wrote this blob): its versions are
+                    // not ours to compare; the blob's conditional write already ordered the
+                    // two, and the row follows.
+                    if let Some(cur) = current.as_ref().filter(|c| c.record.key == rec.key) {
                         if is_newer(&cur.record, rec) {
                             tracing::info!(
                                 bucket = %rec.bucket, key = %rec.key, outcome = "stale_write_dropped",
@@ -336,9 +408,10 @@ impl CheckpointStore {
         }
     }
 
-    /// The records of every key in `[first, last]` (S3 order) that has an ordered RowKey,
-    /// by key: one range query for a listing page. Keys too long for the ordered form are not
-    /// included; read them with [`Self::get`].
+    /// The rows of every blob name in `[first, last]` that has an ordered RowKey, by blob
+    /// name: one range query for a listing page (a page's names, under one prefix mapping,
+    /// keep its keys' order). Names too long for the ordered form are not included; read them
+    /// with [`Self::get`].
     pub async fn range(
         &self,
         bucket: &str,
@@ -346,20 +419,16 @@ impl CheckpointStore {
         first: &str,
         last: &str,
     ) -> Result<std::collections::HashMap<String, Versioned>> {
-        let q = |s: String| s.replace('\'', "''");
-        let filter = format!(
-            "PartitionKey eq '{}' and RowKey ge '{}' and RowKey le '{}'",
-            q(partition_key(bucket, target)),
-            q(row_key(first)),
-            q(row_key(last))
-        );
-        let rows = self.table.query_all(Some(&filter)).await?;
+        let filter = Filter::eq("PartitionKey", &partition_key(bucket, target))
+            .and("RowKey", "ge", &row_key(first))
+            .and("RowKey", "le", &row_key(last));
+        let rows = self.table.query_all(Some(filter.as_str())).await?;
         Ok(rows
             .iter()
             .filter_map(|e| {
                 let record = ObjectRecord::from_entity(e)?;
                 Some((
-                    record.key.clone(),
+                    record.blob.clone()?,
                     Versioned {
                         etag: e.etag.clone().unwrap_or_default(),
                         record,
@@ -369,33 +438,130 @@ impl CheckpointStore {
             .collect())
     }
 
-    /// Whether `key` has an ordered RowKey, so [`Self::range`] covers it.
-    pub fn in_range_form(key: &str) -> bool {
-        row_key(key).starts_with('k')
+    /// Whether blob name `name` has an ordered RowKey, so [`Self::range`] covers it.
+    pub fn in_range_form(name: &str) -> bool {
+        row_key(name).starts_with('n')
     }
 
-    /// The records of `bucket` copied to `target` whose last outcome is `failed` and whose key
-    /// starts with `prefix`, at most `limit` of them; `true` when there may be more. No table
-    /// yet is no failed row.
+    /// The keys in `[first, last]` (S3 order) that still have a row of the previous form:
+    /// a lister must not take them for never copied (decisions 99). One range query.
+    pub async fn legacy_keys(
+        &self,
+        bucket: &str,
+        target: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<std::collections::HashSet<String>> {
+        let filter = Filter::eq("PartitionKey", &partition_key(bucket, target))
+            .and("RowKey", "ge", &legacy_row_key(first))
+            .and("RowKey", "le", &legacy_row_key(last));
+        Ok(self
+            .table
+            .query_all(Some(filter.as_str()))
+            .await?
+            .iter()
+            .filter(|e| e.row_key.starts_with('k'))
+            .filter_map(|e| e.get_str("Key").map(str::to_string))
+            .collect())
+    }
+
+    /// Moves every row of the previous form (by source key) to its blob's row, keeping a row
+    /// already there (it was written later), and drops split plans of the previous form.
+    /// Idempotent and resumable: a row is deleted only after its blob's row exists. With
+    /// `dry_run`, only counts. `progress` is called after each page of rows.
+    pub async fn migrate_legacy(&self, dry_run: bool, progress: &(dyn Fn(&Migrated) + Sync)) -> Result<Migrated> {
+        let mut done = Migrated::default();
+        // Ordered rows ("k…") and hashed ones ("~" and a hex digit; "~n…" is the new form).
+        for (from, to) in [("k", "l"), ("~0", "~g")] {
+            let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
+            let mut cont = None;
+            loop {
+                let (rows, next) = self
+                    .table
+                    .query(Some(filter.as_str()), Some(1000), cont.as_ref())
+                    .await?;
+                for e in &rows {
+                    if e.partition_key.ends_with("~staging") {
+                        continue;
+                    }
+                    let Some(rec) = ObjectRecord::from_entity(e) else {
+                        continue;
+                    };
+                    if e.row_key != legacy_row_key(&rec.key) {
+                        continue; // not a checkpoint row of the previous form
+                    }
+                    done.found += 1;
+                    if dry_run {
+                        continue;
+                    }
+                    match self.table.insert(&rec.to_entity()).await {
+                        Ok(_) => done.moved += 1,
+                        Err(err) if err.kind() == ErrorKind::Precondition => done.superseded += 1,
+                        Err(err) => return Err(err),
+                    }
+                    let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
+                    crate::error::ok_if(r, ErrorKind::NotFound)?;
+                }
+                progress(&done);
+                match next {
+                    Some(n) => cont = Some(n),
+                    None => break,
+                }
+            }
+        }
+        // Split plans and ranges of the previous form: their row keys start with a hex digit
+        // (the new ones with `n`).
+        let filter = Filter::default().and("RowKey", "ge", "0").and("RowKey", "lt", "g");
+        let mut cont = None;
+        loop {
+            let (rows, next) = self
+                .table
+                .query(Some(filter.as_str()), Some(1000), cont.as_ref())
+                .await?;
+            for e in rows.iter().filter(|e| e.partition_key.ends_with("~staging")) {
+                done.staging_dropped += 1;
+                if !dry_run {
+                    let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
+                    crate::error::ok_if(r, ErrorKind::NotFound)?;
+                }
+            }
+            progress(&done);
+            match next {
+                Some(n) => cont = Some(n),
+                None => break,
+            }
+        }
+        Ok(done)
+    }
+
+    /// The rows of `bucket` copied to `target` whose last outcome is `failed`, for keys under
+    /// `source_prefix` copied to blobs under `target_prefix`, at most `limit` of them; `true`
+    /// when there may be more. No table yet is no failed row.
     pub async fn failed_under(
         &self,
         bucket: &str,
         target: &str,
-        prefix: &str,
+        (source_prefix, target_prefix): (&str, &str),
         limit: u32,
     ) -> Result<(Vec<ObjectRecord>, bool)> {
         let pk = partition_key(bucket, target);
         let failed = Outcome::Failed.as_str();
-        // Ordered row keys of the prefix's keys start with its hex, and hex digits sort below
-        // `g`; hashed ones (keys over 500 bytes) sort after `~` and are told by their key.
-        let ordered = format!("k{}", hex::encode(prefix.as_bytes()));
+        // Ordered row keys of the names under the prefix start with its hex, and hex digits
+        // sort below `g`; hashed names ("~n") and keys without a blob ("s") are told by their
+        // properties.
+        let ordered = format!("n{}", hex::encode(target_prefix.as_bytes()));
         let ranges = [
             Filter::eq("PartitionKey", &pk)
                 .and("RowKey", "ge", &ordered)
                 .and("RowKey", "lt", &format!("{ordered}g"))
                 .and("Outcome", "eq", failed),
             Filter::eq("PartitionKey", &pk)
-                .and("RowKey", "ge", "~")
+                .and("RowKey", "ge", "s")
+                .and("RowKey", "lt", "t")
+                .and("Outcome", "eq", failed),
+            Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", "~n")
+                .and("RowKey", "lt", "~o")
                 .and("Outcome", "eq", failed),
         ];
         let mut out = Vec::new();
@@ -406,11 +572,9 @@ impl CheckpointStore {
                 r => r?,
             };
             more |= next.is_some();
-            out.extend(
-                rows.iter()
-                    .filter_map(ObjectRecord::from_entity)
-                    .filter(|r| r.key.starts_with(prefix)),
-            );
+            out.extend(rows.iter().filter_map(ObjectRecord::from_entity).filter(|r| {
+                r.key.starts_with(source_prefix) && r.blob.as_deref().is_none_or(|b| b.starts_with(target_prefix))
+            }));
         }
         more |= out.len() > limit as usize;
         out.truncate(limit as usize);
@@ -480,24 +644,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_table_safe_for_any_s3_key() {
-        for key in [
+    fn keys_are_table_safe_for_any_blob_name_or_key() {
+        for name in [
             format!("{}/#?\\ü{}", "x".repeat(300), "\u{7}"),
             "x".repeat(1024),
             "a".into(),
         ] {
-            let (pk, rk) = row_keys("my.bucket", &key, "http://h/acct/c");
-            assert!(rk.len() <= 1024, "{}", rk.len());
-            assert!(rk[1..].bytes().all(|b| b.is_ascii_hexdigit()));
-            assert!(pk.starts_with("my.bucket~"));
-            for k in [&pk, &rk] {
-                assert!(!k.contains(['/', '\\', '#', '?']) && !k.chars().any(char::is_control));
+            for subject in [Subject::Blob(&name), Subject::Key(&name)] {
+                let (pk, rk) = row_keys("my.bucket", subject, "http://h/acct/c");
+                assert!(rk.len() <= 1024, "{}", rk.len());
+                assert!(rk
+                    .trim_start_matches(['~', 'n', 's'])
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit()));
+                assert!(pk.starts_with("my.bucket~"));
+                for k in [&pk, &rk] {
+                    assert!(!k.contains(['/', '\\', '#', '?']) && !k.chars().any(char::is_control));
+                }
+                // Same name, other target: another partition.
+                assert_ne!(row_keys("my.bucket", subject, "http://h/acct/d").0, pk);
             }
-            // Same key, other target: another partition.
-            assert_ne!(row_keys("my.bucket", &key, "http://h/acct/d").0, pk);
+            // A blob's row and a nameless key's row never meet, nor the previous form's.
+            assert_ne!(row_key(Subject::Blob(&name)), row_key(Subject::Key(&name)));
+            assert_ne!(row_key(Subject::Blob(&name)), legacy_row_key(&name));
         }
-        assert!(row_key(&"x".repeat(1024)).starts_with('~'));
+        assert!(row_key(&"x".repeat(1024)).starts_with("~n"));
         assert!(CheckpointStore::in_range_form(&"x".repeat(500)));
+        // The previous form's hashed keys ("~" and a hex digit) sort apart from "~n".
+        assert!(legacy_row_key(&"x".repeat(1024)).as_str() < "~g");
     }
 
     #[test]
@@ -520,7 +694,7 @@ mod tests {
         let mut by_bytes = keys.clone();
         by_bytes.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut by_row_key = keys.clone();
-        by_row_key.sort_by_key(|k| row_key(k));
+        by_row_key.sort_by_key(|k| row_key(*k));
         assert_eq!(by_bytes, by_row_key);
     }
 

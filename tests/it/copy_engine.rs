@@ -748,3 +748,126 @@ async fn small_objects_take_one_get_and_wrong_hints_only_cost_a_restart() {
 pub fn checksum_of(data: &[u8]) -> u64 {
     s3_blob_sync::checksum::crc64(data)
 }
+
+/// Checkpoint rows of the previous form (one per source key, RowKey `k` + hex(key)) are not
+/// read as rows, but a run never takes their keys for never copied (no blind create, no copy),
+/// and `migrate-checkpoints` moves them to their blobs' rows: counted first with `--dry-run`,
+/// then moved (a row the new form already has is kept), once.
+#[tokio::test]
+async fn rows_of_the_previous_form_are_respected_then_migrated() {
+    use crate::harness::handler::run_binary_async;
+    use s3_blob_sync::azure::table::Entity;
+    let ctx = TestCtx::new("migrate").await;
+    for k in ["x1", "y2", "y3"] {
+        ctx.put(k, format!("body of {k}")).await;
+    }
+    let src = |p: &str| format!("s3://{}/{p}", ctx.bucket);
+    let dst = |p: &str| format!("http://127.0.0.1:10000/devstoreaccount1/{}/{p}", ctx.container);
+    let copy = |from: String, to: String| {
+        let env = ctx.env.clone();
+        async move {
+            let (code, out) = run_binary_async(&["copy", &from, &to, "--no-progress", "--json"], &env).await;
+            assert_eq!(code, 0, "{out}");
+            let line = out.lines().find(|l| l.starts_with('{')).unwrap().to_string();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()
+        }
+    };
+    let s = copy(src(""), dst("")).await;
+    assert_eq!(s["counters"]["transferred"], 3, "{s}");
+
+    // Rewrite every row as the previous version kept it, plus a split plan of that form.
+    let table = ctx.table();
+    let rows = table.query_all(None).await.unwrap();
+    let pk = rows
+        .iter()
+        .find(|e| e.row_key.starts_with('n'))
+        .unwrap()
+        .partition_key
+        .clone();
+    for e in rows.iter().filter(|e| e.row_key.starts_with('n')) {
+        let key = e.get_str("Key").unwrap();
+        let mut legacy = Entity::new(&e.partition_key, format!("k{}", hex::encode(key.as_bytes())));
+        legacy.props = e.props.clone();
+        table.insert(&legacy).await.unwrap();
+        table.delete(&e.partition_key, &e.row_key, "*").await.unwrap();
+    }
+    let mut plan = Entity::new(format!("{pk}~staging"), "0123abcd-89ab-p");
+    plan.set_str("Blob", "y2");
+    table.insert(&plan).await.unwrap();
+
+    // Not migrated: a run over x… finds no row of its own, yet copies nothing.
+    let s = copy(src("x"), dst("x")).await;
+    assert_eq!(
+        (
+            s["counters"]["transferred"].as_u64(),
+            s["counters"]["noTransferNeeded"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{s}"
+    );
+
+    let migrate = |args: &'static [&'static str]| {
+        let env = ctx.env.clone();
+        async move {
+            let mut all = vec!["migrate-checkpoints", "--json"];
+            all.extend_from_slice(args);
+            let (code, out) = run_binary_async(&all, &env).await;
+            assert_eq!(code, 0, "{out}");
+            serde_json::from_str::<serde_json::Value>(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
+        }
+    };
+    let dry = migrate(&["--dry-run"]).await;
+    assert_eq!(
+        (
+            dry["found"].as_u64(),
+            dry["stagingDropped"].as_u64(),
+            dry["moved"].as_u64()
+        ),
+        (Some(3), Some(1), Some(0)),
+        "{dry}"
+    );
+    assert_eq!(
+        table
+            .query_all(None)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.row_key.starts_with('k'))
+            .count(),
+        3,
+        "a dry run changed rows"
+    );
+    let done = migrate(&[]).await;
+    assert_eq!(
+        (
+            done["found"].as_u64(),
+            done["moved"].as_u64(),
+            done["superseded"].as_u64(),
+            done["stagingDropped"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1), Some(1)),
+        "{done}"
+    );
+    let left = table.query_all(None).await.unwrap();
+    assert!(
+        left.iter()
+            .all(|e| !e.row_key.starts_with('k') && !e.partition_key.ends_with("~staging")),
+        "{left:?}"
+    );
+    let store = s3_blob_sync::state::checkpoint::CheckpointStore::new(table.clone());
+    for k in ["x1", "y2", "y3"] {
+        let row = store
+            .get(&ctx.bucket, k, &ctx.target_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .record;
+        // x1's row is the unmigrated run's verdict, kept over its older row.
+        let want = if k == "x1" { Outcome::NoTransferNeeded } else { Outcome::Copied };
+        assert_eq!((row.key.as_str(), row.outcome), (k, want), "{row:?}");
+    }
+    assert_eq!(migrate(&[]).await["found"], 0, "a second migration finds nothing");
+    let s = copy(src(""), dst("")).await;
+    assert_eq!(s["counters"]["transferred"], 0, "{s}");
+    ctx.cleanup().await;
+}

@@ -502,6 +502,8 @@ async fn a_losing_twins_no_transfer_verdict_keeps_the_winners_copy_row() {
     // A failure, or another version, is not a twin's verdict: it is written.
     let mut failed = ObjectRecord::new(&ctx.bucket, "k", &ctx.target_id(), Outcome::Failed);
     failed.reason = Some("throttled: test".into());
+    // As the engine writes a failure: about the blob the key maps to.
+    failed.blob = Some("k".into());
     engine.checkpoint().put(&failed, None).await.unwrap();
     assert_eq!(row(&engine).await.outcome, Outcome::Failed);
     ctx.cleanup().await;

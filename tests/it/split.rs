@@ -444,3 +444,109 @@ async fn a_late_failing_range_of_a_dead_plan_leaves_the_next_versions_plan_alone
     );
     ctx.cleanup().await;
 }
+
+/// Rows and split plans belong to their target blob (decisions 99). Runs that copy the same
+/// keys into one container under other target prefixes keep their own checkpoint rows (a
+/// re-run of each copies nothing) and their own split plans (a cancelled run's plan for
+/// `a/big.bin` is never taken over by a run into `b/`). A run whose object's split is held by
+/// an event's copy looks again until the blob lands, and counts it then.
+#[tokio::test]
+async fn rows_and_plans_belong_to_their_blob_and_a_run_waits_for_a_held_split() {
+    use crate::runs::{c, finish, start_run};
+    let ctx = TestCtx::new("pertarget").await;
+    for k in ["s/one", "s/two"] {
+        ctx.put(k, format!("body of {k}")).await;
+    }
+    let big = bytes(20 * MIB, 99);
+    ctx.put("p/big.bin", big.clone()).await;
+    ctx.put("q/held.bin", big.clone()).await;
+    // 8 MiB blocks, 8 MiB an invocation: a 20 MiB object is three ranges.
+    let env = ctx.env_with(&[("SYNC_BLOCK_SIZE_MIB", "8"), ("SYNC_INVOCATION_MIB", "8")]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let run = |from: &str, to: &str| json!({"source": {"bucket": ctx.bucket, "prefix": from}, "target": {"container": ctx.container, "prefix": to}});
+
+    // Rows: s/ into a/, then into b/, then into a/ again, which copies nothing.
+    for to in ["a/", "b/"] {
+        let id = start_run(&h, &run("s/", to)).await;
+        let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+        assert_eq!(
+            (s["state"].as_str(), c(&s, "transferred")),
+            (Some("Succeeded"), 2),
+            "{s}"
+        );
+    }
+    let id = start_run(&h, &run("s/", "a/")).await;
+    let s = finish(&host, &h, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (c(&s, "transferred"), c(&s, "noTransferNeeded")),
+        (0, 2),
+        "a/'s rows were lost to b/'s: {s}"
+    );
+
+    // Plans: p/ into a/ is planned, then cancelled before any range is staged...
+    let a = start_run(&h, &run("p/", "a/")).await;
+    let page = host.next_list(Duration::from_secs(60)).await;
+    host.redo_page(&h, &page).await;
+    host.deliver_copies(&h, host.take_copies(1).await).await;
+    let (status, _, reply) = crate::harness::host::http_invoke(
+        &h,
+        "CancelRun",
+        &crate::harness::host::http_payload("POST", &format!("/api/runs/{a}/cancel"), json!({"id": a}), None),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    // ...its three range messages are dropped as the cancelled run's...
+    host.deliver_copies(&h, host.take_copies(3).await).await;
+    // ...and p/ into b/ makes its own plan and its own blob, leaving a/ alone.
+    let b = start_run(&h, &run("p/", "b/")).await;
+    let s = finish(&host, &h, &b, Duration::from_secs(120)).await;
+    assert_eq!(
+        (s["state"].as_str(), c(&s, "transferred")),
+        (Some("Succeeded"), 1),
+        "{s}"
+    );
+    crate::copy_engine::assert_blob(&ctx, "b/big.bin", &big).await;
+    assert!(
+        ctx.blob().properties("a/big.bin").await.unwrap().is_none(),
+        "a/'s plan was committed"
+    );
+
+    // The ended run's last look for its blob may still be queued: let it go first (the
+    // count includes messages not yet visible).
+    host.drive_until(&h, Duration::from_secs(30), || async {
+        host.copy.approximate_count().await.unwrap() == 0
+    })
+    .await;
+
+    // A held split: an event's copy of q/held.bin plans it and sends its ranges (held here).
+    host.copy
+        .send(
+            &json!({"bucket": ctx.bucket, "key": "q/held.bin", "event": "ObjectCreated:Put"}).to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    host.deliver_copies(&h, host.take_copies(1).await).await;
+    let ranges = host.take_copies(3).await;
+    // A run over the same blob finds the plan in the event's hands...
+    let c_run = start_run(&h, &run("q/", "q/")).await;
+    let page = host.next_list(Duration::from_secs(60)).await;
+    host.redo_page(&h, &page).await;
+    let copy = host.take_copies(1).await.remove(0);
+    let msg: Value = serde_json::from_str(&copy.text).unwrap();
+    let (status, reply) = h.invoke("CopyObject", &queue_payload(&msg, 1)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["ReturnValue"]["watching"], true,
+        "the run's copy does not wait: {reply}"
+    );
+    host.copy.delete(&copy).await.unwrap();
+    // ...the event's ranges land and commit; the run counts the blob when it looks again.
+    host.deliver_copies(&h, ranges).await;
+    let s = finish(&host, &h, &c_run, Duration::from_secs(60)).await;
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    assert_eq!(c(&s, "transferred") + c(&s, "noTransferNeeded"), 1, "{s}");
+    crate::copy_engine::assert_blob(&ctx, "q/held.bin", &big).await;
+    ctx.cleanup().await;
+}

@@ -1,0 +1,47 @@
+//! `migrate-checkpoints`: moves checkpoint rows of the previous form (by source key) to their
+//! blobs' rows (decisions 99).
+
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::azure::table::TableClient;
+use crate::error::Result;
+use crate::state::checkpoint::{CheckpointStore, Migrated};
+
+pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
+    let cfg = super::load_config(None)?;
+    crate::telemetry::init(cfg.log_format, "warn");
+    let auth = cfg.azure.authorizer()?;
+    let store = CheckpointStore::new(TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?);
+    let pb = if json {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"));
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    };
+    let show = |m: &Migrated| {
+        pb.set_message(format!(
+            "{} rows of the previous form found, {} moved, {} superseded, {} split rows dropped",
+            m.found, m.moved, m.superseded, m.staging_dropped
+        ))
+    };
+    let done = store.migrate_legacy(dry_run, &show).await?;
+    pb.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&done).expect("serializable"));
+    } else if dry_run {
+        println!(
+            "dry run: {} checkpoint rows of the previous form and {} split rows would be moved or dropped in table {}; nothing was changed",
+            done.found, done.staging_dropped, cfg.checkpoint_table
+        );
+    } else {
+        println!(
+            "table {}: {} rows of the previous form: {} moved to their blobs' rows, {} dropped (the blob's row was newer); {} split rows dropped",
+            cfg.checkpoint_table, done.found, done.moved, done.superseded, done.staging_dropped
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
