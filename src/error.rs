@@ -16,8 +16,12 @@ pub enum ErrorKind {
     Precondition,
     /// The service asked us to slow down (429, 503 ServerBusy, SlowDown).
     Throttled,
-    /// A transient fault: 5xx, connection reset, timeout.
+    /// A transient fault after the request may have reached the service: a 5xx, a reset or a
+    /// timeout after it was written. The call may have been applied.
     Transient,
+    /// The request never reached the service (the connection was refused, the name did not
+    /// resolve): whatever the call, nothing was applied, so repeating it is safe.
+    NotSent,
     /// The request or the input is invalid; retrying will not help.
     Invalid,
     /// Credentials are missing, expired or lack permission.
@@ -78,8 +82,6 @@ pub type Source = Arc<dyn std::error::Error + Send + Sync>;
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    /// Whether the failed call may be repeated safely (timeouts are retried only then).
-    idempotent: bool,
     /// The service's HTTP status, when a service answered.
     status: Option<u16>,
     /// The service's error code (`BlobNotFound`, `SlowDown`), when it gave one.
@@ -111,7 +113,6 @@ impl Error {
         Error {
             kind,
             message: crate::redact::redact(&message.into()),
-            idempotent: true,
             status: None,
             code: None,
             source: None,
@@ -144,12 +145,6 @@ impl Error {
     /// The HTTP status an API answers with for this error (see [`ErrorKind::http_status`]).
     pub fn http_status(&self) -> u16 {
         self.kind.http_status()
-    }
-
-    /// Marks the failed call as not idempotent, so a timeout on it is not retried.
-    pub fn non_idempotent(mut self) -> Self {
-        self.idempotent = false;
-        self
     }
 
     /// Shorthand for an [`ErrorKind::Invalid`] error.
@@ -185,14 +180,23 @@ impl Error {
         self
     }
 
-    /// The one policy for what may be retried.
-    pub fn is_retryable(&self) -> bool {
+    /// The one policy for what may be tried again: a call that failed this way is repeated
+    /// when it is [`Idempotency::Idempotent`] and the failure may pass; one that is not is
+    /// repeated only when nothing was applied: it was never sent, or the service refused it
+    /// before acting (throttling).
+    pub fn may_retry(&self, call: Idempotency) -> bool {
         match self.kind {
-            ErrorKind::Throttled => true,
-            // A reset or timeout may have happened after the server applied the call.
-            ErrorKind::Transient => self.idempotent,
+            ErrorKind::Throttled | ErrorKind::NotSent => true,
+            // A reset or a timeout may have happened after the service applied the call.
+            ErrorKind::Transient => call == Idempotency::Idempotent,
             _ => false,
         }
+    }
+
+    /// Whether the whole operation (a copy, a page, a check, each idempotent by design) may
+    /// succeed when tried again: [`Self::may_retry`] for an idempotent call.
+    pub fn is_retryable(&self) -> bool {
+        self.may_retry(Idempotency::Idempotent)
     }
 }
 
@@ -206,6 +210,52 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
     }
+}
+
+/// Whether repeating a request is harmless, stated where each request is built (as
+/// object_store's `client/retry.rs` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// A read, or a write whose repeat leaves the same state: the same bytes and headers
+    /// again, a delete, a write under If-Match or If-None-Match (whose repeat fails its
+    /// condition, which the caller reads), or a message whose consumers take it twice by
+    /// design. Repeated after any failure that may pass.
+    Idempotent,
+    /// A write whose repeat could apply twice: repeated only when it was never sent or was
+    /// refused before it was acted on.
+    NotIdempotent,
+}
+
+/// The kind of a failure to reach a service at all (no HTTP answer): [`ErrorKind::NotSent`]
+/// when the cause chain shows the request was never written (the connection was refused or
+/// the name did not resolve), else [`ErrorKind::Transient`] (a reset or timeout may come after
+/// the service took the request).
+pub fn transport_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            ) {
+                return ErrorKind::NotSent;
+            }
+        }
+        let text = err.to_string().to_ascii_lowercase();
+        if [
+            "connection refused",
+            "dns error",
+            "failed to lookup address",
+            "name or service not known",
+        ]
+        .iter()
+        .any(|n| text.contains(n))
+        {
+            return ErrorKind::NotSent;
+        }
+        cur = err.source();
+    }
+    ErrorKind::Transient
 }
 
 /// Maps an HTTP status (and a service error code, when known) to a kind.
@@ -258,16 +308,42 @@ mod tests {
         // A server timeout may have been applied: retried only where the call is idempotent.
         let timed_out = Error::new(kind_from_status(500, Some("OperationTimedOut")), "put message");
         assert_eq!(timed_out.kind(), ErrorKind::Transient);
-        assert!(timed_out.is_retryable());
-        assert!(!timed_out.non_idempotent().is_retryable());
+        assert!(timed_out.may_retry(Idempotency::Idempotent));
+        assert!(!timed_out.may_retry(Idempotency::NotIdempotent));
         assert_eq!(kind_from_status(503, Some("ServerBusy")), ErrorKind::Throttled);
-        assert!(Error::new(ErrorKind::Throttled, "x").is_retryable());
+        // Throttling and a request never sent are retried whatever the call.
+        for kind in [ErrorKind::Throttled, ErrorKind::NotSent] {
+            let e = Error::new(kind, "x");
+            assert!(e.may_retry(Idempotency::NotIdempotent) && e.is_retryable(), "{kind:?}");
+        }
         assert!(Error::new(ErrorKind::Transient, "reset").is_retryable());
-        assert!(!Error::new(ErrorKind::Transient, "reset")
-            .non_idempotent()
-            .is_retryable());
+        assert!(!Error::new(ErrorKind::Transient, "reset").may_retry(Idempotency::NotIdempotent));
         assert!(!Error::new(ErrorKind::Invalid, "bad").is_retryable());
         assert!(!Error::new(ErrorKind::Integrity, "bad").is_retryable());
+    }
+
+    #[test]
+    fn a_request_never_sent_is_told_from_one_that_may_have_landed() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "client error (Connect)")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(transport_kind(&refused), ErrorKind::NotSent);
+        let reset = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(transport_kind(&reset), ErrorKind::Transient);
+        let dns = std::io::Error::other("dns error: failed to lookup address information");
+        assert_eq!(transport_kind(&dns), ErrorKind::NotSent);
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(transport_kind(&timeout), ErrorKind::Transient);
     }
 
     #[test]

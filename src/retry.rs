@@ -1,14 +1,38 @@
 //! The one retry policy: exponential backoff with full jitter, bounded by both an attempt
 //! count and a total time. The SDK clients are built with their own retries switched off, so
-//! every call is retried here and nowhere else, and [`Error::is_retryable`] alone decides.
+//! every call is retried here and nowhere else. Each call states, where it is built, whether
+//! a repeat is harmless ([`Idempotency`]); [`Error::may_retry`] alone decides.
 //!
 //! The same policy bounds optimistic concurrency: a read-modify-write under If-Match that
 //! lost to another writer reads again and retries, through [`RetryPolicy::conflicts`].
+//!
+//! Every loop that tries something again, and its bound (defaults):
+//!
+//! | loop | where | bound |
+//! |---|---|---|
+//! | one call to S3, SQS, STS, Blob, Queue or Table | [`RetryPolicy::run`] | 6 attempts and 60 s; pauses 0.2 s × 2ⁿ (at most 10 s), jittered; a failure that may have been applied only for an idempotent call |
+//! | a read-modify-write under If-Match (counters, run row, lock, checkpoint, plan lease) | [`RetryPolicy::conflicts`] | 64 attempts; pauses 5 ms × n (at most 100 ms), jittered |
+//! | a copy whose source or blob changed under it | `engine::copy::copy_step` | 3 restarts |
+//! | one object's attempts | the queue's `maxDequeueCount`, the worker and `copy_in_process` | `SYNC_MAX_DEQUEUE_COUNT` (5) |
+//! | a queued message's next attempt (`watch`, `serve --work-queues`) | [`RetryPolicy::redelivery`] | 2ⁿ s, at most 300 s |
+//! | an SQS message whose relay failed on its own | `app::drain::retry_visibility` | `SYNC_SQS_RETRY_BASE_SECS` × 4ⁿ⁻¹, at most 11 h; SQS's `maxReceiveCount` |
+//! | the relay's probe while the Azure side is down | `app::drain::Breaker` | every `min(SYNC_SQS_RETRY_BASE_SECS, 30 s)`, until it answers |
+//! | a run's webhook | `app::finish::notify` | 6 attempts, paced `SYNC_NOTIFY_RETRY_SECS` × 2ⁿ⁻¹ (at most 1 h) |
+//! | a run's settle check | `app::finish::check` | every `SYNC_RUN_CHECK_SECS`; the stall guard after `SYNC_RUN_STALL_SECS` without progress; a check failing for good ends the run |
+//! | a run whose chain stopped | `app::sweep` | ended after `SYNC_RUN_STALL_SECS` without a sign (3 leases for a CLI run) |
+//! | a run's split copy waiting for its blob | `app::copy_object::watch_split` | 480 looks, 3 check intervals apart |
+//! | a split plan's sender | `engine::split` | its lease, 120 s, then another planner sends |
+//! | a resumed ranged GET | `aws::span` | each resume is one call under [`RetryPolicy::run`] |
+//!
+//! And the three heartbeats that keep work claimed while it runs: a queue message's
+//! visibility (every half `SYNC_WORKER_VISIBILITY_SECS`), an SQS batch's (every half
+//! `SYNC_SQS_VISIBILITY_SECS`), and a CLI run's lock lease (every third of
+//! `SYNC_RUN_LEASE_SECS`; the process stops itself after two thirds without a renewal).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Idempotency, Result};
 
 /// Retry bounds.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +51,11 @@ pub struct RetryPolicy {
     /// The first pause after a lost write; pauses grow by this much per loss, to twenty
     /// times it, each one a random part of that.
     pub conflict_pause: Duration,
+    /// A queued message's first pause after a failed attempt (the in-process workers); it
+    /// doubles after each.
+    pub redelivery_base: Duration,
+    /// The cap on that pause.
+    pub redelivery_max: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -40,6 +69,8 @@ impl Default for RetryPolicy {
             // pauses add up to about three seconds at most.
             max_conflicts: 64,
             conflict_pause: Duration::from_millis(5),
+            redelivery_base: Duration::from_secs(2),
+            redelivery_max: Duration::from_secs(300),
         }
     }
 }
@@ -105,9 +136,18 @@ impl RetryPolicy {
         Duration::from_millis(if millis == 0 { 0 } else { rand::random_range(0..=millis) })
     }
 
-    /// Runs `op` until it succeeds, fails with a non-retryable error, or the bounds are spent.
-    /// `what` names the call in the retry log line.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    /// How long a queued message that failed its `attempt`-th delivery stays hidden before
+    /// the next: `redelivery_base` × 2^(attempt−1), at most `redelivery_max`.
+    pub fn redelivery(&self, attempt: u32) -> Duration {
+        self.redelivery_base
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.redelivery_max)
+    }
+
+    /// Runs `op` until it succeeds, fails with an error that may not be retried for a call of
+    /// this `idempotency` ([`Error::may_retry`]), or the bounds are spent. `what` names the
+    /// call in the retry log line.
+    pub async fn run<T, F, Fut>(&self, what: &str, idempotency: Idempotency, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -120,8 +160,9 @@ impl RetryPolicy {
                 Err(e) => {
                     let delay = self.backoff(attempt);
                     let out_of_time = start.elapsed() + delay > self.max_elapsed;
-                    if !e.is_retryable() || attempt >= self.max_attempts || out_of_time {
-                        if e.is_retryable() && attempt > 1 {
+                    let again = e.may_retry(idempotency);
+                    if !again || attempt >= self.max_attempts || out_of_time {
+                        if again && attempt > 1 {
                             return Err(e.context(format!("{what}: gave up after {attempt} attempts")));
                         }
                         return Err(e);
@@ -181,7 +222,7 @@ mod tests {
     async fn retries_throttling_until_success() {
         let n = AtomicU32::new(0);
         let r = fast()
-            .run("t", || async {
+            .run("t", Idempotency::Idempotent, || async {
                 if n.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(Error::new(ErrorKind::Throttled, "503"))
                 } else {
@@ -197,7 +238,7 @@ mod tests {
     async fn stops_at_attempt_bound_and_on_permanent_errors() {
         let n = AtomicU32::new(0);
         let r: Result<()> = fast()
-            .run("t", || async {
+            .run("t", Idempotency::Idempotent, || async {
                 n.fetch_add(1, Ordering::SeqCst);
                 Err(Error::new(ErrorKind::Transient, "reset"))
             })
@@ -207,7 +248,7 @@ mod tests {
 
         let n = AtomicU32::new(0);
         let _ = fast()
-            .run("t", || async {
+            .run("t", Idempotency::Idempotent, || async {
                 n.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(Error::invalid("bad name"))
             })
@@ -226,9 +267,40 @@ mod tests {
         };
         let start = Instant::now();
         let _: Result<()> = p
-            .run("t", || async { Err(Error::new(ErrorKind::Throttled, "x")) })
+            .run("t", Idempotency::Idempotent, || async {
+                Err(Error::new(ErrorKind::Throttled, "x"))
+            })
             .await;
         assert!(start.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_is_not_idempotent_is_repeated_only_when_nothing_was_applied() {
+        for (kind, calls) in [
+            (ErrorKind::Transient, 1),
+            (ErrorKind::NotSent, 3),
+            (ErrorKind::Throttled, 3),
+        ] {
+            let n = AtomicU32::new(0);
+            let r = fast()
+                .run("t", Idempotency::NotIdempotent, || async {
+                    if n.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err(Error::new(kind, "x"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+            assert_eq!(n.load(Ordering::SeqCst), calls, "{kind:?}");
+            assert_eq!(r.is_ok(), calls == 3, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn redelivery_pauses_double_to_their_cap() {
+        let p = RetryPolicy::default();
+        let pauses: Vec<u64> = (1..=10).map(|n| p.redelivery(n).as_secs()).collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use indicatif::HumanBytes;
 
 use super::summary::RunSummary;
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Idempotency, Result};
 use crate::messages::webhook::{allowed, check_url, refused};
 use crate::redact::ExposeSecret;
 use crate::redact::Secret;
@@ -96,8 +96,10 @@ pub async fn vet(u: &Url, allow: &[String]) -> Result<Option<Vec<SocketAddr>>> {
     Ok(Some(addrs))
 }
 
-/// Posts the payload for `summary` to `url`, retrying throttling and server errors. The run
-/// id goes in `Idempotency-Key` so a receiver can drop a repeat after a crash. The
+/// Posts the payload for `summary` to `url`, retrying within the call only what never reached
+/// the receiver or was refused before it acted (throttling): a POST is not idempotent for a
+/// receiver that ignores the run id in `Idempotency-Key`. The attempts of `finish::notify`
+/// retry the rest, paced. The
 /// destination is vetted again here (its DNS may have changed since the run started) and
 /// the connection pinned to the vetted addresses; redirects are not followed, and the whole
 /// exchange is bounded by a short timeout.
@@ -126,7 +128,8 @@ pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()
     let body = payload(summary).to_string();
     let key = summary.run_id.clone();
     cfg.retry
-        .run("webhook", || async {
+        // Not idempotent: a receiver may not drop a repeat (Slack and Teams do not read Idempotency-Key).
+        .run("webhook", Idempotency::NotIdempotent, || async {
             let res = client
                 .post(url.expose_secret())
                 .header("content-type", "application/json")
@@ -135,7 +138,11 @@ pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()
                 .send()
                 .await
                 .map_err(|e| {
-                    let kind = if e.is_timeout() || e.is_connect() {
+                    // Never sent (no connection) is tried again within the call; a timeout
+                    // may have reached the receiver, and is left to the next attempt.
+                    let kind = if e.is_connect() {
+                        ErrorKind::NotSent
+                    } else if e.is_timeout() {
                         ErrorKind::Transient
                     } else {
                         ErrorKind::Invalid

@@ -136,7 +136,7 @@ impl Worker {
                 Ok(ItemOutcome::Done)
             }
             Err(_) => {
-                let delay = Duration::from_secs(2u64.saturating_pow(item.dequeue_count).min(300));
+                let delay = self.state.config.retry.redelivery(item.dequeue_count);
                 self.queue.release(item, delay).await?;
                 Ok(ItemOutcome::Retry)
             }

@@ -10,7 +10,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 
 use crate::config::AwsConfig;
-use crate::error::{kind_from_status, Error, ErrorKind, Result};
+use crate::error::{kind_from_status, Error, ErrorKind, Idempotency, Result};
 use crate::model::{ContentHeaders, ListedObject};
 use crate::redact::Secret;
 use crate::retry::RetryPolicy;
@@ -146,7 +146,7 @@ impl S3Source {
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>> {
         let r = self
             .retry
-            .run("s3 head object", || async {
+            .run("s3 head object", Idempotency::Idempotent, || async {
                 self.client
                     .head_object()
                     .bucket(bucket)
@@ -195,7 +195,7 @@ impl S3Source {
     pub async fn get_small(&self, bucket: &str, key: &str, etag: &str) -> Result<Option<(ObjectHead, Bytes)>> {
         let r = self
             .retry
-            .run("s3 get object", || async {
+            .run("s3 get object", Idempotency::Idempotent, || async {
                 let o = self
                     .client
                     .get_object()
@@ -237,7 +237,7 @@ impl S3Source {
     pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
         let out = self
             .retry
-            .run("s3 list objects", || async {
+            .run("s3 list objects", Idempotency::Idempotent, || async {
                 self.client
                     .list_objects_v2()
                     .bucket(bucket)
@@ -261,7 +261,7 @@ impl S3Source {
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
         let out = self
             .retry
-            .run("s3 list objects", || async {
+            .run("s3 list objects", Idempotency::Idempotent, || async {
                 self.client
                     .list_objects_v2()
                     .bucket(bucket)
@@ -293,14 +293,15 @@ impl S3Source {
     }
 }
 
-/// Maps an SDK error to ours with bucket and key as context.
+/// Maps an SDK error to ours with bucket and key as context, keeping the service's status,
+/// code and the cause.
 pub(crate) fn map_sdk_error<E, R>(e: SdkError<E, R>, bucket: &str, key: &str, op: &str) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus + Send + Sync + 'static,
 {
     let ctx = format!("s3://{bucket}/{key}: {op}");
-    match &e {
+    let err = match &e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status();
             let code = se.err().code().map(str::to_string);
@@ -318,14 +319,15 @@ where
             .with_service(status, code.as_deref())
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Error::new(
-            ErrorKind::Transient,
+            crate::error::transport_kind(&e),
             format!("{ctx}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
         ),
         _ => Error::new(
             ErrorKind::Internal,
             format!("{ctx}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
         ),
-    }
+    };
+    err.with_source(e)
 }
 
 /// Access to a raw response's status, for error mapping.

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Mutex;
 
 use super::s3::{map_sdk_error, S3Source};
-use crate::error::{Error, ErrorKind, Mismatch, Result};
+use crate::error::{Error, ErrorKind, Idempotency, Mismatch, Result};
 
 /// Consecutive pieces of `range` of one object version. Each [`SpanReader::next`] returns the
 /// next `len` bytes; a broken or short stream is resumed by a new GET from the first byte not
@@ -67,7 +67,7 @@ impl SpanReader<'_> {
         let (bucket, key) = (self.bucket, self.key);
         self.s3
             .retry_policy()
-            .run("s3 get span", || async {
+            .run("s3 get span", Idempotency::Idempotent, || async {
                 let mut guard = self.state.lock().await;
                 let st = &mut *guard;
                 if st.pos + len > self.end {

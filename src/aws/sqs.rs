@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 
 use crate::config::AwsConfig;
-use crate::error::{kind_from_status, Error, ErrorKind, Result};
+use crate::error::{kind_from_status, Error, ErrorKind, Idempotency, Result};
 use crate::retry::RetryPolicy;
 
 /// One received message.
@@ -44,24 +44,38 @@ pub struct SqsQueue {
     retry: RetryPolicy,
 }
 
+/// Maps an SQS SDK error to ours, keeping the service's status, code and the cause: a 4xx is
+/// `Invalid` (not retried), as for S3 and Azure, but for the codes that mean something else.
 pub(crate) fn map_err<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>, what: &str) -> Error
 where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + crate::aws::s3::HasStatus + Send + Sync + 'static,
 {
     use aws_sdk_sqs::error::SdkError;
     let detail = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
-    let kind = match &e {
-        SdkError::ServiceError(se) => match se.err().code() {
-            Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist") => ErrorKind::Invalid,
-            Some("ThrottlingException" | "RequestThrottled") => ErrorKind::Throttled,
-            Some(c) if c.contains("AccessDenied") => ErrorKind::Auth,
-            _ => kind_from_status(500, None),
-        },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Transient,
-        _ => ErrorKind::Internal,
+    let (kind, service) = match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status();
+            let code = se.err().code().map(str::to_string);
+            let kind = match code.as_deref() {
+                Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist") => ErrorKind::Invalid,
+                Some("ThrottlingException" | "RequestThrottled") => ErrorKind::Throttled,
+                Some(c) if c.contains("AccessDenied") => ErrorKind::Auth,
+                c => kind_from_status(status, c),
+            };
+            (kind, Some((status, code)))
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (crate::error::transport_kind(&e), None)
+        }
+        _ => (ErrorKind::Internal, None),
     };
-    Error::new(kind, format!("sqs {what}: {detail}"))
+    let err = Error::new(kind, format!("sqs {what}: {detail}"));
+    let err = match service {
+        Some((status, code)) => err.with_service(status, code.as_deref()),
+        None => err,
+    };
+    err.with_source(e)
 }
 
 impl SqsQueue {
@@ -90,7 +104,8 @@ impl SqsQueue {
     pub async fn receive(&self, max: i32, wait: Duration, visibility: Duration) -> Result<Vec<SqsMessage>> {
         let out = self
             .retry
-            .run("sqs receive", || async {
+            // Idempotent: a lost reply hides its messages until their visibility ends; none is lost.
+            .run("sqs receive", Idempotency::Idempotent, || async {
                 self.client
                     .receive_message()
                     .queue_url(&self.url)
@@ -142,7 +157,8 @@ impl SqsQueue {
                 .collect();
             let out = self
                 .retry
-                .run("sqs delete batch", || async {
+                // Idempotent: deleting twice is harmless; a stale receipt only fails.
+                .run("sqs delete batch", Idempotency::Idempotent, || async {
                     self.client
                         .delete_message_batch()
                         .queue_url(&self.url)
@@ -180,7 +196,8 @@ impl SqsQueue {
                 .collect();
             let out = self
                 .retry
-                .run("sqs change visibility", || async {
+                // Idempotent: setting the same visibility again is harmless.
+                .run("sqs change visibility", Idempotency::Idempotent, || async {
                     self.client
                         .change_message_visibility_batch()
                         .queue_url(&self.url)
@@ -227,7 +244,7 @@ impl SqsQueue {
     ) -> Result<std::collections::HashMap<QueueAttributeName, String>> {
         let out = self
             .retry
-            .run("sqs get attributes", || async {
+            .run("sqs get attributes", Idempotency::Idempotent, || async {
                 self.client
                     .get_queue_attributes()
                     .queue_url(&self.url)
@@ -244,7 +261,8 @@ impl SqsQueue {
     /// the sequencer and the source's HEAD make harmless downstream.
     pub async fn send(&self, body: &str) -> Result<()> {
         self.retry
-            .run("sqs send", || async {
+            // Idempotent: a redriven event sent twice is applied once (events are idempotent).
+            .run("sqs send", Idempotency::Idempotent, || async {
                 self.client
                     .send_message()
                     .queue_url(&self.url)
@@ -283,7 +301,7 @@ impl SqsQueue {
         .unwrap_or(0) as u32;
         let url = self
             .retry
-            .run("sqs get queue url", || async {
+            .run("sqs get queue url", Idempotency::Idempotent, || async {
                 self.client
                     .get_queue_url()
                     .queue_name(name)

@@ -18,7 +18,7 @@ use aws_credential_types::Credentials;
 use azure_core::credentials::TokenCredential;
 
 use crate::config::{AwsConfig, WebIdentityConfig};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Idempotency};
 use crate::retry::RetryPolicy;
 
 /// Session name recorded in CloudTrail for every assumed session.
@@ -103,7 +103,8 @@ impl EntraWebIdentity {
         // Idempotent: each call only exchanges the token for fresh temporary credentials.
         let out = self
             .retry
-            .run("sts assume role with web identity", || async {
+            // Idempotent: each answer is a fresh set of credentials.
+            .run("sts assume role with web identity", Idempotency::Idempotent, || async {
                 self.sts
                     .assume_role_with_web_identity()
                     .role_arn(&self.role_arn)
@@ -133,7 +134,7 @@ impl EntraWebIdentity {
                                 Some(429) => (ErrorKind::Throttled, "HTTP 429".to_string()),
                                 Some(s) if s < 500 => (ErrorKind::Auth, format!("HTTP {s}")),
                                 _ => (
-                                    ErrorKind::Transient,
+                                    crate::error::transport_kind(&e),
                                     "the STS endpoint could not be reached".to_string(),
                                 ),
                             },

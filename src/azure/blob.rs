@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 
 use crate::azure::auth::Authorizer;
 use crate::config::azure::StorageAccount;
-use crate::error::{ok_if, Error, ErrorKind, Mismatch, Result};
+use crate::error::{ok_if, Error, ErrorKind, Idempotency, Mismatch, Result};
 use crate::model::{validate_container_name, ContentHeaders};
 use crate::redact::ExposeSecret;
 use crate::redact::Secret;
@@ -184,7 +184,7 @@ impl BlobTarget {
     pub async fn create_if_missing(&self) -> Result<()> {
         let r = self
             .retry
-            .run("create container", || async {
+            .run("create container", Idempotency::Idempotent, || async {
                 self.container
                     .create(None)
                     .await
@@ -213,7 +213,7 @@ impl BlobTarget {
         let client = self.container.blob_client(blob);
         let r = self
             .retry
-            .run("get blob properties", || async {
+            .run("get blob properties", Idempotency::Idempotent, || async {
                 client
                     .get_properties(None)
                     .await
@@ -256,7 +256,8 @@ impl BlobTarget {
         let client = self.container.blob_client(blob).block_blob_client();
         let resp = self
             .retry
-            .run("put blob from url", || async {
+            // Idempotent: the same bytes and headers under the same condition.
+            .run("put blob from url", Idempotency::Idempotent, || async {
                 let opts = commit_options!(BlockBlobClientUploadBlobFromUrlOptions, props, cond, {
                     copy_source_blob_properties: Some(false),
                     source_content_md5: source_md5.map(<[u8]>::to_vec),
@@ -284,7 +285,8 @@ impl BlobTarget {
     ) -> Result<Option<u64>> {
         let client = self.container.blob_client(blob).block_blob_client();
         self.retry
-            .run("put block from url", || async {
+            // Idempotent: the same block id and bytes.
+            .run("put block from url", Idempotency::Idempotent, || async {
                 let opts = BlockBlobClientStageBlockFromUrlOptions {
                     source_range: Some(range.clone().into()),
                     source_if_match: Some(source_if_match(source_etag)),
@@ -310,7 +312,8 @@ impl BlobTarget {
         let client = self.container.blob_client(blob).block_blob_client();
         let len = data.len() as u64;
         self.retry
-            .run("put block", || async {
+            // Idempotent: the same block id and bytes.
+            .run("put block", Idempotency::Idempotent, || async {
                 let opts = BlockBlobClientStageBlockOptions {
                     transactional_content_crc64: Some(crate::checksum::to_azure(crc64)),
                     ..Default::default()
@@ -354,7 +357,8 @@ impl BlobTarget {
         // At least the body's length, so the SDK makes one Put Blob and never splits.
         let oneshot = std::num::NonZero::new(data.len() as u64).unwrap_or(std::num::NonZero::<u64>::MIN);
         self.retry
-            .run("put blob", || async {
+            // Idempotent: the same bytes and headers under the same condition.
+            .run("put blob", Idempotency::Idempotent, || async {
                 let opts = commit_options!(BlockBlobClientUploadOptions, props, cond, {
                     partition_size: Some(oneshot),
                     method_options: ClientMethodOptions {
@@ -381,7 +385,8 @@ impl BlobTarget {
         let client = self.container.blob_client(blob).block_blob_client();
         let resp = self
             .retry
-            .run("put block list", || async {
+            // Idempotent: conditional: a repeat after one that landed fails its condition, and the copy looks again.
+            .run("put block list", Idempotency::Idempotent, || async {
                 let opts = commit_options!(BlockBlobClientCommitBlockListOptions, props, cond, {});
                 let list = BlockLookupList {
                     latest: Some(ids.to_vec()),
@@ -409,7 +414,8 @@ impl BlobTarget {
         let client = self.container.blob_client(blob);
         let r = self
             .retry
-            .run("delete blob", || async {
+            // Idempotent: a repeat finds it gone.
+            .run("delete blob", Idempotency::Idempotent, || async {
                 let opts = BlobClientDeleteOptions {
                     if_match: cond.if_match(),
                     ..Default::default()
@@ -431,7 +437,7 @@ impl BlobTarget {
     pub async fn read(&self, blob: &str) -> Result<Bytes> {
         let client = self.container.blob_client(blob);
         self.retry
-            .run("download blob", || async {
+            .run("download blob", Idempotency::Idempotent, || async {
                 let resp = client
                     .download(None)
                     .await
@@ -453,7 +459,7 @@ impl BlobTarget {
         max: u32,
     ) -> Result<(Vec<BlobEntry>, Option<String>)> {
         self.retry
-            .run("list blobs", || async {
+            .run("list blobs", Idempotency::Idempotent, || async {
                 let opts = BlobContainerClientListBlobsOptions {
                     include: Some(vec![ListBlobsIncludeItem::Metadata]),
                     prefix: (!prefix.is_empty()).then(|| prefix.to_string()),

@@ -82,10 +82,10 @@ pub(crate) fn map_azure_error(e: azure_core::Error, what: impl std::fmt::Display
         }
         other => {
             let kind = match other {
-                AK::Connection | AK::Io => ErrorKind::Transient,
                 AK::Credential => ErrorKind::Auth,
                 AK::DataConversion => ErrorKind::Internal,
-                _ => ErrorKind::Transient,
+                // Not sent (refused, unresolved) or maybe sent (reset, timed out).
+                _ => crate::error::transport_kind(&e),
             };
             // The top message alone ("failed to execute request") does not say what to fix;
             // the cause chain does (connection refused, DNS, TLS).

@@ -11,7 +11,7 @@ use base64::Engine;
 
 use crate::azure::auth::Authorizer;
 use crate::config::azure::StorageAccount;
-use crate::error::{ok_if, Error, ErrorKind, Result};
+use crate::error::{ok_if, Error, ErrorKind, Idempotency, Result};
 use crate::model::validate_queue_name;
 use crate::retry::RetryPolicy;
 
@@ -81,7 +81,7 @@ impl WorkQueue {
     pub async fn create_if_missing(&self) -> Result<()> {
         let r = self
             .retry
-            .run("create queue", || async {
+            .run("create queue", Idempotency::Idempotent, || async {
                 self.client
                     .create(None)
                     .await
@@ -98,7 +98,7 @@ impl WorkQueue {
         use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
         let r = self
             .retry
-            .run("get queue properties", || async {
+            .run("get queue properties", Idempotency::Idempotent, || async {
                 let rsp = self
                     .client
                     .get_properties(None)
@@ -141,7 +141,8 @@ impl WorkQueue {
             )));
         }
         self.retry
-            .run("send queue message", || async {
+            // Idempotent: every message is one its consumers may take twice (decision 90).
+            .run("send queue message", Idempotency::Idempotent, || async {
                 let msg = QueueMessage {
                     message_text: Some(encoded.clone()),
                 };
@@ -166,7 +167,8 @@ impl WorkQueue {
     pub async fn receive(&self, max: u32, visibility: Duration) -> Result<Vec<WorkItem>> {
         let resp = self
             .retry
-            .run("receive queue messages", || async {
+            // Idempotent: a lost reply hides its messages until their visibility ends.
+            .run("receive queue messages", Idempotency::Idempotent, || async {
                 let opts = QueueClientReceiveMessagesOptions {
                     number_of_messages: Some(max.clamp(1, 32) as i32),
                     visibility_timeout: Some(visibility.as_secs().max(1) as i32),
@@ -207,7 +209,7 @@ impl WorkQueue {
     pub async fn delete(&self, item: &WorkItem) -> Result<()> {
         let r = self
             .retry
-            .run("delete queue message", || async {
+            .run("delete queue message", Idempotency::Idempotent, || async {
                 self.client
                     .delete_message(&item.id, &item.pop_receipt, None)
                     .await
@@ -241,7 +243,8 @@ impl WorkQueue {
         static POP_RECEIPT: azure_core::http::headers::HeaderName =
             azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt");
         self.retry
-            .run("update queue message", || async {
+            // Idempotent: a repeat after one that landed carries a void receipt and gets 404.
+            .run("update queue message", Idempotency::Idempotent, || async {
                 let rsp = self
                     .client
                     .update_message(id, pop_receipt, after.as_secs().max(1) as i32, None)

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::azure::auth::Authorizer;
 use crate::config::azure::StorageAccount;
-use crate::error::{kind_from_status, ok_if, Error, ErrorKind, Result};
+use crate::error::{kind_from_status, ok_if, Error, ErrorKind, Idempotency, Result};
 use crate::model::validate_table_name;
 use crate::retry::RetryPolicy;
 
@@ -233,9 +233,9 @@ impl TableClient {
         &self.retry
     }
 
-    async fn send(&self, what: &str, build: impl Fn() -> Request, idempotent: bool) -> Result<RawResponse> {
+    async fn send(&self, what: &str, build: impl Fn() -> Request, idempotency: Idempotency) -> Result<RawResponse> {
         self.retry
-            .run(what, || async {
+            .run(what, idempotency, || async {
                 let mut req = build();
                 req.insert_header("x-ms-version", API_VERSION);
                 req.insert_header("dataserviceversion", "3.0");
@@ -255,8 +255,7 @@ impl TableClient {
                 let res = match res {
                     Ok(r) => r,
                     Err(e) => {
-                        let err = super::map_azure_error(e, format!("table {}: {what}", self.table));
-                        return Err(if idempotent { err } else { err.non_idempotent() });
+                        return Err(super::map_azure_error(e, format!("table {}: {what}", self.table)));
                     }
                 };
                 let status = u16::from(res.status());
@@ -280,7 +279,7 @@ impl TableClient {
                     ),
                 )
                 .with_service(status, code.as_deref());
-                Err(if idempotent { err } else { err.non_idempotent() })
+                Err(err)
             })
             .await
     }
@@ -305,7 +304,8 @@ impl TableClient {
                 req.set_body(body.as_bytes().to_vec());
                 req
             },
-            true,
+            // A create: its repeat after one that landed answers 409, which the caller reads.
+            Idempotency::Idempotent,
         )
         .await
     }
@@ -314,7 +314,11 @@ impl TableClient {
     pub async fn delete_table(&self) -> Result<()> {
         let url = self.url(&format!("Tables('{}')", self.table));
         let r = self
-            .send("delete table", || Request::new(url.clone(), Method::Delete), true)
+            .send(
+                "delete table",
+                || Request::new(url.clone(), Method::Delete),
+                Idempotency::Idempotent,
+            )
             .await;
         ok_if(r, ErrorKind::NotFound)
     }
@@ -323,7 +327,11 @@ impl TableClient {
     pub async fn get(&self, pk: &str, rk: &str) -> Result<Option<Entity>> {
         let url = self.entity_url(pk, rk);
         match self
-            .send("get entity", || Request::new(url.clone(), Method::Get), true)
+            .send(
+                "get entity",
+                || Request::new(url.clone(), Method::Get),
+                Idempotency::Idempotent,
+            )
             .await
         {
             Ok(r) => {
@@ -401,7 +409,9 @@ impl TableClient {
                     req.set_body(body.clone().into_bytes());
                     req
                 },
-                true,
+                // A replace or merge of the same entity, or one under If-Match, whose repeat
+                // after one that landed fails its condition (412) for the caller to read.
+                Idempotency::Idempotent,
             )
             .await?;
         Ok(header(&r, "etag").unwrap_or_default())
@@ -418,7 +428,8 @@ impl TableClient {
                     req.insert_header("if-match", if_match.to_string());
                     req
                 },
-                true,
+                // A repeat finds it gone (404, read as done).
+                Idempotency::Idempotent,
             )
             .await;
         ok_if(r, ErrorKind::NotFound)
@@ -448,7 +459,11 @@ impl TableClient {
             }
         }
         let r = self
-            .send("query entities", || Request::new(url.clone(), Method::Get), true)
+            .send(
+                "query entities",
+                || Request::new(url.clone(), Method::Get),
+                Idempotency::Idempotent,
+            )
             .await?;
         let next = header(&r, "x-ms-continuation-nextpartitionkey").map(|pk| Continuation {
             next_partition_key: pk,
@@ -559,7 +574,7 @@ impl TableClient {
                     req
                 },
                 // Safe to resend: callers make a replay fail on an Insert (409) or an If-Match.
-                true,
+                Idempotency::Idempotent,
             )
             .await?;
         Ok(parse_batch_response(&String::from_utf8_lossy(r.body())))

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::aws::s3::{map_sdk_error, S3Source};
 use crate::aws::sqs::SqsQueue;
-use crate::error::{Error, Result};
+use crate::error::{Error, Idempotency, Result};
 
 /// The notification id we own; others on the bucket are left alone.
 pub const CONFIG_ID: &str = "s3-blob-sync";
@@ -146,7 +146,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     // reads, and two writes that set a whole document (the queue policy, the bucket's
     // notification configuration) to the same value.
     let attrs = retry
-        .run("get queue attributes", || async {
+        .run("get queue attributes", Idempotency::Idempotent, || async {
             sqs.client()
                 .get_queue_attributes()
                 .queue_url(&queue_url)
@@ -187,7 +187,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     }
 
     let current = retry
-        .run("get notification configuration", || async {
+        .run("get notification configuration", Idempotency::Idempotent, || async {
             match s3
                 .client()
                 .get_bucket_notification_configuration()
@@ -254,7 +254,8 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         }
         let text = policy.to_string();
         retry
-            .run("set queue attributes", || async {
+            // Idempotent: it sets the whole policy.
+            .run("set queue attributes", Idempotency::Idempotent, || async {
                 sqs.client()
                     .set_queue_attributes()
                     .queue_url(&queue_url)
@@ -274,7 +275,8 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         .set_event_bridge_configuration(current.event_bridge_configuration().cloned())
         .build();
     retry
-        .run("put notification configuration", || async {
+        // Idempotent: it sets the whole configuration.
+        .run("put notification configuration", Idempotency::Idempotent, || async {
             s3.client()
                 .put_bucket_notification_configuration()
                 .bucket(&args.bucket)

@@ -863,7 +863,11 @@ async fn rows_of_the_previous_form_are_respected_then_migrated() {
             .unwrap()
             .record;
         // x1's row is the unmigrated run's verdict, kept over its older row.
-        let want = if k == "x1" { Outcome::NoTransferNeeded } else { Outcome::Copied };
+        let want = if k == "x1" {
+            Outcome::NoTransferNeeded
+        } else {
+            Outcome::Copied
+        };
         assert_eq!((row.key.as_str(), row.outcome), (k, want), "{row:?}");
     }
     assert_eq!(migrate(&[]).await["found"], 0, "a second migration finds nothing");

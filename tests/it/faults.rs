@@ -288,3 +288,71 @@ async fn killed_handler_mid_copy_leaves_old_blob_and_rerun_completes() {
     assert_eq!(sha(&ctx.blob().read("big").await.unwrap()), sha(&data));
     ctx.cleanup().await;
 }
+
+/// A request that never reached its service (the connection was refused) is `NotSent` on
+/// every client, the one failure a call that is not idempotent may repeat; one that may have
+/// landed (a reset after the request was written) is `Transient`.
+#[tokio::test]
+async fn a_request_never_sent_is_told_apart_on_every_client() {
+    let ctx = TestCtx::new("notsent").await;
+    // A port with nothing listening: bound, then released.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let cs = crate::harness::TestCtx::connection_string(Some(&closed), Some(&closed), Some(&closed));
+    let cfg = ctx.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs), ("AWS_ENDPOINT_URL", &closed)]);
+    let auth = cfg.azure.authorizer().unwrap();
+    let quick = s3_blob_sync::retry::RetryPolicy {
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let table = s3_blob_sync::azure::table::TableClient::new(&cfg.azure, &auth, "notsent", quick).unwrap();
+    let blob = s3_blob_sync::azure::blob::BlobTarget::new(&cfg.azure, &auth, &ctx.container, quick).unwrap();
+    let queue = s3_blob_sync::azure::queue::WorkQueue::new(&cfg.azure, &auth, "notsent", quick).unwrap();
+    let s3 = s3_blob_sync::aws::s3::S3Source::new(&cfg.aws, quick).await;
+    let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, &format!("{closed}/1/q"), quick).await;
+    let errors = [
+        ("table", table.get("p", "r").await.unwrap_err()),
+        ("blob", blob.properties("b").await.unwrap_err()),
+        ("queue", queue.approximate_count().await.unwrap_err()),
+        ("s3", s3.head(&ctx.bucket, "k").await.unwrap_err()),
+        ("sqs", sqs.depth().await.map(|_| ()).unwrap_err()),
+    ];
+    for (what, e) in &errors {
+        assert_eq!(e.kind(), ErrorKind::NotSent, "{what}: {e}");
+        assert!(e.may_retry(s3_blob_sync::error::Idempotency::NotIdempotent), "{what}");
+    }
+
+    // A reset after the request was written may have landed: Transient.
+    let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    s3_proxy.faults().resets.store(10, Ordering::SeqCst);
+    let cfg = ctx.config(&[("AWS_ENDPOINT_URL", &s3_proxy.url)]);
+    let s3 = s3_blob_sync::aws::s3::S3Source::new(&cfg.aws, quick).await;
+    let e = s3.head(&ctx.bucket, "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(!e.may_retry(s3_blob_sync::error::Idempotency::NotIdempotent));
+    ctx.cleanup().await;
+}
+
+/// SQS's own refusals keep the service's status, code and cause, and a 4xx is `Invalid`:
+/// answered once, not retried as a fault.
+#[tokio::test]
+async fn an_sqs_refusal_is_invalid_with_its_status_and_not_retried() {
+    let ctx = TestCtx::new("sqs400").await;
+    let (_, url) = ctx.sqs_queue("sqs400-").await;
+    let proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    proxy.faults().refuse_to.arm("POST /", u32::MAX);
+    let cfg = ctx.config(&[("AWS_ENDPOINT_URL", &proxy.url)]);
+    let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, &url, Default::default()).await;
+    let before = proxy.stats().requests.load(Ordering::SeqCst);
+    let e = sqs.depth().await.map(|_| ()).unwrap_err();
+    assert_eq!((e.kind(), e.status()), (ErrorKind::Invalid, Some(400)), "{e}");
+    assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+    assert_eq!(
+        proxy.stats().requests.load(Ordering::SeqCst) - before,
+        1,
+        "a 400 was retried"
+    );
+    ctx.cleanup().await;
+}

@@ -1077,7 +1077,8 @@ async fn a_webhook_that_keeps_failing_is_given_up_with_its_reason() {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let ctx = TestCtx::new("hookdown").await;
-    // Each attempt is one call under the retry policy, which tries a 5xx again within it.
+    // Each attempt is one call under the retry policy, which tries a 503 (throttling: refused
+    // before it was acted on) again within it.
     let per_attempt = s3_blob_sync::retry::RetryPolicy::default().max_attempts as usize;
     ctx.put("w/1", "one").await;
     let receiver = MockServer::start().await;
@@ -1089,7 +1090,7 @@ async fn a_webhook_that_keeps_failing_is_given_up_with_its_reason() {
     Mock::given(method("POST"))
         .and(path("/flaky/T03/FLAKYTOKEN"))
         .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(per_attempt as u64)
+        .up_to_n_times(1)
         .mount(&receiver)
         .await;
     Mock::given(method("POST"))
@@ -1180,7 +1181,8 @@ async fn a_webhook_that_keeps_failing_is_given_up_with_its_reason() {
             .await;
         assert_eq!(status, 200);
     }
-    assert_eq!(sent_to("/flaky").await, per_attempt, "a check sent during the pause");
+    // A 500 may have reached the receiver: not repeated within the attempt.
+    assert_eq!(sent_to("/flaky").await, 1, "a check sent during the pause");
     host.drive_until(&paced, Duration::from_secs(30), || async {
         get_run(&paced, &id).await.1["notification"]["state"] == "sent"
     })
@@ -1188,7 +1190,7 @@ async fn a_webhook_that_keeps_failing_is_given_up_with_its_reason() {
     let s = get_run(&paced, &id).await.1;
     assert_eq!(
         (s["notification"]["attempts"].as_u64(), sent_to("/flaky").await),
-        (Some(2), per_attempt + 1),
+        (Some(2), 2),
         "{s}"
     );
     for hay in [quick.logs(), missing.logs(), paced.logs()] {
