@@ -1,10 +1,16 @@
-//! The seeded, model-based chaos test: random operations on a bucket, their S3 events sent
+//! The seeded, model-based chaos test: random operations on a bucket (metadata-only changes
+//! among them, some in the same second as the write before), their S3 events sent
 //! duplicated, reordered and delayed (with per-key sequencers of varying length), faults on
-//! both clouds, two `watch` workers killed and restarted at random, concurrent `sync` runs
-//! (one of them killed), and a bulk run over HTTP on `serve --work-queues` (killed mid-run
-//! and restarted). At the end the target must equal the source key by key (bytes,
-//! headers, user metadata), every checkpoint row must match its blob, nothing extra may exist,
-//! every finished run's counters must add up, and no queue may hold a message.
+//! both clouds (outages of the Azure queues longer than the relay's first pause among them),
+//! two `watch` workers killed and restarted at random, concurrent `sync` runs (one of them
+//! killed), and a bulk run over HTTP on `serve --work-queues` (killed mid-run and restarted;
+//! on odd seeds every send to its listing queue is refused, so its chain dies and the sweep
+//! must end it). At the end the target must equal the source key by key (bytes, headers, user
+//! metadata), every checkpoint row must match its blob, nothing extra may exist, a last
+//! `sync` must change nothing, a copy of `c/` into another target prefix of the same
+//! container must neither disturb the rows of the first nor be disturbed by it, every run
+//! must have ended and every finished run's counters must add up, and no queue may hold a
+//! message.
 //!
 //! `CHAOS_SEEDS` (default 3), `CHAOS_OPS` (default 100 per seed), `CHAOS_KEYS` (default 16) and
 //! `CHAOS_SEED` (replay one seed) size it; `bench/chaos.sh` runs the long soak. A failure
@@ -90,6 +96,15 @@ impl Proc {
                 .spawn()
                 .expect("spawn"),
         );
+    }
+
+    /// Starts a long-running process again when it exited by itself (one started during an
+    /// outage gives up creating its queues), as an orchestrator would.
+    fn revive(&mut self) {
+        let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.restart();
+        }
     }
 
     async fn kill(&mut self) {
@@ -267,13 +282,14 @@ impl World {
     }
 
     /// A copy-in-place that replaces headers and metadata: same bytes, same ETag (single
-    /// part), a new Last-Modified. Needs a later second than the key's write before it to be
-    /// seen at all (decisions 51), so it waits for one when that write was that recent.
+    /// part), and a new Last-Modified, or, half the time, at once, often in the same second as
+    /// the key's write before it: then only the digest of headers and metadata tells the two
+    /// apart (decisions 98).
     async fn touch(&mut self, key: &str) {
         let Some(mut e) = self.model.get(key).cloned() else {
             return self.put(key).await;
         };
-        if let Some(t) = self.last_write.get(key) {
+        if let (false, Some(t)) = (self.rng.random_bool(0.5), self.last_write.get(key)) {
             tokio::time::sleep(Duration::from_millis(1050).saturating_sub(t.elapsed())).await;
         }
         e.content_type = "text/markdown".into();
@@ -350,15 +366,25 @@ impl World {
                 }
             }
         }
-        if let Some(extra) = listed.keys().find(|k| !self.keys.contains(k)) {
+        // `alt/` is the other target prefix's (checked at the end by itself).
+        if let Some(extra) = listed.keys().find(|k| !self.keys.contains(k) && !k.starts_with(ALT)) {
             return Some(format!("{extra}: a blob no key maps to"));
         }
         None
     }
 }
 
-/// Arms a random fault on one of the proxies.
-fn random_fault(rng: &mut StdRng, proxies: &[&Proxy]) {
+/// The other target prefix a copy of `c/` goes to, in the same container.
+const ALT: &str = "alt/";
+
+/// Arms a random fault on one of the proxies; on the Azure queues' proxy, sometimes an
+/// outage of 2 to 5 s, longer than the relay's first pause (`SYNC_SQS_RETRY_BASE_SECS`, 1 s
+/// here, as an hour's outage is to the default 60 s).
+fn random_fault(rng: &mut StdRng, proxies: &[&Proxy], queues: &Proxy) {
+    if rng.random_bool(0.1) {
+        queues.outage(Duration::from_secs(rng.random_range(2..=5)));
+        return;
+    }
     let p = proxies[rng.random_range(0..proxies.len())];
     let f = p.faults();
     match rng.random_range(0..5) {
@@ -374,10 +400,11 @@ fn random_fault(rng: &mut StdRng, proxies: &[&Proxy]) {
 async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     let ctx = TestCtx::new("chaos").await;
     let (sqs, queue_url) = ctx.sqs_queue("chaos-q-").await;
-    // Both clouds through fault proxies: S3 and SQS (moto), and Blob (Azurite).
+    // Both clouds through fault proxies: S3 and SQS (moto), and Blob and Queue (Azurite).
     let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
-    let cs = crate::harness::TestCtx::connection_string(Some(&blob_proxy.url), None, None);
+    let queue_proxy = Proxy::start("http://127.0.0.1:10001").await;
+    let cs = crate::harness::TestCtx::connection_string(Some(&blob_proxy.url), Some(&queue_proxy.url), None);
     // The test's own copy and rejects queues come from the context, whose guard removes them.
     let (copy_queue, rejects) = (ctx.env["SYNC_COPY_QUEUE"].clone(), ctx.env["SYNC_REJECT_QUEUE"].clone());
     let env = ctx.env_with(&[
@@ -394,6 +421,9 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         ("SYNC_SQS_VISIBILITY_SECS", "8"),
         ("SYNC_DRAIN_BUDGET_SECS", "5"),
         ("SYNC_RUN_LEASE_SECS", "3"),
+        // A run whose chain died is swept within seconds here (an hour by default).
+        ("SYNC_RUN_STALL_SECS", "20"),
+        ("SYNC_SWEEP_SECS", "2"),
     ]);
     let mut rng = StdRng::seed_from_u64(seed);
     let keys: Vec<String> = (0..nkeys)
@@ -472,12 +502,15 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
             w.flush_some(false).await;
         }
         if rng.random_bool(0.15) {
-            random_fault(&mut rng, &[&s3_proxy, &blob_proxy]);
+            random_fault(&mut rng, &[&s3_proxy, &blob_proxy, &queue_proxy], &queue_proxy);
         }
         if rng.random_bool(0.04) {
             let i = rng.random_range(0..workers.len());
             workers[i].kill().await;
             workers[i].restart();
+        }
+        for p in workers.iter_mut().chain(serve.as_mut()) {
+            p.revive();
         }
         // Two bulk runs along the way, mirror mode, over the same pair: the first is killed
         // at a random point (its lock lapses by lease), the second must finish.
@@ -493,6 +526,9 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
             }
         }
         if op == http_at {
+            // Its start must find the queues up (an outage would only make it exit and be
+            // revived, and the run's start waits for it).
+            queue_proxy.outage(Duration::ZERO);
             serve = Some(Proc::start(&["serve", "--work-queues"], &serve_env));
             let body = json!({
                 "source": {"bucket": w.ctx.bucket, "prefix": "c/"},
@@ -500,6 +536,16 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
                 "mode": "mirror",
             });
             http_run = Some(start_http_run(port, &body).await);
+            // On odd seeds its listing chain dies: every send to the listing queue is
+            // refused (the check after its page on all five deliveries), and the sweep must
+            // end it.
+            if seed % 2 == 1 {
+                let list = &env["SYNC_LIST_QUEUE"];
+                queue_proxy
+                    .faults()
+                    .refuse_to
+                    .arm(format!("POST /devstoreaccount1/{list}/messages"), u32::MAX);
+            }
         }
         if op == http_kill_at {
             if let Some(s) = serve.as_mut() {
@@ -510,11 +556,12 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     }
     w.flush_some(true).await;
     // Faults off; let the workers catch up, then compare.
-    for p in [&s3_proxy, &blob_proxy] {
+    for p in [&s3_proxy, &blob_proxy, &queue_proxy] {
         p.faults().delay_ms.store(0, Ordering::SeqCst);
         p.faults().storm.store(0, Ordering::SeqCst);
         p.faults().resets.store(0, Ordering::SeqCst);
         p.faults().drop_replies_to.disarm();
+        p.outage(Duration::ZERO);
     }
     let ops_s = began.elapsed().as_secs_f64();
     // First the events alone must converge the target (a bulk run would repair what they
@@ -537,6 +584,13 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         let Some(s) = run_ended(port, id, Duration::from_secs(180)).await else {
             panic!("seed {seed}: the HTTP run {id} did not end within 180 s");
         };
+        queue_proxy.faults().refuse_to.disarm();
+        if seed % 2 == 1 {
+            assert!(
+                s["reason"].as_str().unwrap_or("").starts_with("stalled:"),
+                "seed {seed}: the HTTP run whose chain died ended otherwise: {s}"
+            );
+        }
         println!(
             "seed {seed}: the HTTP run (serve killed at operation {http_kill_at}) ended {} ({:.1} s after the events converged): {}",
             s["state"],
@@ -547,20 +601,50 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     if let Some(s) = serve.as_mut() {
         s.kill().await;
     }
-    // A last bulk run over the same pair: it takes over the killed run's lock once its lease
-    // lapses (ending that run as abandoned), and must itself succeed and change nothing.
-    let args: Vec<&str> = sync_args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    loop {
-        let (code, out) = run_binary_async(&args, &env).await;
-        if code == 0 {
-            break;
-        }
-        assert!(
-            out.contains("still running") && started.elapsed() < Duration::from_secs(60),
-            "seed {seed}: the last sync failed ({code}): {out}"
+    // The other target prefix: `c/` copied into `alt/c/` of the same container, now that the
+    // source is still. Its rows and plans are its blobs' own (decisions 99).
+    let alt_args = [
+        "copy".to_string(),
+        format!("s3://{}/c/", w.ctx.bucket),
+        format!("{}/devstoreaccount1/{}/{ALT}c/", blob_proxy.url, w.ctx.container),
+        "--no-progress".into(),
+        "--json".into(),
+    ];
+    let alt_first = last_counters(&alt_args, &env, seed).await;
+    // A last bulk run over the root pair: it takes over the killed run's lock once its lease
+    // lapses (ending that run as abandoned), and must itself succeed and change nothing,
+    // though the copy into `alt/` wrote blobs of the same keys.
+    let mut last_args = sync_args.to_vec();
+    last_args.push("--json".into());
+    let last_sync = last_counters(&last_args, &env, seed).await;
+    assert_eq!(
+        (last_sync["transferred"].as_u64(), last_sync["deleted"].as_u64()),
+        (Some(0), Some(0)),
+        "seed {seed}: the last sync changed something: {last_sync}"
+    );
+    // And `alt/` again copies nothing: its rows were not taken over by the root's.
+    let alt_again = last_counters(&alt_args, &env, seed).await;
+    assert_eq!(
+        alt_again["transferred"].as_u64(),
+        Some(0),
+        "seed {seed}: the second copy into {ALT} copied again (first: {alt_first}): {alt_again}"
+    );
+    let alt_blobs = w.ctx.blob().list(ALT).await.unwrap();
+    let c_keys = w.model.keys().filter(|k| k.starts_with("c/")).count();
+    assert_eq!(alt_blobs.len(), c_keys, "seed {seed}: {ALT} holds {alt_blobs:?}");
+    for b in &alt_blobs {
+        let key = b.name.trim_start_matches(ALT);
+        let want = &w
+            .model
+            .get(key)
+            .unwrap_or_else(|| panic!("seed {seed}: {} has no source", b.name))
+            .data;
+        assert_eq!(
+            sha(&w.ctx.blob().read(&b.name).await.unwrap()),
+            sha(want),
+            "seed {seed}: {}",
+            b.name
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let last = converge(&w, Duration::from_secs(60)).await;
     for wk in workers.iter_mut() {
@@ -580,6 +664,27 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     );
     w.ctx.cleanup().await;
     ops
+}
+
+/// Runs `args` (a `copy` or `sync` with `--json`) until it succeeds, waiting out a lock that
+/// a killed run still holds; its counters.
+async fn last_counters(args: &[String], env: &HashMap<String, String>, seed: u64) -> Value {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    loop {
+        let (code, out) = run_binary_async(&args, env).await;
+        if code == 0 {
+            let line = out.lines().find(|l| l.starts_with('{')).unwrap_or("{}");
+            let v: Value = serde_json::from_str(line).unwrap_or_default();
+            return v["counters"].clone();
+        }
+        assert!(
+            out.contains("still running") && started.elapsed() < Duration::from_secs(60),
+            "seed {seed}: `{}` failed ({code}): {out}",
+            args.join(" ")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Every run, as `status --runs --json` lists them.
@@ -650,6 +755,12 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
         }
     }
     let list = &env["SYNC_LIST_QUEUE"];
+    // The page of a run whose chain was made to die may be parked: it is that run's only.
+    let parked = w.ctx.queue(&format!("{list}-poison"));
+    for m in parked.receive(32, Duration::from_secs(5)).await.unwrap_or_default() {
+        assert!(seed % 2 == 1, "seed {seed}: a page was parked: {}", m.text);
+        parked.delete(&m).await.unwrap();
+    }
     for q in [
         copy.to_string(),
         format!("{copy}-poison"),
