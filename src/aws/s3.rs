@@ -233,21 +233,34 @@ impl S3Source {
         self.list_page_after(bucket, prefix, token, None).await
     }
 
-    /// Whether any object's key starts with `prefix` (one LIST of one key).
-    pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
-        let out = self
-            .retry
+    /// One ListObjectsV2 request.
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+        start_after: Option<&str>,
+        max_keys: Option<i32>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
+        self.retry
             .run("s3 list objects", Idempotency::Idempotent, || async {
                 self.client
                     .list_objects_v2()
                     .bucket(bucket)
                     .prefix(prefix)
-                    .max_keys(1)
+                    .set_continuation_token(token.clone())
+                    .set_start_after(start_after.map(str::to_string))
+                    .set_max_keys(max_keys)
                     .send()
                     .await
                     .map_err(|e| map_sdk_error(e, bucket, prefix, "list objects"))
             })
-            .await?;
+            .await
+    }
+
+    /// Whether any object's key starts with `prefix` (one LIST of one key).
+    pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
+        let out = self.list(bucket, prefix, None, None, Some(1)).await?;
         Ok(!out.contents().is_empty())
     }
 
@@ -259,20 +272,7 @@ impl S3Source {
         token: Option<String>,
         start_after: Option<&str>,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        let out = self
-            .retry
-            .run("s3 list objects", Idempotency::Idempotent, || async {
-                self.client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(prefix)
-                    .set_continuation_token(token.clone())
-                    .set_start_after(start_after.map(str::to_string))
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error(e, bucket, prefix, "list objects"))
-            })
-            .await?;
+        let out = self.list(bucket, prefix, token, start_after, None).await?;
         let objects = out
             .contents()
             .iter()

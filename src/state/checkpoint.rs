@@ -474,21 +474,14 @@ impl CheckpointStore {
         // Ordered rows ("k…") and hashed ones ("~" and a hex digit; "~n…" is the new form).
         for (from, to) in [("k", "l"), ("~0", "~g")] {
             let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
-            let mut cont = None;
-            loop {
-                let (rows, next) = self
-                    .table
-                    .query(Some(filter.as_str()), Some(1000), cont.as_ref())
-                    .await?;
+            self.each_page(&filter, async |rows: Vec<Entity>| {
                 for e in &rows {
-                    if e.partition_key.ends_with("~staging") {
-                        continue;
-                    }
                     let Some(rec) = ObjectRecord::from_entity(e) else {
                         continue;
                     };
-                    if e.row_key != legacy_row_key(&rec.key) {
-                        continue; // not a checkpoint row of the previous form
+                    // Not a checkpoint row of the previous form (a split row, another table's).
+                    if e.partition_key.ends_with("~staging") || e.row_key != legacy_row_key(&rec.key) {
+                        continue;
                     }
                     done.found += 1;
                     if dry_run {
@@ -503,21 +496,14 @@ impl CheckpointStore {
                     crate::error::ok_if(r, ErrorKind::NotFound)?;
                 }
                 progress(&done);
-                match next {
-                    Some(n) => cont = Some(n),
-                    None => break,
-                }
-            }
+                Ok(())
+            })
+            .await?;
         }
         // Split plans and ranges of the previous form: their row keys start with a hex digit
         // (the new ones with `n`).
         let filter = Filter::default().and("RowKey", "ge", "0").and("RowKey", "lt", "g");
-        let mut cont = None;
-        loop {
-            let (rows, next) = self
-                .table
-                .query(Some(filter.as_str()), Some(1000), cont.as_ref())
-                .await?;
+        self.each_page(&filter, async |rows: Vec<Entity>| {
             for e in rows.iter().filter(|e| e.partition_key.ends_with("~staging")) {
                 done.staging_dropped += 1;
                 if !dry_run {
@@ -526,12 +512,26 @@ impl CheckpointStore {
                 }
             }
             progress(&done);
+            Ok(())
+        })
+        .await?;
+        Ok(done)
+    }
+
+    /// Calls `each` with every page of rows that match `filter`, in turn.
+    async fn each_page(&self, filter: &Filter, mut each: impl AsyncFnMut(Vec<Entity>) -> Result<()>) -> Result<()> {
+        let mut cont = None;
+        loop {
+            let (rows, next) = self
+                .table
+                .query(Some(filter.as_str()), Some(1000), cont.as_ref())
+                .await?;
+            each(rows).await?;
             match next {
                 Some(n) => cont = Some(n),
-                None => break,
+                None => return Ok(()),
             }
         }
-        Ok(done)
     }
 
     /// The rows of `bucket` copied to `target` whose last outcome is `failed`, for keys under

@@ -34,6 +34,12 @@ fn event(name: &str, sequencer: &str) -> Option<EventInfo> {
 /// be told apart; decisions 51).
 async fn replace_metadata(ctx: &TestCtx, key: &str, content_type: Option<&str>, owner: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    copy_in_place(ctx, key, content_type, ("owner", owner)).await;
+}
+
+/// An S3 copy-in-place of `key` that replaces its metadata with `entry` (and, if given, its
+/// content type), at once.
+async fn copy_in_place(ctx: &TestCtx, key: &str, content_type: Option<&str>, (name, value): (&str, &str)) {
     ctx.s3
         .client()
         .copy_object()
@@ -42,7 +48,7 @@ async fn replace_metadata(ctx: &TestCtx, key: &str, content_type: Option<&str>, 
         .copy_source(format!("{}/{key}", ctx.bucket))
         .metadata_directive(MetadataDirective::Replace)
         .set_content_type(content_type.map(str::to_string))
-        .metadata("owner", owner)
+        .metadata(name, value)
         .send()
         .await
         .unwrap();
@@ -535,21 +541,6 @@ async fn put_with(ctx: &TestCtx, key: &str, a: &str) {
         .unwrap();
 }
 
-/// A copy-in-place of `key` that replaces its metadata with `a`, at once (no wait).
-async fn replace_now(ctx: &TestCtx, key: &str, a: &str) {
-    ctx.s3
-        .client()
-        .copy_object()
-        .bucket(&ctx.bucket)
-        .key(key)
-        .copy_source(format!("{}/{key}", ctx.bucket))
-        .metadata_directive(MetadataDirective::Replace)
-        .metadata("a", a)
-        .send()
-        .await
-        .unwrap();
-}
-
 /// A metadata-only change in the same second as the write before it keeps the ETag, the size
 /// and the Last-Modified second; the digest of headers and metadata still tells it apart. Its
 /// event is applied. A change whose event was missed is invisible to a plain `verify` (a
@@ -586,7 +577,7 @@ async fn a_metadata_change_in_the_same_second_is_applied_and_found_by_verify() {
             engine.s3().head(&ctx.bucket, &missed).await.unwrap().unwrap(),
         ];
         for k in [&applied, &missed] {
-            replace_now(&ctx, k, "2").await;
+            copy_in_place(&ctx, k, None, ("a", "2")).await;
         }
         let after = [
             engine.s3().head(&ctx.bucket, &applied).await.unwrap().unwrap(),
