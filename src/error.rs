@@ -267,6 +267,8 @@ pub fn kind_from_status(status: u16, code: Option<&str>) -> ErrorKind {
         // A server-side timeout: the call may have been applied, so only an idempotent
         // call may be retried on it (Azure's 500 OperationTimedOut; S3's RequestTimeout).
         (_, Some("OperationTimedOut" | "RequestTimeout")) => ErrorKind::Transient,
+        // Credentials that expired while in use: refreshed ones pass (S3 answers 400).
+        (_, Some("ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired")) => ErrorKind::Transient,
         (404, _) => ErrorKind::NotFound,
         (409 | 412, _) => ErrorKind::Precondition,
         (429 | 503, _) => ErrorKind::Throttled,
@@ -311,6 +313,7 @@ mod tests {
         assert!(timed_out.may_retry(Idempotency::Idempotent));
         assert!(!timed_out.may_retry(Idempotency::NotIdempotent));
         assert_eq!(kind_from_status(503, Some("ServerBusy")), ErrorKind::Throttled);
+        assert_eq!(kind_from_status(400, Some("ExpiredToken")), ErrorKind::Transient);
         // Throttling and a request never sent are retried whatever the call.
         for kind in [ErrorKind::Throttled, ErrorKind::NotSent] {
             let e = Error::new(kind, "x");

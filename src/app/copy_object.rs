@@ -125,11 +125,13 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             // A run's copy is counted when the blob lands, whoever stages the ranges (another
             // copy may hold the plan, and its last range counts for nobody's run): it looks
             // again until then.
-            let watching = match run {
-                Some((svc, id)) => watch_split(svc, id, &msg, cfg, attempt)
+            // One look per run copy: a range's message whose plan is gone (and that split the
+            // object again) leaves the looking to the copy it came from.
+            let watching = match (run, &msg.part) {
+                (Some((svc, id)), None) => watch_split(svc, id, &msg, cfg, attempt)
                     .await
                     .map_err(Failure::internal)?,
-                None => false,
+                _ => false,
             };
             Ok(Handled::new(
                 vec![format!(

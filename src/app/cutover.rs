@@ -131,9 +131,10 @@ pub struct Evidence {
 }
 
 /// Which kept results speak for `asked` (decisions 92): the newest covering verify, and the
-/// narrower ones since that found differences. A narrower clean verify never stands for the
-/// whole scope, and a narrower verify that found differences is never hidden by an older
-/// clean covering one.
+/// narrower ones that found differences after it started (a long covering verify compared a
+/// prefix near its start, so a difference found there later is news to it). A narrower clean
+/// verify never stands for the whole scope, and a narrower verify that found differences is
+/// never hidden by a covering one that did not look after it.
 pub fn evidence(results: &[VerifyResult], asked: &Scope) -> Evidence {
     let used = results
         .iter()
@@ -145,7 +146,7 @@ pub fn evidence(results: &[VerifyResult], asked: &Scope) -> Evidence {
         .filter(|r| {
             r.differences > 0
                 && asked.covers(&r.scope)
-                && used.as_ref().is_none_or(|u| r.at > u.at && r.scope != u.scope)
+                && used.as_ref().is_none_or(|u| r.at > u.started && r.scope != u.scope)
         })
         .cloned()
         .collect();
@@ -330,16 +331,20 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
         )
         .await?;
     let n = rows.len() as u64;
-    checks.push(check(
-        "failedObjects",
-        n,
-        0,
-        format!(
-            "{}{n} objects under s3://{bucket}/{} failed their last copy; see `s3-blob-sync status --bucket {bucket} --problems`",
-            if more { "at least " } else { "" },
-            scope.source_prefix
-        ),
-    ));
+    let detail = format!(
+        "{}{n} objects under s3://{bucket}/{} failed their last copy; see `s3-blob-sync status --bucket {bucket} --problems`",
+        if more { "at least " } else { "" },
+        scope.source_prefix
+    );
+    checks.push(if more && n == 0 {
+        // Not counted to the end: not proven clean.
+        failed(
+            "failedObjects",
+            format!("{detail} (the count did not finish: try again)"),
+        )
+    } else {
+        check("failedObjects", n, 0, detail)
+    });
 
     // A clean verification of the whole scope, recent enough.
     let results = VerifyStore::new(svc.engine.checkpoint().table().clone())
@@ -470,11 +475,13 @@ mod tests {
     }
 
     fn kept(p: &str, t: &str, minute: u8, differences: u64) -> VerifyResult {
+        let at = time::macros::datetime!(2026-12-07 10:00 UTC)
+            .replace_minute(minute)
+            .unwrap();
         VerifyResult {
             scope: scope(p, t),
-            at: time::macros::datetime!(2026-12-07 10:00 UTC)
-                .replace_minute(minute)
-                .unwrap(),
+            started: at,
+            at,
             differences,
             source_objects: 10,
             matched: 10 - differences,
@@ -520,6 +527,16 @@ mod tests {
             Some(4),
             "a broader dirty verify is not ignored"
         );
+        // A long covering verify (09:00 to 12:00) that ends clean after a narrower one found a
+        // difference at 11:00 looked at that prefix near 09:00: the difference stands.
+        let mut long = kept("", "", 0, 0);
+        long.started = time::macros::datetime!(2026-12-07 09:00 UTC);
+        long.at = time::macros::datetime!(2026-12-07 12:00 UTC);
+        let mut found = kept("data/", "data/", 0, 1);
+        found.started = time::macros::datetime!(2026-12-07 10:59 UTC);
+        found.at = time::macros::datetime!(2026-12-07 11:00 UTC);
+        let e = evidence(&[long.clone(), found.clone()], &whole);
+        assert_eq!((e.used, e.later), (Some(long), vec![found]));
     }
 
     #[test]

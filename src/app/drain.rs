@@ -92,10 +92,13 @@ pub struct Drainer {
 /// The longest long poll of a receive.
 const LONG_POLL: Duration = Duration::from_secs(20);
 
-/// Whether a failure is the Azure side's own outage (it cannot take any message now), not
-/// something about one message.
+/// Whether a failure is the Azure side's own outage (it cannot take any message now, or
+/// cannot be reached at all), not something about one message.
 fn is_outage(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Transient | ErrorKind::Throttled)
+    matches!(
+        e.kind(),
+        ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::NotSent
+    )
 }
 
 fn unix_ms() -> i64 {

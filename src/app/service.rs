@@ -168,6 +168,7 @@ impl RunService {
             lock_key,
             last_settled: 0,
             checked_at: 0,
+            lease_secs: lease.map(|l| l.as_secs()),
             last_progress_at: now,
             delete_candidates: 0,
             prune_marker: None,

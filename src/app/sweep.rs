@@ -26,11 +26,12 @@ pub struct Swept {
 }
 
 /// How long a run may show no sign of life before the sweep ends it: `SYNC_RUN_STALL_SECS`
-/// for a run driven by queues, three leases for one driven by a CLI process (which marks it
-/// alive every third of a lease).
+/// for a run driven by queues, three of its process's leases for one driven by a CLI (which
+/// marks it alive every third of a lease; the lease is the process's own, recorded on the run,
+/// not this sweeper's setting).
 pub fn bound(run: &RunRecord, cfg: &crate::config::Config) -> Duration {
     match run.trigger {
-        Some(Trigger::Cli) => cfg.run_lease * 3,
+        Some(Trigger::Cli) => run.lease_secs.map_or(cfg.run_lease, Duration::from_secs) * 3,
         _ => cfg.run_stall,
     }
 }
@@ -42,6 +43,13 @@ pub async fn sweep(svc: &RunService) -> Result<Vec<Swept>> {
     let mut swept = Vec::new();
     for run in svc.store.running().await? {
         let lister = svc.store.lister(&run.id).await?.unwrap_or_default();
+        // Rows of the previous version (or rewritten by one during a rollout) carry no sign
+        // the sweep can read: such a run is marked alive now, and gets a whole bound from
+        // here, so an upgrade never ends a run that is still moving.
+        if lister.updated_at == 0 && run.checked_at == 0 {
+            svc.store.touch(&run.id).await?;
+            continue;
+        }
         let started = time::OffsetDateTime::parse(&run.started_at, &time::format_description::well_known::Rfc3339)
             .map_or(0, |t| t.unix_timestamp());
         let last_sign = started.max(lister.updated_at).max(run.checked_at);
@@ -131,5 +139,51 @@ pub async fn every(state: super::AppState, period: Duration, mut stop: tokio::sy
             }
             Err(e) => tracing::warn!(error = %e, "the sweep could not reach the runs table"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cli_run_is_judged_by_its_own_lease() {
+        let cfg = crate::config::Config::for_emulators();
+        let (spec, _) = crate::messages::run_spec::RunSpec::parse(
+            r#"{"source":{"bucket":"bkt"},"target":{"container":"ctr"}}"#,
+            "test",
+            &cfg,
+        )
+        .unwrap();
+        let mut run = RunRecord {
+            id: "20261207T000000Z-00000000".into(),
+            spec,
+            notify: None,
+            trigger: Some(Trigger::Cli),
+            state: RunState::Running,
+            phase: crate::state::runs::store::Phase::Listing,
+            reason: None,
+            started_at: String::new(),
+            ended_at: None,
+            notified: Default::default(),
+            notify_claimed_at: None,
+            notify_error: None,
+            notify_attempts: 0,
+            lock_key: None,
+            last_settled: 0,
+            checked_at: 0,
+            lease_secs: Some(600),
+            last_progress_at: String::new(),
+            delete_candidates: 0,
+            prune_marker: None,
+            prune_listed: false,
+            etag: String::new(),
+        };
+        // Its process renews every 200 s: three of its leases, whatever this sweeper's own.
+        assert_eq!(bound(&run, &cfg), Duration::from_secs(1800));
+        run.lease_secs = None;
+        assert_eq!(bound(&run, &cfg), cfg.run_lease * 3, "a run from before the lease was kept");
+        run.trigger = Some(Trigger::Http);
+        assert_eq!(bound(&run, &cfg), cfg.run_stall);
     }
 }

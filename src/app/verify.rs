@@ -141,6 +141,7 @@ const METADATA_CONCURRENCY: usize = 16;
 /// Compares the two listings, and with `metadata` also each matching object's headers and
 /// metadata (one HEAD of the source each). Also returns the keys a repair should copy.
 pub async fn verify(engine: &Engine, scope: &Scope, metadata: bool) -> Result<(VerifyReport, Vec<String>)> {
+    let started = time::OffsetDateTime::now_utc();
     let mut report = VerifyReport::default();
     let target = engine.target(&scope.container)?;
     let mut blobs: HashMap<String, crate::azure::blob::BlobEntry> = target
@@ -248,7 +249,7 @@ pub async fn verify(engine: &Engine, scope: &Scope, metadata: bool) -> Result<(V
             blob: Some(b.name),
         });
     }
-    record_result(engine, scope, &report).await;
+    record_result(engine, scope, &report, started).await;
     Ok((report, to_copy))
 }
 
@@ -300,9 +301,10 @@ async fn metadata_differences(
 
 /// Keeps the result of a verification for the cutover gate (best effort: a lost row only
 /// makes the gate ask for another verify).
-async fn record_result(engine: &Engine, scope: &Scope, report: &VerifyReport) {
+async fn record_result(engine: &Engine, scope: &Scope, report: &VerifyReport, started: time::OffsetDateTime) {
     let result = VerifyResult {
         scope: scope.clone(),
+        started,
         at: time::OffsetDateTime::now_utc(),
         differences: report.counts.values().sum(),
         source_objects: report.source_objects,

@@ -59,7 +59,14 @@ where
             let code = se.err().code().map(str::to_string);
             let kind = match code.as_deref() {
                 Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist") => ErrorKind::Invalid,
-                Some("ThrottlingException" | "RequestThrottled") => ErrorKind::Throttled,
+                // 400s that pass with time: throttling, KMS throttling, too many in flight.
+                Some(
+                    "ThrottlingException"
+                    | "RequestThrottled"
+                    | "KmsThrottled"
+                    | "KMS.ThrottlingException"
+                    | "OverLimit",
+                ) => ErrorKind::Throttled,
                 Some(c) if c.contains("AccessDenied") => ErrorKind::Auth,
                 c => kind_from_status(status, c),
             };

@@ -486,12 +486,14 @@ impl BlobTarget {
                             name: item.name.unwrap_or_default(),
                             size: p.content_length.unwrap_or(0),
                             metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                            // Azure lists a header never set as an empty element, which
+                            // reads as `Some("")`: absent, as Get Blob Properties says.
                             headers: ContentHeaders {
-                                content_type: p.content_type,
-                                content_encoding: p.content_encoding,
-                                content_language: p.content_language,
-                                content_disposition: p.content_disposition,
-                                cache_control: p.cache_control,
+                                content_type: p.content_type.filter(|v| !v.is_empty()),
+                                content_encoding: p.content_encoding.filter(|v| !v.is_empty()),
+                                content_language: p.content_language.filter(|v| !v.is_empty()),
+                                content_disposition: p.content_disposition.filter(|v| !v.is_empty()),
+                                cache_control: p.cache_control.filter(|v| !v.is_empty()),
                             },
                         }
                     })

@@ -21,9 +21,11 @@ use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::model::{MovedBy, Verification};
 use crate::state::checkpoint::{Outcome, Versioned};
 
-/// How long a planner owns the sending of a plan's ranges. A planner that died before
-/// sending them is replaced once this has passed: its own message comes back after the
-/// host's visibility timeout, which is longer, and so does the next run's copy.
+/// How long a planner owns the sending of a plan's ranges, renewed by each range that starts
+/// or is recorded. A plan with no range at work for this long (its planner died before
+/// sending, or its messages were lost) is taken over by the next copy of the object, which
+/// sends what is missing: its own message comes back after the host's visibility timeout,
+/// which is longer, and so does the next run's copy or a run's look for the blob.
 const LEASE_SECS: i64 = 120;
 /// Most blocks in one range, so a range row's CRC list stays well below the Table service's
 /// 64 KiB property limit (17 characters a block).
@@ -186,6 +188,18 @@ impl Engine {
         let table = self.checkpoint.table();
         let rk = range_rk(&plan.blob, &plan.etag, part.index);
         if table.get(&pk, &rk).await?.is_none() {
+            // A range at work keeps the plan's lease: only a plan with no range staged for a
+            // whole lease is taken over, and its missing ranges sent again (decisions 99).
+            let mut lease = Entity::new(&pk, plan_rk(&plan.blob, &plan.etag));
+            lease.set_i64("LeaseUntil", unix_now() + LEASE_SECS);
+            match table.merge(&lease, Some("*")).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return self
+                        .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                        .await
+                }
+                r => r.map(|_| ())?,
+            }
             let row = match self.stage_range(req, target, &plan, part.index).await {
                 Ok(row) => row,
                 // The read was pinned to the plan's version and lost: if the source moved on,
@@ -208,7 +222,9 @@ impl Engine {
             // transaction with a touch of the plan row: if the plan is gone (committed and
             // dropped meanwhile), no orphan range row is left behind.
             let mut touch = Entity::new(&pk, plan_rk(&plan.blob, &plan.etag));
-            touch.set_i64("TouchedAt", unix_now());
+            touch
+                .set_i64("TouchedAt", unix_now())
+                .set_i64("LeaseUntil", unix_now() + LEASE_SECS);
             let range_row = row.to_entity(&pk, &rk);
             match table
                 .transact(&[BatchOp::Update(&range_row, None), BatchOp::Merge(&touch, Some("*"))])

@@ -274,6 +274,9 @@ fn legacy_row_key(key: &str) -> String {
     }
 }
 
+/// Pages of one key range [`CheckpointStore::failed_under`] reads at most.
+pub const FAILED_PAGES: usize = 20;
+
 /// What [`CheckpointStore::migrate_legacy`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -536,7 +539,9 @@ impl CheckpointStore {
 
     /// The rows of `bucket` copied to `target` whose last outcome is `failed`, for keys under
     /// `source_prefix` copied to blobs under `target_prefix`, at most `limit` of them; `true`
-    /// when there may be more. No table yet is no failed row.
+    /// when there may be more, or when the pages read (at most [`FAILED_PAGES`] a range) did
+    /// not reach the end. Rows of the previous form (by key) count until they are migrated.
+    /// No table yet is no failed row.
     pub async fn failed_under(
         &self,
         bucket: &str,
@@ -546,35 +551,46 @@ impl CheckpointStore {
     ) -> Result<(Vec<ObjectRecord>, bool)> {
         let pk = partition_key(bucket, target);
         let failed = Outcome::Failed.as_str();
-        // Ordered row keys of the names under the prefix start with its hex, and hex digits
-        // sort below `g`; hashed names ("~n") and keys without a blob ("s") are told by their
-        // properties.
+        // Ordered row keys of the names (and, in the previous form, keys) under a prefix start
+        // with its hex, and hex digits sort below `g`; hashed names (`~n`), keys without a
+        // blob (`s`) and hashed keys of the previous form (`~` and a hex digit) are told by
+        // their properties.
         let ordered = format!("n{}", hex::encode(target_prefix.as_bytes()));
+        let legacy = format!("k{}", hex::encode(source_prefix.as_bytes()));
         let ranges = [
-            Filter::eq("PartitionKey", &pk)
-                .and("RowKey", "ge", &ordered)
-                .and("RowKey", "lt", &format!("{ordered}g"))
-                .and("Outcome", "eq", failed),
-            Filter::eq("PartitionKey", &pk)
-                .and("RowKey", "ge", "s")
-                .and("RowKey", "lt", "t")
-                .and("Outcome", "eq", failed),
-            Filter::eq("PartitionKey", &pk)
-                .and("RowKey", "ge", "~n")
-                .and("RowKey", "lt", "~o")
-                .and("Outcome", "eq", failed),
+            (ordered.clone(), format!("{ordered}g")),
+            ("s".into(), "t".into()),
+            ("~n".into(), "~o".into()),
+            (legacy.clone(), format!("{legacy}g")),
+            ("~0".into(), "~g".into()),
         ];
         let mut out = Vec::new();
         let mut more = false;
-        for f in ranges {
-            let (rows, next) = match self.table.query(Some(f.as_str()), Some(limit), None).await {
-                Err(e) if e.kind() == ErrorKind::NotFound => (Vec::new(), None),
-                r => r?,
-            };
-            more |= next.is_some();
-            out.extend(rows.iter().filter_map(ObjectRecord::from_entity).filter(|r| {
-                r.key.starts_with(source_prefix) && r.blob.as_deref().is_none_or(|b| b.starts_with(target_prefix))
-            }));
+        for (from, to) in ranges {
+            let f = Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", &from)
+                .and("RowKey", "lt", &to)
+                .and("Outcome", "eq", failed);
+            let mut cont = None;
+            // A page may come back empty with a continuation (the service's time limit), and
+            // rows outside the scope are read too: go on until enough are found.
+            for page in 0.. {
+                if page == FAILED_PAGES || out.len() >= limit as usize {
+                    more |= cont.is_some();
+                    break;
+                }
+                let (rows, next) = match self.table.query(Some(f.as_str()), Some(limit), cont.as_ref()).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => (Vec::new(), None),
+                    r => r?,
+                };
+                out.extend(rows.iter().filter_map(ObjectRecord::from_entity).filter(|r| {
+                    r.key.starts_with(source_prefix) && r.blob.as_deref().is_none_or(|b| b.starts_with(target_prefix))
+                }));
+                match next {
+                    Some(n) => cont = Some(n),
+                    None => break,
+                }
+            }
         }
         more |= out.len() > limit as usize;
         out.truncate(limit as usize);

@@ -16,6 +16,8 @@ const VERIFY_PARTITION: &str = "_verify";
 pub struct VerifyResult {
     /// What it compared.
     pub scope: Scope,
+    /// When it started (its listings were taken from then on).
+    pub started: time::OffsetDateTime,
     /// When it ended.
     pub at: time::OffsetDateTime,
     /// Differences found (all kinds).
@@ -39,6 +41,7 @@ impl VerifyResult {
             .set_str("SourcePrefix", &s.source_prefix)
             .set_str("Container", &s.container)
             .set_str("TargetPrefix", &s.target_prefix)
+            .set_str("StartedAt", rfc3339(self.started))
             .set_str("At", rfc3339(self.at))
             .set_str("Clean", if self.differences == 0 { "true" } else { "false" })
             .set_i64("Differences", self.differences as i64)
@@ -50,7 +53,11 @@ impl VerifyResult {
     /// A stored row; `None` when it cannot be read as one (its time, above all).
     fn from_entity(e: &Entity) -> Option<Self> {
         let count = |n: &str| e.get_i64(n).unwrap_or(0).max(0) as u64;
-        let at = time::OffsetDateTime::parse(e.get_str("At")?, &time::format_description::well_known::Rfc3339).ok()?;
+        let time = |n: &str| {
+            e.get_str(n)
+                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        };
+        let at = time("At")?;
         Some(VerifyResult {
             scope: Scope {
                 bucket: e.get_str("Bucket")?.to_string(),
@@ -58,6 +65,8 @@ impl VerifyResult {
                 container: e.get_str("Container")?.to_string(),
                 target_prefix: e.get_str("TargetPrefix").unwrap_or_default().to_string(),
             },
+            // A row from before starts were kept: its end stands for both.
+            started: time("StartedAt").unwrap_or(at),
             at,
             // A row without the count says whether it was clean.
             differences: e
@@ -119,6 +128,7 @@ mod tests {
                 container: "c".into(),
                 target_prefix: "out/".into(),
             },
+            started: time::macros::datetime!(2026-12-07 09:00:00 UTC),
             at: time::macros::datetime!(2026-12-07 10:00:00.25 UTC),
             differences: 3,
             source_objects: 10,
@@ -130,6 +140,9 @@ mod tests {
         old.props.remove("Differences");
         old.props.remove("Differences@odata.type");
         assert_eq!(VerifyResult::from_entity(&old).unwrap().differences, 1);
+        old.props.remove("StartedAt");
+        let read = VerifyResult::from_entity(&old).unwrap();
+        assert_eq!(read.started, read.at, "a row without a start reads its end");
         old.set_str("At", "yesterday");
         assert_eq!(VerifyResult::from_entity(&old), None);
     }

@@ -312,3 +312,43 @@ async fn a_verify_speaks_only_for_the_keys_it_covered() {
     assert!(out.contains("--source-prefix"), "{out}");
     ctx.cleanup().await;
 }
+
+/// Failed rows are counted within the scope to the end: a failed row under `tmp/` that sorts
+/// after more than a page of failed rows of other keys (keys with no blob have hashed row
+/// keys) still fails the gate for `tmp/`.
+#[tokio::test]
+async fn a_failed_row_behind_a_page_of_others_still_fails_the_gate() {
+    use futures::StreamExt;
+    use s3_blob_sync::state::checkpoint::{row_key, CheckpointStore, ObjectRecord, Outcome, Subject};
+    let ctx = TestCtx::new("cutfail").await;
+    let store = CheckpointStore::new(ctx.table());
+    store.ensure().await.unwrap();
+    // The in-scope key whose row sorts late, and 1,100 others whose rows sort before it.
+    let mine = (0..)
+        .map(|i| format!("tmp/{i}"))
+        .find(|k| row_key(Subject::Key(k)).as_str() > "sf8")
+        .unwrap();
+    let others: Vec<String> = (0..)
+        .map(|i| format!("other/{i}"))
+        .filter(|k| row_key(Subject::Key(k)) < row_key(Subject::Key(&mine)))
+        .take(1100)
+        .collect();
+    let failed = |key: &str| ObjectRecord::new(&ctx.bucket, key, &ctx.target_id(), Outcome::Failed);
+    futures::stream::iter(others.iter().map(|k| failed(k)).chain([failed(&mine)]))
+        .for_each_concurrent(32, |r| {
+            let store = store.clone();
+            async move { store.put(&r, None).await.unwrap() }
+        })
+        .await;
+    let (rows, more) = store
+        .failed_under(&ctx.bucket, &ctx.target_id(), ("tmp/", "tmp/"), 1000)
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), rows[0].key.as_str(), more), (1, mine.as_str(), false));
+    let (rows, more) = store
+        .failed_under(&ctx.bucket, &ctx.target_id(), ("", ""), 1000)
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), more), (1000, true), "the whole bucket: at least 1,000");
+    ctx.cleanup().await;
+}

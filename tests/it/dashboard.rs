@@ -258,6 +258,7 @@ async fn insert_runs_with(ctx: &TestCtx, n: usize, id: impl Fn(usize) -> String)
                     lock_key: None,
                     last_settled: 0,
                     checked_at: 0,
+                    lease_secs: None,
                     last_progress_at: now,
                     delete_candidates: 0,
                     prune_marker: None,

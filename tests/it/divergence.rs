@@ -681,8 +681,17 @@ async fn rows_and_blobs_from_before_digests_are_judged_by_the_blob_once() {
         Outcome::Copied
     );
 
-    // A legacy blob that holds the source's headers and metadata: looked at, not copied.
+    // A legacy blob that holds the source's headers and metadata: `verify --metadata` finds
+    // nothing to repair, and a copy looks at it and copies nothing.
     let tag = make_legacy("1").await;
+    let scope = Scope {
+        bucket: ctx.bucket.clone(),
+        source_prefix: String::new(),
+        container: ctx.container.clone(),
+        target_prefix: String::new(),
+    };
+    let (deep, _) = verify(&engine, &scope, true).await.unwrap();
+    assert!(deep.clean() && deep.metadata_checked == 1, "{deep:?}");
     let rep = engine.copy_object(&on_event("02")).await.unwrap();
     assert_eq!(rep.outcome, Outcome::NoTransferNeeded, "{rep:?}");
     assert_eq!(

@@ -581,6 +581,48 @@ async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
     assert!(out.contains("dead-letter queue: ~0 messages"), "{out}");
 }
 
+/// An Azure side that cannot be reached at all (the connection is refused: a firewall, a
+/// private endpoint gone, DNS) is an outage too: the breaker opens and no more SQS receives
+/// start, so no message spends its receives on it.
+#[tokio::test]
+async fn an_azure_side_that_refuses_connections_opens_the_breaker() {
+    let ev = Events::new("evrefused", "mirror").await;
+    let ctx = &ev.ctx;
+    // S3's TestEvent, acknowledged while the Azure side still answers.
+    Drainer::from_config(&ev.config(&[]))
+        .await
+        .unwrap()
+        .drain(Duration::from_secs(5), true)
+        .await
+        .unwrap();
+    // Then every Azure queue of the relay is on a port where nothing listens.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let cs = crate::harness::TestCtx::connection_string(None, Some(&closed), None);
+    let cfg = ev.config(&[("AZURE_STORAGE_CONNECTION_STRING", &cs)]);
+    let auth = cfg.azure.authorizer().unwrap();
+    let queue = |name: &str| WorkQueue::new(&cfg.azure, &auth, name, cfg.retry).unwrap();
+    let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, &ev.queue_url, cfg.retry).await;
+    let breaker = s3_blob_sync::app::drain::Breaker::new(queue(&cfg.copy_queue), None, Duration::from_secs(30));
+    let drainer = Drainer::new(sqs, queue(&cfg.copy_queue), queue(&cfg.reject_queue), breaker);
+    for i in 0..3 {
+        ctx.put(&format!("r{i}"), "while unreachable").await;
+    }
+    let mut total = DrainStats::default();
+    let started = std::time::Instant::now();
+    while total.breaker_trips == 0 && started.elapsed() < Duration::from_secs(60) {
+        total.merge(&drainer.drain(Duration::from_secs(8), true).await.unwrap_or_default());
+    }
+    assert!(total.breaker_trips == 1 && total.relayed == 0, "{total:?}");
+    // Open: the next drains receive nothing, though the events wait in SQS.
+    let again = drainer.drain(Duration::from_secs(5), true).await.unwrap_or_default();
+    assert_eq!(again.received, 0, "{again:?}");
+    let depth = drainer.sqs().depth().await.unwrap();
+    assert!(depth.visible + depth.in_flight >= 3, "{depth:?}");
+}
+
 #[tokio::test]
 async fn azure_queue_failure_mid_batch_loses_nothing() {
     let ev = Events::new("evfail", "mirror").await;

@@ -868,6 +868,54 @@ async fn a_run_whose_chain_died_is_swept_and_the_next_schedule_starts() {
     ctx.cleanup().await;
 }
 
+/// Rows written by the previous version carry no sign of life the sweep can read: a run
+/// started hours ago under it is not ended by the first sweep after an upgrade, but marked
+/// alive and given a whole bound; only then, with nothing moving, is it ended.
+#[tokio::test]
+async fn a_run_from_before_the_sweep_gets_a_whole_bound_before_it_is_swept() {
+    let ctx = TestCtx::new("sweepold").await;
+    let cfg = std::sync::Arc::new(ctx.config(&[("SYNC_RUN_STALL_SECS", "5")]));
+    let engine = std::sync::Arc::new(ctx.engine(&[]).await);
+    let svc = s3_blob_sync::app::service::RunService::new(cfg.clone(), engine)
+        .await
+        .unwrap();
+    let spec = s3_blob_sync::messages::run_spec::RunSpec::parse(&body(&ctx, json!({})).to_string(), "test", &cfg)
+        .unwrap()
+        .0;
+    let s3_blob_sync::app::service::Started::Created(run) = svc
+        .start(spec, None, s3_blob_sync::model::Trigger::Http, None)
+        .await
+        .unwrap()
+    else {
+        panic!("not started")
+    };
+    // As the previous version wrote them: started three hours ago, no `CheckedAt`, a lister
+    // row without `UpdatedAt`.
+    let table = ctx.runs_table(&[]);
+    let mut row = table.get("run", &run.id).await.unwrap().unwrap();
+    row.props.remove("CheckedAt");
+    row.props.remove("CheckedAt@odata.type");
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(3);
+    row.set_str(
+        "StartedAt",
+        long_ago.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    );
+    table.update(&row, None).await.unwrap();
+    let mut lister = table.get(&run.id, "lister").await.unwrap().unwrap();
+    lister.props.remove("UpdatedAt");
+    lister.props.remove("UpdatedAt@odata.type");
+    table.update(&lister, None).await.unwrap();
+
+    let swept = s3_blob_sync::app::sweep::sweep(&svc).await.unwrap();
+    assert!(swept.is_empty(), "the first sweep after an upgrade ended {swept:?}");
+    assert!(s3_blob_sync::app::sweep::sweep(&svc).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let swept = s3_blob_sync::app::sweep::sweep(&svc).await.unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!(swept[0].run_id, run.id);
+    ctx.cleanup().await;
+}
+
 #[tokio::test]
 async fn scheduled_run_starts_once_while_one_is_running() {
     let ctx = TestCtx::new("sched").await;

@@ -126,6 +126,9 @@ pub struct RunRecord {
     /// When a check last looked at the run while it was running (unix seconds; 0 before
     /// the first): how the sweep tells a check chain that stopped.
     pub checked_at: i64,
+    /// The lease (seconds) of the process that drives the run, which marks it alive every
+    /// third of it; `None` for a run driven by queues.
+    pub lease_secs: Option<u64>,
     /// RFC 3339.
     pub last_progress_at: String,
     /// Mirror mode: blobs found with no source object (dry runs count them here too).
@@ -151,6 +154,7 @@ impl RunRecord {
             .set_i64("NotifyAttempts", i64::from(self.notify_attempts))
             .set_i64("LastSettled", self.last_settled as i64)
             .set_i64("CheckedAt", self.checked_at)
+            .set_i64("LeaseSecs", self.lease_secs.map_or(0, |s| s as i64))
             .set_str("LastProgressAt", &self.last_progress_at)
             .set_i64("DeleteCandidates", self.delete_candidates as i64)
             .set_str("PruneListed", if self.prune_listed { "true" } else { "false" });
@@ -191,6 +195,7 @@ impl RunRecord {
             lock_key: s("LockKey"),
             last_settled: e.get_i64("LastSettled").unwrap_or(0).max(0) as u64,
             checked_at: e.get_i64("CheckedAt").unwrap_or(0),
+            lease_secs: e.get_i64("LeaseSecs").filter(|s| *s > 0).map(|s| s as u64),
             last_progress_at: s("LastProgressAt").unwrap_or_default(),
             delete_candidates: e.get_i64("DeleteCandidates").unwrap_or(0).max(0) as u64,
             prune_marker: s("PruneMarker"),
