@@ -182,7 +182,11 @@ mod tests {
         // Its process renews every 200 s: three of its leases, whatever this sweeper's own.
         assert_eq!(bound(&run, &cfg), Duration::from_secs(1800));
         run.lease_secs = None;
-        assert_eq!(bound(&run, &cfg), cfg.run_lease * 3, "a run from before the lease was kept");
+        assert_eq!(
+            bound(&run, &cfg),
+            cfg.run_lease * 3,
+            "a run from before the lease was kept"
+        );
         run.trigger = Some(Trigger::Http);
         assert_eq!(bound(&run, &cfg), cfg.run_stall);
     }

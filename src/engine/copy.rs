@@ -506,3 +506,18 @@ fn failure_reason(e: &Error) -> String {
         k => format!("{}: {}", k.as_str(), e.message()),
     }
 }
+
+/// A commit whose staged blocks are gone (another writer's commit or delete of this name
+/// discarded them) lost a race, as a failed condition does: `Precondition`, so the copy looks
+/// again from the blob. Azure answers 400 `InvalidBlockList`, which would otherwise read as a
+/// refusal and be parked at once (decisions 102).
+pub(super) fn staged_blocks_gone(e: Error, name: &str) -> Error {
+    if e.code() != Some("InvalidBlockList") {
+        return e;
+    }
+    Error::new(
+        ErrorKind::Precondition,
+        format!("{name}: the staged blocks are gone (another write to this name discarded them); looking again"),
+    )
+    .with_service(400, Some("InvalidBlockList"))
+}

@@ -95,7 +95,8 @@ impl Engine {
         self.source_unchanged(req, head).await?;
         target
             .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
-            .await?;
+            .await
+            .map_err(|e| super::copy::staged_blocks_gone(e, name))?;
         Ok(verified)
     }
 

@@ -61,7 +61,10 @@ impl Engine {
                 if let Some(id) = ids.first() {
                     target.stage_block(name, id, data, crc).await?;
                 }
-                target.commit_blocks(name, &ids, &props, &cond).await?;
+                target
+                    .commit_blocks(name, &ids, &props, &cond)
+                    .await
+                    .map_err(|e| super::copy::staged_blocks_gone(e, name))?;
             }
             r => r?,
         }
@@ -181,7 +184,8 @@ impl Engine {
         let verified = verify_streamed(req, head, crc, || md5.unwrap_or_default())?;
         target
             .commit_blocks(name, &layout.ids(), &props, &WriteCondition::after(existing))
-            .await?;
+            .await
+            .map_err(|e| super::copy::staged_blocks_gone(e, name))?;
         Ok(verified)
     }
 }

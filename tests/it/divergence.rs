@@ -730,3 +730,54 @@ async fn rows_and_blobs_from_before_digests_are_judged_by_the_blob_once() {
     assert_eq!(rep.outcome, Outcome::NoTransferNeeded, "{rep:?}");
     ctx.cleanup().await;
 }
+
+/// Two writers stream one blob at once (a message handed out again while its first consumer
+/// still works, or an event and a run): the one that commits first discards the other's
+/// staged blocks, whose Put Block List then fails with 400 `InvalidBlockList`. That is a lost
+/// race, not a refusal: the loser looks again (and finds the winner's blob), instead of
+/// failing for good and being parked.
+#[tokio::test]
+async fn a_writer_whose_staged_blocks_another_commit_discarded_looks_again() {
+    let ctx = TestCtx::new("lostblocks").await;
+    let proxy = Proxy::start("http://127.0.0.1:10000").await;
+    let cs = ctx.connection_string_via(&proxy.url);
+    let small_blocks = [("SYNC_BLOCK_SIZE_MIB", "1")];
+    let slow = Arc::new(
+        ctx.engine(&[("AZURE_STORAGE_CONNECTION_STRING", &cs), small_blocks[0]])
+            .await,
+    );
+    let fast = ctx.engine(&small_blocks).await;
+    let mirror = |key: &str| {
+        let mut r = req(&ctx, key);
+        r.mode = SyncMode::Mirror;
+        r
+    };
+    // A streams v1 into a blob that does not exist yet, and stalls before its Put Block List...
+    ctx.put("k", bytes(3 * MIB, 1)).await;
+    proxy.faults().hold_to.arm("comp=blocklist", 1);
+    let a = {
+        let (slow, r) = (slow.clone(), mirror("k"));
+        tokio::spawn(async move { slow.copy_object(&r).await })
+    };
+    proxy.until_held(1).await;
+    // ...while v2 lands and B commits it (discarding A's staged blocks), then the source is
+    // deleted and B deletes the blob: A's "no blob yet" condition holds again, its blocks
+    // are gone.
+    ctx.put("k", bytes(3 * MIB, 2)).await;
+    assert_eq!(fast.copy_object(&mirror("k")).await.unwrap().outcome, Outcome::Copied);
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fast.copy_object(&mirror("k")).await.unwrap().outcome, Outcome::Deleted);
+    proxy.release(1);
+    let rep = a.await.unwrap();
+    let rep = rep.unwrap_or_else(|e| panic!("the writer that lost the race failed: {e}"));
+    assert_eq!(rep.outcome, Outcome::SourceMissing, "{rep:?}");
+    assert!(ctx.blob().properties("k").await.unwrap().is_none(), "a blob came back");
+    ctx.cleanup().await;
+}

@@ -506,6 +506,11 @@ async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
         loop {
             let now = copies.approximate_count().await.unwrap();
             if now >= before + keys.len() as u64 {
+                println!(
+                    "outage {n} ({outage} s): its {} events relayed {:?} after it ended",
+                    keys.len(),
+                    std::time::Instant::now().saturating_duration_since(ends)
+                );
                 break;
             }
             assert!(
