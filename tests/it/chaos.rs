@@ -597,6 +597,22 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
             waited.elapsed().as_secs_f64(),
             s["counters"]
         );
+        // The host keeps consuming after a run ends: a page still waiting out its backoff
+        // when the sweep ended the run comes back, finds it ended and settles. Only then is
+        // `serve` stopped, so nothing it alone consumes is left behind.
+        let list = w.ctx.queue(&env["SYNC_LIST_QUEUE"]);
+        let left = list.approximate_count().await.unwrap_or(0);
+        let waited = Instant::now();
+        assert!(
+            drained(&list, Duration::from_secs(90)).await,
+            "seed {seed}: the listing queue still holds messages 90 s after the HTTP run ended"
+        );
+        if left > 0 {
+            println!(
+                "seed {seed}: the listing queue held {left} messages when the run ended; drained {:.1} s later",
+                waited.elapsed().as_secs_f64()
+            );
+        }
     }
     if let Some(s) = serve.as_mut() {
         s.kill().await;
@@ -647,6 +663,13 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         );
     }
     let last = converge(&w, Duration::from_secs(60)).await;
+    // The workers also consume the copy queue: copies still waiting out a backoff are theirs
+    // to settle before they stop.
+    let copies = w.ctx.queue(&copy_queue);
+    assert!(
+        drained(&copies, Duration::from_secs(90)).await,
+        "seed {seed}: the copy queue still holds messages 90 s after the target converged"
+    );
     for wk in workers.iter_mut() {
         wk.kill().await;
     }
@@ -683,6 +706,20 @@ async fn last_counters(args: &[String], env: &HashMap<String, String>, seed: u64
             "seed {seed}: `{}` failed ({code}): {out}",
             args.join(" ")
         );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits (at most `bound`) until `queue` holds no message, hidden or visible.
+async fn drained(queue: &s3_blob_sync::azure::queue::WorkQueue, bound: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if queue.approximate_count().await.is_ok_and(|n| n == 0) {
+            return true;
+        }
+        if started.elapsed() > bound {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -774,11 +811,15 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
             .receive(32, Duration::from_secs(1))
             .await
             .unwrap_or_default();
-        assert!(
-            items.is_empty(),
-            "seed {seed}: queue {q} still holds messages, e.g. {}",
-            items[0].text
-        );
+        if let Some(m) = items.first() {
+            // Printed as well: a CI log may keep the test's output and cut the panic message.
+            println!(
+                "seed {seed}: queue {q} still holds {} messages, e.g. {}",
+                items.len(),
+                m.text
+            );
+            panic!("seed {seed}: queue {q} still holds messages, e.g. {}", m.text);
+        }
     }
 }
 
