@@ -1,7 +1,7 @@
 //! s3-blob-sync: server-side copy and continuous sync from AWS S3 to Azure Blob Storage.
 //!
 //! The same engine runs as an Azure Functions custom handler ([`functions::router`]), as a
-//! CLI ([`cli`]), and (later) as a long-running worker.
+//! CLI ([`cli`]), and as a long-running worker (`watch`, [`app::worker`]).
 
 #![warn(missing_docs)]
 

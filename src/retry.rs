@@ -22,7 +22,7 @@
 //! | a run whose chain stopped | `app::sweep` | ended after `SYNC_RUN_STALL_SECS` without a sign (3 leases for a CLI run) |
 //! | a run's split copy waiting for its blob | `app::copy_object::watch_split` | 480 looks, 3 check intervals apart |
 //! | a split plan's sender | `engine::split` | its lease, 120 s, then another planner sends |
-//! | a resumed ranged GET | `aws::span` | each resume is one call under [`RetryPolicy::run`] |
+//! | a resumed ranged GET | `aws::ranged_get` | each resume is one call under [`RetryPolicy::run`] |
 //!
 //! And the three heartbeats that keep work claimed while it runs: a queue message's
 //! visibility (every half `SYNC_WORKER_VISIBILITY_SECS`), an SQS batch's (every half

@@ -4,7 +4,7 @@
 //! Every part but the run list is bounded: a page holds at most [`MAX_RUNS`] runs, and
 //! reasons are grouped over at most [`REASONS_SAMPLED`] report lines per run, so a run of a
 //! million objects costs what a small one does. Finding a page's runs reads windows of
-//! start time back from the page (decision 91), not every older run.
+//! start time back from the page (decisions 91), not every older run.
 
 use std::collections::HashMap;
 

@@ -1,8 +1,8 @@
 //! The AWS side: S3 objects, SQS events, and credentials.
 
 pub mod events;
+pub mod ranged_get;
 pub mod s3;
-pub mod span;
 pub mod sqs;
 pub mod web_identity;
 

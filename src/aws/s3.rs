@@ -1,5 +1,5 @@
 //! S3 access over the official SDK: HEAD, presigned GET, GET and listing (long ranged
-//! reads: `span.rs`). The SDK's own retries are off; calls go through the crate's
+//! reads: `ranged_get.rs`). The SDK's own retries are off; calls go through the crate's
 //! [`RetryPolicy`].
 
 use std::collections::HashMap;

@@ -130,7 +130,7 @@ impl WorkQueue {
     /// every message this service sends is one its consumers may receive twice (the queues
     /// are at-least-once by design: copies are idempotent, a listing page or settle check
     /// replays as a no-op), so a duplicate costs a little work, while giving up would fail
-    /// a run start or leave a run without its next step (decision 90).
+    /// a run start or leave a run without its next step (decisions 90).
     pub async fn send(&self, text: &str, delay: Option<Duration>) -> Result<()> {
         let encoded = base64::engine::general_purpose::STANDARD.encode(text);
         if encoded.len() > MAX_MESSAGE_BYTES {
@@ -141,7 +141,7 @@ impl WorkQueue {
             )));
         }
         self.retry
-            // Idempotent: every message is one its consumers may take twice (decision 90).
+            // Idempotent: every message is one its consumers may take twice (decisions 90).
             .run("send queue message", Idempotency::Idempotent, || async {
                 let msg = QueueMessage {
                     message_text: Some(encoded.clone()),

@@ -48,7 +48,7 @@ impl Filter {
         if !self.0.is_empty() {
             self.0.push_str(" and ");
         }
-        self.0.push_str(&format!("{prop} {op} '{}'", value.replace('\'', "''")));
+        self.0.push_str(&format!("{prop} {op} {}", literal(value)));
         self
     }
 
@@ -56,6 +56,12 @@ impl Filter {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `value` as an OData string literal: quoted, an inner quote doubled. The one place a
+/// value is quoted, for filters and entity addresses alike.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Whether `stored` has every property of `sent` with the same value (the service adds
@@ -220,9 +226,8 @@ impl TableClient {
     }
 
     fn entity_url(&self, pk: &str, rk: &str) -> Url {
-        let q = |s: &str| s.replace('\'', "''");
         // Keys we write are hex and bucket names, but encode anyway: the key is part of the path.
-        let seg = format!("{}(PartitionKey='{}',RowKey='{}')", self.table, q(pk), q(rk));
+        let seg = format!("{}(PartitionKey={},RowKey={})", self.table, literal(pk), literal(rk));
         let enc = percent_encoding::utf8_percent_encode(&seg, KEY_SET).to_string();
         self.url(&enc)
     }

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `copy`, `sync`, `verify`, `watch`, `setup-events`, `status`.
+//! The command line: `serve`, `copy`, `sync`, `verify`, `watch`, `setup-events`, `status`,
+//! `cancel`, `redrive` and `migrate-checkpoints`.
 
 mod copy;
 mod migrate;
@@ -508,7 +509,7 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
     };
     let config = Config::from_env()?;
     crate::telemetry::init(config.log_format, "info");
-    crate::functions::gate::check_bind(bind, &config)?;
+    crate::functions::access::check_bind(bind, &config)?;
     let state = crate::app::AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await

@@ -1,6 +1,6 @@
-//! Copy of one object, as in DESIGN.md (the orchestration): HEAD the source, skip what is
-//! already there (`decide`), move the bytes (`server_side` or `streamed`), verify (`verify`),
-//! then checkpoint.
+//! Copy of one object, the orchestration (docs/decisions.md, "Architecture"): HEAD the
+//! source, skip what is already there (`decide`), move the bytes (`server_side` or
+//! `streamed`), verify (`verify`), then checkpoint.
 
 use std::time::Instant;
 

@@ -115,7 +115,7 @@ pub(crate) fn is_current(
 /// writer that died between Put Block and Put Block List): the write lost a precondition,
 /// yet the blob still reads as absent. Azurite answers Put Blob and Put Blob From URL with
 /// 409 `BlobAlreadyExists` there for good, while Put Block List under the same condition
-/// succeeds (decision 69); a caller that restarted instead would loop until poisoned.
+/// succeeds (decisions 69); a caller that restarted instead would loop until poisoned.
 pub(super) async fn held_by_uncommitted(
     target: &BlobTarget,
     name: &str,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::layout::BlockLayout;
 use super::Engine;
-use crate::azure::table::{BatchOp, BatchOutcome, Entity};
+use crate::azure::table::{BatchOp, BatchOutcome, Entity, Filter};
 use crate::error::Result;
 use crate::model::MovedBy;
 use crate::state::checkpoint::partition_key;
@@ -155,10 +155,6 @@ pub(super) fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub(super) fn quote(s: &str) -> String {
-    s.replace('\'', "''")
-}
-
 impl Engine {
     pub(super) async fn load_plan(&self, pk: &str, blob: &str, etag: &str) -> Result<Option<Plan>> {
         let e = self.checkpoint.table().get(pk, &plan_rk(blob, etag)).await?;
@@ -168,13 +164,10 @@ impl Engine {
     /// The recorded ranges of `plan`: one range query.
     pub(super) async fn staged_ranges(&self, pk: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
         let prefix = version_prefix(&plan.blob, &plan.etag);
-        let filter = format!(
-            "PartitionKey eq '{}' and RowKey ge '{}r' and RowKey lt '{}s'",
-            quote(pk),
-            prefix,
-            prefix
-        );
-        let rows = self.checkpoint.table().query_all(Some(&filter)).await?;
+        let filter = Filter::eq("PartitionKey", pk)
+            .and("RowKey", "ge", &format!("{prefix}r"))
+            .and("RowKey", "lt", &format!("{prefix}s"));
+        let rows = self.checkpoint.table().query_all(Some(filter.as_str())).await?;
         Ok(rows
             .iter()
             .filter_map(RangeRow::from_entity)
@@ -201,10 +194,9 @@ impl Engine {
         let table = self.checkpoint.table();
         let key = blob;
         let tag = blob_tag(blob);
-        let filter = format!(
-            "PartitionKey eq '{}' and RowKey ge '{tag}-' and RowKey lt '{tag}.'",
-            quote(pk)
-        );
+        let filter = Filter::eq("PartitionKey", pk)
+            .and("RowKey", "ge", &format!("{tag}-"))
+            .and("RowKey", "lt", &format!("{tag}."));
         // Again when a row deleted by another step first rejected a whole batch.
         let mut tries = table.retry().conflicts(format!("dropping the staging rows of {key}"));
         loop {
@@ -212,7 +204,7 @@ impl Engine {
                 tracing::warn!(key, error = %e, "could not drop staging rows");
                 return;
             }
-            let rows = match table.query_all(Some(&filter)).await {
+            let rows = match table.query_all(Some(filter.as_str())).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(key, error = %e, "could not list staging rows to drop");

@@ -1,10 +1,10 @@
 //! The custom-handler side: the axum router the Functions host calls, one route per function.
 
+pub mod access;
 pub mod copy_object;
 pub mod cutover;
 pub mod dashboard;
 pub mod drain_sqs;
-pub mod gate;
 pub mod list_page;
 pub mod protocol;
 pub mod runs;
@@ -58,7 +58,7 @@ pub const FUNCTIONS: [&str; 13] = [
 
 /// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
 /// protocol, and the HTTP API under `/api/` served directly (for local use without the
-/// Functions host); every route behind [`gate::guard`].
+/// Functions host); every route behind [`access::guard`].
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new().route("/", get(|| async { "ok" }));
     for f in FUNCTIONS {
@@ -72,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cutover", get(runs::direct_cutover))
         .route("/api/dashboard", get(runs::direct_dashboard))
         .route("/api/dashboard/data", get(runs::direct_dashboard_data))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         .with_state(state)
 }
 

@@ -373,35 +373,31 @@ impl CheckpointStore {
                     // not ours to compare; the blob's conditional write already ordered the
                     // two, and the row follows.
                     if let Some(cur) = current.as_ref().filter(|c| c.record.key == rec.key) {
-                        if is_newer(&cur.record, rec) {
-                            tracing::info!(
-                                bucket = %rec.bucket, key = %rec.key, outcome = "stale_write_dropped",
-                                "checkpoint holds a newer source version; keeping it"
-                            );
-                            return Ok(());
-                        }
-                        if copy_of_same_version(&cur.record, rec) {
-                            // A twin that lost the race found the blob already holding this
-                            // version: its "no transfer" would hide how the copy was made and
-                            // verified.
-                            tracing::info!(
-                                bucket = %rec.bucket, key = %rec.key, outcome = "copy_kept",
-                                "checkpoint already records the copy of this version; keeping it"
-                            );
-                            return Ok(());
-                        }
-                        if same_second_other_version(&cur.record, rec) || content_vs_removal(&cur.record, rec) {
-                            // Last-Modified has one-second precision, and a removal has
-                            // none: which of the two the blob reflects cannot be told from
-                            // here, so the caller looks again (blob, then source) instead
-                            // of guessing.
-                            return Err(crate::error::Error::new(
-                                ErrorKind::Precondition,
-                                format!(
-                                    "checkpoint s3://{}/{}: another version with the same Last-Modified was recorded meanwhile",
-                                    rec.bucket, rec.key
-                                ),
-                            ));
+                        match after_lost_race(&cur.record, rec) {
+                            AfterLostRace::KeepNewer => {
+                                tracing::info!(
+                                    bucket = %rec.bucket, key = %rec.key, outcome = "stale_write_dropped",
+                                    "checkpoint holds a newer source version; keeping it"
+                                );
+                                return Ok(());
+                            }
+                            AfterLostRace::KeepCopy => {
+                                tracing::info!(
+                                    bucket = %rec.bucket, key = %rec.key, outcome = "copy_kept",
+                                    "checkpoint already records the copy of this version; keeping it"
+                                );
+                                return Ok(());
+                            }
+                            AfterLostRace::LookAgain => {
+                                return Err(crate::error::Error::new(
+                                    ErrorKind::Precondition,
+                                    format!(
+                                        "checkpoint s3://{}/{}: another version with the same Last-Modified was recorded meanwhile",
+                                        rec.bucket, rec.key
+                                    ),
+                                ));
+                            }
+                            AfterLostRace::Overwrite => {}
                         }
                     }
                     expected = current.map(|c| c.etag);
@@ -599,14 +595,44 @@ impl CheckpointStore {
 
     /// Every record of a bucket (status and tests).
     pub async fn list_bucket(&self, bucket: &str) -> Result<Vec<ObjectRecord>> {
-        let filter = format!("Bucket eq '{}'", bucket.replace('\'', "''"));
+        let filter = Filter::eq("Bucket", bucket);
         Ok(self
             .table
-            .query_all(Some(&filter))
+            .query_all(Some(filter.as_str()))
             .await?
             .iter()
             .filter_map(ObjectRecord::from_entity)
             .collect())
+    }
+}
+
+/// What a writer that lost the race for a key's row does with the row now stored there
+/// (another writer's, of the same key): the one rule for which version wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterLostRace {
+    /// The stored row describes a strictly newer source version: a slow writer never
+    /// regresses it.
+    KeepNewer,
+    /// The stored row records the copy of the very version this writer only found already
+    /// there: its "no transfer" would hide how the copy was made and verified.
+    KeepCopy,
+    /// Last-Modified has one-second precision, and a removal has none: which of the two the
+    /// blob reflects cannot be told from the rows, so the caller looks again (blob, then
+    /// source) instead of guessing.
+    LookAgain,
+    /// This writer's row replaces the stored one.
+    Overwrite,
+}
+
+fn after_lost_race(stored: &ObjectRecord, ours: &ObjectRecord) -> AfterLostRace {
+    if is_newer(stored, ours) {
+        AfterLostRace::KeepNewer
+    } else if copy_of_same_version(stored, ours) {
+        AfterLostRace::KeepCopy
+    } else if same_second_other_version(stored, ours) || content_vs_removal(stored, ours) {
+        AfterLostRace::LookAgain
+    } else {
+        AfterLostRace::Overwrite
     }
 }
 
@@ -733,6 +759,143 @@ mod tests {
         b.last_modified = Some("2024-01-01T00:00:00Z".into());
         assert!(is_newer(&a, &b));
         assert!(!is_newer(&b, &a));
+    }
+
+    /// A row of `outcome` for source version `etag` modified at second `lm` (of one minute)
+    /// with attribute digest `attrs`, copied to blob `b`.
+    fn row(outcome: Outcome, etag: Option<&str>, lm: Option<u8>, attrs: Option<&str>) -> ObjectRecord {
+        let mut r = ObjectRecord::new("b", "k", "t", outcome);
+        r.blob = Some("k".into());
+        r.etag = etag.map(Into::into);
+        r.size = etag.map(|_| 5);
+        r.last_modified = lm.map(|s| format!("2026-12-07T10:00:{s:02}Z"));
+        r.attrs = attrs.map(Into::into);
+        r
+    }
+
+    #[test]
+    fn which_version_wins_a_lost_race_for_a_row() {
+        use AfterLostRace::*;
+        use Outcome::*;
+        let copied = |e, lm, a| row(Copied, Some(e), Some(lm), Some(a));
+        let found = |e, lm, a| row(NoTransferNeeded, Some(e), Some(lm), Some(a));
+        let cases: Vec<(&str, ObjectRecord, ObjectRecord, AfterLostRace)> = vec![
+            (
+                "a newer copy stays",
+                copied("e2", 2, "a"),
+                copied("e1", 1, "a"),
+                KeepNewer,
+            ),
+            (
+                "a newer failure stays too",
+                row(Failed, Some("e2"), Some(2), None),
+                copied("e1", 1, "a"),
+                KeepNewer,
+            ),
+            (
+                "an older copy is replaced",
+                copied("e1", 1, "a"),
+                copied("e2", 2, "a"),
+                Overwrite,
+            ),
+            (
+                "the copy of this version stays",
+                copied("e1", 1, "a"),
+                found("e1", 1, "a"),
+                KeepCopy,
+            ),
+            (
+                "a copy of the same version is rewritten",
+                copied("e1", 1, "a"),
+                copied("e1", 1, "a"),
+                Overwrite,
+            ),
+            (
+                "a find replaces a find",
+                found("e1", 1, "a"),
+                found("e1", 1, "a"),
+                Overwrite,
+            ),
+            (
+                "a copy replaces a find",
+                found("e1", 1, "a"),
+                copied("e1", 1, "a"),
+                Overwrite,
+            ),
+            (
+                "other bytes, same second",
+                copied("e1", 1, "a"),
+                copied("e2", 1, "a"),
+                LookAgain,
+            ),
+            (
+                "other headers, same second",
+                copied("e1", 1, "a"),
+                copied("e1", 1, "b"),
+                LookAgain,
+            ),
+            (
+                "a find of other headers is not the copy",
+                copied("e1", 1, "a"),
+                found("e1", 1, "b"),
+                LookAgain,
+            ),
+            (
+                "a row without a digest: the bytes decide",
+                row(Copied, Some("e1"), Some(1), None),
+                found("e1", 1, "b"),
+                KeepCopy,
+            ),
+            (
+                "another blob's copy is not this find",
+                {
+                    let mut r = copied("e1", 1, "a");
+                    r.blob = Some("x/k".into());
+                    r
+                },
+                found("e1", 1, "a"),
+                Overwrite,
+            ),
+            (
+                "a removal after content",
+                copied("e1", 1, "a"),
+                row(Deleted, None, None, None),
+                LookAgain,
+            ),
+            (
+                "content after a removal",
+                row(Deleted, None, None, None),
+                copied("e1", 1, "a"),
+                LookAgain,
+            ),
+            (
+                "content after a vanished source",
+                row(SourceMissing, None, None, None),
+                found("e1", 1, "a"),
+                LookAgain,
+            ),
+            (
+                "a removal replaces a removal",
+                row(SourceMissing, None, None, None),
+                row(Deleted, None, None, None),
+                Overwrite,
+            ),
+            (
+                "a copy replaces a failure of its second",
+                row(Failed, Some("e1"), Some(1), None),
+                copied("e1", 1, "a"),
+                Overwrite,
+            ),
+            (
+                "a failure after a copy of its second",
+                copied("e1", 1, "a"),
+                row(Failed, Some("e1"), Some(1), None),
+                Overwrite,
+            ),
+        ];
+        for (what, stored, ours, want) in cases {
+            assert_eq!(after_lost_race(&stored, &ours), want, "{what}");
+        }
     }
 
     #[test]

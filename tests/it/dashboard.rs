@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::harness::handler::HandlerProc;
 use crate::harness::host::Host;
 use crate::harness::proxy::Proxy;
+use crate::harness::runs::{body, c, finish, start_run};
 use crate::harness::TestCtx;
-use crate::runs::{body, c, finish, start_run};
 
 /// Where the README's screenshot comes from: this test writes it there when
 /// `UPDATE_SCREENSHOT=1`, and to a temporary file otherwise.

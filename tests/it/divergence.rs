@@ -13,7 +13,7 @@ use s3_blob_sync::model::Scope;
 use s3_blob_sync::model::SyncMode;
 use s3_blob_sync::state::checkpoint::{CheckpointStore, Outcome};
 
-use crate::copy_engine::{assert_blob, checksum_of, multipart, req, server_side_engine};
+use crate::harness::objects::{assert_blob, checksum_of, multipart, req, server_side_engine};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
 use s3_blob_sync::azure::blob::WriteCondition;

@@ -8,8 +8,8 @@ use s3_blob_sync::error::ErrorKind;
 use s3_blob_sync::state::checkpoint::Outcome;
 use serde_json::json;
 
-use crate::copy_engine::req;
 use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
+use crate::harness::objects::req;
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, sha, TestCtx};
 
@@ -51,7 +51,7 @@ async fn storms_and_resets_on_both_clouds_are_retried() {
 async fn a_cut_get_stream_resumes_from_the_first_unread_byte() {
     let ctx = TestCtx::new("cutget").await;
     let (a, b, c) = (bytes(5 << 20, 1), bytes(5 << 20, 2), bytes((2 << 20) + 1000, 3));
-    crate::copy_engine::multipart(&ctx, "crc", &[a.clone(), b.clone(), c.clone()], true).await;
+    crate::harness::objects::multipart(&ctx, "crc", &[a.clone(), b.clone(), c.clone()], true).await;
     let whole = [a, b, c].concat();
     let single = bytes((7 << 20) + 333, 4);
     ctx.put("md5", single.clone()).await;
@@ -118,7 +118,7 @@ async fn a_cut_get_stream_resumes_from_the_first_unread_byte() {
 async fn a_get_answered_with_another_range_is_refused() {
     let ctx = TestCtx::new("norange").await;
     let (a, b) = (bytes(5 << 20, 41), bytes(3 << 20, 42));
-    crate::copy_engine::multipart(&ctx, "obj", &[a.clone(), b.clone()], true).await;
+    crate::harness::objects::multipart(&ctx, "obj", &[a.clone(), b.clone()], true).await;
     let s3_proxy = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     let engine = ctx
         .engine(&[

@@ -3,16 +3,17 @@
 
 mod harness;
 
+mod architecture;
 mod chaos;
 mod copy_engine;
 mod cutover;
 mod dashboard;
+mod deployment;
 mod divergence;
 mod events;
 mod faults;
 mod handler;
 mod interrupt;
-mod layout;
 mod report;
 mod runs;
 mod secrets;

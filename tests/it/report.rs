@@ -296,8 +296,8 @@ async fn a_parked_copy_is_settled_with_its_reason_whichever_host_parks_it() {
     // The Functions host (played by the test): the same verdicts, the first delivery settles.
     let h = HandlerProc::start(&env).await;
     let host = Host::new(&ctx).await;
-    let id = crate::runs::start_run(&h, &body).await;
-    let s = crate::runs::finish(&host, &h, &id, Duration::from_secs(30)).await;
+    let id = crate::harness::runs::start_run(&h, &body).await;
+    let s = crate::harness::runs::finish(&host, &h, &id, Duration::from_secs(30)).await;
     assert_eq!(s["state"], "PartiallySucceeded", "{s}");
     let (_, _, lines) = report(&h, &id, &[]).await;
     check(&lines);
@@ -322,7 +322,7 @@ async fn a_copy_lost_after_a_failed_attempt_is_settled_by_the_stall_guard() {
     let h = HandlerProc::start(&env).await;
     let host = Host::new(&ctx).await;
     let body = json!({"source": {"bucket": ctx.bucket, "prefix": "p/"}, "target": {"container": ctx.container}});
-    let id = crate::runs::start_run(&h, &body).await;
+    let id = crate::harness::runs::start_run(&h, &body).await;
     let page = host.next_list(Duration::from_secs(60)).await;
     host.redo_page(&h, &page).await;
     let copies = host.take_copies(2).await;
@@ -338,7 +338,7 @@ async fn a_copy_lost_after_a_failed_attempt_is_settled_by_the_stall_guard() {
     s3.faults().storm_to.disarm();
     // ...and then the message is gone for good.
     host.copy.delete(&lost[0]).await.unwrap();
-    let s = crate::runs::finish(&host, &h, &id, Duration::from_secs(60)).await;
+    let s = crate::harness::runs::finish(&host, &h, &id, Duration::from_secs(60)).await;
     assert_eq!(s["state"], "PartiallySucceeded", "{s}");
     assert_eq!(
         (s["counters"]["transferred"].as_u64(), s["counters"]["failed"].as_u64()),

@@ -173,7 +173,7 @@ async fn no_secrets_in_handler_or_cli_output_even_at_trace_level() {
 #[tokio::test]
 async fn identity_tokens_and_a_webhook_reach_no_log_status_table_row_or_blob_metadata() {
     use crate::harness::host::Host;
-    use crate::runs::{body, finish, get_run, start_run};
+    use crate::harness::runs::{body, finish, get_run, start_run};
     use s3_blob_sync::azure::table::TableClient;
     use s3_blob_sync::retry::RetryPolicy;
     use std::time::Duration;

@@ -10,9 +10,9 @@ use base64::Engine as _;
 
 use serde_json::{json, Value};
 
-use crate::copy_engine::{assert_blob, multipart};
 use crate::harness::handler::{queue_payload, HandlerProc};
 use crate::harness::host::{Host, VISIBILITY};
+use crate::harness::objects::{assert_blob, multipart};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
 use s3_blob_sync::checksum;
@@ -295,7 +295,7 @@ async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
     // and instead of failing until poisoned the plan is dropped and the new version planned.
     let v1 = bytes(12 * MIB, 41);
     ctx.put("changing", v1).await;
-    let r = crate::copy_engine::req(&ctx, "changing");
+    let r = crate::harness::objects::req(&ctx, "changing");
     let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
         panic!("12 MiB over a 4 MiB budget splits")
     };
@@ -325,7 +325,7 @@ async fn a_split_whose_source_changed_or_whose_blocks_are_gone_starts_over() {
     // object starts over instead of failing the same way forever.
     let v3 = bytes(12 * MIB, 43);
     ctx.put("vanishing", v3.clone()).await;
-    let r = crate::copy_engine::req(&ctx, "vanishing");
+    let r = crate::harness::objects::req(&ctx, "vanishing");
     let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
         panic!("splits")
     };
@@ -382,7 +382,7 @@ async fn a_plan_insert_whose_reply_was_lost_is_still_this_planners() {
     let insert = format!("POST /devstoreaccount1/{}", ctx.table);
     tables.faults().drop_replies_to.arm(insert.clone(), 1);
     let budget = 4 * MIB as u64;
-    let r = crate::copy_engine::req(&ctx, "big");
+    let r = crate::harness::objects::req(&ctx, "big");
     let Step::Split(plan) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
         panic!("splits")
     };
@@ -409,11 +409,11 @@ async fn a_late_failing_range_of_a_dead_plan_leaves_the_next_versions_plan_alone
     let ctx = TestCtx::new("splitlate").await;
     let double = Proxy::blob_double().await;
     let engine = std::sync::Arc::new(
-        crate::copy_engine::server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "1")]).await,
+        crate::harness::objects::server_side_engine(&ctx, &double, &[("SYNC_BLOCK_SIZE_MIB", "1")]).await,
     );
     let budget = 4 * MIB as u64;
     ctx.put("k", bytes(12 * MIB, 61)).await;
-    let r = crate::copy_engine::req(&ctx, "k");
+    let r = crate::harness::objects::req(&ctx, "k");
     let Step::Split(v1) = engine.copy_step(&r, Some(budget)).await.unwrap() else {
         panic!("splits")
     };
@@ -452,7 +452,7 @@ async fn a_late_failing_range_of_a_dead_plan_leaves_the_next_versions_plan_alone
 /// an event's copy looks again until the blob lands, and counts it then.
 #[tokio::test]
 async fn rows_and_plans_belong_to_their_blob_and_a_run_waits_for_a_held_split() {
-    use crate::runs::{c, finish, start_run};
+    use crate::harness::runs::{c, finish, start_run};
     let ctx = TestCtx::new("pertarget").await;
     for k in ["s/one", "s/two"] {
         ctx.put(k, format!("body of {k}")).await;
@@ -506,7 +506,7 @@ async fn rows_and_plans_belong_to_their_blob_and_a_run_waits_for_a_held_split() 
         (Some("Succeeded"), 1),
         "{s}"
     );
-    crate::copy_engine::assert_blob(&ctx, "b/big.bin", &big).await;
+    crate::harness::objects::assert_blob(&ctx, "b/big.bin", &big).await;
     assert!(
         ctx.blob().properties("a/big.bin").await.unwrap().is_none(),
         "a/'s plan was committed"
@@ -547,6 +547,6 @@ async fn rows_and_plans_belong_to_their_blob_and_a_run_waits_for_a_held_split() 
     let s = finish(&host, &h, &c_run, Duration::from_secs(60)).await;
     assert_eq!(s["state"], "Succeeded", "{s}");
     assert_eq!(c(&s, "transferred") + c(&s, "noTransferNeeded"), 1, "{s}");
-    crate::copy_engine::assert_blob(&ctx, "q/held.bin", &big).await;
+    crate::harness::objects::assert_blob(&ctx, "q/held.bin", &big).await;
     ctx.cleanup().await;
 }
