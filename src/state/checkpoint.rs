@@ -762,7 +762,7 @@ mod tests {
     }
 
     /// A row of `outcome` for source version `etag` modified at second `lm` (of one minute)
-    /// with attribute digest `attrs`, copied to blob `b`.
+    /// with attribute digest `attrs`, written to blob `k`.
     fn row(outcome: Outcome, etag: Option<&str>, lm: Option<u8>, attrs: Option<&str>) -> ObjectRecord {
         let mut r = ObjectRecord::new("b", "k", "t", outcome);
         r.blob = Some("k".into());
