@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::Scope;
 use crate::state::runs::store::RunState;
-use crate::state::verify::{VerifyResult, VerifyStore};
+use crate::state::verify::VerifyResult;
 
 /// Default bound on the event relay's lag (`maxLagSeconds`).
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(300);
@@ -347,7 +347,7 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
     });
 
     // A clean verification of the whole scope, recent enough.
-    let results = VerifyStore::new(svc.engine.checkpoint().table().clone())
+    let results = svc.engine.checkpoint().verify()
         .of_pair(bucket, container)
         .await?;
     let Evidence { used, later } = evidence(&results, scope);

@@ -14,6 +14,7 @@ use crate::azure::queue::WorkQueue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::CopyMessage;
 use crate::state::breaker::{BreakerStore, OpenBreaker};
+use crate::state::checkpoint::CheckpointStore;
 
 /// The longest retry pause. SQS refuses a visibility timeout that ends more than 12 h after
 /// the message was received, and a drain can set it up to its budget (at most 1 h) after the
@@ -279,10 +280,10 @@ impl Drainer {
             ..retry
         };
         let probe = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, once)?;
-        let table = crate::azure::table::TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, retry)?;
+        let checkpoint = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, retry)?;
         // Where the breaker's state is kept for the next invocation and other replicas.
-        table.create_if_missing().await?;
-        let store = BreakerStore::new(table, &format!("{}/{}", cfg.azure.name, cfg.copy_queue));
+        checkpoint.ensure().await?;
+        let store = checkpoint.breaker(&format!("{}/{}", cfg.azure.name, cfg.copy_queue));
         let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.sqs_retry_base));
         let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects, breaker);
         d.retry_base = cfg.sqs_retry_base;

@@ -14,7 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{NotifyState, SyncMode};
 use crate::state::checkpoint::now_rfc3339;
 use crate::state::runs::counters::Tally;
-use crate::state::runs::store::{unix_now, Phase, RunRecord, RunState};
+use crate::state::runs::store::{Phase, RunRecord, RunState};
+use crate::state::unix_now;
 
 /// What to do after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

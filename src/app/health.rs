@@ -70,13 +70,13 @@ pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
                 Some((dlq, _)) => Some(dlq.depth().await?.visible),
                 None => None,
             };
-            let drain = super::lag::last(svc.engine.checkpoint().table(), url).await?;
+            let drain = svc.engine.checkpoint().lag().last(url).await?;
             Some(SqsHealth {
                 visible: depth.visible,
                 in_flight: depth.in_flight,
                 dead_letters,
-                oldest_age_seconds: drain.as_ref().map(|(_, ms)| (*ms).max(0) as u64 / 1000),
-                last_drain_at: drain.map(|(at, _)| at),
+                oldest_age_seconds: drain.as_ref().map(|d| d.oldest_age_ms.max(0) as u64 / 1000),
+                last_drain_at: drain.map(|d| d.at),
             })
         }
         None => None,

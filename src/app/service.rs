@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::summary::RunSummary;
 use crate::azure::queue::WorkQueue;
-use crate::azure::table::TableClient;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -90,7 +89,7 @@ impl RunService {
     pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
         let retry = config.retry;
         let auth = config.azure.authorizer()?;
-        let store = RunStore::new(TableClient::new(&config.azure, &auth, &config.runs_table, retry)?);
+        let store = RunStore::open(&config.azure, &auth, &config.runs_table, retry)?;
         let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
         let list_queue = WorkQueue::new(&config.azure, &auth, &config.list_queue, retry)?;
         store.ensure().await?;

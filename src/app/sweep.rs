@@ -12,7 +12,8 @@ use super::service::{end, RunService};
 use crate::error::Result;
 use crate::messages::ListMessage;
 use crate::model::Trigger;
-use crate::state::runs::store::{unix_now, RunRecord, RunState};
+use crate::state::runs::store::{RunRecord, RunState};
+use crate::state::unix_now;
 
 /// A run the sweep ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

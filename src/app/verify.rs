@@ -22,7 +22,7 @@ use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine};
 use crate::error::Result;
 use crate::model::{Scope, SyncMode};
-use crate::state::verify::{VerifyResult, VerifyStore};
+use crate::state::verify::VerifyResult;
 
 /// Most differences kept in a report (the counts are always complete).
 pub const MAX_LISTED: usize = 1000;
@@ -310,7 +310,7 @@ async fn record_result(engine: &Engine, scope: &Scope, report: &VerifyReport, st
         source_objects: report.source_objects,
         matched: report.matched,
     };
-    let store = VerifyStore::new(engine.checkpoint().table().clone());
+    let store = engine.checkpoint().verify();
     if let Err(e) = store.record(&result).await {
         tracing::warn!(bucket = %scope.bucket, container = %scope.container, error = %e, "could not keep the verification's result");
     }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::azure::table::TableClient;
 use crate::error::Result;
 use crate::state::checkpoint::{CheckpointStore, Migrated};
 
@@ -13,7 +12,7 @@ pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::new(TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?);
+    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?;
     let pb = if json {
         ProgressBar::hidden()
     } else {

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use crate::app::summary::RunSummary;
-use crate::azure::table::TableClient;
 use crate::error::Result;
 use crate::state::checkpoint::{CheckpointStore, Outcome};
 use crate::state::runs::counters::Tally;
@@ -19,7 +18,7 @@ pub(super) async fn run(
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::new(TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?);
+    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?;
     let mut rows = store.list_bucket(bucket).await?;
     rows.sort_by(|a, b| a.key.cmp(&b.key));
     let total = rows.len();
@@ -65,13 +64,17 @@ pub(super) async fn run(
     if let Some(url) = queue_url.or(cfg.sqs_queue_url.clone()) {
         let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, cfg.retry).await;
         let d = sqs.depth().await?;
-        let last = crate::app::lag::last(store.table(), &url).await?;
+        let last = store.lag().last(&url).await?;
         println!(
             "sqs backlog: ~{} waiting, ~{} in flight; {}",
             d.visible,
             d.in_flight,
             match last {
-                Some((at, age)) => format!("last drain {at}, oldest message then {:.1} s old", age as f64 / 1000.0),
+                Some(l) => format!(
+                    "last drain {}, oldest message then {:.1} s old",
+                    l.at,
+                    l.oldest_age_ms as f64 / 1000.0
+                ),
                 None => "no drain recorded yet".into(),
             }
         );

@@ -31,7 +31,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     if once {
         let stats = drainer.drain(cfg.drain_budget, true).await?;
         // The relay's lag, as the long-running loop keeps it (the cutover gate reads it).
-        if let Err(e) = crate::app::lag::record(engine.checkpoint().table(), drainer.sqs(), &stats).await {
+        if let Err(e) = crate::app::lag::record(&engine.checkpoint().lag(), drainer.sqs(), &stats).await {
             tracing::warn!(error = %e, "could not record the relay's lag");
         }
         let w = worker.run(stop_rx, Some(Duration::from_secs(2))).await;
@@ -44,13 +44,13 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
 
     let drain_task = {
         let drainer = drainer.clone();
-        let table = engine.checkpoint().table().clone();
+        let lag = engine.checkpoint().lag();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             while !*stop.borrow() {
                 match drainer.drain(Duration::from_secs(20), false).await {
                     Ok(stats) => {
-                        let _ = crate::app::lag::record(&table, drainer.sqs(), &stats).await;
+                        let _ = crate::app::lag::record(&lag, drainer.sqs(), &stats).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "sqs drain failed; retrying in 5 s");

@@ -7,7 +7,6 @@ pub mod metadata;
 pub mod naming;
 pub mod server_side;
 pub mod split;
-pub mod staging;
 pub mod streamed;
 pub mod verify;
 
@@ -19,13 +18,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::aws::s3::S3Source;
 use crate::azure::auth::Authorizer;
 use crate::azure::blob::BlobTarget;
-use crate::azure::table::TableClient;
 use crate::config::azure::StorageAccount;
 use crate::config::{Config, EngineConfig};
 use crate::error::Result;
 use crate::model::{MovedBy, PartRef, SyncMode, Verification};
 use crate::retry::RetryPolicy;
 use crate::state::checkpoint::{CheckpointStore, Outcome};
+use crate::state::staging::StagingStore;
 
 /// One object to bring up to date.
 #[derive(Debug, Clone)]
@@ -140,6 +139,7 @@ pub struct Engine {
     account: StorageAccount,
     auth: Authorizer,
     checkpoint: CheckpointStore,
+    staging: StagingStore,
     cfg: EngineConfig,
     retry: RetryPolicy,
     targets: Mutex<HashMap<String, BlobTarget>>,
@@ -156,13 +156,14 @@ impl Engine {
     pub async fn from_config(config: &Config) -> Result<Self> {
         let retry = config.retry;
         let auth = config.azure.authorizer()?;
-        let table = TableClient::new(&config.azure, &auth, &config.checkpoint_table, retry)?;
+        let checkpoint = CheckpointStore::open(&config.azure, &auth, &config.checkpoint_table, retry)?;
         let buffer_units = Self::units(config.engine.stream_buffer_bytes);
         Ok(Engine {
             s3: S3Source::new(&config.aws, retry).await,
             account: config.azure.clone(),
             auth,
-            checkpoint: CheckpointStore::new(table),
+            staging: checkpoint.staging(),
+            checkpoint,
             cfg: config.engine.clone(),
             retry,
             targets: Mutex::new(HashMap::new()),

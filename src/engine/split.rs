@@ -10,16 +10,16 @@
 
 use super::layout::BlockLayout;
 use super::naming::blob_name;
-use super::staging::{plan_rk, range_rk, staging_pk, unix_now, Plan, RangeRow};
 use super::verify::{combine, crc_mismatch};
 use super::{CopyRequest, Engine, PartRef, Step};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobTarget, WriteCondition};
-use crate::azure::table::{BatchOp, BatchOutcome, Entity};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::model::{MovedBy, Verification};
 use crate::state::checkpoint::{Outcome, Versioned};
+use crate::state::staging::{staging_pk, Plan, RangeRow};
+use crate::state::unix_now;
 
 /// How long a planner owns the sending of a plan's ranges, renewed by each range that starts
 /// or is recorded. A plan with no range at work for this long (its planner died before
@@ -69,7 +69,6 @@ impl Engine {
             return Ok(None);
         }
         let pk = staging_pk(&req.bucket, target_id);
-        let rk = plan_rk(name, &head.etag);
         let now = unix_now();
         let fresh = Plan {
             etag: head.etag.clone(),
@@ -83,35 +82,25 @@ impl Engine {
             lease_until: now + LEASE_SECS,
             tag: String::new(),
         };
-        let table = self.checkpoint.table();
-        // A nonce makes this planner's row its own: an insert whose reply was lost and that
-        // conflicts on its retry is recognised as ours (and its ranges sent), not as another
-        // planner's lease (decisions 59).
-        let mut row = fresh.to_entity(&pk, &rk, &req.key);
-        row.set_str("Planner", uuid::Uuid::new_v4().to_string());
-        match table.insert(&row).await {
-            Ok(_) => {
-                // Ranges staged for older versions of this key will never be committed.
-                self.drop_staging(&pk, name, Some(&head.etag)).await;
-                return Ok(Some(Step::Split(SplitPlan {
-                    etag: head.etag.clone(),
-                    ranges: fresh.ranges,
-                    staged: 0,
-                    unstaged: (0..fresh.ranges).collect(),
-                    claimed: true,
-                })));
-            }
-            Err(e) if e.kind() == ErrorKind::Precondition => {}
-            Err(e) => return Err(e),
+        if self.staging.insert_plan(&pk, &fresh, &req.key).await? {
+            // Ranges staged for older versions of this key will never be committed.
+            self.staging.drop_staging(&pk, name, Some(&head.etag)).await;
+            return Ok(Some(Step::Split(SplitPlan {
+                etag: head.etag.clone(),
+                ranges: fresh.ranges,
+                staged: 0,
+                unstaged: (0..fresh.ranges).collect(),
+                claimed: true,
+            })));
         }
         // The plan exists: another planner, or this message again after a crash.
-        let plan = self.load_plan(&pk, name, &head.etag).await?.ok_or_else(|| {
+        let plan = self.staging.load_plan(&pk, name, &head.etag).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Precondition,
                 format!("s3://{}/{}: split plan vanished while read", req.bucket, req.key),
             )
         })?;
-        let rows = self.staged_ranges(&pk, &plan).await?;
+        let rows = self.staging.staged_ranges(&pk, &plan).await?;
         if rows.len() as u32 >= plan.ranges {
             // Everything is staged but the commit did not happen (its step died): do it.
             return self
@@ -124,17 +113,7 @@ impl Engine {
             .collect();
         // Whoever sent the ranges holds the lease; after it runs out (the sender died, or its
         // messages were lost), the next planner takes over and sends what is missing.
-        let claimed = if plan.lease_until <= now {
-            let mut e = Entity::new(&pk, &rk);
-            e.set_i64("LeaseUntil", now + LEASE_SECS);
-            match table.merge(&e, Some(&plan.tag)).await {
-                Ok(_) => true,
-                Err(e) if e.kind() == ErrorKind::Precondition => false,
-                Err(e) => return Err(e),
-            }
-        } else {
-            false
-        };
+        let claimed = plan.lease_until <= now && self.staging.take_over(&pk, &plan, now + LEASE_SECS).await?;
         Ok(Some(Step::Split(SplitPlan {
             etag: plan.etag.clone(),
             ranges: plan.ranges,
@@ -150,9 +129,11 @@ impl Engine {
         let target_id = self.target(&req.container)?.id();
         let name = blob_name(&req.key, &req.source_prefix, &req.target_prefix)
             .map_err(|issue| Error::invalid(format!("s3://{}/{}: {}", req.bucket, req.key, issue.reason())))?;
-        let mut e = Entity::new(staging_pk(&req.bucket, &target_id), plan_rk(&name, etag));
-        e.set_i64("LeaseUntil", 0);
-        self.checkpoint.table().merge(&e, Some("*")).await.map(|_| ())
+        // A plan gone meanwhile has no lease to give up.
+        self.staging
+            .set_lease(&staging_pk(&req.bucket, &target_id), &name, etag, 0)
+            .await
+            .map(|_| ())
     }
 
     /// Stages one range (unless it is recorded already) and commits when it was the last.
@@ -168,7 +149,7 @@ impl Engine {
         let pk = staging_pk(&req.bucket, target_id);
         // The plan is the blob's; a key that maps to no blob has none.
         let plan = match blob_name(&req.key, &req.source_prefix, &req.target_prefix) {
-            Ok(name) => self.load_plan(&pk, &name, &part.etag).await?,
+            Ok(name) => self.staging.load_plan(&pk, &name, &part.etag).await?,
             Err(_) => None,
         };
         // Another key's plan for this blob is not this copy's to finish.
@@ -185,20 +166,18 @@ impl Engine {
                 req.bucket, req.key, part.index, plan.ranges
             )));
         }
-        let table = self.checkpoint.table();
-        let rk = range_rk(&plan.blob, &plan.etag, part.index);
-        if table.get(&pk, &rk).await?.is_none() {
+        if !self.staging.has_range(&pk, &plan, part.index).await? {
             // A range at work keeps the plan's lease: only a plan with no range staged for a
             // whole lease is taken over, and its missing ranges sent again (decisions 99).
-            let mut lease = Entity::new(&pk, plan_rk(&plan.blob, &plan.etag));
-            lease.set_i64("LeaseUntil", unix_now() + LEASE_SECS);
-            match table.merge(&lease, Some("*")).await {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return self
-                        .copy_inner(&whole_object(req), target, target_id, seen, budget)
-                        .await
-                }
-                r => r.map(|_| ())?,
+            let renewed = self
+                .staging
+                .set_lease(&pk, &plan.blob, &plan.etag, unix_now() + LEASE_SECS)
+                .await?;
+            if !renewed {
+                // Committed and dropped meanwhile.
+                return self
+                    .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                    .await;
             }
             let row = match self.stage_range(req, target, &plan, part.index).await {
                 Ok(row) => row,
@@ -210,7 +189,7 @@ impl Engine {
                     if now.is_some_and(|h| h.etag == plan.etag) {
                         return Err(e);
                     }
-                    self.drop_version(&pk, &plan.blob, &plan.etag).await;
+                    self.staging.drop_version(&pk, &plan.blob, &plan.etag).await;
                     tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "split_restarted", "the source changed during a split copy; starting the object over");
                     return self
                         .copy_inner(&whole_object(req), target, target_id, seen, budget)
@@ -218,39 +197,21 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
-            // Insert-or-replace (a duplicate delivery staged the same bytes), in one
-            // transaction with a touch of the plan row: if the plan is gone (committed and
-            // dropped meanwhile), no orphan range row is left behind.
-            let mut touch = Entity::new(&pk, plan_rk(&plan.blob, &plan.etag));
-            touch
-                .set_i64("TouchedAt", unix_now())
-                .set_i64("LeaseUntil", unix_now() + LEASE_SECS);
-            let range_row = row.to_entity(&pk, &rk);
-            match table
-                .transact(&[BatchOp::Update(&range_row, None), BatchOp::Merge(&touch, Some("*"))])
-                .await?
-            {
-                BatchOutcome::Committed => {}
-                // The plan was committed and dropped meanwhile.
-                BatchOutcome::Rejected { status: 404, .. } => {
-                    return self
-                        .copy_inner(&whole_object(req), target, target_id, seen, budget)
-                        .await;
-                }
-                BatchOutcome::Rejected { status, code } => {
-                    return Err(Error::new(
-                        crate::error::kind_from_status(status, Some(&code)),
-                        format!(
-                            "s3://{}/{}: recording range {}: HTTP {status} {code}",
-                            req.bucket, req.key, part.index
-                        ),
-                    ))
-                }
+            // In one transaction with a renewal of the plan's lease, so a plan committed and
+            // dropped meanwhile leaves no orphan range row.
+            let recorded = self
+                .staging
+                .record_range(&pk, &plan, &row, unix_now() + LEASE_SECS)
+                .await?;
+            if !recorded {
+                return self
+                    .copy_inner(&whole_object(req), target, target_id, seen, budget)
+                    .await;
             }
         } else {
             tracing::info!(bucket = %req.bucket, key = %req.key, range = part.index, outcome = "already_staged", "range recorded before; not staged again");
         }
-        let rows = self.staged_ranges(&pk, &plan).await?;
+        let rows = self.staging.staged_ranges(&pk, &plan).await?;
         if (rows.len() as u32) < plan.ranges {
             return Ok(Step::Staged {
                 index: part.index,
@@ -264,8 +225,8 @@ impl Engine {
     /// Moves the blocks of one range: server-side when the path allows and Azure can read
     /// the source, streamed otherwise.
     async fn stage_range(&self, req: &CopyRequest, target: &BlobTarget, plan: &Plan, index: u32) -> Result<RangeRow> {
-        let layout = plan.layout();
-        let blocks = plan.blocks(index);
+        let layout = layout_of(plan);
+        let blocks = blocks_of(plan, index);
         let bytes = blocks
             .clone()
             .map(|i| layout.range(i).end - layout.range(i).start)
@@ -342,7 +303,7 @@ impl Engine {
             _ => {
                 // The source changed or went away since the split: these blocks are not it.
                 // Starting over takes the whole-object path (plan again, or source gone).
-                self.drop_staging(&pk, &plan.blob, None).await;
+                self.staging.drop_staging(&pk, &plan.blob, None).await;
                 return Err(Error::new(
                     ErrorKind::Precondition,
                     format!(
@@ -353,11 +314,11 @@ impl Engine {
             }
         };
         rows.sort_by_key(|r| r.index);
-        let layout = plan.layout();
+        let layout = layout_of(plan);
         let crcs: Vec<Option<u64>> = rows.iter().flat_map(|r| r.crcs.iter().copied()).collect();
         let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
         if crcs.len() as u64 != layout.count() || bytes != plan.size {
-            self.drop_staging(&pk, &plan.blob, None).await;
+            self.staging.drop_staging(&pk, &plan.blob, None).await;
             return Err(Error::mismatch(
                 Mismatch::Size,
                 format_args!(
@@ -373,7 +334,7 @@ impl Engine {
         let whole = combine(&layout, crcs.iter().copied());
         let verified = match (head.crc64nvme, whole) {
             (Some(want), Some(got)) if want != got => {
-                self.drop_staging(&pk, &plan.blob, None).await;
+                self.staging.drop_staging(&pk, &plan.blob, None).await;
                 return Err(crc_mismatch(req, want, got));
             }
             (Some(_), Some(_)) => Verification::Crc64nvme,
@@ -422,7 +383,7 @@ impl Engine {
                 // Azure's cleanup of uncommitted blocks (7 days). The recorded ranges can never
                 // be committed; drop the plan so the retry starts the object over.
                 Err(e) if e.code() == Some("InvalidBlockList") => {
-                    self.drop_version(&pk, &plan.blob, &plan.etag).await;
+                    self.staging.drop_version(&pk, &plan.blob, &plan.etag).await;
                     tracing::warn!(bucket = %req.bucket, key = %req.key, outcome = "split_restarted", error = %e, "staged blocks are gone; starting the object over");
                     return Err(Error::new(
                         ErrorKind::Precondition,
@@ -439,9 +400,21 @@ impl Engine {
             (Outcome::Copied, None)
         };
         let step = self.finish(rec, outcome, reason, Some(&head), seen).await?;
-        self.drop_staging(&pk, &plan.blob, None).await;
+        self.staging.drop_staging(&pk, &plan.blob, None).await;
         Ok(step)
     }
+}
+
+/// The block layout a plan was cut from.
+fn layout_of(plan: &Plan) -> BlockLayout {
+    BlockLayout::new(plan.size, &plan.etag, plan.block_size)
+}
+
+/// The blocks of range `index` of `plan`.
+fn blocks_of(plan: &Plan, index: u32) -> std::ops::Range<u64> {
+    let count = layout_of(plan).count();
+    let start = u64::from(index) * plan.per_range;
+    start.min(count)..(start + plan.per_range).min(count)
 }
 
 /// A range request whose plan is gone, taken as a request for the whole object.
@@ -477,8 +450,8 @@ mod tests {
         let mib = 1024 * 1024;
         let p = plan(200 * mib + 3, 8 * mib, 4);
         assert_eq!(p.ranges, 7);
-        let all: Vec<u64> = (0..p.ranges).flat_map(|i| p.blocks(i)).collect();
-        assert_eq!(all, (0..p.layout().count()).collect::<Vec<_>>());
-        assert_eq!(p.blocks(6), 24..26);
+        let all: Vec<u64> = (0..p.ranges).flat_map(|i| blocks_of(&p, i)).collect();
+        assert_eq!(all, (0..layout_of(&p).count()).collect::<Vec<_>>());
+        assert_eq!(blocks_of(&p, 6), 24..26);
     }
 }

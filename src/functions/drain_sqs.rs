@@ -23,7 +23,7 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
         .drain(state.config.drain_budget, false)
         .await
         .map_err(Failure::internal)?;
-    if let Err(e) = crate::app::lag::record(state.engine.checkpoint().table(), drainer.sqs(), &stats).await {
+    if let Err(e) = crate::app::lag::record(&state.engine.checkpoint().lag(), drainer.sqs(), &stats).await {
         tracing::warn!(error = %e, "could not record drain lag");
     }
     let value = serde_json::to_value(&stats).map_err(|e| Failure::internal(Error::internal(e.to_string())))?;

@@ -19,9 +19,16 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, Filter, TableClient};
+use crate::config::azure::StorageAccount;
 use crate::error::{ErrorKind, Result};
 use crate::model::{MovedBy, Verification};
+use crate::retry::RetryPolicy;
+use crate::state::breaker::BreakerStore;
+use crate::state::lag::LagStore;
+use crate::state::staging::StagingStore;
+use crate::state::verify::VerifyStore;
 
 /// What happened to one object. The snake-case names are stored in the table and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -310,9 +317,31 @@ impl CheckpointStore {
         CheckpointStore { table }
     }
 
-    /// The table client (for status queries).
-    pub fn table(&self) -> &TableClient {
-        &self.table
+    /// The checkpoint table `name` of `account` (no network calls).
+    pub fn open(account: &StorageAccount, auth: &Authorizer, name: &str, retry: RetryPolicy) -> Result<Self> {
+        Ok(CheckpointStore {
+            table: TableClient::new(account, auth, name, retry)?,
+        })
+    }
+
+    /// The staging rows of split copies, kept in the same table.
+    pub fn staging(&self) -> StagingStore {
+        StagingStore::new(self.table.clone())
+    }
+
+    /// The SQS relay's lag rows, kept in the same table.
+    pub fn lag(&self) -> LagStore {
+        LagStore::new(self.table.clone())
+    }
+
+    /// The results of `verify`, kept in the same table.
+    pub fn verify(&self) -> VerifyStore {
+        VerifyStore::new(self.table.clone())
+    }
+
+    /// The circuit breaker of the relay into `target`, kept in the same table.
+    pub fn breaker(&self, target: &str) -> BreakerStore {
+        BreakerStore::new(self.table.clone(), target)
     }
 
     /// Creates the table if needed.

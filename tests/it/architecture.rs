@@ -100,6 +100,52 @@ fn no_module_imports_from_a_layer_above_its_own() {
     );
 }
 
+/// The modules of `module`'s imports (its `code`) that reach Table Storage while its layer
+/// does not own rows: only `state` (and `azure`, which holds the client) may name
+/// `azure::table`, so every stored row has its one owner in `state`.
+fn table_imports(module: &str, code: &str, modules: &Modules) -> Vec<String> {
+    if matches!(top(module), "state" | "azure") {
+        return Vec::new();
+    }
+    file_imports(module, code, modules)
+        .into_iter()
+        .filter(|d| d == "azure::table" || d.starts_with("azure::table::"))
+        .map(|d| format!("{module} -> {d}"))
+        .collect()
+}
+
+/// Only `state` names the Table client, whether to import it or to build one: the engine,
+/// the app and the adapters get typed stores.
+#[test]
+fn only_the_state_layer_names_table_storage() {
+    let modules = source_modules();
+    for spelled in [
+        "use crate::azure::table::TableClient;",
+        "let t = crate::azure::table::TableClient::new(&a, &b, \"objects\", r)?;",
+        "use crate::azure::{blob::BlobTarget, table::Entity};",
+    ] {
+        assert_eq!(
+            table_imports("engine::split", spelled, &modules),
+            ["engine::split -> azure::table"],
+            "{spelled}"
+        );
+    }
+    assert!(table_imports("state::staging", "use crate::azure::table::TableClient;", &modules).is_empty());
+    let violations: Vec<String> = modules
+        .iter()
+        .flat_map(|(m, src)| {
+            let mut v = table_imports(m, &src.code, &modules);
+            v.extend(table_imports(&format!("{m}::tests"), &src.tests, &modules));
+            v
+        })
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "Table Storage named outside `state` (give the module a store from `state/` instead):\n{}",
+        violations.join("\n")
+    );
+}
+
 /// The source files by module path (`engine::copy`; `crate` for lib.rs and main.rs).
 type Modules = std::collections::BTreeMap<String, Source>;
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::store::{unix_now, RunStore};
+use super::store::RunStore;
+use crate::state::unix_now;
 use crate::azure::table::Entity;
 use crate::error::{ErrorKind, Result};
 

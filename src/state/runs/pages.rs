@@ -188,7 +188,7 @@ fn lister_entity(id: &str, l: &ListerState) -> Entity {
     let mut e = Entity::new(id, "lister");
     e.set_i64("Page", l.page as i64)
         .set_str("Done", if l.done { "true" } else { "false" })
-        .set_i64("UpdatedAt", super::store::unix_now());
+        .set_i64("UpdatedAt", crate::state::unix_now());
     if let Some(t) = &l.token {
         e.set_str("Token", t);
     }

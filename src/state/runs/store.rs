@@ -19,11 +19,15 @@
 //! counters and markers, `lock` the lock row.
 
 use super::counters::Counters;
+use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, TableClient};
+use crate::config::azure::StorageAccount;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
 use crate::model::{NotifyState, Trigger};
+use crate::retry::RetryPolicy;
+use crate::state::unix_now;
 
 const RUN_PK: &str = "run";
 
@@ -235,6 +239,11 @@ impl RunStore {
         RunStore { table }
     }
 
+    /// The runs table `name` of `account` (no network calls).
+    pub fn open(account: &StorageAccount, auth: &Authorizer, name: &str, retry: RetryPolicy) -> Result<Self> {
+        Ok(RunStore::new(TableClient::new(account, auth, name, retry)?))
+    }
+
     /// Creates the table if needed.
     pub async fn ensure(&self) -> Result<()> {
         self.table.create_if_missing().await
@@ -395,9 +404,6 @@ impl RunStore {
     }
 }
 
-pub(crate) fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// Run ids are `YYYYMMDDTHHMMSSZ-<8 hex>`: sortable, and safe as table keys.
 pub fn new_run_id() -> String {

@@ -1,50 +1,45 @@
 //! The table rows of split copies: a plan and one row per staged range, under a partition of
 //! their own (`<object partition>~staging`), with the row keys and OData filters that find
-//! them and the best-effort cleanup that drops them. `split` holds the algorithm. Like the
-//! checkpoint rows, they belong to the target blob (decisions 99): runs that map one key to
-//! two names never share a plan, and the plan records the key it copies.
-
-use std::ops::Range;
-use std::time::{SystemTime, UNIX_EPOCH};
+//! them, the plan's lease, and the best-effort cleanup that drops them. `engine::split` holds
+//! the algorithm. Like the checkpoint rows, they belong to the target blob (decisions 99):
+//! runs that map one key to two names never share a plan, and the plan records the key it
+//! copies.
 
 use sha2::{Digest, Sha256};
 
-use super::layout::BlockLayout;
-use super::Engine;
-use crate::azure::table::{BatchOp, BatchOutcome, Entity, Filter};
-use crate::error::Result;
+use crate::azure::table::{BatchOp, BatchOutcome, Entity, Filter, TableClient};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::MovedBy;
 use crate::state::checkpoint::partition_key;
+use crate::state::unix_now;
 
 /// The stored plan of one split copy.
 #[derive(Debug, Clone)]
-pub(super) struct Plan {
-    pub(super) etag: String,
-    pub(super) size: u64,
-    pub(super) version_id: Option<String>,
-    pub(super) block_size: u64,
-    pub(super) per_range: u64,
-    pub(super) ranges: u32,
-    pub(super) blob: String,
+pub struct Plan {
+    /// The source version copied.
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its S3 version, when the bucket is versioned.
+    pub version_id: Option<String>,
+    /// Bytes per block of the layout.
+    pub block_size: u64,
+    /// Blocks per range (the last may hold fewer).
+    pub per_range: u64,
+    /// How many ranges.
+    pub ranges: u32,
+    /// The target blob.
+    pub blob: String,
     /// The key the plan copies (absent on plans written before it was kept).
-    pub(super) source_key: Option<String>,
-    pub(super) lease_until: i64,
+    pub source_key: Option<String>,
+    /// Unix seconds until which the planner that sent the ranges holds them.
+    pub lease_until: i64,
     /// Table ETag of the row.
-    pub(super) tag: String,
+    pub tag: String,
 }
 
 impl Plan {
-    pub(super) fn layout(&self) -> BlockLayout {
-        BlockLayout::new(self.size, &self.etag, self.block_size)
-    }
-
-    pub(super) fn blocks(&self, index: u32) -> Range<u64> {
-        let count = self.layout().count();
-        let start = u64::from(index) * self.per_range;
-        start.min(count)..(start + self.per_range).min(count)
-    }
-
-    pub(super) fn to_entity(&self, pk: &str, rk: &str, key: &str) -> Entity {
+    fn to_entity(&self, pk: &str, rk: &str, key: &str) -> Entity {
         let mut e = Entity::new(pk, rk);
         e.set_str("SourceKey", key)
             .set_str("Etag", &self.etag)
@@ -60,7 +55,7 @@ impl Plan {
         e
     }
 
-    pub(super) fn from_entity(e: &Entity) -> Option<Plan> {
+    fn from_entity(e: &Entity) -> Option<Plan> {
         Some(Plan {
             etag: e.get_str("Etag")?.to_string(),
             size: e.get_i64("Size")? as u64,
@@ -79,15 +74,19 @@ impl Plan {
 /// One recorded range: its blocks' CRC64s (Azure's or ours; `-` when Azure gave none) and
 /// how it was moved.
 #[derive(Debug, Clone)]
-pub(super) struct RangeRow {
-    pub(super) index: u32,
-    pub(super) crcs: Vec<Option<u64>>,
-    pub(super) bytes: u64,
-    pub(super) path: MovedBy,
+pub struct RangeRow {
+    /// Which range.
+    pub index: u32,
+    /// Its blocks' CRC64s.
+    pub crcs: Vec<Option<u64>>,
+    /// Its bytes.
+    pub bytes: u64,
+    /// How it was moved.
+    pub path: MovedBy,
 }
 
 impl RangeRow {
-    pub(super) fn to_entity(&self, pk: &str, rk: &str) -> Entity {
+    fn to_entity(&self, pk: &str, rk: &str) -> Entity {
         let crcs: Vec<String> = self
             .crcs
             .iter()
@@ -101,7 +100,7 @@ impl RangeRow {
         e
     }
 
-    pub(super) fn from_entity(e: &Entity) -> Option<RangeRow> {
+    fn from_entity(e: &Entity) -> Option<RangeRow> {
         let crcs = e.get_str("Crcs")?;
         Some(RangeRow {
             index: e.get_i64("Range")? as u32,
@@ -122,18 +121,18 @@ impl RangeRow {
 }
 
 /// Partition of the staging rows of objects of `bucket` copied to `target`.
-pub(super) fn staging_pk(bucket: &str, target: &str) -> String {
+pub fn staging_pk(bucket: &str, target: &str) -> String {
     format!("{}~staging", partition_key(bucket, target))
 }
 
 /// Row-key prefix of one blob's staging rows (any version): `n` and a hash of the name, so
 /// any name fits (the rows of the previous form, by source key, began with a hex digit).
-pub(super) fn blob_tag(blob: &str) -> String {
+fn blob_tag(blob: &str) -> String {
     format!("n{}", hex::encode(&Sha256::digest(blob.as_bytes())[..16]))
 }
 
 /// Row-key prefix of one version's staging rows.
-pub(super) fn version_prefix(blob: &str, etag: &str) -> String {
+fn version_prefix(blob: &str, etag: &str) -> String {
     format!(
         "{}-{}-",
         blob_tag(blob),
@@ -141,33 +140,108 @@ pub(super) fn version_prefix(blob: &str, etag: &str) -> String {
     )
 }
 
-pub(super) fn plan_rk(blob: &str, etag: &str) -> String {
+fn plan_rk(blob: &str, etag: &str) -> String {
     format!("{}p", version_prefix(blob, etag))
 }
 
-pub(super) fn range_rk(blob: &str, etag: &str, index: u32) -> String {
+fn range_rk(blob: &str, etag: &str, index: u32) -> String {
     format!("{}r{index:05}", version_prefix(blob, etag))
 }
 
-pub(super) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// The staging rows, kept in the checkpoint table.
+#[derive(Debug, Clone)]
+pub struct StagingStore {
+    table: TableClient,
 }
 
-impl Engine {
-    pub(super) async fn load_plan(&self, pk: &str, blob: &str, etag: &str) -> Result<Option<Plan>> {
-        let e = self.checkpoint.table().get(pk, &plan_rk(blob, etag)).await?;
+impl StagingStore {
+    /// The staging rows of `table` (the checkpoint table).
+    pub(crate) fn new(table: TableClient) -> Self {
+        StagingStore { table }
+    }
+
+    /// Inserts `plan` for the object `key` as a new row; `false` when a plan for this version
+    /// of the blob exists already. A nonce makes this planner's row its own: an insert whose
+    /// reply was lost and that conflicts on its retry is recognised as ours (and its ranges
+    /// sent), not as another planner's lease (decisions 59).
+    pub async fn insert_plan(&self, pk: &str, plan: &Plan, key: &str) -> Result<bool> {
+        let mut row = plan.to_entity(pk, &plan_rk(&plan.blob, &plan.etag), key);
+        row.set_str("Planner", uuid::Uuid::new_v4().to_string());
+        match self.table.insert(&row).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The plan of `blob` at source version `etag`, if any.
+    pub async fn load_plan(&self, pk: &str, blob: &str, etag: &str) -> Result<Option<Plan>> {
+        let e = self.table.get(pk, &plan_rk(blob, etag)).await?;
         Ok(e.as_ref().and_then(Plan::from_entity))
     }
 
+    /// Takes over the lease of `plan` as read (its table ETag) until `until`; `false` when
+    /// another planner changed the row first.
+    pub async fn take_over(&self, pk: &str, plan: &Plan, until: i64) -> Result<bool> {
+        let mut e = Entity::new(pk, plan_rk(&plan.blob, &plan.etag));
+        e.set_i64("LeaseUntil", until);
+        match self.table.merge(&e, Some(&plan.tag)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Precondition => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the lease of the plan of `blob` at `etag`, whoever holds it (`0` gives it up);
+    /// `false` when the plan is gone (committed and dropped).
+    pub async fn set_lease(&self, pk: &str, blob: &str, etag: &str, until: i64) -> Result<bool> {
+        let mut e = Entity::new(pk, plan_rk(blob, etag));
+        e.set_i64("LeaseUntil", until);
+        match self.table.merge(&e, Some("*")).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether range `index` of `plan` is recorded.
+    pub async fn has_range(&self, pk: &str, plan: &Plan, index: u32) -> Result<bool> {
+        let rk = range_rk(&plan.blob, &plan.etag, index);
+        Ok(self.table.get(pk, &rk).await?.is_some())
+    }
+
+    /// Records `row` (insert-or-replace: a duplicate delivery staged the same bytes), in one
+    /// transaction with a touch of the plan row that renews its lease until `until`: if the
+    /// plan is gone (committed and dropped meanwhile), no orphan range row is left behind and
+    /// the answer is `false`.
+    pub async fn record_range(&self, pk: &str, plan: &Plan, row: &RangeRow, until: i64) -> Result<bool> {
+        let mut touch = Entity::new(pk, plan_rk(&plan.blob, &plan.etag));
+        touch.set_i64("TouchedAt", unix_now()).set_i64("LeaseUntil", until);
+        let range_row = row.to_entity(pk, &range_rk(&plan.blob, &plan.etag, row.index));
+        match self
+            .table
+            .transact(&[BatchOp::Update(&range_row, None), BatchOp::Merge(&touch, Some("*"))])
+            .await?
+        {
+            BatchOutcome::Committed => Ok(true),
+            BatchOutcome::Rejected { status: 404, .. } => Ok(false),
+            BatchOutcome::Rejected { status, code } => Err(Error::new(
+                crate::error::kind_from_status(status, Some(&code)),
+                format!(
+                    "recording range {} of the split copy to blob {}: HTTP {status} {code}",
+                    row.index, plan.blob
+                ),
+            )),
+        }
+    }
+
     /// The recorded ranges of `plan`: one range query.
-    pub(super) async fn staged_ranges(&self, pk: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
+    pub async fn staged_ranges(&self, pk: &str, plan: &Plan) -> Result<Vec<RangeRow>> {
         let prefix = version_prefix(&plan.blob, &plan.etag);
         let filter = Filter::eq("PartitionKey", pk)
             .and("RowKey", "ge", &format!("{prefix}r"))
             .and("RowKey", "lt", &format!("{prefix}s"));
-        let rows = self.checkpoint.table().query_all(Some(filter.as_str())).await?;
+        let rows = self.table.query_all(Some(filter.as_str())).await?;
         Ok(rows
             .iter()
             .filter_map(RangeRow::from_entity)
@@ -177,7 +251,7 @@ impl Engine {
 
     /// Deletes the staging rows of `blob`, except those of version `keep`. Best effort: a
     /// row left behind costs storage only, since plans are looked up by version.
-    pub(super) async fn drop_staging(&self, pk: &str, blob: &str, keep: Option<&str>) {
+    pub async fn drop_staging(&self, pk: &str, blob: &str, keep: Option<&str>) {
         let keep = keep.map(|etag| version_prefix(blob, etag));
         self.drop_rows(pk, blob, |rk| keep.as_ref().is_none_or(|k| !rk.starts_with(k.as_str())))
             .await
@@ -185,13 +259,13 @@ impl Engine {
 
     /// Drops the plan and ranges of one version only: a plan that can no longer complete,
     /// while another invocation may already be planning the next version (its rows stay).
-    pub(super) async fn drop_version(&self, pk: &str, blob: &str, etag: &str) {
+    pub async fn drop_version(&self, pk: &str, blob: &str, etag: &str) {
         let prefix = version_prefix(blob, etag);
         self.drop_rows(pk, blob, |rk| rk.starts_with(prefix.as_str())).await
     }
 
-    pub(super) async fn drop_rows(&self, pk: &str, blob: &str, doomed_row: impl Fn(&str) -> bool) {
-        let table = self.checkpoint.table();
+    async fn drop_rows(&self, pk: &str, blob: &str, doomed_row: impl Fn(&str) -> bool) {
+        let table = &self.table;
         let key = blob;
         let tag = blob_tag(blob);
         let filter = Filter::eq("PartitionKey", pk)
