@@ -95,6 +95,25 @@ pub struct ContentHeaders {
     pub cache_control: Option<String>,
 }
 
+/// Checks an S3 bucket name: 3-63 lower-case letters, digits, `.` and `-`, starting and
+/// ending with a letter or digit. The one copy of the rule (CLI URLs and run bodies alike).
+pub fn validate_bucket_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid S3 bucket name (3-63 lower-case letters, digits, `.` or `-`, \
+             starting and ending with a letter or digit)"
+        )))
+    }
+}
+
 /// Checks a container name: 3-63 lower-case letters, digits and single hyphens.
 pub fn validate_container_name(name: &str) -> Result<()> {
     let ok = (3..=63).contains(&name.len())

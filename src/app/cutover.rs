@@ -347,9 +347,7 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
     });
 
     // A clean verification of the whole scope, recent enough.
-    let results = svc.engine.checkpoint().verify()
-        .of_pair(bucket, container)
-        .await?;
+    let results = svc.engine.checkpoint().verify().of_pair(bucket, container).await?;
     let Evidence { used, later } = evidence(&results, scope);
     let used = match used {
         Some(v) => Some(verify_checks(svc, scope, &v, &later, bounds, &mut checks).await?),

@@ -12,11 +12,12 @@ use futures::StreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use super::{parse_blob_url, parse_s3_url, CopyArgs, EXIT_FAILED_OBJECTS};
+use super::{CopyArgs, EXIT_FAILED_OBJECTS};
 use crate::app::copy_object::{copy_in_process, to_request};
 use crate::app::finish::{check, CheckStep};
 use crate::app::lister::{list_page, PageStep};
 use crate::app::service::{CopySink, RunService, Started};
+use crate::config::location::{parse_blob_url, parse_s3_url};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;

@@ -12,16 +12,32 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use url::Url;
 
-use crate::config::azure::account_from_url;
 use crate::config::{Config, CopyPath, MetadataPolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Exit code when some objects failed.
 pub const EXIT_FAILED_OBJECTS: u8 = 1;
-/// Exit code for bad usage or configuration.
+/// Exit code for bad usage or configuration, or a refusal to fix (a bad name, a missing
+/// right, a run already going): the message names what to change.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code when a service could not be reached or kept failing after the retry policy's
+/// attempts (refused, reset, timed out, 5xx, throttled): nothing to fix; try again later.
+pub const EXIT_UNAVAILABLE: u8 = 3;
+
+/// The exit code for an error that stopped a command: the one place errors map to codes.
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::NotSent => EXIT_UNAVAILABLE,
+        ErrorKind::NotFound
+        | ErrorKind::Precondition
+        | ErrorKind::Invalid
+        | ErrorKind::Auth
+        | ErrorKind::Integrity
+        | ErrorKind::CopySourceUnreachable
+        | ErrorKind::Internal => EXIT_CONFIG,
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -182,69 +198,7 @@ enum Command {
     /// Example: s3-blob-sync status --cutover --bucket my-bucket --container mirror
     ///
     /// Example: s3-blob-sync status --cutover --bucket my-bucket --container mirror --source-prefix logs/ --target-prefix archive/logs/
-    Status {
-        /// A run id (from `copy`, `sync`, or POST /api/runs).
-        run_id: Option<String>,
-        /// List recent runs.
-        #[arg(long, conflicts_with_all = ["run_id", "bucket"])]
-        runs: bool,
-        /// The source bucket.
-        #[arg(long, required_unless_present_any = ["run_id", "runs"])]
-        bucket: Option<String>,
-        /// The SQS queue to report the backlog of.
-        #[arg(long)]
-        queue_url: Option<String>,
-        /// Only rows that are not copied or up to date.
-        #[arg(long)]
-        problems: bool,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Print every row as one JSON line instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// With a run id: follow the run, printing it every few seconds until it ends.
-        #[arg(long, requires = "run_id", conflicts_with = "report")]
-        watch: bool,
-        /// With a run id: print the run's per-object report, one key a line with its outcome
-        /// and reason (JSON Lines; every key that was not copied unless --outcome says).
-        #[arg(long, requires = "run_id")]
-        report: bool,
-        /// With --report: which outcomes, comma-separated (excluded, unsupported, failed,
-        /// retrying, deleted, vanished, transferred, noTransferNeeded, wouldTransfer,
-        /// wouldDelete), or `all`.
-        #[arg(long, requires = "report")]
-        outcome: Option<String>,
-        /// With --report: CSV with a header line instead of JSON Lines. A key or reason that
-        /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return is written with a
-        /// leading `'` so that a spreadsheet shows it instead of running it as a formula;
-        /// drop that one `'` to get the raw key back, or use the JSON Lines report, which
-        /// keeps every key exactly as it is.
-        #[arg(long, requires = "report", conflicts_with = "json")]
-        csv: bool,
-        /// With --bucket: the cutover gate. Exit 0 when `ready` (no SQS backlog, relay lag
-        /// under the bound, no pending copy or running run, nothing failed, parked or
-        /// dead-lettered, and a recent clean verify); otherwise exit 1 with each reason.
-        #[arg(long, requires = "bucket", conflicts_with_all = ["run_id", "runs", "problems"])]
-        cutover: bool,
-        /// With --cutover: the target container (default SYNC_TARGET_CONTAINER).
-        #[arg(long, requires = "cutover")]
-        container: Option<String>,
-        /// With --cutover: the keys asked about (default SYNC_SOURCE_PREFIX, the events'
-        /// mapping). Only a verify whose scope covers these keys, onto the same names, counts.
-        #[arg(long, requires = "cutover")]
-        source_prefix: Option<String>,
-        /// With --cutover: where those keys' blobs are (default: the events' mapping of
-        /// --source-prefix, SYNC_SOURCE_PREFIX onto SYNC_TARGET_PREFIX).
-        #[arg(long, requires = "cutover")]
-        target_prefix: Option<String>,
-        /// With --cutover: the relay's lag at most this many seconds.
-        #[arg(long, requires = "cutover", default_value_t = 300)]
-        max_lag_seconds: u64,
-        /// With --cutover: the last clean verify at most this many seconds old.
-        #[arg(long, requires = "cutover", default_value_t = 86400)]
-        max_verify_age_seconds: u64,
-    },
+    Status(status::StatusArgs),
 }
 
 /// Arguments of `copy`.
@@ -282,99 +236,9 @@ pub struct CopyArgs {
     pub no_progress: bool,
 }
 
-/// An S3 location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Location {
-    /// Bucket.
-    pub bucket: String,
-    /// Key prefix (may be empty).
-    pub prefix: String,
-}
-
-/// Parses `s3://bucket/prefix`.
-pub fn parse_s3_url(s: &str) -> Result<S3Location> {
-    let rest = s
-        .strip_prefix("s3://")
-        .ok_or_else(|| Error::invalid(format!("source `{s}` must look like s3://bucket/prefix")))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let valid = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if !valid {
-        return Err(Error::invalid(format!(
-            "source bucket `{bucket}` is not a valid S3 bucket name"
-        )));
-    }
-    Ok(S3Location {
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-    })
-}
-
-/// A parsed target URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobLocation {
-    /// Blob service endpoint (path-style includes the account).
-    pub endpoint: Url,
-    /// Account name.
-    pub account: String,
-    /// Container.
-    pub container: String,
-    /// Name prefix (may be empty).
-    pub prefix: String,
-}
-
-/// Parses `https://acct.blob.core.windows.net/container/prefix` or the path-style
-/// `http://host:port/acct/container/prefix`. A query string (SAS) is refused: pass it in
-/// AZURE_STORAGE_SAS_TOKEN so it is never echoed.
-pub fn parse_blob_url(s: &str) -> Result<BlobLocation> {
-    let u = Url::parse(s).map_err(|e| {
-        Error::invalid(format!(
-            "target is not a URL ({e}); expected https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX"
-        ))
-    })?;
-    if u.query().is_some() {
-        return Err(Error::invalid(
-            "target URL must not carry a query (SAS): set AZURE_STORAGE_SAS_TOKEN instead",
-        ));
-    }
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(Error::invalid("target URL must be http(s)"));
-    }
-    let account = account_from_url(&u).ok_or_else(|| Error::invalid("target URL names no storage account"))?;
-    let path_style = !u.host_str().unwrap_or("").contains(".blob.");
-    let mut segs: Vec<&str> = u
-        .path()
-        .trim_start_matches('/')
-        .splitn(if path_style { 3 } else { 2 }, '/')
-        .collect();
-    if path_style {
-        segs.remove(0);
-    }
-    let container = segs.first().copied().unwrap_or("").to_string();
-    if container.is_empty() {
-        return Err(Error::invalid("target URL names no container"));
-    }
-    crate::model::validate_container_name(&container)?;
-    let prefix = percent_encoding::percent_decode_str(segs.get(1).copied().unwrap_or(""))
-        .decode_utf8()
-        .map_err(|_| Error::invalid("target prefix is not UTF-8"))?
-        .to_string();
-    let mut endpoint = u.clone();
-    endpoint.set_path(if path_style { &account } else { "" });
-    let endpoint = Url::parse(endpoint.as_str().trim_end_matches('/')).expect("valid");
-    Ok(BlobLocation {
-        endpoint,
-        account,
-        container,
-        prefix,
-    })
-}
-
 /// Loads the configuration for a CLI run against `target`: with no Azure variables set, the
 /// account comes from the URL and Entra ID is used.
-fn load_config(target: Option<&BlobLocation>) -> Result<Config> {
+fn load_config(target: Option<&crate::config::location::BlobLocation>) -> Result<Config> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
     let has_azure = ["AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT"]
         .iter()
@@ -440,57 +304,13 @@ pub async fn main() -> ExitCode {
             metadata,
             concurrency,
         } => verify::run(source, target, json, repair, metadata, concurrency as usize).await,
-        Command::Status {
-            run_id: Some(id),
-            report: true,
-            outcome,
-            csv,
-            ..
-        } => status::run_report(&id, outcome.as_deref(), csv).await,
-        Command::Status {
-            run_id: Some(id),
-            json,
-            watch,
-            ..
-        } => status::run_status(&id, json, watch).await,
-        Command::Status {
-            runs: true,
-            json,
-            limit,
-            ..
-        } => status::recent_runs(limit, json).await,
-        Command::Status {
-            cutover: true,
-            bucket: Some(bucket),
-            container,
-            source_prefix,
-            target_prefix,
-            max_lag_seconds,
-            max_verify_age_seconds,
-            json,
-            ..
-        } => {
-            let bounds = crate::app::cutover::Bounds {
-                max_lag: std::time::Duration::from_secs(max_lag_seconds),
-                max_verify_age: std::time::Duration::from_secs(max_verify_age_seconds),
-            };
-            let prefixes = (source_prefix.as_deref(), target_prefix.as_deref());
-            status::cutover(&bucket, container, prefixes, bounds, json).await
-        }
-        Command::Status {
-            bucket,
-            queue_url,
-            problems,
-            limit,
-            json,
-            ..
-        } => status::run(bucket.as_deref().unwrap_or_default(), queue_url, problems, limit, json).await,
+        Command::Status(args) => status::show(args.mode()).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message());
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(exit_code(e.kind()))
         }
     }
 }
@@ -557,44 +377,5 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn s3_urls() {
-        assert_eq!(
-            parse_s3_url("s3://my-bucket/a/b/").unwrap(),
-            S3Location {
-                bucket: "my-bucket".into(),
-                prefix: "a/b/".into()
-            }
-        );
-        assert_eq!(parse_s3_url("s3://bkt").unwrap().prefix, "");
-        assert!(parse_s3_url("http://x").is_err());
-        assert!(parse_s3_url("s3://UPPER/x").is_err());
-    }
-
-    #[test]
-    fn blob_urls() {
-        let l = parse_blob_url("https://acme.blob.core.windows.net/data/in/").unwrap();
-        assert_eq!(
-            (l.account.as_str(), l.container.as_str(), l.prefix.as_str()),
-            ("acme", "data", "in/")
-        );
-        assert_eq!(l.endpoint.as_str(), "https://acme.blob.core.windows.net/");
-        let l = parse_blob_url("http://127.0.0.1:10000/devstoreaccount1/c01/p").unwrap();
-        assert_eq!(
-            (l.account.as_str(), l.container.as_str(), l.prefix.as_str()),
-            ("devstoreaccount1", "c01", "p")
-        );
-        assert_eq!(l.endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1");
-        let e = parse_blob_url("https://acme.blob.core.windows.net/c?sv=1&sig=SECRET").unwrap_err();
-        assert!(!e.message().contains("SECRET"));
-        assert!(parse_blob_url("https://acme.blob.core.windows.net/").is_err());
-        assert!(parse_blob_url("https://acme.blob.core.windows.net/Bad_C").is_err());
     }
 }

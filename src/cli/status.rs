@@ -8,6 +8,199 @@ use crate::state::checkpoint::{CheckpointStore, Outcome};
 use crate::state::runs::counters::Tally;
 use crate::state::runs::store::RunState;
 
+/// The arguments of `status`. Which of its modes runs is [`StatusArgs::mode`]'s answer.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A run id (from `copy`, `sync`, or POST /api/runs).
+    pub run_id: Option<String>,
+    /// List recent runs.
+    #[arg(long, conflicts_with_all = ["run_id", "bucket"])]
+    pub runs: bool,
+    /// The source bucket.
+    #[arg(long, required_unless_present_any = ["run_id", "runs"])]
+    pub bucket: Option<String>,
+    /// The SQS queue to report the backlog of.
+    #[arg(long)]
+    pub queue_url: Option<String>,
+    /// Only rows that are not copied or up to date.
+    #[arg(long)]
+    pub problems: bool,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print every row as one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// With a run id: follow the run, printing it every few seconds until it ends.
+    #[arg(long, requires = "run_id", conflicts_with = "report")]
+    pub watch: bool,
+    /// With a run id: print the run's per-object report, one key a line with its outcome
+    /// and reason (JSON Lines; every key that was not copied unless --outcome says).
+    #[arg(long, requires = "run_id")]
+    pub report: bool,
+    /// With --report: which outcomes, comma-separated (excluded, unsupported, failed,
+    /// retrying, deleted, vanished, transferred, noTransferNeeded, wouldTransfer,
+    /// wouldDelete), or `all`.
+    #[arg(long, requires = "report")]
+    pub outcome: Option<String>,
+    /// With --report: CSV with a header line instead of JSON Lines. A key or reason that
+    /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return is written with a
+    /// leading `'` so that a spreadsheet shows it instead of running it as a formula;
+    /// drop that one `'` to get the raw key back, or use the JSON Lines report, which
+    /// keeps every key exactly as it is.
+    #[arg(long, requires = "report", conflicts_with = "json")]
+    pub csv: bool,
+    /// With --bucket: the cutover gate. Exit 0 when `ready` (no SQS backlog, relay lag
+    /// under the bound, no pending copy or running run, nothing failed, parked or
+    /// dead-lettered, and a recent clean verify); otherwise exit 1 with each reason.
+    #[arg(long, requires = "bucket", conflicts_with_all = ["run_id", "runs", "problems"])]
+    pub cutover: bool,
+    /// With --cutover: the target container (default SYNC_TARGET_CONTAINER).
+    #[arg(long, requires = "cutover")]
+    pub container: Option<String>,
+    /// With --cutover: the keys asked about (default SYNC_SOURCE_PREFIX, the events'
+    /// mapping). Only a verify whose scope covers these keys, onto the same names, counts.
+    #[arg(long, requires = "cutover")]
+    pub source_prefix: Option<String>,
+    /// With --cutover: where those keys' blobs are (default: the events' mapping of
+    /// --source-prefix, SYNC_SOURCE_PREFIX onto SYNC_TARGET_PREFIX).
+    #[arg(long, requires = "cutover")]
+    pub target_prefix: Option<String>,
+    /// With --cutover: the relay's lag at most this many seconds.
+    #[arg(long, requires = "cutover", default_value_t = 300)]
+    pub max_lag_seconds: u64,
+    /// With --cutover: the last clean verify at most this many seconds old.
+    #[arg(long, requires = "cutover", default_value_t = 86400)]
+    pub max_verify_age_seconds: u64,
+}
+
+/// What `status` shows, chosen from its flags in one place.
+#[derive(Debug)]
+pub enum StatusMode {
+    /// `status RUN_ID --report`: the run's per-object report.
+    Report {
+        /// The run.
+        run_id: String,
+        /// Which outcomes (`--outcome`).
+        outcome: Option<String>,
+        /// CSV instead of JSON Lines.
+        csv: bool,
+    },
+    /// `status RUN_ID [--watch]`: the run's summary.
+    Run {
+        /// The run.
+        run_id: String,
+        /// As JSON.
+        json: bool,
+        /// Follow it until it ends.
+        watch: bool,
+    },
+    /// `status --runs`: recent runs.
+    Runs {
+        /// At most this many.
+        limit: usize,
+        /// As JSON.
+        json: bool,
+    },
+    /// `status --cutover --bucket B`: the cutover gate for one scope.
+    Cutover {
+        /// The source bucket.
+        bucket: String,
+        /// The target container (default SYNC_TARGET_CONTAINER).
+        container: Option<String>,
+        /// The keys asked about.
+        source_prefix: Option<String>,
+        /// Where their blobs are.
+        target_prefix: Option<String>,
+        /// The gate's bounds.
+        bounds: crate::app::cutover::Bounds,
+        /// As JSON.
+        json: bool,
+    },
+    /// `status --bucket B`: the bucket's checkpoint rows and the SQS backlog.
+    Bucket {
+        /// The source bucket.
+        bucket: String,
+        /// The SQS queue to report the backlog of.
+        queue_url: Option<String>,
+        /// Only rows that are not copied or up to date.
+        problems: bool,
+        /// At most this many rows.
+        limit: usize,
+        /// As JSON lines.
+        json: bool,
+    },
+}
+
+impl StatusArgs {
+    /// The mode the flags ask for. A run id wins (its report with `--report`), then
+    /// `--runs`, then `--cutover`, then the bucket's rows; clap's rules keep the rest apart.
+    pub fn mode(self) -> StatusMode {
+        let s = self;
+        match (s.run_id, s.bucket) {
+            (Some(run_id), _) if s.report => StatusMode::Report {
+                run_id,
+                outcome: s.outcome,
+                csv: s.csv,
+            },
+            (Some(run_id), _) => StatusMode::Run {
+                run_id,
+                json: s.json,
+                watch: s.watch,
+            },
+            (None, _) if s.runs => StatusMode::Runs {
+                limit: s.limit,
+                json: s.json,
+            },
+            (None, Some(bucket)) if s.cutover => StatusMode::Cutover {
+                bucket,
+                container: s.container,
+                source_prefix: s.source_prefix,
+                target_prefix: s.target_prefix,
+                bounds: crate::app::cutover::Bounds {
+                    max_lag: std::time::Duration::from_secs(s.max_lag_seconds),
+                    max_verify_age: std::time::Duration::from_secs(s.max_verify_age_seconds),
+                },
+                json: s.json,
+            },
+            (None, bucket) => StatusMode::Bucket {
+                bucket: bucket.unwrap_or_default(),
+                queue_url: s.queue_url,
+                problems: s.problems,
+                limit: s.limit,
+                json: s.json,
+            },
+        }
+    }
+}
+
+/// Runs `status` in `mode`.
+pub(super) async fn show(mode: StatusMode) -> Result<ExitCode> {
+    match mode {
+        StatusMode::Report { run_id, outcome, csv } => run_report(&run_id, outcome.as_deref(), csv).await,
+        StatusMode::Run { run_id, json, watch } => run_status(&run_id, json, watch).await,
+        StatusMode::Runs { limit, json } => recent_runs(limit, json).await,
+        StatusMode::Cutover {
+            bucket,
+            container,
+            source_prefix,
+            target_prefix,
+            bounds,
+            json,
+        } => {
+            let prefixes = (source_prefix.as_deref(), target_prefix.as_deref());
+            cutover(&bucket, container, prefixes, bounds, json).await
+        }
+        StatusMode::Bucket {
+            bucket,
+            queue_url,
+            problems,
+            limit,
+            json,
+        } => run(&bucket, queue_url, problems, limit, json).await,
+    }
+}
+
 pub(super) async fn run(
     bucket: &str,
     queue_url: Option<String>,
@@ -344,4 +537,74 @@ fn cli_names(message: &str) -> String {
     message
         .replace("sourcePrefix", "--source-prefix")
         .replace("targetPrefix", "--target-prefix")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::StatusMode;
+    use crate::cli::{Cli, Command};
+
+    fn mode(args: &[&str]) -> StatusMode {
+        let cli = Cli::try_parse_from([&["s3-blob-sync", "status"], args].concat()).unwrap();
+        match cli.command {
+            Command::Status(a) => a.mode(),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    /// The flags users and the README know choose the same mode as before the enum.
+    #[test]
+    fn each_documented_flag_set_chooses_its_mode() {
+        assert!(matches!(mode(&["R1"]), StatusMode::Run { run_id, json: false, watch: false } if run_id == "R1"));
+        assert!(matches!(
+            mode(&["R1", "--watch", "--json"]),
+            StatusMode::Run {
+                json: true,
+                watch: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            mode(&["R1", "--report", "--csv", "--outcome", "failed"]),
+            StatusMode::Report { csv: true, outcome: Some(o), .. } if o == "failed"
+        ));
+        // A run id wins over --bucket, as it always did.
+        assert!(matches!(mode(&["R1", "--bucket", "b"]), StatusMode::Run { .. }));
+        assert!(matches!(
+            mode(&["--runs", "--limit", "7"]),
+            StatusMode::Runs { limit: 7, json: false }
+        ));
+        match mode(&[
+            "--cutover",
+            "--bucket",
+            "bkt",
+            "--container",
+            "c",
+            "--max-lag-seconds",
+            "9",
+        ]) {
+            StatusMode::Cutover {
+                bucket,
+                container,
+                bounds,
+                ..
+            } => {
+                assert_eq!((bucket.as_str(), container.as_deref()), ("bkt", Some("c")));
+                assert_eq!(bounds.max_lag.as_secs(), 9);
+                assert_eq!(bounds.max_verify_age.as_secs(), 86_400);
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(matches!(
+            mode(&["--bucket", "bkt", "--problems"]),
+            StatusMode::Bucket { bucket, problems: true, limit: 50, .. } if bucket == "bkt"
+        ));
+        // clap keeps the modes apart where two would apply.
+        for bad in [&["--runs", "R1"][..], &["--cutover", "--runs"], &["--report"], &[]] {
+            let args = [&["s3-blob-sync", "status"], bad].concat();
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
-use super::{parse_blob_url, parse_s3_url, EXIT_FAILED_OBJECTS};
+use super::EXIT_FAILED_OBJECTS;
 use crate::app::verify::{repair, verify};
+use crate::config::location::{parse_blob_url, parse_s3_url};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::Scope;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 pub mod azure;
+pub mod location;
 
 use crate::error::{Error, Result};
 use crate::redact::ExposeSecret;

@@ -122,7 +122,8 @@ impl RunSpec {
         if spec.source.bucket.trim().is_empty() {
             return Err(bad("source.bucket", "is empty".into()));
         }
-        validate_bucket_name(&spec.source.bucket).map_err(|w| bad("source.bucket", w))?;
+        crate::model::validate_bucket_name(&spec.source.bucket)
+            .map_err(|e| bad("source.bucket", e.message().to_string()))?;
         crate::model::validate_container_name(&spec.target.container)
             .map_err(|e| bad("target.container", e.message().to_string()))?;
         if let Some(r) = &spec.source.region {
@@ -187,22 +188,6 @@ fn validate_webhook(s: &str, cfg: &Config) -> std::result::Result<WebhookRef, St
     super::webhook::check_url(&u, &cfg.notify_allow_hosts)
         .map_err(|w| format!("app setting `{}`: {w}", r.setting()))?;
     Ok(r)
-}
-
-/// S3 bucket naming rules (3-63 of lowercase letters, digits, `.` and `-`).
-fn validate_bucket_name(b: &str) -> std::result::Result<(), String> {
-    let ok = (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
-        && b.as_bytes()[0].is_ascii_alphanumeric()
-        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{b}` is not a valid bucket name (3-63 lowercase letters, digits, `.` or `-`)"
-        ))
-    }
 }
 
 /// Compiled filters.

@@ -25,10 +25,6 @@ use crate::config::azure::StorageAccount;
 use crate::error::{ErrorKind, Result};
 use crate::model::{MovedBy, Verification};
 use crate::retry::RetryPolicy;
-use crate::state::breaker::BreakerStore;
-use crate::state::lag::LagStore;
-use crate::state::staging::StagingStore;
-use crate::state::verify::VerifyStore;
 
 /// What happened to one object. The snake-case names are stored in the table and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -308,7 +304,7 @@ pub fn now_rfc3339() -> String {
 /// The checkpoint store.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    table: TableClient,
+    pub(super) table: TableClient,
 }
 
 impl CheckpointStore {
@@ -322,26 +318,6 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             table: TableClient::new(account, auth, name, retry)?,
         })
-    }
-
-    /// The staging rows of split copies, kept in the same table.
-    pub fn staging(&self) -> StagingStore {
-        StagingStore::new(self.table.clone())
-    }
-
-    /// The SQS relay's lag rows, kept in the same table.
-    pub fn lag(&self) -> LagStore {
-        LagStore::new(self.table.clone())
-    }
-
-    /// The results of `verify`, kept in the same table.
-    pub fn verify(&self) -> VerifyStore {
-        VerifyStore::new(self.table.clone())
-    }
-
-    /// The circuit breaker of the relay into `target`, kept in the same table.
-    pub fn breaker(&self, target: &str) -> BreakerStore {
-        BreakerStore::new(self.table.clone(), target)
     }
 
     /// Creates the table if needed.

@@ -67,9 +67,13 @@ impl LagStore {
 
     /// The last recorded drain of `queue_url`.
     pub async fn last(&self, queue_url: &str) -> Result<Option<LastDrain>> {
-        Ok(self.table.get(PARTITION, &row_key(queue_url)).await?.map(|e| LastDrain {
-            at: e.get_str("LastDrainAt").unwrap_or_default().to_string(),
-            oldest_age_ms: e.get_i64("OldestAgeMs").unwrap_or(0),
-        }))
+        Ok(self
+            .table
+            .get(PARTITION, &row_key(queue_url))
+            .await?
+            .map(|e| LastDrain {
+                at: e.get_str("LastDrainAt").unwrap_or_default().to_string(),
+                oldest_age_ms: e.get_i64("OldestAgeMs").unwrap_or(0),
+            }))
     }
 }

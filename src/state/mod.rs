@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod lag;
 pub mod runs;
 pub mod staging;
+mod tables;
 pub mod verify;
 
 /// Seconds since the Unix epoch, the clock of leases and timestamps kept as numbers.

@@ -163,6 +163,33 @@ fn bad_config_fails_at_start_naming_the_variable() {
     assert!(out.contains("FUNCTIONS_CUSTOMHANDLER_PORT is not set"), "{out}");
 }
 
+/// A service that cannot be reached is a fault, not a configuration error: the command exits
+/// with its own code (3), after the retry policy's attempts, naming what it could not reach.
+#[test]
+fn an_unreachable_service_exits_with_the_fault_code_not_the_config_code() {
+    let mut env = crate::harness::stack_env().clone();
+    // A port nothing listens on: every connection to the Table service is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let table = format!("http://127.0.0.1:{closed}/devstoreaccount1");
+    env.insert(
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        crate::harness::TestCtx::connection_string(None, None, Some(&table)),
+    );
+    let (code, out) = run_binary(&["status", "--runs"], &env);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("table runs"), "the error names the table: {out}");
+    assert!(!out.contains("panicked"), "{out}");
+    // The same command with a bad setting is still the configuration code.
+    env.insert("SYNC_RUNS_TABLE".into(), "no_such-table".into());
+    let (code, out) = run_binary(&["status", "--runs"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("SYNC_RUNS_TABLE"), "{out}");
+}
+
 #[test]
 fn every_command_has_help() {
     for args in [

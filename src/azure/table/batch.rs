@@ -110,7 +110,6 @@ fn parse_batch_response(body: &str) -> BatchOutcome {
     BatchOutcome::Committed
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,7 +84,12 @@ impl TableClient {
         &self.retry
     }
 
-    pub(super) async fn send(&self, what: &str, build: impl Fn() -> Request, idempotency: Idempotency) -> Result<RawResponse> {
+    pub(super) async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> Request,
+        idempotency: Idempotency,
+    ) -> Result<RawResponse> {
         self.retry
             .run(what, idempotency, || async {
                 let mut req = build();
@@ -106,7 +111,10 @@ impl TableClient {
                 let res = match res {
                     Ok(r) => r,
                     Err(e) => {
-                        return Err(crate::azure::map_azure_error(e, format!("table {}: {what}", self.table)));
+                        return Err(crate::azure::map_azure_error(
+                            e,
+                            format!("table {}: {what}", self.table),
+                        ));
                     }
                 };
                 let status = u16::from(res.status());
@@ -369,4 +377,3 @@ fn header(r: &RawResponse, name: &str) -> Option<String> {
         .get_optional_str(&azure_core::http::headers::HeaderName::from(name.to_string()))
         .map(str::to_string)
 }
-

@@ -158,7 +158,6 @@ impl Continuation {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

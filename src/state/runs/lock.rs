@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::store::RunStore;
-use crate::state::unix_now;
 use crate::azure::table::Entity;
 use crate::error::{ErrorKind, Result};
+use crate::state::unix_now;
 
 const LOCK_PK: &str = "lock";
 

@@ -404,7 +404,6 @@ impl RunStore {
     }
 }
 
-
 /// Run ids are `YYYYMMDDTHHMMSSZ-<8 hex>`: sortable, and safe as table keys.
 pub fn new_run_id() -> String {
     format!(
