@@ -18,7 +18,7 @@ use crate::messages::CopyMessage;
 fn cfg() -> Config {
     let mut c = Config::for_emulators();
     // A webhook setting that holds a private address: refused once it is resolved.
-    c.webhooks.insert(
+    c.runs.webhooks.insert(
         "SYNC_WEBHOOK_PRIVATE".into(),
         crate::redact::Secret::from("https://10.0.0.1/x".to_string()),
     );

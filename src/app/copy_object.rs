@@ -15,16 +15,22 @@ pub fn to_request(msg: &CopyMessage, cfg: &Config) -> Result<CopyRequest, Error>
     let container = msg
         .container
         .clone()
-        .or_else(|| cfg.target_container.clone())
+        .or_else(|| cfg.mapping.container.clone())
         .ok_or_else(|| Error::invalid("message names no container and SYNC_TARGET_CONTAINER is not set"))?;
     Ok(CopyRequest {
         bucket: msg.bucket.clone(),
         key: msg.key.clone(),
         container,
-        source_prefix: msg.source_prefix.clone().unwrap_or_else(|| cfg.source_prefix.clone()),
-        target_prefix: msg.target_prefix.clone().unwrap_or_else(|| cfg.target_prefix.clone()),
+        source_prefix: msg
+            .source_prefix
+            .clone()
+            .unwrap_or_else(|| cfg.mapping.source_prefix.clone()),
+        target_prefix: msg
+            .target_prefix
+            .clone()
+            .unwrap_or_else(|| cfg.mapping.target_prefix.clone()),
         run_id: msg.run_id.clone(),
-        mode: msg.mode.unwrap_or(cfg.mode),
+        mode: msg.mode.unwrap_or(cfg.mapping.mode),
         // What a listing or a creation event saw. A removal event names the deleted version,
         // which must not pass for "the source still has this".
         listed: match msg.event.as_deref() {
@@ -57,7 +63,7 @@ pub async fn copy_in_process(engine: &Engine, req: &CopyRequest, cfg: &Config) -
     let mut attempt = 1;
     loop {
         match engine.copy_here(req, engine.config().invocation_bytes).await {
-            Err(e) if attempt < cfg.max_dequeue_count && may_pass(&e) => {
+            Err(e) if attempt < cfg.queues.max_dequeue_count && may_pass(&e) => {
                 tracing::warn!(bucket = %req.bucket, key = %req.key, attempt, error = %e, "object attempt failed; trying again");
                 tokio::time::sleep(cfg.retry.backoff(attempt)).await;
                 attempt += 1;
@@ -192,7 +198,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             // settled now, with its reason, so the run neither waits for it nor reports it as
             // retrying.
             let status = if e.kind() == ErrorKind::Invalid { 400 } else { 500 };
-            let last = attempt >= cfg.max_dequeue_count || status == 400;
+            let last = attempt >= cfg.queues.max_dequeue_count || status == 400;
             if let (true, Some((svc, id))) = (last, run) {
                 let tally = crate::state::runs::counters::Tally::Failed;
                 if let Err(ce) = svc.store.record(id, &copy.key, tally, 0, Some(e.message())).await {
@@ -269,7 +275,7 @@ async fn watch_split(
         ..msg.clone()
     };
     svc.copy_queue
-        .send(&again.to_json(), Some(cfg.run_check_interval * 3))
+        .send(&again.to_json(), Some(cfg.runs.check_interval * 3))
         .await?;
     Ok(true)
 }

@@ -96,18 +96,18 @@ pub fn asked_scope(
 ) -> Result<Scope> {
     let (source_prefix, target_prefix) = match (source_prefix, target_prefix) {
         (Some(p), Some(t)) => (p.to_string(), t.to_string()),
-        (None, None) => (cfg.source_prefix.clone(), cfg.target_prefix.clone()),
+        (None, None) => (cfg.mapping.source_prefix.clone(), cfg.mapping.target_prefix.clone()),
         (None, Some(_)) => {
             return Err(Error::invalid(
                 "sourcePrefix: required with targetPrefix (the keys whose blobs are under it)",
             ))
         }
-        (Some(p), None) => match p.strip_prefix(cfg.source_prefix.as_str()) {
-            Some(rest) => (p.to_string(), format!("{}{rest}", cfg.target_prefix)),
+        (Some(p), None) => match p.strip_prefix(cfg.mapping.source_prefix.as_str()) {
+            Some(rest) => (p.to_string(), format!("{}{rest}", cfg.mapping.target_prefix)),
             None => {
                 return Err(Error::invalid(format!(
                     "targetPrefix: required, since sourcePrefix `{p}` is not under SYNC_SOURCE_PREFIX `{}`",
-                    cfg.source_prefix
+                    cfg.mapping.source_prefix
                 )))
             }
         },
@@ -265,7 +265,7 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
         "pendingCopies",
         n,
         0,
-        format!("{n} copies wait in queue {}", cfg.copy_queue),
+        format!("{n} copies wait in queue {}", cfg.queues.copy),
     ));
     let running = svc
         .store
@@ -315,7 +315,7 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
         0,
         format!(
             "{n} SQS messages could not be read and wait in queue {}",
-            cfg.reject_queue
+            cfg.queues.reject
         ),
     ));
 
@@ -541,8 +541,8 @@ mod tests {
     fn the_asked_scope_defaults_to_the_events_mapping() {
         let mut cfg = Config::for_emulators();
         assert_eq!(asked_scope(&cfg, "b", "c", None, None).unwrap(), scope("", ""));
-        cfg.source_prefix = "in/".into();
-        cfg.target_prefix = "out/".into();
+        cfg.mapping.source_prefix = "in/".into();
+        cfg.mapping.target_prefix = "out/".into();
         assert_eq!(asked_scope(&cfg, "b", "c", None, None).unwrap(), scope("in/", "out/"));
         assert_eq!(
             asked_scope(&cfg, "b", "c", Some("in/2024/"), None).unwrap(),

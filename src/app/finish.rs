@@ -65,7 +65,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
             None => CheckStep::Finished,
         });
     }
-    let interval = svc.config.run_check_interval;
+    let interval = svc.config.runs.check_interval;
     let Some(lister) = svc.store.lister(id).await? else {
         return Ok(CheckStep::Finished);
     };
@@ -74,7 +74,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
     }
     // The check chain's heartbeat, by which the sweep tells it is alive (decisions 96).
     let now = unix_now();
-    if now - run.checked_at >= heartbeat(svc.config.run_stall).as_secs() as i64 {
+    if now - run.checked_at >= heartbeat(svc.config.runs.stall).as_secs() as i64 {
         run.checked_at = now;
         if !svc.store.save(&mut run).await? {
             // Written meanwhile (a cancel, another check's beat): go on with the row as it is.
@@ -98,7 +98,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
             run.last_settled = settled;
             run.last_progress_at = now_rfc3339();
             svc.store.save(&mut run).await?;
-        } else if since(&run.last_progress_at) > svc.config.run_stall {
+        } else if since(&run.last_progress_at) > svc.config.runs.stall {
             // Copies whose attempts failed and that no host reported back on (parked, or lost
             // with a timed-out last attempt) are failures, with their last reason.
             let parked = svc.store.settle_retrying(id).await?;
@@ -107,7 +107,7 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
                  ({parked} of them, which had failed attempts, are counted as failed); \
                  see the copy-objects-poison queue and the failures list",
                 expected.saturating_sub(settled),
-                svc.config.run_stall.as_secs()
+                svc.config.runs.stall.as_secs()
             );
             end(svc, id, RunState::PartiallySucceeded, Some(reason)).await?;
             return Box::pin(check(svc, id)).await;
@@ -192,7 +192,11 @@ async fn prune(svc: &RunService, run: &mut RunRecord) -> Result<Pruned> {
         if !run.prune_listed {
             let target = svc.engine.target(&spec.target.container)?;
             let (blobs, next) = target
-                .list_page(&spec.target.prefix, run.prune_marker.as_deref(), svc.config.prune_page)
+                .list_page(
+                    &spec.target.prefix,
+                    run.prune_marker.as_deref(),
+                    svc.config.runs.prune_page,
+                )
                 .await?;
             // Blobs this tool wrote for this bucket under this run's mapping: another prefix
             // pair's blobs are not ours to judge.
@@ -312,7 +316,7 @@ async fn delete_candidates(svc: &RunService, run: &RunRecord, keys: Vec<String>)
 /// [`notify_pause`] (returned), until [`NOTIFY_ATTEMPTS`] were made: then, as for a refusal,
 /// `notification.state` is `failed` with the reason, and nothing more is tried.
 async fn notify(svc: &RunService, run: &mut RunRecord) -> Result<Option<Duration>> {
-    let base = svc.config.notify_retry;
+    let base = svc.config.runs.notify_retry;
     let since_claim = run.notify_claimed_at.as_deref().map(since);
     let claimable = match run.notified {
         // A failed attempt waits out its pause.

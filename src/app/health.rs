@@ -62,7 +62,7 @@ impl QueueHealth {
 pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
     let cfg = &svc.config;
     let retry = cfg.retry;
-    let sqs = match cfg.sqs_queue_url.as_deref() {
+    let sqs = match cfg.relay.queue_url.as_deref() {
         Some(url) => {
             let q = SqsQueue::new(&cfg.aws, url, retry).await;
             let depth = q.depth().await?;
@@ -94,17 +94,17 @@ pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
     Ok(QueueHealth {
         sqs,
         copies: Depth {
-            queue: cfg.copy_queue.clone(),
+            queue: cfg.queues.copy.clone(),
             messages: svc.copy_queue.approximate_count().await?,
         },
         list_pages: Depth {
-            queue: cfg.list_queue.clone(),
+            queue: cfg.queues.list.clone(),
             messages: svc.list_queue.approximate_count().await?,
         },
         poison: vec![
-            depth(format!("{}-poison", cfg.copy_queue)).await?,
-            depth(format!("{}-poison", cfg.list_queue)).await?,
+            depth(format!("{}-poison", cfg.queues.copy)).await?,
+            depth(format!("{}-poison", cfg.queues.list)).await?,
         ],
-        rejected: depth(cfg.reject_queue.clone()).await?,
+        rejected: depth(cfg.queues.reject.clone()).await?,
     })
 }

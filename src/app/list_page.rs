@@ -12,7 +12,7 @@ use crate::state::runs::store::RunState;
 pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handled, Failure> {
     let msg = ListMessage::parse(text).map_err(Failure::bad_input)?;
     let svc = state.runs().await.map_err(Failure::internal)?;
-    let last = attempt >= state.config.max_dequeue_count;
+    let last = attempt >= state.config.queues.max_dequeue_count;
     match &msg {
         ListMessage::Page { run_id, page } => match list_page(svc, run_id, *page, &svc.copy_queue).await {
             Ok(step) => {
@@ -81,7 +81,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             Err(e) if last => {
                 // Keep the run's check chain alive with a fresh message rather than poison it.
                 tracing::warn!(run_id = %run_id, error = %e, outcome = "check_requeued", "run check keeps failing; trying again later");
-                svc.enqueue(&msg, Some(state.config.run_check_interval * 6))
+                svc.enqueue(&msg, Some(state.config.runs.check_interval * 6))
                     .await
                     .map_err(Failure::internal)?;
                 Ok(Handled::new(

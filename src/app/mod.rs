@@ -39,7 +39,7 @@ impl AppState {
     /// checked when the timer fires, so a notification problem fails that run's start, not
     /// every function of the app.
     pub async fn new(config: crate::config::Config) -> crate::error::Result<Self> {
-        if let Some(text) = config.scheduled_run.as_ref().map(ExposeSecret::expose_secret) {
+        if let Some(text) = config.runs.scheduled.as_ref().map(ExposeSecret::expose_secret) {
             let mut spec: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| crate::error::Error::invalid(format!("SYNC_SCHEDULED_RUN is not JSON: {e}")))?;
             if let Some(o) = spec.as_object_mut() {

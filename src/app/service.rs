@@ -89,9 +89,9 @@ impl RunService {
     pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
         let retry = config.retry;
         let auth = config.azure.authorizer()?;
-        let store = RunStore::open(&config.azure, &auth, &config.runs_table, retry)?;
-        let copy_queue = WorkQueue::new(&config.azure, &auth, &config.copy_queue, retry)?;
-        let list_queue = WorkQueue::new(&config.azure, &auth, &config.list_queue, retry)?;
+        let store = RunStore::open(&config.azure, &auth, &config.tables.runs, retry)?;
+        let copy_queue = WorkQueue::new(&config.azure, &auth, &config.queues.copy, retry)?;
+        let list_queue = WorkQueue::new(&config.azure, &auth, &config.queues.list, retry)?;
         store.ensure().await?;
         Ok(RunService {
             engine,
@@ -125,7 +125,7 @@ impl RunService {
                 .map_err(|w| Error::invalid(format!("notify: {w}")))?;
             let u = url::Url::parse(secret.expose_secret())
                 .map_err(|_| Error::invalid(format!("notify: app setting `{}` is not a URL", n.setting())))?;
-            super::webhook::vet(&u, &self.config.notify_allow_hosts)
+            super::webhook::vet(&u, &self.config.runs.notify_allow_hosts)
                 .await
                 .map_err(|e| Error::invalid(e.message().to_string()))?;
         }

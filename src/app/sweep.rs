@@ -32,8 +32,8 @@ pub struct Swept {
 /// not this sweeper's setting).
 pub fn bound(run: &RunRecord, cfg: &crate::config::Config) -> Duration {
     match run.trigger {
-        Some(Trigger::Cli) => run.lease_secs.map_or(cfg.run_lease, Duration::from_secs) * 3,
-        _ => cfg.run_stall,
+        Some(Trigger::Cli) => run.lease_secs.map_or(cfg.runs.lease, Duration::from_secs) * 3,
+        _ => cfg.runs.stall,
     }
 }
 
@@ -185,10 +185,10 @@ mod tests {
         run.lease_secs = None;
         assert_eq!(
             bound(&run, &cfg),
-            cfg.run_lease * 3,
+            cfg.runs.lease * 3,
             "a run from before the lease was kept"
         );
         run.trigger = Some(Trigger::Http);
-        assert_eq!(bound(&run, &cfg), cfg.run_stall);
+        assert_eq!(bound(&run, &cfg), cfg.runs.stall);
     }
 }

@@ -112,7 +112,7 @@ pub async fn send(url: &Secret, summary: &RunSummary, cfg: &Config) -> Result<()
             "notify: the webhook setting's value is not a URL (a Key Vault reference not resolved yet?)",
         )
     })?;
-    let pinned = vet(&u, &cfg.notify_allow_hosts).await?;
+    let pinned = vet(&u, &cfg.runs.notify_allow_hosts).await?;
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))

@@ -63,15 +63,15 @@ impl Worker {
         let auth = config.azure.authorizer()?;
         let retry = config.retry;
         let name = match function {
-            QueueFunction::CopyObject => &config.copy_queue,
-            QueueFunction::ListPage => &config.list_queue,
+            QueueFunction::CopyObject => &config.queues.copy,
+            QueueFunction::ListPage => &config.queues.list,
         };
         let queue = WorkQueue::new(&config.azure, &auth, name, retry)?;
         let poison = WorkQueue::new(&config.azure, &auth, &format!("{name}-poison"), retry)?;
         queue.create_if_missing().await?;
         poison.create_if_missing().await?;
         Ok(Worker {
-            visibility: config.worker_visibility,
+            visibility: config.queues.visibility,
             state,
             function,
             queue,
@@ -97,7 +97,7 @@ impl Worker {
             QueueFunction::ListPage => super::list_page::handle(&self.state, &item.text, item.dequeue_count).await,
         };
         let park = match &result {
-            Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.max_dequeue_count => {
+            Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.queues.max_dequeue_count => {
                 // Malformed (it can never succeed) or out of attempts: park it with the
                 // reason, still hidden (the heartbeat goes on), so no twin parks it too.
                 tracing::error!(

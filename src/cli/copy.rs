@@ -178,7 +178,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     let engine = Arc::new(Engine::from_config(&cfg).await?);
     engine.checkpoint().ensure().await?;
     let svc = Arc::new(RunService::local(cfg.clone(), engine.clone()).await?);
-    let lease = cfg.run_lease;
+    let lease = cfg.runs.lease;
     let run = match svc.start(spec, None, crate::model::Trigger::Cli, Some(lease)).await? {
         Started::Created(r) => r,
         Started::Busy(other) => {

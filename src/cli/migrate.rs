@@ -12,7 +12,7 @@ pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?;
+    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, cfg.retry)?;
     let pb = if json {
         ProgressBar::hidden()
     } else {
@@ -34,12 +34,12 @@ pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
     } else if dry_run {
         println!(
             "dry run: {} checkpoint rows of the previous form and {} split rows would be moved or dropped in table {}; nothing was changed",
-            done.found, done.staging_dropped, cfg.checkpoint_table
+            done.found, done.staging_dropped, cfg.tables.checkpoint
         );
     } else {
         println!(
             "table {}: {} rows of the previous form: {} moved to their blobs' rows, {} dropped (the blob's row was newer); {} split rows dropped",
-            cfg.checkpoint_table, done.found, done.moved, done.superseded, done.staging_dropped
+            cfg.tables.checkpoint, done.found, done.moved, done.superseded, done.staging_dropped
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -337,7 +337,7 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
     tracing::info!(
         port,
         bind = %bind,
-        api_key = state.config.api_key.is_some(),
+        api_key = state.config.server.api_key.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         work_queues,
         "custom handler listening"
@@ -354,7 +354,7 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
             }));
         }
         // No timers here: the sweep runs on its own period.
-        let period = state.config.sweep_interval;
+        let period = state.config.runs.sweep_interval;
         workers.push(tokio::spawn(crate::app::sweep::every(
             state.clone(),
             period,

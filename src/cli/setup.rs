@@ -136,7 +136,7 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     let queue_url = args
         .queue_url
         .clone()
-        .or(cfg.sqs_queue_url.clone())
+        .or(cfg.relay.queue_url.clone())
         .ok_or_else(|| Error::invalid("--queue-url or SYNC_SQS_QUEUE_URL is required"))?;
     let retry = cfg.retry;
     let s3 = S3Source::new(&cfg.aws, retry).await;

@@ -211,7 +211,7 @@ pub(super) async fn run(
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, cfg.retry)?;
+    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, cfg.retry)?;
     let mut rows = store.list_bucket(bucket).await?;
     rows.sort_by(|a, b| a.key.cmp(&b.key));
     let total = rows.len();
@@ -252,9 +252,9 @@ pub(super) async fn run(
     }
     println!(
         "{total} checkpoint rows for bucket {bucket} in table {}",
-        cfg.checkpoint_table
+        cfg.tables.checkpoint
     );
-    if let Some(url) = queue_url.or(cfg.sqs_queue_url.clone()) {
+    if let Some(url) = queue_url.or(cfg.relay.queue_url.clone()) {
         let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, cfg.retry).await;
         let d = sqs.depth().await?;
         let last = store.lag().last(&url).await?;
@@ -300,7 +300,7 @@ pub(super) async fn run_status(id: &str, json: bool, watch: bool) -> Result<Exit
         let Some(summary) = svc.summary(id).await? else {
             return Err(crate::error::Error::invalid(format!(
                 "no run with id `{id}` in table {} (see `status --runs`)",
-                svc.config.runs_table
+                svc.config.tables.runs
             )));
         };
         if json {
@@ -332,7 +332,7 @@ pub(super) async fn run_report(id: &str, outcome: Option<&str>, csv: bool) -> Re
     if svc.store.get(id).await?.is_none() {
         return Err(crate::error::Error::invalid(format!(
             "no run with id `{id}` in table {} (see `status --runs`)",
-            svc.config.runs_table
+            svc.config.tables.runs
         )));
     }
     let stdout = std::io::stdout();
@@ -370,7 +370,7 @@ pub(super) async fn cutover(
     json: bool,
 ) -> Result<ExitCode> {
     let svc = runs_service().await?;
-    let container = match container.or_else(|| svc.config.target_container.clone()) {
+    let container = match container.or_else(|| svc.config.mapping.container.clone()) {
         Some(c) => c,
         None => {
             return Err(crate::error::Error::invalid(
@@ -502,7 +502,7 @@ pub(super) async fn cancel(id: &str, dry_run: bool) -> Result<ExitCode> {
     let Some(run) = svc.store.get(id).await? else {
         return Err(crate::error::Error::invalid(format!(
             "no run with id `{id}` in table {} (see `status --runs`)",
-            svc.config.runs_table
+            svc.config.tables.runs
         )));
     };
     if run.state.is_final() {

@@ -13,12 +13,12 @@ use crate::error::Result;
 pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -> Result<ExitCode> {
     let mut cfg = crate::config::Config::from_env()?;
     if queue_url.is_some() {
-        cfg.sqs_queue_url = queue_url;
+        cfg.relay.queue_url = queue_url;
     }
     crate::telemetry::init(cfg.log_format, "info");
     let state = crate::app::AppState::new(cfg).await?;
     let (cfg, engine) = (state.config.clone(), state.engine.clone());
-    match &cfg.target_container {
+    match &cfg.mapping.container {
         Some(c) => engine.target(c)?.create_if_missing().await.map_err(|e| {
             e.context(format!("SYNC_TARGET_CONTAINER: container `{c}` does not exist and could not be created; create it or grant the identity rights to"))
         })?,
@@ -29,7 +29,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     if once {
-        let stats = drainer.drain(cfg.drain_budget, true).await?;
+        let stats = drainer.drain(cfg.relay.drain_budget, true).await?;
         // The relay's lag, as the long-running loop keeps it (the cutover gate reads it).
         if let Err(e) = crate::app::lag::record(&engine.checkpoint().lag(), drainer.sqs(), &stats).await {
             tracing::warn!(error = %e, "could not record the relay's lag");
@@ -66,7 +66,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     // No timers here: the sweep runs on its own period.
     let sweep_task = tokio::spawn(crate::app::sweep::every(
         state.clone(),
-        cfg.sweep_interval,
+        cfg.runs.sweep_interval,
         stop_rx.clone(),
     ));
     let worker_task = tokio::spawn(async move { worker.run(stop_rx, None).await });
@@ -96,7 +96,7 @@ pub(super) async fn redrive(
     let cfg = crate::config::Config::from_env()?;
     crate::telemetry::init(cfg.log_format, "warn");
     let url = queue_url
-        .or(cfg.sqs_queue_url.clone())
+        .or(cfg.relay.queue_url.clone())
         .ok_or_else(|| crate::error::Error::invalid("no events queue: pass --queue-url or set SYNC_SQS_QUEUE_URL"))?;
     let sqs = crate::aws::sqs::SqsQueue::new(&cfg.aws, &url, cfg.retry).await;
     let stats = crate::app::drain::redrive(&sqs, max, dry_run, any_source).await?;

@@ -134,7 +134,8 @@ pub struct AwsStaticCredentials {
     pub session_token: Option<Secret>,
 }
 
-/// The whole configuration.
+/// The whole configuration, one section per concern (as each backend's builder holds its
+/// own options): read from the environment by [`Config::from`], each value checked there.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The Azure storage account that holds the target container, queues and tables.
@@ -143,27 +144,71 @@ pub struct Config {
     pub aws: AwsConfig,
     /// The engine.
     pub engine: EngineConfig,
-    /// `SYNC_TARGET_CONTAINER`: default container for queue messages that name none.
-    pub target_container: Option<String>,
-    /// `SYNC_TARGET_PREFIX`.
-    pub target_prefix: String,
-    /// `SYNC_SOURCE_PREFIX`: removed from keys when naming blobs.
-    pub source_prefix: String,
-    /// `SYNC_CHECKPOINT_TABLE` (default `objects`).
-    pub checkpoint_table: String,
-    /// `SYNC_MAX_DEQUEUE_COUNT` (default 5): on this attempt a failure is final.
-    pub max_dequeue_count: u32,
+    /// Where objects go when a message or event does not say: the default container, the
+    /// key-to-name mapping and the sync mode.
+    pub mapping: MappingConfig,
+    /// The tables that hold the state.
+    pub tables: TableConfig,
+    /// The Azure work queues and how their messages are worked.
+    pub queues: QueueConfig,
+    /// Incremental sync: the SQS queue of S3 events and how its messages are relayed.
+    pub relay: RelayConfig,
+    /// Bulk runs: their checks, stall bound, leases, sweep, prune pages, schedule and webhooks.
+    pub runs: RunsConfig,
+    /// The HTTP server (`serve`): who may call it.
+    pub server: ServerConfig,
     /// `SYNC_LOG_FORMAT` (default json).
     pub log_format: LogFormat,
+    /// The one retry policy every call to a cloud goes through (see [`crate::retry`]).
+    pub retry: crate::retry::RetryPolicy,
+}
+
+/// Where objects go when a message or event does not say: the default container, the
+/// key-to-name mapping and the sync mode.
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    /// `SYNC_TARGET_CONTAINER`: default container for queue messages that name none.
+    pub container: Option<String>,
+    /// `SYNC_SOURCE_PREFIX`: removed from keys when naming blobs.
+    pub source_prefix: String,
+    /// `SYNC_TARGET_PREFIX`.
+    pub target_prefix: String,
     /// `SYNC_MODE`: `additive` (default: never delete) or `mirror` (delete blobs whose
     /// source is gone), for messages that do not say.
     pub mode: crate::model::SyncMode,
-    /// `SYNC_SQS_QUEUE_URL`: the SQS queue receiving the bucket's event notifications.
-    pub sqs_queue_url: Option<String>,
+}
+
+/// The tables that hold the state.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// `SYNC_CHECKPOINT_TABLE` (default `objects`).
+    pub checkpoint: String,
+    /// `SYNC_RUNS_TABLE` (default `runs`): bulk runs, their counters and locks.
+    pub runs: String,
+}
+
+/// The Azure work queues and how their messages are worked.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
     /// `SYNC_COPY_QUEUE` (default `copy-objects`; keep equal to CopyObject's function.json).
-    pub copy_queue: String,
+    pub copy: String,
+    /// `SYNC_LIST_QUEUE` (default `list-pages`; keep equal to ListPage's function.json).
+    pub list: String,
     /// `SYNC_REJECT_QUEUE` (default `sqs-rejects`): malformed SQS bodies are parked here.
-    pub reject_queue: String,
+    pub reject: String,
+    /// `SYNC_MAX_DEQUEUE_COUNT` (default 5): on this attempt a failure is final.
+    pub max_dequeue_count: u32,
+    /// `SYNC_WORKER_VISIBILITY_SECS` (default 60): how long the `watch` worker (and `serve
+    /// --work-queues`) hides a message it works on, extended every half period while the
+    /// work runs; after a crash the message returns this much later.
+    pub visibility: Duration,
+}
+
+/// Incremental sync: the SQS queue of S3 events and how its messages are relayed.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `SYNC_SQS_QUEUE_URL`: the SQS queue receiving the bucket's event notifications.
+    pub queue_url: Option<String>,
     /// `SYNC_DRAIN_BUDGET_SECS` (default 50): how long one DrainSqs invocation receives.
     /// DrainSqs fires every minute, so 50 s keeps one receiver running almost all the time
     /// and always finishes well inside host.json's functionTimeout.
@@ -172,52 +217,41 @@ pub struct Config {
     /// hidden this long times 4^(receives-1), at most 12 h, so an Azure outage spends the
     /// queue's receive count slowly (with `maxReceiveCount` 5: 60+240+960+3840 s, about
     /// 85 minutes before the dead-letter queue).
-    pub sqs_retry_base: Duration,
+    pub retry_base: Duration,
     /// `SYNC_SQS_VISIBILITY_SECS` (default 60): how long a received SQS message stays hidden
     /// while it is relayed (extended while the relay runs long); the messages of a relay that
     /// died come back after it.
-    pub sqs_visibility: Duration,
-    /// `SYNC_WORKER_VISIBILITY_SECS` (default 60): how long the `watch` worker (and `serve
-    /// --work-queues`) hides a message it works on, extended every half period while the
-    /// work runs; after a crash the message returns this much later.
-    pub worker_visibility: Duration,
-    /// `SYNC_RUNS_TABLE` (default `runs`): bulk runs, their counters and locks.
-    pub runs_table: String,
-    /// `SYNC_LIST_QUEUE` (default `list-pages`; keep equal to ListPage's function.json).
-    pub list_queue: String,
+    pub visibility: Duration,
+}
+
+/// Bulk runs: their checks, stall bound, leases, sweep, prune pages, schedule and webhooks.
+#[derive(Debug, Clone)]
+pub struct RunsConfig {
     /// `SYNC_RUN_CHECK_SECS` (default 10): how often a listed run checks whether its copies
     /// have settled.
-    pub run_check_interval: Duration,
+    pub check_interval: Duration,
     /// `SYNC_RUN_STALL_SECS` (default 3600): a run whose copies make no progress this long
     /// ends PartiallySucceeded, naming how many never settled.
-    pub run_stall: Duration,
-    /// `SYNC_PRUNE_PAGE` (default 1000, at most 5000): blobs a mirror run's prune lists per
-    /// page; each check lists and judges pages (or deletes) for at most 20 s, then hands the
-    /// rest to the next check, so no invocation outlives the host's timeout.
-    pub prune_page: u32,
-    /// `SYNC_SWEEP_SECS` (default 60): how often `serve --work-queues` and `watch` look for
-    /// runs that stopped moving (the Functions timers sweep on their own schedules).
-    pub sweep_interval: Duration,
+    pub stall: Duration,
     /// `SYNC_NOTIFY_RETRY_SECS` (default 60): the pause after a run's first failed webhook
     /// send; it doubles after each, up to an hour, for at most six sends (about 31 minutes at
     /// the default). 0 tries again at the next check.
     pub notify_retry: Duration,
+    /// `SYNC_SWEEP_SECS` (default 60): how often `serve --work-queues` and `watch` look for
+    /// runs that stopped moving (the Functions timers sweep on their own schedules).
+    pub sweep_interval: Duration,
+    /// `SYNC_PRUNE_PAGE` (default 1000, at most 5000): blobs a mirror run's prune lists per
+    /// page; each check lists and judges pages (or deletes) for at most 20 s, then hands the
+    /// rest to the next check, so no invocation outlives the host's timeout.
+    pub prune_page: u32,
     /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
     /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
     /// the lock frees itself this long after the last renewal, and the next run takes over.
-    pub run_lease: Duration,
+    pub lease: Duration,
     /// `SYNC_SCHEDULED_RUN`: the run body ScheduledRun starts (validated at start-up, but
     /// for `notify`, which is checked when the timer fires). Kept as a secret because it
     /// names buckets and containers, though its webhook is only a setting's name.
-    pub scheduled_run: Option<Secret>,
-    /// `SYNC_API_KEY`: the key `serve` requires outside the Functions host, sent in
-    /// the `x-functions-key` header, a Bearer token or the `code` query parameter; at least
-    /// 32 characters.
-    /// Without it `serve` listens on loopback only and answers loopback host names only.
-    pub api_key: Option<Secret>,
-    /// The Functions host started this process (`FUNCTIONS_WORKER_RUNTIME` is set): the host
-    /// alone calls the invoke routes, and its function keys gate the HTTP functions.
-    pub functions_host: bool,
+    pub scheduled: Option<Secret>,
     /// `SYNC_NOTIFY_ALLOW_HOSTS`: hosts (`name` or `name:port`, comma-separated) a run's
     /// webhook may reach although they are loopback or private, and over plain http: for a
     /// local receiver. Every other webhook must be https to a public address.
@@ -226,8 +260,19 @@ pub struct Config {
     /// "setting:SYNC_WEBHOOK_<NAME>"`), so the URL, which carries a credential, lives only in
     /// the app setting (a Key Vault reference in Azure) and never in a run row.
     pub webhooks: BTreeMap<String, Secret>,
-    /// The one retry policy every call to a cloud goes through (see [`crate::retry`]).
-    pub retry: crate::retry::RetryPolicy,
+}
+
+/// The HTTP server (`serve`): who may call it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `SYNC_API_KEY`: the key `serve` requires outside the Functions host, sent in
+    /// the `x-functions-key` header, a Bearer token or the `code` query parameter; at least
+    /// 32 characters.
+    /// Without it `serve` listens on loopback only and answers loopback host names only.
+    pub api_key: Option<Secret>,
+    /// The Functions host started this process (`FUNCTIONS_WORKER_RUNTIME` is set): the host
+    /// alone calls the invoke routes, and its function keys gate the HTTP functions.
+    pub functions_host: bool,
 }
 
 /// Reads variables from somewhere: the process environment, or a map in tests.
@@ -323,49 +368,56 @@ impl Config {
             azure: azure_account(env)?,
             aws: aws_config(env)?,
             engine: engine_config(env)?,
-            // Where objects go.
-            target_container: container_var(env, "SYNC_TARGET_CONTAINER")?,
-            target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
-            source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
-            mode: choice(env, "SYNC_MODE", crate::model::SyncMode::Additive)?,
-            // State and work queues.
-            checkpoint_table: table_var(env, "SYNC_CHECKPOINT_TABLE", "objects")?,
-            runs_table: table_var(env, "SYNC_RUNS_TABLE", "runs")?,
-            copy_queue: queue_var(env, "SYNC_COPY_QUEUE", "copy-objects")?,
-            list_queue: queue_var(env, "SYNC_LIST_QUEUE", "list-pages")?,
-            reject_queue: queue_var(env, "SYNC_REJECT_QUEUE", "sqs-rejects")?,
-            max_dequeue_count: bounded(env, "SYNC_MAX_DEQUEUE_COUNT", 5, 1, None, "")?,
-            worker_visibility: secs("SYNC_WORKER_VISIBILITY_SECS", 60, 1, 7 * 24 * 3600)?,
-            // Incremental sync from SQS.
-            sqs_queue_url: sqs_queue_url(env)?,
-            drain_budget: secs("SYNC_DRAIN_BUDGET_SECS", 50, 5, 3600)?,
-            sqs_retry_base: secs("SYNC_SQS_RETRY_BASE_SECS", 60, 1, 3600)?,
-            sqs_visibility: secs("SYNC_SQS_VISIBILITY_SECS", 60, 5, 43_200)?,
-            // Bulk runs.
-            run_check_interval: secs("SYNC_RUN_CHECK_SECS", 10, 1, 600)?,
-            run_stall: secs("SYNC_RUN_STALL_SECS", 3600, 5, 7 * 24 * 3600)?,
-            notify_retry: secs("SYNC_NOTIFY_RETRY_SECS", 60, 0, 3600)?,
-            sweep_interval: secs("SYNC_SWEEP_SECS", 60, 1, 3600)?,
-            prune_page: bounded(env, "SYNC_PRUNE_PAGE", 1000, 1, Some(5000), "")?,
-            run_lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
-            scheduled_run: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
-            notify_allow_hosts: env
-                .get("SYNC_NOTIFY_ALLOW_HOSTS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|h| h.trim().to_ascii_lowercase())
-                        .filter(|h| !h.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            webhooks: env
-                .names_with_prefix(WEBHOOK_SETTING_PREFIX)
-                .into_iter()
-                .filter_map(|k| env.get(&k).map(|v| (k, Secret::from(v.trim().to_string()))))
-                .collect(),
-            // The process.
-            api_key: api_key(env)?,
-            functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
+            mapping: MappingConfig {
+                container: container_var(env, "SYNC_TARGET_CONTAINER")?,
+                source_prefix: env.get("SYNC_SOURCE_PREFIX").unwrap_or_default(),
+                target_prefix: env.get("SYNC_TARGET_PREFIX").unwrap_or_default(),
+                mode: choice(env, "SYNC_MODE", crate::model::SyncMode::Additive)?,
+            },
+            tables: TableConfig {
+                checkpoint: table_var(env, "SYNC_CHECKPOINT_TABLE", "objects")?,
+                runs: table_var(env, "SYNC_RUNS_TABLE", "runs")?,
+            },
+            queues: QueueConfig {
+                copy: queue_var(env, "SYNC_COPY_QUEUE", "copy-objects")?,
+                list: queue_var(env, "SYNC_LIST_QUEUE", "list-pages")?,
+                reject: queue_var(env, "SYNC_REJECT_QUEUE", "sqs-rejects")?,
+                max_dequeue_count: bounded(env, "SYNC_MAX_DEQUEUE_COUNT", 5, 1, None, "")?,
+                visibility: secs("SYNC_WORKER_VISIBILITY_SECS", 60, 1, 7 * 24 * 3600)?,
+            },
+            relay: RelayConfig {
+                queue_url: sqs_queue_url(env)?,
+                drain_budget: secs("SYNC_DRAIN_BUDGET_SECS", 50, 5, 3600)?,
+                retry_base: secs("SYNC_SQS_RETRY_BASE_SECS", 60, 1, 3600)?,
+                visibility: secs("SYNC_SQS_VISIBILITY_SECS", 60, 5, 43_200)?,
+            },
+            runs: RunsConfig {
+                check_interval: secs("SYNC_RUN_CHECK_SECS", 10, 1, 600)?,
+                stall: secs("SYNC_RUN_STALL_SECS", 3600, 5, 7 * 24 * 3600)?,
+                notify_retry: secs("SYNC_NOTIFY_RETRY_SECS", 60, 0, 3600)?,
+                sweep_interval: secs("SYNC_SWEEP_SECS", 60, 1, 3600)?,
+                prune_page: bounded(env, "SYNC_PRUNE_PAGE", 1000, 1, Some(5000), "")?,
+                lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
+                scheduled: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
+                notify_allow_hosts: env
+                    .get("SYNC_NOTIFY_ALLOW_HOSTS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(|h| h.trim().to_ascii_lowercase())
+                            .filter(|h| !h.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                webhooks: env
+                    .names_with_prefix(WEBHOOK_SETTING_PREFIX)
+                    .into_iter()
+                    .filter_map(|k| env.get(&k).map(|v| (k, Secret::from(v.trim().to_string()))))
+                    .collect(),
+            },
+            server: ServerConfig {
+                api_key: api_key(env)?,
+                functions_host: env.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
+            },
             log_format: choice(env, "SYNC_LOG_FORMAT", LogFormat::Json)?,
             retry: crate::retry::RetryPolicy::default(),
         })
@@ -585,9 +637,9 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(c.engine.copy_path, CopyPath::Auto);
-        assert_eq!(c.checkpoint_table, "objects");
-        assert_eq!(c.max_dequeue_count, 5);
-        assert_eq!(c.sqs_visibility, Duration::from_secs(60));
+        assert_eq!(c.tables.checkpoint, "objects");
+        assert_eq!(c.queues.max_dequeue_count, 5);
+        assert_eq!(c.relay.visibility, Duration::from_secs(60));
     }
 
     #[test]
@@ -648,7 +700,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            c.webhooks["SYNC_WEBHOOK_DEFAULT"].expose_secret(),
+            c.runs.webhooks["SYNC_WEBHOOK_DEFAULT"].expose_secret(),
             "https://hooks.example/T/HOOKSECRET"
         );
         let debug = format!("{c:?}");

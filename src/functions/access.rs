@@ -30,12 +30,12 @@ pub fn check_bind(addr: std::net::IpAddr, config: &crate::config::Config) -> Res
     if addr.is_loopback() {
         return Ok(());
     }
-    if config.functions_host {
+    if config.server.functions_host {
         return Err(Error::invalid(format!(
             "serve --bind {addr}: under the Functions host (FUNCTIONS_WORKER_RUNTIME is set) serve listens on loopback only; the host is its one caller"
         )));
     }
-    if config.api_key.is_some() {
+    if config.server.api_key.is_some() {
         return Ok(());
     }
     Err(Error::invalid(format!(
@@ -150,10 +150,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     let invoke_route = !path.starts_with("/api/");
     // The Functions host calls the invoke routes on 127.0.0.1; nothing else may.
-    if state.config.functions_host && invoke_route && loopback_host(&host) {
+    if state.config.server.functions_host && invoke_route && loopback_host(&host) {
         return next.run(req).await;
     }
-    match state.config.api_key.as_ref() {
+    match state.config.server.api_key.as_ref() {
         Some(key) => {
             if !presented(&req).is_some_and(|k| same_key(&k, key.expose_secret())) {
                 return refuse(

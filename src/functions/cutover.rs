@@ -37,7 +37,7 @@ async fn run(state: &AppState, query: &HashMap<String, String>) -> crate::error:
         .ok_or_else(|| Error::invalid("bucket: the source bucket is required, e.g. ?bucket=my-bucket"))?;
     let container = match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) => c.clone(),
-        None => state.config.target_container.clone().ok_or_else(|| {
+        None => state.config.mapping.container.clone().ok_or_else(|| {
             Error::invalid("container: required when SYNC_TARGET_CONTAINER is not set, e.g. &container=mirror")
         })?,
     };

@@ -20,7 +20,7 @@ pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, F
     }
     let drainer = state.drainer().await.map_err(Failure::internal)?;
     let stats = drainer
-        .drain(state.config.drain_budget, false)
+        .drain(state.config.relay.drain_budget, false)
         .await
         .map_err(Failure::internal)?;
     if let Err(e) = crate::app::lag::record(&state.engine.checkpoint().lag(), drainer.sqs(), &stats).await {

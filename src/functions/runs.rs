@@ -77,7 +77,7 @@ pub async fn api(
         Ok(s) => s,
         Err(e) => return Reply::error(503, &e.context("run service unavailable")),
     };
-    let retry_after = svc.config.run_check_interval.as_secs().max(1).to_string();
+    let retry_after = svc.config.runs.check_interval.as_secs().max(1).to_string();
     let result = match route {
         Route::Start => start(svc, body, origin, &retry_after).await,
         Route::List => list(svc, query).await,

@@ -11,7 +11,7 @@ use crate::redact::ExposeSecret;
 
 /// Handles one timer invocation.
 pub async fn handle(state: &AppState, _req: &InvokeRequest) -> Result<Handled, Failure> {
-    let Some(text) = state.config.scheduled_run.as_ref().map(ExposeSecret::expose_secret) else {
+    let Some(text) = state.config.runs.scheduled.as_ref().map(ExposeSecret::expose_secret) else {
         return Ok(Handled::new(
             vec!["SYNC_SCHEDULED_RUN is not set; nothing to start".into()],
             serde_json::json!({"started": false}),

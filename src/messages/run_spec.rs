@@ -185,7 +185,7 @@ fn validate_webhook(s: &str, cfg: &Config) -> std::result::Result<WebhookRef, St
     let url = r.resolve(cfg)?;
     // The parser's message never quotes the input, which is a secret.
     let u = Url::parse(url.expose_secret()).map_err(|e| format!("app setting `{}`: not a URL: {e}", r.setting()))?;
-    super::webhook::check_url(&u, &cfg.notify_allow_hosts)
+    super::webhook::check_url(&u, &cfg.runs.notify_allow_hosts)
         .map_err(|w| format!("app setting `{}`: {w}", r.setting()))?;
     Ok(r)
 }
@@ -305,7 +305,9 @@ mod tests {
             ("SYNC_WEBHOOK_TEAMS", "https://hooks.example/T/abc"),
             ("SYNC_WEBHOOK_PLAIN", "http://hooks.example/x"),
         ] {
-            c.webhooks.insert(k.into(), crate::redact::Secret::from(v.to_string()));
+            c.runs
+                .webhooks
+                .insert(k.into(), crate::redact::Secret::from(v.to_string()));
         }
         c
     }

@@ -54,7 +54,8 @@ impl WebhookRef {
 
     /// The URL, from this process's configuration; a refusal names the setting.
     pub fn resolve<'a>(&self, cfg: &'a Config) -> std::result::Result<&'a Secret, String> {
-        cfg.webhooks
+        cfg.runs
+            .webhooks
             .get(&self.setting)
             .ok_or_else(|| format!("app setting `{}` is not set in this deployment", self.setting))
     }

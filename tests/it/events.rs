@@ -380,7 +380,7 @@ async fn bad_bodies_unknown_events_and_test_events_are_counted_and_parked() {
     assert_eq!(d.left_for_retry, 0);
     // Parked with the reason, nothing dropped; SQS is empty.
     let cfg = ev.config(&[]);
-    let rejects = ev.queue(&cfg.reject_queue);
+    let rejects = ev.queue(&cfg.queues.reject);
     let parked = rejects.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(parked.len(), 4);
     let reasons: Vec<serde_json::Value> = parked.iter().map(|p| serde_json::from_str(&p.text).unwrap()).collect();
@@ -479,7 +479,7 @@ async fn an_azure_outage_spends_no_receive_and_events_land_right_after_it() {
     // The next DrainSqs on another instance: it knows nothing of the outage but what the
     // breaker's stored state tells it.
     let fresh = Drainer::from_config(&ev.config(&overrides)).await.unwrap();
-    let copies = ctx.queue(&cfg.copy_queue);
+    let copies = ctx.queue(&cfg.queues.copy);
     let mut all_keys = Vec::new();
     for (n, outage) in [(1, BASE * 3 / 2), (2, BASE * 10)] {
         let before = copies.approximate_count().await.unwrap();
@@ -610,8 +610,8 @@ async fn an_azure_side_that_refuses_connections_opens_the_breaker() {
     let auth = cfg.azure.authorizer().unwrap();
     let queue = |name: &str| WorkQueue::new(&cfg.azure, &auth, name, cfg.retry).unwrap();
     let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, &ev.queue_url, cfg.retry).await;
-    let breaker = s3_blob_sync::app::drain::Breaker::new(queue(&cfg.copy_queue), None, Duration::from_secs(30));
-    let drainer = Drainer::new(sqs, queue(&cfg.copy_queue), queue(&cfg.reject_queue), breaker);
+    let breaker = s3_blob_sync::app::drain::Breaker::new(queue(&cfg.queues.copy), None, Duration::from_secs(30));
+    let drainer = Drainer::new(sqs, queue(&cfg.queues.copy), queue(&cfg.queues.reject), breaker);
     for i in 0..3 {
         ctx.put(&format!("r{i}"), "while unreachable").await;
     }
@@ -742,7 +742,7 @@ async fn drain_sqs_and_copy_object_through_the_invoke_protocol() {
     assert!(body["ReturnValue"]["relayed"].as_u64().unwrap() >= 1, "{body}");
     // Play the host's queue trigger: each copy-objects message becomes one CopyObject call.
     let cfg = ev.config(&[]);
-    let q = ev.queue(&cfg.copy_queue);
+    let q = ev.queue(&cfg.queues.copy);
     let items = q.receive(32, Duration::from_secs(30)).await.unwrap();
     assert!(!items.is_empty());
     for item in items {

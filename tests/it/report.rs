@@ -287,7 +287,7 @@ async fn a_parked_copy_is_settled_with_its_reason_whichever_host_parks_it() {
         .unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     check(&lines);
-    let poison = ctx.queue(&format!("{}-poison", ctx.config(&[]).copy_queue));
+    let poison = ctx.queue(&format!("{}-poison", ctx.config(&[]).queues.copy));
     let parked = poison.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(parked.len(), 1, "the refused copy is parked, and only it");
     assert!(parked[0].text.contains("p/refused"), "{}", parked[0].text);

@@ -748,7 +748,7 @@ async fn a_run_whose_chain_died_is_swept_and_the_next_schedule_starts() {
 
     // Every send to the listing queue fails from now on: the page lists, sends its copies,
     // and cannot queue its check, on all five deliveries; then it is parked.
-    let list_queue = ctx.config(&[]).list_queue;
+    let list_queue = ctx.config(&[]).queues.list;
     queues
         .faults()
         .refuse_to

@@ -285,7 +285,7 @@ async fn identity_tokens_and_a_webhook_reach_no_log_status_table_row_or_blob_met
     let cfg = ctx.config(&[]);
     let auth = cfg.azure.authorizer().unwrap();
     let mut rows = String::new();
-    for table in [&ctx.table, &cfg.runs_table] {
+    for table in [&ctx.table, &cfg.tables.runs] {
         let t = TableClient::new(&cfg.azure, &auth, table, RetryPolicy::default()).unwrap();
         let all = t.query_all(None).await.unwrap();
         assert!(!all.is_empty(), "table {table} has the run's rows");

@@ -119,7 +119,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     )
     .await;
     assert_eq!((status, rep["repairQueued"].as_u64()), (200, Some(5)), "{rep}");
-    let q = ctx.queue(&ctx.config(&[]).copy_queue);
+    let q = ctx.queue(&ctx.config(&[]).queues.copy);
     let mut queued = Vec::new();
     for _ in 0..3 {
         queued.extend(q.receive(32, std::time::Duration::from_secs(30)).await.unwrap());

@@ -123,15 +123,15 @@ impl Drainer {
 
     /// Builds the drainer from the configuration and creates its Azure queues if needed.
     pub async fn from_config(cfg: &crate::config::Config) -> Result<Self> {
-        let url = cfg.sqs_queue_url.as_deref().ok_or_else(|| {
+        let url = cfg.relay.queue_url.as_deref().ok_or_else(|| {
             crate::error::Error::invalid(
                 "SYNC_SQS_QUEUE_URL is not set: it names the SQS queue with the bucket's events",
             )
         })?;
         let retry = cfg.retry;
         let auth = cfg.azure.authorizer()?;
-        let copy_queue = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, retry)?;
-        let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.reject_queue, retry)?;
+        let copy_queue = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.copy, retry)?;
+        let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.reject, retry)?;
         copy_queue.create_if_missing().await?;
         rejects.create_if_missing().await?;
         // The probe asks once: its answer is whether the side is up now.
@@ -139,15 +139,15 @@ impl Drainer {
             max_attempts: 1,
             ..retry
         };
-        let probe = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, once)?;
-        let checkpoint = CheckpointStore::open(&cfg.azure, &auth, &cfg.checkpoint_table, retry)?;
+        let probe = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.copy, once)?;
+        let checkpoint = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, retry)?;
         // Where the breaker's state is kept for the next invocation and other replicas.
         checkpoint.ensure().await?;
-        let store = checkpoint.breaker(&format!("{}/{}", cfg.azure.name, cfg.copy_queue));
-        let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.sqs_retry_base));
+        let store = checkpoint.breaker(&format!("{}/{}", cfg.azure.name, cfg.queues.copy));
+        let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.relay.retry_base));
         let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects, breaker);
-        d.retry_base = cfg.sqs_retry_base;
-        d.visibility = cfg.sqs_visibility;
+        d.retry_base = cfg.relay.retry_base;
+        d.visibility = cfg.relay.visibility;
         Ok(d)
     }
 

@@ -39,12 +39,12 @@ impl Host {
     /// A host for `ctx`'s queues.
     pub async fn new(ctx: &TestCtx) -> Host {
         let cfg = ctx.config(&[]);
-        let (list, copy) = (ctx.queue(&cfg.list_queue), ctx.queue(&cfg.copy_queue));
+        let (list, copy) = (ctx.queue(&cfg.queues.list), ctx.queue(&cfg.queues.copy));
         list.create_if_missing().await.unwrap();
         copy.create_if_missing().await.unwrap();
         Host {
-            list_poison: ctx.queue(&format!("{}-poison", cfg.list_queue)),
-            copy_poison: ctx.queue(&format!("{}-poison", cfg.copy_queue)),
+            list_poison: ctx.queue(&format!("{}-poison", cfg.queues.list)),
+            copy_poison: ctx.queue(&format!("{}-poison", cfg.queues.copy)),
             list,
             copy,
             list_invocations: AtomicUsize::new(0),

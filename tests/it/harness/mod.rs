@@ -188,7 +188,13 @@ impl TestCtx {
     /// string, for instance).
     pub fn runs_table(&self, overrides: &[(&str, &str)]) -> TableClient {
         let cfg = self.config(overrides);
-        TableClient::new(&cfg.azure, &cfg.azure.authorizer().unwrap(), &cfg.runs_table, cfg.retry).unwrap()
+        TableClient::new(
+            &cfg.azure,
+            &cfg.azure.authorizer().unwrap(),
+            &cfg.tables.runs,
+            cfg.retry,
+        )
+        .unwrap()
     }
 
     /// Puts an object.
@@ -278,17 +284,17 @@ impl Drop for TestCtx {
 async fn remove(env: HashMap<String, String>, sqs_queues: Vec<String>) {
     let Ok(cfg) = Config::from(&env) else { return };
     let Ok(auth) = cfg.azure.authorizer() else { return };
-    if let Some(c) = &cfg.target_container {
+    if let Some(c) = &cfg.mapping.container {
         if let Ok(b) = BlobTarget::new(&cfg.azure, &auth, c, RetryPolicy::default()) {
             let _ = b.delete_container().await;
         }
     }
-    for t in [&cfg.checkpoint_table, &cfg.runs_table] {
+    for t in [&cfg.tables.checkpoint, &cfg.tables.runs] {
         if let Ok(t) = TableClient::new(&cfg.azure, &auth, t, RetryPolicy::default()) {
             let _ = t.delete_table().await;
         }
     }
-    for q in [&cfg.copy_queue, &cfg.list_queue, &cfg.reject_queue] {
+    for q in [&cfg.queues.copy, &cfg.queues.list, &cfg.queues.reject] {
         for name in [q.clone(), format!("{q}-poison")] {
             if let Ok(q) = WorkQueue::new(&cfg.azure, &auth, &name, RetryPolicy::default()) {
                 let _ = q.delete_queue().await;
@@ -365,7 +371,7 @@ async fn a_test_that_panics_leaves_nothing_behind() {
         let ctx = TestCtx::new("guard").await;
         let engine = ctx.engine(&[]).await; // creates the checkpoint table
         let cfg = ctx.config(&[]);
-        ctx.queue(&cfg.copy_queue).create_if_missing().await.unwrap();
+        ctx.queue(&cfg.queues.copy).create_if_missing().await.unwrap();
         let (_, sqs_url) = ctx.sqs_queue("guard-q-").await;
         ctx.put("k", "v").await;
         engine.copy_object(&objects::req(&ctx, "k")).await.unwrap();
@@ -377,7 +383,7 @@ async fn a_test_that_panics_leaves_nothing_behind() {
     let (env, sqs_url) = rx.await.unwrap();
     let cfg = Config::from(&env).unwrap();
     let auth = cfg.azure.authorizer().unwrap();
-    let container = cfg.target_container.clone().unwrap();
+    let container = cfg.mapping.container.clone().unwrap();
     let blob = BlobTarget::new(&cfg.azure, &auth, &container, RetryPolicy::default()).unwrap();
     // NotFound, not any error: a refused connection or a failed sign-in would pass too.
     let not_found = |e: s3_blob_sync::error::Error| e.kind() == s3_blob_sync::error::ErrorKind::NotFound;
@@ -385,15 +391,15 @@ async fn a_test_that_panics_leaves_nothing_behind() {
         blob.list("").await.is_err_and(not_found),
         "container {container} is still there"
     );
-    let table = TableClient::new(&cfg.azure, &auth, &cfg.checkpoint_table, RetryPolicy::default()).unwrap();
+    let table = TableClient::new(&cfg.azure, &auth, &cfg.tables.checkpoint, RetryPolicy::default()).unwrap();
     assert!(
         table.query(None, Some(1), None).await.is_err_and(not_found),
         "table {} is still there",
-        cfg.checkpoint_table
+        cfg.tables.checkpoint
     );
-    let queue = WorkQueue::new(&cfg.azure, &auth, &cfg.copy_queue, RetryPolicy::default()).unwrap();
+    let queue = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.copy, RetryPolicy::default()).unwrap();
     let gone = queue.receive(1, std::time::Duration::from_secs(1)).await;
-    assert!(gone.is_err_and(not_found), "queue {} is still there", cfg.copy_queue);
+    assert!(gone.is_err_and(not_found), "queue {} is still there", cfg.queues.copy);
     let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, "unused", RetryPolicy::default()).await;
     let attrs = sqs.client().get_queue_attributes().queue_url(&sqs_url).send().await;
     // SQS names a missing queue by its code (the query and JSON protocols spell it apart).
