@@ -1,14 +1,14 @@
 //! The engine: copying (or deleting) one object, verifying it, and checkpointing the outcome.
 
+pub mod blocks;
 pub mod copy;
 pub mod decide;
-pub mod layout;
+pub mod integrity;
 pub mod metadata;
 pub mod naming;
 pub mod server_side;
 pub mod split;
 pub mod streamed;
-pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

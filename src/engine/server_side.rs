@@ -5,10 +5,10 @@ use std::ops::Range;
 
 use futures::StreamExt;
 
+use super::blocks::BlockLayout;
 use super::copy::{requested_by, Route, Transfer};
 use super::decide::held_by_uncommitted;
-use super::layout::BlockLayout;
-use super::verify::{combine, crc_mismatch, mismatch};
+use super::integrity::{combine, crc_mismatch, mismatch};
 use super::{CopyRequest, Engine};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobTarget, WriteCondition};

@@ -8,9 +8,9 @@
 //! against the source and commits the block list. A crash loses at most the ranges in
 //! flight: a range already recorded is never staged again.
 
-use super::layout::BlockLayout;
+use super::blocks::BlockLayout;
+use super::integrity::{combine, crc_mismatch};
 use super::naming::blob_name;
-use super::verify::{combine, crc_mismatch};
 use super::{CopyRequest, Engine, PartRef, Step};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobTarget, WriteCondition};

@@ -8,10 +8,10 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::blocks::BlockLayout;
 use super::copy::{Route, Transfer};
 use super::decide::held_by_uncommitted;
-use super::layout::BlockLayout;
-use super::verify::{combine, verify_streamed};
+use super::integrity::{combine, verify_streamed};
 use super::{CopyRequest, Engine};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};

@@ -5,6 +5,7 @@ pub mod copy_object;
 pub mod cutover;
 pub mod dashboard;
 pub mod drain_sqs;
+pub mod http;
 pub mod list_page;
 pub mod protocol;
 pub mod runs;
@@ -64,14 +65,14 @@ pub fn router(state: AppState) -> Router {
     for f in FUNCTIONS {
         r = r.route(&format!("/{f}"), post(move |s, h, b| function_route(f, s, h, b)));
     }
-    r.route("/api/runs", post(runs::direct_start).get(runs::direct_list))
-        .route("/api/runs/{id}", get(runs::direct_get))
-        .route("/api/runs/{id}/report", get(runs::direct_report))
-        .route("/api/runs/{id}/cancel", post(runs::direct_cancel))
-        .route("/api/verify", post(runs::direct_verify))
-        .route("/api/cutover", get(runs::direct_cutover))
-        .route("/api/dashboard", get(runs::direct_dashboard))
-        .route("/api/dashboard/data", get(runs::direct_dashboard_data))
+    r.route("/api/runs", post(http::direct_start).get(http::direct_list))
+        .route("/api/runs/{id}", get(http::direct_get))
+        .route("/api/runs/{id}/report", get(http::direct_report))
+        .route("/api/runs/{id}/cancel", post(http::direct_cancel))
+        .route("/api/verify", post(http::direct_verify))
+        .route("/api/cutover", get(http::direct_cutover))
+        .route("/api/dashboard", get(http::direct_dashboard))
+        .route("/api/dashboard/data", get(http::direct_dashboard_data))
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         .with_state(state)
 }
@@ -90,7 +91,7 @@ async fn function_route(
                 "DrainSqs" => drain_sqs::handle(&state, &req).await,
                 "ListPage" => list_page::handle(&state, &req).await,
                 "ScheduledRun" => scheduled_run::handle(&state, &req).await,
-                other => runs::handle(&state, &req, other).await,
+                other => http::handle(&state, &req, other).await,
             }
         }
     })

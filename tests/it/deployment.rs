@@ -57,10 +57,10 @@ async fn function_json_files_match_routes_and_bindings() {
                 assert_eq!(trigger["connection"], "WorkQueue", "{name}");
             }
             "httpTrigger" => {
-                assert_eq!(trigger["name"], s3_blob_sync::functions::runs::BINDING, "{name}");
+                assert_eq!(trigger["name"], s3_blob_sync::functions::http::BINDING, "{name}");
                 let out = bindings.iter().find(|b| b["direction"] == "out").expect("http output");
                 assert_eq!(out["type"], "http");
-                assert_eq!(out["name"], s3_blob_sync::functions::runs::OUTPUT, "{name}");
+                assert_eq!(out["name"], s3_blob_sync::functions::http::OUTPUT, "{name}");
                 let route = trigger["route"].as_str().unwrap();
                 let expected = match name.as_str() {
                     "StartRun" => ("runs", "post"),

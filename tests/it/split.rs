@@ -16,7 +16,7 @@ use crate::harness::objects::{assert_blob, multipart};
 use crate::harness::proxy::Proxy;
 use crate::harness::{bytes, TestCtx};
 use s3_blob_sync::checksum;
-use s3_blob_sync::engine::layout::BlockLayout;
+use s3_blob_sync::engine::blocks::BlockLayout;
 use s3_blob_sync::state::checkpoint::{ObjectRecord, Outcome};
 
 const MIB: usize = 1024 * 1024;

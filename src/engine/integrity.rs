@@ -1,7 +1,7 @@
 //! Checks of what was written against what the source says it holds: its full-object
 //! CRC-64/NVME, its MD5 ETag, or its size.
 
-use super::layout::BlockLayout;
+use super::blocks::BlockLayout;
 use super::CopyRequest;
 use crate::aws::s3::ObjectHead;
 use crate::checksum;
