@@ -1,7 +1,7 @@
 //! One `copy-objects` message: the engine's request for it, and the whole handling (copy,
 //! split into ranges, count towards the run, record a final failure).
 
-use super::outcome::{Failure, Handled};
+use super::invocation::{Failure, Handled};
 use super::service::CopySink;
 use super::AppState;
 use crate::config::Config;
@@ -168,7 +168,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
         )),
         Ok(Step::Done(report)) => {
             if let Some((svc, id)) = run {
-                let tally = crate::state::runs::counters::Tally::of_copy(report.outcome);
+                let tally = crate::state::runs::counters::Tally::of_row(report.outcome);
                 svc.store
                     .record(id, &copy.key, tally, report.bytes, report.reason.as_deref())
                     .await

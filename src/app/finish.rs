@@ -297,9 +297,7 @@ async fn delete_candidates(svc: &RunService, run: &RunRecord, keys: Vec<String>)
                 };
                 let rep = svc.engine.copy_object(&req).await?;
                 if rep.outcome == crate::state::checkpoint::Outcome::Deleted {
-                    svc.store
-                        .record(id, &key, Tally::Deleted, 0, Some(PRUNE_REASON))
-                        .await?;
+                    svc.store.record(id, &key, Tally::Pruned, 0, Some(PRUNE_REASON)).await?;
                 }
             }
             svc.store.drop_prune_candidate(id, &key).await

@@ -1,8 +1,8 @@
 //! One `list-pages` message: a page of a bulk run, or a check whether it has settled.
 
 use super::finish::{check, CheckStep};
+use super::invocation::{Failure, Handled};
 use super::lister::{list_page, PageStep};
-use super::outcome::{Failure, Handled};
 use super::AppState;
 use crate::messages::ListMessage;
 use crate::state::runs::store::RunState;

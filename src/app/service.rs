@@ -335,7 +335,7 @@ pub async fn after_end(svc: &RunService, run: &RunRecord) {
         bucket = %run.spec.source.bucket, container = %run.spec.target.container,
         scanned = all.objects(Tally::Scanned), transferred = all.objects(Tally::Transferred),
         bytes = all.bytes(Tally::Transferred), failed = all.objects(Tally::Failed),
-        deleted = all.objects(Tally::Deleted), duration_ms = since(&run.started_at).as_millis() as u64,
+        deleted = all.objects(Tally::Pruned), duration_ms = since(&run.started_at).as_millis() as u64,
         outcome = "run_finished", "run finished"
     );
 }

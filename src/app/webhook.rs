@@ -38,7 +38,7 @@ pub fn payload(summary: &RunSummary) -> Value {
         n(Tally::Excluded),
         n(Tally::Unsupported),
         n(Tally::Failed),
-        n(Tally::Deleted),
+        n(Tally::Pruned),
     );
     if let Some(r) = &summary.reason {
         text.push_str(&format!(" Reason: {r}"));

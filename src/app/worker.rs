@@ -23,7 +23,7 @@ pub enum QueueFunction {
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemOutcome {
+pub enum Disposition {
     /// Copied, skipped or otherwise settled; deleted from the queue.
     Done,
     /// Failed; visible again after a backoff.
@@ -83,7 +83,7 @@ impl Worker {
     /// Handles one message. While the handler works, a heartbeat keeps the message hidden
     /// (every half visibility period), so a copy slower than the visibility timeout is not
     /// handed to a second consumer, whose deliveries would count against its attempts.
-    pub async fn process(&self, item: &WorkItem) -> Result<ItemOutcome> {
+    pub async fn process(&self, item: &WorkItem) -> Result<Disposition> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let beat = tokio::spawn(heartbeat(
             self.queue.clone(),
@@ -128,17 +128,17 @@ impl Worker {
         if let Some(sent) = park {
             sent?;
             self.queue.delete(item).await?;
-            return Ok(ItemOutcome::Poisoned);
+            return Ok(Disposition::Poisoned);
         }
         match result {
             Ok(_) => {
                 self.queue.delete(item).await?;
-                Ok(ItemOutcome::Done)
+                Ok(Disposition::Done)
             }
             Err(_) => {
                 let delay = self.state.config.retry.redelivery(item.dequeue_count);
                 self.queue.release(item, delay).await?;
-                Ok(ItemOutcome::Retry)
+                Ok(Disposition::Retry)
             }
         }
     }
@@ -147,7 +147,7 @@ impl Worker {
     /// has been empty that long. In-flight messages are finished before returning.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>, idle_exit: Option<Duration>) -> WorkerStats {
         let mut stats = WorkerStats::default();
-        let mut running: JoinSet<Result<ItemOutcome>> = JoinSet::new();
+        let mut running: JoinSet<Result<Disposition>> = JoinSet::new();
         let mut idle_since = tokio::time::Instant::now();
         loop {
             while let Some(done) = running.try_join_next() {
@@ -234,11 +234,11 @@ async fn heartbeat(
     }
 }
 
-fn tally(stats: &mut WorkerStats, r: std::result::Result<Result<ItemOutcome>, tokio::task::JoinError>) {
+fn tally(stats: &mut WorkerStats, r: std::result::Result<Result<Disposition>, tokio::task::JoinError>) {
     match r {
-        Ok(Ok(ItemOutcome::Done)) => stats.done += 1,
-        Ok(Ok(ItemOutcome::Retry)) => stats.retried += 1,
-        Ok(Ok(ItemOutcome::Poisoned)) => stats.poisoned += 1,
+        Ok(Ok(Disposition::Done)) => stats.done += 1,
+        Ok(Ok(Disposition::Retry)) => stats.retried += 1,
+        Ok(Ok(Disposition::Poisoned)) => stats.poisoned += 1,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "queue operation failed; the message becomes visible again")
         }

@@ -248,7 +248,7 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
             async move {
                 let req = to_request(&msg, cfg)?;
                 let (tally, bytes, reason) = match copy_in_process(engine, &req, cfg).await {
-                    Ok(rep) => (Tally::of_copy(rep.outcome), rep.bytes, rep.reason),
+                    Ok(rep) => (Tally::of_row(rep.outcome), rep.bytes, rep.reason),
                     Err(e) => (Tally::Failed, 0, Some(e.message().to_string())),
                 };
                 Ok::<_, Error>(Counted {

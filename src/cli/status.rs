@@ -479,7 +479,7 @@ pub(super) fn run_table(s: &RunSummary) -> String {
         Tally::Excluded,
         Tally::Unsupported,
         Tally::Failed,
-        Tally::Deleted,
+        Tally::Pruned,
         Tally::Vanished,
     ]
     .iter()

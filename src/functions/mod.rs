@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use protocol::{InvokeRequest, InvokeResponse};
 
-pub use crate::app::outcome::{Failure, Handled};
+pub use crate::app::invocation::{Failure, Handled};
 
 /// The queue message of a queue-triggered invocation (`Data.<binding>`), or a bad-input
 /// failure naming what is missing.

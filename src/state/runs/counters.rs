@@ -21,8 +21,10 @@ pub enum Tally {
     Transferred,
     /// Failed for good (after the last attempt).
     Failed,
-    /// Blobs deleted because their source is gone (mirror mode, after listing).
-    Deleted,
+    /// Blobs the prune deleted because their source is gone (mirror mode, after listing).
+    /// Named `deleted` wherever it is stored or shown.
+    #[strum(serialize = "deleted")]
+    Pruned,
     /// Listed, then gone from the source before its copy.
     Vanished,
     /// Dry run: would be copied.
@@ -42,7 +44,7 @@ impl Tally {
         Tally::NoTransferNeeded,
         Tally::Transferred,
         Tally::Failed,
-        Tally::Deleted,
+        Tally::Pruned,
         Tally::Vanished,
         Tally::WouldTransfer,
         Tally::WouldDelete,
@@ -54,8 +56,21 @@ impl Tally {
         self.into()
     }
 
-    /// The counter a copy's outcome goes to.
-    pub fn of_copy(o: Outcome) -> Tally {
+    /// The counter a key's copy is counted in, from the outcome its checkpoint row records:
+    /// the one mapping from rows to counters (and, by the counter's name, to report lines).
+    ///
+    /// | row (`Outcome` column) | counter and report name |
+    /// |---|---|
+    /// | `copied` | `transferred` |
+    /// | `no_transfer_needed` | `noTransferNeeded` |
+    /// | `unsupported` | `unsupported` |
+    /// | `excluded` | `excluded` |
+    /// | `failed` | `failed` (a report says `retrying` until the last attempt) |
+    /// | `deleted`, `source_missing` | `vanished`: listed, then gone from the source before its copy (its blob deleted in mirror mode, kept in additive) |
+    ///
+    /// The `deleted` counter ([`Tally::Pruned`]) is not a row's outcome: it counts the
+    /// blobs a mirror run's prune deletes after listing.
+    pub fn of_row(o: Outcome) -> Tally {
         match o {
             Outcome::Copied => Tally::Transferred,
             Outcome::NoTransferNeeded => Tally::NoTransferNeeded,
@@ -183,6 +198,47 @@ impl<'de> serde::Deserialize<'de> for Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key can be followed from its row to its counter and its report line by name, and
+    /// the names stored and shown stay as they were.
+    #[test]
+    fn each_row_outcome_has_one_counter_and_report_name() {
+        use crate::state::runs::report::ReportOutcome;
+        let every = |o: Outcome| match o {
+            // A new outcome fails to compile here until it is given its counter below.
+            Outcome::Copied
+            | Outcome::NoTransferNeeded
+            | Outcome::Unsupported
+            | Outcome::Excluded
+            | Outcome::Failed
+            | Outcome::Deleted
+            | Outcome::SourceMissing => o,
+        };
+        let table = [
+            (Outcome::Copied, "copied", "transferred"),
+            (Outcome::NoTransferNeeded, "no_transfer_needed", "noTransferNeeded"),
+            (Outcome::Unsupported, "unsupported", "unsupported"),
+            (Outcome::Excluded, "excluded", "excluded"),
+            (Outcome::Failed, "failed", "failed"),
+            (Outcome::Deleted, "deleted", "vanished"),
+            (Outcome::SourceMissing, "source_missing", "vanished"),
+        ];
+        for (o, row, counter) in table {
+            let o = every(o);
+            assert_eq!(o.as_str(), row);
+            assert_eq!(Outcome::parse(row), Some(o));
+            let t = Tally::of_row(o);
+            assert_eq!(t.name(), counter, "{row}");
+            let line: ReportOutcome = counter.parse().unwrap();
+            assert_eq!(line.name(), counter);
+        }
+        // `deleted` in counters and reports is the prune's, never a row's copy.
+        assert!(table.iter().all(|(o, _, _)| Tally::of_row(*o) != Tally::Pruned));
+        assert_eq!(Tally::Pruned.name(), "deleted");
+        assert_eq!(ReportOutcome::Pruned.name(), "deleted");
+        assert_eq!(serde_json::to_value(ReportOutcome::Pruned).unwrap(), "deleted");
+        assert_eq!("deleted".parse::<ReportOutcome>().unwrap(), ReportOutcome::Pruned);
+    }
 
     #[test]
     fn round_trip_and_merge() {

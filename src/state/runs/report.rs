@@ -25,8 +25,11 @@ pub enum ReportOutcome {
     Failed,
     /// Failed an attempt and will be tried again: not final.
     Retrying,
-    /// Its blob was deleted because the source is gone (mirror mode).
-    Deleted,
+    /// The prune deleted its blob because the source is gone (mirror mode): the
+    /// [`Tally::Pruned`](super::counters::Tally::Pruned) counter. Named `deleted`.
+    #[serde(rename = "deleted")]
+    #[strum(serialize = "deleted")]
+    Pruned,
     /// Listed, then gone from the source before its copy.
     Vanished,
     /// Copied and verified.
@@ -49,7 +52,7 @@ impl ReportOutcome {
         ReportOutcome::Unsupported,
         ReportOutcome::Failed,
         ReportOutcome::Retrying,
-        ReportOutcome::Deleted,
+        ReportOutcome::Pruned,
         ReportOutcome::Vanished,
         ReportOutcome::WouldDelete,
     ];
