@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub(crate) mod http;
+pub mod internal_events;
 pub mod messages;
 pub mod model;
 pub mod redact;

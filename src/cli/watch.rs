@@ -39,6 +39,7 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
             "drained {} SQS messages ({} relayed, {} rejected); copy queue: {} done, {} retried, {} poisoned",
             stats.received, stats.relayed, stats.rejected, w.done, w.retried, w.poisoned
         );
+        stopped(&w);
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -76,13 +77,21 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
     drain_task.abort();
     sweep_task.abort();
     let stats = worker_task.await.unwrap_or_default();
+    stopped(&stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The worker's last line: its messages, and what it did by event (objects and bytes per
+/// outcome, failed attempts by kind).
+fn stopped(stats: &crate::app::worker::WorkerStats) {
+    let events = serde_json::to_string(&crate::internal_events::counters()).unwrap_or_default();
     tracing::info!(
         done = stats.done,
         retried = stats.retried,
         poisoned = stats.poisoned,
+        events = %events,
         "worker stopped"
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `redrive`: moves dead-lettered S3 events back to the events queue.

@@ -1,6 +1,7 @@
 //! Copy of one object, the orchestration (docs/decisions.md, "Architecture"): HEAD the
 //! source, skip what is already there (`decide`), move the bytes (`server_side` or
-//! `streamed`), verify (`verify`), then checkpoint.
+//! `streamed`), check what was written (`integrity`), then checkpoint. Each step's outcome is
+//! one typed event (`internal_events::copy`).
 
 use std::time::Instant;
 
@@ -12,6 +13,9 @@ use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Mismatch, Result};
+use crate::internal_events::{
+    emit, CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectSplit, RangeStaged,
+};
 use crate::model::{MovedBy, SyncMode, Verification};
 use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Subject, Versioned};
 
@@ -95,35 +99,66 @@ impl Engine {
                 Err(e) if e.kind() == ErrorKind::Precondition && restarts < 3 => {
                     restarts += 1;
                     cur.to_mut().fresh = false;
-                    tracing::info!(bucket = %req.bucket, key = %req.key, error = %e, "changed during the copy; starting over");
+                    emit(CopyRestarted {
+                        bucket: &req.bucket,
+                        key: &req.key,
+                        reason: e.message(),
+                        restarts,
+                        run_id: req.run_id.as_deref().unwrap_or(""),
+                    });
                 }
                 r => break (r, seen),
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let run_id = req.run_id.as_deref().unwrap_or("");
+        let blob = name.as_deref().unwrap_or("");
+        let (bucket, key) = (req.bucket.as_str(), req.key.as_str());
         match &result {
-            Ok(Step::Done(r)) => tracing::info!(
-                bucket = %req.bucket, key = %req.key, blob = r.blob.as_deref().unwrap_or(""),
-                bytes = r.bytes, outcome = r.outcome.as_str(), reason = r.reason.as_deref().unwrap_or(""),
-                path = r.path.map_or("", MovedBy::as_str), verified = r.verified.map_or("", Verification::as_str),
-                run_id, duration_ms, "object done"
-            ),
-            Ok(Step::Split(p)) => tracing::info!(
-                bucket = %req.bucket, key = %req.key, outcome = "split", ranges = p.ranges,
-                staged = p.staged, to_send = p.unstaged.len(), claimed = p.claimed, run_id, duration_ms,
-                "object split into ranges"
-            ),
-            Ok(Step::Staged { index, staged, ranges }) => tracing::info!(
-                bucket = %req.bucket, key = %req.key, outcome = "staged", range = index, staged, ranges,
-                run_id, duration_ms, "range staged"
-            ),
+            Ok(Step::Done(r)) => emit(ObjectDone {
+                bucket,
+                key,
+                blob: r.blob.as_deref().unwrap_or(""),
+                bytes: r.bytes,
+                outcome: r.outcome.as_str(),
+                reason: r.reason.as_deref().unwrap_or(""),
+                path: r.path.map_or("", MovedBy::as_str),
+                verified: r.verified.map_or("", Verification::as_str),
+                run_id,
+                duration_ms,
+            }),
+            Ok(Step::Split(p)) => emit(ObjectSplit {
+                bucket,
+                key,
+                blob,
+                ranges: p.ranges,
+                staged: p.staged,
+                to_send: p.unstaged.len(),
+                claimed: p.claimed,
+                run_id,
+                duration_ms,
+            }),
+            Ok(Step::Staged { index, staged, ranges }) => emit(RangeStaged {
+                bucket,
+                key,
+                blob,
+                range: *index,
+                staged: *staged,
+                ranges: *ranges,
+                run_id,
+                duration_ms,
+            }),
             Err(e) => {
-                tracing::warn!(
-                    bucket = %req.bucket, key = %req.key, outcome = "failed", error_kind = e.kind().as_str(),
-                    reason = %e, range = req.part.as_ref().map(|p| p.index as i64).unwrap_or(-1),
-                    run_id, duration_ms, "object failed"
-                );
+                emit(ObjectFailed {
+                    bucket,
+                    key,
+                    blob,
+                    error_kind: e.kind().as_str(),
+                    reason: &e.to_string(),
+                    range: req.part.as_ref().map(|p| p.index),
+                    run_id,
+                    duration_ms,
+                });
                 let mut rec = ObjectRecord::new(&req.bucket, &req.key, &target_id, Outcome::Failed);
                 rec.reason = Some(failure_reason(e));
                 rec.run_id = req.run_id.clone();
@@ -138,7 +173,12 @@ impl Engine {
                     rec.event_time = s.record.event_time.clone();
                 }
                 if let Err(w) = self.checkpoint.put(&rec, seen.as_ref()).await {
-                    tracing::error!(bucket = %req.bucket, key = %req.key, error = %w, "could not record failure");
+                    emit(FailureNotRecorded {
+                        bucket,
+                        key,
+                        reason: &w.to_string(),
+                        run_id,
+                    });
                 }
             }
         }

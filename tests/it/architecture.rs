@@ -13,7 +13,16 @@ const LAYERS: [(&str, &[&str]); 6] = [
     (
         "base",
         &[
-            "error", "retry", "redact", "audit", "config", "model", "messages", "checksum", "http",
+            "error",
+            "retry",
+            "redact",
+            "audit",
+            "config",
+            "model",
+            "messages",
+            "checksum",
+            "http",
+            "internal_events",
         ],
     ),
     ("clouds", &["aws", "azure"]),

@@ -902,6 +902,8 @@ async fn killed_worker_mid_copy_then_restart_completes() {
         assert_eq!(code, Some(0), "{}", again.logs());
         let blob = ctx.blob().read("big").await.unwrap();
         if sha(&blob) == sha(&data) {
+            // The worker that copied it counts the copy among its events.
+            assert!(again.logs().contains(r#"objects{copied}\":1"#), "{}", again.logs());
             break;
         }
         assert_eq!(&blob[..], b"old content", "{}", again.logs());
