@@ -14,7 +14,7 @@ use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
 use crate::config::CopyPath;
 use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::internal_events::{
-    emit, CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectSplit, RangeStaged,
+    emit, CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectRef, ObjectSplit, RangeStaged,
 };
 use crate::model::{MovedBy, SyncMode, Verification};
 use crate::state::checkpoint::{now_rfc3339, ObjectRecord, Outcome, Subject, Versioned};
@@ -100,11 +100,14 @@ impl Engine {
                     restarts += 1;
                     cur.to_mut().fresh = false;
                     emit(CopyRestarted {
-                        bucket: &req.bucket,
-                        key: &req.key,
+                        object: ObjectRef {
+                            bucket: &req.bucket,
+                            key: &req.key,
+                            blob: name.as_deref().unwrap_or(""),
+                            run_id: req.run_id.as_deref().unwrap_or(""),
+                        },
                         reason: e.message(),
                         restarts,
-                        run_id: req.run_id.as_deref().unwrap_or(""),
                     });
                 }
                 r => break (r, seen),
@@ -112,51 +115,46 @@ impl Engine {
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let run_id = req.run_id.as_deref().unwrap_or("");
-        let blob = name.as_deref().unwrap_or("");
-        let (bucket, key) = (req.bucket.as_str(), req.key.as_str());
+        let object = ObjectRef {
+            bucket: &req.bucket,
+            key: &req.key,
+            blob: name.as_deref().unwrap_or(""),
+            run_id,
+        };
         match &result {
             Ok(Step::Done(r)) => emit(ObjectDone {
-                bucket,
-                key,
-                blob: r.blob.as_deref().unwrap_or(""),
+                object: ObjectRef {
+                    blob: r.blob.as_deref().unwrap_or(""),
+                    ..object
+                },
                 bytes: r.bytes,
                 outcome: r.outcome.as_str(),
                 reason: r.reason.as_deref().unwrap_or(""),
                 path: r.path.map_or("", MovedBy::as_str),
                 verified: r.verified.map_or("", Verification::as_str),
-                run_id,
                 duration_ms,
             }),
             Ok(Step::Split(p)) => emit(ObjectSplit {
-                bucket,
-                key,
-                blob,
+                object,
                 ranges: p.ranges,
                 staged: p.staged,
                 to_send: p.unstaged.len(),
                 claimed: p.claimed,
-                run_id,
                 duration_ms,
             }),
             Ok(Step::Staged { index, staged, ranges }) => emit(RangeStaged {
-                bucket,
-                key,
-                blob,
+                object,
                 range: *index,
                 staged: *staged,
                 ranges: *ranges,
-                run_id,
                 duration_ms,
             }),
             Err(e) => {
                 emit(ObjectFailed {
-                    bucket,
-                    key,
-                    blob,
+                    object,
                     error_kind: e.kind().as_str(),
                     reason: &e.to_string(),
                     range: req.part.as_ref().map(|p| p.index),
-                    run_id,
                     duration_ms,
                 });
                 let mut rec = ObjectRecord::new(&req.bucket, &req.key, &target_id, Outcome::Failed);
@@ -174,10 +172,8 @@ impl Engine {
                 }
                 if let Err(w) = self.checkpoint.put(&rec, seen.as_ref()).await {
                     emit(FailureNotRecorded {
-                        bucket,
-                        key,
+                        object,
                         reason: &w.to_string(),
-                        run_id,
                     });
                 }
             }

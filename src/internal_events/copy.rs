@@ -3,15 +3,45 @@
 
 use super::{count, InternalEvent};
 
-/// An object is settled: copied, already current, deleted, refused or left out.
-#[derive(Debug)]
-pub struct ObjectDone<'a> {
+/// Writes one per-object event at `$level`: the stable fields, from `$object` and the values
+/// given, then the event's own fields and its message. The one place the stable fields are
+/// named, so no event can leave one out or spell it otherwise.
+macro_rules! object_event {
+    ($level:ident, $object:expr, bytes: $bytes:expr, outcome: $outcome:expr, reason: $reason:expr,
+     duration_ms: $ms:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            bucket = $object.bucket,
+            key = $object.key,
+            blob = $object.blob,
+            bytes = $bytes,
+            outcome = $outcome,
+            reason = $reason,
+            run_id = $object.run_id,
+            duration_ms = $ms,
+            $($rest)+
+        )
+    };
+}
+
+/// The object an event is about and the run it belongs to: the stable fields every
+/// per-object event carries besides its own.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
     /// Source bucket.
     pub bucket: &'a str,
     /// Source key.
     pub key: &'a str,
     /// Target blob ("" when the key maps to none).
     pub blob: &'a str,
+    /// The run it belongs to ("" for events and the worker).
+    pub run_id: &'a str,
+}
+
+/// An object is settled: copied, already current, deleted, refused or left out.
+#[derive(Debug)]
+pub struct ObjectDone<'a> {
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// Bytes moved (0 when nothing was).
     pub bytes: u64,
     /// The checkpoint row's outcome (`copied`, `no_transfer_needed`, ...).
@@ -22,25 +52,21 @@ pub struct ObjectDone<'a> {
     pub path: &'static str,
     /// How the copy was checked (`crc64nvme`, `md5`, `size`, or "").
     pub verified: &'static str,
-    /// The run it belongs to ("" for events).
-    pub run_id: &'a str,
     /// Time spent on the step.
     pub duration_ms: u64,
 }
 
 impl InternalEvent for ObjectDone<'_> {
     fn emit(self) {
-        tracing::info!(
-            bucket = self.bucket,
-            key = self.key,
-            blob = self.blob,
-            bytes = self.bytes,
-            outcome = self.outcome,
-            reason = self.reason,
+        object_event!(
+            info,
+            self.object,
+            bytes: self.bytes,
+            outcome: self.outcome,
+            reason: self.reason,
+            duration_ms: self.duration_ms,
             path = self.path,
             verified = self.verified,
-            run_id = self.run_id,
-            duration_ms = self.duration_ms,
             "object done"
         );
         count("objects", self.outcome, 1);
@@ -51,12 +77,8 @@ impl InternalEvent for ObjectDone<'_> {
 /// An object too big for one invocation was cut into ranges (or its plan found again).
 #[derive(Debug)]
 pub struct ObjectSplit<'a> {
-    /// Source bucket.
-    pub bucket: &'a str,
-    /// Source key.
-    pub key: &'a str,
-    /// Target blob.
-    pub blob: &'a str,
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// Ranges in the plan.
     pub ranges: u32,
     /// Ranges recorded already.
@@ -65,28 +87,24 @@ pub struct ObjectSplit<'a> {
     pub to_send: usize,
     /// Whether this caller holds the plan's lease.
     pub claimed: bool,
-    /// The run it belongs to.
-    pub run_id: &'a str,
     /// Time spent on the step.
     pub duration_ms: u64,
 }
 
 impl InternalEvent for ObjectSplit<'_> {
     fn emit(self) {
-        tracing::info!(
-            bucket = self.bucket,
-            key = self.key,
-            blob = self.blob,
+        object_event!(
+            info,
+            self.object,
             // Nothing moves in this step; the ranges count their own.
-            bytes = 0u64,
-            outcome = "split",
-            reason = "",
+            bytes: 0u64,
+            outcome: "split",
+            reason: "",
+            duration_ms: self.duration_ms,
             ranges = self.ranges,
             staged = self.staged,
             to_send = self.to_send,
             claimed = self.claimed,
-            run_id = self.run_id,
-            duration_ms = self.duration_ms,
             "object split into ranges"
         );
         count("objects", "split", 1);
@@ -96,38 +114,30 @@ impl InternalEvent for ObjectSplit<'_> {
 /// One range of a split copy is recorded.
 #[derive(Debug)]
 pub struct RangeStaged<'a> {
-    /// Source bucket.
-    pub bucket: &'a str,
-    /// Source key.
-    pub key: &'a str,
-    /// Target blob.
-    pub blob: &'a str,
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// Which range.
     pub range: u32,
     /// Ranges recorded now.
     pub staged: u32,
     /// Ranges in the plan.
     pub ranges: u32,
-    /// The run it belongs to.
-    pub run_id: &'a str,
     /// Time spent on the step.
     pub duration_ms: u64,
 }
 
 impl InternalEvent for RangeStaged<'_> {
     fn emit(self) {
-        tracing::info!(
-            bucket = self.bucket,
-            key = self.key,
-            blob = self.blob,
-            bytes = 0u64,
-            outcome = "staged",
-            reason = "",
+        object_event!(
+            info,
+            self.object,
+            bytes: 0u64,
+            outcome: "staged",
+            reason: "",
+            duration_ms: self.duration_ms,
             range = self.range,
             staged = self.staged,
             ranges = self.ranges,
-            run_id = self.run_id,
-            duration_ms = self.duration_ms,
             "range staged"
         );
         count("ranges", "staged", 1);
@@ -138,37 +148,29 @@ impl InternalEvent for RangeStaged<'_> {
 /// parks it.
 #[derive(Debug)]
 pub struct ObjectFailed<'a> {
-    /// Source bucket.
-    pub bucket: &'a str,
-    /// Source key.
-    pub key: &'a str,
-    /// Target blob ("" when the key maps to none).
-    pub blob: &'a str,
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// The error's kind (`transient`, `integrity`, ...).
     pub error_kind: &'static str,
     /// The error, redacted.
     pub reason: &'a str,
     /// The range, for a range of a split copy.
     pub range: Option<u32>,
-    /// The run it belongs to.
-    pub run_id: &'a str,
     /// Time spent on the step.
     pub duration_ms: u64,
 }
 
 impl InternalEvent for ObjectFailed<'_> {
     fn emit(self) {
-        tracing::warn!(
-            bucket = self.bucket,
-            key = self.key,
-            blob = self.blob,
-            bytes = 0u64,
-            outcome = "failed",
-            reason = self.reason,
+        object_event!(
+            warn,
+            self.object,
+            bytes: 0u64,
+            outcome: "failed",
+            reason: self.reason,
+            duration_ms: self.duration_ms,
             error_kind = self.error_kind,
             range = self.range.map_or(-1, i64::from),
-            run_id = self.run_id,
-            duration_ms = self.duration_ms,
             "object failed"
         );
         count("attempts_failed", self.error_kind, 1);
@@ -178,27 +180,24 @@ impl InternalEvent for ObjectFailed<'_> {
 /// The source or the blob changed during an attempt; it starts over, reading everything.
 #[derive(Debug)]
 pub struct CopyRestarted<'a> {
-    /// Source bucket.
-    pub bucket: &'a str,
-    /// Source key.
-    pub key: &'a str,
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// What changed, as the lost condition says.
     pub reason: &'a str,
     /// Restarts so far in this attempt.
     pub restarts: u32,
-    /// The run it belongs to.
-    pub run_id: &'a str,
 }
 
 impl InternalEvent for CopyRestarted<'_> {
     fn emit(self) {
-        tracing::info!(
-            bucket = self.bucket,
-            key = self.key,
-            outcome = "restarted",
-            reason = self.reason,
+        object_event!(
+            info,
+            self.object,
+            bytes: 0u64,
+            outcome: "restarted",
+            reason: self.reason,
+            duration_ms: 0u64,
             restarts = self.restarts,
-            run_id = self.run_id,
             "changed during the copy; starting over"
         );
         count("copies", "restarted", 1);
@@ -209,24 +208,21 @@ impl InternalEvent for CopyRestarted<'_> {
 /// caller still retries the object, but `status` shows its previous row meanwhile.
 #[derive(Debug)]
 pub struct FailureNotRecorded<'a> {
-    /// Source bucket.
-    pub bucket: &'a str,
-    /// Source key.
-    pub key: &'a str,
+    /// The object.
+    pub object: ObjectRef<'a>,
     /// Why the write failed.
     pub reason: &'a str,
-    /// The run it belongs to.
-    pub run_id: &'a str,
 }
 
 impl InternalEvent for FailureNotRecorded<'_> {
     fn emit(self) {
-        tracing::error!(
-            bucket = self.bucket,
-            key = self.key,
-            outcome = "unrecorded",
-            reason = self.reason,
-            run_id = self.run_id,
+        object_event!(
+            error,
+            self.object,
+            bytes: 0u64,
+            outcome: "unrecorded",
+            reason: self.reason,
+            duration_ms: 0u64,
             "could not record failure"
         );
         count("failures", "unrecorded", 1);
@@ -246,54 +242,83 @@ mod tests {
         let before = counters().get("objects{copied}").copied().unwrap_or(0);
         let got = events(|| {
             ObjectDone {
-                bucket: "bkt",
-                key: "a/b",
-                blob: "p/a/b",
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "a/b",
+                    blob: "p/a/b",
+                    run_id: "R1",
+                },
                 bytes: 42,
                 outcome: "copied",
                 reason: "",
                 path: "streamed",
                 verified: "crc64nvme",
-                run_id: "R1",
                 duration_ms: 7,
             }
             .emit();
             ObjectSplit {
-                bucket: "bkt",
-                key: "big",
-                blob: "big",
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "big",
+                    blob: "big",
+                    run_id: "R1",
+                },
                 ranges: 4,
                 staged: 1,
                 to_send: 3,
                 claimed: true,
-                run_id: "R1",
                 duration_ms: 3,
             }
             .emit();
             RangeStaged {
-                bucket: "bkt",
-                key: "big",
-                blob: "big",
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "big",
+                    blob: "big",
+                    run_id: "R1",
+                },
                 range: 2,
                 staged: 2,
                 ranges: 4,
-                run_id: "R1",
                 duration_ms: 9,
             }
             .emit();
             ObjectFailed {
-                bucket: "bkt",
-                key: "k",
-                blob: "",
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "k",
+                    blob: "",
+                    run_id: "",
+                },
                 error_kind: "transient",
                 reason: "HTTP 503",
                 range: None,
-                run_id: "",
                 duration_ms: 11,
             }
             .emit();
+            CopyRestarted {
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "k",
+                    blob: "k",
+                    run_id: "",
+                },
+                reason: "ETag changed",
+                restarts: 1,
+            }
+            .emit();
+            FailureNotRecorded {
+                object: ObjectRef {
+                    bucket: "bkt",
+                    key: "k",
+                    blob: "k",
+                    run_id: "",
+                },
+                reason: "table down",
+            }
+            .emit();
         });
-        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.len(), 6, "{got:?}");
         for e in &got {
             let names = e.names();
             for f in STABLE_FIELDS {

@@ -7,7 +7,7 @@
 
 mod copy;
 
-pub use copy::{CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectSplit, RangeStaged};
+pub use copy::{CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectRef, ObjectSplit, RangeStaged};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

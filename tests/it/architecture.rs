@@ -92,15 +92,7 @@ fn no_module_imports_from_a_layer_above_its_own() {
         &modules
     )
     .is_empty());
-    // A unit test module is its file's child: `super::` in it names the file's module.
-    let violations: Vec<String> = modules
-        .iter()
-        .flat_map(|(m, src)| {
-            let mut v = upward_imports(m, &src.code, &modules);
-            v.extend(upward_imports(&format!("{m}::tests"), &src.tests, &modules));
-            v
-        })
-        .collect();
+    let violations = every_module(&modules, upward_imports);
     assert!(
         violations.is_empty(),
         "imports from a layer above (module -> import; layers low to high: {}):\n{}",
@@ -140,19 +132,25 @@ fn only_the_state_layer_names_table_storage() {
         );
     }
     assert!(table_imports("state::staging", "use crate::azure::table::TableClient;", &modules).is_empty());
-    let violations: Vec<String> = modules
-        .iter()
-        .flat_map(|(m, src)| {
-            let mut v = table_imports(m, &src.code, &modules);
-            v.extend(table_imports(&format!("{m}::tests"), &src.tests, &modules));
-            v
-        })
-        .collect();
+    let violations = every_module(&modules, table_imports);
     assert!(
         violations.is_empty(),
         "Table Storage named outside `state` (give the module a store from `state/` instead):\n{}",
         violations.join("\n")
     );
+}
+
+/// What `check` finds in every source file, its unit tests included: a unit test module is
+/// its file's child, so `super::` in it names the file's module.
+fn every_module(modules: &Modules, check: fn(&str, &str, &Modules) -> Vec<String>) -> Vec<String> {
+    modules
+        .iter()
+        .flat_map(|(m, src)| {
+            let mut v = check(m, &src.code, modules);
+            v.extend(check(&format!("{m}::tests"), &src.tests, modules));
+            v
+        })
+        .collect()
 }
 
 /// The source files by module path (`engine::copy`; `crate` for lib.rs and main.rs).
