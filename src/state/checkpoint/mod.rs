@@ -1,0 +1,278 @@
+//! The per-object checkpoint in Azure Table Storage (table `objects` by default).
+//!
+//! A row belongs to the blob it describes (decisions 99): two runs that map the same key to
+//! different target prefixes keep a row each, and a blob has one row whichever mapping wrote
+//! it. Blob names may be 1024 characters and contain characters a RowKey may not (`/ \ # ?`),
+//! so keys are derived. PartitionKey = bucket + "~" + a short hash of the target
+//! (`account/container`); RowKey = "n" + hex(blob name bytes). Within one prefix mapping, hex
+//! keeps S3's listing order (UTF-8 byte order), so the rows of one listing page are one range
+//! query: a re-run of an unchanged bucket costs listings, not a read per object. Names whose
+//! hex would pass the 1 KiB RowKey limit use "~n" + sha256(name) and are read one by one. A key
+//! that maps to no blob (a folder marker, an invalid name) has its row at "s" + sha256(key).
+//! The bucket, key and blob name are properties; a row counts for a key only when it names it.
+//!
+//! Rows of the previous form (RowKey "k" + hex(key), or "~" + sha256(key)) are not read; `s3-blob-sync
+//! migrate-checkpoints` moves them (see [`CheckpointStore::migrate_legacy`]).
+//!
+//! One partition per bucket and target caps checkpoint writes near the Table service's
+//! per-partition target (about 2,000 entities/s); see docs/decisions.md.
+//!
+//! - `record`: the row (what happened to one object) and its entity format;
+//! - `keys`: its partition and row key;
+//! - `race`: which version wins when two writers race for a row;
+//! - `legacy`: rows of the previous form, and their migration;
+//! - here: the store (read, write with the race rule, page ranges, failed rows).
+
+mod keys;
+mod legacy;
+mod race;
+mod record;
+
+pub use keys::{partition_key, row_key, row_keys, Subject};
+pub use legacy::Migrated;
+pub use record::{now_rfc3339, ObjectRecord, Outcome, Versioned};
+
+use crate::azure::auth::Authorizer;
+use crate::azure::table::{Entity, Filter, TableClient};
+use crate::config::azure::StorageAccount;
+use crate::error::{ErrorKind, Result};
+use crate::retry::RetryPolicy;
+use race::{after_lost_race, AfterLostRace};
+
+/// Pages of one key range [`CheckpointStore::failed_under`] reads at most.
+pub const FAILED_PAGES: usize = 20;
+
+/// The checkpoint store.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    pub(super) table: TableClient,
+}
+
+impl CheckpointStore {
+    /// A store over `table`.
+    pub fn new(table: TableClient) -> Self {
+        CheckpointStore { table }
+    }
+
+    /// The checkpoint table `name` of `account` (no network calls).
+    pub fn open(account: &StorageAccount, auth: &Authorizer, name: &str, retry: RetryPolicy) -> Result<Self> {
+        Ok(CheckpointStore {
+            table: TableClient::new(account, auth, name, retry)?,
+        })
+    }
+
+    /// Creates the table if needed.
+    pub async fn ensure(&self) -> Result<()> {
+        self.table.create_if_missing().await
+    }
+
+    /// The current row about `subject` (a blob name, or a key with no blob), if any. It may
+    /// name another key that was copied to the same blob: callers check.
+    pub async fn get<'a>(
+        &self,
+        bucket: &str,
+        subject: impl Into<Subject<'a>>,
+        target: &str,
+    ) -> Result<Option<Versioned>> {
+        let (pk, rk) = row_keys(bucket, subject, target);
+        Ok(self.table.get(&pk, &rk).await?.and_then(|e| {
+            Some(Versioned {
+                etag: e.etag.clone().unwrap_or_default(),
+                record: ObjectRecord::from_entity(&e)?,
+            })
+        }))
+    }
+
+    /// Replaces the row `seen` with `rec`, once, only if nobody changed it since it was read
+    /// (a `Precondition` error otherwise; the caller decides whether that matters).
+    pub async fn replace(&self, rec: &ObjectRecord, seen: &Versioned) -> Result<()> {
+        self.table.update(&rec.to_entity(), Some(&seen.etag)).await.map(|_| ())
+    }
+
+    /// Writes `rec` with optimistic concurrency. `seen` is the row as this writer read it
+    /// (`None`: it saw no row). If another writer changed the row since, this writer lost the
+    /// race: it re-reads and writes again only if its record is not older than the stored one
+    /// (by source Last-Modified), so a slow writer never regresses a newer outcome.
+    pub async fn put(&self, rec: &ObjectRecord, seen: Option<&Versioned>) -> Result<()> {
+        let entity = rec.to_entity();
+        let mut expected = seen.map(|v| v.etag.clone());
+        let mut tries = self
+            .table
+            .retry()
+            .conflicts(format!("checkpoint s3://{}/{}", rec.bucket, rec.key));
+        loop {
+            // Still losing after the policy's attempts: `Precondition`, so the copy looks
+            // again from the start (blob, then source) as for any write it lost.
+            tries
+                .next()
+                .await
+                .map_err(|e| crate::error::Error::new(ErrorKind::Precondition, e.message()))?;
+            let r = match &expected {
+                Some(tag) => self.table.update(&entity, Some(tag)).await.map(|_| ()),
+                None => self.table.insert(&entity).await.map(|_| ()),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound => {
+                    let current = self.get(&rec.bucket, rec.subject(), &rec.target).await?;
+                    // Another key's row (another mapping wrote this blob): its versions are
+                    // not ours to compare; the blob's conditional write already ordered the
+                    // two, and the row follows.
+                    if let Some(cur) = current.as_ref().filter(|c| c.record.key == rec.key) {
+                        match after_lost_race(&cur.record, rec) {
+                            AfterLostRace::KeepNewer => {
+                                tracing::info!(
+                                    bucket = %rec.bucket, key = %rec.key, outcome = "stale_write_dropped",
+                                    "checkpoint holds a newer source version; keeping it"
+                                );
+                                return Ok(());
+                            }
+                            AfterLostRace::KeepCopy => {
+                                tracing::info!(
+                                    bucket = %rec.bucket, key = %rec.key, outcome = "copy_kept",
+                                    "checkpoint already records the copy of this version; keeping it"
+                                );
+                                return Ok(());
+                            }
+                            AfterLostRace::LookAgain => {
+                                return Err(crate::error::Error::new(
+                                    ErrorKind::Precondition,
+                                    format!(
+                                        "checkpoint s3://{}/{}: another version with the same Last-Modified was recorded meanwhile",
+                                        rec.bucket, rec.key
+                                    ),
+                                ));
+                            }
+                            AfterLostRace::Overwrite => {}
+                        }
+                    }
+                    expected = current.map(|c| c.etag);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The rows of every blob name in `[first, last]` that has an ordered RowKey, by blob
+    /// name: one range query for a listing page (a page's names, under one prefix mapping,
+    /// keep its keys' order). Names too long for the ordered form are not included; read them
+    /// with [`Self::get`].
+    pub async fn range(
+        &self,
+        bucket: &str,
+        target: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<std::collections::HashMap<String, Versioned>> {
+        let filter = Filter::eq("PartitionKey", &partition_key(bucket, target))
+            .and("RowKey", "ge", &row_key(first))
+            .and("RowKey", "le", &row_key(last));
+        let rows = self.table.query_all(Some(filter.as_str())).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|e| {
+                let record = ObjectRecord::from_entity(e)?;
+                Some((
+                    record.blob.clone()?,
+                    Versioned {
+                        etag: e.etag.clone().unwrap_or_default(),
+                        record,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// Whether blob name `name` has an ordered RowKey, so [`Self::range`] covers it.
+    pub fn in_range_form(name: &str) -> bool {
+        row_key(name).starts_with('n')
+    }
+
+    /// Calls `each` with every page of rows that match `filter`, in turn.
+    async fn each_page(&self, filter: &Filter, mut each: impl AsyncFnMut(Vec<Entity>) -> Result<()>) -> Result<()> {
+        let mut cont = None;
+        loop {
+            let (rows, next) = self
+                .table
+                .query(Some(filter.as_str()), Some(1000), cont.as_ref())
+                .await?;
+            each(rows).await?;
+            match next {
+                Some(n) => cont = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// The rows of `bucket` copied to `target` whose last outcome is `failed`, for keys under
+    /// `source_prefix` copied to blobs under `target_prefix`, at most `limit` of them; `true`
+    /// when there may be more, or when the pages read (at most [`FAILED_PAGES`] a range) did
+    /// not reach the end. Rows of the previous form (by key) count until they are migrated.
+    /// No table yet is no failed row.
+    pub async fn failed_under(
+        &self,
+        bucket: &str,
+        target: &str,
+        (source_prefix, target_prefix): (&str, &str),
+        limit: u32,
+    ) -> Result<(Vec<ObjectRecord>, bool)> {
+        let pk = partition_key(bucket, target);
+        let failed = Outcome::Failed.as_str();
+        // Ordered row keys of the names (and, in the previous form, keys) under a prefix start
+        // with its hex, and hex digits sort below `g`; hashed names (`~n`), keys without a
+        // blob (`s`) and hashed keys of the previous form (`~` and a hex digit) are told by
+        // their properties.
+        let ordered = format!("n{}", hex::encode(target_prefix.as_bytes()));
+        let legacy = format!("k{}", hex::encode(source_prefix.as_bytes()));
+        let ranges = [
+            (ordered.clone(), format!("{ordered}g")),
+            ("s".into(), "t".into()),
+            ("~n".into(), "~o".into()),
+            (legacy.clone(), format!("{legacy}g")),
+            ("~0".into(), "~g".into()),
+        ];
+        let mut out = Vec::new();
+        let mut more = false;
+        for (from, to) in ranges {
+            let f = Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", &from)
+                .and("RowKey", "lt", &to)
+                .and("Outcome", "eq", failed);
+            let mut cont = None;
+            // A page may come back empty with a continuation (the service's time limit), and
+            // rows outside the scope are read too: go on until enough are found.
+            for page in 0.. {
+                if page == FAILED_PAGES || out.len() >= limit as usize {
+                    more |= cont.is_some();
+                    break;
+                }
+                let (rows, next) = match self.table.query(Some(f.as_str()), Some(limit), cont.as_ref()).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => (Vec::new(), None),
+                    r => r?,
+                };
+                out.extend(rows.iter().filter_map(ObjectRecord::from_entity).filter(|r| {
+                    r.key.starts_with(source_prefix) && r.blob.as_deref().is_none_or(|b| b.starts_with(target_prefix))
+                }));
+                match next {
+                    Some(n) => cont = Some(n),
+                    None => break,
+                }
+            }
+        }
+        more |= out.len() > limit as usize;
+        out.truncate(limit as usize);
+        Ok((out, more))
+    }
+
+    /// Every record of a bucket (status and tests).
+    pub async fn list_bucket(&self, bucket: &str) -> Result<Vec<ObjectRecord>> {
+        let filter = Filter::eq("Bucket", bucket);
+        Ok(self
+            .table
+            .query_all(Some(filter.as_str()))
+            .await?
+            .iter()
+            .filter_map(ObjectRecord::from_entity)
+            .collect())
+    }
+}
