@@ -145,10 +145,12 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     let mut copies = Vec::new();
     let by_bytes = |a: &&str, b: &&str| a.as_bytes().cmp(b.as_bytes());
     let names = || candidates.iter().map(|(_, n)| n.as_str());
-    if let (Some(first), Some(last)) = (names().min_by(by_bytes), names().max_by(by_bytes)) {
-        // The page's rows are its blobs' (decisions 99): one range read.
+    if !candidates.is_empty() {
+        // The page's rows are its blobs' (decisions 99): range reads bounded by the page.
         let checkpoint = svc.engine.checkpoint();
-        let rows = checkpoint.range(bucket, &target_id, first, last).await?;
+        let rows = checkpoint
+            .range(bucket, &target_id, &names().collect::<Vec<_>>())
+            .await?;
         let mut found = Vec::with_capacity(candidates.len());
         for (o, name) in candidates {
             let row = if CheckpointStore::in_range_form(&name) {

@@ -16,7 +16,8 @@ pub struct StatusArgs {
     /// List recent runs.
     #[arg(long, conflicts_with_all = ["run_id", "bucket"])]
     pub runs: bool,
-    /// The source bucket.
+    /// The source bucket: its checkpoint rows, in the table's order (by target, then blob
+    /// name), read a page at a time.
     #[arg(long, required_unless_present_any = ["run_id", "runs"])]
     pub bucket: Option<String>,
     /// The SQS queue to report the backlog of.
@@ -201,6 +202,16 @@ pub(super) async fn show(mode: StatusMode) -> Result<ExitCode> {
     }
 }
 
+/// One checkpoint row as a JSON line.
+fn row_json(r: &crate::state::checkpoint::ObjectRecord) -> serde_json::Value {
+    serde_json::json!({
+        "bucket": r.bucket, "key": r.key, "target": r.target, "blob": r.blob,
+        "outcome": r.outcome.as_str(), "reason": r.reason, "etag": r.etag, "size": r.size,
+        "verified": r.verified, "path": r.path, "sequencer": r.sequencer,
+        "lastEvent": r.last_event, "eventTime": r.event_time, "updatedAt": r.updated_at,
+    })
+}
+
 pub(super) async fn run(
     bucket: &str,
     queue_url: Option<String>,
@@ -212,26 +223,31 @@ pub(super) async fn run(
     crate::telemetry::init(cfg.log_format, "warn");
     let auth = cfg.azure.authorizer()?;
     let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, cfg.retry)?;
-    let mut rows = store.list_bucket(bucket).await?;
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    let total = rows.len();
-    if problems {
-        rows.retain(|r| !matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded));
-    }
+    // Page by page: a bucket of a billion rows is counted, not held. JSON lines are printed
+    // as they come; the table keeps the first `limit` rows shown.
+    let (mut total, mut matching, mut shown) = (0u64, 0u64, Vec::new());
+    store
+        .each_of_bucket(bucket, async |page| {
+            total += page.len() as u64;
+            for r in page {
+                if problems && matches!(r.outcome, Outcome::Copied | Outcome::NoTransferNeeded) {
+                    continue;
+                }
+                matching += 1;
+                if json {
+                    println!("{}", row_json(&r));
+                } else if shown.len() < limit {
+                    shown.push(r);
+                }
+            }
+            Ok(())
+        })
+        .await?;
     if json {
-        for r in &rows {
-            let v = serde_json::json!({
-                "bucket": r.bucket, "key": r.key, "target": r.target, "blob": r.blob,
-                "outcome": r.outcome.as_str(), "reason": r.reason, "etag": r.etag, "size": r.size,
-                "verified": r.verified, "path": r.path, "sequencer": r.sequencer,
-                "lastEvent": r.last_event, "eventTime": r.event_time, "updatedAt": r.updated_at,
-            });
-            println!("{v}");
-        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(&["outcome", "bytes", "verified", "key", "last event", "reason"], &[1]);
-    for r in rows.iter().take(limit) {
+    for r in &shown {
         let event = match (&r.last_event, &r.event_time) {
             (Some(e), Some(t)) => format!("{e} @ {t}"),
             (Some(e), None) => e.clone(),
@@ -247,8 +263,8 @@ pub(super) async fn run(
         ]);
     }
     println!("{t}");
-    if rows.len() > limit {
-        println!("… {} more (use --limit)", rows.len() - limit);
+    if matching > shown.len() as u64 {
+        println!("… {} more (use --limit)", matching - shown.len() as u64);
     }
     println!(
         "{total} checkpoint rows for bucket {bucket} in table {}",

@@ -16,6 +16,7 @@ mod handler;
 mod interrupt;
 mod report;
 mod runs;
+mod scale;
 mod secrets;
 mod split;
 mod table;

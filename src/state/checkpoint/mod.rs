@@ -32,6 +32,8 @@ pub use keys::{partition_key, row_key, row_keys, Subject};
 pub use legacy::Migrated;
 pub use record::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 
+use std::collections::HashMap;
+
 use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, Filter, TableClient};
 use crate::config::azure::StorageAccount;
@@ -153,34 +155,61 @@ impl CheckpointStore {
         }
     }
 
-    /// The rows of every blob name in `[first, last]` that has an ordered RowKey, by blob
-    /// name: one range query for a listing page (a page's names, under one prefix mapping,
-    /// keep its keys' order). Names too long for the ordered form are not included; read them
-    /// with [`Self::get`].
-    pub async fn range(
-        &self,
-        bucket: &str,
-        target: &str,
-        first: &str,
-        last: &str,
-    ) -> Result<std::collections::HashMap<String, Versioned>> {
-        let filter = Filter::eq("PartitionKey", &partition_key(bucket, target))
-            .and("RowKey", "ge", &row_key(first))
-            .and("RowKey", "le", &row_key(last));
-        let rows = self.table.query_all(Some(filter.as_str())).await?;
-        Ok(rows
+    /// The rows of the blob names `names` (a listing page's) that have an ordered RowKey, by
+    /// blob name; names too long for the ordered form are not included (read them with
+    /// [`Self::get`]).
+    ///
+    /// Rows are never deleted, so the key range of a page can hold any number of rows of
+    /// names no longer listed (5 million keys expired under `data/2023/` between
+    /// `data/2023/summary.csv` and `data/2024/a`). Each request therefore starts at the next
+    /// name not yet answered, not where the last one stopped: a request answers at least
+    /// that name (its row comes first, or the first row is past it), so a page of `n` names
+    /// costs at most `n` requests whatever lies between them, and one request when its rows
+    /// are dense. Only the page's own rows are kept.
+    pub async fn range(&self, bucket: &str, target: &str, names: &[&str]) -> Result<HashMap<String, Versioned>> {
+        let mut wanted: Vec<(String, &str)> = names
             .iter()
-            .filter_map(|e| {
-                let record = ObjectRecord::from_entity(e)?;
-                Some((
-                    record.blob.clone()?,
-                    Versioned {
-                        etag: e.etag.clone().unwrap_or_default(),
-                        record,
-                    },
-                ))
-            })
-            .collect())
+            .filter(|n| Self::in_range_form(n))
+            .map(|n| (row_key(*n), *n))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let pk = partition_key(bucket, target);
+        let mut found = HashMap::new();
+        let (mut next, mut cont) = (0, None);
+        while let (Some((from, _)), Some((to, _))) = (wanted.get(next), wanted.last()) {
+            let filter = Filter::eq("PartitionKey", &pk)
+                .and("RowKey", "ge", from)
+                .and("RowKey", "le", to);
+            let (rows, more) = self
+                .table
+                .query(Some(filter.as_str()), Some(1000), cont.as_ref())
+                .await?;
+            let reached = rows.last().map(|e| e.row_key.clone());
+            for e in &rows {
+                if wanted.binary_search_by(|(rk, _)| rk.as_str().cmp(&e.row_key)).is_err() {
+                    continue;
+                }
+                if let Some(record) = ObjectRecord::from_entity(e) {
+                    if let Some(blob) = record.blob.clone() {
+                        let etag = e.etag.clone().unwrap_or_default();
+                        found.insert(blob, Versioned { etag, record });
+                    }
+                }
+            }
+            match (more, reached) {
+                // Everything up to `reached` is answered; go on from the next name after it.
+                (Some(_), Some(reached)) => {
+                    next = wanted.partition_point(|(rk, _)| *rk <= reached);
+                    cont = None;
+                }
+                // The service stopped early with no rows (its five seconds ran out): follow
+                // its token, so a long stretch of rows is crossed once, not begun again.
+                (Some(c), None) => cont = Some(c),
+                (None, _) => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Whether blob name `name` has an ordered RowKey, so [`Self::range`] covers it.
@@ -264,15 +293,33 @@ impl CheckpointStore {
         Ok((out, more))
     }
 
-    /// Every record of a bucket (status and tests).
+    /// Calls `each` with every page of a bucket's records, whatever the target, in the
+    /// table's order (by target, then blob name): only the bucket's partitions are read, and
+    /// one page is held at a time.
+    pub async fn each_of_bucket(
+        &self,
+        bucket: &str,
+        mut each: impl AsyncFnMut(Vec<ObjectRecord>) -> Result<()>,
+    ) -> Result<()> {
+        // A bucket name holds no `~`, so its partitions (`bucket~<target hash>`, and their
+        // `~staging` siblings, whose rows name no bucket) sort between these two.
+        let filter = Filter::eq("Bucket", bucket)
+            .and("PartitionKey", "ge", &format!("{bucket}~"))
+            .and("PartitionKey", "lt", &format!("{bucket}~~"));
+        self.each_page(&filter, async |rows| {
+            each(rows.iter().filter_map(ObjectRecord::from_entity).collect()).await
+        })
+        .await
+    }
+
+    /// Every record of a bucket, all at once (tests and small buckets; `status` pages).
     pub async fn list_bucket(&self, bucket: &str) -> Result<Vec<ObjectRecord>> {
-        let filter = Filter::eq("Bucket", bucket);
-        Ok(self
-            .table
-            .query_all(Some(filter.as_str()))
-            .await?
-            .iter()
-            .filter_map(ObjectRecord::from_entity)
-            .collect())
+        let mut all = Vec::new();
+        self.each_of_bucket(bucket, async |page| {
+            all.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(all)
     }
 }
