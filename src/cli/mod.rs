@@ -70,6 +70,15 @@ enum Command {
         /// host would: for running bulk runs locally (`curl -X POST localhost:PORT/api/runs`).
         #[arg(long)]
         work_queues: bool,
+        /// With --work-queues: copies this process works at once, as the Functions host's
+        /// queue `batchSize` is per instance. Scale out by running more processes.
+        #[arg(long, env = "SYNC_COPY_WORKERS", default_value_t = 16,
+              value_parser = clap::value_parser!(u16).range(1..=512))]
+        copy_workers: u16,
+        /// With --work-queues: listing steps this process works at once.
+        #[arg(long, env = "SYNC_LIST_WORKERS", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..=64))]
+        list_workers: u16,
         /// Address to listen on. Anything but loopback needs SYNC_API_KEY, which every caller
         /// then sends (x-functions-key, Authorization: Bearer, or ?code=).
         #[arg(long, default_value = "127.0.0.1")]
@@ -277,8 +286,13 @@ pub async fn main() -> ExitCode {
         Command::Serve {
             port,
             work_queues,
+            copy_workers,
+            list_workers,
             bind,
-        } => serve(port, work_queues, bind).await,
+        } => {
+            let workers = work_queues.then_some((list_workers as usize, copy_workers as usize));
+            serve(port, workers, bind).await
+        }
         Command::Copy(args) => copy::run(args, false, None).await,
         Command::Sync { args, max_deletes } => copy::run(args, true, Some(max_deletes)).await,
         Command::Watch {
@@ -315,7 +329,8 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> Result<ExitCode> {
+/// Serves the handler; with `workers` (list, copy), also works the queues in this process.
+async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::net::IpAddr) -> Result<ExitCode> {
     let port = match port {
         Some(p) => p,
         None => {
@@ -339,23 +354,25 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
         bind = %bind,
         api_key = state.config.server.api_key.is_some(),
         version = env!("CARGO_PKG_VERSION"),
-        work_queues,
+        work_queues = workers.is_some(),
+        list_workers = workers.map_or(0, |w| w.0),
+        copy_workers = workers.map_or(0, |w| w.1),
         "custom handler listening"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
-    if work_queues {
+    let mut tasks = Vec::new();
+    if let Some((list, copy)) = workers {
         use crate::app::worker::{QueueFunction, Worker};
-        for (f, n) in [(QueueFunction::ListPage, 4), (QueueFunction::CopyObject, 16)] {
+        for (f, n) in [(QueueFunction::ListPage, list), (QueueFunction::CopyObject, copy)] {
             let w = Worker::new(state.clone(), f, n).await?;
             let rx = stop_rx.clone();
-            workers.push(tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 w.run(rx, None).await;
             }));
         }
         // No timers here: the sweep runs on its own period.
         let period = state.config.runs.sweep_interval;
-        workers.push(tokio::spawn(crate::app::sweep::every(
+        tasks.push(tokio::spawn(crate::app::sweep::every(
             state.clone(),
             period,
             stop_rx.clone(),
@@ -366,8 +383,8 @@ async fn serve(port: Option<u16>, work_queues: bool, bind: std::net::IpAddr) -> 
         .await
         .map_err(|e| Error::internal(format!("server: {e}")))?;
     let _ = stop_tx.send(true);
-    for w in workers {
-        let _ = w.await;
+    for t in tasks {
+        let _ = t.await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -161,3 +161,55 @@ async fn a_pages_rows_are_found_exactly_with_dead_rows_anywhere() {
     }
     ctx.cleanup().await;
 }
+
+/// `serve --work-queues --copy-workers N` works at most N copies at once, as the Functions
+/// host's `batchSize` bounds an instance: four objects of twelve sequential 1 MiB blocks each
+/// behind a slow Azure, on two workers, never have more than two Put Blocks in flight (16,
+/// the default, would have four).
+#[tokio::test]
+async fn serve_works_as_many_copies_at_once_as_it_is_given() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::harness::handler::{free_port, run_ended, start_http_run, HandlerProc};
+    use crate::harness::objects::{assert_blob, multipart};
+
+    let ctx = TestCtx::new("workers").await;
+    let mut objects = Vec::new();
+    for i in 0..4u64 {
+        // Above the 8 MiB a listed object is read whole in: staged block by block.
+        let data = crate::harness::bytes(12 << 20, 70 + i);
+        let key = format!("w/{i}");
+        let parts = [&data[..5 << 20], &data[5 << 20..10 << 20], &data[10 << 20..]].map(<[u8]>::to_vec);
+        multipart(&ctx, &key, &parts, true).await;
+        objects.push((key, data));
+    }
+    let blob = Proxy::start("http://127.0.0.1:10000").await;
+    blob.faults().delay_ms.store(150, Ordering::SeqCst);
+    let port = free_port();
+    let cs = ctx.connection_string_via(&blob.url);
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_BLOCK_SIZE_MIB", "1"),
+        ("SYNC_BLOCK_CONCURRENCY", "1"),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
+    ]);
+    let mut serve = HandlerProc::spawn(&["serve", "--work-queues", "--copy-workers", "2"], &env);
+    let body =
+        serde_json::json!({"source": {"bucket": ctx.bucket, "prefix": "w/"}, "target": {"container": ctx.container}});
+    let id = start_http_run(port, &body).await;
+    let s = run_ended(port, &id, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| panic!("the run did not end within 120 s: {}", serve.logs()));
+    assert_eq!(s["counters"]["transferred"], 4, "{s}");
+    assert_eq!(blob.count("comp=block&"), 48, "twelve blocks each");
+    let most = blob.stats().max_puts_in_flight.load(Ordering::SeqCst);
+    assert_eq!(most, 2, "{most} Put Blocks in flight on two copy workers");
+    assert!(serve.logs().contains("\"copy_workers\":2"), "{}", serve.logs());
+    // The source prefix is not part of the blob's name.
+    for (key, data) in &objects {
+        assert_blob(&ctx, key.trim_start_matches("w/"), data).await;
+    }
+    serve.kill();
+    ctx.cleanup().await;
+}
