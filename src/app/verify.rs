@@ -9,7 +9,7 @@
 //! metadata-only change in the same second as the write before it (same ETag, size and
 //! Last-Modified) is found only with `metadata`, which HEADs each matching object.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -138,119 +138,293 @@ impl VerifyReport {
 /// Objects HEADed at once by `verify --metadata`.
 const METADATA_CONCURRENCY: usize = 16;
 
-/// Compares the two listings, and with `metadata` also each matching object's headers and
-/// metadata (one HEAD of the source each). Also returns the keys a repair should copy.
+/// How far `verify` reads ahead and waits: both listings are walked in key order, a page at a
+/// time, so memory is bounded by these, whatever the prefix holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Blobs per target listing page.
+    pub target_page: u32,
+    /// How many source objects whose blob was not listed yet, and how many listed blobs no
+    /// source object has named yet, are kept waiting. The listings agree on order for ASCII
+    /// names; Azure does not document its order for others, so an entry waits for its
+    /// partner this long before it is reported missing or extra (never matched wrongly).
+    pub window: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            target_page: 5000,
+            window: 20_000,
+        }
+    }
+}
+
+/// [`verify_each`], keeping the keys a repair should copy: for tests and small prefixes.
 pub async fn verify(engine: &Engine, scope: &Scope, metadata: bool) -> Result<(VerifyReport, Vec<String>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let keep = async {
+        let mut all = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            all.extend(batch);
+        }
+        all
+    };
+    let (report, to_copy) = tokio::join!(verify_each(engine, scope, metadata, Limits::default(), tx), keep);
+    Ok((report?, to_copy))
+}
+
+/// Compares the two listings, and with `metadata` also each matching object's headers and
+/// metadata (one HEAD of the source each). `stale` gets the keys a repair should copy, a
+/// batch at a time, as they are found, and is dropped at the end: nothing grows with the
+/// prefix but the counts. A receiver that goes away stops the comparison.
+pub async fn verify_each(
+    engine: &Engine,
+    scope: &Scope,
+    metadata: bool,
+    limits: Limits,
+    stale: tokio::sync::mpsc::Sender<Vec<String>>,
+) -> Result<VerifyReport> {
+    let send = async |keys: Vec<String>| {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        stale
+            .send(keys)
+            .await
+            .map_err(|_| crate::error::Error::internal("the repair of the differences stopped"))
+    };
     let started = time::OffsetDateTime::now_utc();
     let mut report = VerifyReport::default();
     let target = engine.target(&scope.container)?;
-    let mut blobs: HashMap<String, crate::azure::blob::BlobEntry> = target
-        .list(&scope.target_prefix)
-        .await?
-        .into_iter()
-        .map(|b| (b.name.clone(), b))
-        .collect();
-    report.target_blobs = blobs.len() as u64;
-    let mut to_copy = Vec::new();
-    let mut heads: Vec<(String, crate::azure::blob::BlobEntry)> = Vec::new();
+    let mut blobs = BlobPages::new(&target, &scope.target_prefix, limits.target_page);
+    let mut walk = Walk::default();
     let mut token = None;
     loop {
         let (objects, next) = engine
             .s3()
             .list_page(&scope.bucket, &scope.source_prefix, token)
             .await?;
+        let mut to_copy = Vec::new();
+        let mut heads = Vec::new();
         for o in objects {
             let Ok(name) = blob_name(&o.key, &scope.source_prefix, &scope.target_prefix) else {
                 report.skipped += 1;
                 continue;
             };
             report.source_objects += 1;
-            let diff = |kind, detail: String| Difference {
-                kind,
-                key: Some(o.key.clone()),
-                blob: Some(name.clone()),
-                detail,
-            };
-            let Some(b) = blobs.remove(&name) else {
-                report.add(diff(DiffKind::Missing, format!("{} bytes, no blob", o.size)));
-                to_copy.push(o.key.clone());
-                continue;
-            };
-            if b.size != o.size {
-                report.add(diff(
-                    DiffKind::SizeMismatch,
-                    format!("source {} bytes, blob {}", o.size, b.size),
-                ));
-                to_copy.push(o.key.clone());
-                continue;
+            // Read the target until its listing has passed this name.
+            while blobs.before(&name) {
+                for b in blobs.next().await? {
+                    report.target_blobs += 1;
+                    match walk.objects.remove(&b.name) {
+                        Some(waiting) => {
+                            let pair = (b.name.clone(), waiting);
+                            judge(&mut report, pair, b, metadata, &mut to_copy, &mut heads)
+                        }
+                        None => {
+                            walk.blobs.insert(b.name.clone(), b);
+                        }
+                    }
+                }
             }
-            match provenance(&b.metadata) {
-                Some((etag, _))
-                    if etag == o.etag
-                        && !same_modified(provenance_modified(&b.metadata), o.last_modified.as_deref()) =>
-                {
-                    // A copy-in-place that replaced headers or metadata keeps a single-part
-                    // ETag: only Last-Modified tells.
-                    report.add(diff(
-                        DiffKind::MetadataMismatch,
-                        format!(
-                            "blob holds the source as last modified {}, the source was modified {} (headers or metadata changed)",
-                            provenance_modified(&b.metadata).unwrap_or("?"),
-                            o.last_modified.as_deref().unwrap_or("?")
-                        ),
-                    ));
-                    to_copy.push(o.key.clone());
-                }
-                Some((etag, _)) if etag == o.etag => {
-                    report.matched += 1;
-                    if b.metadata.contains_key(crate::engine::metadata::CRC64_KEY) {
-                        report.matched_with_crc64 += 1;
-                    }
-                    if metadata {
-                        heads.push((o.key.clone(), b));
-                    }
-                }
-                Some((etag, _)) => {
-                    report.add(diff(
-                        DiffKind::ChecksumMismatch,
-                        format!("blob holds source ETag {etag}, the source is now {}", o.etag),
-                    ));
-                    to_copy.push(o.key.clone());
-                }
+            match walk.blobs.remove(&name) {
+                Some(b) => judge(&mut report, (name.clone(), o), b, metadata, &mut to_copy, &mut heads),
                 None => {
-                    report.add(diff(
-                        DiffKind::MetadataMismatch,
-                        "blob has no s3sync provenance (not written by s3-blob-sync); its content is unverified".into(),
-                    ));
-                    to_copy.push(o.key.clone());
+                    walk.objects.insert(name.clone(), o);
                 }
             }
+            walk.settle(&mut report, &mut to_copy, limits.window, Some(&name));
         }
+        for d in metadata_differences(engine, scope, heads, &mut report).await? {
+            to_copy.push(d.key.clone().unwrap_or_default());
+            report.matched -= 1;
+            report.add(d);
+        }
+        send(to_copy).await?;
         match next {
             Some(t) => token = Some(t),
             None => break,
         }
     }
+    // The rest of the target: partners of objects still waiting, or extra.
+    let (mut to_copy, mut heads) = (Vec::new(), Vec::new());
+    while !blobs.done {
+        for b in blobs.next().await? {
+            report.target_blobs += 1;
+            match walk.objects.remove(&b.name) {
+                Some(waiting) => {
+                    let pair = (b.name.clone(), waiting);
+                    judge(&mut report, pair, b, metadata, &mut to_copy, &mut heads)
+                }
+                None => {
+                    walk.blobs.insert(b.name.clone(), b);
+                }
+            }
+        }
+        walk.settle(&mut report, &mut to_copy, limits.window, None);
+    }
+    // Whatever still waits has no partner.
+    walk.settle(&mut report, &mut to_copy, 0, None);
     for d in metadata_differences(engine, scope, heads, &mut report).await? {
         to_copy.push(d.key.clone().unwrap_or_default());
         report.matched -= 1;
         report.add(d);
     }
-    let mut extra: Vec<_> = blobs.into_values().collect();
-    extra.sort_by(|a, b| a.name.cmp(&b.name));
-    for b in extra {
-        report.add(Difference {
-            kind: DiffKind::Extra,
-            key: None,
-            detail: format!(
-                "{} bytes, no source object (`sync` deletes blobs this tool wrote)",
-                b.size
-            ),
-            blob: Some(b.name),
-        });
-    }
+    send(to_copy).await?;
     record_result(engine, scope, &report, started).await;
-    Ok((report, to_copy))
+    Ok(report)
+}
+
+/// The target listing, a page at a time.
+struct BlobPages<'a> {
+    target: &'a crate::azure::blob::BlobTarget,
+    prefix: &'a str,
+    page: u32,
+    marker: Option<String>,
+    /// The last name listed so far.
+    last: Option<String>,
+    done: bool,
+}
+
+impl<'a> BlobPages<'a> {
+    fn new(target: &'a crate::azure::blob::BlobTarget, prefix: &'a str, page: u32) -> Self {
+        BlobPages {
+            target,
+            prefix,
+            page,
+            marker: None,
+            last: None,
+            done: false,
+        }
+    }
+
+    /// Whether the listing has more and has not reached `name` yet (byte order).
+    fn before(&self, name: &str) -> bool {
+        !self.done && self.last.as_deref().is_none_or(|l| l.as_bytes() < name.as_bytes())
+    }
+
+    async fn next(&mut self) -> Result<Vec<crate::azure::blob::BlobEntry>> {
+        let (page, next) = self
+            .target
+            .list_page(self.prefix, self.marker.as_deref(), self.page)
+            .await?;
+        if let Some(b) = page.last() {
+            self.last = Some(b.name.clone());
+        }
+        self.done = next.is_none();
+        self.marker = next;
+        Ok(page)
+    }
+}
+
+/// What waits for its partner: source objects whose blob was not listed yet, and listed
+/// blobs no source object has named yet, by name.
+#[derive(Default)]
+struct Walk {
+    objects: BTreeMap<String, crate::model::ListedObject>,
+    blobs: BTreeMap<String, crate::azure::blob::BlobEntry>,
+}
+
+impl Walk {
+    /// Reports as missing or extra the entries that waited longest, until at most `window`
+    /// of each wait. Only blobs before `at` (the source listing's place; `None` once it has
+    /// ended) go, so a blob read ahead of the source is never called extra early.
+    fn settle(&mut self, report: &mut VerifyReport, to_copy: &mut Vec<String>, window: usize, at: Option<&str>) {
+        while self.objects.len() > window {
+            let Some((name, o)) = self.objects.pop_first() else {
+                break;
+            };
+            report.add(Difference {
+                kind: DiffKind::Missing,
+                detail: format!("{} bytes, no blob", o.size),
+                key: Some(o.key.clone()),
+                blob: Some(name),
+            });
+            to_copy.push(o.key);
+        }
+        while self.blobs.len() > window {
+            match self.blobs.first_key_value() {
+                Some((name, _)) if at.is_none_or(|at| name.as_bytes() < at.as_bytes()) => {}
+                _ => break,
+            }
+            let Some((name, b)) = self.blobs.pop_first() else { break };
+            report.add(Difference {
+                kind: DiffKind::Extra,
+                key: None,
+                detail: format!(
+                    "{} bytes, no source object (`sync` deletes blobs this tool wrote)",
+                    b.size
+                ),
+                blob: Some(name),
+            });
+        }
+    }
+}
+
+/// Compares one source object with its blob.
+fn judge(
+    report: &mut VerifyReport,
+    (name, o): (String, crate::model::ListedObject),
+    b: crate::azure::blob::BlobEntry,
+    metadata: bool,
+    to_copy: &mut Vec<String>,
+    heads: &mut Vec<(String, crate::azure::blob::BlobEntry)>,
+) {
+    let diff = |kind, detail: String| Difference {
+        kind,
+        key: Some(o.key.clone()),
+        blob: Some(name.clone()),
+        detail,
+    };
+    if b.size != o.size {
+        report.add(diff(
+            DiffKind::SizeMismatch,
+            format!("source {} bytes, blob {}", o.size, b.size),
+        ));
+        to_copy.push(o.key.clone());
+        return;
+    }
+    match provenance(&b.metadata) {
+        Some((etag, _))
+            if etag == o.etag && !same_modified(provenance_modified(&b.metadata), o.last_modified.as_deref()) =>
+        {
+            // A copy-in-place that replaced headers or metadata keeps a single-part ETag:
+            // only Last-Modified tells.
+            report.add(diff(
+                DiffKind::MetadataMismatch,
+                format!(
+                    "blob holds the source as last modified {}, the source was modified {} (headers or metadata changed)",
+                    provenance_modified(&b.metadata).unwrap_or("?"),
+                    o.last_modified.as_deref().unwrap_or("?")
+                ),
+            ));
+            to_copy.push(o.key.clone());
+        }
+        Some((etag, _)) if etag == o.etag => {
+            report.matched += 1;
+            if b.metadata.contains_key(crate::engine::metadata::CRC64_KEY) {
+                report.matched_with_crc64 += 1;
+            }
+            if metadata {
+                heads.push((o.key.clone(), b));
+            }
+        }
+        Some((etag, _)) => {
+            report.add(diff(
+                DiffKind::ChecksumMismatch,
+                format!("blob holds source ETag {etag}, the source is now {}", o.etag),
+            ));
+            to_copy.push(o.key.clone());
+        }
+        None => {
+            report.add(diff(
+                DiffKind::MetadataMismatch,
+                "blob has no s3sync provenance (not written by s3-blob-sync); its content is unverified".into(),
+            ));
+            to_copy.push(o.key.clone());
+        }
+    }
 }
 
 /// HEADs each object whose blob matched by the listing, and names those whose headers or

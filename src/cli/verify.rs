@@ -4,11 +4,34 @@
 use std::process::ExitCode;
 
 use super::EXIT_FAILED_OBJECTS;
-use crate::app::verify::{repair, verify};
+use crate::app::verify::{repair, verify_each, Limits, VerifyReport};
 use crate::config::location::{parse_blob_url, parse_s3_url};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::Scope;
+
+/// Compares, and with `repair` (its concurrency) copies each batch of differences as it is
+/// found: nothing is held but a page. Returns the report and (objects asked, repaired).
+async fn compare(
+    engine: &Engine,
+    scope: &Scope,
+    metadata: bool,
+    repair_with: Option<usize>,
+) -> Result<(VerifyReport, (u64, u64))> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(4);
+    let work = async {
+        let (mut asked, mut fixed) = (0, 0);
+        while let Some(keys) = rx.recv().await {
+            if let Some(n) = repair_with {
+                asked += keys.len() as u64;
+                fixed += repair(engine, scope, keys, n).await;
+            }
+        }
+        (asked, fixed)
+    };
+    let (report, counts) = tokio::join!(verify_each(engine, scope, metadata, Limits::default(), tx), work);
+    Ok((report?, counts))
+}
 
 pub(super) async fn run(
     source: String,
@@ -30,14 +53,13 @@ pub(super) async fn run(
         container: t.container,
         target_prefix: t.prefix,
     };
-    let (mut report, to_copy) = verify(&engine, &scope, metadata).await?;
-    if fix && !to_copy.is_empty() {
+    let (mut report, (asked, fixed)) = compare(&engine, &scope, metadata, fix.then_some(concurrency)).await?;
+    if asked > 0 {
         if !json {
             print!("{}", report.table());
-            println!("repairing {} objects…", to_copy.len());
+            println!("repaired {fixed} of {asked} objects; comparing again…");
         }
-        let fixed = repair(&engine, &scope, to_copy, concurrency).await;
-        let (again, _) = verify(&engine, &scope, metadata).await?;
+        let (again, _) = compare(&engine, &scope, metadata, None).await?;
         report = again;
         report.repaired = fixed;
     }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::protocol::Reply;
 use crate::app::service::CopySink;
-use crate::app::verify::{verify, MAX_LISTED};
+use crate::app::verify::{verify_each, Limits, MAX_LISTED};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::messages::run_spec::RunSpec;
@@ -46,24 +46,42 @@ async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
         container: spec.target.container.clone(),
         target_prefix: spec.target.prefix.clone(),
     };
-    let (mut report, to_copy) = verify(&state.engine, &scope, metadata).await?;
-    if repair && !to_copy.is_empty() {
-        let svc = state.runs().await?;
-        let copies: Vec<CopyMessage> = to_copy
-            .into_iter()
-            .map(|key| CopyMessage {
-                bucket: scope.bucket.clone(),
-                key,
-                container: Some(scope.container.clone()),
-                source_prefix: Some(scope.source_prefix.clone()),
-                target_prefix: Some(scope.target_prefix.clone()),
-                recheck: Some(true),
-                ..Default::default()
-            })
-            .collect();
-        report.repaired = copies.len() as u64;
-        CopySink::send(&svc.copy_queue, copies).await?;
-    }
+    let svc = match repair {
+        true => Some(state.runs().await?),
+        false => None,
+    };
+    // Each batch of differences is queued as it is found (or dropped without `repair`), so
+    // the request holds a page, not the prefix's differences.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(4);
+    let queue = async {
+        let mut queued = 0u64;
+        while let Some(keys) = rx.recv().await {
+            let Some(svc) = &svc else { continue };
+            let copies: Vec<CopyMessage> = keys
+                .into_iter()
+                .map(|key| CopyMessage {
+                    bucket: scope.bucket.clone(),
+                    key,
+                    container: Some(scope.container.clone()),
+                    source_prefix: Some(scope.source_prefix.clone()),
+                    target_prefix: Some(scope.target_prefix.clone()),
+                    recheck: Some(true),
+                    ..Default::default()
+                })
+                .collect();
+            queued += copies.len() as u64;
+            CopySink::send(&svc.copy_queue, copies).await?;
+        }
+        Ok::<u64, Error>(queued)
+    };
+    let (report, queued) = tokio::join!(
+        verify_each(&state.engine, &scope, metadata, Limits::default(), tx),
+        queue
+    );
+    // A failed send stops the comparison: its own error says why.
+    let queued = queued?;
+    let mut report = report?;
+    report.repaired = queued;
     let clean = report.clean();
     let mut out = serde_json::to_value(&report).expect("serializable");
     out["clean"] = json!(clean);
