@@ -213,3 +213,65 @@ async fn serve_works_as_many_copies_at_once_as_it_is_given() {
     serve.kill();
     ctx.cleanup().await;
 }
+
+/// Scale-out is more processes on the same queues: two `serve --work-queues` share one bulk
+/// run, one is killed with SIGKILL mid-run, and the other finishes it with exact counters and
+/// every object in place (the killed one's messages come back after their visibility).
+#[tokio::test]
+async fn two_processes_share_a_run_and_one_survives_the_others_kill() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use crate::harness::handler::{free_port, run_ended, start_http_run, HandlerProc};
+
+    let ctx = TestCtx::new("scaleout").await;
+    let n = 60;
+    for i in 0..n {
+        ctx.put(&format!("s/{i:03}"), format!("object {i}")).await;
+    }
+    // A slow Azure, so the kill lands while copies are in flight on both.
+    let blob = Proxy::start("http://127.0.0.1:10000").await;
+    blob.faults().delay_ms.store(100, Ordering::SeqCst);
+    let cs = ctx.connection_string_via(&blob.url);
+    let (p1, p2) = (free_port(), free_port());
+    let env = |port: u16| {
+        ctx.env_with(&[
+            ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+            ("SYNC_WORKER_VISIBILITY_SECS", "3"),
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
+        ])
+    };
+    let args = ["serve", "--work-queues", "--copy-workers", "4"];
+    let mut first = HandlerProc::spawn(&args, &env(p1));
+    let mut second = HandlerProc::spawn(&args, &env(p2));
+    let body =
+        serde_json::json!({"source": {"bucket": ctx.bucket, "prefix": "s/"}, "target": {"container": ctx.container}});
+    let id = start_http_run(p1, &body).await;
+    // Both at work: a bounded wait for a dozen blobs, then the first dies at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while blob.count("PUT") < 12 {
+        assert!(Instant::now() < deadline, "no copies started: {}", first.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    let copied_by_first = first.logs().matches("\"object done\"").count();
+    let s = run_ended(p2, &id, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|| panic!("the survivor did not finish the run: {}", second.logs()));
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    // Each object counted once. A copy the first process committed but could not record is
+    // found current by its redelivery: counted `noTransferNeeded`, not copied twice.
+    let c = |k: &str| s["counters"][k].as_u64().unwrap();
+    assert_eq!(c("scanned"), n, "{s}");
+    assert_eq!(c("transferred") + c("noTransferNeeded"), n, "{s}");
+    assert_eq!((c("failed"), c("vanished")), (0, 0), "{s}");
+    assert!(
+        second.logs().matches("\"object done\"").count() > 0 && copied_by_first > 0,
+        "both processes copied: first {copied_by_first}, second {}",
+        second.logs()
+    );
+    let names = ctx.blob().list("").await.unwrap();
+    assert_eq!(names.len() as u64, n, "every object is a blob once");
+    second.kill();
+    ctx.cleanup().await;
+}
