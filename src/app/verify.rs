@@ -216,16 +216,7 @@ pub async fn verify_each(
             // Read the target until its listing has passed this name.
             while blobs.before(&name) {
                 for b in blobs.next().await? {
-                    report.target_blobs += 1;
-                    match walk.objects.remove(&b.name) {
-                        Some(waiting) => {
-                            let pair = (b.name.clone(), waiting);
-                            judge(&mut report, pair, b, metadata, &mut to_copy, &mut heads)
-                        }
-                        None => {
-                            walk.blobs.insert(b.name.clone(), b);
-                        }
-                    }
+                    walk.listed(&mut report, b, metadata, &mut to_copy, &mut heads);
                 }
             }
             match walk.blobs.remove(&name) {
@@ -251,16 +242,7 @@ pub async fn verify_each(
     let (mut to_copy, mut heads) = (Vec::new(), Vec::new());
     while !blobs.done {
         for b in blobs.next().await? {
-            report.target_blobs += 1;
-            match walk.objects.remove(&b.name) {
-                Some(waiting) => {
-                    let pair = (b.name.clone(), waiting);
-                    judge(&mut report, pair, b, metadata, &mut to_copy, &mut heads)
-                }
-                None => {
-                    walk.blobs.insert(b.name.clone(), b);
-                }
-            }
+            walk.listed(&mut report, b, metadata, &mut to_copy, &mut heads);
         }
         walk.settle(&mut report, &mut to_copy, limits.window, None);
     }
@@ -327,6 +309,25 @@ struct Walk {
 }
 
 impl Walk {
+    /// A blob just listed: judged with the source object waiting for it, or kept waiting
+    /// for one.
+    fn listed(
+        &mut self,
+        report: &mut VerifyReport,
+        b: crate::azure::blob::BlobEntry,
+        metadata: bool,
+        to_copy: &mut Vec<String>,
+        heads: &mut Vec<(String, crate::azure::blob::BlobEntry)>,
+    ) {
+        report.target_blobs += 1;
+        match self.objects.remove(&b.name) {
+            Some(waiting) => judge(report, (b.name.clone(), waiting), b, metadata, to_copy, heads),
+            None => {
+                self.blobs.insert(b.name.clone(), b);
+            }
+        }
+    }
+
     /// Reports as missing or extra the entries that waited longest, until at most `window`
     /// of each wait. Only blobs before `at` (the source listing's place; `None` once it has
     /// ended) go, so a blob read ahead of the source is never called extra early.

@@ -182,6 +182,16 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
         rng ^= rng << 17;
         rng % n
     };
+    // Copies `key` from `v/` to `t/`, as a run with that mapping would.
+    let copy = |key: &str| {
+        let r = s3_blob_sync::engine::CopyRequest {
+            source_prefix: "v/".into(),
+            target_prefix: "t/".into(),
+            ..crate::harness::objects::req(&ctx, key)
+        };
+        let engine = &engine;
+        async move { engine.copy_object(&r).await.unwrap() }
+    };
     for i in 0..32 {
         let stem = stems[next(stems.len() as u64) as usize];
         let key = format!("v/{stem}{i}");
@@ -189,13 +199,7 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
         match next(4) {
             0 => {
                 ctx.put(&key, format!("same {i}")).await;
-                let r = crate::harness::objects::req(&ctx, &key);
-                let r = s3_blob_sync::engine::CopyRequest {
-                    source_prefix: "v/".into(),
-                    target_prefix: "t/".into(),
-                    ..r
-                };
-                engine.copy_object(&r).await.unwrap();
+                copy(&key).await;
                 *model.entry("matched").or_default() += 1;
             }
             1 => {
@@ -208,13 +212,7 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
             }
             _ => {
                 ctx.put(&key, format!("first {i}")).await;
-                let r = crate::harness::objects::req(&ctx, &key);
-                let r = s3_blob_sync::engine::CopyRequest {
-                    source_prefix: "v/".into(),
-                    target_prefix: "t/".into(),
-                    ..r
-                };
-                engine.copy_object(&r).await.unwrap();
+                copy(&key).await;
                 ctx.put(&key, format!("then longer {i}")).await;
                 *model.entry("size-mismatch").or_default() += 1;
             }
