@@ -66,10 +66,10 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
         });
     }
     let interval = svc.config.runs.check_interval;
-    let Some(lister) = svc.store.lister(id).await? else {
+    let Some(listing) = svc.store.listing(id).await? else {
         return Ok(CheckStep::Finished);
     };
-    if !lister.done {
+    if !listing.done() {
         return Ok(CheckStep::Wait(interval));
     }
     // The check chain's heartbeat, by which the sweep tells it is alive (decisions 96).
@@ -85,10 +85,11 @@ pub async fn check(svc: &RunService, id: &str) -> Result<CheckStep> {
         }
     }
     let copies = svc.store.shard_counters(id).await?;
-    let mut all = lister.counters.clone();
+    let listed = listing.counters();
+    let mut all = listed.clone();
     all.merge(&copies);
     let settled = all.accounted();
-    let expected = lister.counters.objects(Tally::Scanned);
+    let expected = listed.objects(Tally::Scanned);
     // More outcomes than scanned keys cannot happen since every attempt at a page works on
     // its saved listing (decisions 64); if it ever does, the sum proves nothing, so wait
     // until it stops moving for one check rather than end early (decisions 56).

@@ -1,5 +1,6 @@
-//! One listing page of a run: list, filter, compare with the checkpoint (one range query per
-//! page), hand the objects that need work to a sink, then advance the lister row.
+//! One listing page of a run's shard: list, filter, compare with the checkpoint (one range
+//! query per page), hand the objects that need work to a sink, then advance the shard's row,
+//! splitting its remaining range off to children while it has shard numbers to spare.
 //!
 //! The row is advanced with If-Match *after* the copies are durable, so a lister killed at any
 //! point either redoes the page (duplicate copy messages are harmless; each object is counted
@@ -16,14 +17,22 @@ use crate::model::ListedObject;
 use crate::state::checkpoint::CheckpointStore;
 use crate::state::runs::counters::{Counters, Tally};
 use crate::state::runs::counting::Counted;
-use crate::state::runs::pages::PagePlan;
-use crate::state::runs::store::RunState;
+use crate::state::runs::pages::{ListerState, PagePlan};
+use crate::state::runs::store::{Phase, RunState};
 
 /// What to do after a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageStep {
-    /// List page n next.
-    Next(u64),
+    /// List this shard's page `page` next, and the first page of each shard in `start` (the
+    /// children it split off).
+    Next {
+        /// The shard's next page.
+        page: u64,
+        /// Shards to start.
+        start: Vec<u32>,
+    },
+    /// This shard is listed; others are still listing.
+    ShardDone,
     /// Listing finished: check the run.
     Done,
     /// This message was a duplicate or stale: nothing more to do.
@@ -34,21 +43,21 @@ pub enum PageStep {
     Ended,
 }
 
-/// Lists page `page` of run `id`.
-pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySink) -> Result<PageStep> {
+/// Lists page `page` of shard `shard` of run `id`.
+pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: &dyn CopySink) -> Result<PageStep> {
     let Some(run) = svc.store.get(id).await? else {
         return Ok(PageStep::Gone);
     };
     if run.state.is_final() {
         return Ok(PageStep::Gone);
     }
-    let Some(mut lister) = svc.store.lister(id).await? else {
+    let Some(mut lister) = svc.store.shard(id, shard).await? else {
         return Ok(PageStep::Gone);
     };
     if lister.page > page {
         // Already done, maybe by this message's earlier delivery that died before the next
         // step was queued: re-send that step once.
-        return Ok(step_after(&lister, page));
+        return step_after(svc, id, &lister, page).await;
     }
     if lister.page < page || lister.done {
         return Ok(PageStep::Stale);
@@ -58,15 +67,21 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     // Every attempt at this page works on the same keys: the first saves what it listed, a
     // redo (after a lister died) reuses it, so no key of an earlier attempt's copies falls
     // outside the page's count (decisions 64).
-    let plan = match svc.store.page_plan(id, page).await? {
+    let plan = match svc.store.page_plan(id, shard, page).await? {
         Some(plan) => plan,
         None => {
             let listed = svc
                 .engine
                 .s3()
-                .list_page(bucket, &spec.source.prefix, lister.token.clone())
+                .list_range(
+                    bucket,
+                    &spec.source.prefix,
+                    lister.token.clone(),
+                    lister.after.as_deref(),
+                    svc.config.runs.list_page_keys,
+                )
                 .await;
-            let (objects, next) = match listed {
+            let (mut objects, mut next) = match listed {
                 Ok(x) => x,
                 Err(e) if !e.is_retryable() => {
                     let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
@@ -75,15 +90,28 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
                 }
                 Err(e) => return Err(e),
             };
-            let plan = svc.store.save_page_plan(id, page, PagePlan::new(objects, next)).await?;
+            // S3 has no end key: the shard's listing stops at its bound, which the next
+            // shard starts after.
+            if let Some(cut) = objects.iter().position(|o| lister.past(&o.key)) {
+                objects.truncate(cut);
+                next = None;
+            }
+            let plan = svc
+                .store
+                .save_page_plan(id, shard, page, PagePlan::new(objects, next))
+                .await?;
             // No saved listing meant that no attempt was at the page, or that one finished
             // it (its listing goes in the same transaction as the page's save), or that the
             // run ended (its listings go with it). In the last two cases this attempt listed
             // other keys than the page counted, and must send nothing; reading the lister
             // and run rows now, after the save, tells them apart.
-            let moved = svc.store.lister(id).await?.is_none_or(|l| l.page != page || l.done);
+            let moved = svc
+                .store
+                .shard(id, shard)
+                .await?
+                .is_none_or(|l| l.page != page || l.done);
             if moved || svc.store.get(id).await?.is_none_or(|r| r.state.is_final()) {
-                svc.store.drop_page_plan(id, page, plan.rows).await;
+                svc.store.drop_page_plan(id, shard, page, plan.rows).await;
                 return Ok(PageStep::Stale);
             }
             plan
@@ -91,6 +119,7 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     };
     let rows = plan.rows;
     let PagePlan { objects, next, .. } = plan;
+    let last_key = objects.last().map(|o| o.key.clone());
     let filters = spec.compiled_filters()?;
     let target_id = svc.target_id(spec)?;
     // Scanned and enqueued are the page's own counts, saved with its token. Every scanned key
@@ -210,16 +239,19 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
     lister.page += 1;
     lister.done = next.is_none();
     lister.token = next;
-    if !svc.store.save_page(id, &lister, page, rows).await? {
+    lister.born = Vec::new();
+    let children = match &last_key {
+        Some(last) if !lister.done && lister.spare > 0 && super::shards::tries_split_after(page) => {
+            split(svc, spec, &mut lister, last).await
+        }
+        _ => Vec::new(),
+    };
+    if !svc.store.save_page(id, &lister, page, rows, &children).await? {
         // Not saved as read: this attempt's own save whose reply was lost (the retry met
         // the change it made), another attempt's, or the run ended and its listings went.
-        if let Some(now) = svc.store.lister(id).await?.filter(|l| l.page > page) {
-            let step = step_after(&now, page);
-            if step == PageStep::Done {
-                super::finish::set_phase(svc, id, crate::state::runs::store::Phase::Copying).await?;
-            }
+        if let Some(now) = svc.store.shard(id, shard).await?.filter(|l| l.page > page) {
             // A duplicate of the next step is harmless; a missing one would stall the run.
-            return Ok(step);
+            return step_after(svc, id, &now, page).await;
         }
         if svc.store.get(id).await?.is_none_or(|r| r.state.is_final()) {
             return Ok(PageStep::Gone);
@@ -230,23 +262,51 @@ pub async fn list_page(svc: &RunService, id: &str, page: u64, sink: &dyn CopySin
         ));
     }
     tracing::info!(
-        run_id = %id, bucket = %bucket, page, scanned = scanned.objects(Tally::Scanned), enqueued,
-        decided_here, outcome = "page_listed", "listed a page"
+        run_id = %id, bucket = %bucket, shard, page, scanned = scanned.objects(Tally::Scanned), enqueued,
+        decided_here, split = children.len(), outcome = "page_listed", "listed a page"
     );
-    if lister.done {
-        super::finish::set_phase(svc, id, crate::state::runs::store::Phase::Copying).await?;
-        Ok(PageStep::Done)
-    } else {
-        Ok(PageStep::Next(lister.page))
+    step_after(svc, id, &lister, page).await
+}
+
+/// Shard `l`'s split after a page that ended at `last`: its remaining range's boundaries,
+/// probed, shared out to children. A failed probe only means no split this time.
+async fn split(
+    svc: &RunService,
+    spec: &crate::messages::run_spec::RunSpec,
+    l: &mut ListerState,
+    last: &str,
+) -> Vec<ListerState> {
+    let probe = super::shards::S3Probe {
+        s3: svc.engine.s3(),
+        bucket: &spec.source.bucket,
+    };
+    let pieces = l.spare as usize + 1;
+    match super::shards::boundaries(&probe, &spec.source.prefix, Some(last), l.until.as_deref(), pieces).await {
+        Ok(b) => super::shards::divide(l, &b),
+        Err(e) => {
+            tracing::warn!(bucket = %spec.source.bucket, shard = l.shard, error = %e, "could not probe where the listing splits; listing on as one shard");
+            Vec::new()
+        }
     }
 }
 
-/// The step after page `page` when the lister row is already past it: the page's own next
-/// step when the row is just past it, nothing otherwise.
-fn step_after(lister: &crate::state::runs::store::ListerState, page: u64) -> PageStep {
-    match (lister.page == page + 1, lister.done) {
-        (true, true) => PageStep::Done,
-        (true, false) => PageStep::Next(lister.page),
-        _ => PageStep::Stale,
+/// The step after page `page` when shard `l`'s row is past it: the page's own next step when
+/// the row is just past it (with the children that page's save split off), nothing otherwise.
+/// The listing is done when the last shard is: whichever shard reads every row done after its
+/// own save ends the listing (two may; a duplicate check is harmless).
+async fn step_after(svc: &RunService, id: &str, l: &ListerState, page: u64) -> Result<PageStep> {
+    if l.page != page + 1 {
+        return Ok(PageStep::Stale);
     }
+    if !l.done {
+        return Ok(PageStep::Next {
+            page: l.page,
+            start: l.born.clone(),
+        });
+    }
+    if svc.store.listing(id).await?.is_some_and(|all| all.done()) {
+        super::finish::set_phase(svc, id, Phase::Copying).await?;
+        return Ok(PageStep::Done);
+    }
+    Ok(PageStep::ShardDone)
 }

@@ -13,6 +13,7 @@ pub mod lag;
 pub mod list_page;
 pub mod lister;
 pub mod service;
+pub mod shards;
 pub mod summary;
 pub mod sweep;
 pub mod verify;

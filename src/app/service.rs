@@ -188,6 +188,7 @@ impl RunService {
         if let Started::Created(run) = &started {
             let first = ListMessage::Page {
                 run_id: run.id.clone(),
+                shard: 0,
                 page: 0,
             };
             if let Err(e) = self.enqueue(&first, None).await {
@@ -271,10 +272,10 @@ impl RunService {
 
     /// The summary of a run row already read (its counters and failures are read here).
     pub async fn summary_of(&self, run: &RunRecord) -> Result<RunSummary> {
-        let lister = self.store.lister(&run.id).await?.unwrap_or_default();
+        let listing = self.store.listing(&run.id).await?.unwrap_or_default();
         let shards = self.store.shard_counters(&run.id).await?;
         let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
-        Ok(RunSummary::of(run, &lister.counters, &shards, failures))
+        Ok(RunSummary::of(run, &listing.counters(), &shards, failures))
     }
 }
 
@@ -326,9 +327,9 @@ pub async fn after_end(svc: &RunService, run: &RunRecord) {
         }
     }
     svc.store.drop_page_plans(&run.id).await;
-    let lister = svc.store.lister(&run.id).await.ok().flatten().unwrap_or_default();
+    let listing = svc.store.listing(&run.id).await.ok().flatten().unwrap_or_default();
     let copies = svc.store.shard_counters(&run.id).await.unwrap_or_default();
-    let mut all = lister.counters.clone();
+    let mut all = listing.counters();
     all.merge(&copies);
     tracing::info!(
         run_id = %run.id, state = run.state.as_str(), reason = run.reason.as_deref().unwrap_or(""),

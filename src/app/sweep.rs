@@ -43,17 +43,17 @@ pub fn bound(run: &RunRecord, cfg: &crate::config::Config) -> Duration {
 pub async fn sweep(svc: &RunService) -> Result<Vec<Swept>> {
     let mut swept = Vec::new();
     for run in svc.store.running().await? {
-        let lister = svc.store.lister(&run.id).await?.unwrap_or_default();
+        let listing = svc.store.listing(&run.id).await?.unwrap_or_default();
         // Rows of the previous version (or rewritten by one during a rollout) carry no sign
         // the sweep can read: such a run is marked alive now, and gets a whole bound from
         // here, so an upgrade never ends a run that is still moving.
-        if lister.updated_at == 0 && run.checked_at == 0 {
+        if listing.updated_at() == 0 && run.checked_at == 0 {
             svc.store.touch(&run.id).await?;
             continue;
         }
         let started = time::OffsetDateTime::parse(&run.started_at, &time::format_description::well_known::Rfc3339)
             .map_or(0, |t| t.unix_timestamp());
-        let last_sign = started.max(lister.updated_at).max(run.checked_at);
+        let last_sign = started.max(listing.updated_at()).max(run.checked_at);
         let quiet = (unix_now() - last_sign).max(0) as u64;
         let bound = bound(&run, &svc.config);
         if quiet <= bound.as_secs() {
@@ -83,12 +83,18 @@ pub async fn sweep(svc: &RunService) -> Result<Vec<Swept>> {
                     "abandoned: the process running it showed no sign of life for {quiet} s; run the command again, it skips what was copied{parked_note}"
                 ),
             )
-        } else if !lister.done {
+        } else if !listing.done() {
+            let stopped: Vec<String> = listing
+                .shards
+                .iter()
+                .filter(|s| !s.done)
+                .map(|s| format!("shard {} after page {}", s.shard, s.page))
+                .collect();
             (
                 RunState::Failed,
                 format!(
-                    "stalled: the listing stopped after page {}, with no page listed for {quiet} s (its list-pages message was lost or parked: see list-pages-poison); start the run again, it skips what was copied{parked_note}",
-                    lister.page
+                    "stalled: the listing stopped ({}), with no page listed for {quiet} s (its list-pages message was lost or parked: see list-pages-poison); start the run again, it skips what was copied{parked_note}",
+                    stopped.join(", ")
                 ),
             )
         } else {

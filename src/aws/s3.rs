@@ -233,6 +233,48 @@ impl S3Source {
         self.list_page_after(bucket, prefix, token, None).await
     }
 
+    /// One page of at most `max_keys` keys under `prefix`: after `start_after` when there is
+    /// no `token` (a listing shard's first page), from `token` otherwise.
+    pub async fn list_range(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+        start_after: Option<&str>,
+        max_keys: u32,
+    ) -> Result<(Vec<ListedObject>, Option<String>)> {
+        let start_after = start_after.filter(|_| token.is_none());
+        let out = self
+            .list(
+                bucket,
+                prefix,
+                token,
+                start_after,
+                Some(max_keys.clamp(1, 1000) as i32),
+                None,
+            )
+            .await?;
+        Ok(listed(&out))
+    }
+
+    /// The first key under `prefix` after `after` (one LIST of one key): the probe that
+    /// finds where a listing can split.
+    pub async fn first_key_after(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Result<Option<String>> {
+        let out = self.list(bucket, prefix, None, after, Some(1), None).await?;
+        Ok(out.contents().first().and_then(|o| o.key()).map(str::to_string))
+    }
+
+    /// The folders (common prefixes at the next `/`) under `prefix` after `after`, one page
+    /// of them: where keys have folders, the ranges a listing splits into.
+    pub async fn folders_after(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Result<Vec<String>> {
+        let out = self.list(bucket, prefix, None, after, None, Some("/")).await?;
+        Ok(out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect())
+    }
+
     /// One ListObjectsV2 request.
     async fn list(
         &self,
@@ -241,6 +283,7 @@ impl S3Source {
         token: Option<String>,
         start_after: Option<&str>,
         max_keys: Option<i32>,
+        delimiter: Option<&str>,
     ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
         self.retry
             .run("s3 list objects", Idempotency::Idempotent, || async {
@@ -251,6 +294,7 @@ impl S3Source {
                     .set_continuation_token(token.clone())
                     .set_start_after(start_after.map(str::to_string))
                     .set_max_keys(max_keys)
+                    .set_delimiter(delimiter.map(str::to_string))
                     .send()
                     .await
                     .map_err(|e| map_sdk_error(e, bucket, prefix, "list objects"))
@@ -260,7 +304,7 @@ impl S3Source {
 
     /// Whether any object's key starts with `prefix` (one LIST of one key).
     pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
-        let out = self.list(bucket, prefix, None, None, Some(1)).await?;
+        let out = self.list(bucket, prefix, None, None, Some(1), None).await?;
         Ok(!out.contents().is_empty())
     }
 
@@ -272,25 +316,30 @@ impl S3Source {
         token: Option<String>,
         start_after: Option<&str>,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        let out = self.list(bucket, prefix, token, start_after, None).await?;
-        let objects = out
-            .contents()
-            .iter()
-            .map(|o| ListedObject {
-                key: o.key().unwrap_or_default().to_string(),
-                size: o.size().unwrap_or(0).max(0) as u64,
-                etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
-                storage_class: o.storage_class().map(|s| s.as_str().to_string()),
-                last_modified: o.last_modified().and_then(modified_rfc3339),
-            })
-            .collect();
-        let next = out
-            .is_truncated()
-            .unwrap_or(false)
-            .then(|| out.next_continuation_token().map(str::to_string))
-            .flatten();
-        Ok((objects, next))
+        let out = self.list(bucket, prefix, token, start_after, None, None).await?;
+        Ok(listed(&out))
     }
+}
+
+/// A ListObjectsV2 page's objects, and its continuation token when there is more.
+fn listed(out: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output) -> (Vec<ListedObject>, Option<String>) {
+    let objects = out
+        .contents()
+        .iter()
+        .map(|o| ListedObject {
+            key: o.key().unwrap_or_default().to_string(),
+            size: o.size().unwrap_or(0).max(0) as u64,
+            etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+            storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+            last_modified: o.last_modified().and_then(modified_rfc3339),
+        })
+        .collect();
+    let next = out
+        .is_truncated()
+        .unwrap_or(false)
+        .then(|| out.next_continuation_token().map(str::to_string))
+        .flatten();
+    (objects, next)
 }
 
 /// Maps an SDK error to ours with bucket and key as context, keeping the service's status,

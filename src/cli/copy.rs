@@ -217,17 +217,34 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     };
 
     let lister = async {
-        let mut page = 0;
-        let result = loop {
-            if stop.borrow().is_some() {
-                break Ok(());
-            }
-            match list_page(&svc, &id, page, &sink).await {
-                Ok(PageStep::Next(n)) => page = n,
-                Ok(_) => break Ok(()),
-                Err(e) => break Err(e),
-            }
+        // The run's shards list at once; each page step starts the shard's next page and
+        // the first page of each child it split off.
+        let step = |shard: u32, page: u64| {
+            let (svc, id, sink) = (&svc, &id, &sink);
+            async move { (shard, list_page(svc, id, shard, page, sink).await) }
         };
+        let mut steps = futures::stream::FuturesUnordered::new();
+        steps.push(step(0, 0));
+        let mut result = Ok(());
+        while let Some((shard, r)) = steps.next().await {
+            if stop.borrow().is_some() {
+                break;
+            }
+            match r {
+                Ok(PageStep::Next { page, start }) => {
+                    steps.push(step(shard, page));
+                    for child in start {
+                        steps.push(step(child, 0));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(steps);
         drop(sink);
         result
     };

@@ -224,6 +224,11 @@ pub struct RelayConfig {
     pub visibility: Duration,
 }
 
+/// The most key ranges one run's listing splits into (`SYNC_LIST_SHARDS`, `listShards`): a
+/// shard's split is one table transaction with its children, under the 100 operations a
+/// transaction may hold.
+pub const MAX_LIST_SHARDS: u32 = 64;
+
 /// Bulk runs: their checks, stall bound, leases, sweep, prune pages, schedule and webhooks.
 #[derive(Debug, Clone)]
 pub struct RunsConfig {
@@ -244,6 +249,14 @@ pub struct RunsConfig {
     /// page; each check lists and judges pages (or deletes) for at most 20 s, then hands the
     /// rest to the next check, so no invocation outlives the host's timeout.
     pub prune_page: u32,
+    /// `SYNC_LIST_SHARDS` (default 8, at most 64): how many key ranges a run's listing may
+    /// split into and list at once (a run's `listShards` overrides it). The ranges are found
+    /// from the keys' folders, or their next characters where there are none, and a range
+    /// that stays large splits again while it has shards to spare.
+    pub list_shards: u32,
+    /// `SYNC_LIST_PAGE_KEYS` (default 1000, the most S3 returns): keys a listing page asks
+    /// for. Smaller pages mean smaller saved listings and more, shorter list steps.
+    pub list_page_keys: u32,
     /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
     /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
     /// the lock frees itself this long after the last renewal, and the next run takes over.
@@ -397,6 +410,8 @@ impl Config {
                 notify_retry: secs("SYNC_NOTIFY_RETRY_SECS", 60, 0, 3600)?,
                 sweep_interval: secs("SYNC_SWEEP_SECS", 60, 1, 3600)?,
                 prune_page: bounded(env, "SYNC_PRUNE_PAGE", 1000, 1, Some(5000), "")?,
+                list_shards: bounded(env, "SYNC_LIST_SHARDS", 8, 1, Some(MAX_LIST_SHARDS), "")?,
+                list_page_keys: bounded(env, "SYNC_LIST_PAGE_KEYS", 1000, 1, Some(1000), "")?,
                 lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
                 scheduled: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
                 notify_allow_hosts: env

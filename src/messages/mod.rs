@@ -121,11 +121,14 @@ impl CopyMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum ListMessage {
-    /// List page `page` (0-based) of run `run_id`.
+    /// List page `page` (0-based) of listing shard `shard` of run `run_id`.
     #[serde(rename_all = "camelCase")]
     Page {
         /// Run.
         run_id: String,
+        /// Listing shard (0, and left out, for the first: a message of a run with no shards).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        shard: u32,
         /// Page number.
         page: u64,
     },
@@ -135,6 +138,10 @@ pub enum ListMessage {
         /// Run.
         run_id: String,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ListMessage {
@@ -151,6 +158,26 @@ impl ListMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_message_of_a_run_without_shards_is_shard_zero() {
+        let old = r#"{"kind":"page","runId":"r1","page":3}"#;
+        let m = ListMessage::parse(old).unwrap();
+        assert_eq!(
+            m,
+            ListMessage::Page {
+                run_id: "r1".into(),
+                shard: 0,
+                page: 3
+            }
+        );
+        // Shard 0's messages read as before, for hosts of the previous version mid-rollout.
+        assert_eq!(serde_json::to_string(&m).unwrap(), old);
+        let m = ListMessage::parse(r#"{"kind":"page","runId":"r1","shard":12,"page":0}"#).unwrap();
+        assert!(matches!(m, ListMessage::Page { shard: 12, page: 0, .. }));
+        let e = ListMessage::parse(r#"{"kind":"page","runId":"r1","shard":-1,"page":0}"#).unwrap_err();
+        assert!(e.message().contains("list-pages message"), "{e}");
+    }
 
     #[test]
     fn messages() {

@@ -93,6 +93,10 @@ pub struct RunSpec {
     /// Webhook called once when the run ends (never echoed back).
     #[serde(default, skip_serializing)]
     pub notify: Option<String>,
+    /// Key ranges the listing may split into and list at once (1 to 64; defaults to
+    /// `SYNC_LIST_SHARDS`, and is stored with the run). A run stored without it lists as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_shards: Option<u32>,
 }
 
 fn default_max_deletes() -> u64 {
@@ -153,11 +157,22 @@ impl RunSpec {
             }
         }
         spec.filters.compile().map_err(|(field, why)| bad(&field, why))?;
+        let max = crate::config::MAX_LIST_SHARDS;
+        match spec.list_shards {
+            Some(n) if n == 0 || n > max => return Err(bad("listShards", format!("must be between 1 and {max}"))),
+            Some(_) => {}
+            None => spec.list_shards = Some(cfg.runs.list_shards),
+        }
         let notify = match spec.notify.take() {
             None => None,
             Some(n) => Some(validate_webhook(&n, cfg).map_err(|w| bad("notify", w))?),
         };
         Ok((spec, notify))
+    }
+
+    /// Key ranges the listing may split into (1 for a run stored before shards).
+    pub fn shards(&self) -> u32 {
+        self.list_shards.unwrap_or(1).clamp(1, crate::config::MAX_LIST_SHARDS)
     }
 
     /// Filters compiled for matching (the spec was validated by [`Self::parse`]).

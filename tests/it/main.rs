@@ -14,6 +14,7 @@ mod events;
 mod faults;
 mod handler;
 mod interrupt;
+mod listing;
 mod report;
 mod runs;
 mod scale;

@@ -96,7 +96,8 @@ async fn lister_killed_between_pages_still_counts_exactly() {
     ctx.put_many(items).await;
     let mut a = HandlerProc::start(&ctx.env).await;
     let host = Host::new(&ctx).await;
-    let id = start_run(&a, &body(&ctx, json!({}))).await;
+    // One shard: this is the page chain of one lister (shards: `listing.rs`).
+    let id = start_run(&a, &body(&ctx, json!({"listShards": 1}))).await;
 
     // Page 0 completes; page 1's lister is killed mid-invocation; its message is not acked.
     let page0 = host.list.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
@@ -235,7 +236,7 @@ async fn a_page_whose_keys_change_between_attempts_still_counts_exactly() {
     assert_eq!(s["counters"]["vanished"].as_u64(), Some(1), "{s}");
     let store = s3_blob_sync::state::runs::store::RunStore::new(ctx.runs_table(&[]));
     assert_eq!(
-        store.page_plan(&id, 0).await.unwrap(),
+        store.page_plan(&id, 0, 0).await.unwrap(),
         None,
         "the done page's listing was left behind"
     );
@@ -302,7 +303,7 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
         let id = id.clone();
         tokio::spawn(async move {
             let sink = Collect::default();
-            let step = list_page(&b, &id, 0, &sink).await.unwrap();
+            let step = list_page(&b, &id, 0, 0, &sink).await.unwrap();
             let sent = sink.0.lock().unwrap().len();
             (step, sent)
         })
@@ -310,7 +311,7 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
     tables.until_held(1).await;
     // Meanwhile A does the whole page (and removes its listing); then the page's keys change.
     let sink = Collect::default();
-    assert_eq!(list_page(&a, &id, 0, &sink).await.unwrap(), PageStep::Done);
+    assert_eq!(list_page(&a, &id, 0, 0, &sink).await.unwrap(), PageStep::Done);
     assert_eq!(sink.0.lock().unwrap().len(), 30);
     ctx.s3
         .client()
@@ -330,7 +331,7 @@ async fn an_attempt_that_finds_its_page_done_by_another_sends_nothing() {
     );
     assert_eq!(step, PageStep::Stale);
     assert_eq!(
-        a.store.page_plan(&id, 0).await.unwrap(),
+        a.store.page_plan(&id, 0, 0).await.unwrap(),
         None,
         "the late attempt's listing was left behind"
     );
@@ -350,7 +351,7 @@ async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
     // is lost, and the retry meets the change it made itself.
     tables.faults().drop_replies_to.arm("Page@odata.type", 1);
     let sink = Collect::default();
-    let step = list_page(&svc, &id, 0, &sink).await.unwrap();
+    let step = list_page(&svc, &id, 0, 0, &sink).await.unwrap();
     assert_eq!(
         tables.faults().drop_replies_to.left(),
         0,
@@ -362,9 +363,9 @@ async fn a_page_save_whose_reply_was_lost_still_hands_on_the_next_step() {
         "the run's next step (its settle check) was never handed on"
     );
     assert_eq!(sink.0.lock().unwrap().len(), 30);
-    let lister = svc.store.lister(&id).await.unwrap().unwrap();
+    let lister = svc.store.shard(&id, 0).await.unwrap().unwrap();
     assert_eq!((lister.page, lister.done), (1, true));
-    assert_eq!(svc.store.page_plan(&id, 0).await.unwrap(), None);
+    assert_eq!(svc.store.page_plan(&id, 0, 0).await.unwrap(), None);
     ctx.cleanup().await;
 }
 
@@ -811,7 +812,7 @@ async fn a_run_whose_chain_died_is_swept_and_the_next_schedule_starts() {
         sb["reason"]
             .as_str()
             .unwrap()
-            .starts_with("stalled: the listing stopped after page 0"),
+            .starts_with("stalled: the listing stopped (shard 0 after page 0)"),
         "{sb}"
     );
     let s = finish(&host, &h, &next, Duration::from_secs(60)).await;

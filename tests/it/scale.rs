@@ -238,6 +238,9 @@ async fn two_processes_share_a_run_and_one_survives_the_others_kill() {
         ctx.env_with(&[
             ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
             ("SYNC_WORKER_VISIBILITY_SECS", "3"),
+            // Pages of five keys over four shards: the kill can land in a shard's listing.
+            ("SYNC_LIST_PAGE_KEYS", "5"),
+            ("SYNC_LIST_SHARDS", "4"),
             ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
         ])
     };

@@ -122,16 +122,23 @@ async fn a_page_plan_of_a_thousand_long_keys_round_trips_and_the_first_saved_rul
         )
     };
     let id = "20261202T090000Z-0badc0de";
-    assert_eq!(store.page_plan(id, 3).await.unwrap(), None);
-    let first = store.save_page_plan(id, 3, plan('a')).await.unwrap();
+    assert_eq!(store.page_plan(id, 2, 3).await.unwrap(), None);
+    let first = store.save_page_plan(id, 2, 3, plan('a')).await.unwrap();
     assert!(first.rows > 1, "{} rows", first.rows);
-    let read = store.page_plan(id, 3).await.unwrap().unwrap();
+    let read = store.page_plan(id, 2, 3).await.unwrap().unwrap();
     assert_eq!((read.objects, read.next), (plan('a').objects, plan('a').next));
     // A later attempt that listed other keys gets the first attempt's listing back.
-    let second = store.save_page_plan(id, 3, plan('b')).await.unwrap();
+    let second = store.save_page_plan(id, 2, 3, plan('b')).await.unwrap();
     assert_eq!(second.objects, plan('a').objects);
-    assert_eq!(store.page_plan(id, 4).await.unwrap(), None, "pages are apart");
-    store.drop_page_plan(id, 3, first.rows).await;
-    assert_eq!(store.page_plan(id, 3).await.unwrap(), None);
+    assert_eq!(store.page_plan(id, 2, 4).await.unwrap(), None, "pages are apart");
+    assert_eq!(store.page_plan(id, 0, 3).await.unwrap(), None, "shards are apart");
+    let other = store.save_page_plan(id, 0, 3, plan('b')).await.unwrap();
+    assert_eq!(other.objects, plan('b').objects);
+    store.drop_page_plan(id, 2, 3, first.rows).await;
+    assert_eq!(store.page_plan(id, 2, 3).await.unwrap(), None);
+    assert_eq!(
+        store.page_plan(id, 0, 3).await.unwrap().unwrap().objects,
+        plan('b').objects
+    );
     ctx.cleanup().await;
 }

@@ -4,8 +4,8 @@
 //! | PartitionKey   | RowKey          | What                                                |
 //! |----------------|-----------------|-----------------------------------------------------|
 //! | `run`          | run id          | spec, state, phase, times, notification state       |
-//! | `<id>`         | `lister`        | continuation token, page number, listing counters   |
-//! | `<id>`         | `plan~<page>~<n>` | the page's listing, while the page is in progress |
+//! | `<id>`         | `lister`, `lister~<nnnn>` | a listing shard: its key range, token, page, counters |
+//! | `<id>`         | `plan~<page>~<n>`, `plan~s<nnnn>~<page>~<n>` | a page's listing, while the page is in progress |
 //! | `<id>~<nn>`    | `counter`       | counters from copies whose key hashes to shard nn   |
 //! | `<id>~<nn>`    | `o<hash>`       | marker: this key's outcome was counted, with reason |
 //! | `<id>~<nn>`    | `r<hash>`       | this key's copy failed an attempt and will retry    |
@@ -15,10 +15,10 @@
 //! entity-group transaction: a replayed copy hits the existing marker (409) and counts
 //! nothing, and concurrent copies contend on 16 rows instead of one.
 //!
-//! This file holds the run row; `pages` the lister row and page plans, `counting` the
+//! This file holds the run row; `pages` the listing shards' rows and page plans, `counting` the
 //! counters and markers, `lock` the lock row.
 
-use super::counters::Counters;
+use super::pages::ListerState;
 use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, TableClient};
 use crate::config::azure::StorageAccount;
@@ -209,24 +209,6 @@ impl RunRecord {
     }
 }
 
-/// The lister's row: where listing stands and what it counted.
-#[derive(Debug, Clone, Default)]
-pub struct ListerState {
-    /// Continuation token for the next page (`None` before the first page and at the end).
-    pub token: Option<String>,
-    /// Pages done.
-    pub page: u64,
-    /// Listing finished.
-    pub done: bool,
-    /// Scanned, excluded, unsupported, noTransferNeeded, wouldTransfer and enqueued.
-    pub counters: Counters,
-    /// When a page was last saved (unix seconds; the run's start before the first): how the
-    /// sweep tells a listing chain that stopped.
-    pub updated_at: i64,
-    /// Table ETag for If-Match.
-    pub etag: String,
-}
-
 /// The `runs` table.
 #[derive(Debug, Clone)]
 pub struct RunStore {
@@ -249,15 +231,18 @@ impl RunStore {
         self.table.create_if_missing().await
     }
 
-    /// Inserts a new run row and its lister row.
+    /// Inserts a new run row and the lister row of its first shard, which holds the whole
+    /// key space and the run's other shards to split off.
     pub async fn insert(&self, run: &mut RunRecord) -> Result<()> {
         run.etag = self.table.insert(&run.to_entity()).await?;
-        let mut l = Entity::new(&run.id, "lister");
-        l.set_i64("Page", 0)
-            .set_str("Done", "false")
-            .set_i64("UpdatedAt", unix_now());
-        Counters::default().write(&mut l);
-        self.table.update(&l, None).await?;
+        let first = ListerState {
+            spare: run.spec.shards() - 1,
+            updated_at: unix_now(),
+            ..ListerState::default()
+        };
+        self.table
+            .update(&super::pages::lister_entity(&run.id, &first), None)
+            .await?;
         Ok(())
     }
 
@@ -358,18 +343,6 @@ impl RunStore {
         let next = (limit > 0 && runs.len() > limit).then(|| runs[limit - 1].id.clone());
         runs.truncate(limit);
         Ok((runs, next))
-    }
-
-    /// The lister row.
-    pub async fn lister(&self, id: &str) -> Result<Option<ListerState>> {
-        Ok(self.table.get(id, "lister").await?.map(|e| ListerState {
-            token: e.get_str("Token").map(str::to_string),
-            page: e.get_i64("Page").unwrap_or(0).max(0) as u64,
-            done: e.get_str("Done") == Some("true"),
-            counters: Counters::read(&e),
-            updated_at: e.get_i64("UpdatedAt").unwrap_or(0),
-            etag: e.etag.clone().unwrap_or_default(),
-        }))
     }
 
     /// Every run still marked running, whatever its age (the sweep's list).
