@@ -70,36 +70,24 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     let plan = match svc.store.page_plan(id, shard, page).await? {
         Some(plan) => plan,
         None => {
-            let listed = svc
-                .engine
-                .s3()
-                .list_range(
-                    bucket,
-                    &spec.source.prefix,
-                    lister.token.clone(),
-                    lister.after.as_deref(),
-                    svc.config.runs.list_page_keys,
-                )
-                .await;
-            let (mut objects, mut next) = match listed {
-                Ok(x) => x,
+            let planned = match &spec.source.inventory {
+                Some(url) => match super::inventory::open(svc, spec, url).await {
+                    Ok(inv) => super::inventory::plan(svc, id, spec, &inv, &lister, page).await,
+                    Err(e) => Err(e),
+                },
+                None => list_range(svc, id, spec, &lister, page).await,
+            };
+            let plan = match planned {
+                Ok(plan) => plan,
                 Err(e) if !e.is_retryable() => {
-                    let reason = format!("listing s3://{bucket}/{} failed: {}", spec.source.prefix, e.message());
+                    let from = (spec.source.inventory.clone())
+                        .unwrap_or_else(|| format!("s3://{bucket}/{}", spec.source.prefix));
+                    let reason = format!("listing {from} failed: {}", e.message());
                     super::service::end(svc, id, RunState::Failed, Some(reason)).await?;
                     return Ok(PageStep::Ended);
                 }
                 Err(e) => return Err(e),
             };
-            // S3 has no end key: the shard's listing stops at its bound, which the next
-            // shard starts after.
-            if let Some(cut) = objects.iter().position(|o| lister.past(&o.key)) {
-                objects.truncate(cut);
-                next = None;
-            }
-            let plan = svc
-                .store
-                .save_page_plan(id, shard, page, PagePlan::new(objects, next))
-                .await?;
             // No saved listing meant that no attempt was at the page, or that one finished
             // it (its listing goes in the same transaction as the page's save), or that the
             // run ended (its listings go with it). In the last two cases this attempt listed
@@ -240,8 +228,13 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     lister.done = next.is_none();
     lister.token = next;
     lister.born = Vec::new();
-    let children = match &last_key {
-        Some(last) if !lister.done && lister.spare > 0 && super::shards::tries_split_after(page) => {
+    let children = match (&spec.source.inventory, &last_key) {
+        // A report's shards all start with the first shard's first page.
+        (Some(url), _) if lister.spare > 0 && shard == 0 && page == 0 => {
+            let inv = super::inventory::open(svc, spec, url).await?;
+            super::inventory::children(&mut lister, &inv, svc.config.runs.list_page_keys)
+        }
+        (None, Some(last)) if !lister.done && lister.spare > 0 && super::shards::tries_split_after(page) => {
             split(svc, spec, &mut lister, last).await
         }
         _ => Vec::new(),
@@ -266,6 +259,53 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
         decided_here, split = children.len(), outcome = "page_listed", "listed a page"
     );
     step_after(svc, id, &lister, page).await
+}
+
+/// Lists shard `l`'s page `page` of run `id` and saves it as the page's plan (or reads the
+/// plan another attempt saved first).
+async fn list_range(
+    svc: &RunService,
+    id: &str,
+    spec: &crate::messages::run_spec::RunSpec,
+    l: &ListerState,
+    page: u64,
+) -> Result<PagePlan> {
+    let (mut objects, mut next) = svc
+        .engine
+        .s3()
+        .list_range(
+            &spec.source.bucket,
+            &spec.source.prefix,
+            l.token.clone(),
+            l.after.as_deref(),
+            svc.config.runs.list_page_keys,
+        )
+        .await?;
+    // A shard rests on S3's listing order: keys in increasing byte order, after StartAfter.
+    // A source that breaks it (an S3-compatible store, a directory bucket) would lose or
+    // repeat keys between shards, so the run stops, saying how to list it instead.
+    let bounded = l.after.is_some() || l.until.is_some();
+    let after = l.after.as_deref().unwrap_or("");
+    let unordered = objects.windows(2).find(|w| w[0].key.as_bytes() >= w[1].key.as_bytes());
+    let before = objects
+        .iter()
+        .find(|o| l.after.is_some() && o.key.as_bytes() <= after.as_bytes());
+    if let (true, Some(k)) = (bounded, unordered.map(|w| &w[1].key).or(before.map(|o| &o.key))) {
+        return Err(crate::error::Error::invalid(format!(
+            "s3://{}: the listing is not in S3's key order (`{k}` came after a later key, or before \
+             the shard's start); list this source as one shard (`listShards`: 1, or SYNC_LIST_SHARDS=1)",
+            spec.source.bucket
+        )));
+    }
+    // S3 has no end key: the shard's listing stops at its bound, which the next shard starts
+    // after.
+    if let Some(cut) = objects.iter().position(|o| l.past(&o.key)) {
+        objects.truncate(cut);
+        next = None;
+    }
+    svc.store
+        .save_page_plan(id, l.shard, page, PagePlan::new(objects, next))
+        .await
 }
 
 /// Shard `l`'s split after a page that ended at `last`: its remaining range's boundaries,

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod drain;
 pub mod finish;
 pub mod health;
+pub mod inventory;
 pub mod invocation;
 pub mod lag;
 pub mod list_page;

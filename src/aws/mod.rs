@@ -1,6 +1,7 @@
 //! The AWS side: S3 objects, SQS events, and credentials.
 
 pub mod events;
+pub mod inventory;
 pub mod ranged_get;
 pub mod s3;
 pub mod sqs;

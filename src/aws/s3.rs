@@ -193,6 +193,16 @@ impl S3Source {
     /// [`ErrorKind::Precondition`]); `None` when it does not exist. For small objects: one
     /// request instead of HEAD + GET.
     pub async fn get_small(&self, bucket: &str, key: &str, etag: &str) -> Result<Option<(ObjectHead, Bytes)>> {
+        self.get_all(bucket, key, Some(etag)).await
+    }
+
+    /// A whole small object (a manifest), whatever its version; `None` when there is none.
+    pub async fn get_whole(&self, bucket: &str, key: &str) -> Result<Option<(ObjectHead, Bytes)>> {
+        self.get_all(bucket, key, None).await
+    }
+
+    /// One GET of a whole object, only while its ETag is `if_match` when given.
+    async fn get_all(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<Option<(ObjectHead, Bytes)>> {
         let r = self
             .retry
             .run("s3 get object", Idempotency::Idempotent, || async {
@@ -201,7 +211,7 @@ impl S3Source {
                     .get_object()
                     .bucket(bucket)
                     .key(key)
-                    .if_match(format!("\"{etag}\""))
+                    .set_if_match(if_match.map(|e| format!("\"{e}\"")))
                     .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                     .send()
                     .await
@@ -221,6 +231,23 @@ impl S3Source {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// An object's body as a stream, to be read as it arrives (an inventory data file). The
+    /// request is retried; a read that fails later is the caller's to retry.
+    pub async fn get_stream(&self, bucket: &str, key: &str) -> Result<aws_sdk_s3::primitives::ByteStream> {
+        self.retry
+            .run("s3 get object", Idempotency::Idempotent, || async {
+                self.client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map(|o| o.body)
+                    .map_err(|e| map_sdk_error(e, bucket, key, "get object"))
+            })
+            .await
     }
 
     /// One page (up to 1000 keys) of a listing under `prefix`.
@@ -393,7 +420,7 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 
 /// Last-Modified as RFC 3339 at whole seconds: HEAD gives seconds, a listing milliseconds,
 /// and both must compare equal for the same version.
-fn modified_rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
+pub(crate) fn modified_rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
     aws_smithy_types::DateTime::from_secs(t.secs())
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .ok()

@@ -166,12 +166,13 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
     super::apply_overrides(&mut cfg, &args)?;
     crate::telemetry::init(cfg.log_format, "warn");
     let body = serde_json::json!({
-        "source": {"bucket": source.bucket, "prefix": source.prefix},
+        "source": {"bucket": source.bucket, "prefix": source.prefix, "inventory": args.inventory},
         "target": {"container": target.container, "prefix": target.prefix},
         "mode": if mirror { "mirror" } else { "additive" },
         "filters": {"include": args.include, "exclude": args.exclude},
         "dryRun": args.dry_run,
         "maxDeletes": max_deletes.unwrap_or(crate::messages::run_spec::DEFAULT_MAX_DELETES),
+        "listShards": args.list_shards,
     });
     let (spec, _) = RunSpec::parse(&body.to_string(), "options", &cfg)?;
     let cfg = Arc::new(cfg);

@@ -237,6 +237,14 @@ pub struct CopyArgs {
     /// Leave out keys matching this glob; repeatable; wins over --include.
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// List from an S3 Inventory report (CSV) instead of LIST requests: its manifest, as
+    /// s3://bucket/prefix/source-bucket/config-ID/YYYY-MM-DDTHH-MMZ/manifest.json. Objects
+    /// written after the report are for events or a following listing run.
+    #[arg(long)]
+    pub inventory: Option<String>,
+    /// Key ranges (or inventory files) listed at once.
+    #[arg(long, env = "SYNC_LIST_SHARDS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub list_shards: Option<u32>,
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -32,6 +32,10 @@ pub struct SourceSpec {
     /// Must match the configured AWS_ENDPOINT_URL when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// An S3 Inventory report's `manifest.json` (`s3://bucket/key`) to list the bucket from,
+    /// with no LIST requests; its CSV data files are read in parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
 }
 
 /// The target of a run.
@@ -157,12 +161,25 @@ impl RunSpec {
             }
         }
         spec.filters.compile().map_err(|(field, why)| bad(&field, why))?;
+        if let Some(url) = &spec.source.inventory {
+            let at = crate::config::location::parse_s3_url(url)
+                .map_err(|e| bad("source.inventory", e.message().to_string()))?;
+            if at.prefix.is_empty() || at.prefix.ends_with('/') {
+                return Err(bad(
+                    "source.inventory",
+                    "must name a report's manifest (s3://bucket/prefix/source-bucket/config-ID/YYYY-MM-DDTHH-MMZ/manifest.json)".into(),
+                ));
+            }
+        }
         let max = crate::config::MAX_LIST_SHARDS;
         match spec.list_shards {
             Some(n) if n == 0 || n > max => return Err(bad("listShards", format!("must be between 1 and {max}"))),
             Some(_) => {}
             None => spec.list_shards = Some(cfg.runs.list_shards),
         }
+        // One shard is stored as none: such a run's row reads on a host of the previous
+        // version too (decisions 120).
+        spec.list_shards = spec.list_shards.filter(|&n| n > 1);
         let notify = match spec.notify.take() {
             None => None,
             Some(n) => Some(validate_webhook(&n, cfg).map_err(|w| bad("notify", w))?),

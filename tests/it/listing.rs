@@ -24,7 +24,12 @@ use crate::harness::TestCtx;
 fn keys() -> Vec<String> {
     let folders = (0..6).flat_map(|f| (0..12).map(move |i| format!("f{f}/k{i:02}")));
     let flat = (0..60u32).map(|i| format!("x{:06x}", i.wrapping_mul(2_654_435_761) >> 8));
-    folders.chain(flat).collect()
+    // Keys equal to the boundaries the probes can pick (a group's prefix): each belongs to
+    // the shard before the boundary, and an off-by-one at the cut loses or repeats it.
+    let edges = (0..16)
+        .map(|c| format!("x{c:x}"))
+        .chain((0..6).map(|f| format!("f{f}")));
+    folders.chain(flat).chain(edges).collect()
 }
 
 /// What one shard's steps sent, by shard.
@@ -44,11 +49,82 @@ impl CopySink for ShardSink<'_> {
     }
 }
 
-/// A queue of page messages worked in a seeded order: picked at random (reordered), sometimes
-/// delivered twice, and sometimes cut off at a random point of their work, as a killed host
-/// would (its table writes up to there stand), then delivered again. Every key is listed and
-/// counted once, every shard sends only keys of its own range, and the run has more than one
-/// shard and no more than it was given.
+/// Attempts cut off after their page's save landed, over every `drive` of the binary.
+static KILLED_AFTER_SAVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Works a run's page messages from a queue in a seeded order: picked at random (reordered),
+/// sometimes delivered twice, and sometimes cut off at a random point of their work, as a
+/// killed host would (its table writes up to there stand), then delivered again. Returns
+/// what each shard sent, once every message is worked; the listing must have ended.
+async fn drive(svc: &RunService, id: &str, seed: u64) -> BTreeMap<u32, Vec<String>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let sent = Sent::default();
+    let mut queue: Vec<(u32, u64)> = vec![(0, 0)];
+    let (mut kills, mut steps) = (0, 0);
+    let mut done = false;
+    while !queue.is_empty() {
+        steps += 1;
+        assert!(steps < 2_000, "seed {seed}: the listing does not end");
+        let (shard, page) = queue.swap_remove(rng.random_range(0..queue.len()));
+        if rng.random_bool(0.15) {
+            queue.push((shard, page));
+        }
+        let sink = ShardSink(&sent, shard);
+        let work = list_page(svc, id, shard, page, &sink);
+        if rng.random_bool(0.1) {
+            // Killed once its work was done but before its next step was queued (or its
+            // reply was lost): the step is dropped and the message comes back.
+            work.await
+                .unwrap_or_else(|e| panic!("seed {seed}: shard {shard} page {page}: {e}"));
+            KILLED_AFTER_SAVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            queue.push((shard, page));
+            continue;
+        }
+        let step = if rng.random_bool(0.3) {
+            let cut = Duration::from_millis(rng.random_range(0..40));
+            match tokio::time::timeout(cut, work).await {
+                Ok(step) => step,
+                Err(_) => {
+                    kills += 1;
+                    // Cut after its save landed: the redelivery finds the page done, and
+                    // must hand on its next step and its children (`Born`) all the same.
+                    if svc.store.shard(id, shard).await.unwrap().is_some_and(|l| l.page > page) {
+                        KILLED_AFTER_SAVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    queue.push((shard, page));
+                    continue;
+                }
+            }
+        } else {
+            work.await
+        };
+        match step.unwrap_or_else(|e| panic!("seed {seed}: shard {shard} page {page}: {e}")) {
+            PageStep::Next { page, start } => {
+                queue.push((shard, page));
+                queue.extend(start.into_iter().map(|c| (c, 0)));
+            }
+            PageStep::Done => done = true,
+            PageStep::ShardDone | PageStep::Stale => {}
+            other => panic!("seed {seed}: unexpected {other:?}"),
+        }
+    }
+    assert!(done, "seed {seed}: no step saw the whole listing done");
+    eprintln!("seed {seed}: {steps} steps, {kills} kills");
+    sent.0.into_inner().unwrap()
+}
+
+/// Starts a run of `body` in process.
+async fn start(svc: &RunService, body: serde_json::Value) -> String {
+    let (spec, _) = RunSpec::parse(&body.to_string(), "body", &svc.config).unwrap();
+    match svc.start(spec, None, Trigger::Http, None).await.unwrap() {
+        Started::Created(run) => run.id,
+        other => panic!("the run did not start: {other:?}"),
+    }
+}
+
+/// Through kills, duplicates and reordering, every key is listed and counted once, every
+/// shard sends only keys of its own range, and the run has more than one shard and no more
+/// than it was given.
 #[tokio::test]
 async fn shards_list_every_key_once_through_kills_duplicates_and_reordering() {
     let ctx = TestCtx::new("shards").await;
@@ -59,54 +135,20 @@ async fn shards_list_every_key_once_through_kills_duplicates_and_reordering() {
     let engine = Arc::new(s3_blob_sync::engine::Engine::from_config(&cfg).await.unwrap());
     engine.checkpoint().ensure().await.unwrap();
     let svc = RunService::local(cfg.clone(), engine).await.unwrap();
-    for seed in 0..3u64 {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut after_save = 0;
+    for seed in 0..6u64 {
+        // The whole bucket, a prefix of folders, and a prefix of flat keys.
+        let prefix = ["", "f", "x"][seed as usize % 3];
+        let all: Vec<String> = all.iter().filter(|k| k.starts_with(prefix)).cloned().collect();
         let shards = 6;
         let body = serde_json::json!({
-            "source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}, "listShards": shards
+            "source": {"bucket": ctx.bucket, "prefix": prefix}, "target": {"container": ctx.container},
+            "listShards": shards
         });
-        let (spec, _) = RunSpec::parse(&body.to_string(), "body", &cfg).unwrap();
-        let Started::Created(run) = svc.start(spec, None, Trigger::Http, None).await.unwrap() else {
-            panic!("seed {seed}: the run did not start");
-        };
-        let sent = Sent::default();
-        let mut queue: Vec<(u32, u64)> = vec![(0, 0)];
-        let (mut kills, mut steps) = (0, 0);
-        let mut done = false;
-        while !queue.is_empty() {
-            steps += 1;
-            assert!(steps < 2_000, "seed {seed}: the listing does not end");
-            let (shard, page) = queue.swap_remove(rng.random_range(0..queue.len()));
-            if rng.random_bool(0.15) {
-                queue.push((shard, page));
-            }
-            let sink = ShardSink(&sent, shard);
-            let work = list_page(&svc, &run.id, shard, page, &sink);
-            let step = if rng.random_bool(0.3) {
-                let cut = Duration::from_millis(rng.random_range(0..40));
-                match tokio::time::timeout(cut, work).await {
-                    Ok(step) => step,
-                    Err(_) => {
-                        kills += 1;
-                        queue.push((shard, page));
-                        continue;
-                    }
-                }
-            } else {
-                work.await
-            };
-            match step.unwrap_or_else(|e| panic!("seed {seed}: shard {shard} page {page}: {e}")) {
-                PageStep::Next { page, start } => {
-                    queue.push((shard, page));
-                    queue.extend(start.into_iter().map(|c| (c, 0)));
-                }
-                PageStep::Done => done = true,
-                PageStep::ShardDone | PageStep::Stale => {}
-                other => panic!("seed {seed}: unexpected {other:?}"),
-            }
-        }
-        assert!(done, "seed {seed}: no step saw the whole listing done");
-        let listing = svc.store.listing(&run.id).await.unwrap().unwrap();
+        let before = KILLED_AFTER_SAVE.load(std::sync::atomic::Ordering::Relaxed);
+        let id = start(&svc, body).await;
+        let sent = drive(&svc, &id, seed).await;
+        let listing = svc.store.listing(&id).await.unwrap().unwrap();
         assert!(listing.done(), "seed {seed}");
         let n = listing.shards.len();
         assert!(n > 1 && n <= shards, "seed {seed}: {n} shards");
@@ -117,9 +159,9 @@ async fn shards_list_every_key_once_through_kills_duplicates_and_reordering() {
             "seed {seed}: each key scanned once"
         );
         assert_eq!(counters.objects(Tally::Enqueued), all.len() as u64, "seed {seed}");
-        let sent = sent.0.into_inner().unwrap();
         let distinct: BTreeSet<&String> = sent.values().flatten().collect();
         assert_eq!(distinct, all.iter().collect(), "seed {seed}: every key sent");
+        after_save += KILLED_AFTER_SAVE.load(std::sync::atomic::Ordering::Relaxed) - before;
         // A shard, however often killed and redelivered, worked its own range only.
         for (shard, keys) in &sent {
             let l = listing.shards.iter().find(|l| l.shard == *shard).unwrap();
@@ -132,17 +174,19 @@ async fn shards_list_every_key_once_through_kills_duplicates_and_reordering() {
                 );
             }
         }
-        eprintln!("seed {seed}: {n} shards, {} pages, {kills} kills", listing.pages());
-        s3_blob_sync::app::service::end(
-            &svc,
-            &run.id,
-            s3_blob_sync::state::runs::store::RunState::Cancelled,
-            None,
-        )
+        end(&svc, &id).await;
+    }
+    assert!(
+        after_save > 0,
+        "no attempt was cut after its save: the redelivery path went untried"
+    );
+    ctx.cleanup().await;
+}
+
+async fn end(svc: &RunService, id: &str) {
+    s3_blob_sync::app::service::end(svc, id, s3_blob_sync::state::runs::store::RunState::Cancelled, None)
         .await
         .unwrap();
-    }
-    ctx.cleanup().await;
 }
 
 /// The CLI lists the same shards in-process: every object copied once, counted once, and the
@@ -179,5 +223,219 @@ async fn the_cli_copies_through_parallel_shards() {
     assert!(shards.len() > 1, "pages of one shard only: {shards:?}\n{out}");
     let blobs = ctx.blob().list("").await.unwrap();
     assert_eq!(blobs.len(), all.len(), "every object a blob once");
+    ctx.cleanup().await;
+}
+
+/// Column order of the reports these tests write: a report of all versions, as AWS writes one.
+const SCHEMA: &str = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
+
+/// A key as a CSV report writes it: URL-encoded, a space as `+`.
+fn form_encoded(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b' ');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace(' ', "+")
+}
+
+/// The report row of `key` as it is now in `ctx`'s bucket (current version).
+async fn row_of(ctx: &TestCtx, key: &str) -> String {
+    let h = ctx
+        .s3
+        .client()
+        .head_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let modified = h
+        .last_modified()
+        .unwrap()
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+        .replace('Z', ".000Z");
+    format!(
+        "\"{}\",\"{}\",\"v1\",\"true\",\"false\",\"{}\",\"{modified}\",\"{}\",\"STANDARD\"",
+        ctx.bucket,
+        form_encoded(key),
+        h.content_length().unwrap(),
+        h.e_tag().unwrap().trim_matches('"')
+    )
+}
+
+/// Writes a report of `files` (rows each) under `inventory/` of `ctx`'s own bucket, as AWS
+/// writes one (the destination may be the source bucket); returns its manifest's URL.
+async fn write_report(ctx: &TestCtx, files: &[Vec<String>], format: &str) -> String {
+    use std::io::Write;
+    let base = format!("inventory/{}/cfg/2026-12-06T00-00Z", ctx.bucket);
+    let mut listed = Vec::new();
+    for (i, rows) in files.iter().enumerate() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for r in rows {
+            writeln!(gz, "{r}").unwrap();
+        }
+        let data = gz.finish().unwrap();
+        let key = format!("inventory/{}/cfg/data/file-{i}.csv.gz", ctx.bucket);
+        listed.push(serde_json::json!({"key": key, "size": data.len(), "MD5checksum": "0"}));
+        ctx.put(&key, data).await;
+    }
+    let manifest = serde_json::json!({
+        "sourceBucket": ctx.bucket, "destinationBucket": format!("arn:aws:s3:::{}", ctx.bucket),
+        "version": "2016-11-30", "creationTimestamp": "1765000000000", "fileFormat": format,
+        "fileSchema": SCHEMA, "files": listed,
+    });
+    let key = format!("{base}/manifest.json");
+    ctx.put(&key, manifest.to_string()).await;
+    format!("s3://{}/{key}", ctx.bucket)
+}
+
+/// A run listed from an S3 Inventory report makes no LIST request, decodes keys as AWS
+/// encodes them, lists current versions only, and decides each object from S3 itself: an
+/// object rewritten since the report is copied as it is now, one deleted since is counted
+/// vanished, and a key outside the prefix is not looked at.
+#[tokio::test]
+async fn an_inventory_lists_the_run_with_no_list_request_and_a_stale_one_is_safe() {
+    let ctx = TestCtx::new("inventory").await;
+    let mut keys: Vec<String> = (0..21).map(|i| format!("inv/k{i:02}")).collect();
+    keys.extend(["inv/a b.txt", "inv/c+d.txt", "inv/é/ü 100%.bin"].map(String::from));
+    ctx.put_many(
+        keys.iter()
+            .map(|k| (k.clone(), format!("body of {k}").into_bytes()))
+            .collect(),
+    )
+    .await;
+    ctx.put("inv/changed", "as the report saw it").await;
+    ctx.put("inv/gone", "deleted after the report").await;
+    ctx.put("other/outside", "not under the run's prefix").await;
+    let mut rows = Vec::new();
+    for k in keys.iter().chain(
+        [
+            "inv/changed".to_string(),
+            "inv/gone".to_string(),
+            "other/outside".to_string(),
+        ]
+        .iter(),
+    ) {
+        rows.push(row_of(&ctx, k).await);
+    }
+    // An older version of a key, which a report of all versions lists beside the current.
+    rows.push(format!(
+        "\"{}\",\"inv/k00\",\"v0\",\"false\",\"false\",\"3\",\"2020-01-01T00:00:00.000Z\",\"00\",\"STANDARD\"",
+        ctx.bucket
+    ));
+    // Rows spread over three files, out of key order.
+    let mut files = vec![Vec::new(), Vec::new(), Vec::new()];
+    for (i, r) in rows.into_iter().rev().enumerate() {
+        files[i % 3].push(r);
+    }
+    let manifest = write_report(&ctx, &files, "CSV").await;
+    ctx.put("inv/changed", "rewritten after the report").await;
+    ctx.s3
+        .client()
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key("inv/gone")
+        .send()
+        .await
+        .unwrap();
+    ctx.put("inv/after", "written after the report: for events or a listing run")
+        .await;
+
+    let s3 = crate::harness::proxy::Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let env = ctx.env_with(&[("AWS_ENDPOINT_URL", s3.url.as_str()), ("SYNC_LIST_PAGE_KEYS", "4")]);
+    let src = format!("s3://{}/inv/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let args = [
+        "copy",
+        &src,
+        &dst,
+        "--inventory",
+        &manifest,
+        "--list-shards",
+        "3",
+        "--json",
+        "--no-progress",
+    ];
+    let (code, out) = run_binary_async(&args, &env).await;
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["counters"].is_object())
+        .expect("a summary");
+    let c = |k: &str| summary["counters"][k].as_u64().unwrap();
+    let n = keys.len() as u64 + 2;
+    assert_eq!(
+        c("scanned"),
+        n,
+        "current versions under the prefix, once each: {summary}"
+    );
+    assert_eq!((c("transferred"), c("vanished")), (n - 1, 1), "{summary}");
+    assert_eq!(s3.count("list-type=2"), 0, "an inventory run made LIST requests");
+    for k in &keys {
+        let name = k.strip_prefix("inv/").unwrap();
+        let blob = ctx.blob().read(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&blob[..], format!("body of {k}").as_bytes(), "{name}");
+    }
+    assert_eq!(
+        &ctx.blob().read("changed").await.unwrap()[..],
+        b"rewritten after the report"
+    );
+    let names = ctx.blob().list("").await.unwrap();
+    assert_eq!(names.len() as u64, n - 1, "{names:?}");
+    ctx.cleanup().await;
+}
+
+/// A report the tool cannot read ends the run at once, naming the field; and the shards of a
+/// report list every row once through kills, duplicates and reordering.
+#[tokio::test]
+async fn an_inventory_run_is_exact_through_kills_and_a_bad_report_names_its_field() {
+    let ctx = TestCtx::new("invkill").await;
+    let all: Vec<String> = (0..45).map(|i| format!("p/{:02}", (i * 7) % 45)).collect();
+    ctx.put_many(all.iter().map(|k| (k.clone(), k.clone().into_bytes())).collect())
+        .await;
+    let mut files = vec![Vec::new(); 5];
+    for (i, k) in all.iter().enumerate() {
+        files[i % 5].push(row_of(&ctx, k).await);
+    }
+    let manifest = write_report(&ctx, &files, "CSV").await;
+    let cfg = Arc::new(ctx.config(&[("SYNC_LIST_PAGE_KEYS", "4")]));
+    let engine = Arc::new(s3_blob_sync::engine::Engine::from_config(&cfg).await.unwrap());
+    engine.checkpoint().ensure().await.unwrap();
+    let svc = RunService::local(cfg.clone(), engine).await.unwrap();
+    for seed in 10..13u64 {
+        let body = serde_json::json!({
+            "source": {"bucket": ctx.bucket, "prefix": "p/", "inventory": manifest},
+            "target": {"container": ctx.container}, "listShards": 3
+        });
+        let id = start(&svc, body).await;
+        let sent = drive(&svc, &id, seed).await;
+        let listing = svc.store.listing(&id).await.unwrap().unwrap();
+        assert_eq!(listing.shards.len(), 3, "seed {seed}");
+        assert_eq!(
+            listing.counters().objects(Tally::Scanned),
+            all.len() as u64,
+            "seed {seed}"
+        );
+        let distinct: BTreeSet<&String> = sent.values().flatten().collect();
+        assert_eq!(distinct, all.iter().collect(), "seed {seed}");
+        end(&svc, &id).await;
+    }
+
+    let parquet = write_report(&ctx, &files, "Parquet").await;
+    let src = format!("s3://{}/p/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let (code, out) = run_binary_async(
+        &["copy", &src, &dst, "--inventory", &parquet, "--no-progress"],
+        &ctx.env,
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("`fileFormat` is `Parquet`"), "{out}");
     ctx.cleanup().await;
 }
