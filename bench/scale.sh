@@ -5,6 +5,9 @@
 # memory here (its on-disk autosave slows with 100k rows, which would measure Azurite).
 #
 # Usage: bench/scale.sh [N ...]        (default: 1000 10000 100000; the 100k step takes ~20 min)
+#        COUNT=1 bench/scale.sh ...    also counts requests per object by service, through
+#                                      bench/latency_proxy.py with no added latency (the proxy
+#                                      costs time of its own: compare rates without it)
 # Needs: /usr/bin/time (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,9 @@ bin=target/release/s3-blob-sync
 unset AWS_CA_BUNDLE
 export SYNC_COPY_PATH=streamed SYNC_LOG_FORMAT=json RUST_LOG=warn
 results=bench/results-scale-$(date +%Y%m%d-%H%M%S).tsv
-printf 'objects\trun\tseconds\tobjects_per_s\tcpu_s\tcpu_ms_per_object\tpeak_rss_kib\n' | tee "$results"
+printf 'objects\trun\tseconds\tobjects_per_s\tcpu_s\tcpu_ms_per_object\tpeak_rss_kib\treq_per_obj_blob\treq_per_obj_table\treq_per_obj_s3\n' | tee "$results"
+key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+proxied="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:20000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:20001/devstoreaccount1;TableEndpoint=http://127.0.0.1:20002/devstoreaccount1;"
 
 for n in "${sizes[@]}"; do
   bucket=scale-$n-$(date +%s)
@@ -26,17 +31,30 @@ for n in "${sizes[@]}"; do
   container=scale-$n-$RANDOM
   for run in first rerun; do
     tf=$(mktemp)
-    /usr/bin/time -v -o "$tf" $bin copy "s3://$bucket/" "http://127.0.0.1:10000/devstoreaccount1/$container/" \
+    via=()
+    if [ "${COUNT:-0}" = 1 ]; then
+      .tools/venv/bin/python bench/latency_proxy.py --latency-ms 0 --counts "$tf.counts" \
+        --map 20000:10000:blob --map 20001:10001:queue --map 20002:10002:table --map 20050:5000:s3 &
+      proxy=$!
+      sleep 1
+      via=(env AZURE_STORAGE_CONNECTION_STRING="$proxied" AWS_ENDPOINT_URL=http://127.0.0.1:20050)
+    fi
+    /usr/bin/time -v -o "$tf" "${via[@]}" $bin copy "s3://$bucket/" "http://127.0.0.1:10000/devstoreaccount1/$container/" \
       --concurrency 16 --no-progress --json >"$tf.out" 2>"$tf.err" || { echo "FAILED: $n $run" >&2; tail -5 "$tf.err" >&2; exit 1; }
     # The run must have settled every object: copied on the first pass, current on the re-run.
     want=$([ $run = first ] && echo transferred || echo noTransferNeeded)
     got=$(grep '^{' "$tf.out" | .tools/venv/bin/python -c "import json,sys; print(json.load(sys.stdin)['counters']['$want'])")
     [ "$got" = "$n" ] || { echo "$n $run: $want is $got, not $n" >&2; exit 1; }
-    awk -F': ' -v n="$n" -v run="$run" '
+    per="-\t-\t-"
+    if [ "${COUNT:-0}" = 1 ]; then
+      kill "$proxy"; wait "$proxy" 2>/dev/null || true
+      per=$(.tools/venv/bin/python -c "import json,sys; c=json.load(open('$tf.counts')); print('\t'.join(f\"{c.get(s,{}).get('requests',0)/$n:.3f}\" for s in ('blob','table','s3')))")
+    fi
+    awk -F': ' -v n="$n" -v run="$run" -v per="$per" '
       /Elapsed \(wall clock\)/ { k=split($2,a,":"); s=0; for(i=1;i<=k;i++) s=s*60+a[i] }
       /User time/ { u=$2 } /System time/ { y=$2 } /Maximum resident set size/ { r=$2 }
-      END { c=u+y; printf "%d\t%s\t%.2f\t%.0f\t%.2f\t%.3f\t%d\n", n, run, s, n/s, c, 1000*c/n, r }' "$tf" | tee -a "$results"
-    rm -f "$tf" "$tf.out" "$tf.err"
+      END { c=u+y; printf "%d\t%s\t%.2f\t%.0f\t%.2f\t%.3f\t%d\t%s\n", n, run, s, n/s, c, 1000*c/n, r, per }' "$tf" | tee -a "$results"
+    rm -f "$tf" "$tf.out" "$tf.err" "$tf.counts"
   done
 done
 echo "results: $results"
