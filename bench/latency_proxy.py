@@ -3,9 +3,9 @@
 requests by service, method and response status.
 
 Each `--map LISTEN:UPSTREAM:NAME` forwards 127.0.0.1:LISTEN to 127.0.0.1:UPSTREAM. A request
-is the first client bytes after the connection was quiet in that direction (HTTP/1.1 sends one
-request at a time on a connection), and is held `--latency-ms` before it goes on, as a far
-region would. On SIGTERM or SIGINT the counts are written to `--counts` as JSON:
+is the first client bytes after a response began on that connection (HTTP/1.1 sends one
+request at a time on a connection; a `100 Continue` is not a response), and is held
+`--latency-ms` before it goes on, as a far region would. On SIGTERM or SIGINT the counts are written to `--counts` as JSON:
 {"blob": {"requests": n, "GET": n, ..., "status": {"201": n, ...}}, ...}.
 
 Usage: latency_proxy.py --latency-ms 250 --counts out.json --map 20000:10000:blob ...
@@ -16,8 +16,6 @@ import json
 import signal
 import time
 from collections import defaultdict
-
-QUIET_S = 0.02
 
 
 def main():
@@ -32,30 +30,28 @@ def main():
     first = defaultdict(dict)
     last_seen = defaultdict(dict)
 
-    async def pipe(reader, writer, name, requests):
-        last = 0.0
+    async def pipe(reader, writer, name, requests, conn):
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
-                now = time.monotonic()
-                if now - last > QUIET_S:
-                    head = data.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-                    if requests:
-                        method = head.split(" ", 1)[0]
-                        counts[name]["requests"] += 1
-                        counts[name][method] += 1
-                        first[name].setdefault(method, time.time())
-                        last_seen[name][method] = time.time()
-                        await asyncio.sleep(delay)
-                    elif head.startswith("HTTP/"):
-                        parts = head.split(" ")
-                        if len(parts) > 1:
-                            statuses[name][parts[1]] += 1
+                head = data.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+                if requests and conn["answered"]:
+                    conn["answered"] = False
+                    method = head.split(" ", 1)[0]
+                    counts[name]["requests"] += 1
+                    counts[name][method] += 1
+                    first[name].setdefault(method, time.time())
+                    last_seen[name][method] = time.time()
+                    await asyncio.sleep(delay)
+                elif not requests and not conn["answered"] and head.startswith("HTTP/"):
+                    parts = head.split(" ")
+                    if len(parts) > 1 and parts[1] != "100":
+                        conn["answered"] = True
+                        statuses[name][parts[1]] += 1
                 writer.write(data)
                 await writer.drain()
-                last = time.monotonic()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -72,7 +68,8 @@ def main():
                 cw.close()
                 return
             try:
-                await asyncio.gather(pipe(cr, uw, name, True), pipe(ur, cw, name, False))
+                conn = {"answered": True}
+                await asyncio.gather(pipe(cr, uw, name, True, conn), pipe(ur, cw, name, False, conn))
             except asyncio.CancelledError:
                 pass
 

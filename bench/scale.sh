@@ -32,14 +32,16 @@ for n in "${sizes[@]}"; do
   for run in first rerun; do
     tf=$(mktemp)
     via=()
+    blob_port=10000
     if [ "${COUNT:-0}" = 1 ]; then
       .tools/venv/bin/python bench/latency_proxy.py --latency-ms 0 --counts "$tf.counts" \
         --map 20000:10000:blob --map 20001:10001:queue --map 20002:10002:table --map 20050:5000:s3 &
       proxy=$!
       sleep 1
       via=(env AZURE_STORAGE_CONNECTION_STRING="$proxied" AWS_ENDPOINT_URL=http://127.0.0.1:20050)
+      blob_port=20000
     fi
-    /usr/bin/time -v -o "$tf" "${via[@]}" $bin copy "s3://$bucket/" "http://127.0.0.1:10000/devstoreaccount1/$container/" \
+    /usr/bin/time -v -o "$tf" "${via[@]}" $bin copy "s3://$bucket/" "http://127.0.0.1:$blob_port/devstoreaccount1/$container/" \
       --concurrency 16 --no-progress --json >"$tf.out" 2>"$tf.err" || { echo "FAILED: $n $run" >&2; tail -5 "$tf.err" >&2; exit 1; }
     # The run must have settled every object: copied on the first pass, current on the re-run.
     want=$([ $run = first ] && echo transferred || echo noTransferNeeded)
