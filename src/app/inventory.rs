@@ -18,7 +18,7 @@ use crate::config::location::parse_s3_url;
 use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::model::ListedObject;
-use crate::state::runs::pages::{ListerState, PagePlan};
+use crate::state::runs::{listing::ListerState, pages::PagePlan};
 
 /// Where an inventory shard stands, kept as its row's token: the data file it reads, the
 /// page of that file it is at, the distance to its next file, and the page size.

@@ -17,8 +17,8 @@ use crate::model::ListedObject;
 use crate::state::checkpoint::CheckpointStore;
 use crate::state::runs::counters::{Counters, Tally};
 use crate::state::runs::counting::Counted;
-use crate::state::runs::pages::{ListerState, PagePlan};
 use crate::state::runs::store::{Phase, RunState};
+use crate::state::runs::{listing::ListerState, pages::PagePlan};
 
 /// What to do after a page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 
 use crate::aws::s3::S3Source;
 use crate::error::Result;
-use crate::state::runs::pages::ListerState;
+use crate::state::runs::listing::ListerState;
 
 /// How deep the folder and character probes go before giving up on finding more groups.
 const MAX_DEPTH: usize = 8;

@@ -18,7 +18,7 @@
 //! This file holds the run row; `pages` the listing shards' rows and page plans, `counting` the
 //! counters and markers, `lock` the lock row.
 
-use super::pages::ListerState;
+use super::listing::ListerState;
 use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, TableClient};
 use crate::config::azure::StorageAccount;
@@ -241,7 +241,7 @@ impl RunStore {
             ..ListerState::default()
         };
         self.table
-            .update(&super::pages::lister_entity(&run.id, &first), None)
+            .update(&super::listing::lister_entity(&run.id, &first), None)
             .await?;
         Ok(())
     }
