@@ -50,6 +50,8 @@ def main():
                     if len(parts) > 1 and parts[1] != "100":
                         conn["answered"] = True
                         statuses[name][parts[1]] += 1
+                if not requests:
+                    counts[name]["conflicts"] += data.count(b"HTTP/1.1 409 ") + data.count(b"HTTP/1.1 412 ")
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):

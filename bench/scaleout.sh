@@ -5,8 +5,8 @@
 # processes are bound by waiting, as they are against a far region, and not by this machine's
 # two cores. For each process count: objects/s over the whole run (start to summary) and over
 # its copy phase (first to last blob write, without the run's fixed start and finish), each
-# with its ratio to one process, requests per object by service, and the 409/412 answers
-# (conflict retries).
+# with its ratio to one process, requests per object by service, and the 409/412 answers,
+# inside transactions' bodies too (conflict retries).
 #
 # Usage: bench/scaleout.sh [PROCS ...]      (default: 1 2 4; N=800 LATENCY_MS=250 COPY_WORKERS=16)
 set -euo pipefail
@@ -75,7 +75,7 @@ c = json.load(open(counts))
 secs = end - start
 rate = n / secs
 per = lambda s: c.get(s, {}).get("requests", 0) / n
-conflicts = sum(v.get("status", {}).get(k, 0) for v in c.values() for k in ("409", "412"))
+conflicts = sum(v.get("conflicts", 0) for v in c.values())
 phase = c["blob"]["last"]["PUT"] - c["blob"]["first"]["PUT"]
 copy_rate = n / phase
 base = one.split(",") if one else None
