@@ -257,7 +257,13 @@ async fn absent_from_source(
         let (objs, next) = svc
             .engine
             .s3()
-            .list_page_after(bucket, prefix, token, (!start.is_empty()).then_some(start.as_str()))
+            .list_range(
+                bucket,
+                prefix,
+                token,
+                (!start.is_empty()).then_some(start.as_str()),
+                1000,
+            )
             .await?;
         let past_last = objs.last().is_some_and(|o| o.key.as_bytes() > last.as_bytes());
         present.extend(objs.into_iter().map(|o| o.key));

@@ -167,10 +167,9 @@ fn sorted(mut objects: Vec<ListedObject>) -> Vec<ListedObject> {
 pub fn children(first: &mut ListerState, inv: &Inventory, keys: u32) -> Vec<ListerState> {
     let k = shards(inv.files.len(), first.spare);
     let kids: Vec<ListerState> = (1..k)
-        .map(|s| {
-            let mut c = ListerState::child(s as u32, String::new(), None, 0);
-            c.after = None;
-            c.token = Some(
+        .map(|s| ListerState {
+            shard: s as u32,
+            token: Some(
                 Cursor {
                     file: s,
                     part: 0,
@@ -178,8 +177,9 @@ pub fn children(first: &mut ListerState, inv: &Inventory, keys: u32) -> Vec<List
                     keys: keys as usize,
                 }
                 .token(),
-            );
-            c
+            ),
+            updated_at: crate::state::unix_now(),
+            ..ListerState::default()
         })
         .collect();
     first.spare = 0;

@@ -67,12 +67,18 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     // Every attempt at this page works on the same keys: the first saves what it listed, a
     // redo (after a lister died) reuses it, so no key of an earlier attempt's copies falls
     // outside the page's count (decisions 64).
+    // The inventory report, when this attempt opened it to plan its page.
+    let mut report = None;
     let plan = match svc.store.page_plan(id, shard, page).await? {
         Some(plan) => plan,
         None => {
             let planned = match &spec.source.inventory {
                 Some(url) => match super::inventory::open(svc, spec, url).await {
-                    Ok(inv) => super::inventory::plan(svc, id, spec, &inv, &lister, page).await,
+                    Ok(inv) => {
+                        let plan = super::inventory::plan(svc, id, spec, &inv, &lister, page).await;
+                        report = Some(inv);
+                        plan
+                    }
                     Err(e) => Err(e),
                 },
                 None => list_range(svc, id, spec, &lister, page).await,
@@ -231,7 +237,10 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     let children = match (&spec.source.inventory, &last_key) {
         // A report's shards all start with the first shard's first page.
         (Some(url), _) if lister.spare > 0 && shard == 0 && page == 0 => {
-            let inv = super::inventory::open(svc, spec, url).await?;
+            let inv = match report {
+                Some(inv) => inv,
+                None => super::inventory::open(svc, spec, url).await?,
+            };
             super::inventory::children(&mut lister, &inv, svc.config.runs.list_page_keys)
         }
         (None, Some(last)) if !lister.done && lister.spare > 0 && super::shards::tries_split_after(page) => {
@@ -277,20 +286,23 @@ async fn list_range(
             &spec.source.bucket,
             &spec.source.prefix,
             l.token.clone(),
-            l.after.as_deref(),
+            // A shard's first page starts after its lower bound; the token carries the rest.
+            l.after.as_deref().filter(|_| l.token.is_none()),
             svc.config.runs.list_page_keys,
         )
         .await?;
     // A shard rests on S3's listing order: keys in increasing byte order, after StartAfter.
     // A source that breaks it (an S3-compatible store, a directory bucket) would lose or
     // repeat keys between shards, so the run stops, saying how to list it instead.
+    let unordered = objects
+        .windows(2)
+        .find(|w| w[0].key.as_bytes() >= w[1].key.as_bytes())
+        .map(|w| &w[1].key);
+    let before = (l.after.as_deref())
+        .and_then(|a| objects.iter().find(|o| o.key.as_bytes() <= a.as_bytes()))
+        .map(|o| &o.key);
     let bounded = l.after.is_some() || l.until.is_some();
-    let after = l.after.as_deref().unwrap_or("");
-    let unordered = objects.windows(2).find(|w| w[0].key.as_bytes() >= w[1].key.as_bytes());
-    let before = objects
-        .iter()
-        .find(|o| l.after.is_some() && o.key.as_bytes() <= after.as_bytes());
-    if let (true, Some(k)) = (bounded, unordered.map(|w| &w[1].key).or(before.map(|o| &o.key))) {
+    if let Some(k) = unordered.or(before).filter(|_| bounded) {
         return Err(crate::error::Error::invalid(format!(
             "s3://{}: the listing is not in S3's key order (`{k}` came after a later key, or before \
              the shard's start); list this source as one shard (`listShards`: 1, or SYNC_LIST_SHARDS=1)",

@@ -257,11 +257,11 @@ impl S3Source {
         prefix: &str,
         token: Option<String>,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        self.list_page_after(bucket, prefix, token, None).await
+        self.list_range(bucket, prefix, token, None, 1000).await
     }
 
-    /// One page of at most `max_keys` keys under `prefix`: after `start_after` when there is
-    /// no `token` (a listing shard's first page), from `token` otherwise.
+    /// One page of at most `max_keys` keys under `prefix`, starting after `start_after` (S3
+    /// order) on the first page, or from `token`.
     pub async fn list_range(
         &self,
         bucket: &str,
@@ -270,17 +270,8 @@ impl S3Source {
         start_after: Option<&str>,
         max_keys: u32,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        let start_after = start_after.filter(|_| token.is_none());
-        let out = self
-            .list(
-                bucket,
-                prefix,
-                token,
-                start_after,
-                Some(max_keys.clamp(1, 1000) as i32),
-                None,
-            )
-            .await?;
+        let max_keys = Some(max_keys.clamp(1, 1000) as i32);
+        let out = self.list(bucket, prefix, token, start_after, max_keys, None).await?;
         Ok(listed(&out))
     }
 
@@ -331,20 +322,7 @@ impl S3Source {
 
     /// Whether any object's key starts with `prefix` (one LIST of one key).
     pub async fn any_object(&self, bucket: &str, prefix: &str) -> Result<bool> {
-        let out = self.list(bucket, prefix, None, None, Some(1), None).await?;
-        Ok(!out.contents().is_empty())
-    }
-
-    /// Like [`Self::list_page`], starting after `start_after` (S3 order) on the first page.
-    pub async fn list_page_after(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        token: Option<String>,
-        start_after: Option<&str>,
-    ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        let out = self.list(bucket, prefix, token, start_after, None, None).await?;
-        Ok(listed(&out))
+        Ok(self.first_key_after(bucket, prefix, None).await?.is_some())
     }
 }
 
