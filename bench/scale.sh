@@ -11,6 +11,7 @@
 # Needs: /usr/bin/time (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/proxied.sh
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000 100000)
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
@@ -22,8 +23,6 @@ unset AWS_CA_BUNDLE
 export SYNC_COPY_PATH=streamed SYNC_LOG_FORMAT=json RUST_LOG=warn
 results=bench/results-scale-$(date +%Y%m%d-%H%M%S).tsv
 printf 'objects\trun\tseconds\tobjects_per_s\tcpu_s\tcpu_ms_per_object\tpeak_rss_kib\treq_per_obj_blob\treq_per_obj_table\treq_per_obj_s3\n' | tee "$results"
-key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
-proxied="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:20000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:20001/devstoreaccount1;TableEndpoint=http://127.0.0.1:20002/devstoreaccount1;"
 
 for n in "${sizes[@]}"; do
   bucket=scale-$n-$(date +%s)
@@ -34,11 +33,8 @@ for n in "${sizes[@]}"; do
     via=()
     blob_port=10000
     if [ "${COUNT:-0}" = 1 ]; then
-      .tools/venv/bin/python bench/latency_proxy.py --latency-ms 0 --counts "$tf.counts" \
-        --map 20000:10000:blob --map 20001:10001:queue --map 20002:10002:table --map 20050:5000:s3 &
-      proxy=$!
-      sleep 1
-      via=(env AZURE_STORAGE_CONNECTION_STRING="$proxied" AWS_ENDPOINT_URL=http://127.0.0.1:20050)
+      start_proxy 0 "$tf.counts"
+      via=(env AZURE_STORAGE_CONNECTION_STRING="$proxied_cs" AWS_ENDPOINT_URL="$proxied_s3")
       blob_port=20000
     fi
     /usr/bin/time -v -o "$tf" "${via[@]}" $bin copy "s3://$bucket/" "http://127.0.0.1:$blob_port/devstoreaccount1/$container/" \

@@ -11,6 +11,7 @@
 # Usage: bench/scaleout.sh [PROCS ...]      (default: 1 2 4; N=800 LATENCY_MS=250 COPY_WORKERS=16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/proxied.sh
 procs=("$@")
 [ ${#procs[@]} -gt 0 ] || procs=(1 2 4)
 n=${N:-800}
@@ -21,8 +22,6 @@ scripts/emulators stop >/dev/null 2>&1 || true
 eval "$(AZURITE_IN_MEMORY=1 scripts/emulators start)"
 cargo build --release --quiet --bins
 bin=target/release/s3-blob-sync
-key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
-proxied="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:20000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:20001/devstoreaccount1;TableEndpoint=http://127.0.0.1:20002/devstoreaccount1;"
 results=bench/results-scaleout-$(date +%Y%m%d-%H%M%S).tsv
 printf 'processes\tobjects\tseconds\tobjects_per_s\tvs_one\tcopy_phase_s\tcopy_objects_per_s\tcopy_vs_one\treq_per_obj_blob\treq_per_obj_queue\treq_per_obj_table\treq_per_obj_s3\tconflicts_409_412\n' | tee "$results"
 pids=()
@@ -35,16 +34,13 @@ for p in "${procs[@]}"; do
   bucket=scaleout-$tag
   .tools/venv/bin/python bench/seed.py "$bucket" --small "$n" --small-size 4096 --medium 0 >/dev/null
   counts=$(mktemp)
-  $py bench/latency_proxy.py --latency-ms "$latency" --counts "$counts" \
-    --map 20000:10000:blob --map 20001:10001:queue --map 20002:10002:table --map 20050:5000:s3 &
-  proxy=$!
+  start_proxy "$latency" "$counts"
   pids=("$proxy")
-  sleep 1
   ports=()
   for i in $(seq 1 "$p"); do
     port=$((17100 + i))
     ports+=("$port")
-    env AZURE_STORAGE_CONNECTION_STRING="$proxied" AWS_ENDPOINT_URL=http://127.0.0.1:20050 \
+    env AZURE_STORAGE_CONNECTION_STRING="$proxied_cs" AWS_ENDPOINT_URL="$proxied_s3" \
       FUNCTIONS_CUSTOMHANDLER_PORT=$port SYNC_COPY_PATH=streamed SYNC_LOG_FORMAT=json RUST_LOG=warn \
       SYNC_RUNS_TABLE=runs$tag SYNC_CHECKPOINT_TABLE=ckpt$tag SYNC_COPY_QUEUE=copy-$tag SYNC_LIST_QUEUE=list-$tag \
       SYNC_REJECT_QUEUE=rejects-$tag SYNC_RUN_CHECK_SECS=1 \
