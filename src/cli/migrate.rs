@@ -1,5 +1,6 @@
-//! `migrate-checkpoints`: moves checkpoint rows of the previous form (by source key) to their
-//! blobs' rows (decisions 99).
+//! `migrate-checkpoints`: moves checkpoint rows of earlier forms: by source key, to their
+//! blobs' rows (decisions 99); in one partition per bucket and target, to their own of
+//! sixteen (decision 123).
 
 use std::process::ExitCode;
 
@@ -23,8 +24,8 @@ pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
     };
     let show = |m: &Migrated| {
         pb.set_message(format!(
-            "{} rows of the previous form found, {} moved, {} superseded, {} split rows dropped",
-            m.found, m.moved, m.superseded, m.staging_dropped
+            "{} rows of the previous form found, {} moved, {} superseded, {} split rows dropped, {} rows spread",
+            m.found, m.moved, m.superseded, m.staging_dropped, m.spread
         ))
     };
     let done = store.migrate_legacy(dry_run, &show).await?;
@@ -33,13 +34,13 @@ pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(&done).expect("serializable"));
     } else if dry_run {
         println!(
-            "dry run: {} checkpoint rows of the previous form and {} split rows would be moved or dropped in table {}; nothing was changed",
-            done.found, done.staging_dropped, cfg.tables.checkpoint
+            "dry run: {} checkpoint rows of the previous form and {} split rows would be moved or dropped, and {} rows spread over their partitions, in table {}; nothing was changed",
+            done.found, done.staging_dropped, done.spread, cfg.tables.checkpoint
         );
     } else {
         println!(
-            "table {}: {} rows of the previous form: {} moved to their blobs' rows, {} dropped (the blob's row was newer); {} split rows dropped",
-            cfg.tables.checkpoint, done.found, done.moved, done.superseded, done.staging_dropped
+            "table {}: {} rows of the previous form: {} moved to their blobs' rows, {} dropped (the blob's row was newer); {} split rows dropped; {} rows moved to their own partitions",
+            cfg.tables.checkpoint, done.found, done.moved, done.superseded, done.staging_dropped, done.spread
         );
     }
     Ok(ExitCode::SUCCESS)

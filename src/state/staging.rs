@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::azure::table::{BatchOp, BatchOutcome, Entity, Filter, TableClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::MovedBy;
-use crate::state::checkpoint::partition_key;
+use crate::state::checkpoint::target_partition;
 use crate::state::unix_now;
 
 /// The stored plan of one split copy.
@@ -122,7 +122,7 @@ impl RangeRow {
 
 /// Partition of the staging rows of objects of `bucket` copied to `target`.
 pub fn staging_pk(bucket: &str, target: &str) -> String {
-    format!("{}~staging", partition_key(bucket, target))
+    format!("{}~staging", target_partition(bucket, target))
 }
 
 /// Row-key prefix of one blob's staging rows (any version): `n` and a hash of the name, so

@@ -688,15 +688,11 @@ async fn rows_of_the_previous_form_are_respected_then_migrated() {
     // Rewrite every row as the previous version kept it, plus a split plan of that form.
     let table = ctx.table();
     let rows = table.query_all(None).await.unwrap();
-    let pk = rows
-        .iter()
-        .find(|e| e.row_key.starts_with('n'))
-        .unwrap()
-        .partition_key
-        .clone();
+    // That version kept one partition per bucket and target.
+    let pk = s3_blob_sync::state::checkpoint::target_partition(&ctx.bucket, &ctx.target_id());
     for e in rows.iter().filter(|e| e.row_key.starts_with('n')) {
         let key = e.get_str("Key").unwrap();
-        let mut legacy = Entity::new(&e.partition_key, format!("k{}", hex::encode(key.as_bytes())));
+        let mut legacy = Entity::new(&pk, format!("k{}", hex::encode(key.as_bytes())));
         legacy.props = e.props.clone();
         table.insert(&legacy).await.unwrap();
         table.delete(&e.partition_key, &e.row_key, "*").await.unwrap();

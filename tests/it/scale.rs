@@ -6,20 +6,20 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use s3_blob_sync::azure::table::{BatchOp, BatchOutcome, Entity, TableClient};
-use s3_blob_sync::state::checkpoint::{partition_key, row_key, CheckpointStore};
+use s3_blob_sync::state::checkpoint::{row_keys, target_partition, CheckpointStore, PARTITIONS};
 
 use crate::harness::handler::run_binary_async;
 use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
 
 /// Writes a row for each of `names` copied from `bucket` to `target` (as a run that copied
-/// them once would have), 100 to a transaction, 16 transactions at a time.
+/// them once would have), 100 of a partition to a transaction, 16 transactions at a time.
 async fn seed_rows(table: &TableClient, bucket: &str, target: &str, names: impl Iterator<Item = String>) {
     table.create_if_missing().await.unwrap();
-    let pk = partition_key(bucket, target);
-    let rows: Vec<Entity> = names
+    let mut rows: Vec<Entity> = names
         .map(|n| {
-            let mut e = Entity::new(&pk, row_key(n.as_str()));
+            let (pk, rk) = row_keys(bucket, n.as_str(), target);
+            let mut e = Entity::new(pk, rk);
             e.set_str("Bucket", bucket)
                 .set_str("Key", &n)
                 .set_str("Target", target)
@@ -28,7 +28,12 @@ async fn seed_rows(table: &TableClient, bucket: &str, target: &str, names: impl 
             e
         })
         .collect();
-    let chunks: Vec<&[Entity]> = rows.chunks(100).collect();
+    // A transaction holds one partition's rows.
+    rows.sort_by(|a, b| a.partition_key.cmp(&b.partition_key));
+    let chunks: Vec<&[Entity]> = rows
+        .chunk_by(|a, b| a.partition_key == b.partition_key)
+        .flat_map(|p| p.chunks(100))
+        .collect();
     futures::stream::iter(chunks)
         .map(|c| async move {
             let ops: Vec<BatchOp> = c.iter().map(BatchOp::Insert).collect();
@@ -153,8 +158,9 @@ async fn a_pages_rows_are_found_exactly_with_dead_rows_anywhere() {
         want.sort();
         assert_eq!(found, want, "seed {seed}");
         assert!(got.iter().all(|(n, v)| v.record.key == *n), "seed {seed}");
+        // And one look at the partition rows had before they were spread (decision 123).
         assert!(
-            used <= page.len().max(1),
+            used <= page.len().max(1) + 1,
             "seed {seed}: {used} requests for {} names",
             page.len()
         );
@@ -250,9 +256,11 @@ async fn two_processes_share_a_run_and_one_survives_the_others_kill() {
     let body =
         serde_json::json!({"source": {"bucket": ctx.bucket, "prefix": "s/"}, "target": {"container": ctx.container}});
     let id = start_http_run(p1, &body).await;
-    // Both at work: a bounded wait for a dozen blobs, then the first dies at once.
+    // Both at work: a bounded wait for a dozen blobs, a copy done by each (on a loaded
+    // machine one may start late), then the first dies at once.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while blob.count("PUT") < 12 {
+    let done = |p: &HandlerProc| p.logs().contains("\"object done\"");
+    while blob.count("PUT") < 12 || !done(&first) || !done(&second) {
         assert!(Instant::now() < deadline, "no copies started: {}", first.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -276,5 +284,123 @@ async fn two_processes_share_a_run_and_one_survives_the_others_kill() {
     let names = ctx.blob().list("").await.unwrap();
     assert_eq!(names.len() as u64, n, "every object is a blob once");
     second.kill();
+    ctx.cleanup().await;
+}
+
+/// Counts a copy's JSON summary: (transferred, noTransferNeeded).
+fn moved_and_current(out: &str) -> (Option<u64>, Option<u64>) {
+    let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let c = &summary["counters"];
+    (c["transferred"].as_u64(), c["noTransferNeeded"].as_u64())
+}
+
+/// A bulk run writes its checkpoint rows over the 16 partitions of its bucket and target,
+/// each its share, and none to the single partition rows had before (decision 123): 480
+/// objects, 30 a partition on average, counted row by row after the copy.
+#[tokio::test]
+async fn checkpoint_writes_spread_over_the_partitions() {
+    let ctx = TestCtx::new("spread").await;
+    let keys: Vec<String> = (0..480).map(|i| format!("logs/2024/{i:05}.json")).collect();
+    futures::stream::iter(&keys)
+        .for_each_concurrent(32, |k| ctx.put(k, "{}"))
+        .await;
+    let src = format!("s3://{}/logs/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/logs/", ctx.container);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--no-progress"], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(moved_and_current(&out), (Some(480), Some(0)), "{out}");
+
+    let single = target_partition(&ctx.bucket, &ctx.target_id());
+    let mut per = std::collections::BTreeMap::<String, u32>::new();
+    for e in ctx.table().query_all(None).await.unwrap() {
+        if e.get_str("Bucket") == Some(ctx.bucket.as_str()) && e.row_key.starts_with('n') {
+            *per.entry(e.partition_key).or_default() += 1;
+        }
+    }
+    assert_eq!(per.values().sum::<u32>(), 480, "{per:?}");
+    assert_eq!(per.len(), PARTITIONS as usize, "{per:?}");
+    assert!(!per.contains_key(&single), "{per:?}");
+    assert!(per.keys().all(|pk| pk.starts_with(&format!("{single}~"))), "{per:?}");
+    // Binomial spread of 480 over 16: about 30 ± 5.4. No partition takes twice its share.
+    assert!(per.values().all(|&n| (15..=45).contains(&n)), "{per:?}");
+    ctx.cleanup().await;
+}
+
+/// Rows written before they were spread (one partition per bucket and target) still count:
+/// a re-run reads them and copies nothing; a changed object's write moves its row; and
+/// `migrate-checkpoints` moves the rest (counted first with `--dry-run`), after which the
+/// old partition is empty and a re-run still copies nothing.
+#[tokio::test]
+async fn rows_of_the_single_partition_are_read_then_moved() {
+    let ctx = TestCtx::new("respread").await;
+    let keys = ["a/1", "a/2", "b/3", "b/4", "c/5", "c/6"];
+    for k in keys {
+        ctx.put(k, format!("body of {k}")).await;
+    }
+    let src = format!("s3://{}/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let copy = || async {
+        let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--no-progress"], &ctx.env).await;
+        assert_eq!(code, 0, "{out}");
+        moved_and_current(&out)
+    };
+    assert_eq!(copy().await, (Some(6), Some(0)));
+
+    // Put every row back where the previous version kept it.
+    let table = ctx.table();
+    let single = target_partition(&ctx.bucket, &ctx.target_id());
+    let rows_in = |pk: String| {
+        let table = table.clone();
+        async move {
+            let f = s3_blob_sync::azure::table::Filter::eq("PartitionKey", &pk);
+            table.query_all(Some(f.as_str())).await.unwrap()
+        }
+    };
+    for e in table.query_all(None).await.unwrap() {
+        if e.row_key.starts_with('n') && e.get_str("Bucket") == Some(ctx.bucket.as_str()) {
+            let mut old = Entity::new(&single, &e.row_key);
+            old.props = e.props.clone();
+            table.insert(&old).await.unwrap();
+            table.delete(&e.partition_key, &e.row_key, "*").await.unwrap();
+        }
+    }
+    assert_eq!(rows_in(single.clone()).await.len(), 6);
+
+    // Read where they are: nothing to copy.
+    assert_eq!(copy().await, (Some(0), Some(6)));
+    // A changed object is copied, and its row moves to its own partition.
+    ctx.put("b/3", "changed").await;
+    assert_eq!(copy().await, (Some(1), Some(5)));
+    let (own, rk) = row_keys(&ctx.bucket, "b/3", &ctx.target_id());
+    assert!(table.get(&own, &rk).await.unwrap().is_some());
+    assert!(table.get(&single, &rk).await.unwrap().is_none());
+    assert_eq!(rows_in(single.clone()).await.len(), 5);
+
+    let migrate = |args: &'static [&'static str]| {
+        let env = ctx.env.clone();
+        async move {
+            let mut all = vec!["migrate-checkpoints", "--json"];
+            all.extend_from_slice(args);
+            let (code, out) = run_binary_async(&all, &env).await;
+            assert_eq!(code, 0, "{out}");
+            serde_json::from_str::<Value>(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
+        }
+    };
+    assert_eq!(migrate(&["--dry-run"]).await["spread"].as_u64(), Some(5));
+    assert_eq!(rows_in(single.clone()).await.len(), 5, "a dry run changes nothing");
+    assert_eq!(migrate(&[]).await["spread"].as_u64(), Some(5));
+    assert!(rows_in(single.clone()).await.is_empty());
+    assert_eq!(migrate(&[]).await["spread"].as_u64(), Some(0), "once");
+    for k in keys {
+        let (own, rk) = row_keys(&ctx.bucket, k, &ctx.target_id());
+        let row = table
+            .get(&own, &rk)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{k}: no row"));
+        assert_eq!(row.get_str("Key"), Some(k));
+    }
+    assert_eq!(copy().await, (Some(0), Some(6)));
+    assert_eq!(&ctx.blob().read("b/3").await.unwrap()[..], b"changed");
     ctx.cleanup().await;
 }

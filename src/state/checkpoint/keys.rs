@@ -1,5 +1,5 @@
-//! Where a row lives: its partition (bucket and target) and its row key (the blob, or a key
-//! with no blob), and the row key of the previous form.
+//! Where a row lives: its partition (bucket, target and a hash of the row key) and its row key
+//! (the blob, or a key with no blob), and the keys of the previous forms.
 
 use sha2::{Digest, Sha256};
 
@@ -29,10 +29,23 @@ impl<'a> From<&'a String> for Subject<'a> {
     }
 }
 
-/// PartitionKey for every object of `bucket` copied to `target`.
-pub fn partition_key(bucket: &str, target: &str) -> String {
+/// Checkpoint partitions per bucket and target (decision 123).
+pub const PARTITIONS: u8 = 16;
+
+/// The partition every row of `bucket` copied to `target` had before rows were spread
+/// (decision 123). Rows still there are read until they move; split plans (`~staging`) and
+/// rows of the first form (by source key) keep it as their prefix.
+pub fn target_partition(bucket: &str, target: &str) -> String {
     let h = Sha256::digest(target.as_bytes());
     format!("{bucket}~{}", hex::encode(&h[..6]))
+}
+
+/// PartitionKey of the row with RowKey `row_key` about `bucket` copied to `target`: one of
+/// [`PARTITIONS`], by the row key's hash, so a bulk run's writes meet no single partition's
+/// target (about 2,000 entities/s).
+pub fn partition_key(bucket: &str, target: &str, row_key: &str) -> String {
+    let h = Sha256::digest(row_key.as_bytes())[0] % PARTITIONS;
+    format!("{}~{h:x}", target_partition(bucket, target))
 }
 
 /// RowKey for a row's subject: ordered by blob name when short enough, hashed otherwise.
@@ -48,7 +61,8 @@ pub fn row_key<'a>(subject: impl Into<Subject<'a>>) -> String {
 
 /// PartitionKey and RowKey of a row about `subject` for `bucket` copied to `target`.
 pub fn row_keys<'a>(bucket: &str, subject: impl Into<Subject<'a>>, target: &str) -> (String, String) {
-    (partition_key(bucket, target), row_key(subject))
+    let rk = row_key(subject);
+    (partition_key(bucket, target, &rk), rk)
 }
 
 /// The RowKey of the previous form (by source key), read only to migrate it.
@@ -83,8 +97,14 @@ mod tests {
                 for k in [&pk, &rk] {
                     assert!(!k.contains(['/', '\\', '#', '?']) && !k.chars().any(char::is_control));
                 }
-                // Same name, other target: another partition.
-                assert_ne!(row_keys("my.bucket", subject, "http://h/acct/d").0, pk);
+                // Same name, other target: another partition; and under the previous one.
+                assert!(!row_keys("my.bucket", subject, "http://h/acct/d")
+                    .0
+                    .starts_with(&pk[..pk.len() - 2]));
+                assert_eq!(
+                    pk.strip_suffix(&pk[pk.len() - 2..]),
+                    Some(target_partition("my.bucket", "http://h/acct/c").as_str())
+                );
             }
             // A blob's row and a nameless key's row never meet, nor the previous form's.
             assert_ne!(row_key(Subject::Blob(&name)), row_key(Subject::Key(&name)));
@@ -94,6 +114,22 @@ mod tests {
         assert!(CheckpointStore::in_range_form(&"x".repeat(500)));
         // The previous form's hashed keys ("~" and a hex digit) sort apart from "~n".
         assert!(legacy_row_key(&"x".repeat(1024)).as_str() < "~g");
+    }
+
+    #[test]
+    fn rows_spread_evenly_over_the_partitions() {
+        // 16,000 names of one folder, as a bulk run writes them: each partition takes its
+        // share within 10%, so none meets its target before the others.
+        let mut per = std::collections::HashMap::new();
+        for i in 0..16_000 {
+            *per.entry(row_keys("b", format!("data/2024/{i:08}.json").as_str(), "t").0)
+                .or_insert(0u32) += 1;
+        }
+        assert_eq!(per.len(), PARTITIONS as usize);
+        assert!(per.values().all(|&n| (900..=1100).contains(&n)), "{per:?}");
+        assert!(per
+            .keys()
+            .all(|pk| pk.starts_with(&format!("{}~", target_partition("b", "t")))));
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Rows of the previous form (by source key): found, and moved to their blob's row by
-//! `migrate-checkpoints` (decisions 99).
+//! Rows of earlier forms, found and moved by `migrate-checkpoints`: rows by source key, to
+//! their blob's row (decisions 99); and rows in their bucket and target's single partition,
+//! to their own of the sixteen (decision 123).
 
 use crate::azure::table::{Entity, Filter};
 use crate::error::{ErrorKind, Result};
 
-use super::keys::{legacy_row_key, partition_key};
+use super::keys::{legacy_row_key, row_keys, target_partition};
 use super::record::ObjectRecord;
 use super::CheckpointStore;
 
@@ -20,6 +21,8 @@ pub struct Migrated {
     pub superseded: u64,
     /// Split plans and ranges of the previous form dropped (a split in flight starts over).
     pub staging_dropped: u64,
+    /// Rows moved from their bucket and target's single partition to their own.
+    pub spread: u64,
 }
 
 impl CheckpointStore {
@@ -32,7 +35,7 @@ impl CheckpointStore {
         first: &str,
         last: &str,
     ) -> Result<std::collections::HashSet<String>> {
-        let filter = Filter::eq("PartitionKey", &partition_key(bucket, target))
+        let filter = Filter::eq("PartitionKey", &target_partition(bucket, target))
             .and("RowKey", "ge", &legacy_row_key(first))
             .and("RowKey", "le", &legacy_row_key(last));
         Ok(self
@@ -74,6 +77,40 @@ impl CheckpointStore {
                     }
                     let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
                     crate::error::ok_if(r, ErrorKind::NotFound)?;
+                }
+                progress(&done);
+                Ok(())
+            })
+            .await?;
+        }
+        // Rows of the blob form in the partition without the hash digit (decision 123): a
+        // scan of the whole table, as this command is, run once after upgrading.
+        for (from, to) in [("n", "o"), ("s", "t"), ("~n", "~o")] {
+            let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
+            self.each_page(&filter, async |rows: Vec<Entity>| {
+                for e in &rows {
+                    let Some(rec) = ObjectRecord::from_entity(e) else {
+                        continue;
+                    };
+                    let (pk, rk) = row_keys(&rec.bucket, rec.subject(), &rec.target);
+                    // In its own partition already, or not a checkpoint row (a split row).
+                    if e.partition_key == pk || e.row_key != rk || e.partition_key.ends_with("~staging") {
+                        continue;
+                    }
+                    done.spread += 1;
+                    if dry_run {
+                        continue;
+                    }
+                    let seen = Some((e.etag.as_deref().unwrap_or("*"), true));
+                    match self.write_over(&rec.to_entity(), seen).await {
+                        Ok(()) => {}
+                        // Written since in its own partition: that row is newer; drop this one.
+                        Err(err) if err.kind() == ErrorKind::Precondition => {
+                            let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
+                            crate::error::ok_if(r, ErrorKind::NotFound)?;
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
                 progress(&done);
                 Ok(())

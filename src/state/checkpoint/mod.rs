@@ -3,19 +3,22 @@
 //! A row belongs to the blob it describes (decisions 99): two runs that map the same key to
 //! different target prefixes keep a row each, and a blob has one row whichever mapping wrote
 //! it. Blob names may be 1024 characters and contain characters a RowKey may not (`/ \ # ?`),
-//! so keys are derived. PartitionKey = bucket + "~" + a short hash of the target
-//! (`account/container`); RowKey = "n" + hex(blob name bytes). Within one prefix mapping, hex
-//! keeps S3's listing order (UTF-8 byte order), so the rows of one listing page are one range
-//! query: a re-run of an unchanged bucket costs listings, not a read per object. Names whose
-//! hex would pass the 1 KiB RowKey limit use "~n" + sha256(name) and are read one by one. A key
-//! that maps to no blob (a folder marker, an invalid name) has its row at "s" + sha256(key).
-//! The bucket, key and blob name are properties; a row counts for a key only when it names it.
+//! so keys are derived. RowKey = "n" + hex(blob name bytes). Within one prefix mapping, hex
+//! keeps S3's listing order (UTF-8 byte order), so the rows of one listing page are a range
+//! query per partition: a re-run of an unchanged bucket costs listings, not a read per object.
+//! Names whose hex would pass the 1 KiB RowKey limit use "~n" + sha256(name) and are read one
+//! by one. A key that maps to no blob (a folder marker, an invalid name) has its row at "s" +
+//! sha256(key). The bucket, key and blob name are properties; a row counts for a key only when
+//! it names it.
 //!
-//! Rows of the previous form (RowKey "k" + hex(key), or "~" + sha256(key)) are not read; `s3-blob-sync
-//! migrate-checkpoints` moves them (see [`CheckpointStore::migrate_legacy`]).
+//! PartitionKey = bucket + "~" + a short hash of the target (`account/container`) + "~" + one
+//! hex digit of the RowKey's hash: 16 partitions per bucket and target, so a bulk run's writes
+//! are not capped by one partition's target (about 2,000 entities/s; decision 123). Rows
+//! written before that sit in the partition without the digit: they are read until a write
+//! moves them, or `s3-blob-sync migrate-checkpoints` does.
 //!
-//! One partition per bucket and target caps checkpoint writes near the Table service's
-//! per-partition target (about 2,000 entities/s); see docs/decisions.md.
+//! Rows of the first form (RowKey "k" + hex(key), or "~" + sha256(key)) are not read; the
+//! same command moves them (see [`CheckpointStore::migrate_legacy`]).
 //!
 //! - `record`: the row (what happened to one object) and its entity format;
 //! - `keys`: its partition and row key;
@@ -28,11 +31,13 @@ mod legacy;
 mod race;
 mod record;
 
-pub use keys::{partition_key, row_key, row_keys, Subject};
+pub use keys::{partition_key, row_key, row_keys, target_partition, Subject, PARTITIONS};
 pub use legacy::Migrated;
 pub use record::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::azure::auth::Authorizer;
 use crate::azure::table::{Entity, Filter, TableClient};
@@ -44,23 +49,57 @@ use race::{after_lost_race, AfterLostRace};
 /// Pages of one key range [`CheckpointStore::failed_under`] reads at most.
 pub const FAILED_PAGES: usize = 20;
 
+/// How long a process trusts what it saw of a previous-layout partition (decision 123).
+const PREVIOUS_LAYOUT_TTL: Duration = Duration::from_secs(300);
+
 /// The checkpoint store.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     pub(super) table: TableClient,
+    /// Per previous-layout partition: whether it held rows when last looked at, and when.
+    previous: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
 }
 
 impl CheckpointStore {
     /// A store over `table`.
     pub fn new(table: TableClient) -> Self {
-        CheckpointStore { table }
+        CheckpointStore {
+            table,
+            previous: Default::default(),
+        }
     }
 
     /// The checkpoint table `name` of `account` (no network calls).
     pub fn open(account: &StorageAccount, auth: &Authorizer, name: &str, retry: RetryPolicy) -> Result<Self> {
-        Ok(CheckpointStore {
-            table: TableClient::new(account, auth, name, retry)?,
-        })
+        Ok(Self::new(TableClient::new(account, auth, name, retry)?))
+    }
+
+    /// Whether `bucket`'s partition for `target` from before rows were spread may still hold
+    /// rows of this form: one query of one row, then trusted for [`PREVIOUS_LAYOUT_TTL`], so
+    /// a table with none costs nothing per object once looked at.
+    async fn previous_in_use(&self, bucket: &str, target: &str) -> Result<Option<String>> {
+        let pk = target_partition(bucket, target);
+        let known = self.previous.lock().expect("poisoned").get(&pk).copied();
+        let used = match known {
+            Some((used, at)) if at.elapsed() < PREVIOUS_LAYOUT_TTL => used,
+            _ => {
+                // Rows of this form start with `n`, `s` or `~n`; those of the first form with
+                // `k` (read apart) or `~` and a hex digit (they keep it in use until moved).
+                let filter = Filter::eq("PartitionKey", &pk).and("RowKey", "ge", "l");
+                let used = match self.table.query(Some(filter.as_str()), Some(1), None).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => false,
+                    // Rows past a time limit may still come: only a page with none and no
+                    // continuation says the partition is empty.
+                    r => r.map(|(rows, more)| !rows.is_empty() || more.is_some())?,
+                };
+                self.previous
+                    .lock()
+                    .expect("poisoned")
+                    .insert(pk.clone(), (used, Instant::now()));
+                used
+            }
+        };
+        Ok(used.then_some(pk))
     }
 
     /// Creates the table if needed.
@@ -77,18 +116,44 @@ impl CheckpointStore {
         target: &str,
     ) -> Result<Option<Versioned>> {
         let (pk, rk) = row_keys(bucket, subject, target);
-        Ok(self.table.get(&pk, &rk).await?.and_then(|e| {
+        let versioned = |e: Entity, previous_layout| {
             Some(Versioned {
                 etag: e.etag.clone().unwrap_or_default(),
                 record: ObjectRecord::from_entity(&e)?,
+                previous_layout,
             })
-        }))
+        };
+        if let Some(e) = self.table.get(&pk, &rk).await? {
+            return Ok(versioned(e, false));
+        }
+        match self.previous_in_use(bucket, target).await? {
+            Some(previous) => Ok(self.table.get(&previous, &rk).await?.and_then(|e| versioned(e, true))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `entity` over the row `seen` as read: an If-Match update in place, or, for a
+    /// row found in its previous partition, an insert in its own and then the removal of the
+    /// old one (if unchanged; a row left there is read after the moved one, never over it).
+    /// A row changed or moved meanwhile is a `Precondition` error.
+    async fn write_over(&self, entity: &Entity, seen: Option<(&str, bool)>) -> Result<()> {
+        match seen {
+            Some((tag, false)) => self.table.update(entity, Some(tag)).await.map(|_| ()),
+            None => self.table.insert(entity).await.map(|_| ()),
+            Some((tag, true)) => {
+                self.table.insert(entity).await?;
+                let previous = entity.partition_key.rsplit_once('~').map_or("", |(p, _)| p);
+                let r = self.table.delete(previous, &entity.row_key, tag).await;
+                crate::error::ok_if(crate::error::ok_if(r, ErrorKind::NotFound), ErrorKind::Precondition)
+            }
+        }
     }
 
     /// Replaces the row `seen` with `rec`, once, only if nobody changed it since it was read
     /// (a `Precondition` error otherwise; the caller decides whether that matters).
     pub async fn replace(&self, rec: &ObjectRecord, seen: &Versioned) -> Result<()> {
-        self.table.update(&rec.to_entity(), Some(&seen.etag)).await.map(|_| ())
+        self.write_over(&rec.to_entity(), Some((&seen.etag, seen.previous_layout)))
+            .await
     }
 
     /// Writes `rec` with optimistic concurrency. `seen` is the row as this writer read it
@@ -97,7 +162,7 @@ impl CheckpointStore {
     /// (by source Last-Modified), so a slow writer never regresses a newer outcome.
     pub async fn put(&self, rec: &ObjectRecord, seen: Option<&Versioned>) -> Result<()> {
         let entity = rec.to_entity();
-        let mut expected = seen.map(|v| v.etag.clone());
+        let mut expected = seen.map(|v| (v.etag.clone(), v.previous_layout));
         let mut tries = self
             .table
             .retry()
@@ -109,10 +174,9 @@ impl CheckpointStore {
                 .next()
                 .await
                 .map_err(|e| crate::error::Error::new(ErrorKind::Precondition, e.message()))?;
-            let r = match &expected {
-                Some(tag) => self.table.update(&entity, Some(tag)).await.map(|_| ()),
-                None => self.table.insert(&entity).await.map(|_| ()),
-            };
+            let r = self
+                .write_over(&entity, expected.as_ref().map(|(t, p)| (t.as_str(), *p)))
+                .await;
             match r {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Precondition || e.kind() == ErrorKind::NotFound => {
@@ -148,7 +212,7 @@ impl CheckpointStore {
                             AfterLostRace::Overwrite => {}
                         }
                     }
-                    expected = current.map(|c| c.etag);
+                    expected = current.map(|c| (c.etag, c.previous_layout));
                 }
                 Err(e) => return Err(e),
             }
@@ -157,15 +221,7 @@ impl CheckpointStore {
 
     /// The rows of the blob names `names` (a listing page's) that have an ordered RowKey, by
     /// blob name; names too long for the ordered form are not included (read them with
-    /// [`Self::get`]).
-    ///
-    /// Rows are never deleted, so the key range of a page can hold any number of rows of
-    /// names no longer listed (5 million keys expired under `data/2023/` between
-    /// `data/2023/summary.csv` and `data/2024/a`). Each request therefore starts at the next
-    /// name not yet answered, not where the last one stopped: a request answers at least
-    /// that name (its row comes first, or the first row is past it), so a page of `n` names
-    /// costs at most `n` requests whatever lies between them, and one request when its rows
-    /// are dense. Only the page's own rows are kept.
+    /// [`Self::get`]). One bounded read per partition that holds some of the names, at once.
     pub async fn range(&self, bucket: &str, target: &str, names: &[&str]) -> Result<HashMap<String, Versioned>> {
         let mut wanted: Vec<(String, &str)> = names
             .iter()
@@ -174,11 +230,44 @@ impl CheckpointStore {
             .collect();
         wanted.sort();
         wanted.dedup();
-        let pk = partition_key(bucket, target);
         let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        // Rows not moved yet first, so a row in its own partition (written later) wins.
+        if let Some(previous) = self.previous_in_use(bucket, target).await? {
+            found.extend(self.range_in(&previous, &wanted, true).await?);
+        }
+        let mut parts: std::collections::BTreeMap<String, Vec<(String, &str)>> = Default::default();
+        for w in wanted {
+            parts.entry(partition_key(bucket, target, &w.0)).or_default().push(w);
+        }
+        let reads = parts.iter().map(|(pk, w)| self.range_in(pk, w, false));
+        for rows in futures::future::try_join_all(reads).await? {
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// The rows of partition `pk` among `wanted` (RowKey and name, sorted by RowKey).
+    ///
+    /// Rows are never deleted, so the key range of a page can hold any number of rows of
+    /// names no longer listed (5 million keys expired under `data/2023/` between
+    /// `data/2023/summary.csv` and `data/2024/a`). Each request therefore starts at the next
+    /// name not yet answered, not where the last one stopped: a request answers at least
+    /// that name (its row comes first, or the first row is past it), so `n` names cost at
+    /// most `n` requests whatever lies between them, and one request when their rows are
+    /// dense. Only the wanted rows are kept.
+    async fn range_in(
+        &self,
+        pk: &str,
+        wanted: &[(String, &str)],
+        previous_layout: bool,
+    ) -> Result<Vec<(String, Versioned)>> {
+        let mut found = Vec::new();
         let (mut next, mut cont) = (0, None);
         while let (Some((from, _)), Some((to, _))) = (wanted.get(next), wanted.last()) {
-            let filter = Filter::eq("PartitionKey", &pk)
+            let filter = Filter::eq("PartitionKey", pk)
                 .and("RowKey", "ge", from)
                 .and("RowKey", "le", to);
             let (rows, more) = self
@@ -193,7 +282,14 @@ impl CheckpointStore {
                 if let Some(record) = ObjectRecord::from_entity(e) {
                     if let Some(blob) = record.blob.clone() {
                         let etag = e.etag.clone().unwrap_or_default();
-                        found.insert(blob, Versioned { etag, record });
+                        found.push((
+                            blob,
+                            Versioned {
+                                etag,
+                                record,
+                                previous_layout,
+                            },
+                        ));
                     }
                 }
             }
@@ -245,7 +341,8 @@ impl CheckpointStore {
         (source_prefix, target_prefix): (&str, &str),
         limit: u32,
     ) -> Result<(Vec<ObjectRecord>, bool)> {
-        let pk = partition_key(bucket, target);
+        // Its partitions, and the one before rows were spread (decision 123), sort together.
+        let pk = target_partition(bucket, target);
         let failed = Outcome::Failed.as_str();
         // Ordered row keys of the names (and, in the previous form, keys) under a prefix start
         // with its hex, and hex digits sort below `g`; hashed names (`~n`), keys without a
@@ -263,7 +360,9 @@ impl CheckpointStore {
         let mut out = Vec::new();
         let mut more = false;
         for (from, to) in ranges {
-            let f = Filter::eq("PartitionKey", &pk)
+            let f = Filter::default()
+                .and("PartitionKey", "ge", &pk)
+                .and("PartitionKey", "lt", &format!("{pk}~~"))
                 .and("RowKey", "ge", &from)
                 .and("RowKey", "lt", &to)
                 .and("Outcome", "eq", failed);
@@ -294,8 +393,10 @@ impl CheckpointStore {
     }
 
     /// Calls `each` with every page of a bucket's records, whatever the target, in the
-    /// table's order (by target, then blob name): only the bucket's partitions are read, and
-    /// one page is held at a time.
+    /// table's order (by target and partition, then blob name): only the bucket's partitions
+    /// are read, and one page is held at a time. A row a write moved to its own partition
+    /// but could not remove from the single one (it changed meanwhile) is seen twice until
+    /// `migrate-checkpoints` drops it.
     pub async fn each_of_bucket(
         &self,
         bucket: &str,

@@ -197,6 +197,9 @@ pub struct Versioned {
     pub record: ObjectRecord,
     /// Table ETag for If-Match.
     pub etag: String,
+    /// Found in the partition rows had before they were spread (decision 123): a write
+    /// inserts the row in its own partition and removes this one.
+    pub previous_layout: bool,
 }
 
 /// RFC 3339 now, UTC.
