@@ -36,7 +36,7 @@ param tags object = {
   app: 's3-blob-sync'
 }
 
-@description('Name of the target storage account (3-24 lowercase letters and digits). It holds the target container and the work queues and tables. Created by this template.')
+@description('Name of the target storage account (3-24 lowercase letters and digits). It holds the target container only. Created by this template.')
 @minLength(3)
 @maxLength(24)
 param targetStorageAccountName string = '${namePrefix}tgt${take(uniqueString(resourceGroup().id), 8)}'
@@ -50,6 +50,11 @@ param targetContainerName string = 'migrated'
 @minValue(0)
 @maxValue(365)
 param targetSoftDeleteDays int = 7
+
+@description('Name of the state storage account (3-24 lowercase letters and digits): the checkpoint and run tables and the work queues (SYNC_STATE_ACCOUNT). Apart from the target, so that about six state requests per object do not share the target account\'s request target with its writes (docs/scale.md). Created by this template.')
+@minLength(3)
+@maxLength(24)
+param stateStorageAccountName string = '${namePrefix}st${take(uniqueString(resourceGroup().id), 8)}'
 
 @description('Name of the Functions host storage account (AzureWebJobsStorage and the Flex deployment package).')
 @minLength(3)
@@ -368,23 +373,52 @@ resource targetContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   }
 }
 
-resource targetQueueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
-  parent: targetStorage
+// State: the work queues and the checkpoint and run tables, on their own account (decision
+// 124), so the target's request target serves the copies alone.
+resource stateStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_43: The name is computed from parameters (checkov cannot evaluate it); @minLength/@maxLength and the lowercase namePrefix keep it valid.
+  // checkov:skip=CKV_AZURE_35: The Flex app has no VNet integration in this template, so it reaches the state account over the public endpoint; access is Entra-only (shared keys off).
+  // checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: public endpoint with Entra-only auth.
+  // checkov:skip=CKV_AZURE_206: The state is rebuilt by a listing run if lost; LRS is the cost choice, change the sku for GRS.
+  name: stateStorageAccountName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowCrossTenantReplication: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource stateQueueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: stateStorage
   name: 'default'
 }
 
 resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for q in queueNames: {
-  parent: targetQueueService
+  parent: stateQueueService
   name: q
 }]
 
-resource targetTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
-  parent: targetStorage
+resource stateTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: stateStorage
   name: 'default'
 }
 
 resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for t in tableNames: {
-  parent: targetTableService
+  parent: stateTableService
   name: t
 }]
 
@@ -506,10 +540,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: hostStorage.name
         }
         // Queue trigger connection of CopyObject and ListPage: the account the binary writes
-        // its work queues to (AZURE_STORAGE_ACCOUNT).
+        // its work queues to (SYNC_STATE_ACCOUNT).
         {
           name: 'WorkQueue__queueServiceUri'
-          value: 'https://${targetStorage.name}.queue.${environment().suffixes.storage}'
+          value: 'https://${stateStorage.name}.queue.${environment().suffixes.storage}'
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
@@ -523,6 +557,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_STORAGE_ACCOUNT'
           value: targetStorage.name
+        }
+        // State account: tables and work queues, with the same identity.
+        {
+          name: 'SYNC_STATE_ACCOUNT'
+          value: stateStorage.name
         }
         {
           name: 'SYNC_TARGET_CONTAINER'
@@ -674,10 +713,10 @@ resource targetContainerBlobContributor 'Microsoft.Authorization/roleAssignments
   }
 }
 
-// Work queues (binary sends, host triggers and parks poison messages) on the target account.
-resource targetQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(targetStorage.id, functionApp.id, roleStorageQueueDataContributor)
-  scope: targetStorage
+// Work queues (binary sends, host triggers and parks poison messages) on the state account.
+resource stateQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stateStorage.id, functionApp.id, roleStorageQueueDataContributor)
+  scope: stateStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageQueueDataContributor)
     principalId: functionApp.identity.principalId
@@ -685,10 +724,10 @@ resource targetQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
-// Checkpoint and run tables on the target account.
-resource targetTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(targetStorage.id, functionApp.id, roleStorageTableDataContributor)
-  scope: targetStorage
+// Checkpoint and run tables on the state account.
+resource stateTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stateStorage.id, functionApp.id, roleStorageTableDataContributor)
+  scope: stateStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageTableDataContributor)
     principalId: functionApp.identity.principalId
@@ -956,8 +995,11 @@ output functionPrincipalId string = functionApp.identity.principalId
 @description('Entra tenant id: AzureTenantId of infra/aws/template.yaml (OIDC issuer https://sts.windows.net/<tenant>/).')
 output tenantId string = subscription().tenantId
 
-@description('Target storage account (blobs, work queues, tables).')
+@description('Target storage account (the target container).')
 output targetStorageAccountName string = targetStorage.name
+
+@description('State storage account (work queues, checkpoint and run tables).')
+output stateStorageAccountName string = stateStorage.name
 
 @description('Target container.')
 output targetContainerName string = targetContainer.name

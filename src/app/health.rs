@@ -81,11 +81,11 @@ pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
         }
         None => None,
     };
-    let auth = cfg.azure.authorizer()?;
+    let auth = cfg.state.authorizer()?;
     let depth = |name: String| {
         let auth = &auth;
         async move {
-            let messages = WorkQueue::new(&cfg.azure, auth, &name, retry)?
+            let messages = WorkQueue::new(&cfg.state, auth, &name, retry)?
                 .approximate_count()
                 .await?;
             Result::Ok(Depth { queue: name, messages })

@@ -94,10 +94,10 @@ impl RunService {
     /// identity without queue rights can run `copy`, `sync` and `status`.
     pub async fn local(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
         let retry = config.retry;
-        let auth = config.azure.authorizer()?;
-        let store = RunStore::open(&config.azure, &auth, &config.tables.runs, retry)?;
-        let copy_queue = WorkQueue::new(&config.azure, &auth, &config.queues.copy, retry)?;
-        let list_queue = WorkQueue::new(&config.azure, &auth, &config.queues.list, retry)?;
+        let auth = config.state.authorizer()?;
+        let store = RunStore::open(&config.state, &auth, &config.tables.runs, retry)?;
+        let copy_queue = WorkQueue::new(&config.state, &auth, &config.queues.copy, retry)?;
+        let list_queue = WorkQueue::new(&config.state, &auth, &config.queues.list, retry)?;
         store.ensure().await?;
         Ok(RunService {
             engine,

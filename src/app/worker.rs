@@ -60,14 +60,14 @@ impl Worker {
     /// A worker for `function` on its configured queue; creates it and its poison queue.
     pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
         let config = &state.config;
-        let auth = config.azure.authorizer()?;
+        let auth = config.state.authorizer()?;
         let retry = config.retry;
         let name = match function {
             QueueFunction::CopyObject => &config.queues.copy,
             QueueFunction::ListPage => &config.queues.list,
         };
-        let queue = WorkQueue::new(&config.azure, &auth, name, retry)?;
-        let poison = WorkQueue::new(&config.azure, &auth, &format!("{name}-poison"), retry)?;
+        let queue = WorkQueue::new(&config.state, &auth, name, retry)?;
+        let poison = WorkQueue::new(&config.state, &auth, &format!("{name}-poison"), retry)?;
         queue.create_if_missing().await?;
         poison.create_if_missing().await?;
         Ok(Worker {

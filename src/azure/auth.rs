@@ -42,7 +42,8 @@ impl StorageAccount {
             };
             if !loopback {
                 return Err(Error::invalid(format!(
-                    "AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_*_ENDPOINT): {} is plain http, which would send the account's SAS in clear text; use https (http only for a loopback emulator)",
+                    "{}: {} is plain http, which would send the account's SAS in clear text; use https (http only for a loopback emulator)",
+                    self.setting,
                     u.host_str().unwrap_or("the endpoint")
                 )));
             }

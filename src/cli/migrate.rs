@@ -12,8 +12,8 @@ use crate::state::checkpoint::{CheckpointStore, Migrated};
 pub(super) async fn run(dry_run: bool, json: bool) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
-    let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, cfg.retry)?;
+    let auth = cfg.state.authorizer()?;
+    let store = CheckpointStore::open(&cfg.state, &auth, &cfg.tables.checkpoint, cfg.retry)?;
     let pb = if json {
         ProgressBar::hidden()
     } else {

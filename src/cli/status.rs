@@ -221,8 +221,8 @@ pub(super) async fn run(
 ) -> Result<ExitCode> {
     let cfg = super::load_config(None)?;
     crate::telemetry::init(cfg.log_format, "warn");
-    let auth = cfg.azure.authorizer()?;
-    let store = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, cfg.retry)?;
+    let auth = cfg.state.authorizer()?;
+    let store = CheckpointStore::open(&cfg.state, &auth, &cfg.tables.checkpoint, cfg.retry)?;
     // Page by page: a bucket of a billion rows is counted, not held. JSON lines are printed
     // as they come; the table keeps the first `limit` rows shown.
     let (mut total, mut matching, mut shown) = (0u64, 0u64, Vec::new());

@@ -38,15 +38,52 @@ pub struct StorageAccount {
     pub table_endpoint: Url,
     /// How to authorize.
     pub auth: AzureAuth,
+    /// The variable that configured this account, named by errors about it
+    /// (`AZURE_STORAGE_CONNECTION_STRING`, or `SYNC_STATE_CONNECTION_STRING`).
+    pub setting: &'static str,
     /// One HTTP connection pool for every client of this account (clones share it). Tied to
     /// the account rather than the process: pooled connections belong to the async runtime
     /// that opened them.
     pub(crate) http: HttpPool,
 }
 
+/// The variables that configure one account: a connection string, or a name (Entra ID, or a
+/// SAS in its own variable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountVars {
+    /// The connection string's variable.
+    pub connection_string: &'static str,
+    /// The account name's variable.
+    pub name: &'static str,
+    /// The SAS token's variable, used with the name.
+    pub sas: &'static str,
+}
+
+/// The target account: blobs, and state and queues unless the state account is set.
+pub const TARGET_ACCOUNT: AccountVars = AccountVars {
+    connection_string: "AZURE_STORAGE_CONNECTION_STRING",
+    name: "AZURE_STORAGE_ACCOUNT",
+    sas: "AZURE_STORAGE_SAS_TOKEN",
+};
+
+/// The state account: checkpoint and run tables, and work queues (decision 124).
+pub const STATE_ACCOUNT: AccountVars = AccountVars {
+    connection_string: "SYNC_STATE_CONNECTION_STRING",
+    name: "SYNC_STATE_ACCOUNT",
+    sas: "SYNC_STATE_SAS_TOKEN",
+};
+
 impl StorageAccount {
-    /// Parses an Azure Storage connection string. Errors never echo the string itself.
+    /// Parses an Azure Storage connection string given in AZURE_STORAGE_CONNECTION_STRING.
+    /// Errors never echo the string itself.
     pub fn from_connection_string(cs: &str) -> Result<Self> {
+        Self::from_connection_string_in(&TARGET_ACCOUNT, cs)
+    }
+
+    /// Parses an Azure Storage connection string given in `vars.connection_string`; errors
+    /// name that variable and never echo the string itself.
+    pub fn from_connection_string_in(vars: &AccountVars, cs: &str) -> Result<Self> {
+        let setting = vars.connection_string;
         let mut name = None;
         let mut key = None;
         let mut sas = None;
@@ -56,9 +93,9 @@ impl StorageAccount {
         let mut dev = false;
         for part in cs.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((k, v)) = part.split_once('=') else {
-                return Err(Error::invalid(
-                    "AZURE_STORAGE_CONNECTION_STRING: a field is not of the form Name=Value",
-                ));
+                return Err(Error::invalid(format!(
+                    "{setting}: a field is not of the form Name=Value"
+                )));
             };
             match k.to_ascii_lowercase().as_str() {
                 "usedevelopmentstorage" => dev = v.eq_ignore_ascii_case("true"),
@@ -81,24 +118,23 @@ impl StorageAccount {
                 queue_endpoint: queue.unwrap_or_else(|| base(10001)),
                 table_endpoint: table.unwrap_or_else(|| base(10002)),
                 auth: AzureAuth::AccountKey(Secret::from(AZURITE_KEY)),
+                setting,
                 http: HttpPool::default(),
             });
         }
         let auth = match (key, sas) {
             (Some(k), _) => {
                 if base64::engine::general_purpose::STANDARD.decode(&k).is_err() {
-                    return Err(Error::invalid(
-                        "AZURE_STORAGE_CONNECTION_STRING: AccountKey is not valid base64",
-                    ));
+                    return Err(Error::invalid(format!("{setting}: AccountKey is not valid base64")));
                 }
                 AzureAuth::AccountKey(Secret::from(k))
             }
             (None, Some(s)) => AzureAuth::Sas(Secret::from(s)),
             (None, None) => {
-                return Err(Error::invalid(
-                    "AZURE_STORAGE_CONNECTION_STRING: needs AccountKey or SharedAccessSignature \
-                     (or use AZURE_STORAGE_ACCOUNT for Entra ID)",
-                ))
+                return Err(Error::invalid(format!(
+                    "{setting}: needs AccountKey or SharedAccessSignature (or use {} for Entra ID)",
+                    vars.name
+                )))
             }
         };
         let name = match name {
@@ -106,7 +142,7 @@ impl StorageAccount {
             None => blob
                 .as_ref()
                 .and_then(account_from_url)
-                .ok_or_else(|| Error::invalid("AZURE_STORAGE_CONNECTION_STRING: AccountName is missing"))?,
+                .ok_or_else(|| Error::invalid(format!("{setting}: AccountName is missing")))?,
         };
         let default = |svc: &str| parse_endpoint("EndpointSuffix", &format!("{protocol}://{name}.{svc}.{suffix}"));
         Ok(StorageAccount {
@@ -124,19 +160,21 @@ impl StorageAccount {
             },
             name,
             auth,
+            setting,
             http: HttpPool::default(),
         })
     }
 
     /// An account reached with Entra ID or a SAS, by name, at the public cloud endpoints.
     pub fn for_account(name: &str, auth: AzureAuth) -> Result<Self> {
-        let ep = |svc: &str| {
-            parse_endpoint(
-                "AZURE_STORAGE_ACCOUNT",
-                &format!("https://{name}.{svc}.core.windows.net"),
-            )
-        };
+        Self::for_account_in(&TARGET_ACCOUNT, name, auth)
+    }
+
+    /// [`Self::for_account`], for the account `vars.name` names.
+    pub fn for_account_in(vars: &AccountVars, name: &str, auth: AzureAuth) -> Result<Self> {
+        let ep = |svc: &str| parse_endpoint(vars.name, &format!("https://{name}.{svc}.core.windows.net"));
         Ok(StorageAccount {
+            setting: vars.connection_string,
             name: name.to_string(),
             blob_endpoint: ep("blob")?,
             queue_endpoint: ep("queue")?,

@@ -13,7 +13,7 @@ pub mod location;
 use crate::error::{Error, Result};
 use crate::redact::ExposeSecret;
 use crate::redact::Secret;
-use azure::{AzureAuth, StorageAccount};
+use azure::{AccountVars, AzureAuth, StorageAccount, STATE_ACCOUNT, TARGET_ACCOUNT};
 
 /// App settings whose names start with this hold webhook URLs (see [`Config::webhooks`]).
 pub const WEBHOOK_SETTING_PREFIX: &str = "SYNC_WEBHOOK_";
@@ -138,8 +138,12 @@ pub struct AwsStaticCredentials {
 /// own options): read from the environment by [`Config::from`], each value checked there.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The Azure storage account that holds the target container, queues and tables.
+    /// The Azure storage account that holds the target container.
     pub azure: StorageAccount,
+    /// The account that holds the checkpoint and run tables and the work queues: its own
+    /// (SYNC_STATE_CONNECTION_STRING or SYNC_STATE_ACCOUNT), or the target's when neither is
+    /// set (decision 124).
+    pub state: StorageAccount,
     /// The AWS side.
     pub aws: AwsConfig,
     /// The engine.
@@ -377,8 +381,15 @@ impl Config {
         let secs = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
             bounded(env, name, default, min, Some(max), "").map(Duration::from_secs)
         };
+        let azure = account(env, &TARGET_ACCOUNT)?.ok_or_else(|| {
+            Error::invalid(
+                "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT must be set \
+                 (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
+            )
+        })?;
         Ok(Config {
-            azure: azure_account(env)?,
+            state: account(env, &STATE_ACCOUNT)?.unwrap_or_else(|| azure.clone()),
+            azure,
             aws: aws_config(env)?,
             engine: engine_config(env)?,
             mapping: MappingConfig {
@@ -614,26 +625,25 @@ fn engine_config(env: &dyn Env) -> Result<EngineConfig> {
     })
 }
 
-fn azure_account(env: &dyn Env) -> Result<StorageAccount> {
-    if let Some(cs) = env.get("AZURE_STORAGE_CONNECTION_STRING") {
-        return StorageAccount::from_connection_string(&cs);
+/// The account `vars` configure, if any: a connection string, or a name with a SAS or Entra ID.
+fn account(env: &dyn Env, vars: &AccountVars) -> Result<Option<StorageAccount>> {
+    if let Some(cs) = env.get(vars.connection_string) {
+        return StorageAccount::from_connection_string_in(vars, &cs).map(Some);
     }
-    let Some(name) = env.get("AZURE_STORAGE_ACCOUNT") else {
-        return Err(Error::invalid(
-            "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT must be set \
-             (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
-        ));
+    let Some(name) = env.get(vars.name) else {
+        return Ok(None);
     };
     if !(3..=24).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        return Err(Error::invalid(
-            "AZURE_STORAGE_ACCOUNT: must be 3-24 lower-case letters and digits",
-        ));
+        return Err(Error::invalid(format!(
+            "{}: must be 3-24 lower-case letters and digits",
+            vars.name
+        )));
     }
-    let auth = match env.get("AZURE_STORAGE_SAS_TOKEN") {
+    let auth = match env.get(vars.sas) {
         Some(s) => AzureAuth::Sas(Secret::from(s.trim_start_matches('?'))),
         None => AzureAuth::Token,
     };
-    StorageAccount::for_account(&name, auth)
+    StorageAccount::for_account_in(vars, &name, auth).map(Some)
 }
 
 #[cfg(test)]
@@ -700,6 +710,40 @@ mod tests {
         assert!(err.message().contains("AZURE_STORAGE_CONNECTION_STRING"));
         let err = Config::from(&env(&[("AZURE_STORAGE_ACCOUNT", "Has-Caps")])).unwrap_err();
         assert!(err.message().starts_with("AZURE_STORAGE_ACCOUNT"));
+        // The state account's variables name themselves.
+        for (var, val) in [
+            ("SYNC_STATE_ACCOUNT", "Has-Caps"),
+            ("SYNC_STATE_CONNECTION_STRING", "AccountName=x"),
+            ("SYNC_STATE_CONNECTION_STRING", "nonsense"),
+        ] {
+            let mut e = env(&base);
+            e.insert(var.into(), val.into());
+            let err = Config::from(&e).unwrap_err();
+            assert!(err.message().starts_with(var), "{var}={val}: {err}");
+        }
+    }
+
+    #[test]
+    fn state_lives_in_the_target_account_unless_told() {
+        let target = [("AZURE_STORAGE_ACCOUNT", "tgtacct")];
+        let c = Config::from(&env(&target)).unwrap();
+        assert_eq!((c.azure.name.as_str(), c.state.name.as_str()), ("tgtacct", "tgtacct"));
+        let mut e = env(&target);
+        e.insert("SYNC_STATE_ACCOUNT".into(), "stateacct".into());
+        let c = Config::from(&e).unwrap();
+        assert_eq!((c.azure.name.as_str(), c.state.name.as_str()), ("tgtacct", "stateacct"));
+        assert_eq!(
+            c.state.table_endpoint.as_str(),
+            "https://stateacct.table.core.windows.net/"
+        );
+        assert_eq!(c.state.setting, "SYNC_STATE_CONNECTION_STRING");
+        assert!(matches!(c.state.auth, AzureAuth::Token));
+        // A state SAS is its own, never the target's.
+        e.insert("SYNC_STATE_SAS_TOKEN".into(), "?sv=1&sig=STATESIG".into());
+        e.insert("AZURE_STORAGE_SAS_TOKEN".into(), "?sv=1&sig=TARGETSIG".into());
+        let c = Config::from(&e).unwrap();
+        assert!(matches!(&c.state.auth, AzureAuth::Sas(s) if s.expose_secret() == "sv=1&sig=STATESIG"));
+        assert!(!format!("{c:?}").contains("STATESIG"));
     }
 
     #[test]

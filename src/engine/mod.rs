@@ -156,7 +156,12 @@ impl Engine {
     pub async fn from_config(config: &Config) -> Result<Self> {
         let retry = config.retry;
         let auth = config.azure.authorizer()?;
-        let checkpoint = CheckpointStore::open(&config.azure, &auth, &config.tables.checkpoint, retry)?;
+        let checkpoint = CheckpointStore::open(
+            &config.state,
+            &config.state.authorizer()?,
+            &config.tables.checkpoint,
+            retry,
+        )?;
         let buffer_units = Self::units(config.engine.stream_buffer_bytes);
         Ok(Engine {
             s3: S3Source::new(&config.aws, retry).await,

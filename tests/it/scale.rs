@@ -404,3 +404,67 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
     assert_eq!(&ctx.blob().read("b/3").await.unwrap()[..], b"changed");
     ctx.cleanup().await;
 }
+
+/// State and queues on their own account (decision 124): with the target account's queue and
+/// table endpoints unreachable, a CLI copy and a Function App run through the work queues both
+/// finish, their tables and queues answered by the state account's endpoints and the blobs
+/// by the target's only.
+#[tokio::test]
+async fn state_and_queues_live_on_their_own_account() {
+    use std::time::Duration;
+
+    use crate::harness::handler::{free_port, run_ended, start_http_run, HandlerProc};
+
+    let ctx = TestCtx::new("stateacct").await;
+    for i in 0..8 {
+        ctx.put(&format!("cli/{i}"), format!("object {i}")).await;
+        ctx.put(&format!("fn/{i}"), format!("object {i}")).await;
+    }
+    let (blob, queue, table) = (
+        Proxy::start("http://127.0.0.1:10000").await,
+        Proxy::start("http://127.0.0.1:10001").await,
+        Proxy::start("http://127.0.0.1:10002").await,
+    );
+    // Nothing listens on port 9 (discard) here: a request there fails at once.
+    let nowhere = "http://127.0.0.1:9";
+    let target = TestCtx::connection_string(Some(&blob.url), Some(nowhere), Some(nowhere));
+    let state = TestCtx::connection_string(Some(nowhere), Some(&queue.url), Some(&table.url));
+    let port = free_port();
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", target.as_str()),
+        ("SYNC_STATE_CONNECTION_STRING", state.as_str()),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
+    ]);
+
+    let src = format!("s3://{}/cli/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/cli/", ctx.container);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--no-progress"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(moved_and_current(&out), (Some(8), Some(0)), "{out}");
+
+    let mut serve = HandlerProc::spawn(&["serve", "--work-queues"], &env);
+    let body =
+        serde_json::json!({"source": {"bucket": ctx.bucket, "prefix": "fn/"}, "target": {"container": ctx.container}});
+    let id = start_http_run(port, &body).await;
+    let s = run_ended(port, &id, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| panic!("the run did not end: {}", serve.logs()));
+    assert_eq!(
+        (s["state"].as_str(), s["counters"]["transferred"].as_u64()),
+        (Some("Succeeded"), Some(8)),
+        "{s}"
+    );
+    serve.kill();
+    // The key signed both accounts' requests, and is in nobody's output.
+    crate::secrets::assert_no_secrets("state account", &format!("{out}\n{}", serve.logs()));
+
+    assert_eq!(ctx.blob().list("").await.unwrap().len(), 16);
+    // Every state request reached the state account's endpoints; the blobs went to the
+    // target's (the CLI names its target by URL, the run by the target account).
+    assert!(table.count(&ctx.table) > 0 && queue.count("messages") > 0);
+    assert!(
+        blob.count("PUT") >= 8,
+        "the run's blobs went through the target's endpoint"
+    );
+    ctx.cleanup().await;
+}

@@ -129,9 +129,9 @@ impl Drainer {
             )
         })?;
         let retry = cfg.retry;
-        let auth = cfg.azure.authorizer()?;
-        let copy_queue = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.copy, retry)?;
-        let rejects = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.reject, retry)?;
+        let auth = cfg.state.authorizer()?;
+        let copy_queue = WorkQueue::new(&cfg.state, &auth, &cfg.queues.copy, retry)?;
+        let rejects = WorkQueue::new(&cfg.state, &auth, &cfg.queues.reject, retry)?;
         copy_queue.create_if_missing().await?;
         rejects.create_if_missing().await?;
         // The probe asks once: its answer is whether the side is up now.
@@ -139,11 +139,11 @@ impl Drainer {
             max_attempts: 1,
             ..retry
         };
-        let probe = WorkQueue::new(&cfg.azure, &auth, &cfg.queues.copy, once)?;
-        let checkpoint = CheckpointStore::open(&cfg.azure, &auth, &cfg.tables.checkpoint, retry)?;
+        let probe = WorkQueue::new(&cfg.state, &auth, &cfg.queues.copy, once)?;
+        let checkpoint = CheckpointStore::open(&cfg.state, &auth, &cfg.tables.checkpoint, retry)?;
         // Where the breaker's state is kept for the next invocation and other replicas.
         checkpoint.ensure().await?;
-        let store = checkpoint.breaker(&format!("{}/{}", cfg.azure.name, cfg.queues.copy));
+        let store = checkpoint.breaker(&format!("{}/{}", cfg.state.name, cfg.queues.copy));
         let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.relay.retry_base));
         let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects, breaker);
         d.retry_base = cfg.relay.retry_base;

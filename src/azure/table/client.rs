@@ -34,8 +34,8 @@ impl TableClient {
         if let Authorizer::Token(cred) = auth {
             if account.table_endpoint.scheme() != "https" {
                 return Err(Error::invalid(format!(
-                    "AZURE_STORAGE_CONNECTION_STRING: TableEndpoint `{}` must use https when the identity signs in with Entra ID",
-                    account.table_endpoint
+                    "{}: TableEndpoint `{}` must use https when the identity signs in with Entra ID",
+                    account.setting, account.table_endpoint
                 )));
             }
             per_try.push(Arc::new(BearerTokenAuthorizationPolicy::new(
