@@ -56,6 +56,11 @@ param targetSoftDeleteDays int = 7
 @maxLength(24)
 param stateStorageAccountName string = '${namePrefix}st${take(uniqueString(resourceGroup().id), 8)}'
 
+@description('Copy queues (SYNC_COPY_QUEUES, 1-16): copy messages spread over this many, so no single queue\'s target (about 2,000 messages/s) caps a run. Eight carry 16,000 messages/s, past what one state account serves (docs/scale.md).')
+@minValue(1)
+@maxValue(16)
+param copyQueueCount int = 8
+
 @description('Name of the Functions host storage account (AzureWebJobsStorage and the Flex deployment package).')
 @minLength(3)
 @maxLength(24)
@@ -203,13 +208,17 @@ var deploymentContainerName = 'app-package'
 var copyQueueName = 'copy-objects'
 var listQueueName = 'list-pages'
 var rejectQueueName = 'sqs-rejects'
-var queueNames = [
+// Copy queues past the first (`copy-objects-1` …), each with its poison queue; the
+// package's CopyObject1 … CopyObject15 functions take them (decision 125).
+var copySiblingQueueNames = [for i in range(1, copyQueueCount - 1): '${copyQueueName}-${i}']
+var copySiblingPoisonNames = [for i in range(1, copyQueueCount - 1): '${copyQueueName}-${i}-poison']
+var queueNames = concat([
   copyQueueName
   '${copyQueueName}-poison'
   listQueueName
   '${listQueueName}-poison'
   rejectQueueName
-]
+], copySiblingQueueNames, copySiblingPoisonNames)
 var checkpointTableName = 'objects'
 var runsTableName = 'runs'
 var tableNames = [
@@ -562,6 +571,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SYNC_STATE_ACCOUNT'
           value: stateStorage.name
+        }
+        {
+          name: 'SYNC_COPY_QUEUES'
+          value: string(copyQueueCount)
         }
         {
           name: 'SYNC_TARGET_CONTAINER'

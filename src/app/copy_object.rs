@@ -121,7 +121,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                     })
                     .collect();
                 let svc = state.runs().await.map_err(Failure::internal)?;
-                if let Err(e) = CopySink::send(&svc.copy_queue, parts).await {
+                if let Err(e) = CopySink::send(&svc.copy_queues, parts).await {
                     if let Err(r) = state.engine.release_split(&copy, &plan.etag).await {
                         tracing::warn!(bucket = %copy.bucket, key = %copy.key, error = %r, "could not release the split lease; it runs out by itself");
                     }
@@ -274,8 +274,8 @@ async fn watch_split(
         part: None,
         ..msg.clone()
     };
-    svc.copy_queue
-        .send(&again.to_json(), Some(cfg.runs.check_interval * 3))
+    svc.copy_queues
+        .send_one(&again, Some(cfg.runs.check_interval * 3))
         .await?;
     Ok(true)
 }

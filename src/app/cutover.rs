@@ -265,7 +265,7 @@ pub async fn assess(svc: &RunService, scope: &Scope, bounds: Bounds) -> Result<C
         "pendingCopies",
         n,
         0,
-        format!("{n} copies wait in queue {}", cfg.queues.copy),
+        format!("{n} copies wait in queues {}", cfg.queues.copy_names().join(", ")),
     ));
     let running = svc
         .store

@@ -41,7 +41,8 @@ pub struct Depth {
 pub struct QueueHealth {
     /// `None` when SYNC_SQS_QUEUE_URL is not set.
     pub sqs: Option<SqsHealth>,
-    /// Copies waiting (`copy-objects`).
+    /// Copies waiting in every copy queue (`copy-objects`, and `copy-objects-1`, … with
+    /// `SYNC_COPY_QUEUES`), named together.
     pub copies: Depth,
     /// Listing steps waiting (`list-pages`).
     pub list_pages: Depth,
@@ -94,17 +95,21 @@ pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
     Ok(QueueHealth {
         sqs,
         copies: Depth {
-            queue: cfg.queues.copy.clone(),
-            messages: svc.copy_queue.approximate_count().await?,
+            queue: cfg.queues.copy_names().join(", "),
+            messages: svc.copy_queues.approximate_count().await?,
         },
         list_pages: Depth {
             queue: cfg.queues.list.clone(),
             messages: svc.list_queue.approximate_count().await?,
         },
-        poison: vec![
-            depth(format!("{}-poison", cfg.queues.copy)).await?,
-            depth(format!("{}-poison", cfg.queues.list)).await?,
-        ],
+        poison: futures::future::try_join_all(
+            cfg.queues
+                .copy_names()
+                .iter()
+                .chain([&cfg.queues.list])
+                .map(|q| depth(format!("{q}-poison"))),
+        )
+        .await?,
         rejected: depth(cfg.queues.reject.clone()).await?,
     })
 }

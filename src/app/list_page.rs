@@ -14,52 +14,53 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
     let svc = state.runs().await.map_err(Failure::internal)?;
     let last = attempt >= state.config.queues.max_dequeue_count;
     match &msg {
-        ListMessage::Page { run_id, shard, page } => match list_page(svc, run_id, *shard, *page, &svc.copy_queue).await
-        {
-            Ok(step) => {
-                let page_of = |shard: u32, page: u64| ListMessage::Page {
-                    run_id: run_id.clone(),
-                    shard,
-                    page,
-                };
-                match &step {
-                    PageStep::Next { page: n, start } => {
-                        // The children first: a lost next step is re-sent by this page's
-                        // redelivery, with them.
-                        for &child in start {
-                            svc.enqueue(&page_of(child, 0), None).await.map_err(Failure::internal)?;
+        ListMessage::Page { run_id, shard, page } => {
+            match list_page(svc, run_id, *shard, *page, &svc.copy_queues).await {
+                Ok(step) => {
+                    let page_of = |shard: u32, page: u64| ListMessage::Page {
+                        run_id: run_id.clone(),
+                        shard,
+                        page,
+                    };
+                    match &step {
+                        PageStep::Next { page: n, start } => {
+                            // The children first: a lost next step is re-sent by this page's
+                            // redelivery, with them.
+                            for &child in start {
+                                svc.enqueue(&page_of(child, 0), None).await.map_err(Failure::internal)?;
+                            }
+                            svc.enqueue(&page_of(*shard, *n), None)
+                                .await
+                                .map_err(Failure::internal)?
                         }
-                        svc.enqueue(&page_of(*shard, *n), None)
+                        PageStep::Done | PageStep::Ended => svc
+                            .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
                             .await
-                            .map_err(Failure::internal)?
+                            .map_err(Failure::internal)?,
+                        PageStep::ShardDone | PageStep::Stale | PageStep::Gone => {}
                     }
-                    PageStep::Done | PageStep::Ended => svc
-                        .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
-                        .await
-                        .map_err(Failure::internal)?,
-                    PageStep::ShardDone | PageStep::Stale | PageStep::Gone => {}
+                    Ok(Handled::new(
+                        vec![format!("run {run_id} shard {shard} page {page}: {step:?}")],
+                        serde_json::json!({"runId": run_id, "shard": shard, "page": page, "step": format!("{step:?}")}),
+                    ))
                 }
-                Ok(Handled::new(
-                    vec![format!("run {run_id} shard {shard} page {page}: {step:?}")],
-                    serde_json::json!({"runId": run_id, "shard": shard, "page": page, "step": format!("{step:?}")}),
-                ))
-            }
-            Err(e) => {
-                if last {
-                    // The message is about to be poisoned: end the run clearly instead of
-                    // leaving it Running forever.
-                    let reason = format!(
-                        "listing page {page} of shard {shard} failed {attempt} times: {}",
-                        e.message()
-                    );
-                    let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
-                    let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                Err(e) => {
+                    if last {
+                        // The message is about to be poisoned: end the run clearly instead of
+                        // leaving it Running forever.
+                        let reason = format!(
+                            "listing page {page} of shard {shard} failed {attempt} times: {}",
+                            e.message()
+                        );
+                        let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
+                        let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                    }
+                    Err(Failure::internal(e.context(format!(
+                        "run {run_id} shard {shard} page {page} (attempt {attempt})"
+                    ))))
                 }
-                Err(Failure::internal(e.context(format!(
-                    "run {run_id} shard {shard} page {page} (attempt {attempt})"
-                ))))
             }
-        },
+        }
         ListMessage::Check { run_id } => match check(svc, run_id).await {
             Ok(step) => {
                 match step {

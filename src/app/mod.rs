@@ -3,6 +3,7 @@
 //! loop and lag, and the `watch` worker.
 
 pub mod copy_object;
+pub mod copy_queues;
 pub mod cutover;
 pub mod dashboard;
 pub mod drain;

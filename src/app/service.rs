@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::copy_queues::CopyQueues;
 use super::summary::RunSummary;
 use crate::azure::queue::WorkQueue;
 use crate::config::Config;
@@ -66,8 +67,8 @@ pub struct RunService {
     pub engine: Arc<Engine>,
     /// The `runs` table.
     pub store: RunStore,
-    /// `copy-objects`.
-    pub copy_queue: WorkQueue,
+    /// `copy-objects`, and its siblings when `SYNC_COPY_QUEUES` is above one.
+    pub copy_queues: CopyQueues,
     /// `list-pages`.
     pub list_queue: WorkQueue,
     /// Configuration.
@@ -85,7 +86,7 @@ impl RunService {
     /// Builds the service and creates its table and queues if needed (the Function App).
     pub async fn new(config: Arc<Config>, engine: Arc<Engine>) -> Result<Self> {
         let svc = Self::local(config, engine).await?;
-        svc.copy_queue.create_if_missing().await?;
+        svc.copy_queues.create_if_missing().await?;
         svc.list_queue.create_if_missing().await?;
         Ok(svc)
     }
@@ -96,13 +97,13 @@ impl RunService {
         let retry = config.retry;
         let auth = config.state.authorizer()?;
         let store = RunStore::open(&config.state, &auth, &config.tables.runs, retry)?;
-        let copy_queue = WorkQueue::new(&config.state, &auth, &config.queues.copy, retry)?;
+        let copy_queues = CopyQueues::open(&config, &auth, retry)?;
         let list_queue = WorkQueue::new(&config.state, &auth, &config.queues.list, retry)?;
         store.ensure().await?;
         Ok(RunService {
             engine,
             store,
-            copy_queue,
+            copy_queues,
             list_queue,
             config,
             cancelled: Mutex::new(HashMap::new()),

@@ -2,7 +2,8 @@
 //! process: receive, call the same app handler the host's adapter calls (`CopyObject`,
 //! `ListPage`) with the message, delete only after it succeeded, retry with backoff, and park a
 //! message in `<queue>-poison` when it is malformed or after `SYNC_MAX_DEQUEUE_COUNT`
-//! attempts. Used by `watch` and by `serve --work-queues`.
+//! attempts. `CopyObject` takes every copy queue (`SYNC_COPY_QUEUES`) in turn, within one
+//! bound of messages at once. Used by `watch` and by `serve --work-queues`.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::error::Result;
 /// A queue-triggered function a worker can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueFunction {
-    /// `CopyObject` on `SYNC_COPY_QUEUE`.
+    /// `CopyObject` on `SYNC_COPY_QUEUE` (and its siblings: `SYNC_COPY_QUEUES`).
     CopyObject,
     /// `ListPage` on `SYNC_LIST_QUEUE`.
     ListPage,
@@ -43,13 +44,19 @@ pub struct WorkerStats {
     pub poisoned: u64,
 }
 
+/// One queue a worker takes messages from, and where it parks them.
+#[derive(Clone)]
+struct Lane {
+    queue: WorkQueue,
+    poison: WorkQueue,
+}
+
 /// The consumer.
 #[derive(Clone)]
 pub struct Worker {
     state: AppState,
     function: QueueFunction,
-    queue: WorkQueue,
-    poison: WorkQueue,
+    lanes: std::sync::Arc<[Lane]>,
     /// Messages processed at once.
     pub concurrency: usize,
     /// How long a received message stays hidden while it is worked on.
@@ -57,25 +64,29 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker for `function` on its configured queue; creates it and its poison queue.
+    /// A worker for `function` on its configured queues; creates them and their poison
+    /// queues.
     pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
         let config = &state.config;
         let auth = config.state.authorizer()?;
         let retry = config.retry;
-        let name = match function {
-            QueueFunction::CopyObject => &config.queues.copy,
-            QueueFunction::ListPage => &config.queues.list,
+        let names = match function {
+            QueueFunction::CopyObject => config.queues.copy_names(),
+            QueueFunction::ListPage => vec![config.queues.list.clone()],
         };
-        let queue = WorkQueue::new(&config.state, &auth, name, retry)?;
-        let poison = WorkQueue::new(&config.state, &auth, &format!("{name}-poison"), retry)?;
-        queue.create_if_missing().await?;
-        poison.create_if_missing().await?;
+        let mut lanes = Vec::new();
+        for name in names {
+            let queue = WorkQueue::new(&config.state, &auth, &name, retry)?;
+            let poison = WorkQueue::new(&config.state, &auth, &format!("{name}-poison"), retry)?;
+            queue.create_if_missing().await?;
+            poison.create_if_missing().await?;
+            lanes.push(Lane { queue, poison });
+        }
         Ok(Worker {
             visibility: config.queues.visibility,
             state,
             function,
-            queue,
-            poison,
+            lanes: lanes.into(),
             concurrency: concurrency.max(1),
         })
     }
@@ -83,10 +94,10 @@ impl Worker {
     /// Handles one message. While the handler works, a heartbeat keeps the message hidden
     /// (every half visibility period), so a copy slower than the visibility timeout is not
     /// handed to a second consumer, whose deliveries would count against its attempts.
-    pub async fn process(&self, item: &WorkItem) -> Result<Disposition> {
+    async fn process(&self, lane: &Lane, item: &WorkItem) -> Result<Disposition> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let beat = tokio::spawn(heartbeat(
-            self.queue.clone(),
+            lane.queue.clone(),
             item.id.clone(),
             item.pop_receipt.clone(),
             self.visibility,
@@ -101,10 +112,10 @@ impl Worker {
                 // Malformed (it can never succeed) or out of attempts: park it with the
                 // reason, still hidden (the heartbeat goes on), so no twin parks it too.
                 tracing::error!(
-                    message_id = %item.id, queue = self.queue.name(), attempt = item.dequeue_count,
+                    message_id = %item.id, queue = lane.queue.name(), attempt = item.dequeue_count,
                     outcome = "poisoned", reason = %f.error, "message parked in the poison queue"
                 );
-                let sent = self.poison.send(&item.text, None).await;
+                let sent = lane.poison.send(&item.text, None).await;
                 Some(sent)
             }
             _ => None,
@@ -117,7 +128,7 @@ impl Worker {
         });
         if beat.lost {
             tracing::warn!(
-                message_id = %item.id, queue = self.queue.name(),
+                message_id = %item.id, queue = lane.queue.name(),
                 "the message was handed out again while it was worked on; its next delivery settles it"
             );
         }
@@ -127,17 +138,17 @@ impl Worker {
         };
         if let Some(sent) = park {
             sent?;
-            self.queue.delete(item).await?;
+            lane.queue.delete(item).await?;
             return Ok(Disposition::Poisoned);
         }
         match result {
             Ok(_) => {
-                self.queue.delete(item).await?;
+                lane.queue.delete(item).await?;
                 Ok(Disposition::Done)
             }
             Err(_) => {
                 let delay = self.state.config.retry.redelivery(item.dequeue_count);
-                self.queue.release(item, delay).await?;
+                lane.queue.release(item, delay).await?;
                 Ok(Disposition::Retry)
             }
         }
@@ -149,6 +160,8 @@ impl Worker {
         let mut stats = WorkerStats::default();
         let mut running: JoinSet<Result<Disposition>> = JoinSet::new();
         let mut idle_since = tokio::time::Instant::now();
+        // Lanes are taken in turn; only a whole round of empty receives is idle.
+        let (mut turn, mut empty) = (0usize, 0usize);
         loop {
             while let Some(done) = running.try_join_next() {
                 tally(&mut stats, done);
@@ -163,14 +176,21 @@ impl Worker {
                 }
                 continue;
             }
-            let items = match self.queue.receive(free.min(32) as u32, self.visibility).await {
+            let lane = self.lanes[turn % self.lanes.len()].clone();
+            turn = turn.wrapping_add(1);
+            let items = match lane.queue.receive(free.min(32) as u32, self.visibility).await {
                 Ok(items) => items,
                 Err(e) => {
-                    tracing::warn!(error = %e, queue = self.queue.name(), "receive failed");
+                    tracing::warn!(error = %e, queue = lane.queue.name(), "receive failed");
                     Vec::new()
                 }
             };
             if items.is_empty() {
+                empty += 1;
+                if empty < self.lanes.len() {
+                    continue;
+                }
+                empty = 0;
                 if running.is_empty() && idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
                     break;
                 }
@@ -181,9 +201,10 @@ impl Worker {
                 continue;
             }
             idle_since = tokio::time::Instant::now();
+            empty = 0;
             for item in items {
-                let w = self.clone();
-                running.spawn(async move { w.process(&item).await });
+                let (w, lane) = (self.clone(), lane.clone());
+                running.spawn(async move { w.process(&lane, &item).await });
             }
         }
         while let Some(done) = running.join_next().await {

@@ -196,6 +196,9 @@ pub struct TableConfig {
 pub struct QueueConfig {
     /// `SYNC_COPY_QUEUE` (default `copy-objects`; keep equal to CopyObject's function.json).
     pub copy: String,
+    /// `SYNC_COPY_QUEUES` (default 1, at most [`MAX_COPY_QUEUES`]): copy messages are spread
+    /// over this many queues, `SYNC_COPY_QUEUE` and then `<it>-1`, `<it>-2`, … (decision 125).
+    pub copies: u8,
     /// `SYNC_LIST_QUEUE` (default `list-pages`; keep equal to ListPage's function.json).
     pub list: String,
     /// `SYNC_REJECT_QUEUE` (default `sqs-rejects`): malformed SQS bodies are parked here.
@@ -206,6 +209,22 @@ pub struct QueueConfig {
     /// --work-queues`) hides a message it works on, extended every half period while the
     /// work runs; after a crash the message returns this much later.
     pub visibility: Duration,
+}
+
+/// Most copy queues (`SYNC_COPY_QUEUES`); the Function App ships a `CopyObject` function for
+/// each (`functions/CopyObject`, `functions/CopyObject1` … `CopyObject15`).
+pub const MAX_COPY_QUEUES: u8 = 16;
+
+impl QueueConfig {
+    /// The copy queues' names, the first being `SYNC_COPY_QUEUE`.
+    pub fn copy_names(&self) -> Vec<String> {
+        (0..self.copies)
+            .map(|i| match i {
+                0 => self.copy.clone(),
+                i => format!("{}-{i}", self.copy),
+            })
+            .collect()
+    }
 }
 
 /// Incremental sync: the SQS queue of S3 events and how its messages are relayed.
@@ -404,6 +423,7 @@ impl Config {
             },
             queues: QueueConfig {
                 copy: queue_var(env, "SYNC_COPY_QUEUE", "copy-objects")?,
+                copies: copy_queues(env)?,
                 list: queue_var(env, "SYNC_LIST_QUEUE", "list-pages")?,
                 reject: queue_var(env, "SYNC_REJECT_QUEUE", "sqs-rejects")?,
                 max_dequeue_count: bounded(env, "SYNC_MAX_DEQUEUE_COUNT", 5, 1, None, "")?,
@@ -480,6 +500,21 @@ fn table_var(env: &dyn Env, name: &str, default: &str) -> Result<String> {
 }
 
 /// A queue name setting, checked against Azure's rules.
+/// `SYNC_COPY_QUEUES`, with every queue name it makes (and its poison queue's) checked.
+fn copy_queues(env: &dyn Env) -> Result<u8> {
+    let n: u8 = bounded(env, "SYNC_COPY_QUEUES", 1, 1, Some(MAX_COPY_QUEUES), "")?;
+    let base = env.get("SYNC_COPY_QUEUE").unwrap_or_else(|| "copy-objects".into());
+    for i in 1..n {
+        crate::model::validate_queue_name(&format!("{base}-{i}-poison")).map_err(|e| {
+            Error::invalid(format!(
+                "SYNC_COPY_QUEUE: `{base}-{i}-poison` (with SYNC_COPY_QUEUES={n}): {}",
+                e.message()
+            ))
+        })?;
+    }
+    Ok(n)
+}
+
 fn queue_var(env: &dyn Env, name: &str, default: &str) -> Result<String> {
     let q = env.get(name).unwrap_or_else(|| default.to_string());
     crate::model::validate_queue_name(&q).map_err(|e| Error::invalid(format!("{name}: {}", e.message())))?;
@@ -687,6 +722,8 @@ mod tests {
             ("SYNC_MODE", "delete-everything"),
             ("SYNC_SQS_QUEUE_URL", "queue"),
             ("SYNC_COPY_QUEUE", "Copy_Objects"),
+            ("SYNC_COPY_QUEUES", "0"),
+            ("SYNC_COPY_QUEUES", "17"),
             ("SYNC_REJECT_QUEUE", "x"),
             ("SYNC_DRAIN_BUDGET_SECS", "1"),
             ("SYNC_SQS_RETRY_BASE_SECS", "0"),

@@ -57,12 +57,33 @@ pub const FUNCTIONS: [&str; 13] = [
     "DashboardData",
 ];
 
+/// The functions of the copy queues past the first (`SYNC_COPY_QUEUES`, decision 125):
+/// `CopyObjectK` triggers on `copy-objects-K` and runs `CopyObject`. One whose queue was not
+/// created idles: the host's queue listener takes a missing queue for an empty one.
+pub const COPY_SIBLINGS: [&str; 15] = [
+    "CopyObject1",
+    "CopyObject2",
+    "CopyObject3",
+    "CopyObject4",
+    "CopyObject5",
+    "CopyObject6",
+    "CopyObject7",
+    "CopyObject8",
+    "CopyObject9",
+    "CopyObject10",
+    "CopyObject11",
+    "CopyObject12",
+    "CopyObject13",
+    "CopyObject14",
+    "CopyObject15",
+];
+
 /// The router: `GET /` for the host's readiness probe, `POST /<FunctionName>` for the invoke
 /// protocol, and the HTTP API under `/api/` served directly (for local use without the
 /// Functions host); every route behind [`access::guard`].
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new().route("/", get(|| async { "ok" }));
-    for f in FUNCTIONS {
+    for f in FUNCTIONS.into_iter().chain(COPY_SIBLINGS) {
         r = r.route(&format!("/{f}"), post(move |s, h, b| function_route(f, s, h, b)));
     }
     r.route("/api/runs", post(http::direct_start).get(http::direct_list))
@@ -87,7 +108,7 @@ async fn function_route(
         let state = state.clone();
         async move {
             match function {
-                "CopyObject" => copy_object::handle(&state, &req).await,
+                f if f.starts_with("CopyObject") => copy_object::handle(&state, &req).await,
                 "DrainSqs" => drain_sqs::handle(&state, &req).await,
                 "ListPage" => list_page::handle(&state, &req).await,
                 "ScheduledRun" => scheduled_run::handle(&state, &req).await,

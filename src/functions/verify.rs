@@ -70,7 +70,7 @@ async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
                 })
                 .collect();
             queued += copies.len() as u64;
-            CopySink::send(&svc.copy_queue, copies).await?;
+            CopySink::send(&svc.copy_queues, copies).await?;
         }
         Ok::<u64, Error>(queued)
     };

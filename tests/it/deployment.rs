@@ -40,16 +40,32 @@ async fn function_json_files_match_routes_and_bindings() {
             .iter()
             .find(|b| b["direction"] == "in")
             .unwrap();
+        let siblings = s3_blob_sync::functions::COPY_SIBLINGS;
         assert!(
-            s3_blob_sync::functions::FUNCTIONS.contains(&name.as_str()),
+            s3_blob_sync::functions::FUNCTIONS.contains(&name.as_str()) || siblings.contains(&name.as_str()),
             "functions/{name} has no handler route"
         );
         let bindings = f["bindings"].as_array().unwrap();
         match trigger["type"].as_str().unwrap() {
             "queueTrigger" => {
+                // `CopyObjectK` takes the K-th copy queue, as `QueueConfig::copy_names` names it.
+                let copies = s3_blob_sync::config::Config::from(&std::collections::HashMap::from([
+                    (
+                        "AZURE_STORAGE_CONNECTION_STRING".to_string(),
+                        "UseDevelopmentStorage=true".to_string(),
+                    ),
+                    ("SYNC_COPY_QUEUES".to_string(), "16".to_string()),
+                ]))
+                .unwrap()
+                .queues
+                .copy_names();
                 let (binding, queue) = match name.as_str() {
-                    "CopyObject" => (s3_blob_sync::functions::copy_object::BINDING, "copy-objects"),
-                    "ListPage" => (s3_blob_sync::functions::list_page::BINDING, "list-pages"),
+                    "ListPage" => (s3_blob_sync::functions::list_page::BINDING, "list-pages".to_string()),
+                    "CopyObject" => (s3_blob_sync::functions::copy_object::BINDING, copies[0].clone()),
+                    copy if copy.starts_with("CopyObject") => {
+                        let k: usize = copy["CopyObject".len()..].parse().unwrap();
+                        (s3_blob_sync::functions::copy_object::BINDING, copies[k].clone())
+                    }
                     other => panic!("unexpected queue function {other}"),
                 };
                 assert_eq!(trigger["name"], binding, "{name}");
@@ -98,8 +114,13 @@ async fn function_json_files_match_routes_and_bindings() {
     }
     assert_eq!(
         seen,
-        s3_blob_sync::functions::FUNCTIONS.len(),
+        s3_blob_sync::functions::FUNCTIONS.len() + s3_blob_sync::functions::COPY_SIBLINGS.len(),
         "a function has no function.json"
+    );
+    // One function per copy queue the configuration allows.
+    assert_eq!(
+        s3_blob_sync::functions::COPY_SIBLINGS.len() + 1,
+        s3_blob_sync::config::MAX_COPY_QUEUES as usize
     );
     let (status, _) = h.invoke("NoSuchFunction", &serde_json::json!({})).await;
     assert_eq!(status, 404);
@@ -200,6 +221,7 @@ async fn package_zip_has_the_host_layout_and_its_binary_serves() {
     want.extend(
         s3_blob_sync::functions::FUNCTIONS
             .iter()
+            .chain(&s3_blob_sync::functions::COPY_SIBLINGS)
             .map(|f| format!("{f}/function.json")),
     );
     want.sort();

@@ -468,3 +468,74 @@ async fn state_and_queues_live_on_their_own_account() {
     );
     ctx.cleanup().await;
 }
+
+/// Several copy queues (decision 125): with `SYNC_COPY_QUEUES=4`, a run's copies spread over
+/// the four queues by key, one `serve --work-queues` works them all within its one bound, and
+/// a malformed message on the last queue is parked in that queue's own poison queue. Every
+/// object is copied once and the run ends.
+#[tokio::test]
+async fn copies_spread_over_several_queues_and_each_is_worked() {
+    use std::time::Duration;
+
+    use crate::harness::handler::{free_port, run_ended, start_http_run, HandlerProc};
+
+    let ctx = TestCtx::new("copyqueues").await;
+    let n = 48u64;
+    for i in 0..n {
+        ctx.put(&format!("q/{i:03}"), format!("object {i}")).await;
+    }
+    let queues = Proxy::start("http://127.0.0.1:10001").await;
+    let port = free_port();
+    let cs = TestCtx::connection_string(None, Some(&queues.url), None);
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_COPY_QUEUES", "4"),
+        ("SYNC_LIST_PAGE_KEYS", "8"),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
+    ]);
+    let cfg = ctx.config(&[("SYNC_COPY_QUEUES", "4")]);
+    let names = cfg.queues.copy_names();
+    assert_eq!(names[3], format!("{}-3", cfg.queues.copy));
+    let last = ctx.queue(&names[3]);
+    last.create_if_missing().await.unwrap();
+    last.send("{not json", None).await.unwrap();
+
+    let mut serve = HandlerProc::spawn(&["serve", "--work-queues", "--copy-workers", "4"], &env);
+    let body =
+        serde_json::json!({"source": {"bucket": ctx.bucket, "prefix": "q/"}, "target": {"container": ctx.container}});
+    let id = start_http_run(port, &body).await;
+    let s = run_ended(port, &id, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| panic!("the run did not end: {}", serve.logs()));
+    let c = |k: &str| s["counters"][k].as_u64().unwrap();
+    assert_eq!(
+        (s["state"].as_str(), c("scanned"), c("transferred")),
+        (Some("Succeeded"), n, n),
+        "{s}"
+    );
+    // The run maps `q/` to the container's root.
+    assert_eq!(ctx.blob().list("").await.unwrap().len() as u64, n);
+
+    // Each queue took a share of the copies: 48 keys over 4, none empty, none with half.
+    let sent: Vec<usize> = names
+        .iter()
+        .map(|q| queues.count(&format!("POST /devstoreaccount1/{q}/messages")))
+        .collect();
+    assert_eq!(sent.iter().sum::<usize>() as u64, n, "{sent:?}");
+    assert!(sent.iter().all(|&k| k > 0 && (k as u64) < n / 2), "{sent:?}");
+    // The malformed message was parked beside its own queue, which is empty now.
+    let parked = ctx.queue(&format!("{}-poison", names[3]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while parked.approximate_count().await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing parked: {}", serve.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.approximate_count().await.unwrap(), 0);
+    serve.kill();
+    for q in &names[1..] {
+        for name in [q.clone(), format!("{q}-poison")] {
+            let _ = ctx.queue(&name).delete_queue().await;
+        }
+    }
+    ctx.cleanup().await;
+}

@@ -22,6 +22,7 @@ pub use parked::{parked_message, MAX_PARKED_BYTES};
 pub use redrive::{redrive, RedriveStats};
 pub use relay::{relay_message, retry_visibility};
 
+use crate::app::copy_queues::CopyQueues;
 use crate::aws::events::{self, EventRecord, Notification};
 use crate::aws::sqs::{SqsMessage, SqsQueue};
 use crate::azure::queue::WorkQueue;
@@ -79,7 +80,7 @@ impl DrainStats {
 #[derive(Debug, Clone)]
 pub struct Drainer {
     sqs: SqsQueue,
-    copy_queue: WorkQueue,
+    copies: CopyQueues,
     rejects: WorkQueue,
     /// How long received messages stay hidden; extended while work runs long.
     pub visibility: Duration,
@@ -100,12 +101,12 @@ enum Verdict {
 }
 
 impl Drainer {
-    /// A drainer from `sqs` into `copy_queue`, parking malformed bodies on `rejects`, with
-    /// `breaker` guarding the receives.
-    pub fn new(sqs: SqsQueue, copy_queue: WorkQueue, rejects: WorkQueue, breaker: Breaker) -> Self {
+    /// A drainer from `sqs` into `copies` (each key to its queue), parking malformed bodies
+    /// on `rejects`, with `breaker` guarding the receives.
+    pub fn new(sqs: SqsQueue, copies: impl Into<CopyQueues>, rejects: WorkQueue, breaker: Breaker) -> Self {
         Drainer {
             sqs,
-            copy_queue,
+            copies: copies.into(),
             rejects,
             visibility: Duration::from_secs(60),
             receivers: 4,
@@ -130,9 +131,9 @@ impl Drainer {
         })?;
         let retry = cfg.retry;
         let auth = cfg.state.authorizer()?;
-        let copy_queue = WorkQueue::new(&cfg.state, &auth, &cfg.queues.copy, retry)?;
+        let copies = CopyQueues::open(cfg, &auth, retry)?;
         let rejects = WorkQueue::new(&cfg.state, &auth, &cfg.queues.reject, retry)?;
-        copy_queue.create_if_missing().await?;
+        copies.create_if_missing().await?;
         rejects.create_if_missing().await?;
         // The probe asks once: its answer is whether the side is up now.
         let once = crate::retry::RetryPolicy {
@@ -145,7 +146,7 @@ impl Drainer {
         checkpoint.ensure().await?;
         let store = checkpoint.breaker(&format!("{}/{}", cfg.state.name, cfg.queues.copy));
         let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.relay.retry_base));
-        let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copy_queue, rejects, breaker);
+        let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copies, rejects, breaker);
         d.retry_base = cfg.relay.retry_base;
         d.visibility = cfg.relay.visibility;
         Ok(d)
@@ -347,7 +348,7 @@ impl Drainer {
             Verdict::Ack => {}
             Verdict::Relay(records) => {
                 for r in records {
-                    self.copy_queue.send(&relay_message(&r).to_json(), None).await?;
+                    self.copies.send_one(&relay_message(&r), None).await?;
                     c.relayed += 1;
                 }
             }
