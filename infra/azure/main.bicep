@@ -51,10 +51,15 @@ param targetContainerName string = 'migrated'
 @maxValue(365)
 param targetSoftDeleteDays int = 7
 
-@description('Name of the state storage account (3-24 lowercase letters and digits): the checkpoint and run tables and the work queues (SYNC_STATE_ACCOUNT). Apart from the target, so that about six state requests per object do not share the target account\'s request target with its writes (docs/scale.md). Created by this template.')
+@description('Name of the state storage account (3-24 lowercase letters and digits): the checkpoint and run tables (SYNC_STATE_ACCOUNT). Apart from the target and the queues, so that each account\'s request target serves one kind of work (about 3.9 table requests per small object; docs/scale.md). Created by this template.')
 @minLength(3)
 @maxLength(24)
 param stateStorageAccountName string = '${namePrefix}st${take(uniqueString(resourceGroup().id), 8)}'
+
+@description('Name of the queue storage account (3-24 lowercase letters and digits): the work queues (SYNC_QUEUE_ACCOUNT; about 2.4 queue requests per small object). Created by this template.')
+@minLength(3)
+@maxLength(24)
+param queueStorageAccountName string = '${namePrefix}q${take(uniqueString(resourceGroup().id), 8)}'
 
 @description('Copy queues (SYNC_COPY_QUEUES, 1-16): copy messages spread over this many, so no single queue\'s target (about 2,000 messages/s) caps a run. Eight carry 16,000 messages/s, past what one state account serves (docs/scale.md).')
 @minValue(1)
@@ -382,14 +387,20 @@ resource targetContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   }
 }
 
-// State: the work queues and the checkpoint and run tables, on their own account (decision
-// 124), so the target's request target serves the copies alone.
-resource stateStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+// State: the checkpoint and run tables (the first account), and the work queues (the second),
+// each on its own account (decision 124), so the target's request target serves the copies
+// alone and each of these serves one kind of work.
+var stateAccountNames = [
+  stateStorageAccountName
+  queueStorageAccountName
+]
+
+resource stateAccounts 'Microsoft.Storage/storageAccounts@2023-05-01' = [for name in stateAccountNames: {
   // checkov:skip=CKV_AZURE_43: The name is computed from parameters (checkov cannot evaluate it); @minLength/@maxLength and the lowercase namePrefix keep it valid.
-  // checkov:skip=CKV_AZURE_35: The Flex app has no VNet integration in this template, so it reaches the state account over the public endpoint; access is Entra-only (shared keys off).
+  // checkov:skip=CKV_AZURE_35: The Flex app has no VNet integration in this template, so it reaches the state accounts over the public endpoint; access is Entra-only (shared keys off).
   // checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: public endpoint with Entra-only auth.
-  // checkov:skip=CKV_AZURE_206: The state is rebuilt by a listing run if lost; LRS is the cost choice, change the sku for GRS.
-  name: stateStorageAccountName
+  // checkov:skip=CKV_AZURE_206: Rows and messages are rebuilt by a listing run if lost; LRS is the cost choice, change the sku for GRS.
+  name: name
   location: location
   tags: tags
   kind: 'StorageV2'
@@ -409,20 +420,20 @@ resource stateStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
     }
   }
-}
+}]
 
-resource stateQueueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
-  parent: stateStorage
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: stateAccounts[1]
   name: 'default'
 }
 
 resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for q in queueNames: {
-  parent: stateQueueService
+  parent: queueService
   name: q
 }]
 
 resource stateTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
-  parent: stateStorage
+  parent: stateAccounts[0]
   name: 'default'
 }
 
@@ -549,10 +560,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: hostStorage.name
         }
         // Queue trigger connection of CopyObject and ListPage: the account the binary writes
-        // its work queues to (SYNC_STATE_ACCOUNT).
+        // its work queues to (SYNC_QUEUE_ACCOUNT).
         {
           name: 'WorkQueue__queueServiceUri'
-          value: 'https://${stateStorage.name}.queue.${environment().suffixes.storage}'
+          value: 'https://${stateAccounts[1].name}.queue.${environment().suffixes.storage}'
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
@@ -567,10 +578,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'AZURE_STORAGE_ACCOUNT'
           value: targetStorage.name
         }
-        // State account: tables and work queues, with the same identity.
+        // State account (tables) and queue account (work queues), with the same identity.
         {
           name: 'SYNC_STATE_ACCOUNT'
-          value: stateStorage.name
+          value: stateAccounts[0].name
+        }
+        {
+          name: 'SYNC_QUEUE_ACCOUNT'
+          value: stateAccounts[1].name
         }
         {
           name: 'SYNC_COPY_QUEUES'
@@ -726,10 +741,10 @@ resource targetContainerBlobContributor 'Microsoft.Authorization/roleAssignments
   }
 }
 
-// Work queues (binary sends, host triggers and parks poison messages) on the state account.
-resource stateQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(stateStorage.id, functionApp.id, roleStorageQueueDataContributor)
-  scope: stateStorage
+// Work queues (binary sends, host triggers and parks poison messages) on the queue account.
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stateAccounts[1].id, functionApp.id, roleStorageQueueDataContributor)
+  scope: stateAccounts[1]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageQueueDataContributor)
     principalId: functionApp.identity.principalId
@@ -739,8 +754,8 @@ resource stateQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-
 
 // Checkpoint and run tables on the state account.
 resource stateTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(stateStorage.id, functionApp.id, roleStorageTableDataContributor)
-  scope: stateStorage
+  name: guid(stateAccounts[0].id, functionApp.id, roleStorageTableDataContributor)
+  scope: stateAccounts[0]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageTableDataContributor)
     principalId: functionApp.identity.principalId
@@ -1011,8 +1026,11 @@ output tenantId string = subscription().tenantId
 @description('Target storage account (the target container).')
 output targetStorageAccountName string = targetStorage.name
 
-@description('State storage account (work queues, checkpoint and run tables).')
-output stateStorageAccountName string = stateStorage.name
+@description('State storage account (checkpoint and run tables).')
+output stateStorageAccountName string = stateAccounts[0].name
+
+@description('Queue storage account (work queues).')
+output queueStorageAccountName string = stateAccounts[1].name
 
 @description('Target container.')
 output targetContainerName string = targetContainer.name

@@ -1,8 +1,8 @@
 //! One `copy-objects` message: the engine's request for it, and the whole handling (copy,
 //! split into ranges, count towards the run, record a final failure).
 
+use super::copy_queues::CopySink;
 use super::invocation::{Failure, Handled};
-use super::service::CopySink;
 use super::AppState;
 use crate::config::Config;
 use crate::engine::{CopyReport, CopyRequest, Engine, EventInfo, Listed, Step};

@@ -82,11 +82,11 @@ pub async fn queue_health(svc: &RunService) -> Result<QueueHealth> {
         }
         None => None,
     };
-    let auth = cfg.state.authorizer()?;
+    let auth = cfg.queue_account.authorizer()?;
     let depth = |name: String| {
         let auth = &auth;
         async move {
-            let messages = WorkQueue::new(&cfg.state, auth, &name, retry)?
+            let messages = WorkQueue::new(&cfg.queue_account, auth, &name, retry)?
                 .approximate_count()
                 .await?;
             Result::Ok(Depth { queue: name, messages })

@@ -8,7 +8,8 @@
 //! only re-sends the next step. The page's scanned and enqueued counts are in the same row
 //! update as the continuation token, so they are never counted twice.
 
-use super::service::{CopySink, RunService};
+use super::copy_queues::CopySink;
+use super::service::RunService;
 use crate::engine::decide::is_current;
 use crate::engine::naming::{blob_name, NameIssue};
 use crate::error::Result;

@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::messages::run_spec::RunSpec;
 use crate::messages::webhook::WebhookRef;
-use crate::messages::{CopyMessage, ListMessage};
+use crate::messages::ListMessage;
 use crate::model::{NotifyState, Trigger};
 use crate::redact::ExposeSecret;
 use crate::state::checkpoint::now_rfc3339;
@@ -23,34 +23,6 @@ use crate::state::runs::store::{new_run_id, Phase, RunRecord, RunState, RunStore
 
 /// Failures listed in a run summary.
 pub const LISTED_FAILURES: u32 = 20;
-
-/// Copy messages a listing page sends at once.
-const SEND_AT_ONCE: usize = 64;
-
-/// Where the lister sends per-object work.
-#[async_trait::async_trait]
-pub trait CopySink: Send + Sync {
-    /// Hands over copies; returns once they are durable (queued) or done.
-    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()>;
-}
-
-/// The `copy-objects` queue as a sink.
-#[async_trait::async_trait]
-impl CopySink for WorkQueue {
-    async fn send(&self, copies: Vec<CopyMessage>) -> Result<()> {
-        use futures::StreamExt;
-        let texts: Vec<String> = copies.iter().map(CopyMessage::to_json).collect();
-        // Queue Storage has no batch put: a page's messages go out this many at once, so a
-        // page of 1,000 takes 16 round trips, not 63 (measured behind 250 ms of latency, the
-        // sends at 16 capped four processes' copies: bench/scaleout.sh).
-        let results: Vec<Result<()>> = futures::stream::iter(texts)
-            .map(|t| async move { WorkQueue::send(self, &t, None).await })
-            .buffer_unordered(SEND_AT_ONCE)
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
-}
 
 /// Outcome of a start request.
 #[derive(Debug)]
@@ -97,8 +69,13 @@ impl RunService {
         let retry = config.retry;
         let auth = config.state.authorizer()?;
         let store = RunStore::open(&config.state, &auth, &config.tables.runs, retry)?;
-        let copy_queues = CopyQueues::open(&config, &auth, retry)?;
-        let list_queue = WorkQueue::new(&config.state, &auth, &config.queues.list, retry)?;
+        let copy_queues = CopyQueues::open(&config, retry)?;
+        let list_queue = WorkQueue::new(
+            &config.queue_account,
+            &config.queue_account.authorizer()?,
+            &config.queues.list,
+            retry,
+        )?;
         store.ensure().await?;
         Ok(RunService {
             engine,

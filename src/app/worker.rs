@@ -68,7 +68,7 @@ impl Worker {
     /// queues.
     pub async fn new(state: AppState, function: QueueFunction, concurrency: usize) -> Result<Self> {
         let config = &state.config;
-        let auth = config.state.authorizer()?;
+        let auth = config.queue_account.authorizer()?;
         let retry = config.retry;
         let names = match function {
             QueueFunction::CopyObject => config.queues.copy_names(),
@@ -76,8 +76,8 @@ impl Worker {
         };
         let mut lanes = Vec::new();
         for name in names {
-            let queue = WorkQueue::new(&config.state, &auth, &name, retry)?;
-            let poison = WorkQueue::new(&config.state, &auth, &format!("{name}-poison"), retry)?;
+            let queue = WorkQueue::new(&config.queue_account, &auth, &name, retry)?;
+            let poison = WorkQueue::new(&config.queue_account, &auth, &format!("{name}-poison"), retry)?;
             queue.create_if_missing().await?;
             poison.create_if_missing().await?;
             lanes.push(Lane { queue, poison });
@@ -182,6 +182,8 @@ impl Worker {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::warn!(error = %e, queue = lane.queue.name(), "receive failed");
+                    // Not idle: a queue that cannot be read may still hold messages.
+                    idle_since = tokio::time::Instant::now();
                     Vec::new()
                 }
             };

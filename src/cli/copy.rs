@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 
 use super::{CopyArgs, EXIT_FAILED_OBJECTS};
 use crate::app::copy_object::{copy_in_process, to_request};
+use crate::app::copy_queues::CopySink;
 use crate::app::finish::{check, CheckStep};
 use crate::app::lister::{list_page, PageStep};
-use crate::app::service::{CopySink, RunService, Started};
+use crate::app::service::{RunService, Started};
 use crate::config::location::{parse_blob_url, parse_s3_url};
 use crate::engine::Engine;
 use crate::error::{Error, Result};

@@ -47,8 +47,8 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
     long_about = "Copy objects from AWS S3 to Azure Blob Storage, verified, and keep them in sync.\n\n\
         Configuration comes from the environment (see local.settings.sample.json for every \
         variable). Azure: AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with a \
-        managed identity / az login / AZURE_STORAGE_SAS_TOKEN; state (tables, queues) on its own \
-        account with SYNC_STATE_CONNECTION_STRING or SYNC_STATE_ACCOUNT. AWS: the standard chain \
+        managed identity / az login / AZURE_STORAGE_SAS_TOKEN; tables and queues on their own \
+        accounts with SYNC_STATE_* and SYNC_QUEUE_* (CONNECTION_STRING or ACCOUNT). AWS: the standard chain \
         (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), AWS_REGION, and AWS_ENDPOINT_URL for emulators."
 )]
 struct Cli {

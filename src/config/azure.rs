@@ -66,11 +66,19 @@ pub const TARGET_ACCOUNT: AccountVars = AccountVars {
     sas: "AZURE_STORAGE_SAS_TOKEN",
 };
 
-/// The state account: checkpoint and run tables, and work queues (decision 124).
+/// The state account: checkpoint and run tables, and the work queues unless the queue
+/// account is set (decision 124).
 pub const STATE_ACCOUNT: AccountVars = AccountVars {
     connection_string: "SYNC_STATE_CONNECTION_STRING",
     name: "SYNC_STATE_ACCOUNT",
     sas: "SYNC_STATE_SAS_TOKEN",
+};
+
+/// The queue account: the work queues, apart from the tables (decision 124).
+pub const QUEUE_ACCOUNT: AccountVars = AccountVars {
+    connection_string: "SYNC_QUEUE_CONNECTION_STRING",
+    name: "SYNC_QUEUE_ACCOUNT",
+    sas: "SYNC_QUEUE_SAS_TOKEN",
 };
 
 impl StorageAccount {
@@ -104,9 +112,9 @@ impl StorageAccount {
                 "accountkey" => key = Some(v.to_string()),
                 "sharedaccesssignature" => sas = Some(v.trim_start_matches('?').to_string()),
                 "endpointsuffix" => suffix = v.to_string(),
-                "blobendpoint" => blob = Some(parse_endpoint("BlobEndpoint", v)?),
-                "queueendpoint" => queue = Some(parse_endpoint("QueueEndpoint", v)?),
-                "tableendpoint" => table = Some(parse_endpoint("TableEndpoint", v)?),
+                "blobendpoint" => blob = Some(parse_endpoint(&format!("{setting}: BlobEndpoint"), v)?),
+                "queueendpoint" => queue = Some(parse_endpoint(&format!("{setting}: QueueEndpoint"), v)?),
+                "tableendpoint" => table = Some(parse_endpoint(&format!("{setting}: TableEndpoint"), v)?),
                 _ => {} // FileEndpoint and others: not ours to use.
             }
         }
@@ -144,7 +152,12 @@ impl StorageAccount {
                 .and_then(account_from_url)
                 .ok_or_else(|| Error::invalid(format!("{setting}: AccountName is missing")))?,
         };
-        let default = |svc: &str| parse_endpoint("EndpointSuffix", &format!("{protocol}://{name}.{svc}.{suffix}"));
+        let default = |svc: &str| {
+            parse_endpoint(
+                &format!("{setting}: EndpointSuffix"),
+                &format!("{protocol}://{name}.{svc}.{suffix}"),
+            )
+        };
         Ok(StorageAccount {
             blob_endpoint: match blob {
                 Some(u) => u,

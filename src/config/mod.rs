@@ -13,7 +13,7 @@ pub mod location;
 use crate::error::{Error, Result};
 use crate::redact::ExposeSecret;
 use crate::redact::Secret;
-use azure::{AccountVars, AzureAuth, StorageAccount, STATE_ACCOUNT, TARGET_ACCOUNT};
+use azure::{AccountVars, AzureAuth, StorageAccount, QUEUE_ACCOUNT, STATE_ACCOUNT, TARGET_ACCOUNT};
 
 /// App settings whose names start with this hold webhook URLs (see [`Config::webhooks`]).
 pub const WEBHOOK_SETTING_PREFIX: &str = "SYNC_WEBHOOK_";
@@ -140,10 +140,13 @@ pub struct AwsStaticCredentials {
 pub struct Config {
     /// The Azure storage account that holds the target container.
     pub azure: StorageAccount,
-    /// The account that holds the checkpoint and run tables and the work queues: its own
+    /// The account that holds the checkpoint and run tables: its own
     /// (SYNC_STATE_CONNECTION_STRING or SYNC_STATE_ACCOUNT), or the target's when neither is
     /// set (decision 124).
     pub state: StorageAccount,
+    /// The account that holds the work queues: its own (SYNC_QUEUE_CONNECTION_STRING or
+    /// SYNC_QUEUE_ACCOUNT), or the state account when neither is set (decision 124).
+    pub queue_account: StorageAccount,
     /// The AWS side.
     pub aws: AwsConfig,
     /// The engine.
@@ -406,8 +409,10 @@ impl Config {
                  (for the local stand-ins: AZURE_STORAGE_CONNECTION_STRING='UseDevelopmentStorage=true')",
             )
         })?;
+        let state = account(env, &STATE_ACCOUNT)?.unwrap_or_else(|| azure.clone());
         Ok(Config {
-            state: account(env, &STATE_ACCOUNT)?.unwrap_or_else(|| azure.clone()),
+            queue_account: account(env, &QUEUE_ACCOUNT)?.unwrap_or_else(|| state.clone()),
+            state,
             azure,
             aws: aws_config(env)?,
             engine: engine_config(env)?,
@@ -752,6 +757,11 @@ mod tests {
             ("SYNC_STATE_ACCOUNT", "Has-Caps"),
             ("SYNC_STATE_CONNECTION_STRING", "AccountName=x"),
             ("SYNC_STATE_CONNECTION_STRING", "nonsense"),
+            ("SYNC_QUEUE_ACCOUNT", "x"),
+            (
+                "SYNC_QUEUE_CONNECTION_STRING",
+                "UseDevelopmentStorage=true;BlobEndpoint=ftp://x",
+            ),
         ] {
             let mut e = env(&base);
             e.insert(var.into(), val.into());
@@ -769,6 +779,21 @@ mod tests {
         e.insert("SYNC_STATE_ACCOUNT".into(), "stateacct".into());
         let c = Config::from(&e).unwrap();
         assert_eq!((c.azure.name.as_str(), c.state.name.as_str()), ("tgtacct", "stateacct"));
+        assert_eq!(
+            c.queue_account.name, "stateacct",
+            "queues follow the tables unless told"
+        );
+        e.insert("SYNC_QUEUE_ACCOUNT".into(), "queueacct".into());
+        let c = Config::from(&e).unwrap();
+        assert_eq!(
+            (c.state.name.as_str(), c.queue_account.name.as_str()),
+            ("stateacct", "queueacct")
+        );
+        assert_eq!(
+            c.queue_account.queue_endpoint.as_str(),
+            "https://queueacct.queue.core.windows.net/"
+        );
+        e.remove("SYNC_QUEUE_ACCOUNT");
         assert_eq!(
             c.state.table_endpoint.as_str(),
             "https://stateacct.table.core.windows.net/"

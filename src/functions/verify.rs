@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::protocol::Reply;
-use crate::app::service::CopySink;
+use crate::app::copy_queues::CopySink;
 use crate::app::verify::{verify_each, Limits, MAX_LISTED};
 use crate::app::AppState;
 use crate::error::Error;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
+use s3_blob_sync::app::copy_queues::CopySink;
 use s3_blob_sync::app::lister::{list_page, PageStep};
-use s3_blob_sync::app::service::{CopySink, RunService, Started};
+use s3_blob_sync::app::service::{RunService, Started};
 use s3_blob_sync::error::Result;
 use s3_blob_sync::messages::run_spec::RunSpec;
 use s3_blob_sync::messages::CopyMessage;

@@ -277,7 +277,7 @@ async fn start_in_process(svc: &s3_blob_sync::app::service::RunService, ctx: &Te
 struct Collect(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
-impl s3_blob_sync::app::service::CopySink for Collect {
+impl s3_blob_sync::app::copy_queues::CopySink for Collect {
     async fn send(&self, copies: Vec<s3_blob_sync::messages::CopyMessage>) -> s3_blob_sync::error::Result<()> {
         self.0.lock().unwrap().extend(copies.into_iter().map(|c| c.key));
         Ok(())

@@ -365,6 +365,17 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
         }
     }
     assert_eq!(rows_in(single.clone()).await.len(), 6);
+    // And an older row of the first form (by key) for `a/1`, saying its copy failed: the
+    // migration must keep the blob's newer row over it, whichever it moves first.
+    let a1 = table
+        .get(&single, &row_keys(&ctx.bucket, "a/1", &ctx.target_id()).1)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut first_form = Entity::new(&single, format!("k{}", hex::encode("a/1")));
+    first_form.props = a1.props.clone();
+    first_form.set_str("Outcome", "failed");
+    table.insert(&first_form).await.unwrap();
 
     // Read where they are: nothing to copy.
     assert_eq!(copy().await, (Some(0), Some(6)));
@@ -374,7 +385,7 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
     let (own, rk) = row_keys(&ctx.bucket, "b/3", &ctx.target_id());
     assert!(table.get(&own, &rk).await.unwrap().is_some());
     assert!(table.get(&single, &rk).await.unwrap().is_none());
-    assert_eq!(rows_in(single.clone()).await.len(), 5);
+    assert_eq!(rows_in(single.clone()).await.len(), 6);
 
     let migrate = |args: &'static [&'static str]| {
         let env = ctx.env.clone();
@@ -386,11 +397,30 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
             serde_json::from_str::<Value>(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
         }
     };
-    assert_eq!(migrate(&["--dry-run"]).await["spread"].as_u64(), Some(5));
-    assert_eq!(rows_in(single.clone()).await.len(), 5, "a dry run changes nothing");
-    assert_eq!(migrate(&[]).await["spread"].as_u64(), Some(5));
+    let dry = migrate(&["--dry-run"]).await;
+    assert_eq!(
+        (dry["spread"].as_u64(), dry["found"].as_u64()),
+        (Some(5), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(rows_in(single.clone()).await.len(), 6, "a dry run changes nothing");
+    let done = migrate(&[]).await;
+    assert_eq!(
+        (
+            done["spread"].as_u64(),
+            done["found"].as_u64(),
+            done["superseded"].as_u64()
+        ),
+        (Some(5), Some(1), Some(1)),
+        "{done}"
+    );
     assert!(rows_in(single.clone()).await.is_empty());
-    assert_eq!(migrate(&[]).await["spread"].as_u64(), Some(0), "once");
+    let again = migrate(&[]).await;
+    assert_eq!(
+        (again["spread"].as_u64(), again["found"].as_u64()),
+        (Some(0), Some(0)),
+        "once"
+    );
     for k in keys {
         let (own, rk) = row_keys(&ctx.bucket, k, &ctx.target_id());
         let row = table
@@ -399,18 +429,19 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
             .unwrap()
             .unwrap_or_else(|| panic!("{k}: no row"));
         assert_eq!(row.get_str("Key"), Some(k));
+        assert_ne!(row.get_str("Outcome"), Some("failed"), "{k}: the older row won");
     }
     assert_eq!(copy().await, (Some(0), Some(6)));
     assert_eq!(&ctx.blob().read("b/3").await.unwrap()[..], b"changed");
     ctx.cleanup().await;
 }
 
-/// State and queues on their own account (decision 124): with the target account's queue and
-/// table endpoints unreachable, a CLI copy and a Function App run through the work queues both
-/// finish, their tables and queues answered by the state account's endpoints and the blobs
-/// by the target's only.
+/// Tables and queues on accounts of their own (decision 124): with every endpoint a request
+/// must not use unreachable (the target's queues and tables, the state account's blobs and
+/// queues, the queue account's blobs and tables), a CLI copy and a Function App run through
+/// the work queues both finish.
 #[tokio::test]
-async fn state_and_queues_live_on_their_own_account() {
+async fn tables_and_queues_live_on_accounts_of_their_own() {
     use std::time::Duration;
 
     use crate::harness::handler::{free_port, run_ended, start_http_run, HandlerProc};
@@ -428,11 +459,13 @@ async fn state_and_queues_live_on_their_own_account() {
     // Nothing listens on port 9 (discard) here: a request there fails at once.
     let nowhere = "http://127.0.0.1:9";
     let target = TestCtx::connection_string(Some(&blob.url), Some(nowhere), Some(nowhere));
-    let state = TestCtx::connection_string(Some(nowhere), Some(&queue.url), Some(&table.url));
+    let state = TestCtx::connection_string(Some(nowhere), Some(nowhere), Some(&table.url));
+    let queues = TestCtx::connection_string(Some(nowhere), Some(&queue.url), Some(nowhere));
     let port = free_port();
     let env = ctx.env_with(&[
         ("AZURE_STORAGE_CONNECTION_STRING", target.as_str()),
         ("SYNC_STATE_CONNECTION_STRING", state.as_str()),
+        ("SYNC_QUEUE_CONNECTION_STRING", queues.as_str()),
         ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string().as_str()),
     ]);
 

@@ -131,8 +131,9 @@ impl Drainer {
         })?;
         let retry = cfg.retry;
         let auth = cfg.state.authorizer()?;
-        let copies = CopyQueues::open(cfg, &auth, retry)?;
-        let rejects = WorkQueue::new(&cfg.state, &auth, &cfg.queues.reject, retry)?;
+        let queue_auth = cfg.queue_account.authorizer()?;
+        let copies = CopyQueues::open(cfg, retry)?;
+        let rejects = WorkQueue::new(&cfg.queue_account, &queue_auth, &cfg.queues.reject, retry)?;
         copies.create_if_missing().await?;
         rejects.create_if_missing().await?;
         // The probe asks once: its answer is whether the side is up now.
@@ -140,11 +141,11 @@ impl Drainer {
             max_attempts: 1,
             ..retry
         };
-        let probe = WorkQueue::new(&cfg.state, &auth, &cfg.queues.copy, once)?;
+        let probe = WorkQueue::new(&cfg.queue_account, &queue_auth, &cfg.queues.copy, once)?;
         let checkpoint = CheckpointStore::open(&cfg.state, &auth, &cfg.tables.checkpoint, retry)?;
         // Where the breaker's state is kept for the next invocation and other replicas.
         checkpoint.ensure().await?;
-        let store = checkpoint.breaker(&format!("{}/{}", cfg.state.name, cfg.queues.copy));
+        let store = checkpoint.breaker(&format!("{}/{}", cfg.queue_account.name, cfg.queues.copy));
         let breaker = Breaker::new(probe, Some(store), Self::probe_interval(cfg.relay.retry_base));
         let mut d = Drainer::new(SqsQueue::new(&cfg.aws, url, retry).await, copies, rejects, breaker);
         d.retry_base = cfg.relay.retry_base;

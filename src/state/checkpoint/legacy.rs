@@ -54,37 +54,10 @@ impl CheckpointStore {
     /// `dry_run`, only counts. `progress` is called after each page of rows.
     pub async fn migrate_legacy(&self, dry_run: bool, progress: &(dyn Fn(&Migrated) + Sync)) -> Result<Migrated> {
         let mut done = Migrated::default();
-        // Ordered rows ("k…") and hashed ones ("~" and a hex digit; "~n…" is the new form).
-        for (from, to) in [("k", "l"), ("~0", "~g")] {
-            let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
-            self.each_page(&filter, async |rows: Vec<Entity>| {
-                for e in &rows {
-                    let Some(rec) = ObjectRecord::from_entity(e) else {
-                        continue;
-                    };
-                    // Not a checkpoint row of the previous form (a split row, another table's).
-                    if e.partition_key.ends_with("~staging") || e.row_key != legacy_row_key(&rec.key) {
-                        continue;
-                    }
-                    done.found += 1;
-                    if dry_run {
-                        continue;
-                    }
-                    match self.table.insert(&rec.to_entity()).await {
-                        Ok(_) => done.moved += 1,
-                        Err(err) if err.kind() == ErrorKind::Precondition => done.superseded += 1,
-                        Err(err) => return Err(err),
-                    }
-                    let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
-                    crate::error::ok_if(r, ErrorKind::NotFound)?;
-                }
-                progress(&done);
-                Ok(())
-            })
-            .await?;
-        }
-        // Rows of the blob form in the partition without the hash digit (decision 123): a
-        // scan of the whole table, as this command is, run once after upgrading.
+        // Rows of the blob form in the partition without the hash digit (decision 123), first:
+        // a row of the first form below must meet its blob's newer row where it is read, in
+        // its own partition, and lose to it. A scan of the whole table, as this command is,
+        // run once after upgrading.
         for (from, to) in [("n", "o"), ("s", "t"), ("~n", "~o")] {
             let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
             self.each_page(&filter, async |rows: Vec<Entity>| {
@@ -111,6 +84,35 @@ impl CheckpointStore {
                         }
                         Err(err) => return Err(err),
                     }
+                }
+                progress(&done);
+                Ok(())
+            })
+            .await?;
+        }
+        // Ordered rows ("k…") and hashed ones ("~" and a hex digit; "~n…" is the new form).
+        for (from, to) in [("k", "l"), ("~0", "~g")] {
+            let filter = Filter::default().and("RowKey", "ge", from).and("RowKey", "lt", to);
+            self.each_page(&filter, async |rows: Vec<Entity>| {
+                for e in &rows {
+                    let Some(rec) = ObjectRecord::from_entity(e) else {
+                        continue;
+                    };
+                    // Not a checkpoint row of the previous form (a split row, another table's).
+                    if e.partition_key.ends_with("~staging") || e.row_key != legacy_row_key(&rec.key) {
+                        continue;
+                    }
+                    done.found += 1;
+                    if dry_run {
+                        continue;
+                    }
+                    match self.table.insert(&rec.to_entity()).await {
+                        Ok(_) => done.moved += 1,
+                        Err(err) if err.kind() == ErrorKind::Precondition => done.superseded += 1,
+                        Err(err) => return Err(err),
+                    }
+                    let r = self.table.delete(&e.partition_key, &e.row_key, "*").await;
+                    crate::error::ok_if(r, ErrorKind::NotFound)?;
                 }
                 progress(&done);
                 Ok(())

@@ -341,8 +341,7 @@ impl CheckpointStore {
         (source_prefix, target_prefix): (&str, &str),
         limit: u32,
     ) -> Result<(Vec<ObjectRecord>, bool)> {
-        // Its partitions, and the one before rows were spread (decision 123), sort together.
-        let pk = target_partition(bucket, target);
+        let previous = target_partition(bucket, target);
         let failed = Outcome::Failed.as_str();
         // Ordered row keys of the names (and, in the previous form, keys) under a prefix start
         // with its hex, and hex digits sort below `g`; hashed names (`~n`), keys without a
@@ -350,19 +349,30 @@ impl CheckpointStore {
         // their properties.
         let ordered = format!("n{}", hex::encode(target_prefix.as_bytes()));
         let legacy = format!("k{}", hex::encode(source_prefix.as_bytes()));
-        let ranges = [
+        let blob_form: [(String, String); 3] = [
             (ordered.clone(), format!("{ordered}g")),
             ("s".into(), "t".into()),
             ("~n".into(), "~o".into()),
-            (legacy.clone(), format!("{legacy}g")),
-            ("~0".into(), "~g".into()),
         ];
+        // Each partition is asked on its own (`PartitionKey eq`, so the service seeks to the
+        // range): the 16 for the blob form, and the one from before rows were spread
+        // (decision 123), which also holds the first form's rows.
+        let mut asks: Vec<(String, (String, String))> = Vec::new();
+        for h in 0..PARTITIONS {
+            asks.extend(blob_form.iter().map(|r| (format!("{previous}~{h:x}"), r.clone())));
+        }
+        asks.extend(blob_form.iter().cloned().map(|r| (previous.clone(), r)));
+        asks.push((previous.clone(), (legacy.clone(), format!("{legacy}g"))));
+        asks.push((previous.clone(), ("~0".into(), "~g".into())));
         let mut out = Vec::new();
         let mut more = false;
-        for (from, to) in ranges {
-            let f = Filter::default()
-                .and("PartitionKey", "ge", &pk)
-                .and("PartitionKey", "lt", &format!("{pk}~~"))
+        for (pk, (from, to)) in asks {
+            if out.len() >= limit as usize {
+                // Not asked: there may be more.
+                more = true;
+                break;
+            }
+            let f = Filter::eq("PartitionKey", &pk)
                 .and("RowKey", "ge", &from)
                 .and("RowKey", "lt", &to)
                 .and("Outcome", "eq", failed);
