@@ -712,16 +712,7 @@ async fn rows_of_the_previous_form_are_respected_then_migrated() {
         "{s}"
     );
 
-    let migrate = |args: &'static [&'static str]| {
-        let env = ctx.env.clone();
-        async move {
-            let mut all = vec!["migrate-checkpoints", "--json"];
-            all.extend_from_slice(args);
-            let (code, out) = run_binary_async(&all, &env).await;
-            assert_eq!(code, 0, "{out}");
-            serde_json::from_str::<serde_json::Value>(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
-        }
-    };
+    let migrate = |args: &'static [&'static str]| crate::harness::handler::migrate_checkpoints(&ctx.env, args);
     let dry = migrate(&["--dry-run"]).await;
     assert_eq!(
         (

@@ -387,16 +387,7 @@ async fn rows_of_the_single_partition_are_read_then_moved() {
     assert!(table.get(&single, &rk).await.unwrap().is_none());
     assert_eq!(rows_in(single.clone()).await.len(), 6);
 
-    let migrate = |args: &'static [&'static str]| {
-        let env = ctx.env.clone();
-        async move {
-            let mut all = vec!["migrate-checkpoints", "--json"];
-            all.extend_from_slice(args);
-            let (code, out) = run_binary_async(&all, &env).await;
-            assert_eq!(code, 0, "{out}");
-            serde_json::from_str::<Value>(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
-        }
-    };
+    let migrate = |args: &'static [&'static str]| crate::harness::handler::migrate_checkpoints(&ctx.env, args);
     let dry = migrate(&["--dry-run"]).await;
     assert_eq!(
         (dry["spread"].as_u64(), dry["found"].as_u64()),

@@ -48,6 +48,15 @@ pub fn run_binary(args: &[&str], env: &HashMap<String, String>) -> (i32, String)
     exit_and_output(&out)
 }
 
+/// Runs `migrate-checkpoints --json` with `args` under `env`, and returns what it counted.
+pub async fn migrate_checkpoints(env: &HashMap<String, String>, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["migrate-checkpoints", "--json"];
+    all.extend_from_slice(args);
+    let (code, out) = run_binary_async(&all, env).await;
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
+}
+
 /// [`run_binary`] for async tests: the runtime keeps serving in-process proxies meanwhile.
 pub async fn run_binary_async(args: &[&str], env: &HashMap<String, String>) -> (i32, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3-blob-sync"))
