@@ -37,7 +37,12 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                             .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
                             .await
                             .map_err(Failure::internal)?,
-                        PageStep::ShardDone | PageStep::Stale | PageStep::Gone => {}
+                        PageStep::ShardDone { start } => {
+                            for &child in start {
+                                svc.enqueue(&page_of(child, 0), None).await.map_err(Failure::internal)?;
+                            }
+                        }
+                        PageStep::Stale | PageStep::Gone => {}
                     }
                     Ok(Handled::new(
                         vec![format!("run {run_id} shard {shard} page {page}: {step:?}")],

@@ -32,8 +32,13 @@ pub enum PageStep {
         /// Shards to start.
         start: Vec<u32>,
     },
-    /// This shard is listed; others are still listing.
-    ShardDone,
+    /// This shard is listed; others are still listing, among them the shards in `start`
+    /// (children its last page split off, as an inventory's first page does when its first
+    /// file fits in one page).
+    ShardDone {
+        /// Shards to start.
+        start: Vec<u32>,
+    },
     /// Listing finished: check the run.
     Done,
     /// This message was a duplicate or stale: nothing more to do.
@@ -361,5 +366,5 @@ async fn step_after(svc: &RunService, id: &str, l: &ListerState, page: u64) -> R
         super::finish::set_phase(svc, id, Phase::Copying).await?;
         return Ok(PageStep::Done);
     }
-    Ok(PageStep::ShardDone)
+    Ok(PageStep::ShardDone { start: l.born.clone() })
 }

@@ -9,11 +9,17 @@
 //!   listed from it.
 //!
 //! A data file is read as a stream: gzip is undone as the bytes arrive and rows are parsed one
-//! line at a time, so memory holds one buffer, never the file.
+//! line at a time, so memory holds one buffer, never the file. Its bytes are hashed on the
+//! way: at its end, a file whose MD5 or size is not the manifest's (`MD5checksum`, `size`)
+//! is refused, naming it, since its rows may not be the report's.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::GzipDecoder;
+use md5::{Digest, Md5};
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 
 use super::s3::S3Source;
 use crate::error::{Error, ErrorKind, Result};
@@ -41,6 +47,12 @@ pub struct Manifest {
 pub struct DataFile {
     /// Its key, in the manifest's bucket.
     pub key: String,
+    /// Its size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// The MD5 of its bytes, in hex.
+    #[serde(default, rename = "MD5checksum")]
+    pub md5: Option<String>,
 }
 
 /// Where a report is and what it holds: its data files' bucket and keys, and its columns.
@@ -50,6 +62,8 @@ pub struct Inventory {
     pub bucket: String,
     /// The data files, in the manifest's order.
     pub files: Vec<String>,
+    /// What each data file must be: its MD5 (hex) and size, when the manifest says.
+    sums: Vec<(Option<String>, Option<u64>)>,
     /// When the report began scanning (RFC 3339), when the manifest says.
     pub taken_at: Option<String>,
     columns: Columns,
@@ -122,6 +136,7 @@ impl Inventory {
             .and_then(|t| super::s3::modified_rfc3339(&t));
         Ok(Inventory {
             bucket: bucket.to_string(),
+            sums: m.files.iter().map(|f| (f.md5.clone(), f.size)).collect(),
             files: m.files.into_iter().map(|f| f.key).collect(),
             taken_at,
             columns,
@@ -132,38 +147,112 @@ impl Inventory {
     /// they arrive, in the file's order.
     pub async fn rows(&self, s3: &S3Source, file: usize) -> Result<Rows> {
         let key = self.files[file].clone();
+        let at = format!("inventory data file s3://{}/{key}", self.bucket);
         let body = s3.get_stream(&self.bucket, &key).await?;
+        let (md5, size) = self.sums[file].clone();
+        let checked = Checked {
+            body: Box::pin(body.into_async_read()),
+            hash: Md5::new(),
+            bytes: 0,
+            md5: md5.map(|m| m.to_ascii_lowercase()),
+            size,
+            wrong: None,
+        };
         Ok(Rows {
-            lines: BufReader::new(GzipDecoder::new(Box::pin(body.into_async_read()) as Body)).lines(),
+            lines: BufReader::new(GzipDecoder::new(BufReader::new(checked))).lines(),
             columns: self.columns,
-            at: format!("inventory data file s3://{}/{key}", self.bucket),
+            at,
             line: 0,
         })
     }
 }
 
-/// An object's body as it arrives.
-type Body = std::pin::Pin<Box<dyn tokio::io::AsyncBufRead + Send>>;
+/// A data file's bytes as they arrive, hashed and counted; at their end, compared with what
+/// the manifest says of the file.
+struct Checked {
+    body: Pin<Box<dyn AsyncRead + Send>>,
+    hash: Md5,
+    bytes: u64,
+    md5: Option<String>,
+    size: Option<u64>,
+    /// Why the file is not the manifest's, once its end showed it.
+    wrong: Option<String>,
+}
+
+impl AsyncRead for Checked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(self.body.as_mut().poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            self.hash.update(new);
+            self.bytes += new.len() as u64;
+            return Poll::Ready(Ok(()));
+        }
+        // The end: the bytes read must be the file the manifest describes.
+        let got = hex::encode(self.hash.clone().finalize());
+        let wrong = match (&self.md5, self.size) {
+            (_, Some(size)) if size != self.bytes => {
+                Some(format!("its size is {} bytes, the manifest says {size}", self.bytes))
+            }
+            (Some(md5), _) if *md5 != got => Some(format!("its MD5 is {got}, the manifest's `MD5checksum` is {md5}")),
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            self.wrong = Some(why.clone());
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// A data file's rows, streamed.
 pub struct Rows {
-    lines: tokio::io::Lines<BufReader<GzipDecoder<Body>>>,
+    lines: tokio::io::Lines<BufReader<GzipDecoder<BufReader<Checked>>>>,
     columns: Columns,
     at: String,
     line: u64,
 }
 
 impl Rows {
-    /// The next current object; `None` at the end of the file.
+    /// Why the file is not the one the manifest describes, if its end showed that: the
+    /// report changed, or the file was cut (a reader that cannot trust the rows stops).
+    fn wrong(&mut self) -> Option<Error> {
+        let checked = self.lines.get_mut().get_mut().get_mut().get_mut();
+        checked.wrong.as_ref().map(|why| {
+            Error::invalid(format!(
+                "{}: {why}; the report's files changed since its manifest was written, so its rows cannot be trusted (use a complete report)",
+                self.at
+            ))
+        })
+    }
+
+    /// The next current object; `None` at the end of the file, once its bytes matched the
+    /// manifest.
     pub async fn next(&mut self) -> Result<Option<ListedObject>> {
         loop {
-            let line = self.lines.next_line().await.map_err(|e| {
-                Error::new(
-                    ErrorKind::Transient,
-                    format!("{}, line {}: reading: {e}", self.at, self.line + 1),
-                )
-            })?;
-            let Some(line) = line else { return Ok(None) };
+            let line = match self.lines.next_line().await {
+                Ok(line) => line,
+                Err(e) => {
+                    return Err(self.wrong().unwrap_or_else(|| {
+                        Error::new(
+                            ErrorKind::Transient,
+                            format!("{}, line {}: reading: {e}", self.at, self.line + 1),
+                        )
+                    }))
+                }
+            };
+            let Some(line) = line else {
+                // The gzip stream may end before the body does: read the body to its end, so
+                // every byte is hashed and compared.
+                let rest = self.lines.get_mut().get_mut().get_mut();
+                let drained = tokio::io::copy(rest, &mut tokio::io::sink()).await;
+                if let Some(wrong) = self.wrong() {
+                    return Err(wrong);
+                }
+                drained.map_err(|e| Error::new(ErrorKind::Transient, format!("{}: reading: {e}", self.at)))?;
+                return Ok(None);
+            };
             self.line += 1;
             if line.trim().is_empty() {
                 continue;

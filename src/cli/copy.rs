@@ -239,6 +239,11 @@ pub(super) async fn run(args: CopyArgs, mirror: bool, max_deletes: Option<u64>) 
                         steps.push(step(child, 0));
                     }
                 }
+                Ok(PageStep::ShardDone { start }) => {
+                    for child in start {
+                        steps.push(step(child, 0));
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     result = Err(e);

@@ -105,7 +105,8 @@ async fn drive(svc: &RunService, id: &str, seed: u64) -> BTreeMap<u32, Vec<Strin
                 queue.extend(start.into_iter().map(|c| (c, 0)));
             }
             PageStep::Done => done = true,
-            PageStep::ShardDone | PageStep::Stale => {}
+            PageStep::ShardDone { start } => queue.extend(start.into_iter().map(|c| (c, 0))),
+            PageStep::Stale => {}
             other => panic!("seed {seed}: unexpected {other:?}"),
         }
     }
@@ -282,7 +283,11 @@ async fn write_report(ctx: &TestCtx, files: &[Vec<String>], format: &str) -> Str
         }
         let data = gz.finish().unwrap();
         let key = format!("inventory/{}/cfg/data/file-{i}.csv.gz", ctx.bucket);
-        listed.push(serde_json::json!({"key": key, "size": data.len(), "MD5checksum": "0"}));
+        let md5 = {
+            use md5::Digest;
+            hex::encode(md5::Md5::digest(&data))
+        };
+        listed.push(serde_json::json!({"key": key, "size": data.len(), "MD5checksum": md5}));
         ctx.put(&key, data).await;
     }
     let manifest = serde_json::json!({
@@ -438,5 +443,37 @@ async fn an_inventory_run_is_exact_through_kills_and_a_bad_report_names_its_fiel
     .await;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("`fileFormat` is `Parquet`"), "{out}");
+
+    // With pages of 1,000 keys, the first shard's first file is one page: the shards it
+    // starts for the other files must still list them (they were lost once).
+    let manifest = write_report(&ctx, &files, "CSV").await;
+    let (code, out) = run_binary_async(
+        &["copy", &src, &dst, "--inventory", &manifest, "--no-progress", "--json"],
+        &ctx.env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(
+        summary["counters"]["scanned"].as_u64(),
+        Some(all.len() as u64),
+        "{summary}"
+    );
+
+    // A data file rewritten since its manifest (one row fewer) is refused by name, with the
+    // sums that differ, and the run ends failed rather than listing a partial report.
+    let changed = format!("inventory/{}/cfg/data/file-2.csv.gz", ctx.bucket);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for r in &files[2][1..] {
+        std::io::Write::write_all(&mut gz, format!("{r}\n").as_bytes()).unwrap();
+    }
+    ctx.put(&changed, gz.finish().unwrap()).await;
+    let (code, out) = run_binary_async(
+        &["copy", &src, &dst, "--inventory", &manifest, "--no-progress"],
+        &ctx.env,
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("file-2.csv.gz") && out.contains("the manifest"), "{out}");
     ctx.cleanup().await;
 }
