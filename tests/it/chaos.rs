@@ -424,7 +424,12 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
         // A run whose chain died is swept within seconds here (an hour by default).
         ("SYNC_RUN_STALL_SECS", "20"),
         ("SYNC_SWEEP_SECS", "2"),
+        // One to three copy queues by seed (decision 125): every producer and worker must
+        // reach each of them.
+        ("SYNC_COPY_QUEUES", (1 + seed % 3).to_string().as_str()),
     ]);
+    let copy_queues = s3_blob_sync::config::Config::from(&env).unwrap().queues.copy_names();
+    assert_eq!(copy_queues[0], copy_queue);
     let mut rng = StdRng::seed_from_u64(seed);
     let keys: Vec<String> = (0..nkeys)
         .map(|i| match i % 4 {
@@ -665,18 +670,19 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
     let last = converge(&w, Duration::from_secs(60)).await;
     // The workers also consume the copy queue: copies still waiting out a backoff are theirs
     // to settle before they stop.
-    let copies = w.ctx.queue(&copy_queue);
-    assert!(
-        drained(&copies, Duration::from_secs(90)).await,
-        "seed {seed}: the copy queue still holds messages 90 s after the target converged"
-    );
+    for q in &copy_queues {
+        assert!(
+            drained(&w.ctx.queue(q), Duration::from_secs(90)).await,
+            "seed {seed}: copy queue {q} still holds messages 90 s after the target converged"
+        );
+    }
     for wk in workers.iter_mut() {
         wk.kill().await;
     }
     if let Some(d) = last {
         panic!("seed {seed}: divergence after {ops} operations: {d}");
     }
-    check_rows_runs_and_queues(&w, seed, &env, &copy_queue, &rejects).await;
+    check_rows_runs_and_queues(&w, seed, &env, &copy_queues, &rejects).await;
     let runs: Vec<Value> = status_runs(&env).await;
     assert!(
         http_run.is_none()
@@ -685,6 +691,12 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
                 .any(|r| Some(r["runId"].as_str().unwrap_or("")) == http_run.as_deref()),
         "seed {seed}: the HTTP run is not among the runs: {runs:?}"
     );
+    // The context's guard removes the first copy queue; the others are this test's.
+    for q in &copy_queues[1..] {
+        for name in [q.clone(), format!("{q}-poison")] {
+            let _ = w.ctx.queue(&name).delete_queue().await;
+        }
+    }
     w.ctx.cleanup().await;
     ops
 }
@@ -757,7 +769,13 @@ async fn sqs_depth(w: &World) -> u64 {
 }
 
 /// Checkpoint rows agree with blobs, finished runs add up, and no queue holds a message.
-async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, String>, copy: &str, rejects: &str) {
+async fn check_rows_runs_and_queues(
+    w: &World,
+    seed: u64,
+    env: &HashMap<String, String>,
+    copies: &[String],
+    rejects: &str,
+) {
     let store = s3_blob_sync::state::checkpoint::CheckpointStore::new(w.ctx.table());
     for key in &w.keys {
         let row = store.get(&w.ctx.bucket, key, &w.ctx.target_id()).await.unwrap();
@@ -798,13 +816,8 @@ async fn check_rows_runs_and_queues(w: &World, seed: u64, env: &HashMap<String, 
         assert!(seed % 2 == 1, "seed {seed}: a page was parked: {}", m.text);
         parked.delete(&m).await.unwrap();
     }
-    for q in [
-        copy.to_string(),
-        format!("{copy}-poison"),
-        list.to_string(),
-        format!("{list}-poison"),
-        rejects.to_string(),
-    ] {
+    let copy_and_poison = copies.iter().flat_map(|c| [c.clone(), format!("{c}-poison")]);
+    for q in copy_and_poison.chain([list.to_string(), format!("{list}-poison"), rejects.to_string()]) {
         let items = w
             .ctx
             .queue(&q)
