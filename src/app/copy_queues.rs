@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::azure::auth::Authorizer;
 use crate::azure::queue::WorkQueue;
 use crate::config::Config;
 use crate::error::Result;
@@ -58,9 +59,9 @@ impl From<WorkQueue> for CopyQueues {
 }
 
 impl CopyQueues {
-    /// The configured queues, on the queue account (no network calls).
-    pub fn open(config: &Config, retry: RetryPolicy) -> Result<Self> {
-        let auth = &config.queue_account.authorizer()?;
+    /// The configured queues, on the queue account, signed by `auth` (that account's; no
+    /// network calls).
+    pub fn open(config: &Config, auth: &Authorizer, retry: RetryPolicy) -> Result<Self> {
         let queues = config
             .queues
             .copy_names()
@@ -82,11 +83,6 @@ impl CopyQueues {
             .chain_update(key.as_bytes())
             .finalize();
         u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize % n
-    }
-
-    /// Every queue, in order.
-    pub fn all(&self) -> &[WorkQueue] {
-        &self.queues
     }
 
     /// Creates every queue if needed.

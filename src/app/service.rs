@@ -69,13 +69,9 @@ impl RunService {
         let retry = config.retry;
         let auth = config.state.authorizer()?;
         let store = RunStore::open(&config.state, &auth, &config.tables.runs, retry)?;
-        let copy_queues = CopyQueues::open(&config, retry)?;
-        let list_queue = WorkQueue::new(
-            &config.queue_account,
-            &config.queue_account.authorizer()?,
-            &config.queues.list,
-            retry,
-        )?;
+        let queue_auth = config.queue_account.authorizer()?;
+        let copy_queues = CopyQueues::open(&config, &queue_auth, retry)?;
+        let list_queue = WorkQueue::new(&config.queue_account, &queue_auth, &config.queues.list, retry)?;
         store.ensure().await?;
         Ok(RunService {
             engine,

@@ -691,12 +691,6 @@ async fn run_seed(seed: u64, ops: u64, nkeys: usize) -> u64 {
                 .any(|r| Some(r["runId"].as_str().unwrap_or("")) == http_run.as_deref()),
         "seed {seed}: the HTTP run is not among the runs: {runs:?}"
     );
-    // The context's guard removes the first copy queue; the others are this test's.
-    for q in &copy_queues[1..] {
-        for name in [q.clone(), format!("{q}-poison")] {
-            let _ = w.ctx.queue(&name).delete_queue().await;
-        }
-    }
     w.ctx.cleanup().await;
     ops
 }

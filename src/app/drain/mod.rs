@@ -132,7 +132,7 @@ impl Drainer {
         let retry = cfg.retry;
         let auth = cfg.state.authorizer()?;
         let queue_auth = cfg.queue_account.authorizer()?;
-        let copies = CopyQueues::open(cfg, retry)?;
+        let copies = CopyQueues::open(cfg, &queue_auth, retry)?;
         let rejects = WorkQueue::new(&cfg.queue_account, &queue_auth, &cfg.queues.reject, retry)?;
         copies.create_if_missing().await?;
         rejects.create_if_missing().await?;

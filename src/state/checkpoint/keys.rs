@@ -45,7 +45,23 @@ pub fn target_partition(bucket: &str, target: &str) -> String {
 /// target (about 2,000 entities/s).
 pub fn partition_key(bucket: &str, target: &str, row_key: &str) -> String {
     let h = Sha256::digest(row_key.as_bytes())[0] % PARTITIONS;
-    format!("{}~{h:x}", target_partition(bucket, target))
+    partition_numbered(&target_partition(bucket, target), h)
+}
+
+/// Every partition rows of `bucket` copied to `target` are spread over, in order.
+pub fn partitions(bucket: &str, target: &str) -> impl Iterator<Item = String> {
+    let base = target_partition(bucket, target);
+    (0..PARTITIONS).map(move |h| partition_numbered(&base, h))
+}
+
+/// Partition `h` of those under `base` (a [`target_partition`]).
+fn partition_numbered(base: &str, h: u8) -> String {
+    format!("{base}~{h:x}")
+}
+
+/// The [`target_partition`] a spread partition `pk` belongs to: where its rows were before.
+pub(super) fn previous_partition(pk: &str) -> &str {
+    pk.rsplit_once('~').map_or("", |(base, _)| base)
 }
 
 /// RowKey for a row's subject: ordered by blob name when short enough, hashed otherwise.
@@ -105,6 +121,11 @@ mod tests {
                     pk.strip_suffix(&pk[pk.len() - 2..]),
                     Some(target_partition("my.bucket", "http://h/acct/c").as_str())
                 );
+                assert_eq!(
+                    previous_partition(&pk),
+                    target_partition("my.bucket", "http://h/acct/c")
+                );
+                assert!(partitions("my.bucket", "http://h/acct/c").any(|p| p == pk));
             }
             // A blob's row and a nameless key's row never meet, nor the previous form's.
             assert_ne!(row_key(Subject::Blob(&name)), row_key(Subject::Key(&name)));

@@ -31,7 +31,7 @@ mod legacy;
 mod race;
 mod record;
 
-pub use keys::{partition_key, row_key, row_keys, target_partition, Subject, PARTITIONS};
+pub use keys::{partition_key, partitions, row_key, row_keys, target_partition, Subject, PARTITIONS};
 pub use legacy::Migrated;
 pub use record::{now_rfc3339, ObjectRecord, Outcome, Versioned};
 
@@ -142,7 +142,7 @@ impl CheckpointStore {
             None => self.table.insert(entity).await.map(|_| ()),
             Some((tag, true)) => {
                 self.table.insert(entity).await?;
-                let previous = entity.partition_key.rsplit_once('~').map_or("", |(p, _)| p);
+                let previous = keys::previous_partition(&entity.partition_key);
                 let r = self.table.delete(previous, &entity.row_key, tag).await;
                 crate::error::ok_if(crate::error::ok_if(r, ErrorKind::NotFound), ErrorKind::Precondition)
             }
@@ -358,8 +358,8 @@ impl CheckpointStore {
         // range): the 16 for the blob form, and the one from before rows were spread
         // (decision 123), which also holds the first form's rows.
         let mut asks: Vec<(String, (String, String))> = Vec::new();
-        for h in 0..PARTITIONS {
-            asks.extend(blob_form.iter().map(|r| (format!("{previous}~{h:x}"), r.clone())));
+        for pk in partitions(bucket, target) {
+            asks.extend(blob_form.iter().map(|r| (pk.clone(), r.clone())));
         }
         asks.extend(blob_form.iter().cloned().map(|r| (previous.clone(), r)));
         asks.push((previous.clone(), (legacy.clone(), format!("{legacy}g"))));

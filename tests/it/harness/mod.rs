@@ -280,8 +280,11 @@ impl Drop for TestCtx {
 }
 
 /// Removes what a test made: its container, checkpoint and runs tables, work queues (with
-/// their poison queues), rejects queue and SQS queues. Each removal is best effort.
-async fn remove(env: HashMap<String, String>, sqs_queues: Vec<String>) {
+/// their poison queues, and every copy queue `SYNC_COPY_QUEUES` may name, whatever the test
+/// set it to), rejects queue and SQS queues. Each removal is best effort.
+async fn remove(mut env: HashMap<String, String>, sqs_queues: Vec<String>) {
+    let most = s3_blob_sync::config::MAX_COPY_QUEUES.to_string();
+    env.insert("SYNC_COPY_QUEUES".into(), most);
     let Ok(cfg) = Config::from(&env) else { return };
     let Ok(auth) = cfg.azure.authorizer() else { return };
     if let Some(c) = &cfg.mapping.container {
@@ -294,13 +297,20 @@ async fn remove(env: HashMap<String, String>, sqs_queues: Vec<String>) {
             let _ = t.delete_table().await;
         }
     }
-    for q in [&cfg.queues.copy, &cfg.queues.list, &cfg.queues.reject] {
-        for name in [q.clone(), format!("{q}-poison")] {
-            if let Ok(q) = WorkQueue::new(&cfg.azure, &auth, &name, RetryPolicy::default()) {
+    let queues = cfg
+        .queues
+        .copy_names()
+        .into_iter()
+        .chain([cfg.queues.list.clone(), cfg.queues.reject.clone()]);
+    let deletes = queues.flat_map(|q| [format!("{q}-poison"), q]).map(|name| {
+        let (cfg, auth) = (&cfg, &auth);
+        async move {
+            if let Ok(q) = WorkQueue::new(&cfg.azure, auth, &name, RetryPolicy::default()) {
                 let _ = q.delete_queue().await;
             }
         }
-    }
+    });
+    futures::future::join_all(deletes).await;
     if !sqs_queues.is_empty() {
         let sqs = s3_blob_sync::aws::sqs::SqsQueue::new(&cfg.aws, "unused", RetryPolicy::default()).await;
         for url in sqs_queues {
