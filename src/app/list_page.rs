@@ -1,8 +1,10 @@
-//! One `list-pages` message: a page of a bulk run, or a check whether it has settled.
+//! One `list-pages` message: a page of a bulk run, a slice of a verify run, or a check
+//! whether a run has settled.
 
 use super::finish::{check, CheckStep};
 use super::invocation::{Failure, Handled};
 use super::lister::{list_page, PageStep};
+use super::verify_run::SliceStep;
 use super::AppState;
 use crate::messages::ListMessage;
 use crate::state::runs::store::RunState;
@@ -66,6 +68,33 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                 }
             }
         }
+        ListMessage::Verify { run_id } => match super::verify_run::slice(svc, run_id).await {
+            Ok(step) => {
+                match step {
+                    SliceStep::More => svc.enqueue(&msg, None).await.map_err(Failure::internal)?,
+                    // The webhook goes out from the check, with its retries.
+                    SliceStep::Ended => svc
+                        .enqueue(&ListMessage::Check { run_id: run_id.clone() }, None)
+                        .await
+                        .map_err(Failure::internal)?,
+                    SliceStep::Stale | SliceStep::Gone => {}
+                }
+                Ok(Handled::new(
+                    vec![format!("run {run_id}: verify {step:?}")],
+                    serde_json::json!({"runId": run_id, "step": format!("{step:?}")}),
+                ))
+            }
+            Err(e) => {
+                if last || e.kind() == crate::error::ErrorKind::Invalid {
+                    let reason = format!("the verification failed {attempt} times: {}", e.message());
+                    let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
+                    let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                }
+                Err(Failure::internal(
+                    e.context(format!("run {run_id} verify slice (attempt {attempt})")),
+                ))
+            }
+        },
         ListMessage::Check { run_id } => match check(svc, run_id).await {
             Ok(step) => {
                 match step {

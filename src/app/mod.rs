@@ -19,6 +19,7 @@ pub mod shards;
 pub mod summary;
 pub mod sweep;
 pub mod verify;
+pub mod verify_run;
 pub mod webhook;
 pub mod worker;
 

@@ -110,7 +110,10 @@ impl RunService {
                 .map_err(|e| Error::invalid(e.message().to_string()))?;
         }
         let id = new_run_id();
-        let lock_key = if spec.dry_run {
+        // A verification changes nothing (its repairs are copies like an event's), so it
+        // neither waits for nor holds the pair's lock, and creates no container.
+        let read_only = spec.dry_run || spec.verify.is_some();
+        let lock_key = if read_only {
             None
         } else {
             let key = spec.lock_key(&target.id());
@@ -126,7 +129,7 @@ impl RunService {
             }
             Some(key)
         };
-        if !spec.dry_run {
+        if !read_only {
             target.create_if_missing().await?;
         }
         let now = now_rfc3339();
@@ -166,10 +169,13 @@ impl RunService {
     pub async fn start_queued(&self, spec: RunSpec, notify: Option<WebhookRef>, trigger: Trigger) -> Result<Started> {
         let started = self.start(spec, notify, trigger, None).await?;
         if let Started::Created(run) = &started {
-            let first = ListMessage::Page {
-                run_id: run.id.clone(),
-                shard: 0,
-                page: 0,
+            let first = match run.spec.verify {
+                Some(_) => ListMessage::Verify { run_id: run.id.clone() },
+                None => ListMessage::Page {
+                    run_id: run.id.clone(),
+                    shard: 0,
+                    page: 0,
+                },
             };
             if let Err(e) = self.enqueue(&first, None).await {
                 // Without its first page the run would wait forever: end it now, clearly.
@@ -255,7 +261,12 @@ impl RunService {
         let listing = self.store.listing(&run.id).await?.unwrap_or_default();
         let shards = self.store.shard_counters(&run.id).await?;
         let failures = self.store.failures(&run.id, LISTED_FAILURES).await?;
-        Ok(RunSummary::of(run, &listing.counters(), &shards, failures))
+        let mut summary = RunSummary::of(run, &listing.counters(), &shards, failures);
+        if run.spec.verify.is_some() {
+            let place = self.store.verify_place(&run.id).await?.unwrap_or_default();
+            summary.verify = Some(super::summary::VerifyProgress::of(&place)?);
+        }
+        Ok(summary)
     }
 }
 

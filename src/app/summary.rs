@@ -51,6 +51,43 @@ pub struct RunSummary {
     pub report_url: String,
     /// The completion webhook.
     pub notification: Notification,
+    /// A verify run's comparison so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyProgress>,
+}
+
+/// Where a verify run's comparison stands: its tallies (as `verify` reports them), whether
+/// source and target agree, and the slices done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyProgress {
+    /// The tallies.
+    #[serde(flatten)]
+    pub report: super::verify::VerifyReport,
+    /// Both listings were compared to their end and no difference was found.
+    pub clean: bool,
+    /// Both listings were compared to their end.
+    pub done: bool,
+    /// Slices compared.
+    pub slices: u64,
+}
+
+impl VerifyProgress {
+    /// The progress a verify run's saved place holds.
+    pub fn of(place: &crate::state::runs::verifying::VerifyPlace) -> crate::error::Result<Self> {
+        let report: super::verify::VerifyReport = if place.tallies.is_null() {
+            Default::default()
+        } else {
+            serde_json::from_value(place.tallies.clone())
+                .map_err(|e| crate::error::Error::internal(format!("verify tallies unreadable: {e}")))?
+        };
+        Ok(VerifyProgress {
+            clean: place.done && report.clean(),
+            done: place.done,
+            slices: place.slices,
+            report,
+        })
+    }
 }
 
 /// One failed key.
@@ -114,6 +151,7 @@ impl RunSummary {
                 error: run.notify_error.clone(),
                 attempts: run.notify_attempts,
             },
+            verify: None,
         }
     }
 

@@ -83,6 +83,13 @@ pub async fn sweep(svc: &RunService) -> Result<Vec<Swept>> {
                     "abandoned: the process running it showed no sign of life for {quiet} s; run the command again, it skips what was copied{parked_note}"
                 ),
             )
+        } else if run.spec.verify.is_some() {
+            (
+                RunState::Failed,
+                format!(
+                    "stalled: the verification compared nothing for {quiet} s (its list-pages message was lost or parked: see list-pages-poison); start it again"
+                ),
+            )
         } else if !listing.done() {
             let stopped: Vec<String> = listing
                 .shards

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::decide::same_modified;
 use crate::engine::metadata::{
@@ -22,13 +22,14 @@ use crate::engine::naming::blob_name;
 use crate::engine::{CopyRequest, Engine};
 use crate::error::Result;
 use crate::model::{Scope, SyncMode};
+use crate::state::runs::verifying::VerifyPlace;
 use crate::state::verify::VerifyResult;
 
 /// Most differences kept in a report (the counts are always complete).
 pub const MAX_LISTED: usize = 1000;
 
 /// What differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum DiffKind {
@@ -52,7 +53,7 @@ impl DiffKind {
 }
 
 /// One difference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Difference {
     /// What differs.
     pub kind: DiffKind,
@@ -65,8 +66,8 @@ pub struct Difference {
 }
 
 /// The comparison.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct VerifyReport {
     /// Source objects compared (after folder markers and invalid names are left out).
     pub source_objects: u64,
@@ -82,11 +83,15 @@ pub struct VerifyReport {
     /// Source objects that cannot be blobs (folder markers, invalid names).
     pub skipped: u64,
     /// Differences by kind.
-    pub counts: BTreeMap<&'static str, u64>,
+    pub counts: BTreeMap<String, u64>,
     /// The first differences.
     pub differences: Vec<Difference>,
     /// Repairs done or queued, when asked for.
     pub repaired: u64,
+    /// Keep every difference, not the first [`MAX_LISTED`] (a verify run takes them after
+    /// each page).
+    #[serde(skip)]
+    pub list_all: bool,
 }
 
 impl VerifyReport {
@@ -96,8 +101,8 @@ impl VerifyReport {
     }
 
     fn add(&mut self, d: Difference) {
-        *self.counts.entry(d.kind.as_str()).or_default() += 1;
-        if self.differences.len() < MAX_LISTED {
+        *self.counts.entry(d.kind.as_str().to_string()).or_default() += 1;
+        if self.list_all || self.differences.len() < MAX_LISTED {
             self.differences.push(d);
         }
     }
@@ -142,6 +147,8 @@ const METADATA_CONCURRENCY: usize = 16;
 /// time, so memory is bounded by these, whatever the prefix holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Keys per source listing page.
+    pub source_page: u32,
     /// Blobs per target listing page.
     pub target_page: u32,
     /// How many source objects whose blob was not listed yet, and how many listed blobs no
@@ -154,6 +161,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            source_page: 1000,
             target_page: 5000,
             window: 20_000,
         }
@@ -185,98 +193,240 @@ pub async fn verify_each(
     limits: Limits,
     stale: tokio::sync::mpsc::Sender<Vec<String>>,
 ) -> Result<VerifyReport> {
-    let send = async |keys: Vec<String>| {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        stale
-            .send(keys)
-            .await
-            .map_err(|_| crate::error::Error::internal("the repair of the differences stopped"))
-    };
     let started = time::OffsetDateTime::now_utc();
-    let mut report = VerifyReport::default();
-    let target = engine.target(&scope.container)?;
-    let mut blobs = BlobPages::new(&target, &scope.target_prefix, limits.target_page);
-    let mut walk = Walk::default();
-    let mut token = None;
+    let mut v = Verifier::new(engine, scope, metadata, limits)?;
     loop {
-        let (objects, next) = engine
-            .s3()
-            .list_page(&scope.bucket, &scope.source_prefix, token)
-            .await?;
-        let mut to_copy = Vec::new();
-        let mut heads = Vec::new();
-        for o in objects {
-            let Ok(name) = blob_name(&o.key, &scope.source_prefix, &scope.target_prefix) else {
-                report.skipped += 1;
-                continue;
-            };
-            report.source_objects += 1;
-            // Read the target until its listing has passed this name.
-            while blobs.before(&name) {
-                for b in blobs.next().await? {
-                    walk.listed(&mut report, b, metadata, &mut to_copy, &mut heads);
-                }
-            }
-            match walk.blobs.remove(&name) {
-                Some(b) => judge(&mut report, (name.clone(), o), b, metadata, &mut to_copy, &mut heads),
-                None => {
-                    walk.objects.insert(name.clone(), o);
-                }
-            }
-            walk.settle(&mut report, &mut to_copy, limits.window, Some(&name));
+        let step = v.page().await?;
+        if !step.to_copy.is_empty() {
+            stale
+                .send(step.to_copy)
+                .await
+                .map_err(|_| crate::error::Error::internal("the repair of the differences stopped"))?;
         }
-        for d in metadata_differences(engine, scope, heads, &mut report).await? {
+        if step.finished {
+            break;
+        }
+    }
+    record_result(engine, scope, &v.report, started).await;
+    Ok(v.report)
+}
+
+/// One page of a comparison: the keys a repair should copy, and whether it has ended.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Missing or stale source keys found in the page.
+    pub to_copy: Vec<String>,
+    /// Both listings were read to their end.
+    pub finished: bool,
+}
+
+/// A comparison under way: both listings' places and what waits for its partner. It can
+/// stop at a clean point ([`Self::at_clean_point`]) and go on later from its
+/// [`VerifyPlace`], in another process, counting every object once.
+pub struct Verifier<'a> {
+    engine: &'a Engine,
+    scope: &'a Scope,
+    metadata: bool,
+    limits: Limits,
+    /// The tallies and the differences found since they were last taken.
+    pub report: VerifyReport,
+    blobs: BlobPages,
+    walk: Walk,
+    /// The last source key compared.
+    after: Option<String>,
+    /// The blob name of the last source object compared (byte order: every blob before it
+    /// that waits has no source object).
+    through: Option<String>,
+    source_done: bool,
+    finished: bool,
+}
+
+impl<'a> Verifier<'a> {
+    /// A comparison from the start.
+    pub fn new(engine: &'a Engine, scope: &'a Scope, metadata: bool, limits: Limits) -> Result<Self> {
+        let target = engine.target(&scope.container)?;
+        Ok(Verifier {
+            engine,
+            scope,
+            metadata,
+            limits,
+            report: VerifyReport::default(),
+            blobs: BlobPages::new(target, scope.target_prefix.clone(), limits.target_page),
+            walk: Walk::default(),
+            after: None,
+            through: None,
+            source_done: false,
+            finished: false,
+        })
+    }
+
+    /// A comparison going on from `place`, with every difference kept for the caller to take.
+    pub fn resume(
+        engine: &'a Engine,
+        scope: &'a Scope,
+        metadata: bool,
+        limits: Limits,
+        place: &VerifyPlace,
+    ) -> Result<Self> {
+        let mut v = Self::new(engine, scope, metadata, limits)?;
+        if !place.tallies.is_null() {
+            v.report = serde_json::from_value(place.tallies.clone())
+                .map_err(|e| crate::error::Error::internal(format!("verify tallies unreadable: {e}")))?;
+        }
+        v.report.list_all = true;
+        v.after = place.source_after.clone();
+        v.through = place.blob_through.clone();
+        v.blobs.marker = place.blob_marker.clone();
+        v.blobs.skip_through = place.blob_through.clone();
+        v.finished = place.done;
+        Ok(v)
+    }
+
+    /// Whether both listings were read to their end.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the comparison can stop here and go on from [`Self::place`]: no source object
+    /// waits, and every blob that waits is from the target page being read and after the
+    /// last source object (so reading that page again, from past it, lists exactly them).
+    pub fn at_clean_point(&self) -> bool {
+        self.finished
+            || (self.walk.objects.is_empty()
+                && self.walk.blobs.iter().all(|(name, (_, page))| {
+                    *page == self.blobs.page_no
+                        && self.through.as_deref().is_some_and(|t| name.as_bytes() > t.as_bytes())
+                }))
+    }
+
+    /// Where the comparison stands, with its tallies (at a clean point).
+    pub fn place(&self) -> VerifyPlace {
+        let mut tallies = self.report.clone();
+        tallies.differences.clear();
+        // The blobs that wait are listed again when the next slice reads their page.
+        tallies.target_blobs -= self.walk.blobs.len() as u64;
+        VerifyPlace {
+            source_after: self.after.clone(),
+            blob_marker: self.blobs.page_marker.clone(),
+            blob_through: self.through.clone(),
+            tallies: serde_json::to_value(&tallies).expect("plain data"),
+            slices: 0,
+            done: self.finished,
+            etag: None,
+        }
+    }
+
+    /// Compares one page of the source (and the target up to it); at the source's end, the
+    /// rest of the target.
+    pub async fn page(&mut self) -> Result<Step> {
+        let (mut to_copy, mut heads) = (Vec::new(), Vec::new());
+        let report = &mut self.report;
+        if !self.source_done {
+            let (objects, next) = self
+                .engine
+                .s3()
+                .list_range(
+                    &self.scope.bucket,
+                    &self.scope.source_prefix,
+                    None,
+                    self.after.as_deref(),
+                    self.limits.source_page,
+                )
+                .await?;
+            self.source_done = next.is_none() || objects.is_empty();
+            for o in objects {
+                self.after = Some(o.key.clone());
+                let Ok(name) = blob_name(&o.key, &self.scope.source_prefix, &self.scope.target_prefix) else {
+                    report.skipped += 1;
+                    continue;
+                };
+                report.source_objects += 1;
+                // Read the target until its listing has passed this name.
+                while self.blobs.before(&name) {
+                    let page = self.blobs.next().await?;
+                    for b in page {
+                        self.walk
+                            .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
+                    }
+                }
+                match self.walk.blobs.remove(&name) {
+                    Some((b, _)) => judge(report, (name.clone(), o), b, self.metadata, &mut to_copy, &mut heads),
+                    None => {
+                        self.walk.objects.insert(name.clone(), o);
+                    }
+                }
+                self.through = Some(name.clone());
+                let passed = Passed {
+                    at: Some(&name),
+                    ascii: self.blobs.last_ascii.as_deref(),
+                    target_done: self.blobs.done,
+                };
+                self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+            }
+        }
+        if self.source_done {
+            // The rest of the target: partners of objects still waiting, or extra.
+            while !self.blobs.done {
+                let page = self.blobs.next().await?;
+                for b in page {
+                    self.walk
+                        .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
+                }
+                let passed = Passed {
+                    at: None,
+                    ascii: self.blobs.last_ascii.as_deref(),
+                    target_done: false,
+                };
+                self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+            }
+            // Whatever still waits has no partner.
+            self.walk.settle(report, &mut to_copy, 0, Passed::default());
+            self.finished = true;
+        }
+        for d in metadata_differences(self.engine, self.scope, heads, report).await? {
             to_copy.push(d.key.clone().unwrap_or_default());
             report.matched -= 1;
             report.add(d);
         }
-        send(to_copy).await?;
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
+        Ok(Step {
+            to_copy,
+            finished: self.finished,
+        })
     }
-    // The rest of the target: partners of objects still waiting, or extra.
-    let (mut to_copy, mut heads) = (Vec::new(), Vec::new());
-    while !blobs.done {
-        for b in blobs.next().await? {
-            walk.listed(&mut report, b, metadata, &mut to_copy, &mut heads);
-        }
-        walk.settle(&mut report, &mut to_copy, limits.window, None);
-    }
-    // Whatever still waits has no partner.
-    walk.settle(&mut report, &mut to_copy, 0, None);
-    for d in metadata_differences(engine, scope, heads, &mut report).await? {
-        to_copy.push(d.key.clone().unwrap_or_default());
-        report.matched -= 1;
-        report.add(d);
-    }
-    send(to_copy).await?;
-    record_result(engine, scope, &report, started).await;
-    Ok(report)
 }
 
 /// The target listing, a page at a time.
-struct BlobPages<'a> {
-    target: &'a crate::azure::blob::BlobTarget,
-    prefix: &'a str,
+struct BlobPages {
+    target: crate::azure::blob::BlobTarget,
+    prefix: String,
     page: u32,
+    /// The next page's marker.
     marker: Option<String>,
+    /// The marker the page being read was asked for with (`None`: the first page).
+    page_marker: Option<String>,
+    /// Pages read by this process (which page a waiting blob came from).
+    page_no: u64,
+    /// On a resumed comparison, the first page's blobs up to this name were judged before.
+    skip_through: Option<String>,
     /// The last name listed so far.
     last: Option<String>,
+    /// The greatest ASCII name listed so far.
+    last_ascii: Option<String>,
     done: bool,
 }
 
-impl<'a> BlobPages<'a> {
-    fn new(target: &'a crate::azure::blob::BlobTarget, prefix: &'a str, page: u32) -> Self {
+impl BlobPages {
+    fn new(target: crate::azure::blob::BlobTarget, prefix: String, page: u32) -> Self {
         BlobPages {
             target,
             prefix,
             page,
             marker: None,
+            page_marker: None,
+            page_no: 0,
+            skip_through: None,
             last: None,
+            last_ascii: None,
             done: false,
         }
     }
@@ -287,12 +437,22 @@ impl<'a> BlobPages<'a> {
     }
 
     async fn next(&mut self) -> Result<Vec<crate::azure::blob::BlobEntry>> {
-        let (page, next) = self
+        let (mut page, next) = self
             .target
-            .list_page(self.prefix, self.marker.as_deref(), self.page)
+            .list_page(&self.prefix, self.marker.as_deref(), self.page)
             .await?;
+        self.page_marker = self.marker.take();
+        self.page_no += 1;
         if let Some(b) = page.last() {
             self.last = Some(b.name.clone());
+        }
+        for b in &page {
+            if b.name.is_ascii() && self.last_ascii.as_deref().is_none_or(|l| l < b.name.as_str()) {
+                self.last_ascii = Some(b.name.clone());
+            }
+        }
+        if let Some(t) = self.skip_through.take() {
+            page.retain(|b| b.name.as_bytes() > t.as_bytes());
         }
         self.done = next.is_none();
         self.marker = next;
@@ -300,12 +460,25 @@ impl<'a> BlobPages<'a> {
     }
 }
 
+/// How far the listings have gone, which says what waits in vain.
+#[derive(Default, Clone, Copy)]
+struct Passed<'a> {
+    /// The source listing's place (`None` once it has ended): S3 lists in byte order, so a
+    /// blob before it that waits has no source object.
+    at: Option<&'a str>,
+    /// The greatest ASCII name the target listed: an ASCII name before it was listed already
+    /// if it exists (both listings order ASCII names byte by byte).
+    ascii: Option<&'a str>,
+    /// The target listing has ended: nothing more will come.
+    target_done: bool,
+}
+
 /// What waits for its partner: source objects whose blob was not listed yet, and listed
-/// blobs no source object has named yet, by name.
+/// blobs no source object has named yet (with the page they came from), by name.
 #[derive(Default)]
 struct Walk {
     objects: BTreeMap<String, crate::model::ListedObject>,
-    blobs: BTreeMap<String, crate::azure::blob::BlobEntry>,
+    blobs: BTreeMap<String, (crate::azure::blob::BlobEntry, u64)>,
 }
 
 impl Walk {
@@ -315,6 +488,7 @@ impl Walk {
         &mut self,
         report: &mut VerifyReport,
         b: crate::azure::blob::BlobEntry,
+        page: u64,
         metadata: bool,
         to_copy: &mut Vec<String>,
         heads: &mut Vec<(String, crate::azure::blob::BlobEntry)>,
@@ -323,33 +497,55 @@ impl Walk {
         match self.objects.remove(&b.name) {
             Some(waiting) => judge(report, (b.name.clone(), waiting), b, metadata, to_copy, heads),
             None => {
-                self.blobs.insert(b.name.clone(), b);
+                self.blobs.insert(b.name.clone(), (b, page));
             }
         }
     }
 
-    /// Reports as missing or extra the entries that waited longest, until at most `window`
-    /// of each wait. Only blobs before `at` (the source listing's place; `None` once it has
-    /// ended) go, so a blob read ahead of the source is never called extra early.
-    fn settle(&mut self, report: &mut VerifyReport, to_copy: &mut Vec<String>, window: usize, at: Option<&str>) {
+    /// Reports as missing the source objects whose blob cannot come any more, and as extra the
+    /// blobs before the source's place; then, of what still waits, the entries that waited
+    /// longest, until at most `window` of each wait. A blob read ahead of the source is never
+    /// called extra early.
+    fn settle(&mut self, report: &mut VerifyReport, to_copy: &mut Vec<String>, window: usize, passed: Passed) {
+        let missing =
+            |report: &mut VerifyReport, to_copy: &mut Vec<String>, name: String, o: crate::model::ListedObject| {
+                report.add(Difference {
+                    kind: DiffKind::Missing,
+                    detail: format!("{} bytes, no blob", o.size),
+                    key: Some(o.key.clone()),
+                    blob: Some(name),
+                });
+                to_copy.push(o.key);
+            };
+        let gone: Vec<String> = self
+            .objects
+            .keys()
+            .filter(|n| passed.target_done || (n.is_ascii() && passed.ascii.is_some_and(|a| n.as_str() < a)))
+            .cloned()
+            .collect();
+        for name in gone {
+            let o = self.objects.remove(&name).expect("listed above");
+            missing(report, to_copy, name, o);
+        }
         while self.objects.len() > window {
             let Some((name, o)) = self.objects.pop_first() else {
                 break;
             };
-            report.add(Difference {
-                kind: DiffKind::Missing,
-                detail: format!("{} bytes, no blob", o.size),
-                key: Some(o.key.clone()),
-                blob: Some(name),
-            });
-            to_copy.push(o.key);
+            missing(report, to_copy, name, o);
         }
-        while self.blobs.len() > window {
-            match self.blobs.first_key_value() {
-                Some((name, _)) if at.is_none_or(|at| name.as_bytes() < at.as_bytes()) => {}
-                _ => break,
+        while let Some((name, _)) = self.blobs.first_key_value() {
+            // Before the source's place it waits in vain; once the source has ended, only the
+            // window keeps it (its partner may still be listed, out of byte order).
+            let go = match passed.at {
+                Some(at) => name.as_bytes() < at.as_bytes(),
+                None => self.blobs.len() > window,
+            };
+            if !go {
+                break;
             }
-            let Some((name, b)) = self.blobs.pop_first() else { break };
+            let Some((name, (b, _))) = self.blobs.pop_first() else {
+                break;
+            };
             report.add(Difference {
                 kind: DiffKind::Extra,
                 key: None,
@@ -476,7 +672,12 @@ async fn metadata_differences(
 
 /// Keeps the result of a verification for the cutover gate (best effort: a lost row only
 /// makes the gate ask for another verify).
-async fn record_result(engine: &Engine, scope: &Scope, report: &VerifyReport, started: time::OffsetDateTime) {
+pub(super) async fn record_result(
+    engine: &Engine,
+    scope: &Scope,
+    report: &VerifyReport,
+    started: time::OffsetDateTime,
+) {
     let result = VerifyResult {
         scope: scope.clone(),
         started,

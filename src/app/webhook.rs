@@ -40,6 +40,30 @@ pub fn payload(summary: &RunSummary) -> Value {
         n(Tally::Failed),
         n(Tally::Pruned),
     );
+    if let Some(v) = &summary.verify {
+        // A verification copies nothing: its own tallies say what it found.
+        let found: Vec<String> = v.report.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        text = format!(
+            "s3-blob-sync verify run {} {}: s3://{}/{} against {}/{}. {} source objects, {} blobs, {} match; {}.",
+            summary.run_id,
+            summary.state.as_str(),
+            summary.source.bucket,
+            summary.source.prefix,
+            summary.target.container,
+            summary.target.prefix,
+            v.report.source_objects,
+            v.report.target_blobs,
+            v.report.matched,
+            if v.clean {
+                "no differences".to_string()
+            } else {
+                format!("differences: {}", found.join(", "))
+            }
+        );
+        if v.report.repaired > 0 {
+            text.push_str(&format!(" {} repair copies queued.", v.report.repaired));
+        }
+    }
     if let Some(r) = &summary.reason {
         text.push_str(&format!(" Reason: {r}"));
     }
@@ -181,5 +205,22 @@ mod tests {
         assert!(t.contains("3 transferred (3.00 MiB)"), "{t}");
         assert!(t.contains("Reason: 2 objects failed"), "{t}");
         assert_eq!(p["summary"]["counters"]["failed"], 2);
+    }
+
+    #[test]
+    fn a_verify_runs_payload_says_what_it_found() {
+        let s = json!({"runId": "v1", "state": "PartiallySucceeded",
+            "verify": {"sourceObjects": 7, "targetBlobs": 6, "matched": 5, "counts": {"missing": 2, "extra": 1},
+                       "repaired": 2, "clean": false, "done": true, "slices": 3}});
+        let p = payload(&crate::app::summary::summary_from(s));
+        let t = p["text"].as_str().unwrap();
+        assert!(t.contains("verify run v1 PartiallySucceeded"), "{t}");
+        assert!(
+            t.contains("7 source objects, 6 blobs, 5 match; differences: 1 extra, 2 missing"),
+            "{t}"
+        );
+        assert!(t.contains("2 repair copies queued"), "{t}");
+        assert!(!t.contains("transferred"), "{t}");
+        assert_eq!(p["summary"]["verify"]["counts"]["missing"], 2);
     }
 }

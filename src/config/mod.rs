@@ -283,6 +283,10 @@ pub struct RunsConfig {
     /// `SYNC_LIST_PAGE_KEYS` (default 1000, the most S3 returns): keys a listing page asks
     /// for. Smaller pages mean smaller saved listings and more, shorter list steps.
     pub list_page_keys: u32,
+    /// `SYNC_VERIFY_SLICE_SECS` (default 60, at most 600): how long one `list-pages` message
+    /// of a verify run compares before it saves its place and queues the next; 0 saves at
+    /// every clean point (after each page, in most prefixes).
+    pub verify_slice: Duration,
     /// `SYNC_RUN_LEASE_SECS` (default 60): a run driven by a CLI process holds its
     /// source/target lock as a lease it renews; if the process dies (SIGKILL, OOM, eviction)
     /// the lock frees itself this long after the last renewal, and the next run takes over.
@@ -448,6 +452,7 @@ impl Config {
                 prune_page: bounded(env, "SYNC_PRUNE_PAGE", 1000, 1, Some(5000), "")?,
                 list_shards: bounded(env, "SYNC_LIST_SHARDS", 8, 1, Some(MAX_LIST_SHARDS), "")?,
                 list_page_keys: bounded(env, "SYNC_LIST_PAGE_KEYS", 1000, 1, Some(1000), "")?,
+                verify_slice: secs("SYNC_VERIFY_SLICE_SECS", 60, 0, 600)?,
                 lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
                 scheduled: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
                 notify_allow_hosts: env

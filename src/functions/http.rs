@@ -45,7 +45,8 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         "GetRun" => Some(Route::Get(id())),
         "CancelRun" => Some(Route::Cancel(id())),
         "GetRunReport" => Some(Route::Report(id())),
-        "Verify" | "Cutover" | "Dashboard" | "DashboardData" => None,
+        "Verify" => Some(Route::Verify),
+        "Cutover" | "Dashboard" | "DashboardData" => None,
         other => {
             return Err(Failure::bad_input(Error::invalid(format!(
                 "unknown HTTP function {other}"
@@ -55,9 +56,8 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
     let reply = match route {
         Some(route) => api(state, route, &http.query, http.body.as_deref(), &origin).await,
         None if function == "Cutover" => super::cutover::api(state, &http.query).await,
-        None if function == "Dashboard" => super::dashboard::page(),
         None if function == "DashboardData" => super::dashboard::data(state, &http.query).await,
-        None => super::verify::api(state, http.body.as_deref()).await,
+        None => super::dashboard::page(),
     };
     let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
     let (content_type, body) = match reply.text {
@@ -174,9 +174,23 @@ pub async fn direct_cutover(State(state): State<AppState>, Query(query): Query<H
 }
 
 /// `POST /api/verify`, served directly.
-pub async fn direct_verify(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn direct_verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     let body = String::from_utf8_lossy(&body).to_string();
-    direct_reply(super::verify::api(&state, Some(&body)).await)
+    direct_reply(
+        api(
+            &state,
+            Route::Verify,
+            &query,
+            Some(&body),
+            &direct_origin(&headers, &query),
+        )
+        .await,
+    )
 }
 
 /// `GET /api/dashboard`, served directly.

@@ -1,6 +1,6 @@
-//! The run API: `StartRun` (`POST /api/runs`), `ListRuns` (`GET /api/runs`), `GetRun`
-//! (`GET /api/runs/{id}`), `GetRunReport` (`GET /api/runs/{id}/report`, JSON Lines) and
-//! `CancelRun` (`POST /api/runs/{id}/cancel`). `http` serves it through both doors.
+//! The run API: `StartRun` (`POST /api/runs`), `Verify` (`POST /api/verify`, a verify run),
+//! `ListRuns` (`GET /api/runs`), `GetRun` (`GET /api/runs/{id}`), `GetRunReport`
+//! (`GET /api/runs/{id}/report`, JSON Lines) and `CancelRun` (`POST /api/runs/{id}/cancel`). `http` serves it through both doors.
 //!
 //! Starting answers `202 Accepted` with `Location` and `Retry-After`, and a run answers 202
 //! until it ends, then 200: the asynchronous pattern the Logic Apps HTTP action follows.
@@ -21,6 +21,8 @@ use crate::messages::ListMessage;
 pub enum Route {
     /// Start a run.
     Start,
+    /// Start a verify run (`POST /api/verify`).
+    Verify,
     /// Recent runs.
     List,
     /// One run.
@@ -67,6 +69,10 @@ pub async fn api(
     let retry_after = svc.config.runs.check_interval.as_secs().max(1).to_string();
     let result = match route {
         Route::Start => start(svc, body, origin, &retry_after).await,
+        Route::Verify => match super::verify::run_body(body.unwrap_or("")) {
+            Ok(b) => start(svc, Some(&b), origin, &retry_after).await,
+            Err(e) => Ok(Reply::error(400, &e)),
+        },
         Route::List => list(svc, query).await,
         Route::Get(id) => get(svc, &id, origin, &retry_after).await,
         Route::Cancel(id) => cancel(svc, &id).await,

@@ -1,93 +1,57 @@
-//! `Verify` (`POST /api/verify`): compares a source prefix with its target prefix and
-//! answers the report; with `"repair": true` it also queues a copy (that ignores the
-//! checkpoint) for every missing or stale object.
+//! `Verify` (`POST /api/verify`): starts a verify run, which compares a source prefix with its
+//! target prefix; with `"repair": true` it also queues a copy (that ignores the checkpoint)
+//! for every missing or stale object. It answers as `StartRun` does (`202 Accepted`,
+//! `Location`); the run's summary carries the tallies and its report a line per difference.
 
 use serde_json::{json, Value};
 
-use super::protocol::Reply;
-use crate::app::copy_queues::CopySink;
-use crate::app::verify::{verify_each, Limits, MAX_LISTED};
-use crate::app::AppState;
-use crate::error::Error;
-use crate::messages::run_spec::RunSpec;
-use crate::messages::CopyMessage;
-use crate::model::Scope;
+use crate::error::{Error, Result};
 
-/// Runs one verification for the HTTP API.
-pub async fn api(state: &AppState, body: Option<&str>) -> Reply {
-    match run(state, body.unwrap_or("")).await {
-        Ok(r) => r,
-        Err(e) => Reply::error(
-            if e.kind() == crate::error::ErrorKind::Invalid {
-                400
-            } else {
-                500
-            },
-            &e,
-        ),
-    }
-}
-
-async fn run(state: &AppState, body: &str) -> crate::error::Result<Reply> {
-    // The body is a run's source and target plus `repair`: parsed by the run spec's rules.
+/// The run body for a verify request: its `repair` and `metadata` flags move under `verify`,
+/// the rest (source, target, notify) is a run's, parsed by the run spec's rules.
+pub fn run_body(body: &str) -> Result<String> {
     let mut v: Value =
         serde_json::from_str(body).map_err(|e| Error::invalid(format!("request body is not JSON: {e}")))?;
-    let mut flag = |name: &str| match v.as_object_mut().and_then(|m| m.remove(name)) {
+    let Some(m) = v.as_object_mut() else {
+        return Err(Error::invalid("request body must be a JSON object"));
+    };
+    let mut flag = |name: &str| match m.remove(name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(b),
         Some(_) => Err(Error::invalid(format!("request body: `{name}`: must be true or false"))),
     };
     let repair = flag("repair")?;
     let metadata = flag("metadata")?;
-    let (spec, _) = RunSpec::parse(&v.to_string(), "request body", &state.config)?;
-    let scope = Scope {
-        bucket: spec.source.bucket.clone(),
-        source_prefix: spec.source.prefix.clone(),
-        container: spec.target.container.clone(),
-        target_prefix: spec.target.prefix.clone(),
-    };
-    let svc = match repair {
-        true => Some(state.runs().await?),
-        false => None,
-    };
-    // Each batch of differences is queued as it is found (or dropped without `repair`), so
-    // the request holds a page, not the prefix's differences.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(4);
-    let queue = async {
-        let mut queued = 0u64;
-        while let Some(keys) = rx.recv().await {
-            let Some(svc) = &svc else { continue };
-            let copies: Vec<CopyMessage> = keys
-                .into_iter()
-                .map(|key| CopyMessage {
-                    bucket: scope.bucket.clone(),
-                    key,
-                    container: Some(scope.container.clone()),
-                    source_prefix: Some(scope.source_prefix.clone()),
-                    target_prefix: Some(scope.target_prefix.clone()),
-                    recheck: Some(true),
-                    ..Default::default()
-                })
-                .collect();
-            queued += copies.len() as u64;
-            CopySink::send(&svc.copy_queues, copies).await?;
-        }
-        Ok::<u64, Error>(queued)
-    };
-    let (report, queued) = tokio::join!(
-        verify_each(&state.engine, &scope, metadata, Limits::default(), tx),
-        queue
-    );
-    // A failed send stops the comparison: its own error says why.
-    let queued = queued?;
-    let mut report = report?;
-    report.repaired = queued;
-    let clean = report.clean();
-    let mut out = serde_json::to_value(&report).expect("serializable");
-    out["clean"] = json!(clean);
-    out["listedLimit"] = json!(MAX_LISTED);
-    if repair {
-        out["repairQueued"] = json!(report.repaired);
+    if m.contains_key("verify") {
+        return Err(Error::invalid(
+            "request body: `verify`: not here; give `repair` and `metadata` at the top level",
+        ));
     }
-    Ok(Reply::json(200, out))
+    m.insert("verify".into(), json!({"repair": repair, "metadata": metadata}));
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_move_under_verify_and_bad_ones_are_named() {
+        let b: Value = serde_json::from_str(
+            &run_body(r#"{"source":{"bucket":"b"},"target":{"container":"c"},"repair":true}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(b["verify"], json!({"repair": true, "metadata": false}));
+        assert!(b.get("repair").is_none());
+        for (bad, needle) in [
+            (r#"{"repair":"yes"}"#, "`repair`"),
+            (r#"{"metadata":1}"#, "`metadata`"),
+            ("[1]", "JSON object"),
+            ("{", "not JSON"),
+            (r#"{"verify":{}}"#, "`verify`"),
+        ] {
+            let e = run_body(bad).unwrap_err();
+            assert!(e.message().contains(needle), "{bad}: {e}");
+        }
+    }
 }

@@ -132,6 +132,12 @@ pub enum ListMessage {
         /// Page number.
         page: u64,
     },
+    /// Compare the next slice of verify run `run_id`, from where its last slice stopped.
+    #[serde(rename_all = "camelCase")]
+    Verify {
+        /// Run.
+        run_id: String,
+    },
     /// See whether the run has settled; finish it (prune, notify) when it has.
     #[serde(rename_all = "camelCase")]
     Check {

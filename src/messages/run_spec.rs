@@ -101,6 +101,22 @@ pub struct RunSpec {
     /// `SYNC_LIST_SHARDS`, and is stored with the run). A run stored without it lists as one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_shards: Option<u32>,
+    /// A verification instead of a copy (`POST /api/verify`): both listings are compared and
+    /// each difference is a report line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// What a verify run does besides comparing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifySpec {
+    /// Queue a copy (that ignores the checkpoint) for every missing or stale object.
+    #[serde(default)]
+    pub repair: bool,
+    /// Also HEAD each matching object and compare its headers and metadata.
+    #[serde(default)]
+    pub metadata: bool,
 }
 
 fn default_max_deletes() -> u64 {
@@ -171,8 +187,22 @@ impl RunSpec {
                 ));
             }
         }
+        if spec.verify.is_some() {
+            // A verification compares both listings whole: the copy-only fields mean nothing.
+            let copy_only = [
+                ("source.inventory", spec.source.inventory.is_some()),
+                ("mode", spec.mode != SyncMode::Additive),
+                ("filters", spec.filters != FilterSpec::default()),
+                ("dryRun", spec.dry_run),
+                ("listShards", spec.list_shards.is_some()),
+            ];
+            if let Some((field, _)) = copy_only.iter().find(|(_, set)| *set) {
+                return Err(bad(field, "is not used by a verification; leave it out".into()));
+            }
+        }
         let max = crate::config::MAX_LIST_SHARDS;
         match spec.list_shards {
+            _ if spec.verify.is_some() => {}
             Some(n) if n == 0 || n > max => return Err(bad("listShards", format!("must be between 1 and {max}"))),
             Some(_) => {}
             None => spec.list_shards = Some(cfg.runs.list_shards),
@@ -349,6 +379,35 @@ mod tests {
             .unwrap_err()
             .message()
             .to_string()
+    }
+
+    #[test]
+    fn a_verification_takes_no_copy_only_field() {
+        let base = r#""source":{"bucket":"b-1","prefix":"p/"},"target":{"container":"cc1"},"verify":{"repair":true}"#;
+        let (s, _) = RunSpec::parse(&format!("{{{base}}}"), "request body", &cfg()).unwrap();
+        assert_eq!(
+            s.verify,
+            Some(VerifySpec {
+                repair: true,
+                metadata: false
+            })
+        );
+        assert_eq!(s.list_shards, None, "a verification lists as one");
+        for (extra, field) in [
+            (r#""mode":"mirror""#, "`mode`"),
+            (r#""dryRun":true"#, "`dryRun`"),
+            (r#""listShards":4"#, "`listShards`"),
+            (r#""filters":{"include":["*.csv"]}"#, "`filters`"),
+        ] {
+            let e = err(&format!("{{{base},{extra}}}"));
+            assert!(e.contains(field) && e.contains("verification"), "{extra}: {e}");
+        }
+        let e = err(
+            r#"{"source":{"bucket":"b-1","inventory":"s3://i/p/manifest.json"},"target":{"container":"cc1"},"verify":{}}"#,
+        );
+        assert!(e.contains("`source.inventory`"), "{e}");
+        let e = err(r#"{"source":{"bucket":"b-1"},"target":{"container":"cc1"},"verify":{"fix":true}}"#);
+        assert!(e.contains("`verify.fix`: unknown field"), "{e}");
     }
 
     #[test]

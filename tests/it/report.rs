@@ -13,7 +13,7 @@ use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
 
 /// The report through the invoke door, with `query`: status, headers and its JSON lines.
-async fn report(h: &HandlerProc, id: &str, query: &[(&str, &str)]) -> (u16, Value, Vec<Value>) {
+pub(crate) async fn report(h: &HandlerProc, id: &str, query: &[(&str, &str)]) -> (u16, Value, Vec<Value>) {
     let mut payload = http_payload("GET", &format!("/api/runs/{id}/report"), json!({"id": id}), None);
     for (k, v) in query {
         payload["Data"]["req"]["Query"][*k] = json!(v);

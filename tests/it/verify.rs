@@ -3,8 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::handler::{run_binary_async, HandlerProc};
-use crate::harness::host::{http_invoke, http_payload};
+use std::time::{Duration, Instant};
+
+use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
+use crate::harness::host::{http_invoke, http_payload, Host, VISIBILITY};
 use crate::harness::TestCtx;
 use s3_blob_sync::azure::blob::{CommitProps, WriteCondition};
 
@@ -24,6 +26,41 @@ async fn foreign_blob(ctx: &TestCtx, name: &str, data: &'static [u8]) {
     )
     .await
     .unwrap();
+}
+
+/// Starts a verify run with `POST /api/verify` and delivers its list-pages messages, each
+/// twice (a redelivery of a slice that was done), until `GET /api/runs/{id}` answers 200.
+/// Returns the run id and its final summary.
+async fn verify_run(h: &HandlerProc, host: &Host, body: &Value) -> (String, Value) {
+    let (status, headers, rep) = http_invoke(
+        h,
+        "Verify",
+        &http_payload("POST", "/api/verify", json!({}), Some(&body.to_string())),
+    )
+    .await;
+    assert_eq!(status, 202, "{rep}");
+    let id = rep["runId"].as_str().unwrap().to_string();
+    let location = headers["Location"].as_str().unwrap_or_default();
+    assert!(location.contains(&format!("/api/runs/{id}")), "{headers}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let get = http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None);
+        let (status, _, run) = http_invoke(h, "GetRun", &get).await;
+        if status == 200 {
+            return (id, run);
+        }
+        assert_eq!(status, 202, "{run}");
+        assert!(Instant::now() < deadline, "verify run {id} did not end: {run}");
+        match host.list.receive(1, VISIBILITY).await.unwrap().pop() {
+            Some(m) => {
+                let msg: Value = serde_json::from_str(&m.text).unwrap();
+                let (status, reply) = h.invoke("ListPage", &queue_payload(&msg, m.dequeue_count)).await;
+                assert_eq!(status, 200, "{reply}");
+                host.deliver(h, "ListPage", &host.list, m).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 fn json_line(out: &str) -> Value {
@@ -86,17 +123,43 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     let (_, table) = run_binary_async(&["verify", &src, &dst], &ctx.env).await;
     assert!(table.contains("checksum-mismatch") && table.contains("v/b"), "{table}");
 
-    // The HTTP function reports the same, and refuses a bad body.
-    let h = HandlerProc::start(&ctx.env).await;
+    // The HTTP function starts a verify run: 202 and Location, then slices on the list-pages
+    // queue (two keys and two blobs a page, a clean point after each page), each delivered
+    // twice. The run ends with the CLI's tallies, and its report names each difference.
+    let env = ctx.env_with(&[
+        ("SYNC_VERIFY_SLICE_SECS", "0"),
+        ("SYNC_LIST_PAGE_KEYS", "2"),
+        ("SYNC_PRUNE_PAGE", "2"),
+    ]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
     let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
-    let (status, _, rep) = http_invoke(
-        &h,
-        "Verify",
-        &http_payload("POST", "/api/verify", json!({}), Some(&body.to_string())),
-    )
-    .await;
-    assert_eq!(status, 200, "{rep}");
-    assert_eq!(rep["counts"], r["counts"]);
+    let (id, ended) = verify_run(&h, &host, &body).await;
+    let v = &ended["verify"];
+    assert_eq!(ended["state"], "PartiallySucceeded", "{ended}");
+    assert_eq!(v["counts"], r["counts"], "{ended}");
+    assert_eq!(
+        (&v["matched"], &v["sourceObjects"], &v["skipped"], &v["clean"]),
+        (&r["matched"], &r["sourceObjects"], &r["skipped"], &json!(false)),
+        "{ended}"
+    );
+    assert!(v["slices"].as_u64().unwrap() >= 3, "{ended}");
+    let (status, _, lines) = crate::report::report(&h, &id, &[]).await;
+    assert_eq!(status, 200);
+    let mut got: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| (l["key"].as_str().unwrap().into(), l["outcome"].as_str().unwrap().into()))
+        .collect();
+    got.sort();
+    let want = [
+        ("t/zz", "extra"),
+        ("v/a", "missing"),
+        ("v/b", "checksumMismatch"),
+        ("v/c", "sizeMismatch"),
+        ("v/d", "metadataMismatch"),
+        ("v/f", "missing"),
+    ];
+    assert_eq!(got, want.map(|(k, o)| (k.to_string(), o.to_string())), "{lines:?}");
     let mut bad = body.clone();
     bad["repair"] = json!("yes");
     let (status, _, rep) = http_invoke(
@@ -112,13 +175,8 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     // checkpoint (the extra blob gets none).
     let mut fix = body.clone();
     fix["repair"] = json!(true);
-    let (status, _, rep) = http_invoke(
-        &h,
-        "Verify",
-        &http_payload("POST", "/api/verify", json!({}), Some(&fix.to_string())),
-    )
-    .await;
-    assert_eq!((status, rep["repairQueued"].as_u64()), (200, Some(5)), "{rep}");
+    let (_, ended) = verify_run(&h, &host, &fix).await;
+    assert_eq!(ended["verify"]["repaired"], 5, "{ended}");
     let q = ctx.queue(&ctx.config(&[]).queues.copy);
     let mut queued = Vec::new();
     for _ in 0..3 {
@@ -133,6 +191,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
         })
         .collect();
     keys.sort();
+    keys.dedup();
     assert_eq!(keys, ["v/a", "v/b", "v/c", "v/d", "v/f"]);
     for m in &queued {
         q.delete(m).await.unwrap();
@@ -161,7 +220,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
 /// wrongly, and every source object is still accounted for.
 #[tokio::test]
 async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
-    use s3_blob_sync::app::verify::{verify_each, Limits};
+    use s3_blob_sync::app::verify::{verify_each, Limits, Verifier, VerifyReport};
     use s3_blob_sync::model::Scope;
 
     let ctx = TestCtx::new("verifywalk").await;
@@ -235,6 +294,7 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
     };
     // Three blobs a page, a window wider than any disorder: exactly the model.
     let (r, keys) = run(Limits {
+        source_page: 1000,
         target_page: 3,
         window: 64,
     })
@@ -251,6 +311,7 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
     // A window of one: disorder beyond it is reported (missing and extra), never matched
     // wrongly, and every source object is accounted for once.
     let (small, _) = run(Limits {
+        source_page: 1000,
         target_page: 2,
         window: 1,
     })
@@ -258,9 +319,54 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
     assert!(small.matched <= r.matched, "{small:?}");
     let source_side: u64 = ["missing", "size-mismatch", "checksum-mismatch", "metadata-mismatch"]
         .iter()
-        .map(|k| small.counts.get(k).copied().unwrap_or(0))
+        .map(|k| small.counts.get(*k).copied().unwrap_or(0))
         .sum();
     assert_eq!(small.matched + source_side, small.source_objects, "{small:?}");
     assert_eq!(small.source_objects, r.source_objects);
+
+    // In slices, as a verify run goes: stop at every clean point, save the place, and go on
+    // from it with a new comparison (another process). Pages of three keys and two blobs;
+    // every seed's tallies and differences must be those of the single pass.
+    let limits = Limits {
+        source_page: 3,
+        target_page: 2,
+        window: 64,
+    };
+    let mut place = s3_blob_sync::state::runs::verifying::VerifyPlace::default();
+    let mut lines = Vec::new();
+    let mut slices = 0;
+    while !place.done {
+        let mut v = Verifier::resume(&engine, &scope, false, limits, &place).unwrap();
+        loop {
+            v.page().await.unwrap();
+            lines.extend(std::mem::take(&mut v.report.differences));
+            if v.finished() || v.at_clean_point() {
+                break;
+            }
+        }
+        place = v.place();
+        slices += 1;
+    }
+    let sliced: VerifyReport = serde_json::from_value(place.tallies.clone()).unwrap();
+    assert!(slices > 3, "{slices} slices: the clean points were not found");
+    assert_eq!(
+        (
+            sliced.matched,
+            sliced.source_objects,
+            sliced.target_blobs,
+            &sliced.counts
+        ),
+        (r.matched, r.source_objects, r.target_blobs, &r.counts),
+        "{slices} slices: {sliced:?}"
+    );
+    let mut names: Vec<String> = lines.iter().map(|d| format!("{:?} {:?}", d.kind, d.blob)).collect();
+    let mut once: Vec<String> = r
+        .differences
+        .iter()
+        .map(|d| format!("{:?} {:?}", d.kind, d.blob))
+        .collect();
+    names.sort();
+    once.sort();
+    assert_eq!(names, once, "each difference once, as the single pass found it");
     ctx.cleanup().await;
 }

@@ -213,7 +213,7 @@ pub struct Counted {
 pub const MAX_REASON_CHARS: usize = 1000;
 
 /// A reason as a row keeps it: redacted, and cut to [`MAX_REASON_CHARS`].
-fn stored_reason(r: &str) -> String {
+pub(super) fn stored_reason(r: &str) -> String {
     let r = crate::redact::redact(r);
     match r.char_indices().nth(MAX_REASON_CHARS) {
         Some((cut, _)) => format!("{}…", &r[..cut]),

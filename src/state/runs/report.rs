@@ -40,6 +40,16 @@ pub enum ReportOutcome {
     WouldTransfer,
     /// Dry run: would be deleted.
     WouldDelete,
+    /// Verify run: the source object has no blob.
+    Missing,
+    /// Verify run: a blob under the target prefix has no source object.
+    Extra,
+    /// Verify run: the sizes differ.
+    SizeMismatch,
+    /// Verify run: the blob holds another version of the object.
+    ChecksumMismatch,
+    /// Verify run: the blob's provenance, headers or metadata do not vouch for it.
+    MetadataMismatch,
 }
 
 impl ReportOutcome {
@@ -47,7 +57,8 @@ impl ReportOutcome {
     pub const ALL: &'static [ReportOutcome] = <ReportOutcome as strum::VariantArray>::VARIANTS;
 
     /// What a report holds when no outcome is asked for: every key that was not copied.
-    pub const NOT_COPIED: [ReportOutcome; 7] = [
+    /// A verify run's lines are all differences, so they are in it too.
+    pub const NOT_COPIED: [ReportOutcome; 12] = [
         ReportOutcome::Excluded,
         ReportOutcome::Unsupported,
         ReportOutcome::Failed,
@@ -55,6 +66,11 @@ impl ReportOutcome {
         ReportOutcome::Pruned,
         ReportOutcome::Vanished,
         ReportOutcome::WouldDelete,
+        ReportOutcome::Missing,
+        ReportOutcome::Extra,
+        ReportOutcome::SizeMismatch,
+        ReportOutcome::ChecksumMismatch,
+        ReportOutcome::MetadataMismatch,
     ];
 
     /// The name in reports, filters and the run's counters (the counter's own name, or
@@ -226,7 +242,11 @@ mod tests {
     #[test]
     fn outcomes_parse_by_name_and_unknown_ones_are_named() {
         assert_eq!(parse_outcomes(None).unwrap(), ReportOutcome::NOT_COPIED.to_vec());
-        assert_eq!(parse_outcomes(Some("all")).unwrap().len(), 10);
+        assert_eq!(parse_outcomes(Some("all")).unwrap().len(), 15);
+        assert_eq!(
+            parse_outcomes(Some("missing,sizeMismatch")).unwrap(),
+            vec![ReportOutcome::Missing, ReportOutcome::SizeMismatch]
+        );
         assert_eq!(
             parse_outcomes(Some("failed, retrying,failed")).unwrap(),
             vec![ReportOutcome::Failed, ReportOutcome::Retrying]
@@ -237,8 +257,17 @@ mod tests {
         for &o in ReportOutcome::ALL {
             assert_eq!(ReportOutcome::from_name(o.name()), Some(o));
             assert_eq!(serde_json::to_value(o).unwrap(), o.name());
-            // The same name as the run's counter, or the retrying rows' marker.
+            // The same name as the run's counter, the retrying rows' marker, or a verify
+            // run's difference.
+            let verify = [
+                "missing",
+                "extra",
+                "sizeMismatch",
+                "checksumMismatch",
+                "metadataMismatch",
+            ];
             let known = o.name() == crate::state::runs::counting::RETRYING
+                || verify.contains(&o.name())
                 || crate::state::runs::counters::Tally::ALL
                     .iter()
                     .any(|t| t.name() == o.name());

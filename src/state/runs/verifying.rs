@@ -1,0 +1,181 @@
+//! A verify run's rows: its place (`<id>` / `verify`), saved at the end of each slice with
+//! the tallies up to there, and one report line per difference (`<id>~<nn>` / `o<hash>`,
+//! the shape of a copy's marker, so the run report reads both).
+//!
+//! The place and the tallies are one row, written with If-Match: a slice that is replayed
+//! (a redelivery, or two deliveries at once) starts from the same place with the same
+//! tallies, and only the first to save goes on. So every object is counted once. Report
+//! lines are written before the place that covers them, and are upserts, so a replay
+//! rewrites the same rows.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use super::counting::key_rows;
+use super::store::RunStore;
+use crate::azure::table::{BatchOp, BatchOutcome, Entity};
+use crate::error::{Error, Result};
+
+const PLACE_ROW: &str = "verify";
+
+/// Where a verify run stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyPlace {
+    /// The last source key compared (`None` before the first).
+    pub source_after: Option<String>,
+    /// The marker of the target listing page being read (`None`: its first page).
+    pub blob_marker: Option<String>,
+    /// In that page, every blob whose name is at most this (byte order) was judged.
+    pub blob_through: Option<String>,
+    /// The tallies so far (the app's report without its list of differences).
+    pub tallies: serde_json::Value,
+    /// Slices done.
+    pub slices: u64,
+    /// Both listings were read to their end.
+    pub done: bool,
+    /// Table ETag for If-Match (`None` before the first save).
+    pub etag: Option<String>,
+}
+
+/// One difference as a report line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffLine {
+    /// The report outcome's name (`missing`, `extra`, …).
+    pub outcome: &'static str,
+    /// The source key, or the blob's name for a blob without one.
+    pub name: String,
+    /// Whether `name` is a blob's (an extra blob).
+    pub blob: bool,
+    /// Bytes of the object (or blob).
+    pub bytes: u64,
+    /// What differs.
+    pub reason: String,
+}
+
+impl RunStore {
+    /// Verify run `id`'s place (`None` before its first slice saved one).
+    pub async fn verify_place(&self, id: &str) -> Result<Option<VerifyPlace>> {
+        let Some(e) = self.table.get(id, PLACE_ROW).await? else {
+            return Ok(None);
+        };
+        let s = |n: &str| e.get_str(n).filter(|v| !v.is_empty()).map(str::to_string);
+        let tallies = match e.get_str("Tallies") {
+            Some(t) => serde_json::from_str(t)
+                .map_err(|err| Error::internal(format!("run {id}: stored verify tallies unreadable: {err}")))?,
+            None => serde_json::Value::Null,
+        };
+        Ok(Some(VerifyPlace {
+            source_after: s("SourceAfter"),
+            blob_marker: s("BlobMarker"),
+            blob_through: s("BlobThrough"),
+            tallies,
+            slices: e.get_i64("Slices").unwrap_or(0).max(0) as u64,
+            done: e.get_str("Done") == Some("true"),
+            etag: e.etag.clone(),
+        }))
+    }
+
+    /// Saves `place` if the row is still the one it was read as (inserts the first).
+    /// `Ok(false)`: another delivery of the slice saved first; this one stops.
+    pub async fn save_verify_place(&self, id: &str, place: &mut VerifyPlace) -> Result<bool> {
+        let mut e = Entity::new(id, PLACE_ROW);
+        for (k, v) in [
+            ("SourceAfter", &place.source_after),
+            ("BlobMarker", &place.blob_marker),
+            ("BlobThrough", &place.blob_through),
+        ] {
+            e.set_str(k, v.clone().unwrap_or_default());
+        }
+        e.set_str("Tallies", place.tallies.to_string())
+            .set_i64("Slices", place.slices as i64)
+            .set_str("Done", if place.done { "true" } else { "false" });
+        let written = match &place.etag {
+            Some(tag) => self.table.update(&e, Some(tag)).await,
+            None => self.table.insert(&e).await,
+        };
+        match written {
+            Ok(tag) => {
+                place.etag = Some(tag);
+                Ok(true)
+            }
+            // 412 on a changed row, 409 on a first row another delivery inserted.
+            Err(err) if err.kind() == crate::error::ErrorKind::Precondition => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes `lines` as run `id`'s report lines: one transaction per partition and hundred,
+    /// each an upsert, so writing them again changes nothing.
+    pub async fn record_differences(&self, id: &str, lines: &[DiffLine]) -> Result<()> {
+        let mut parts: HashMap<String, Vec<Entity>> = HashMap::new();
+        for l in lines {
+            let e = diff_row(id, l);
+            parts.entry(e.partition_key.clone()).or_default().push(e);
+        }
+        for (pk, rows) in parts {
+            // Two lines for one name in a batch would be refused: the later one stands.
+            let mut by_row: HashMap<String, Entity> = HashMap::new();
+            for e in rows {
+                by_row.insert(e.row_key.clone(), e);
+            }
+            let rows: Vec<Entity> = by_row.into_values().collect();
+            for chunk in rows.chunks(100) {
+                let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Update(e, None)).collect();
+                if let BatchOutcome::Rejected { status, code } = self.table.transact(&ops).await? {
+                    return Err(Error::new(
+                        crate::error::kind_from_status(status, Some(&code)),
+                        format!(
+                            "run {id}: writing {} report lines in {pk}: HTTP {status} {code}",
+                            chunk.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A difference's row: a source key's in its counter shard as a copy's marker would be; an
+/// extra blob's by a hash that no key can have (a NUL is not in S3 keys' hashes' input).
+fn diff_row(id: &str, l: &DiffLine) -> Entity {
+    let (pk, hash) = if l.blob {
+        let h = Sha256::digest(format!("\0blob\0{}", l.name).as_bytes());
+        let (pk, _) = key_rows(id, &l.name);
+        (pk, hex::encode(&h[..20]))
+    } else {
+        key_rows(id, &l.name)
+    };
+    let mut e = Entity::new(pk, format!("o{hash}"));
+    e.set_str("Key", &l.name)
+        .set_str("Tally", l.outcome)
+        .set_i64("Bytes", l.bytes as i64)
+        .set_str("Reason", super::counting::stored_reason(&l.reason));
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_blob_and_a_key_of_the_same_name_have_rows_of_their_own() {
+        let line = |blob| DiffLine {
+            outcome: "missing",
+            name: "a/b".into(),
+            blob,
+            bytes: 1,
+            reason: "r".into(),
+        };
+        let (k, b) = (diff_row("r1", &line(false)), diff_row("r1", &line(true)));
+        assert_eq!(k.partition_key, b.partition_key);
+        assert_ne!(k.row_key, b.row_key);
+        assert_eq!(
+            diff_row("r1", &line(false)).row_key,
+            k.row_key,
+            "the same line, the same row"
+        );
+        assert!(k.partition_key.starts_with("r1~"), "{}", k.partition_key);
+    }
+}
