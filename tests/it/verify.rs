@@ -126,15 +126,25 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     // The HTTP function starts a verify run: 202 and Location, then slices on the list-pages
     // queue (two keys and two blobs a page, a clean point after each page), each delivered
     // twice. The run ends with the CLI's tallies, and its report names each difference.
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hook/T01/VERIFYSECRETTOKEN", receiver.uri());
     let env = ctx.env_with(&[
         ("SYNC_VERIFY_SLICE_SECS", "0"),
         ("SYNC_LIST_PAGE_KEYS", "2"),
         ("SYNC_PRUNE_PAGE", "2"),
+        ("SYNC_NOTIFY_ALLOW_HOSTS", "127.0.0.1"),
+        ("SYNC_WEBHOOK_VERIFY", &hook),
     ]);
     let h = HandlerProc::start(&env).await;
     let host = Host::new(&ctx).await;
     let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
-    let (id, ended) = verify_run(&h, &host, &body).await;
+    let mut notified = body.clone();
+    notified["notify"] = json!("setting:SYNC_WEBHOOK_VERIFY");
+    let (id, ended) = verify_run(&h, &host, &notified).await;
     let v = &ended["verify"];
     assert_eq!(ended["state"], "PartiallySucceeded", "{ended}");
     assert_eq!(v["counts"], r["counts"], "{ended}");
@@ -160,6 +170,39 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
         ("v/f", "missing"),
     ];
     assert_eq!(got, want.map(|(k, o)| (k.to_string(), o.to_string())), "{lines:?}");
+    // The webhook goes out once (its check message, too, is delivered twice), says what was
+    // found, and nothing the run shows names its URL.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let get = http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None);
+        let (_, _, run) = http_invoke(&h, "GetRun", &get).await;
+        if run["notification"]["state"] == "sent" {
+            assert!(!run.to_string().contains("VERIFYSECRETTOKEN"), "{run}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the webhook was not sent: {run}");
+        match host.list.receive(1, VISIBILITY).await.unwrap().pop() {
+            Some(m) => {
+                let msg: Value = serde_json::from_str(&m.text).unwrap();
+                h.invoke("ListPage", &queue_payload(&msg, m.dequeue_count)).await;
+                host.deliver(&h, "ListPage", &host.list, m).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let sent = receiver.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1, "one webhook");
+    assert_eq!(
+        sent[0].url.path(),
+        "/hook/T01/VERIFYSECRETTOKEN",
+        "the secret URL was used"
+    );
+    let hooked: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let text = hooked["text"].as_str().unwrap();
+    assert!(text.contains(&format!("verify run {id} PartiallySucceeded")), "{text}");
+    assert!(text.contains("2 missing"), "{text}");
+    assert_eq!(hooked["summary"]["verify"]["counts"], r["counts"], "{hooked}");
+    assert!(!h.logs().contains("VERIFYSECRETTOKEN"), "the webhook URL reached a log");
     let mut bad = body.clone();
     bad["repair"] = json!("yes");
     let (status, _, rep) = http_invoke(
