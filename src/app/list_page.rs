@@ -85,7 +85,7 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                 ))
             }
             Err(e) => {
-                if last || e.kind() == crate::error::ErrorKind::Invalid {
+                if last {
                     let reason = format!("the verification failed {attempt} times: {}", e.message());
                     let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
                     let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;

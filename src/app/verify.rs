@@ -211,6 +211,13 @@ pub async fn verify_each(
     Ok(v.report)
 }
 
+/// Source objects still waiting for their blob that a saved place may carry to the next
+/// slice, and their keys' bytes at most: a few names the target lists out of byte order
+/// (a missing `café.jpg`) must not stop every clean point, and the place is one table row
+/// (a property holds 64 KiB).
+const CARRIED: usize = 16;
+const CARRIED_BYTES: usize = 16 * 1024;
+
 /// One page of a comparison: the keys a repair should copy, and whether it has ended.
 #[derive(Debug, Default)]
 pub struct Step {
@@ -277,7 +284,15 @@ impl<'a> Verifier<'a> {
         v.after = place.source_after.clone();
         v.through = place.blob_through.clone();
         v.blobs.marker = place.blob_marker.clone();
+        // Until a page is read, the place is the one read (a slice whose source pages held
+        // only skipped keys saves it again, not the listing's start).
+        v.blobs.page_marker = place.blob_marker.clone();
         v.blobs.skip_through = place.blob_through.clone();
+        for o in &place.waiting {
+            if let Ok(name) = blob_name(&o.key, &scope.source_prefix, &scope.target_prefix) {
+                v.walk.objects.insert(name, o.clone());
+            }
+        }
         v.finished = place.done;
         Ok(v)
     }
@@ -287,12 +302,19 @@ impl<'a> Verifier<'a> {
         self.finished
     }
 
-    /// Whether the comparison can stop here and go on from [`Self::place`]: no source object
-    /// waits, and every blob that waits is from the target page being read and after the
-    /// last source object (so reading that page again, from past it, lists exactly them).
+    /// Whether the comparison can stop here and go on from [`Self::place`]: at most a few
+    /// source objects wait (the place carries them), and every blob that waits is from the
+    /// target page being read and after the last source object (so reading that page again,
+    /// from past it, lists exactly them).
     pub fn at_clean_point(&self) -> bool {
+        // With both listings read, only the last settling is left (and a place saved now would
+        // have no target page to name).
+        let settling = self.source_done && self.blobs.done;
+        let carried: usize = self.walk.objects.values().map(|o| o.key.len()).sum();
         self.finished
-            || (self.walk.objects.is_empty()
+            || (!settling
+                && self.walk.objects.len() <= CARRIED
+                && carried <= CARRIED_BYTES
                 && self.walk.blobs.iter().all(|(name, (_, page))| {
                     *page == self.blobs.page_no
                         && self.through.as_deref().is_some_and(|t| name.as_bytes() > t.as_bytes())
@@ -305,11 +327,18 @@ impl<'a> Verifier<'a> {
         tallies.differences.clear();
         // The blobs that wait are listed again when the next slice reads their page.
         tallies.target_blobs -= self.walk.blobs.len() as u64;
+        // Once the source has ended, every blob listed was judged as it came: the next slice
+        // reads the target from its next page. Before, it reads the current page again.
+        let (blob_marker, blob_through) = match self.source_done {
+            true => (self.blobs.marker.clone(), None),
+            false => (self.blobs.page_marker.clone(), self.through.clone()),
+        };
         VerifyPlace {
             source_after: self.after.clone(),
-            blob_marker: self.blobs.page_marker.clone(),
-            blob_through: self.through.clone(),
+            blob_marker,
+            blob_through,
             tallies: serde_json::to_value(&tallies).expect("plain data"),
+            waiting: self.walk.objects.values().cloned().collect(),
             slices: 0,
             done: self.finished,
             etag: None,
@@ -364,23 +393,28 @@ impl<'a> Verifier<'a> {
                 self.walk.settle(report, &mut to_copy, self.limits.window, passed);
             }
         }
-        if self.source_done {
-            // The rest of the target: partners of objects still waiting, or extra.
-            while !self.blobs.done {
-                let page = self.blobs.next().await?;
-                for b in page {
-                    self.walk
-                        .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
-                }
-                let passed = Passed {
-                    at: None,
-                    ascii: self.blobs.last_ascii.as_deref(),
-                    target_done: false,
-                };
-                self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+        if self.source_done && !self.blobs.done && !self.finished {
+            // The rest of the target, a page a call (so a slice can stop between them):
+            // partners of objects still waiting, or extra.
+            let page = self.blobs.next().await?;
+            for b in page {
+                self.walk
+                    .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
             }
+            let passed = Passed {
+                at: None,
+                ascii: self.blobs.last_ascii.as_deref(),
+                target_done: self.blobs.done,
+            };
+            self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+        } else if self.source_done && !self.finished {
             // Whatever still waits has no partner.
-            self.walk.settle(report, &mut to_copy, 0, Passed::default());
+            let passed = Passed {
+                at: None,
+                ascii: None,
+                target_done: true,
+            };
+            self.walk.settle(report, &mut to_copy, 0, passed);
             self.finished = true;
         }
         for d in metadata_differences(self.engine, self.scope, heads, report).await? {
@@ -464,7 +498,7 @@ impl BlobPages {
 #[derive(Default, Clone, Copy)]
 struct Passed<'a> {
     /// The source listing's place (`None` once it has ended): S3 lists in byte order, so a
-    /// blob before it that waits has no source object.
+    /// blob before it that waits has no source object, and once it has ended none has.
     at: Option<&'a str>,
     /// The greatest ASCII name the target listed: an ASCII name before it was listed already
     /// if it exists (both listings order ASCII names byte by byte).
@@ -534,11 +568,12 @@ impl Walk {
             missing(report, to_copy, name, o);
         }
         while let Some((name, _)) = self.blobs.first_key_value() {
-            // Before the source's place it waits in vain; once the source has ended, only the
-            // window keeps it (its partner may still be listed, out of byte order).
+            // Before the source's place it waits in vain, and so does every blob once the
+            // source has ended (a waiting object would have taken it when it was listed).
             let go = match passed.at {
                 Some(at) => name.as_bytes() < at.as_bytes(),
-                None => self.blobs.len() > window,
+                // The source has ended: no object will name it any more.
+                None => true,
             };
             if !go {
                 break;

@@ -30,12 +30,28 @@ pub struct VerifyPlace {
     pub blob_through: Option<String>,
     /// The tallies so far (the app's report without its list of differences).
     pub tallies: serde_json::Value,
+    /// Source objects compared and counted whose blob was not listed yet (a few, whose names
+    /// the target may list out of byte order): they wait on in the next slice.
+    pub waiting: Vec<crate::model::ListedObject>,
     /// Slices done.
     pub slices: u64,
     /// Both listings were read to their end.
     pub done: bool,
     /// Table ETag for If-Match (`None` before the first save).
     pub etag: Option<String>,
+}
+
+impl VerifyPlace {
+    /// The same place and tallies (whatever the ETag).
+    fn same_as(&self, other: &VerifyPlace) -> bool {
+        VerifyPlace {
+            etag: None,
+            ..self.clone()
+        } == VerifyPlace {
+            etag: None,
+            ..other.clone()
+        }
+    }
 }
 
 /// One difference as a report line.
@@ -65,7 +81,13 @@ impl RunStore {
                 .map_err(|err| Error::internal(format!("run {id}: stored verify tallies unreadable: {err}")))?,
             None => serde_json::Value::Null,
         };
+        let waiting = match e.get_str("Waiting") {
+            Some(w) if !w.is_empty() => serde_json::from_str(w)
+                .map_err(|err| Error::internal(format!("run {id}: stored verify waiting list unreadable: {err}")))?,
+            _ => Vec::new(),
+        };
         Ok(Some(VerifyPlace {
+            waiting,
             source_after: s("SourceAfter"),
             blob_marker: s("BlobMarker"),
             blob_through: s("BlobThrough"),
@@ -88,6 +110,7 @@ impl RunStore {
             e.set_str(k, v.clone().unwrap_or_default());
         }
         e.set_str("Tallies", place.tallies.to_string())
+            .set_str("Waiting", serde_json::to_string(&place.waiting).expect("plain data"))
             .set_i64("Slices", place.slices as i64)
             .set_str("Done", if place.done { "true" } else { "false" });
         let written = match &place.etag {
@@ -99,8 +122,15 @@ impl RunStore {
                 place.etag = Some(tag);
                 Ok(true)
             }
-            // 412 on a changed row, 409 on a first row another delivery inserted.
-            Err(err) if err.kind() == crate::error::ErrorKind::Precondition => Ok(false),
+            // 412 on a changed row, 409 on a first row another delivery inserted; or our own
+            // write, whose reply was lost and whose retry met it: then the row is ours.
+            Err(err) if err.kind() == crate::error::ErrorKind::Precondition => match self.verify_place(id).await? {
+                Some(now) if now.same_as(place) => {
+                    place.etag = now.etag;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
             Err(err) => Err(err),
         }
     }
@@ -158,6 +188,27 @@ fn diff_row(id: &str, l: &DiffLine) -> Entity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_is_the_same_whatever_its_etag_and_not_when_anything_else_differs() {
+        let a = VerifyPlace {
+            source_after: Some("k".into()),
+            tallies: serde_json::json!({"matched": 3}),
+            slices: 2,
+            etag: Some("W/1".into()),
+            ..Default::default()
+        };
+        let b = VerifyPlace {
+            etag: Some("W/2".into()),
+            ..a.clone()
+        };
+        assert!(a.same_as(&b));
+        assert!(!a.same_as(&VerifyPlace { slices: 3, ..b.clone() }));
+        assert!(!a.same_as(&VerifyPlace {
+            tallies: serde_json::json!({"matched": 4}),
+            ..b
+        }));
+    }
 
     #[test]
     fn an_extra_blob_and_a_key_of_the_same_name_have_rows_of_their_own() {
