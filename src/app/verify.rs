@@ -288,6 +288,8 @@ impl<'a> Verifier<'a> {
         // only skipped keys saves it again, not the listing's start).
         v.blobs.page_marker = place.blob_marker.clone();
         v.blobs.skip_through = place.blob_through.clone();
+        v.blobs.skip_until = place.blob_page_last.clone();
+        v.blobs.page_last = place.blob_page_last.clone();
         for o in &place.waiting {
             if let Ok(name) = blob_name(&o.key, &scope.source_prefix, &scope.target_prefix) {
                 v.walk.objects.insert(name, o.clone());
@@ -329,14 +331,19 @@ impl<'a> Verifier<'a> {
         tallies.target_blobs -= self.walk.blobs.len() as u64;
         // Once the source has ended, every blob listed was judged as it came: the next slice
         // reads the target from its next page. Before, it reads the current page again.
-        let (blob_marker, blob_through) = match self.source_done {
-            true => (self.blobs.marker.clone(), None),
-            false => (self.blobs.page_marker.clone(), self.through.clone()),
+        let (blob_marker, blob_through, blob_page_last) = match self.source_done {
+            true => (self.blobs.marker.clone(), None, None),
+            false => (
+                self.blobs.page_marker.clone(),
+                self.through.clone(),
+                self.blobs.page_last.clone(),
+            ),
         };
         VerifyPlace {
             source_after: self.after.clone(),
             blob_marker,
             blob_through,
+            blob_page_last,
             tallies: serde_json::to_value(&tallies).expect("plain data"),
             waiting: self.walk.objects.values().cloned().collect(),
             slices: 0,
@@ -440,8 +447,14 @@ struct BlobPages {
     page_marker: Option<String>,
     /// Pages read by this process (which page a waiting blob came from).
     page_no: u64,
-    /// On a resumed comparison, the first page's blobs up to this name were judged before.
+    /// On a resumed comparison, the blobs of the page it stopped in up to this name were
+    /// judged before: dropped from what is listed until `skip_until` is.
     skip_through: Option<String>,
+    /// The last name of the page it stopped in.
+    skip_until: Option<String>,
+    /// The last name of the page being read (or, before one is read, of the page it stopped
+    /// in).
+    page_last: Option<String>,
     /// The last name listed so far.
     last: Option<String>,
     /// The greatest ASCII name listed so far.
@@ -459,6 +472,8 @@ impl BlobPages {
             page_marker: None,
             page_no: 0,
             skip_through: None,
+            skip_until: None,
+            page_last: None,
             last: None,
             last_ascii: None,
             done: false,
@@ -480,13 +495,29 @@ impl BlobPages {
         if let Some(b) = page.last() {
             self.last = Some(b.name.clone());
         }
+        self.page_last = self.last.clone();
         for b in &page {
             if b.name.is_ascii() && self.last_ascii.as_deref().is_none_or(|l| l < b.name.as_str()) {
                 self.last_ascii = Some(b.name.clone());
             }
         }
-        if let Some(t) = self.skip_through.take() {
-            page.retain(|b| b.name.as_bytes() > t.as_bytes());
+        if let Some(t) = self.skip_through.clone() {
+            // Blobs written into that page since it was read push its tail into this one:
+            // the same rule holds until its last name has been listed again (a shift).
+            // Only up to that name: what follows it was never read.
+            let end = self
+                .skip_until
+                .as_deref()
+                .and_then(|u| page.iter().position(|b| b.name == u));
+            let cut = end.map_or(page.len(), |i| i + 1);
+            let mut at = 0;
+            page.retain(|b| {
+                at += 1;
+                at > cut || b.name.as_bytes() > t.as_bytes()
+            });
+            if end.is_some() || self.skip_until.is_none() {
+                self.skip_through = None;
+            }
         }
         self.done = next.is_none();
         self.marker = next;

@@ -28,6 +28,9 @@ pub struct VerifyPlace {
     pub blob_marker: Option<String>,
     /// In that page, every blob whose name is at most this (byte order) was judged.
     pub blob_through: Option<String>,
+    /// The last name that page held: blobs written into it since push its tail into the next
+    /// page, so the names up to `blob_through` are dropped until this one is listed again.
+    pub blob_page_last: Option<String>,
     /// The tallies so far (the app's report without its list of differences).
     pub tallies: serde_json::Value,
     /// Source objects compared and counted whose blob was not listed yet (a few, whose names
@@ -91,6 +94,7 @@ impl RunStore {
             source_after: s("SourceAfter"),
             blob_marker: s("BlobMarker"),
             blob_through: s("BlobThrough"),
+            blob_page_last: s("BlobPageLast"),
             tallies,
             slices: e.get_i64("Slices").unwrap_or(0).max(0) as u64,
             done: e.get_str("Done") == Some("true"),
@@ -106,6 +110,7 @@ impl RunStore {
             ("SourceAfter", &place.source_after),
             ("BlobMarker", &place.blob_marker),
             ("BlobThrough", &place.blob_through),
+            ("BlobPageLast", &place.blob_page_last),
         ] {
             e.set_str(k, v.clone().unwrap_or_default());
         }
