@@ -19,8 +19,11 @@ const PINNED: &[&str] = &["aws_sigv4=warn", "aws_credential_types=warn", "aws_co
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides `default_level`
 /// for this crate; other crates log at `warn`.
 pub fn init(format: LogFormat, default_level: &str) {
+    // By default the SDK's probe of the EC2 metadata service stays quiet: off EC2 (a laptop, a
+    // container) it warns twice, a kilobyte of SDK structs each, before the error that names
+    // the variable to set. `RUST_LOG` brings it back.
     let mut filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,s3_blob_sync={default_level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,aws_config::imds=error,s3_blob_sync={default_level}")));
     // The audit trail (crate::audit) is written whatever the level asks for.
     for d in PINNED.iter().chain(&["audit=info"]) {
         filter = filter.add_directive(d.parse().expect("static directive"));

@@ -372,6 +372,11 @@ where
             )
             .with_service(status, code.as_deref())
         }
+        // No region from AWS_REGION, a profile or the instance: the endpoint cannot even be
+        // formed. Not a transport fault to retry, but a setting to name.
+        SdkError::DispatchFailure(_) if no_region(&e) => Error::invalid(format!(
+            "{ctx}: no AWS region is set: set AWS_REGION to the source bucket's region (or `region` in ~/.aws/config)"
+        )),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Error::new(
             crate::error::transport_kind(&e),
             format!("{ctx}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
@@ -382,6 +387,14 @@ where
         ),
     };
     err.with_source(e)
+}
+
+/// Whether the SDK refused to send because no region was found (its endpoint resolver's
+/// words; `an_s3_call_without_a_region_names_the_setting` fails if they change).
+fn no_region<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> bool {
+    aws_smithy_types::error::display::DisplayErrorContext(e)
+        .to_string()
+        .contains("A region must be set")
 }
 
 /// Access to a raw response's status, for error mapping.

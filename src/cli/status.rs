@@ -202,6 +202,15 @@ pub(super) async fn show(mode: StatusMode) -> Result<ExitCode> {
     }
 }
 
+/// Where a checkpoint row's object went: `account/container/blob` (the blob name carries
+/// the target prefix).
+fn target_of(r: &crate::state::checkpoint::ObjectRecord) -> String {
+    match &r.blob {
+        Some(b) => format!("{}/{b}", r.target),
+        None => r.target.clone(),
+    }
+}
+
 /// One checkpoint row as a JSON line.
 fn row_json(r: &crate::state::checkpoint::ObjectRecord) -> serde_json::Value {
     serde_json::json!({
@@ -246,7 +255,12 @@ pub(super) async fn run(
     if json {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(&["outcome", "bytes", "verified", "key", "last event", "reason"], &[1]);
+    // A key copied to two containers (or under two prefixes) has a row for each: the target
+    // column tells them apart.
+    let mut t = table(
+        &["outcome", "bytes", "verified", "key", "target", "last event", "reason"],
+        &[1],
+    );
     for r in &shown {
         let event = match (&r.last_event, &r.event_time) {
             (Some(e), Some(t)) => format!("{e} @ {t}"),
@@ -258,6 +272,7 @@ pub(super) async fn run(
             r.size.map(|s| s.to_string()).unwrap_or_default(),
             r.verified.map_or("-", crate::model::Verification::as_str).to_string(),
             r.key.clone(),
+            target_of(r),
             event,
             r.reason.clone().unwrap_or_default(),
         ]);

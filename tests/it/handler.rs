@@ -283,6 +283,8 @@ async fn cli_copy_dry_run_then_real_run_then_rerun() {
     assert_eq!(code, 0, "{out}");
     // The folder marker is counted excluded by the lister, without a checkpoint row.
     assert!(out.contains("25 checkpoint rows"), "{out}");
+    // Each row names its target, so a key copied to two containers reads as two rows.
+    assert!(out.contains(&format!("/{}/", ctx.container)), "{out}");
 
     let (code, out) = run_binary_async(&["copy", "s3://Bad_Bucket/x", &dst], &ctx.env).await;
     assert_eq!(code, 2);
@@ -493,5 +495,26 @@ async fn a_mirror_prune_audits_each_deleted_blob() {
     for i in [1, 3, 4] {
         assert!(ctx.blob().properties(&format!("a/{i}.txt")).await.unwrap().is_none());
     }
+    ctx.cleanup().await;
+}
+
+/// Run as a newcomer would, with no AWS settings at all on a machine without an instance
+/// metadata service: one clear error that names the variable, not the SDK's metadata-probe
+/// warnings, and no retries of a call that cannot be formed.
+#[tokio::test]
+async fn an_s3_call_without_a_region_names_the_setting() {
+    let ctx = TestCtx::new("noregion").await;
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        "AZURE_STORAGE_CONNECTION_STRING".to_string(),
+        ctx.env["AZURE_STORAGE_CONNECTION_STRING"].clone(),
+    );
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let src = format!("s3://{}/x", ctx.bucket);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--no-progress"], &env).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no AWS region is set: set AWS_REGION"), "{out}");
+    assert!(!out.contains("aws_config::imds"), "the SDK's probe warnings: {out}");
+    assert!(!out.contains("retrying"), "a missing region is not retried: {out}");
     ctx.cleanup().await;
 }
