@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host, VISIBILITY};
+use crate::harness::proxy::Proxy;
 use crate::harness::TestCtx;
 use s3_blob_sync::azure::blob::{CommitProps, WriteCondition};
 
@@ -28,10 +29,10 @@ async fn foreign_blob(ctx: &TestCtx, name: &str, data: &'static [u8]) {
     .unwrap();
 }
 
-/// Starts a verify run with `POST /api/verify` and delivers its list-pages messages, each
-/// twice (a redelivery of a slice that was done), until `GET /api/runs/{id}` answers 200.
-/// Returns the run id and its final summary.
-async fn verify_run(h: &HandlerProc, host: &Host, body: &Value) -> (String, Value) {
+/// Starts a verify run with `POST /api/verify` and delivers its list-pages messages (with
+/// `twice`, each twice: a redelivery of a slice that was done), until `GET /api/runs/{id}`
+/// answers 200. Returns the run id and its final summary.
+async fn verify_run(h: &HandlerProc, host: &Host, body: &Value, twice: bool) -> (String, Value) {
     let (status, headers, rep) = http_invoke(
         h,
         "Verify",
@@ -53,9 +54,11 @@ async fn verify_run(h: &HandlerProc, host: &Host, body: &Value) -> (String, Valu
         assert!(Instant::now() < deadline, "verify run {id} did not end: {run}");
         match host.list.receive(1, VISIBILITY).await.unwrap().pop() {
             Some(m) => {
-                let msg: Value = serde_json::from_str(&m.text).unwrap();
-                let (status, reply) = h.invoke("ListPage", &queue_payload(&msg, m.dequeue_count)).await;
-                assert_eq!(status, 200, "{reply}");
+                if twice {
+                    let msg: Value = serde_json::from_str(&m.text).unwrap();
+                    let (status, reply) = h.invoke("ListPage", &queue_payload(&msg, m.dequeue_count)).await;
+                    assert_eq!(status, 200, "{reply}");
+                }
                 host.deliver(h, "ListPage", &host.list, m).await;
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -144,7 +147,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
     let mut notified = body.clone();
     notified["notify"] = json!("setting:SYNC_WEBHOOK_VERIFY");
-    let (id, ended) = verify_run(&h, &host, &notified).await;
+    let (id, ended) = verify_run(&h, &host, &notified, true).await;
     let v = &ended["verify"];
     assert_eq!(ended["state"], "PartiallySucceeded", "{ended}");
     assert_eq!(v["counts"], r["counts"], "{ended}");
@@ -218,7 +221,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     // checkpoint (the extra blob gets none).
     let mut fix = body.clone();
     fix["repair"] = json!(true);
-    let (_, ended) = verify_run(&h, &host, &fix).await;
+    let (_, ended) = verify_run(&h, &host, &fix, true).await;
     assert_eq!(ended["verify"]["repaired"], 5, "{ended}");
     let q = ctx.queue(&ctx.config(&[]).queues.copy);
     let mut queued = Vec::new();
@@ -428,5 +431,63 @@ async fn verify_walks_both_listings_in_pages_and_finds_exactly_the_model() {
     names.sort();
     once.sort();
     assert_eq!(names, once, "each difference once, as the single pass found it");
+    ctx.cleanup().await;
+}
+
+/// The place a verify run saves after each slice is a write whose reply can be lost after it
+/// landed, and whose retry then fails its condition against itself. The run must still end,
+/// with the tallies of the CLI's single pass.
+#[tokio::test]
+async fn a_verify_run_whose_place_saves_lose_their_replies_still_counts_each_object_once() {
+    let ctx = TestCtx::new("verifylost").await;
+    for i in 0..9 {
+        ctx.put(&format!("v/k{i}"), format!("content {i}")).await;
+    }
+    let src = format!("s3://{}/v/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/t/", ctx.container);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--no-progress"], &ctx.env).await;
+    assert_eq!(code, 0, "{out}");
+    for gone in ["t/k1", "t/k4", "t/k7"] {
+        ctx.blob().delete(gone).await.unwrap();
+    }
+    foreign_blob(&ctx, "t/k5x", b"stray").await;
+    let (_, out) = run_binary_async(&["verify", &src, &dst, "--json"], &ctx.env).await;
+    let once = json_line(&out);
+    assert_eq!(once["counts"], json!({"missing": 3, "extra": 1}), "{once}");
+
+    let tables = Proxy::start("http://127.0.0.1:10002").await;
+    let cs = TestCtx::connection_string(None, None, Some(&tables.url));
+    let env = ctx.env_with(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("SYNC_VERIFY_SLICE_SECS", "0"),
+        ("SYNC_LIST_PAGE_KEYS", "2"),
+        ("SYNC_PRUNE_PAGE", "3"),
+    ]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    // The run service starts (and writes its own rows) before the fault is armed.
+    let (status, _, _) = http_invoke(&h, "ListRuns", &http_payload("GET", "/api/runs", json!({}), None)).await;
+    assert_eq!(status, 200);
+    // The place's first If-Match update (the second slice's; its body names the slice) lands
+    // and loses its reply, twice: each retry meets its own write (412).
+    tables.faults().drop_replies_to.arm(r#""Slices":"2""#, 2);
+    let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
+    // Delivered once each: a slice that took its own landed save for another's would stop
+    // the chain, and the run would never end.
+    let (_, ended) = verify_run(&h, &host, &body, false).await;
+    assert_eq!(tables.faults().drop_replies_to.left(), 0, "four replies were dropped");
+    let v = &ended["verify"];
+    assert_eq!(ended["state"], "PartiallySucceeded", "{ended}");
+    assert_eq!(
+        (&v["counts"], &v["matched"], &v["sourceObjects"], &v["targetBlobs"]),
+        (
+            &once["counts"],
+            &once["matched"],
+            &once["sourceObjects"],
+            &once["targetBlobs"]
+        ),
+        "{ended}"
+    );
+    assert!(v["slices"].as_u64().unwrap() >= 4, "{ended}");
     ctx.cleanup().await;
 }
