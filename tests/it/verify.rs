@@ -491,3 +491,41 @@ async fn a_verify_run_whose_place_saves_lose_their_replies_still_counts_each_obj
     assert!(v["slices"].as_u64().unwrap() >= 4, "{ended}");
     ctx.cleanup().await;
 }
+
+/// A verify run cancelled after its first slice compares nothing more: its next message finds
+/// it ended, and its tallies stay those of the one slice.
+#[tokio::test]
+async fn a_cancelled_verify_run_stops_at_its_next_slice() {
+    let ctx = TestCtx::new("verifycancel").await;
+    for i in 0..6 {
+        ctx.put(&format!("v/k{i}"), format!("content {i}")).await;
+    }
+    let env = ctx.env_with(&[("SYNC_VERIFY_SLICE_SECS", "0"), ("SYNC_LIST_PAGE_KEYS", "2")]);
+    let h = HandlerProc::start(&env).await;
+    let host = Host::new(&ctx).await;
+    let body = json!({"source": {"bucket": ctx.bucket, "prefix": "v/"}, "target": {"container": ctx.container, "prefix": "t/"}});
+    let (status, _, rep) = http_invoke(
+        &h,
+        "Verify",
+        &http_payload("POST", "/api/verify", json!({}), Some(&body.to_string())),
+    )
+    .await;
+    assert_eq!(status, 202, "{rep}");
+    let id = rep["runId"].as_str().unwrap().to_string();
+    let first = host.next_list(VISIBILITY).await;
+    assert_eq!(host.deliver(&h, "ListPage", &host.list, first).await, 200);
+    let cancel = http_payload("POST", &format!("/api/runs/{id}/cancel"), json!({"id": id}), None);
+    let (status, _, s) = http_invoke(&h, "CancelRun", &cancel).await;
+    assert_eq!((status, s["state"].as_str()), (200, Some("Cancelled")), "{s}");
+    host.drive_until(&h, Duration::from_secs(30), || async { true }).await;
+    let get = http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None);
+    let (status, _, s) = http_invoke(&h, "GetRun", &get).await;
+    assert_eq!((status, s["state"].as_str()), (200, Some("Cancelled")), "{s}");
+    let v = &s["verify"];
+    assert_eq!(
+        (&v["slices"], &v["sourceObjects"], &v["done"]),
+        (&json!(1), &json!(2), &json!(false)),
+        "one slice of two keys, then nothing: {s}"
+    );
+    ctx.cleanup().await;
+}
