@@ -46,7 +46,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         "CancelRun" => Some(Route::Cancel(id())),
         "GetRunReport" => Some(Route::Report(id())),
         "Verify" => Some(Route::Verify),
-        "Cutover" | "Dashboard" | "DashboardData" => None,
+        "Cutover" | "Dashboard" | "DashboardData" | "OpenApi" => None,
         other => {
             return Err(Failure::bad_input(Error::invalid(format!(
                 "unknown HTTP function {other}"
@@ -57,6 +57,7 @@ pub async fn handle(state: &AppState, req: &InvokeRequest, function: &str) -> Re
         Some(route) => api(state, route, &http.query, http.body.as_deref(), &origin).await,
         None if function == "Cutover" => super::cutover::api(state, &http.query).await,
         None if function == "DashboardData" => super::dashboard::data(state, &http.query).await,
+        None if function == "OpenApi" => openapi(),
         None => super::dashboard::page(),
     };
     let mut headers: HashMap<String, String> = reply.headers.into_iter().collect();
@@ -191,6 +192,21 @@ pub async fn direct_verify(
         )
         .await,
     )
+}
+
+/// The HTTP API's contract (`api/openapi.json`, OpenAPI 3.1), as built into the binary.
+pub const OPENAPI: &str = include_str!("../../api/openapi.json");
+
+fn openapi() -> Reply {
+    Reply::json(
+        200,
+        serde_json::from_str(OPENAPI).expect("api/openapi.json is JSON (a test reads it)"),
+    )
+}
+
+/// `GET /api/openapi.json`, served directly.
+pub async fn direct_openapi() -> Response {
+    direct_reply(openapi())
 }
 
 /// `GET /api/dashboard`, served directly.

@@ -41,7 +41,7 @@ pub fn queue_message(req: &InvokeRequest, binding: &str) -> Result<String, Failu
 
 /// Every function the handler serves, by the name the host calls (`POST /<name>`). Each has
 /// a `functions/<name>/function.json`.
-pub const FUNCTIONS: [&str; 13] = [
+pub const FUNCTIONS: [&str; 14] = [
     "CopyObject",
     "DrainSqs",
     "ListPage",
@@ -55,6 +55,7 @@ pub const FUNCTIONS: [&str; 13] = [
     "Cutover",
     "Dashboard",
     "DashboardData",
+    "OpenApi",
 ];
 
 /// The functions of the copy queues past the first (`SYNC_COPY_QUEUES`, decision 125):
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cutover", get(http::direct_cutover))
         .route("/api/dashboard", get(http::direct_dashboard))
         .route("/api/dashboard/data", get(http::direct_dashboard_data))
+        .route("/api/openapi.json", get(http::direct_openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         .with_state(state)
 }

@@ -88,6 +88,7 @@ async fn function_json_files_match_routes_and_bindings() {
                     "Cutover" => ("cutover", "get"),
                     "Dashboard" => ("dashboard", "get"),
                     "DashboardData" => ("dashboard/data", "get"),
+                    "OpenApi" => ("openapi.json", "get"),
                     other => panic!("unexpected http function {other}"),
                 };
                 assert_eq!((route, trigger["methods"][0].as_str().unwrap()), expected, "{name}");

@@ -5,6 +5,7 @@ mod harness;
 
 mod architecture;
 mod chaos;
+mod contract;
 mod copy_engine;
 mod cutover;
 mod dashboard;

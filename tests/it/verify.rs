@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use std::time::{Duration, Instant};
 
+use crate::harness::contract::assert_schema;
 use crate::harness::handler::{queue_payload, run_binary_async, HandlerProc};
 use crate::harness::host::{http_invoke, http_payload, Host, VISIBILITY};
 use crate::harness::proxy::Proxy;
@@ -40,6 +41,7 @@ async fn verify_run(h: &HandlerProc, host: &Host, body: &Value, twice: bool) -> 
     )
     .await;
     assert_eq!(status, 202, "{rep}");
+    assert_schema("Accepted", &rep);
     let id = rep["runId"].as_str().unwrap().to_string();
     let location = headers["Location"].as_str().unwrap_or_default();
     assert!(location.contains(&format!("/api/runs/{id}")), "{headers}");
@@ -47,6 +49,7 @@ async fn verify_run(h: &HandlerProc, host: &Host, body: &Value, twice: bool) -> 
     loop {
         let get = http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None);
         let (status, _, run) = http_invoke(h, "GetRun", &get).await;
+        assert_schema("RunSummary", &run);
         if status == 200 {
             return (id, run);
         }
@@ -159,6 +162,9 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     assert!(v["slices"].as_u64().unwrap() >= 3, "{ended}");
     let (status, _, lines) = crate::report::report(&h, &id, &[]).await;
     assert_eq!(status, 200);
+    for l in &lines {
+        assert_schema("ReportLine", l);
+    }
     let mut got: Vec<(String, String)> = lines
         .iter()
         .map(|l| (l["key"].as_str().unwrap().into(), l["outcome"].as_str().unwrap().into()))
@@ -215,6 +221,7 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
     )
     .await;
     assert_eq!(status, 400, "{rep}");
+    assert_schema("Error", &rep);
     assert!(rep["error"].as_str().unwrap().contains("`repair`"), "{rep}");
 
     // Through the HTTP function, repair queues one copy per difference, marked to ignore the

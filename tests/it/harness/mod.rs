@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: starts (or reuses) the real stand-ins on
 //! loopback, gives each test its own bucket, container and table, and cleans up.
 
+pub mod contract;
 pub mod handler;
 pub mod host;
 pub mod objects;

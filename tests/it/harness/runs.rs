@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::contract::assert_schema;
 use super::handler::HandlerProc;
 use super::host::{http_invoke, http_payload, Host};
 use super::TestCtx;
@@ -17,6 +18,7 @@ pub async fn start_run(h: &HandlerProc, body: &Value) -> String {
     )
     .await;
     assert_eq!(status, 202, "{reply}");
+    assert_schema("Accepted", &reply);
     let id = reply["runId"].as_str().unwrap().to_string();
     assert_eq!(
         headers["Location"],
@@ -34,6 +36,10 @@ pub async fn get_run(h: &HandlerProc, id: &str) -> (u16, Value) {
         &http_payload("GET", &format!("/api/runs/{id}"), json!({"id": id}), None),
     )
     .await;
+    match status {
+        200 | 202 => assert_schema("RunSummary", &body),
+        _ => assert_schema("Error", &body),
+    }
     (status, body)
 }
 

@@ -1,0 +1,139 @@
+//! The HTTP API's contract, `api/openapi.json`: every `/api/*` route the router serves is in
+//! it with its methods, nothing else is, `serve` answers it, and responses the other tests
+//! receive are checked against its schemas (`harness::contract::assert_schema`).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::harness::contract::{assert_schema, document};
+use crate::harness::handler::HandlerProc;
+use crate::harness::host::{http_invoke, http_payload};
+use crate::harness::TestCtx;
+
+/// `(path, method)` pairs the router serves under `/api/`, read from its source.
+fn served() -> Vec<(String, String)> {
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/functions/mod.rs")).unwrap();
+    let mut out = Vec::new();
+    for part in src.split(".route(\"").skip(1) {
+        let Some((path, rest)) = part.split_once('"') else {
+            continue;
+        };
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let call = rest.split(")\n").next().unwrap_or_default();
+        for m in ["get", "post", "put", "delete", "patch"] {
+            if call.contains(&format!("{m}(")) {
+                out.push((path.to_string(), m.to_string()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_api_route_is_in_the_contract_and_nothing_else_is() {
+    let doc = document();
+    let served = served();
+    assert!(served.len() >= 10, "{served:?}");
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for m in ops.as_object().unwrap().keys() {
+            documented.push((path.clone(), m.clone()));
+            assert!(
+                ops[m]["operationId"].is_string() && ops[m]["responses"].is_object(),
+                "{m} {path}: needs an operationId and responses"
+            );
+        }
+    }
+    documented.sort();
+    assert_eq!(served, documented, "the router's /api routes against api/openapi.json");
+    // Each operation is named as its function is, so the Functions layout and the contract
+    // agree.
+    for (path, m) in &documented {
+        let id = doc["paths"][path][m]["operationId"].as_str().unwrap();
+        assert!(
+            s3_blob_sync::functions::FUNCTIONS.contains(&id),
+            "{m} {path}: operationId {id} is no function"
+        );
+    }
+    // The schemas the responses name exist, and every schema compiles.
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        let root = json!({"$ref": format!("#/components/schemas/{name}"), "components": doc["components"]});
+        jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // The check can fail: a state the contract does not name is refused.
+    let bad = std::panic::catch_unwind(|| {
+        assert_schema(
+            "RunList",
+            &json!({"runs": [{"runId": "r", "state": "Sideways", "phase": "done"}]}),
+        )
+    });
+    assert!(bad.is_err(), "a wrong state passed the schema");
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "$ref to missing {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_the_contract_and_its_refusals_match_it() {
+    let ctx = TestCtx::new("contract").await;
+    let h = HandlerProc::start(&ctx.env).await;
+    let (status, _, doc) = http_invoke(
+        &h,
+        "OpenApi",
+        &http_payload("GET", "/api/openapi.json", json!({}), None),
+    )
+    .await;
+    assert_eq!((status, &doc), (200, &document()));
+    let direct = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/api/openapi.json", h.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&direct.text().await.unwrap()).unwrap();
+    assert_eq!(body["openapi"], "3.1.0");
+    // Refusals are Error bodies that name what was wrong.
+    let (status, _, e) = http_invoke(
+        &h,
+        "StartRun",
+        &http_payload(
+            "POST",
+            "/api/runs",
+            json!({}),
+            Some(r#"{"source":{"bucket":"b-1"},"target":{}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert_schema("Error", &e);
+    assert!(e["error"].as_str().unwrap().contains("container"), "{e}");
+    let (status, _, e) = http_invoke(
+        &h,
+        "GetRun",
+        &http_payload(
+            "GET",
+            "/api/runs/20260101T000000Z-00000000",
+            json!({"id": "20260101T000000Z-00000000"}),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 404, "{e}");
+    assert_schema("Error", &e);
+    let (status, _, list) = http_invoke(&h, "ListRuns", &http_payload("GET", "/api/runs", json!({}), None)).await;
+    assert_eq!(status, 200);
+    assert_schema("RunList", &list);
+    ctx.cleanup().await;
+}
