@@ -137,3 +137,47 @@ async fn serve_answers_the_contract_and_its_refusals_match_it() {
     assert_schema("RunList", &list);
     ctx.cleanup().await;
 }
+
+/// schemathesis (installed pinned by `scripts/install-contract`) generates requests from the
+/// document for every `/api/*` operation and checks each answer: no 5xx, a documented
+/// status, and a body its schema accepts. The seed is fixed, so a failure replays.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = root.join(".tools/contract-venv/bin/st");
+    assert!(
+        st.exists(),
+        "{} is missing: run scripts/install-contract (scripts/test does)",
+        st.display()
+    );
+    let ctx = TestCtx::new("fuzz").await;
+    let h = HandlerProc::start(&ctx.env).await;
+    let out = tokio::process::Command::new(&st)
+        .current_dir(std::env::temp_dir())
+        .args([
+            "run",
+            root.join("api/openapi.json").to_str().unwrap(),
+            "--url",
+            &format!("http://127.0.0.1:{}", h.port),
+            "--checks",
+            "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
+            "--max-examples",
+            "15",
+            "--workers",
+            "1",
+            "--seed",
+            "20261207",
+            "--no-color",
+        ])
+        .output()
+        .await
+        .expect("run schemathesis");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found failures:\n{text}");
+    assert!(text.contains("Tested: 10"), "every operation was tried:\n{text}");
+    ctx.cleanup().await;
+}
