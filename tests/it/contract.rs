@@ -181,3 +181,36 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     assert!(text.contains("Tested: 10"), "every operation was tried:\n{text}");
     ctx.cleanup().await;
 }
+
+/// The contract, and the Logic Apps custom connector made from it (`scripts/connector`,
+/// Swagger 2.0), are valid documents of their versions; the connector is what the contract
+/// gives today, and offers "Start run", "Start verify run" and "Wait for run".
+#[test]
+fn the_contract_and_its_logic_apps_connector_are_valid_and_agree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let validator = root.join(".tools/contract-venv/bin/openapi-spec-validator");
+    assert!(validator.exists(), "run scripts/install-contract (scripts/test does)");
+    let connector = root.join("infra/logic-app/connector/apiDefinition.swagger.json");
+    for (file, version) in [(root.join("api/openapi.json"), "3.1.0"), (connector.clone(), "2.0")] {
+        let out = std::process::Command::new(&validator)
+            .args(["--schema", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {text}", file.display());
+    }
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/connector"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: Value = serde_json::from_str(&std::fs::read_to_string(&connector).unwrap()).unwrap();
+    let summary = |path: &str, m: &str| c["paths"][path][m]["summary"].as_str().unwrap_or_default().to_string();
+    assert_eq!(summary("/api/runs", "post"), "Start run");
+    assert_eq!(summary("/api/verify", "post"), "Start verify run");
+    assert_eq!(summary("/api/runs/{id}", "get"), "Wait for run");
+    assert!(c["paths"]["/api/runs/{id}"]["get"]["responses"]["202"]["headers"]["Location"].is_object());
+    assert_eq!(c["securityDefinitions"]["functionKey"]["name"], "x-functions-key");
+}
