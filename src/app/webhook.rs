@@ -22,47 +22,50 @@ use crate::state::runs::counters::Tally;
 /// The message body for `summary`.
 pub fn payload(summary: &RunSummary) -> Value {
     let n = |t: Tally| summary.objects(t);
+    let (what, towards) = match summary.verify {
+        Some(_) => ("verify run", "against"),
+        None => ("run", "->"),
+    };
     let mut text = format!(
-        "s3-blob-sync run {} {}: s3://{}/{} -> {}/{}. {} scanned, {} transferred ({}), {} no transfer needed, \
-         {} excluded, {} unsupported, {} failed, {} deleted.",
+        "s3-blob-sync {what} {} {}: s3://{}/{} {towards} {}/{}. ",
         summary.run_id,
         summary.state.as_str(),
         summary.source.bucket,
         summary.source.prefix,
         summary.target.container,
         summary.target.prefix,
-        n(Tally::Scanned),
-        n(Tally::Transferred),
-        HumanBytes(summary.counters.bytes(Tally::Transferred)),
-        n(Tally::NoTransferNeeded),
-        n(Tally::Excluded),
-        n(Tally::Unsupported),
-        n(Tally::Failed),
-        n(Tally::Pruned),
     );
-    if let Some(v) = &summary.verify {
+    match &summary.verify {
         // A verification copies nothing: its own tallies say what it found.
-        let found: Vec<String> = v.report.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        text = format!(
-            "s3-blob-sync verify run {} {}: s3://{}/{} against {}/{}. {} source objects, {} blobs, {} match; {}.",
-            summary.run_id,
-            summary.state.as_str(),
-            summary.source.bucket,
-            summary.source.prefix,
-            summary.target.container,
-            summary.target.prefix,
-            v.report.source_objects,
-            v.report.target_blobs,
-            v.report.matched,
-            if v.clean {
-                "no differences".to_string()
-            } else {
-                format!("differences: {}", found.join(", "))
+        Some(v) => {
+            let found: Vec<String> = v.report.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            text.push_str(&format!(
+                "{} source objects, {} blobs, {} match; {}.",
+                v.report.source_objects,
+                v.report.target_blobs,
+                v.report.matched,
+                if v.clean {
+                    "no differences".to_string()
+                } else {
+                    format!("differences: {}", found.join(", "))
+                }
+            ));
+            if v.report.repaired > 0 {
+                text.push_str(&format!(" {} repair copies queued.", v.report.repaired));
             }
-        );
-        if v.report.repaired > 0 {
-            text.push_str(&format!(" {} repair copies queued.", v.report.repaired));
         }
+        None => text.push_str(&format!(
+            "{} scanned, {} transferred ({}), {} no transfer needed, {} excluded, {} unsupported, \
+             {} failed, {} deleted.",
+            n(Tally::Scanned),
+            n(Tally::Transferred),
+            HumanBytes(summary.counters.bytes(Tally::Transferred)),
+            n(Tally::NoTransferNeeded),
+            n(Tally::Excluded),
+            n(Tally::Unsupported),
+            n(Tally::Failed),
+            n(Tally::Pruned),
+        )),
     }
     if let Some(r) = &summary.reason {
         text.push_str(&format!(" Reason: {r}"));

@@ -5,8 +5,8 @@
 use sha2::{Digest, Sha256};
 
 use super::store::RunStore;
-use crate::azure::table::{BatchOp, BatchOutcome, Entity, Filter};
-use crate::error::{Error, ErrorKind, Result};
+use crate::azure::table::{Entity, Filter};
+use crate::error::{ErrorKind, Result};
 
 fn partition(id: &str) -> String {
     format!("{id}~prune")
@@ -26,19 +26,7 @@ impl RunStore {
     /// adds nothing).
     pub async fn add_prune_candidates(&self, id: &str, keys: &[String]) -> Result<()> {
         let rows: Vec<Entity> = keys.iter().map(|k| candidate(id, k)).collect();
-        for chunk in rows.chunks(100) {
-            let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Update(e, None)).collect();
-            if let BatchOutcome::Rejected { status, code } = self.table.transact(&ops).await? {
-                return Err(Error::new(
-                    crate::error::kind_from_status(status, Some(&code)),
-                    format!(
-                        "run {id}: keeping {} delete candidates: HTTP {status} {code}",
-                        chunk.len()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.upsert_rows(id, "delete candidates", &rows).await
     }
 
     /// Up to `limit` of run `id`'s delete candidates.

@@ -20,7 +20,7 @@
 
 use super::listing::ListerState;
 use crate::azure::auth::Authorizer;
-use crate::azure::table::{Entity, TableClient};
+use crate::azure::table::{BatchOp, BatchOutcome, Entity, TableClient};
 use crate::config::azure::StorageAccount;
 use crate::error::{Error, ErrorKind, Result};
 use crate::messages::run_spec::RunSpec;
@@ -362,6 +362,21 @@ impl RunStore {
         let mut e = Entity::new(RUN_PK, id);
         e.set_i64("CheckedAt", unix_now());
         self.table.merge(&e, Some("*")).await.map(|_| ())
+    }
+
+    /// Inserts or replaces `rows` (all in one partition), a transaction per hundred: writing
+    /// them again changes nothing. `what` names them in an error.
+    pub(super) async fn upsert_rows(&self, id: &str, what: &str, rows: &[Entity]) -> Result<()> {
+        for chunk in rows.chunks(100) {
+            let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Update(e, None)).collect();
+            if let BatchOutcome::Rejected { status, code } = self.table.transact(&ops).await? {
+                return Err(Error::new(
+                    crate::error::kind_from_status(status, Some(&code)),
+                    format!("run {id}: writing {} {what}: HTTP {status} {code}", chunk.len()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The attempts of one of this store's If-Match loops (see [`RetryPolicy::conflicts`]).

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::counting::key_rows;
 use super::store::RunStore;
-use crate::azure::table::{BatchOp, BatchOutcome, Entity};
+use crate::azure::table::Entity;
 use crate::error::{Error, Result};
 
 const PLACE_ROW: &str = "verify";
@@ -155,18 +155,7 @@ impl RunStore {
                 by_row.insert(e.row_key.clone(), e);
             }
             let rows: Vec<Entity> = by_row.into_values().collect();
-            for chunk in rows.chunks(100) {
-                let ops: Vec<BatchOp> = chunk.iter().map(|e| BatchOp::Update(e, None)).collect();
-                if let BatchOutcome::Rejected { status, code } = self.table.transact(&ops).await? {
-                    return Err(Error::new(
-                        crate::error::kind_from_status(status, Some(&code)),
-                        format!(
-                            "run {id}: writing {} report lines in {pk}: HTTP {status} {code}",
-                            chunk.len()
-                        ),
-                    ));
-                }
-            }
+            self.upsert_rows(id, &format!("report lines in {pk}"), &rows).await?;
         }
         Ok(())
     }
