@@ -476,6 +476,9 @@ fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
 
 /// A run summary as a terminal table.
 pub(super) fn run_table(s: &RunSummary) -> String {
+    if let Some(v) = &s.verify {
+        return verify_table(s, v);
+    }
     let mut out = format!(
         "run {}: {} ({}) s3://{}/{} -> {}/{}{}\n",
         s.run_id,
@@ -519,6 +522,32 @@ pub(super) fn run_table(s: &RunSummary) -> String {
     if skipped > 0 {
         out.push_str(&format!(
             "{skipped} objects were not copied; each is named with its reason by: s3-blob-sync status {} --report\n",
+            s.run_id
+        ));
+    }
+    out
+}
+
+/// A verify run's summary: its tallies and differences by kind, as `verify` prints them.
+fn verify_table(s: &RunSummary, v: &crate::app::summary::VerifyProgress) -> String {
+    let mut out = format!(
+        "verify run {}: {} s3://{}/{} against {}/{} ({} slices{})\n",
+        s.run_id,
+        s.state.as_str(),
+        s.source.bucket,
+        s.source.prefix,
+        s.target.container,
+        s.target.prefix,
+        v.slices,
+        if v.done { "" } else { ", still comparing" },
+    );
+    out.push_str(&v.report.table());
+    if let Some(r) = &s.reason {
+        out.push_str(&format!("reason: {r}\n"));
+    }
+    if !v.report.counts.is_empty() {
+        out.push_str(&format!(
+            "each difference is named by: s3-blob-sync status {} --report\n",
             s.run_id
         ));
     }

@@ -179,6 +179,14 @@ async fn verify_reports_each_difference_and_repair_fixes_all_but_extras() {
         ("v/f", "missing"),
     ];
     assert_eq!(got, want.map(|(k, o)| (k.to_string(), o.to_string())), "{lines:?}");
+    // The CLI shows the same run: its tallies, and its report names each difference.
+    let (code, out) = run_binary_async(&["status", &id], &env).await;
+    assert_eq!(code, 1, "a run that did not succeed: {out}");
+    assert!(out.contains(&format!("verify run {id}: PartiallySucceeded")), "{out}");
+    assert!(out.contains("missing") && out.contains("--report"), "{out}");
+    let (code, out) = run_binary_async(&["status", &id, "--report"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("v/b") && out.contains("checksumMismatch"), "{out}");
     // The webhook goes out once (its check message, too, is delivered twice), says what was
     // found, and nothing the run shows names its URL.
     let deadline = Instant::now() + Duration::from_secs(60);
