@@ -106,3 +106,102 @@ async fn a_refused_token_request_is_a_clear_error_without_secrets() {
     );
     ctx.cleanup().await;
 }
+
+/// In a container on ECS (Fargate) the SDK's default chain takes the task role's credentials
+/// from the container credentials endpoint: `AWS_CONTAINER_CREDENTIALS_FULL_URI` on loopback
+/// here, with its authorization token, as the ECS agent serves them. The first set expires
+/// 15 s after it is handed out; a copy that runs past that must sign with the next set, and
+/// never with the first again (azcopy's #3487). The S3 proxy records which key signed each
+/// request. No key, token or the endpoint's authorization reaches the output.
+#[tokio::test]
+async fn ecs_task_credentials_are_used_and_rotated_mid_run() {
+    const AUTH: &str = "ecs-agent-auth-token-5e1f";
+    const FIRST: (&str, &str, &str) = (
+        "ASIAECSFIRSTKEY00001",
+        "ecsFirstSecretKeyValue000000000000000001",
+        "ECSTOKENFIRST0001",
+    );
+    const SECOND: (&str, &str, &str) = (
+        "ASIAECSSECONDKEY0002",
+        "ecsSecondSecretKeyValue00000000000000002",
+        "ECSTOKENSECOND0002",
+    );
+    let ctx = TestCtx::new("ecscreds").await;
+    let n = 30;
+    ctx.put_many(
+        (0..n)
+            .map(|i| (format!("e/{i:03}"), format!("body {i}").into_bytes()))
+            .collect(),
+    )
+    .await;
+    let agent = MockServer::start().await;
+    let creds = |(key, secret, token): (&str, &str, &str), valid_s: i64| {
+        let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(valid_s);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "AccessKeyId": key, "SecretAccessKey": secret, "Token": token,
+            "Expiration": until.format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "RoleArn": "arn:aws:iam::123456789012:role/s3-blob-sync-task",
+        }))
+    };
+    // The first call gets the short-lived set; every later one the next.
+    Mock::given(method("GET"))
+        .and(path("/v2/credentials/task"))
+        .and(header("authorization", AUTH))
+        .respond_with(creds(FIRST, 15))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&agent)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/credentials/task"))
+        .and(header("authorization", AUTH))
+        .respond_with(creds(SECOND, 3600))
+        .with_priority(2)
+        .mount(&agent)
+        .await;
+    let s3 = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    // A slow S3, so the copy outlives the first set.
+    s3.faults().delay_ms.store(400, std::sync::atomic::Ordering::SeqCst);
+    let mut env = ctx.env_with(&[
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            &format!("{}/v2/credentials/task", agent.uri()),
+        ),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", AUTH),
+        ("AWS_ENDPOINT_URL", &s3.url),
+    ]);
+    env.remove("AWS_ACCESS_KEY_ID");
+    env.remove("AWS_SECRET_ACCESS_KEY");
+    env.remove("AWS_SESSION_TOKEN");
+    let src = format!("s3://{}/e/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let (code, out) = run_binary_async(
+        &["copy", &src, &dst, "--concurrency", "1", "--no-progress", "--json"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let summary: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(summary["counters"]["transferred"], n, "{summary}");
+    // Which key signed each S3 request, in order: the first set, then only the second.
+    let signers = s3.stats().signers.lock().unwrap().clone();
+    let first_of_second = signers.iter().position(|k| k == SECOND.0);
+    assert!(signers.first().map(String::as_str) == Some(FIRST.0), "{signers:?}");
+    let Some(at) = first_of_second else {
+        panic!("the rotated key never signed ({} requests): {signers:?}", signers.len())
+    };
+    assert!(
+        signers[at..].iter().all(|k| k == SECOND.0),
+        "the expired key signed after the rotation: {signers:?}"
+    );
+    assert!(signers.iter().all(|k| k == FIRST.0 || k == SECOND.0), "{signers:?}");
+    let tokens = s3.credentials("x-amz-security-token");
+    assert!(
+        tokens.contains(&FIRST.2.to_string()) && tokens.contains(&SECOND.2.to_string()),
+        "{tokens:?}"
+    );
+    for secret in [AUTH, FIRST.1, FIRST.2, SECOND.1, SECOND.2] {
+        assert!(!out.contains(secret), "{secret} reached the output");
+    }
+    ctx.cleanup().await;
+}

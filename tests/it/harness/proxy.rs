@@ -124,6 +124,9 @@ pub struct Stats {
     /// of STS form bodies. A secrets test proves with these that a secret really travelled
     /// before asserting that no output holds it.
     pub credentials: Mutex<std::collections::HashSet<(String, String)>>,
+    /// The access key id each SigV4-signed request was signed with, in arrival order (the
+    /// `Credential=` of its `Authorization` header): which key signed what, across a rotation.
+    pub signers: Mutex<Vec<String>>,
 }
 
 /// Counts a Put Block as in flight until dropped.
@@ -334,6 +337,15 @@ fn azure_error(status: u16, code: &str, extra: &[(&str, String)]) -> Response<Bo
 
 /// Keeps the credentials a request carried (see [`Stats::credentials`]).
 fn record_credentials(stats: &Stats, parts: &hyper::http::request::Parts, body: &[u8]) {
+    let signer = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next());
+    if let Some(key) = signer {
+        stats.signers.lock().unwrap().push(key.to_string());
+    }
     let mut seen = stats.credentials.lock().unwrap();
     for h in ["x-amz-security-token", "x-ms-copy-source"] {
         if let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()) {
