@@ -53,14 +53,11 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
                 }
                 Err(e) => {
                     if last {
-                        // The message is about to be poisoned: end the run clearly instead of
-                        // leaving it Running forever.
                         let reason = format!(
                             "listing page {page} of shard {shard} failed {attempt} times: {}",
                             e.message()
                         );
-                        let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
-                        let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                        give_up(svc, run_id, reason).await;
                     }
                     Err(Failure::internal(e.context(format!(
                         "run {run_id} shard {shard} page {page} (attempt {attempt})"
@@ -86,9 +83,12 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             }
             Err(e) => {
                 if last {
-                    let reason = format!("the verification failed {attempt} times: {}", e.message());
-                    let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
-                    let _ = svc.enqueue(&ListMessage::Check { run_id: run_id.clone() }, None).await;
+                    give_up(
+                        svc,
+                        run_id,
+                        format!("the verification failed {attempt} times: {}", e.message()),
+                    )
+                    .await;
                 }
                 Err(Failure::internal(
                     e.context(format!("run {run_id} verify slice (attempt {attempt})")),
@@ -138,4 +138,19 @@ pub async fn handle(state: &AppState, text: &str, attempt: u32) -> Result<Handle
             )),
         },
     }
+}
+
+/// A run's message is about to be poisoned: end the run as Failed, naming why, instead of
+/// leaving it Running for ever, and queue the check that sends its webhook (best effort: the
+/// sweep ends a run whose messages stopped).
+async fn give_up(svc: &super::service::RunService, run_id: &str, reason: String) {
+    let _ = super::service::end(svc, run_id, RunState::Failed, Some(reason)).await;
+    let _ = svc
+        .enqueue(
+            &ListMessage::Check {
+                run_id: run_id.to_string(),
+            },
+            None,
+        )
+        .await;
 }

@@ -75,12 +75,7 @@ pub struct VerifyProgress {
 impl VerifyProgress {
     /// The progress a verify run's saved place holds.
     pub fn of(place: &crate::state::runs::verifying::VerifyPlace) -> crate::error::Result<Self> {
-        let report: super::verify::VerifyReport = if place.tallies.is_null() {
-            Default::default()
-        } else {
-            serde_json::from_value(place.tallies.clone())
-                .map_err(|e| crate::error::Error::internal(format!("verify tallies unreadable: {e}")))?
-        };
+        let report = super::verify::VerifyReport::of_place(place)?;
         Ok(VerifyProgress {
             clean: place.done && report.clean(),
             done: place.done,
@@ -153,6 +148,19 @@ impl RunSummary {
             },
             verify: None,
         }
+    }
+
+    /// What the run works on, as its messages name it: `s3://b/p -> c/p` for a copy,
+    /// `s3://b/p against c/p` for a verification.
+    pub fn route(&self) -> String {
+        format!(
+            "s3://{}/{} {} {}/{}",
+            self.source.bucket,
+            self.source.prefix,
+            if self.verify.is_some() { "against" } else { "->" },
+            self.target.container,
+            self.target.prefix
+        )
     }
 
     /// Objects counted in `t`.

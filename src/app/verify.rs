@@ -100,6 +100,21 @@ impl VerifyReport {
         self.counts.values().all(|n| *n == 0)
     }
 
+    /// The differences by kind, as a phrase: `1 extra, 2 missing`.
+    pub fn counts_text(&self) -> String {
+        let kinds: Vec<String> = self.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        kinds.join(", ")
+    }
+
+    /// The tallies a verify run's saved place holds (none before its first slice saved them).
+    pub fn of_place(place: &VerifyPlace) -> Result<Self> {
+        if place.tallies.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(place.tallies.clone())
+            .map_err(|e| crate::error::Error::internal(format!("verify tallies unreadable: {e}")))
+    }
+
     fn add(&mut self, d: Difference) {
         *self.counts.entry(d.kind.as_str().to_string()).or_default() += 1;
         if self.list_all || self.differences.len() < MAX_LISTED {
@@ -276,10 +291,7 @@ impl<'a> Verifier<'a> {
         place: &VerifyPlace,
     ) -> Result<Self> {
         let mut v = Self::new(engine, scope, metadata, limits)?;
-        if !place.tallies.is_null() {
-            v.report = serde_json::from_value(place.tallies.clone())
-                .map_err(|e| crate::error::Error::internal(format!("verify tallies unreadable: {e}")))?;
-        }
+        v.report = VerifyReport::of_place(place)?;
         v.report.list_all = true;
         v.after = place.source_after.clone();
         v.through = place.blob_through.clone();
@@ -356,7 +368,6 @@ impl<'a> Verifier<'a> {
     /// rest of the target.
     pub async fn page(&mut self) -> Result<Step> {
         let (mut to_copy, mut heads) = (Vec::new(), Vec::new());
-        let report = &mut self.report;
         if !self.source_done {
             let (objects, next) = self
                 .engine
@@ -373,20 +384,23 @@ impl<'a> Verifier<'a> {
             for o in objects {
                 self.after = Some(o.key.clone());
                 let Ok(name) = blob_name(&o.key, &self.scope.source_prefix, &self.scope.target_prefix) else {
-                    report.skipped += 1;
+                    self.report.skipped += 1;
                     continue;
                 };
-                report.source_objects += 1;
+                self.report.source_objects += 1;
                 // Read the target until its listing has passed this name.
                 while self.blobs.before(&name) {
-                    let page = self.blobs.next().await?;
-                    for b in page {
-                        self.walk
-                            .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
-                    }
+                    self.read_target_page(&mut to_copy, &mut heads).await?;
                 }
                 match self.walk.blobs.remove(&name) {
-                    Some((b, _)) => judge(report, (name.clone(), o), b, self.metadata, &mut to_copy, &mut heads),
+                    Some((b, _)) => judge(
+                        &mut self.report,
+                        (name.clone(), o),
+                        b,
+                        self.metadata,
+                        &mut to_copy,
+                        &mut heads,
+                    ),
                     None => {
                         self.walk.objects.insert(name.clone(), o);
                     }
@@ -397,23 +411,21 @@ impl<'a> Verifier<'a> {
                     ascii: self.blobs.last_ascii.as_deref(),
                     target_done: self.blobs.done,
                 };
-                self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+                self.walk
+                    .settle(&mut self.report, &mut to_copy, self.limits.window, passed);
             }
         }
         if self.source_done && !self.blobs.done && !self.finished {
             // The rest of the target, a page a call (so a slice can stop between them):
             // partners of objects still waiting, or extra.
-            let page = self.blobs.next().await?;
-            for b in page {
-                self.walk
-                    .listed(report, b, self.blobs.page_no, self.metadata, &mut to_copy, &mut heads);
-            }
+            self.read_target_page(&mut to_copy, &mut heads).await?;
             let passed = Passed {
                 at: None,
                 ascii: self.blobs.last_ascii.as_deref(),
                 target_done: self.blobs.done,
             };
-            self.walk.settle(report, &mut to_copy, self.limits.window, passed);
+            self.walk
+                .settle(&mut self.report, &mut to_copy, self.limits.window, passed);
         } else if self.source_done && !self.finished {
             // Whatever still waits has no partner.
             let passed = Passed {
@@ -421,18 +433,32 @@ impl<'a> Verifier<'a> {
                 ascii: None,
                 target_done: true,
             };
-            self.walk.settle(report, &mut to_copy, 0, passed);
+            self.walk.settle(&mut self.report, &mut to_copy, 0, passed);
             self.finished = true;
         }
-        for d in metadata_differences(self.engine, self.scope, heads, report).await? {
+        for d in metadata_differences(self.engine, self.scope, heads, &mut self.report).await? {
             to_copy.push(d.key.clone().unwrap_or_default());
-            report.matched -= 1;
-            report.add(d);
+            self.report.matched -= 1;
+            self.report.add(d);
         }
         Ok(Step {
             to_copy,
             finished: self.finished,
         })
+    }
+
+    /// Reads the next target page: each blob is judged with the source object waiting for
+    /// it, or waits for one.
+    async fn read_target_page(
+        &mut self,
+        to_copy: &mut Vec<String>,
+        heads: &mut Vec<(String, crate::azure::blob::BlobEntry)>,
+    ) -> Result<()> {
+        for b in self.blobs.next().await? {
+            self.walk
+                .listed(&mut self.report, b, self.blobs.page_no, self.metadata, to_copy, heads);
+        }
+        Ok(())
     }
 }
 

@@ -77,10 +77,9 @@ pub async fn slice(svc: &RunService, id: &str) -> Result<SliceStep> {
             let lines: Vec<DiffLine> = std::mem::take(&mut v.report.differences)
                 .into_iter()
                 .map(|d| DiffLine {
-                    outcome: outcome(d.kind).name(),
+                    outcome: outcome(d.kind),
                     blob: d.key.is_none(),
                     name: d.key.or(d.blob).unwrap_or_default(),
-                    bytes: 0,
                     reason: d.detail,
                 })
                 .collect();
@@ -125,20 +124,18 @@ pub async fn slice(svc: &RunService, id: &str) -> Result<SliceStep> {
             return Ok(SliceStep::More);
         }
     }
-    let report: VerifyReport = serde_json::from_value(place.tallies.clone())
-        .map_err(|e| Error::internal(format!("run {id}: verify tallies unreadable: {e}")))?;
+    let report = VerifyReport::of_place(&place).map_err(|e| e.context(format!("run {id}")))?;
     let started = time::OffsetDateTime::parse(&run.started_at, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     record_result(&svc.engine, &scope, &report, started).await;
     let (state, reason) = if report.clean() {
         (RunState::Succeeded, None)
     } else {
-        let kinds: Vec<String> = report.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         (
             RunState::PartiallySucceeded,
             Some(format!(
                 "the target differs from the source: {} (the report names each)",
-                kinds.join(", ")
+                report.counts_text()
             )),
         )
     };

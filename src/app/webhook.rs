@@ -22,23 +22,16 @@ use crate::state::runs::counters::Tally;
 /// The message body for `summary`.
 pub fn payload(summary: &RunSummary) -> Value {
     let n = |t: Tally| summary.objects(t);
-    let (what, towards) = match summary.verify {
-        Some(_) => ("verify run", "against"),
-        None => ("run", "->"),
-    };
+    let what = if summary.verify.is_some() { "verify run" } else { "run" };
     let mut text = format!(
-        "s3-blob-sync {what} {} {}: s3://{}/{} {towards} {}/{}. ",
+        "s3-blob-sync {what} {} {}: {}. ",
         summary.run_id,
         summary.state.as_str(),
-        summary.source.bucket,
-        summary.source.prefix,
-        summary.target.container,
-        summary.target.prefix,
+        summary.route()
     );
     match &summary.verify {
         // A verification copies nothing: its own tallies say what it found.
         Some(v) => {
-            let found: Vec<String> = v.report.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
             text.push_str(&format!(
                 "{} source objects, {} blobs, {} match; {}.",
                 v.report.source_objects,
@@ -47,7 +40,7 @@ pub fn payload(summary: &RunSummary) -> Value {
                 if v.clean {
                     "no differences".to_string()
                 } else {
-                    format!("differences: {}", found.join(", "))
+                    format!("differences: {}", v.report.counts_text())
                 }
             ));
             if v.report.repaired > 0 {

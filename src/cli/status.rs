@@ -480,14 +480,11 @@ pub(super) fn run_table(s: &RunSummary) -> String {
         return verify_table(s, v);
     }
     let mut out = format!(
-        "run {}: {} ({}) s3://{}/{} -> {}/{}{}\n",
+        "run {}: {} ({}) {}{}\n",
         s.run_id,
         s.state.as_str(),
         <&str>::from(s.mode),
-        s.source.bucket,
-        s.source.prefix,
-        s.target.container,
-        s.target.prefix,
+        s.route(),
         if s.dry_run { " [dry run]" } else { "" },
     );
     let mut t = table(&["counter", "objects", "bytes"], &[1, 2]);
@@ -531,13 +528,10 @@ pub(super) fn run_table(s: &RunSummary) -> String {
 /// A verify run's summary: its tallies and differences by kind, as `verify` prints them.
 fn verify_table(s: &RunSummary, v: &crate::app::summary::VerifyProgress) -> String {
     let mut out = format!(
-        "verify run {}: {} s3://{}/{} against {}/{} ({} slices{})\n",
+        "verify run {}: {} {} ({} slices{})\n",
         s.run_id,
         s.state.as_str(),
-        s.source.bucket,
-        s.source.prefix,
-        s.target.container,
-        s.target.prefix,
+        s.route(),
         v.slices,
         if v.done { "" } else { ", still comparing" },
     );

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use super::counting::key_rows;
+use super::report::ReportOutcome;
 use super::store::RunStore;
 use crate::azure::table::Entity;
 use crate::error::{Error, Result};
@@ -60,14 +61,12 @@ impl VerifyPlace {
 /// One difference as a report line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffLine {
-    /// The report outcome's name (`missing`, `extra`, …).
-    pub outcome: &'static str,
+    /// The report outcome (`missing`, `extra`, …).
+    pub outcome: ReportOutcome,
     /// The source key, or the blob's name for a blob without one.
     pub name: String,
     /// Whether `name` is a blob's (an extra blob).
     pub blob: bool,
-    /// Bytes of the object (or blob).
-    pub bytes: u64,
     /// What differs.
     pub reason: String,
 }
@@ -173,8 +172,7 @@ fn diff_row(id: &str, l: &DiffLine) -> Entity {
     };
     let mut e = Entity::new(pk, format!("o{hash}"));
     e.set_str("Key", &l.name)
-        .set_str("Tally", l.outcome)
-        .set_i64("Bytes", l.bytes as i64)
+        .set_str("Tally", l.outcome.name())
         .set_str("Reason", super::counting::stored_reason(&l.reason));
     e
 }
@@ -207,10 +205,9 @@ mod tests {
     #[test]
     fn an_extra_blob_and_a_key_of_the_same_name_have_rows_of_their_own() {
         let line = |blob| DiffLine {
-            outcome: "missing",
+            outcome: ReportOutcome::Missing,
             name: "a/b".into(),
             blob,
-            bytes: 1,
             reason: "r".into(),
         };
         let (k, b) = (diff_row("r1", &line(false)), diff_row("r1", &line(true)));
