@@ -1,6 +1,7 @@
 //! The run API: `StartRun` (`POST /api/runs`), `Verify` (`POST /api/verify`, a verify run),
 //! `ListRuns` (`GET /api/runs`), `GetRun` (`GET /api/runs/{id}`), `GetRunReport`
-//! (`GET /api/runs/{id}/report`, JSON Lines) and `CancelRun` (`POST /api/runs/{id}/cancel`). `http` serves it through both doors.
+//! (`GET /api/runs/{id}/report`, JSON Lines) and `CancelRun` (`POST /api/runs/{id}/cancel`).
+//! `http` serves it through both doors.
 //!
 //! Starting answers `202 Accepted` with `Location` and `Retry-After`, and a run answers 202
 //! until it ends, then 200: the asynchronous pattern the Logic Apps HTTP action follows.
