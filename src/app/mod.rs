@@ -14,6 +14,7 @@ pub mod invocation;
 pub mod lag;
 pub mod list_page;
 pub mod lister;
+pub mod probes;
 pub mod service;
 pub mod shards;
 pub mod summary;

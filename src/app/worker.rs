@@ -4,11 +4,18 @@
 //! message in `<queue>-poison` when it is malformed or after `SYNC_MAX_DEQUEUE_COUNT`
 //! attempts. `CopyObject` takes every copy queue (`SYNC_COPY_QUEUES`) in turn, within one
 //! bound of messages at once. Used by `watch` and by `serve --work-queues`.
+//!
+//! Stopping is bounded: no message is received after the stop, those held get
+//! `SYNC_SHUTDOWN_GRACE_SECS` to finish, and the rest are handed back (made visible at once)
+//! rather than left hidden until their visibility timeout (decisions 129).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::task::JoinSet;
 
+use crate::app::probes::{Probes, Side};
 use crate::app::AppState;
 use crate::azure::queue::{WorkItem, WorkQueue};
 use crate::error::Result;
@@ -31,6 +38,10 @@ pub enum Disposition {
     Retry,
     /// Parked in the poison queue.
     Poisoned,
+    /// Still running when the stop's grace period ended: the work was dropped and the
+    /// message made visible again at once (nothing partial is visible: a copy's blob is
+    /// committed whole or not at all).
+    HandedBack,
 }
 
 /// Totals of a worker run.
@@ -42,6 +53,8 @@ pub struct WorkerStats {
     pub retried: u64,
     /// Messages parked.
     pub poisoned: u64,
+    /// Messages handed back at a stop.
+    pub handed_back: u64,
 }
 
 /// One queue a worker takes messages from, and where it parks them.
@@ -61,6 +74,10 @@ pub struct Worker {
     pub concurrency: usize,
     /// How long a received message stays hidden while it is worked on.
     pub visibility: Duration,
+    /// How long held messages may finish after a stop before they are handed back.
+    pub grace: Duration,
+    /// Where receives report whether Azure answered.
+    probes: Option<Arc<Probes>>,
 }
 
 impl Worker {
@@ -84,6 +101,8 @@ impl Worker {
         }
         Ok(Worker {
             visibility: config.queues.visibility,
+            grace: config.queues.shutdown_grace,
+            probes: None,
             state,
             function,
             lanes: lanes.into(),
@@ -91,10 +110,22 @@ impl Worker {
         })
     }
 
+    /// Reports each receive's answer (or its failure) as Azure's reachability.
+    pub fn with_probes(mut self, probes: Arc<Probes>) -> Self {
+        self.probes = Some(probes);
+        self
+    }
+
     /// Handles one message. While the handler works, a heartbeat keeps the message hidden
     /// (every half visibility period), so a copy slower than the visibility timeout is not
     /// handed to a second consumer, whose deliveries would count against its attempts.
-    async fn process(&self, lane: &Lane, item: &WorkItem) -> Result<Disposition> {
+    /// When `hand_back` turns true first, the work is dropped and the message made visible.
+    async fn process(
+        &self,
+        lane: &Lane,
+        item: &WorkItem,
+        mut hand_back: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Disposition> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let beat = tokio::spawn(heartbeat(
             lane.queue.clone(),
@@ -103,9 +134,41 @@ impl Worker {
             self.visibility,
             stopped,
         ));
-        let result = match self.function {
-            QueueFunction::CopyObject => super::copy_object::handle(&self.state, &item.text, item.dequeue_count).await,
-            QueueFunction::ListPage => super::list_page::handle(&self.state, &item.text, item.dequeue_count).await,
+        let work = async {
+            match self.function {
+                QueueFunction::CopyObject => {
+                    super::copy_object::handle(&self.state, &item.text, item.dequeue_count).await
+                }
+                QueueFunction::ListPage => super::list_page::handle(&self.state, &item.text, item.dequeue_count).await,
+            }
+        };
+        // Dropping the work at a hand-back is what a killed process does, which every step
+        // survives: uncommitted blocks are invisible, and the next delivery redoes the rest.
+        let result = tokio::select! {
+            r = work => r,
+            // The watch guard is dropped inside `map`, never held across an await.
+            () = hand_back.wait_for(|b| *b).map(|_| ()) => {
+                let _ = stop.send(true);
+                let receipt = beat.await.map_or_else(|_| item.pop_receipt.clone(), |b| b.receipt);
+                let item = WorkItem { pop_receipt: receipt, ..item.clone() };
+                // Bounded: the process is exiting. A release that does not land leaves the
+                // message to come back after its visibility timeout.
+                match tokio::time::timeout(HAND_BACK_BOUND, lane.queue.release(&item, Duration::ZERO)).await {
+                    Ok(Ok(())) => tracing::info!(
+                        message_id = %item.id, queue = lane.queue.name(), outcome = "handed_back",
+                        "stopping: the message was still being worked on; handed back for another worker"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(
+                        message_id = %item.id, queue = lane.queue.name(), outcome = "handed_back", error = %e,
+                        "stopping: could not hand the message back; it returns after its visibility timeout"
+                    ),
+                    Err(_) => tracing::warn!(
+                        message_id = %item.id, queue = lane.queue.name(), outcome = "handed_back",
+                        "stopping: handing the message back timed out; it returns after its visibility timeout"
+                    ),
+                }
+                return Ok(Disposition::HandedBack);
+            }
         };
         let park = match &result {
             Err(f) if f.status == 400 || item.dequeue_count >= self.state.config.queues.max_dequeue_count => {
@@ -155,10 +218,12 @@ impl Worker {
     }
 
     /// Receives and processes until `stop` turns true, or — with `idle_exit` — until the queue
-    /// has been empty that long. In-flight messages are finished before returning.
+    /// has been empty that long. After an idle exit every message held is finished; after a
+    /// stop they get the grace period, and the rest are handed back.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>, idle_exit: Option<Duration>) -> WorkerStats {
         let mut stats = WorkerStats::default();
         let mut running: JoinSet<Result<Disposition>> = JoinSet::new();
+        let (hand_back, handing_back) = tokio::sync::watch::channel(false);
         let mut idle_since = tokio::time::Instant::now();
         // Lanes are taken in turn; only a whole round of empty receives is idle.
         let (mut turn, mut empty) = (0usize, 0usize);
@@ -178,7 +243,13 @@ impl Worker {
             }
             let lane = self.lanes[turn % self.lanes.len()].clone();
             turn = turn.wrapping_add(1);
-            let items = match lane.queue.receive(free.min(32) as u32, self.visibility).await {
+            // A receive in flight at the stop is let finish: what it got is then worked on
+            // within the grace period (or handed back), never left hidden.
+            let received = lane.queue.receive(free.min(32) as u32, self.visibility).await;
+            if let Some(p) = &self.probes {
+                p.reached(Side::Azure, received.is_ok());
+            }
+            let items = match received {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::warn!(error = %e, queue = lane.queue.name(), "receive failed");
@@ -205,8 +276,28 @@ impl Worker {
             idle_since = tokio::time::Instant::now();
             empty = 0;
             for item in items {
-                let (w, lane) = (self.clone(), lane.clone());
-                running.spawn(async move { w.process(&lane, &item).await });
+                let (w, lane, hb) = (self.clone(), lane.clone(), handing_back.clone());
+                running.spawn(async move { w.process(&lane, &item, hb).await });
+            }
+        }
+        if *stop.borrow() && !running.is_empty() {
+            tracing::info!(
+                in_flight = running.len(),
+                grace_s = self.grace.as_secs(),
+                "stopping: no new messages; those held get the grace period, then are handed back"
+            );
+            let deadline = tokio::time::Instant::now() + self.grace;
+            loop {
+                tokio::select! {
+                    done = running.join_next() => match done {
+                        Some(done) => tally(&mut stats, done),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let _ = hand_back.send(true);
+                        break;
+                    }
+                }
             }
         }
         while let Some(done) = running.join_next().await {
@@ -215,6 +306,9 @@ impl Worker {
         stats
     }
 }
+
+/// How long handing one message back may take at a stop.
+const HAND_BACK_BOUND: Duration = Duration::from_secs(5);
 
 /// What the heartbeat ends with.
 struct Beat {
@@ -262,6 +356,7 @@ fn tally(stats: &mut WorkerStats, r: std::result::Result<Result<Disposition>, to
         Ok(Ok(Disposition::Done)) => stats.done += 1,
         Ok(Ok(Disposition::Retry)) => stats.retried += 1,
         Ok(Ok(Disposition::Poisoned)) => stats.poisoned += 1,
+        Ok(Ok(Disposition::HandedBack)) => stats.handed_back += 1,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "queue operation failed; the message becomes visible again")
         }

@@ -2,6 +2,7 @@
 //! `cancel`, `redrive` and `migrate-checkpoints`.
 
 mod copy;
+mod health;
 mod migrate;
 mod setup;
 mod status;
@@ -106,6 +107,8 @@ enum Command {
     /// work it off, until SIGTERM or Ctrl-C.
     ///
     /// Example: SYNC_TARGET_CONTAINER=mirror s3-blob-sync watch --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/s3-blob-sync-events
+    ///
+    /// Example (in a container, probed on 8080): s3-blob-sync watch --health-port 8080 --health-bind 0.0.0.0
     Watch {
         /// The SQS queue with the bucket's event notifications (default: SYNC_SQS_QUEUE_URL).
         #[arg(long)]
@@ -116,6 +119,27 @@ enum Command {
         /// Drain until SQS is empty, work off the copy queue, then exit.
         #[arg(long)]
         once: bool,
+        /// Answer probes on this port: GET /livez (200 while the worker's loops run, also in
+        /// an outage) and GET /readyz (200 once credentials and queues were checked and while
+        /// both clouds answer; 503 otherwise).
+        #[arg(long, conflicts_with = "once")]
+        health_port: Option<u16>,
+        /// Address the probes listen on: loopback unless the platform probes from outside
+        /// the container (Container Apps, Kubernetes HTTP probes).
+        #[arg(long, default_value = "127.0.0.1", requires = "health_port")]
+        health_bind: std::net::IpAddr,
+    },
+    /// Ask a local `watch --health-port` whether it is live (or, with --ready, ready): exit 0
+    /// on 200, 1 otherwise. For health checks that run a command in the container (ECS).
+    ///
+    /// Example: s3-blob-sync health --port 8080 --ready
+    Health {
+        /// The port `watch --health-port` listens on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Ask for readiness rather than liveness.
+        #[arg(long)]
+        ready: bool,
     },
     /// Compare a source prefix with its target prefix: missing, extra, size-mismatch,
     /// checksum-mismatch (the blob holds another source version) and metadata-mismatch (no
@@ -308,7 +332,16 @@ pub async fn main() -> ExitCode {
             queue_url,
             workers,
             once,
-        } => watch::run(queue_url, workers as usize, once).await,
+            health_port,
+            health_bind,
+        } => {
+            let health = watch::HealthListen {
+                port: health_port,
+                bind: health_bind,
+            };
+            watch::run(queue_url, workers as usize, once, health).await
+        }
+        Command::Health { port, ready } => health::check(port, ready).await,
         Command::SetupEvents(args) => setup::run(args).await,
         Command::Cancel { run_id, dry_run } => status::cancel(&run_id, dry_run).await,
         Command::MigrateCheckpoints { dry_run, json } => migrate::run(dry_run, json).await,

@@ -1,21 +1,41 @@
 //! `watch`: the long-running worker for containers — drains SQS into `copy-objects` and
 //! consumes it with the same engine, until SIGTERM/Ctrl-C (or, with `--once`, until both
-//! queues are idle).
+//! queues are idle). With `--health-port` it answers liveness and readiness probes; a stop is
+//! bounded (`SYNC_SHUTDOWN_GRACE_SECS`, then what is held is handed back).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::drain::Drainer;
+use crate::app::probes::{Probes, Side};
 use crate::app::worker::{QueueFunction, Worker};
 use crate::error::Result;
 
-pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -> Result<ExitCode> {
+/// Where `watch` answers its probes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HealthListen {
+    pub port: Option<u16>,
+    pub bind: std::net::IpAddr,
+}
+
+pub(super) async fn run(
+    queue_url: Option<String>,
+    workers: usize,
+    once: bool,
+    health: HealthListen,
+) -> Result<ExitCode> {
     let mut cfg = crate::config::Config::from_env()?;
     if queue_url.is_some() {
         cfg.relay.queue_url = queue_url;
     }
     crate::telemetry::init(cfg.log_format, "info");
+    let probes = Probes::new();
+    // Live from the start: a start-up slowed by an outage is not a dead process.
+    let starting = probes.loop_started();
+    if let Some(port) = health.port {
+        super::health::serve(std::net::SocketAddr::new(health.bind, port), probes.clone()).await?;
+    }
     let state = crate::app::AppState::new(cfg).await?;
     let (cfg, engine) = (state.config.clone(), state.engine.clone());
     match &cfg.mapping.container {
@@ -24,9 +44,25 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         })?,
         None => tracing::warn!("SYNC_TARGET_CONTAINER is not set: every copy message must name its container"),
     }
-    let drainer = Arc::new(Drainer::from_config(&cfg).await?);
-    let worker = Worker::new(state.clone(), QueueFunction::CopyObject, workers).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drainer = Drainer::from_config(&cfg).await?;
+    let drainer = Arc::new(drainer.with_stop(stop_rx.clone()).with_probes(probes.clone()));
+    let worker = Worker::new(state.clone(), QueueFunction::CopyObject, workers)
+        .await?
+        .with_probes(probes.clone());
+    // The events queue and the credentials that read it: a wrong URL or a refused identity
+    // ends here, naming the setting; a side that does not answer yet only delays readiness.
+    match drainer.sqs().depth().await {
+        Ok(_) => probes.reached(Side::Aws, true),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "SYNC_SQS_QUEUE_URL: the events queue does not answer yet; not ready until it does");
+            probes.reached(Side::Aws, false);
+        }
+        Err(e) => {
+            return Err(e.context("SYNC_SQS_QUEUE_URL: the events queue could not be read with these credentials"))
+        }
+    }
+    probes.checked();
 
     if once {
         let stats = drainer.drain(cfg.relay.drain_budget, true).await?;
@@ -47,7 +83,9 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         let drainer = drainer.clone();
         let lag = engine.checkpoint().lag();
         let mut stop = stop_rx.clone();
+        let probes = probes.clone();
         tokio::spawn(async move {
+            let _running = probes.loop_started();
             while !*stop.borrow() {
                 match drainer.drain(Duration::from_secs(20), false).await {
                     Ok(stats) => {
@@ -65,19 +103,46 @@ pub(super) async fn run(queue_url: Option<String>, workers: usize, once: bool) -
         })
     };
     // No timers here: the sweep runs on its own period.
-    let sweep_task = tokio::spawn(crate::app::sweep::every(
-        state.clone(),
-        cfg.runs.sweep_interval,
-        stop_rx.clone(),
-    ));
-    let worker_task = tokio::spawn(async move { worker.run(stop_rx, None).await });
+    let sweep_task = {
+        let (state, probes, stop) = (state.clone(), probes.clone(), stop_rx.clone());
+        let every = cfg.runs.sweep_interval;
+        tokio::spawn(async move {
+            let _running = probes.loop_started();
+            crate::app::sweep::every(state, every, stop).await
+        })
+    };
+    let worker_task = {
+        let probes = probes.clone();
+        tokio::spawn(async move {
+            let _running = probes.loop_started();
+            worker.run(stop_rx, None).await
+        })
+    };
+    starting.done();
     super::shutdown_signal().await;
-    tracing::info!("stopping: finishing in-flight work");
+    let grace = cfg.queues.shutdown_grace;
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "stopping: no new messages; those held get the grace period, then are handed back"
+    );
     let _ = stop_tx.send(true);
-    drain_task.abort();
     sweep_task.abort();
-    let stats = worker_task.await.unwrap_or_default();
-    stopped(&stats);
+    // The worker's own bound is the grace period plus a hand-back; this one holds whatever
+    // else hangs (a relay mid-batch, a request without an answer).
+    let bound = grace + Duration::from_secs(8);
+    let ended = tokio::time::timeout(bound, async {
+        let (_, worker) = tokio::join!(drain_task, worker_task);
+        worker.unwrap_or_default()
+    })
+    .await;
+    match ended {
+        Ok(stats) => stopped(&stats),
+        Err(_) => tracing::error!(
+            bound_s = bound.as_secs(),
+            outcome = "abandoned",
+            "stopping: work still running after the bound; exiting (what it held returns after its visibility timeout)"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,6 +154,7 @@ fn stopped(stats: &crate::app::worker::WorkerStats) {
         done = stats.done,
         retried = stats.retried,
         poisoned = stats.poisoned,
+        handed_back = stats.handed_back,
         events = %events,
         "worker stopped"
     );

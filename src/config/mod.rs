@@ -212,6 +212,10 @@ pub struct QueueConfig {
     /// --work-queues`) hides a message it works on, extended every half period while the
     /// work runs; after a crash the message returns this much later.
     pub visibility: Duration,
+    /// `SYNC_SHUTDOWN_GRACE_SECS` (default 20): on SIGTERM a worker stops receiving and gives
+    /// the messages it holds this long to finish; the rest it hands back (visible again at
+    /// once, for another worker), so it exits inside the platforms' 30 s stop timeout.
+    pub shutdown_grace: Duration,
 }
 
 /// Most copy queues (`SYNC_COPY_QUEUES`); the Function App ships a `CopyObject` function for
@@ -437,6 +441,7 @@ impl Config {
                 reject: queue_var(env, "SYNC_REJECT_QUEUE", "sqs-rejects")?,
                 max_dequeue_count: bounded(env, "SYNC_MAX_DEQUEUE_COUNT", 5, 1, None, "")?,
                 visibility: secs("SYNC_WORKER_VISIBILITY_SECS", 60, 1, 7 * 24 * 3600)?,
+                shutdown_grace: secs("SYNC_SHUTDOWN_GRACE_SECS", 20, 0, 3600)?,
             },
             relay: RelayConfig {
                 queue_url: sqs_queue_url(env)?,

@@ -947,7 +947,8 @@ async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
         WorkerStats {
             done: 1,
             retried: 0,
-            poisoned: 0
+            poisoned: 0,
+            handed_back: 0,
         },
         "the message was handed out again while its copy ran"
     );
@@ -971,4 +972,174 @@ async fn setup_events(
     let mut args = vec!["setup-events", "--bucket", bucket, "--queue-url", url];
     args.extend_from_slice(extra);
     run_binary_async(&args, env).await
+}
+
+/// Starts `watch` on a slow Azure, waits until the copy of a 16 MiB object is under way, and
+/// sends SIGTERM. Returns the stopped worker, the proxy and the object's bytes.
+async fn terminate_mid_copy(ev: &Events, grace_s: &str) -> (HandlerProc, Proxy, Vec<u8>, Duration) {
+    let ctx = &ev.ctx;
+    let data = bytes(16 * 1024 * 1024, 91);
+    ctx.put("big", data.clone()).await;
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    blob_proxy.faults().delay_ms.store(150, Ordering::SeqCst);
+    let mut env = ev.env();
+    env.insert(
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        ctx.connection_string_via(&blob_proxy.url),
+    );
+    env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
+    env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
+    // A visibility far longer than the test: a message left hidden would not come back in time.
+    env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "600".into());
+    env.insert("SYNC_SHUTDOWN_GRACE_SECS".into(), grace_s.into());
+    let worker = HandlerProc::spawn(&["watch"], &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while blob_proxy.count("comp=block&") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "copy never started: {}",
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = std::time::Instant::now();
+    worker.terminate();
+    (worker, blob_proxy, data, signalled.elapsed())
+}
+
+#[tokio::test]
+async fn sigterm_mid_copy_hands_the_message_back_at_once_and_loses_nothing() {
+    let ev = Events::new("evterm", "mirror").await;
+    let ctx = &ev.ctx;
+    let (mut worker, blob_proxy, data, _) = terminate_mid_copy(&ev, "0").await;
+    let signalled = std::time::Instant::now();
+    let code = worker.wait(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "watch did not stop within its bound: {}", worker.logs());
+    // Grace 0: the copy is dropped and its message handed back; 5 s of hand-back at most.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(12),
+        "stopping took {:?}",
+        signalled.elapsed()
+    );
+    let logs = worker.logs();
+    assert!(logs.contains("handed back for another worker"), "{logs}");
+    assert!(logs.contains(r#""handed_back":1"#), "{logs}");
+    assert_eq!(
+        blob_proxy.commits(),
+        0,
+        "the copy was committed although it was dropped"
+    );
+    assert!(ctx.blob().read("big").await.is_err(), "a partial blob became visible");
+
+    // The message is visible again now, not after its 600 s visibility: the next worker
+    // (without the slow proxy) copies the object whole.
+    let mut again = HandlerProc::spawn(&["watch", "--once"], &ev.env());
+    assert_eq!(again.wait(Duration::from_secs(90)).await, Some(0), "{}", again.logs());
+    let blob = ctx.blob().read("big").await.expect("the object was lost at the stop");
+    assert_eq!(sha(&blob), sha(&data));
+    assert!(again.logs().contains(r#"objects{copied}\":1"#), "{}", again.logs());
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_held_copy_finish_within_the_grace_period() {
+    let ev = Events::new("evgrace", "mirror").await;
+    let ctx = &ev.ctx;
+    let (mut worker, _proxy, data, _) = terminate_mid_copy(&ev, "25").await;
+    let code = worker.wait(Duration::from_secs(40)).await;
+    assert_eq!(code, Some(0), "watch did not stop within its bound: {}", worker.logs());
+    let logs = worker.logs();
+    assert!(
+        logs.contains(r#""done":1"#) && logs.contains(r#""handed_back":0"#),
+        "{logs}"
+    );
+    let blob = ctx.blob().read("big").await.expect("the held copy did not finish");
+    assert_eq!(sha(&blob), sha(&data));
+}
+
+/// GETs a probe of a `watch --health-port`: its status and body.
+async fn probe(port: u16, route: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}{route}"))
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
+            )
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+/// Polls `route` until it answers `status` (at most `within`).
+async fn probe_until(port: u16, route: &str, status: u16, within: Duration, w: &HandlerProc) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (got, body) = probe(port, route).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{route} answered {got} {body}, never {status}: {}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_probes_stay_live_in_an_aws_outage_and_readiness_follows_it() {
+    let ev = Events::new("evhealth", "mirror").await;
+    let ctx = &ev.ctx;
+    let aws = Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    let port = crate::harness::handler::free_port();
+    let mut env = ev.env();
+    env.insert("AWS_ENDPOINT_URL".into(), aws.url.clone());
+    let mut w = HandlerProc::spawn(&["watch", "--health-port", &port.to_string()], &env);
+    let ready = probe_until(port, "/readyz", 200, Duration::from_secs(60), &w).await;
+    assert_eq!(ready, json!({"ready": true, "checked": true, "unreachable": []}));
+    assert_eq!(probe(port, "/livez").await.0, 200);
+    let (code, out) = run_binary_async(&["health", "--port", &port.to_string(), "--ready"], &env).await;
+    assert_eq!(code, 0, "{out}");
+
+    // S3 and SQS answer nothing but 503 for a while: not ready, naming the side; still live.
+    aws.outage(Duration::from_secs(25));
+    let body = probe_until(port, "/readyz", 503, Duration::from_secs(25), &w).await;
+    assert_eq!(body["unreachable"], json!(["aws"]), "{body}");
+    assert_eq!(
+        probe(port, "/livez").await,
+        (200, json!({"live": true})),
+        "an outage restarted the worker"
+    );
+    let (code, out) = run_binary_async(&["health", "--port", &port.to_string(), "--ready"], &env).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("503") && out.contains("aws"), "{out}");
+    let (code, out) = run_binary_async(&["health", "--port", &port.to_string()], &env).await;
+    assert_eq!(code, 0, "liveness during the outage: {out}");
+
+    // The outage ends: ready again, and an object written meanwhile is synced.
+    probe_until(port, "/readyz", 200, Duration::from_secs(60), &w).await;
+    ctx.put("after-outage", "bytes").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ctx.blob().read("after-outage").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not synced after the outage: {}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.terminate();
+    assert_eq!(w.wait(Duration::from_secs(35)).await, Some(0), "{}", w.logs());
+    // Nothing answers once it stopped; `health` says so and fails.
+    let (code, out) = run_binary_async(&["health", "--port", &port.to_string()], &env).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("watch --health-port"), "{out}");
 }

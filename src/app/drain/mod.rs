@@ -89,6 +89,10 @@ pub struct Drainer {
     /// The first pause after a failed relay (see [`retry_visibility`]).
     pub retry_base: Duration,
     breaker: std::sync::Arc<Breaker>,
+    /// A long-running worker's stop: no receive starts after it turns true.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where each receive reports whether SQS answered.
+    probes: Option<std::sync::Arc<crate::app::probes::Probes>>,
 }
 
 /// The longest long poll of a receive.
@@ -112,7 +116,28 @@ impl Drainer {
             receivers: 4,
             retry_base: Duration::from_secs(60),
             breaker: std::sync::Arc::new(breaker),
+            stop: None,
+            probes: None,
         }
+    }
+
+    /// Reports each receive's answer (or its failure) as AWS's reachability.
+    pub fn with_probes(mut self, probes: std::sync::Arc<crate::app::probes::Probes>) -> Self {
+        self.probes = Some(probes);
+        self
+    }
+
+    /// Ends every receive loop once `stop` turns true. A batch being relayed is finished; a
+    /// long poll still waiting is cut short, so a stop does not wait out its 15 s. Should SQS
+    /// have answered it in that instant, its messages come back after their visibility
+    /// (`SYNC_SQS_VISIBILITY_SECS`): an event is late, never lost (decisions 129).
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
     /// The breaker's probe interval for a relay whose first retry pause is `retry_base`:
@@ -204,7 +229,7 @@ impl Drainer {
         loop {
             let left = budget.saturating_sub(started.elapsed());
             // Keep room to relay and delete what a receive returns.
-            if left < Duration::from_secs(3) {
+            if left < Duration::from_secs(3) || self.stopped() {
                 return (stats, None);
             }
             if let Gate::Open(wait) = self.breaker.gate(&mut stats.probes).await {
@@ -212,7 +237,13 @@ impl Drainer {
                 if stop_when_idle || wait + Duration::from_secs(3) > left {
                     return (stats, None);
                 }
-                tokio::time::sleep(wait).await;
+                match self.stop.clone() {
+                    Some(mut stop) => tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    },
+                    None => tokio::time::sleep(wait).await,
+                }
                 continue;
             }
             // A poll shorter than the probe interval: one that started before the breaker
@@ -223,7 +254,18 @@ impl Drainer {
                 LONG_POLL.min(self.breaker.interval / 2).max(Duration::from_secs(1))
             };
             let wait = (left - Duration::from_secs(2)).min(poll);
-            let batch = match self.sqs.receive(10, wait, self.visibility).await {
+            let receive = self.sqs.receive(10, wait, self.visibility);
+            let received = match self.stop.clone() {
+                Some(mut stop) => tokio::select! {
+                    r = receive => r,
+                    _ = stop.wait_for(|s| *s) => return (stats, None),
+                },
+                None => receive.await,
+            };
+            if let Some(p) = &self.probes {
+                p.reached(crate::app::probes::Side::Aws, received.is_ok());
+            }
+            let batch = match received {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "sqs receive failed");
