@@ -42,6 +42,22 @@ pub(crate) fn credential_client_options() -> azure_core::http::ClientOptions {
     }
 }
 
+/// Managed identity options: the user-assigned identity `AZURE_CLIENT_ID` names when no
+/// client secret goes with it (Container Apps and App Service give an app several), else the
+/// system-assigned one.
+pub(crate) fn managed_identity_options() -> azure_identity::ManagedIdentityCredentialOptions {
+    let user_assigned_id = match (std::env::var("AZURE_CLIENT_ID"), std::env::var("AZURE_CLIENT_SECRET")) {
+        (Ok(id), Err(_)) if !id.trim().is_empty() => {
+            Some(azure_identity::UserAssignedId::ClientId(id.trim().to_string()))
+        }
+        _ => None,
+    };
+    azure_identity::ManagedIdentityCredentialOptions {
+        user_assigned_id,
+        client_options: crate::http::credential_client_options(),
+    }
+}
+
 /// A lazily created, shared HTTP transport.
 #[derive(Clone, Default)]
 pub struct HttpPool(Arc<std::sync::OnceLock<azure_core::http::Transport>>);

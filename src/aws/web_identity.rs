@@ -70,10 +70,7 @@ impl EntraWebIdentity {
     async fn azure(&self) -> Result<&Arc<dyn TokenCredential>, CredentialsError> {
         self.azure
             .get_or_try_init(|| async {
-                let options = azure_identity::ManagedIdentityCredentialOptions {
-                    client_options: crate::http::credential_client_options(),
-                    ..Default::default()
-                };
+                let options = crate::http::managed_identity_options();
                 azure_identity::ManagedIdentityCredential::new(Some(options))
                     .map(|c| c as Arc<dyn TokenCredential>)
                     .map_err(|e| {

@@ -178,9 +178,10 @@ impl Policy for SasPolicy {
     }
 }
 
-/// Tries managed identity, workload identity, client secret (from `AZURE_TENANT_ID`,
-/// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), then the Azure CLI; remembers the first that
-/// answers.
+/// Tries a client secret first when one is configured (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+/// `AZURE_CLIENT_SECRET`: what the operator set beats what the host offers, and a host with
+/// no identity endpoint, as on ECS, would make every start wait for IMDS to time out), then
+/// managed identity, workload identity and the Azure CLI; remembers the first that answers.
 #[derive(Debug)]
 struct ChainCredential {
     sources: Vec<(&'static str, Arc<dyn TokenCredential>)>,
@@ -189,16 +190,6 @@ struct ChainCredential {
 
 fn chain_credential() -> Arc<dyn TokenCredential> {
     let mut sources: Vec<(&'static str, Arc<dyn TokenCredential>)> = Vec::new();
-    let mi = azure_identity::ManagedIdentityCredentialOptions {
-        client_options: crate::http::credential_client_options(),
-        ..Default::default()
-    };
-    if let Ok(c) = azure_identity::ManagedIdentityCredential::new(Some(mi)) {
-        sources.push(("managed identity", c));
-    }
-    if let Ok(c) = azure_identity::WorkloadIdentityCredential::new(None) {
-        sources.push(("workload identity", c));
-    }
     if let (Ok(t), Ok(id), Ok(secret)) = (
         std::env::var("AZURE_TENANT_ID"),
         std::env::var("AZURE_CLIENT_ID"),
@@ -210,6 +201,12 @@ fn chain_credential() -> Arc<dyn TokenCredential> {
         if let Ok(c) = azure_identity::ClientSecretCredential::new(&t, id, secret.into(), Some(options)) {
             sources.push(("client secret", c));
         }
+    }
+    if let Ok(c) = azure_identity::ManagedIdentityCredential::new(Some(crate::http::managed_identity_options())) {
+        sources.push(("managed identity", c));
+    }
+    if let Ok(c) = azure_identity::WorkloadIdentityCredential::new(None) {
+        sources.push(("workload identity", c));
     }
     if let Ok(c) = azure_identity::AzureCliCredential::new(None) {
         sources.push(("azure cli", c));

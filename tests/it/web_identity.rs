@@ -9,6 +9,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::handler::run_binary_async;
 use crate::harness::proxy::Proxy;
+use crate::harness::tls::{upstream_of, TestCa, TlsFront};
 use crate::harness::TestCtx;
 
 const AUDIENCE: &str = "api://s3-blob-sync-test";
@@ -203,5 +204,105 @@ async fn ecs_task_credentials_are_used_and_rotated_mid_run() {
     for secret in [AUTH, FIRST.1, FIRST.2, SECOND.1, SECOND.2] {
         assert!(!out.contains(secret), "{secret} reached the output");
     }
+    ctx.cleanup().await;
+}
+
+/// Azure with a client secret from the environment, as ECS `secrets` or Container Apps
+/// secrets inject it: no file, no wrapper. Azurite takes no Entra token over http, so the
+/// run is followed up to the token request, made over https to a stand-in of the Entra token
+/// endpoint behind a TLS front signed by a test CA.
+#[tokio::test]
+async fn a_client_secret_from_the_environment_gets_a_token_over_https_and_is_never_printed() {
+    const SECRET: &str = "cs-secret-Q9x7vLr2mT5wZ8kP";
+    const ISSUED: &str = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJzdG9yYWdlIn0.ISSUEDTOKENSIG";
+    let ctx = TestCtx::new("csec").await;
+    ctx.put("w/a.txt", "hello").await;
+    let entra = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/tenant-1/oauth2/v2.0/token"))
+        .and(wiremock::matchers::body_string_contains(format!(
+            "client_secret={SECRET}"
+        )))
+        .and(wiremock::matchers::body_string_contains("client_id=app-1"))
+        .and(wiremock::matchers::body_string_contains(
+            "grant_type=client_credentials",
+        ))
+        .and(wiremock::matchers::body_string_contains("storage.azure.com"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": ISSUED
+        })))
+        .mount(&entra)
+        .await;
+    let ca = TestCa::new();
+    let front = TlsFront::start(&ca, &["localhost"], upstream_of(&entra.uri())).await;
+    let mut env = ctx.env_with(&[
+        ("AZURE_STORAGE_ACCOUNT", "stsyncsecret"),
+        ("AZURE_TENANT_ID", "tenant-1"),
+        ("AZURE_CLIENT_ID", "app-1"),
+        ("AZURE_CLIENT_SECRET", SECRET),
+        ("AZURE_AUTHORITY_HOST", &format!("https://localhost:{}", front.port)),
+    ]);
+    env.remove("AZURE_STORAGE_CONNECTION_STRING");
+    let src = format!("s3://{}/w/", ctx.bucket);
+    let dst = "https://stsyncsecret.blob.core.windows.net/mirror/";
+    let args = ["copy", &src, dst, "--no-progress"];
+
+    // Without the test CA in the trust store the handshake fails: the endpoint really is
+    // https, and nothing reaches it.
+    let (code, out) = run_binary_async(&args, &env).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(entra.received_requests().await.unwrap().is_empty(), "{out}");
+    assert!(
+        out.contains("no Azure credential worked") && out.contains("client secret"),
+        "the error names the credential tried: {out}"
+    );
+
+    env.insert("SSL_CERT_FILE".into(), ca.file.display().to_string());
+    let (code, out) = run_binary_async(&args, &env).await;
+    // The storage account itself is not reachable here; the token was issued first.
+    assert_ne!(code, 0, "{out}");
+    let asked = entra.received_requests().await.unwrap();
+    assert!(!asked.is_empty(), "no token request: {out}");
+    assert!(
+        asked.iter().all(|r| r.url.path() == "/tenant-1/oauth2/v2.0/token"),
+        "{asked:?}"
+    );
+    // What failed is the storage endpoint, after the token: this sandbox resolves no
+    // `*.core.windows.net`.
+    assert!(
+        out.contains("dns error") && !out.contains("no Azure credential worked"),
+        "{out}"
+    );
+    for secret in [SECRET, ISSUED, "ISSUEDTOKENSIG"] {
+        assert!(!out.contains(secret), "{secret} leaked: {out}");
+    }
+}
+
+/// A user-assigned identity (Container Apps, App Service): `AZURE_CLIENT_ID` without a
+/// secret names which of the app's identities asks for the token.
+#[tokio::test]
+async fn azure_client_id_without_a_secret_picks_the_user_assigned_identity() {
+    let ctx = TestCtx::new("uami").await;
+    ctx.put("w/a.txt", "hello").await;
+    let mi = MockServer::start().await;
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    Mock::given(method("GET"))
+        .and(path("/msi/token"))
+        .and(query_param("resource", AUDIENCE))
+        .and(query_param("client_id", "uami-client-1"))
+        .and(header("x-identity-header", HEADER_SECRET))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": TOKEN, "expires_on": expires.to_string(), "resource": AUDIENCE, "token_type": "Bearer"
+        })))
+        .expect(1)
+        .mount(&mi)
+        .await;
+    let mut env = env_for(&ctx, &mi, &ctx.env["AWS_ENDPOINT_URL"]);
+    env.insert("AZURE_CLIENT_ID".into(), "uami-client-1".into());
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let src = format!("s3://{}/w/", ctx.bucket);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--no-progress"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    mi.verify().await;
     ctx.cleanup().await;
 }

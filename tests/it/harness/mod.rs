@@ -7,6 +7,7 @@ pub mod host;
 pub mod objects;
 pub mod proxy;
 pub mod runs;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
