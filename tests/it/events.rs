@@ -963,7 +963,7 @@ async fn a_copy_slower_than_the_visibility_timeout_is_worked_by_one_consumer() {
 }
 
 /// Runs `setup-events` for `bucket` and queue `url` with `extra` arguments, in `env`.
-async fn setup_events(
+pub(crate) async fn setup_events(
     bucket: &str,
     url: &str,
     extra: &[&str],

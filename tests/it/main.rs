@@ -14,6 +14,7 @@ mod divergence;
 mod events;
 mod faults;
 mod handler;
+mod image;
 mod interrupt;
 mod listing;
 mod report;
