@@ -15,6 +15,7 @@ pub mod lag;
 pub mod list_page;
 pub mod lister;
 pub mod probes;
+pub mod schedule;
 pub mod service;
 pub mod shards;
 pub mod summary;

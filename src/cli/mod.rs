@@ -387,6 +387,11 @@ async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::ne
     let config = Config::from_env()?;
     crate::telemetry::init(config.log_format, "info");
     crate::functions::access::check_bind(bind, &config)?;
+    // Without the Functions host, nothing else fires ScheduledRun: this process does.
+    let schedule = match (&workers, config.runs.schedule.as_deref()) {
+        (Some(_), Some(text)) if !config.server.functions_host => Some(crate::app::schedule::Schedule::parse(text)?),
+        _ => None,
+    };
     let state = crate::app::AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
@@ -412,13 +417,20 @@ async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::ne
                 w.run(rx, None).await;
             }));
         }
-        // No timers here: the sweep runs on its own period.
+        // The sweep runs on its own period; the schedule is the one the Functions host reads.
         let period = state.config.runs.sweep_interval;
         tasks.push(tokio::spawn(crate::app::sweep::every(
             state.clone(),
             period,
             stop_rx.clone(),
         )));
+        if let Some(schedule) = schedule {
+            tasks.push(tokio::spawn(crate::app::schedule::every(
+                state.clone(),
+                schedule,
+                stop_rx.clone(),
+            )));
+        }
     }
     axum::serve(listener, crate::router(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -299,6 +299,9 @@ pub struct RunsConfig {
     /// for `notify`, which is checked when the timer fires). Kept as a secret because it
     /// names buckets and containers, though its webhook is only a setting's name.
     pub scheduled: Option<Secret>,
+    /// `SYNC_SCHEDULE`: when `ScheduledRun` fires (NCRONTAB, six fields, UTC). The Functions
+    /// host reads it through `%SYNC_SCHEDULE%`; `serve --work-queues` fires on it itself.
+    pub schedule: Option<String>,
     /// `SYNC_NOTIFY_ALLOW_HOSTS`: hosts (`name` or `name:port`, comma-separated) a run's
     /// webhook may reach although they are loopback or private, and over plain http: for a
     /// local receiver. Every other webhook must be https to a public address.
@@ -460,6 +463,7 @@ impl Config {
                 verify_slice: secs("SYNC_VERIFY_SLICE_SECS", 60, 0, 600)?,
                 lease: secs("SYNC_RUN_LEASE_SECS", 60, 2, 3600)?,
                 scheduled: env.get("SYNC_SCHEDULED_RUN").map(Secret::from),
+                schedule: env.get("SYNC_SCHEDULE"),
                 notify_allow_hosts: env
                     .get("SYNC_NOTIFY_ALLOW_HOSTS")
                     .map(|v| {

@@ -1220,3 +1220,50 @@ async fn notify_error_of_run(
     .await;
     get_run(driver, &id).await.1
 }
+
+/// Without the Functions host nothing fires ScheduledRun: `serve --work-queues` (the
+/// container deployment) reads `SYNC_SCHEDULE` itself, starts the run, and works it off.
+#[tokio::test]
+async fn serve_with_work_queues_fires_the_schedule_itself() {
+    let ctx = TestCtx::new("sched").await;
+    for i in 0..3 {
+        ctx.put(&format!("s/{i}"), format!("object {i}")).await;
+    }
+    let spec = json!({"source": {"bucket": ctx.bucket}, "target": {"container": ctx.container}}).to_string();
+    let port = crate::harness::handler::free_port().to_string();
+    let args = ["serve", "--work-queues", "--port", port.as_str()];
+
+    // A five-field (Vixie) schedule is refused, naming the setting and the form it takes.
+    let bad = ctx.env_with(&[("SYNC_SCHEDULED_RUN", spec.as_str()), ("SYNC_SCHEDULE", "0 2 * * *")]);
+    let mut p = HandlerProc::spawn(&args, &bad);
+    assert_eq!(p.wait(Duration::from_secs(20)).await, Some(2), "{}", p.logs());
+    assert!(
+        p.logs().contains("SYNC_SCHEDULE") && p.logs().contains("six-field"),
+        "{}",
+        p.logs()
+    );
+
+    // Every two seconds: the first firing starts the run, later ones find it running or done.
+    let env = ctx.env_with(&[
+        ("SYNC_SCHEDULED_RUN", spec.as_str()),
+        ("SYNC_SCHEDULE", "*/2 * * * * *"),
+    ]);
+    let mut p = HandlerProc::spawn(&args, &env);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = ctx.blob().list("s/").await.map(|l| l.len()).unwrap_or(0);
+        if n == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of 3 copied: {}", p.logs());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let logs = p.logs();
+    assert!(logs.contains("scheduled run started"), "{logs}");
+    for i in 0..3 {
+        let blob = ctx.blob().read(&format!("s/{i}")).await.unwrap();
+        assert_eq!(blob, format!("object {i}").as_bytes());
+    }
+    p.terminate();
+    assert_eq!(p.wait(Duration::from_secs(40)).await, Some(0), "{}", p.logs());
+}
