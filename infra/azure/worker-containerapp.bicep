@@ -1,8 +1,9 @@
 // s3-blob-sync as containers on Azure Container Apps, for operators who do not want Functions:
 //   - `watch` (minReplicas 1 .. maxReplicas): drains the SQS events queue into the copy queues
 //     and copies what they hold; KEDA adds replicas by the copy queues' length;
-//   - `serve --work-queues` (exactly 1): the HTTP API for bulk runs, the list-pages queue, the
-//     stall sweep; reachable only inside the environment, and only with an API key.
+//   - `serve --work-queues` (exactly 1, always): works the list-pages queue (bulk runs), fires
+//     the optional scheduled run (scheduledRun on schedule), sweeps stalled runs; its HTTP API
+//     is reachable only inside the environment, and only with an API key.
 // Both run as one user-assigned managed identity: Azure Storage with Entra ID, AWS through the
 // identity's token exchanged at STS (AssumeRoleWithWebIdentity), so no secret is stored
 // anywhere (the optional API key aside).
@@ -112,9 +113,15 @@ param sourcePrefix string = ''
 @description('SYNC_TARGET_PREFIX: put in front of every blob name.')
 param targetPrefix string = ''
 
-@description('SYNC_API_KEY of the serve app (32 or more characters, e.g. `openssl rand -hex 32`). Given: serve listens on 0.0.0.0:8080 behind internal ingress (HTTPS, reachable from inside the environment only; the serveUrl output), and every request but GET / needs the key. Empty: serve listens on loopback and has no ingress, so its HTTP API cannot be called; it still works the list-pages and copy queues and sweeps stalled runs.')
+@description('SYNC_API_KEY of the serve app (32 or more characters, e.g. `openssl rand -hex 32`). Given: serve listens on 0.0.0.0:8080 behind internal ingress (HTTPS, reachable from inside the environment only; the serveUrl output), and every request but GET / needs the key. Empty: serve listens on loopback and has no ingress, so its HTTP API cannot be called; it still works the list-pages and copy queues, fires the schedule and sweeps stalled runs.')
 @secure()
 param serveApiKey string = ''
+
+@description('SYNC_SCHEDULED_RUN of the serve app: the run it starts on `schedule`, the same JSON as a POST /api/runs body, e.g. {"source":{"bucket":"b"},"target":{"container":"c"}}. Leave out `notify` (this template sets no SYNC_WEBHOOK_* setting). Empty, with schedule empty: no scheduled run. Giving one of the two without the other fails the deployment.')
+param scheduledRun string = ''
+
+@description('SYNC_SCHEDULE of the serve app: when it starts scheduledRun, six-field NCRONTAB in UTC ({second} {minute} {hour} {day} {month} {day-of-week}), e.g. \'0 0 2 * * *\' for 02:00 UTC daily. Empty, with scheduledRun empty: no scheduled run. serve checks both when it starts and exits on a bad one.')
+param schedule string = ''
 
 // ------------------------------------------------------------------------------------------
 // Names, checks and built-in role definitions
@@ -137,6 +144,12 @@ var imageNameAndTag = first(split(imageName, '@'))
 var imageTag = contains(imageNameAndTag, ':') ? last(split(imageNameAndTag, ':')) : ''
 var imagePinned = (contains(imageName, '@sha256:') || !empty(imageTag)) && imageTag != 'latest'
 var checkedImage = imagePinned ? image : string(int('image must name a tag other than latest, or a sha256 digest'))
+
+// scheduledRun and schedule go together, checked the same way: with one of them empty and the
+// other not, checkedSchedule calls int() on the sentence below. hasSchedule reads
+// checkedSchedule, so the check runs wherever hasSchedule is used (the serve app's env).
+var checkedSchedule = empty(schedule) == empty(scheduledRun) ? schedule : string(int('scheduledRun and schedule go together: give both or neither'))
+var hasSchedule = !empty(checkedSchedule)
 
 // Copy queues (defaults of SYNC_COPY_QUEUE and SYNC_COPY_QUEUES): copy-objects, copy-objects-1 ...
 var copyQueueName = 'copy-objects'
@@ -445,8 +458,24 @@ resource watchApp 'Microsoft.App/containerApps@2025-01-01' = {
 }
 
 // ------------------------------------------------------------------------------------------
-// serve --work-queues: exactly one replica, internal ingress only with an API key
+// serve --work-queues: exactly one replica, always; internal ingress only with an API key.
+// It is needed without the API too: it works the list-pages queue (bulk runs), fires the
+// scheduled run (outside the Functions host nothing else does; one replica, so once: should a
+// new revision overlap the old one at that moment, the second start over the same source and
+// target is skipped as busy) and sweeps runs that stopped moving.
 // ------------------------------------------------------------------------------------------
+
+// The schedule, on serve alone, only when given.
+var scheduleEnv = hasSchedule ? [
+  {
+    name: 'SYNC_SCHEDULED_RUN'
+    value: scheduledRun
+  }
+  {
+    name: 'SYNC_SCHEDULE'
+    value: checkedSchedule
+  }
+] : []
 
 resource serveApp 'Microsoft.App/containerApps@2025-01-01' = {
   name: '${namePrefix}-serve-${suffix}'
@@ -498,12 +527,12 @@ resource serveApp 'Microsoft.App/containerApps@2025-01-01' = {
             '--port'
             '8080'
           ]
-          env: hasApiKey ? concat(commonEnv, [
+          env: concat(commonEnv, scheduleEnv, hasApiKey ? [
             {
               name: 'SYNC_API_KEY'
               secretRef: 'sync-api-key'
             }
-          ]) : commonEnv
+          ] : [])
           resources: {
             cpu: json(cpu)
             memory: memory
