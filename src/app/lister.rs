@@ -157,17 +157,9 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
             Err(issue @ NameIssue::Invalid(_)) => {
                 decide(&o, Tally::Unsupported, Some(format!("unsupported: {}", issue.reason())))
             }
-            Ok(_) if matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) => {
-                // The engine would HEAD it to see a restore; a bulk run counts it unsupported
-                // without the request (restored objects are copied by their event or a re-run
-                // after the restore changes the class reported in listings).
-                let class = o.storage_class.clone().unwrap_or_default();
-                decide(
-                    &o,
-                    Tally::Unsupported,
-                    Some(format!("unsupported: {class} (restore the object first)")),
-                )
-            }
+            // An archived class goes on like any other: a listing keeps reporting GLACIER after
+            // a restore, so only a HEAD (below, for those the checkpoint does not already
+            // hold) tells a restored object from one that cannot be read.
             Ok(name) => candidates.push((o, name)),
         }
     }
@@ -203,12 +195,24 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
             (Some(a), Some(b)) => checkpoint.legacy_keys(bucket, &target_id, a, b).await?,
             _ => Default::default(),
         };
+        // A listing carries no headers: the digest is not compared (`None`).
+        let current = |o: &ListedObject, name: &str, row: &Option<crate::state::checkpoint::Versioned>| {
+            let modified = o.last_modified.as_deref();
+            row.as_ref()
+                .is_some_and(|r| is_current(&r.record, &o.key, &o.etag, o.size, modified, None, name))
+        };
+        let archived: Vec<&ListedObject> = found
+            .iter()
+            .filter(|(o, name, row)| archived_class(o) && !current(o, name, row))
+            .map(|(o, _, _)| o)
+            .collect();
+        let mut held = unreadable(svc, bucket, &archived).await?;
         for (o, name, row) in found {
             let fresh = row.is_none() && !legacy.contains(&o.key) && CheckpointStore::in_range_form(&o.key);
-            // A listing carries no headers: the digest is not compared (`None`).
-            let modified = o.last_modified.as_deref();
-            if row.is_some_and(|r| is_current(&r.record, &o.key, &o.etag, o.size, modified, None, &name)) {
+            if current(&o, &name, &row) {
                 decide(&o, Tally::NoTransferNeeded, None);
+            } else if let Some((tally, why)) = held.remove(&o.key) {
+                decide(&o, tally, Some(why));
             } else if spec.dry_run {
                 decide(&o, Tally::WouldTransfer, None);
             } else {
@@ -275,6 +279,49 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     );
     step_after(svc, id, &lister, page).await
 }
+
+/// A class whose objects S3 reads only after a restore.
+fn archived_class(o: &ListedObject) -> bool {
+    matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
+}
+
+/// HEADs listed archived objects, a few at a time, and returns those that cannot be read now
+/// with their tally and reason; a restored one (`x-amz-restore: ongoing-request="false"`) is
+/// left out, so it is copied like any other. Only objects the checkpoint does not hold at
+/// their listed version get here: one HEAD per archived object not yet copied, per run.
+async fn unreadable(
+    svc: &RunService,
+    bucket: &str,
+    objects: &[&ListedObject],
+) -> Result<std::collections::HashMap<String, (Tally, String)>> {
+    let s3 = svc.engine.s3();
+    let mut out = std::collections::HashMap::new();
+    for chunk in objects.chunks(ARCHIVE_HEADS_AT_ONCE) {
+        let heads = futures::future::join_all(chunk.iter().map(|o| s3.head(bucket, &o.key))).await;
+        for (o, head) in chunk.iter().zip(heads) {
+            let verdict = match head? {
+                // Deleted since it was listed.
+                None => Some((Tally::Vanished, "vanished: deleted since it was listed".to_string())),
+                Some(h) => h.unreadable_class().map(|class| {
+                    let under_way = h.restore.as_deref().is_some_and(|r| r.contains("ongoing-request=\"true\""));
+                    let why = if under_way {
+                        format!("unsupported: {class}, its restore is under way (the restore's event, or a run after it, copies it)")
+                    } else {
+                        format!("unsupported: {class} (restore the object first)")
+                    };
+                    (Tally::Unsupported, why)
+                }),
+            };
+            if let Some(v) = verdict {
+                out.insert(o.key.clone(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// HEADs of archived objects a page sends at once.
+const ARCHIVE_HEADS_AT_ONCE: usize = 8;
 
 /// Lists shard `l`'s page `page` of run `id` and saves it as the page's plan (or reads the
 /// plan another attempt saved first).

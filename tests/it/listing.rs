@@ -477,3 +477,94 @@ async fn an_inventory_run_is_exact_through_kills_and_a_bad_report_names_its_fiel
     assert!(out.contains("file-2.csv.gz") && out.contains("the manifest"), "{out}");
     ctx.cleanup().await;
 }
+
+/// S3 keeps listing GLACIER for an object after its restore, so the listing's class alone
+/// cannot say it is unreadable: a run HEADs the archived objects the checkpoint does not hold
+/// and copies the restored ones. Before, an object restored by hand was `unsupported` in every
+/// run, for ever.
+#[tokio::test]
+async fn an_archived_object_restored_by_hand_is_copied_by_the_next_run() {
+    use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, StorageClass, Tier};
+    let ctx = TestCtx::new("restored").await;
+    for (key, class) in [
+        ("cold/a", StorageClass::Glacier),
+        ("cold/b", StorageClass::DeepArchive),
+        ("warm/c", StorageClass::Standard),
+    ] {
+        ctx.s3
+            .client()
+            .put_object()
+            .bucket(&ctx.bucket)
+            .key(key)
+            .storage_class(class)
+            .body(format!("bytes of {key}").into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let src = format!("s3://{}/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let copy = || async {
+        let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--no-progress"], &ctx.env).await;
+        let summary: serde_json::Value = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["counters"].is_object())
+            .unwrap_or_else(|| panic!("no summary: {out}"));
+        (code, summary, out)
+    };
+    let counts = |s: &serde_json::Value| {
+        let c = |k: &str| s["counters"][k].as_u64().unwrap();
+        (c("transferred"), c("unsupported"), c("noTransferNeeded"))
+    };
+
+    let (_, first, out) = copy().await;
+    assert_eq!(counts(&first), (1, 2, 0), "{out}");
+    assert!(ctx.blob().read("cold/a").await.is_err());
+
+    // Restored by hand: the listing still says GLACIER.
+    ctx.s3
+        .client()
+        .restore_object()
+        .bucket(&ctx.bucket)
+        .key("cold/a")
+        .restore_request(
+            RestoreRequest::builder()
+                .days(1)
+                .glacier_job_parameters(GlacierJobParameters::builder().tier(Tier::Standard).build().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let listed = ctx
+        .s3
+        .client()
+        .list_objects_v2()
+        .bucket(&ctx.bucket)
+        .prefix("cold/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.contents()[0].storage_class().map(|c| c.as_str()),
+        Some("GLACIER")
+    );
+
+    let (_, second, out) = copy().await;
+    assert_eq!(counts(&second), (1, 1, 1), "the restored object was not copied: {out}");
+    assert_eq!(&ctx.blob().read("cold/a").await.unwrap()[..], b"bytes of cold/a");
+    // The one still archived is named with its reason.
+    let id = second["runId"].as_str().unwrap();
+    let (code, report) = run_binary_async(&["status", id, "--report"], &ctx.env).await;
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("cold/b") && report.contains("DEEP_ARCHIVE (restore the object first)"),
+        "{report}"
+    );
+
+    // Copied: the next run takes it from the checkpoint, with no HEAD needed for it.
+    let (_, third, out) = copy().await;
+    assert_eq!(counts(&third), (0, 1, 2), "{out}");
+    ctx.cleanup().await;
+}
