@@ -43,6 +43,8 @@ pub struct ObjectHead {
     pub metadata: HashMap<String, String>,
     /// S3's full-object CRC-64/NVME, when the object has one.
     pub crc64nvme: Option<u64>,
+    /// How many tags the object has (`x-amz-tagging-count`); 0 when it has none.
+    pub tag_count: u32,
 }
 
 impl ObjectHead {
@@ -108,6 +110,7 @@ macro_rules! object_head {
             },
             metadata: o.metadata().cloned().unwrap_or_default(),
             crc64nvme: o.checksum_crc64_nvme().and_then(crate::checksum::from_s3),
+            tag_count: o.tag_count().unwrap_or(0).max(0) as u32,
         })
     }};
 }
@@ -165,6 +168,28 @@ impl S3Source {
         let mut head = object_head!(o, bucket, key)?;
         head.archive_status = o.archive_status().map(|s| s.as_str().to_string());
         Ok(Some(head))
+    }
+
+    /// The object's tags, in S3's order, read for `version_id` when the bucket is versioned
+    /// (the version HEADed, not a newer one). Call only when `tag_count` says there are any.
+    pub async fn tags(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Vec<(String, String)>> {
+        let r = self
+            .retry
+            .run("s3 get object tagging", Idempotency::Idempotent, || async {
+                self.client
+                    .get_object_tagging()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_version_id(version_id.map(str::to_string))
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error(e, bucket, key, "get object tagging"))
+            })
+            .await?;
+        Ok(r.tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
     }
 
     /// A presigned GET for Azure to read the object from. Pinned to `version_id` when the

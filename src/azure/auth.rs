@@ -130,6 +130,22 @@ pub fn mint_account_sas(
     protocols: &str,
     now: OffsetDateTime,
 ) -> Result<(Secret, OffsetDateTime)> {
+    // `t`: blob index tags, read and written with the commit (SYNC_TAGS=index).
+    mint_account_sas_for(account, key, protocols, now, ACCOUNT_SAS_PERMISSIONS)
+}
+
+/// The permissions of a minted account SAS.
+pub const ACCOUNT_SAS_PERMISSIONS: &str = "racwdlupt";
+
+/// [`mint_account_sas`] with other permissions `sp` (tests mint narrower ones, as an
+/// operator's SAS may be).
+pub fn mint_account_sas_for(
+    account: &str,
+    key: &Secret,
+    protocols: &str,
+    now: OffsetDateTime,
+    sp: &str,
+) -> Result<(Secret, OffsetDateTime)> {
     let key_bytes = base64::engine::general_purpose::STANDARD
         .decode(key.expose_secret())
         .map_err(|_| Error::invalid("the account key (AZURE_STORAGE_KEY, or AccountKey in AZURE_STORAGE_CONNECTION_STRING) is not valid base64"))?;
@@ -139,7 +155,7 @@ pub fn mint_account_sas(
         .map_err(|e| Error::internal(e.to_string()))?;
     let expiry_at = now + SAS_LIFETIME;
     let expiry = expiry_at.format(&fmt).map_err(|e| Error::internal(e.to_string()))?;
-    let (sp, ss, srt, spr) = ("racwdlup", "bqt", "sco", protocols);
+    let (ss, srt, spr) = ("bqt", "sco", protocols);
     // Field order for signed versions 2020-12-06 and later (the encryption scope is empty).
     let to_sign = format!("{account}\n{sp}\n{ss}\n{srt}\n{start}\n{expiry}\n\n{spr}\n{SAS_VERSION}\n\n");
     let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes).map_err(|e| Error::internal(e.to_string()))?;
@@ -260,7 +276,7 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let (sas, exp) = mint_account_sas("acct", &Secret::from(AZURITE_KEY), "https", now).unwrap();
         let q = sas.expose_secret();
-        assert!(q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlup&st=2023-11-14T22%3A08%3A20Z"));
+        assert!(q.starts_with("sv=2022-11-02&ss=bqt&srt=sco&sp=racwdlupt&st=2023-11-14T22%3A08%3A20Z"));
         assert!(q.contains("&spr=https&sig="), "{q}");
         assert_eq!(exp - now, time::Duration::hours(1));
     }

@@ -61,6 +61,9 @@ pub struct CommitProps {
     pub headers: ContentHeaders,
     /// Metadata, already validated.
     pub metadata: HashMap<String, String>,
+    /// Blob index tags, the `x-ms-tags` value (`k=v&k2=v2`, percent-encoded), already
+    /// validated.
+    pub tags: Option<String>,
 }
 
 /// The blob state a write expects, so a slow writer cannot overwrite a newer blob.
@@ -112,12 +115,28 @@ macro_rules! commit_options {
             blob_content_disposition: h.content_disposition.clone(),
             blob_cache_control: h.cache_control.clone(),
             metadata: Some($props.metadata.clone()),
+            blob_tags_string: $props.tags.clone(),
             if_match: $cond.if_match(),
             if_none_match: $cond.if_none_match(),
             $($field: $value,)*
             ..Default::default()
         }
     }};
+}
+
+/// A commit that carried index tags and was refused for its permissions: the likely cause
+/// is the tags, which need their own permission (`t` in a SAS; the `blobs/tags/write` data
+/// action, which Storage Blob Data Contributor lacks), so the error says how to fix it.
+fn tags_hint(e: Error, props: &CommitProps) -> Error {
+    if props.tags.is_some() && e.kind() == ErrorKind::Auth {
+        e.context(
+            "SYNC_TAGS=index writes blob index tags, which need their own permission: `t` in a SAS, \
+             or the data action Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write \
+             (infra/azure grants it with a custom role); or set SYNC_TAGS=metadata or drop",
+        )
+    } else {
+        e
+    }
 }
 
 /// One container in one account.
@@ -266,7 +285,7 @@ impl BlobTarget {
                 client
                     .upload_blob_from_url(source.expose_secret().to_string(), Some(opts))
                     .await
-                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put blob from url")))
+                    .map_err(|e| tags_hint(super::map_azure_error(e, self.ctx(blob, "put blob from url")), props))
             })
             .await?;
         Ok(resp.content_md5().ok().flatten())
@@ -369,7 +388,7 @@ impl BlobTarget {
                     .upload(data.clone().into(), Some(opts))
                     .await
                     .map(|_| ())
-                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put blob")))
+                    .map_err(|e| tags_hint(super::map_azure_error(e, self.ctx(blob, "put blob")), props))
             })
             .await
     }
@@ -397,7 +416,7 @@ impl BlobTarget {
                 client
                     .commit_block_list(body, Some(opts))
                     .await
-                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "put block list")))
+                    .map_err(|e| tags_hint(super::map_azure_error(e, self.ctx(blob, "put block list")), props))
             })
             .await?;
         use azure_storage_blob::models::BlockBlobClientCommitBlockListResultHeaders;
@@ -431,6 +450,26 @@ impl BlobTarget {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// A blob's index tags, sorted by key (tests and `verify`; not on the copy path).
+    pub async fn tags(&self, blob: &str) -> Result<Vec<(String, String)>> {
+        let client = self.container.blob_client(blob);
+        let resp = self
+            .retry
+            .run("get blob tags", Idempotency::Idempotent, || async {
+                client
+                    .get_tags(None)
+                    .await
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "get blob tags")))
+            })
+            .await?;
+        let tags = resp
+            .into_model()
+            .map_err(|e| Error::internal(format!("{}: blob tags: {e}", self.ctx(blob, "get blob tags"))))?;
+        let mut out: Vec<(String, String)> = HashMap::from(tags).into_iter().collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Downloads a whole blob (tests and `verify`; not on the copy path).

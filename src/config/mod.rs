@@ -43,6 +43,18 @@ pub enum MetadataPolicy {
     Rename,
 }
 
+/// Where S3 object tags go (`SYNC_TAGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum TagsMode {
+    /// Blob index tags, written with the commit (searchable with Find Blobs by Tags).
+    Index,
+    /// One metadata entry, `s3sync_tags`, holding the tag set URL-encoded.
+    Metadata,
+    /// Not read at all.
+    Drop,
+}
+
 /// Log output format (`SYNC_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
 #[strum(serialize_all = "lowercase")]
@@ -60,6 +72,10 @@ pub struct EngineConfig {
     pub copy_path: CopyPath,
     /// `SYNC_METADATA_POLICY`.
     pub metadata_policy: MetadataPolicy,
+    /// `SYNC_TAGS` (default `index`): where an object's S3 tags go. A tag Azure cannot hold
+    /// is dropped and recorded (`SYNC_METADATA_POLICY` `exclude` or `rename`) or fails the
+    /// object (`fail`).
+    pub tags: TagsMode,
     /// `SYNC_BLOCK_SIZE_MIB`: block size for staged copies (the layout may raise it so the
     /// object fits in 50,000 blocks).
     pub block_size: u64,
@@ -82,6 +98,7 @@ impl Default for EngineConfig {
         EngineConfig {
             copy_path: CopyPath::Auto,
             metadata_policy: MetadataPolicy::Exclude,
+            tags: TagsMode::Index,
             // 4 MiB x 8 in flight keeps a large streamed copy at Azurite's intake (bench/) in
             // 32 MiB of buffers; server-side copies send one Put Blob From URL up to 5000 MiB.
             block_size: 4 * 1024 * 1024,
@@ -670,6 +687,7 @@ fn engine_config(env: &dyn Env) -> Result<EngineConfig> {
     Ok(EngineConfig {
         copy_path: choice(env, "SYNC_COPY_PATH", d.copy_path)?,
         metadata_policy: choice(env, "SYNC_METADATA_POLICY", d.metadata_policy)?,
+        tags: choice(env, "SYNC_TAGS", d.tags)?,
         block_size: block_mib * MIB,
         block_concurrency: bounded(env, "SYNC_BLOCK_CONCURRENCY", d.block_concurrency, 1, Some(256), "")?,
         stream_buffer_bytes: buffer_mib * MIB,

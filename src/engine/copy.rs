@@ -8,10 +8,11 @@ use std::time::Instant;
 use super::decide::is_current;
 use super::metadata::{attrs_digest, map_metadata, written_for};
 use super::naming::{blob_name, NameIssue};
+use super::tags::{map_tags, TAGS_KEY};
 use super::{CopyReport, CopyRequest, Engine, PartRef, Step};
 use crate::aws::s3::ObjectHead;
 use crate::azure::blob::{BlobProps, BlobTarget, CommitProps, WriteCondition};
-use crate::config::CopyPath;
+use crate::config::{CopyPath, TagsMode};
 use crate::error::{Error, ErrorKind, Mismatch, Result};
 use crate::internal_events::{
     emit, CopyRestarted, FailureNotRecorded, ObjectDone, ObjectFailed, ObjectRef, ObjectSplit, RangeStaged,
@@ -265,17 +266,21 @@ impl Engine {
             }
         }
 
-        let props = match self.commit_props(req, &head) {
+        let (props, notes) = match self.commit_props(req, &head).await? {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
+        // A copy's reason is empty, but for what its commit left out.
+        let copied_reason = (!notes.is_empty()).then(|| notes.join("; "));
         if let Some((data, _mem)) = small {
             let verified = self
                 .commit_small(req, target, &name, &head, data, props, existing.as_ref())
                 .await?;
             rec.path = Some(MovedBy::Streamed);
             rec.verified = Some(verified);
-            return self.finish(rec, Outcome::Copied, None, Some(&head), seen).await;
+            return self
+                .finish(rec, Outcome::Copied, copied_reason, Some(&head), seen)
+                .await;
         }
         if let Some(budget) = budget {
             if let Some(step) = self.split(req, target, target_id, seen, &name, &head, budget).await? {
@@ -320,7 +325,8 @@ impl Engine {
         };
         rec.path = Some(path);
         rec.verified = Some(verified);
-        self.finish(rec, Outcome::Copied, None, Some(&head), seen).await
+        self.finish(rec, Outcome::Copied, copied_reason, Some(&head), seen)
+            .await
     }
 
     /// The checkpoint already holds this version: nothing to copy. When the event advanced
@@ -385,23 +391,53 @@ impl Engine {
         Ok(self.s3.head(&req.bucket, &req.key).await?.map(|h| (h, None)))
     }
 
-    /// Content headers and mapped metadata for the blob; `Err` is the policy's refusal.
-    pub(super) fn commit_props(
+    /// Content headers, mapped metadata and tags for the blob, and what was left out of them
+    /// (for the row's reason); the inner `Err` is the policy's refusal. Reads the tags
+    /// (GetObjectTagging) only when the object has any and `SYNC_TAGS` keeps them.
+    pub(super) async fn commit_props(
         &self,
         req: &CopyRequest,
         head: &ObjectHead,
-    ) -> std::result::Result<CommitProps, String> {
-        let meta = map_metadata(&req.bucket, &req.key, head, self.cfg.metadata_policy)?;
+    ) -> Result<std::result::Result<(CommitProps, Vec<String>), String>> {
+        let meta = match map_metadata(&req.bucket, &req.key, head, self.cfg.metadata_policy) {
+            Ok(m) => m,
+            Err(why) => return Ok(Err(why)),
+        };
         if !meta.excluded.is_empty() || !meta.renamed.is_empty() {
             tracing::info!(
                 bucket = %req.bucket, key = %req.key, excluded = ?meta.excluded, renamed = ?meta.renamed,
                 "metadata names adjusted by policy"
             );
         }
-        Ok(CommitProps {
-            headers: head.headers.clone(),
-            metadata: meta.values,
-        })
+        let mut metadata = meta.values;
+        let tags = if head.tag_count > 0 && self.cfg.tags != TagsMode::Drop {
+            let set = self.s3.tags(&req.bucket, &req.key, head.version_id.as_deref()).await?;
+            match map_tags(&set, self.cfg.tags, self.cfg.metadata_policy) {
+                Ok(t) => t,
+                Err(why) => return Ok(Err(why)),
+            }
+        } else {
+            Default::default()
+        };
+        if let Some(v) = tags.metadata {
+            metadata.insert(TAGS_KEY.to_string(), v);
+        }
+        let mut notes = Vec::new();
+        if !tags.dropped.is_empty() {
+            tracing::warn!(
+                bucket = %req.bucket, key = %req.key, dropped = ?tags.dropped, outcome = "tags_dropped",
+                "tags Azure cannot hold were left out"
+            );
+            notes.push(format!("tags left out: {}", tags.dropped.join("; ")));
+        }
+        Ok(Ok((
+            CommitProps {
+                headers: head.headers.clone(),
+                metadata,
+                tags: tags.index,
+            },
+            notes,
+        )))
     }
 
     /// The source object is gone: mirror deletes our blob, additive keeps it. `existing` is

@@ -9,6 +9,7 @@ pub mod naming;
 pub mod server_side;
 pub mod split;
 pub mod streamed;
+pub mod tags;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -346,7 +346,7 @@ impl Engine {
         rec.blob = Some(plan.blob.clone());
         let attrs = super::metadata::attrs_digest(&head);
         rec.note_source(&head, attrs.clone());
-        let mut props = match self.commit_props(req, &head) {
+        let (mut props, notes) = match self.commit_props(req, &head).await? {
             Ok(p) => p,
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(&head), seen).await,
         };
@@ -397,7 +397,7 @@ impl Engine {
                     r?;
                 }
             }
-            (Outcome::Copied, None)
+            (Outcome::Copied, (!notes.is_empty()).then(|| notes.join("; ")))
         };
         let step = self.finish(rec, outcome, reason, Some(&head), seen).await?;
         self.staging.drop_staging(&pk, &plan.blob, None).await;

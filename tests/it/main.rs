@@ -23,5 +23,6 @@ mod scale;
 mod secrets;
 mod split;
 mod table;
+mod tags;
 mod verify;
 mod web_identity;

@@ -94,6 +94,11 @@ pub struct Faults {
     /// Answer this many requests whose log line contains the needle with 400 InvalidRequest:
     /// a refusal that no retry can change.
     pub refuse_to: Needle,
+    /// Answer writes that carry `x-ms-tags` with 403 AuthorizationPermissionMismatch, as
+    /// Azure does for a SAS without `t` or an identity without the tags/write data action.
+    /// A double of Azure's check, which Azurite does not make on writes (it makes it on Get
+    /// Blob Tags only).
+    pub forbid_tag_writes: AtomicBool,
 }
 
 /// What went through the proxy.
@@ -436,6 +441,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Reply {
     }
     if st.faults.storm_to.take(&[&line]) {
         return Ok(azure_error(503, "ServerBusy", &[]));
+    }
+    if st.faults.forbid_tag_writes.load(Ordering::SeqCst) && parts.headers.contains_key("x-ms-tags") {
+        return Ok(azure_error(403, "AuthorizationPermissionMismatch", &[]));
     }
     if st.faults.refuse_to.take(&[&line]) {
         return Ok(azure_error(400, "InvalidRequest", &[]));
