@@ -46,8 +46,11 @@ pub(crate) fn credential_client_options() -> azure_core::http::ClientOptions {
 /// client secret goes with it (Container Apps and App Service give an app several), else the
 /// system-assigned one.
 pub(crate) fn managed_identity_options() -> azure_identity::ManagedIdentityCredentialOptions {
-    let user_assigned_id = match (std::env::var("AZURE_CLIENT_ID"), std::env::var("AZURE_CLIENT_SECRET")) {
-        (Ok(id), Err(_)) if !id.trim().is_empty() => {
+    let secret = std::env::var("AZURE_CLIENT_SECRET")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let user_assigned_id = match (std::env::var("AZURE_CLIENT_ID"), secret) {
+        (Ok(id), None) if !id.trim().is_empty() => {
             Some(azure_identity::UserAssignedId::ClientId(id.trim().to_string()))
         }
         _ => None,

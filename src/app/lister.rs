@@ -299,7 +299,19 @@ async fn unreadable(
     for chunk in objects.chunks(ARCHIVE_HEADS_AT_ONCE) {
         let heads = futures::future::join_all(chunk.iter().map(|o| s3.head(bucket, &o.key))).await;
         for (o, head) in chunk.iter().zip(heads) {
-            let verdict = match head? {
+            let head = match head {
+                Ok(h) => h,
+                // The page is tried again for what may pass (throttling, a reset)...
+                Err(e) if e.is_retryable() => return Err(e),
+                // ...but one object S3 will not describe (another account's object, an SSE-C
+                // object, a prefix the policy denies) is that object's failure, not the run's.
+                Err(e) => {
+                    let why = format!("failed: S3 refused the HEAD that tells a restore: {}", e.message());
+                    out.insert(o.key.clone(), (Tally::Failed, why));
+                    continue;
+                }
+            };
+            let verdict = match head {
                 // Deleted since it was listed.
                 None => Some((Tally::Vanished, "vanished: deleted since it was listed".to_string())),
                 Some(h) => h.unreadable_class().map(|class| {

@@ -149,11 +149,16 @@ impl Worker {
             // The watch guard is dropped inside `map`, never held across an await.
             () = hand_back.wait_for(|b| *b).map(|_| ()) => {
                 let _ = stop.send(true);
-                let receipt = beat.await.map_or_else(|_| item.pop_receipt.clone(), |b| b.receipt);
-                let item = WorkItem { pop_receipt: receipt, ..item.clone() };
-                // Bounded: the process is exiting. A release that does not land leaves the
-                // message to come back after its visibility timeout.
-                match tokio::time::timeout(HAND_BACK_BOUND, lane.queue.release(&item, Duration::ZERO)).await {
+                // Bounded as a whole (the heartbeat's last update, then the release): the
+                // process is exiting. A release that does not land leaves the message to come
+                // back after its visibility timeout.
+                let released = tokio::time::timeout(HAND_BACK_BOUND, async {
+                    let receipt = beat.await.map_or_else(|_| item.pop_receipt.clone(), |b| b.receipt);
+                    let item = WorkItem { pop_receipt: receipt, ..item.clone() };
+                    lane.queue.release(&item, Duration::ZERO).await
+                })
+                .await;
+                match released {
                     Ok(Ok(())) => tracing::info!(
                         message_id = %item.id, queue = lane.queue.name(), outcome = "handed_back",
                         "stopping: the message was still being worked on; handed back for another worker"
@@ -236,8 +241,21 @@ impl Worker {
             }
             let free = self.concurrency.saturating_sub(running.len());
             if free == 0 {
-                if let Some(done) = running.join_next().await {
-                    tally(&mut stats, done);
+                // Full: wait for a slot, or for the stop, whose grace period starts now.
+                tokio::select! {
+                    done = running.join_next() => {
+                        if let Some(done) = done {
+                            tally(&mut stats, done);
+                        }
+                    }
+                    changed = stop.changed() => {
+                        // No stop can come any more: only a slot can.
+                        if changed.is_err() {
+                            if let Some(done) = running.join_next().await {
+                                tally(&mut stats, done);
+                            }
+                        }
+                    }
                 }
                 continue;
             }
@@ -269,7 +287,14 @@ impl Worker {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.changed() => {}
+                    changed = stop.changed() => {
+                        // No stop can come any more: only a slot can.
+                        if changed.is_err() {
+                            if let Some(done) = running.join_next().await {
+                                tally(&mut stats, done);
+                            }
+                        }
+                    }
                 }
                 continue;
             }

@@ -206,10 +206,12 @@ struct ChainCredential {
 
 fn chain_credential() -> Arc<dyn TokenCredential> {
     let mut sources: Vec<(&'static str, Arc<dyn TokenCredential>)> = Vec::new();
-    if let (Ok(t), Ok(id), Ok(secret)) = (
-        std::env::var("AZURE_TENANT_ID"),
-        std::env::var("AZURE_CLIENT_ID"),
-        std::env::var("AZURE_CLIENT_SECRET"),
+    // An empty variable (a platform secret that resolved to nothing) is no secret.
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let (Some(t), Some(id), Some(secret)) = (
+        set("AZURE_TENANT_ID"),
+        set("AZURE_CLIENT_ID"),
+        set("AZURE_CLIENT_SECRET"),
     ) {
         let options = azure_identity::ClientSecretCredentialOptions {
             client_options: crate::http::credential_client_options(),

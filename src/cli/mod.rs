@@ -389,7 +389,26 @@ async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::ne
     crate::functions::access::check_bind(bind, &config)?;
     // Without the Functions host, nothing else fires ScheduledRun: this process does.
     let schedule = match (&workers, config.runs.schedule.as_deref()) {
-        (Some(_), Some(text)) if !config.server.functions_host => Some(crate::app::schedule::Schedule::parse(text)?),
+        (Some(_), Some(text)) if !config.server.functions_host => {
+            if config.runs.scheduled.is_none() {
+                return Err(Error::invalid(
+                    "SYNC_SCHEDULE is set but SYNC_SCHEDULED_RUN is not: set the run body the schedule starts, or unset SYNC_SCHEDULE",
+                ));
+            }
+            Some(crate::app::schedule::Schedule::parse(text)?)
+        }
+        (_, Some(_)) if config.server.functions_host => {
+            tracing::info!(
+                "SYNC_SCHEDULE is fired by the Functions host (FUNCTIONS_WORKER_RUNTIME is set), not by this process"
+            );
+            None
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "SYNC_SCHEDULE is set but nothing fires it: run `serve --work-queues` (or the Function App)"
+            );
+            None
+        }
         _ => None,
     };
     let state = crate::app::AppState::new(config).await?;
@@ -432,13 +451,33 @@ async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::ne
             )));
         }
     }
+    // The signal stops the queue workers at once (their grace period starts), while the
+    // server finishes the requests it holds.
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let signalled = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        }
+    };
+    let grace = state.config.queues.shutdown_grace;
     axum::serve(listener, crate::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(signalled)
         .await
         .map_err(|e| Error::internal(format!("server: {e}")))?;
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
+    // The workers' own bound is the grace period plus a hand-back; this one holds the rest.
+    let bound = grace + std::time::Duration::from_secs(8);
+    if tokio::time::timeout(bound, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            bound_s = bound.as_secs(),
+            outcome = "abandoned",
+            "stopping: work still running after the bound; exiting (what it held returns after its visibility timeout)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

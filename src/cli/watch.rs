@@ -133,11 +133,18 @@ pub(super) async fn run(
     let ended = tokio::time::timeout(bound, async {
         let (_, worker) = tokio::join!(drain_task, worker_task);
         worker.unwrap_or_default()
-    })
-    .await;
+    });
+    // A second signal ends it at once, as the operator asked twice.
+    let ended = tokio::select! {
+        e = ended => e.ok(),
+        _ = super::shutdown_signal() => {
+            tracing::warn!(outcome = "abandoned", "second signal: exiting at once (what the worker held returns after its visibility timeout)");
+            return Ok(ExitCode::from(130));
+        }
+    };
     match ended {
-        Ok(stats) => stopped(&stats),
-        Err(_) => tracing::error!(
+        Some(stats) => stopped(&stats),
+        None => tracing::error!(
             bound_s = bound.as_secs(),
             outcome = "abandoned",
             "stopping: work still running after the bound; exiting (what it held returns after its visibility timeout)"

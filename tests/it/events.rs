@@ -992,7 +992,8 @@ async fn terminate_mid_copy(ev: &Events, grace_s: &str) -> (HandlerProc, Proxy, 
     // A visibility far longer than the test: a message left hidden would not come back in time.
     env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "600".into());
     env.insert("SYNC_SHUTDOWN_GRACE_SECS".into(), grace_s.into());
-    let worker = HandlerProc::spawn(&["watch"], &env);
+    // One worker slot, held by the copy: the stop must reach a worker that waits for a slot.
+    let worker = HandlerProc::spawn(&["watch", "--workers", "1"], &env);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while blob_proxy.count("comp=block&") < 3 {
         assert!(

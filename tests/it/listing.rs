@@ -568,3 +568,57 @@ async fn an_archived_object_restored_by_hand_is_copied_by_the_next_run() {
     assert_eq!(counts(&third), (0, 1, 2), "{out}");
     ctx.cleanup().await;
 }
+
+/// One archived object S3 will not describe (another account's object, an SSE-C object, a
+/// denied prefix: refused here by the proxy) is that object's failure, named; the run lists
+/// every page and ends.
+#[tokio::test]
+async fn an_archived_object_whose_head_is_refused_fails_alone() {
+    use aws_sdk_s3::types::StorageClass;
+    let ctx = TestCtx::new("headrefused").await;
+    for key in ["cold/a", "cold/b", "warm/c"] {
+        let class = if key.starts_with("cold") {
+            StorageClass::Glacier
+        } else {
+            StorageClass::Standard
+        };
+        ctx.s3
+            .client()
+            .put_object()
+            .bucket(&ctx.bucket)
+            .key(key)
+            .storage_class(class)
+            .body(key.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let s3 = crate::harness::proxy::Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
+    s3.faults()
+        .refuse_to
+        .arm(format!("HEAD /{}/cold/b", ctx.bucket), u32::MAX);
+    let env = ctx.env_with(&[("AWS_ENDPOINT_URL", s3.url.as_str())]);
+    let src = format!("s3://{}/", ctx.bucket);
+    let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
+    let (code, out) = run_binary_async(&["copy", &src, &dst, "--json", "--no-progress"], &env).await;
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["counters"].is_object())
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(summary["state"], "PartiallySucceeded", "{summary}");
+    let c = |k: &str| summary["counters"][k].as_u64().unwrap();
+    assert_eq!(
+        (c("transferred"), c("unsupported"), c("failed")),
+        (1, 1, 1),
+        "{summary}"
+    );
+    let id = summary["runId"].as_str().unwrap();
+    let (_, report) = run_binary_async(&["status", id, "--report"], &env).await;
+    assert!(
+        report.contains("cold/b") && report.contains("S3 refused the HEAD"),
+        "{report}"
+    );
+    ctx.cleanup().await;
+}

@@ -32,6 +32,8 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, &pem).unwrap();
+        // Readable by the image's non-root user whatever the umask.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         // Readable by the image's non-root user when mounted.
         let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
         TestCa {
