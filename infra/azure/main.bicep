@@ -122,6 +122,14 @@ param copyPath string = 'auto'
 ])
 param metadataPolicy string = 'exclude'
 
+@description('SYNC_TAGS, where S3 object tags go: index (blob index tags, written with each commit; the app\'s identity also gets a custom role with only the blob index tags read/write data actions on the target container, which Storage Blob Data Contributor lacks), metadata (one metadata entry, s3sync_tags), or drop. metadata and drop need no extra permission, and deploy no role.')
+@allowed([
+  'index'
+  'metadata'
+  'drop'
+])
+param syncTags string = 'index'
+
 @description('SYNC_SOURCE_PREFIX: removed from keys when naming blobs.')
 param sourcePrefix string = ''
 
@@ -247,6 +255,8 @@ var scheduledRunSpec = hasWebhook ? union(scheduledRun, {
   notify: 'setting:SYNC_WEBHOOK_DEFAULT'
 }) : scheduledRun
 var logicAppEnabled = deployLogicApp && hasWebhook
+// SYNC_TAGS=index writes blob index tags, which need their own data action (custom role below).
+var tagsIndex = syncTags == 'index'
 
 // ------------------------------------------------------------------------------------------
 // Monitoring: Log Analytics + workspace-based Application Insights
@@ -634,6 +644,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: metadataPolicy
         }
         {
+          name: 'SYNC_TAGS'
+          value: syncTags
+        }
+        {
           name: 'SYNC_BLOCK_SIZE_MIB'
           value: string(blockSizeMiB)
         }
@@ -738,6 +752,20 @@ resource targetContainerBlobContributor 'Microsoft.Authorization/roleAssignments
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataContributor)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Blob index tags (SYNC_TAGS=index), written with each commit and read back by verify: a
+// custom role with the two tags data actions alone, on the target container alone (Storage
+// Blob Data Owner has them too, but also ACLs and ownership). worker-containerapp.bicep
+// deploys the same module, and so the same role definition, into its resource group.
+module targetContainerTags 'modules/blob-index-tags-role.bicep' = if (tagsIndex) {
+  name: 'blob-index-tags-role'
+  params: {
+    targetStorageAccountName: targetStorage.name
+    targetContainerName: targetContainer.name
+    principalId: functionApp.identity.principalId
+    assigneeId: functionApp.id
   }
 }
 
@@ -1049,3 +1077,6 @@ output workbookId string = workbook.id
 
 @description('Logic App name, empty when it was not deployed.')
 output logicAppName string = logicAppEnabled ? logicAppName : ''
+
+@description('Resource id of the custom role that reads and writes blob index tags (assignable in this resource group), for granting it to another principal on the target container; empty unless syncTags is index.')
+output blobIndexTagsRoleId string = tagsIndex ? targetContainerTags.outputs.roleDefinitionId : ''

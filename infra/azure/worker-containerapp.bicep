@@ -57,7 +57,7 @@ param logAnalyticsWorkspaceId string = ''
 @maxLength(24)
 param targetStorageAccountName string
 
-@description('Blob container that receives the objects (SYNC_TARGET_CONTAINER). It must exist: Storage Blob Data Contributor is granted on it alone.')
+@description('Blob container that receives the objects (SYNC_TARGET_CONTAINER). It must exist: Storage Blob Data Contributor (and, with syncTags index, the blob index tags role) is granted on it alone.')
 @minLength(3)
 @maxLength(63)
 param targetContainerName string = 'migrated'
@@ -107,6 +107,14 @@ param sqsQueueUrl string
 ])
 param syncMode string = 'additive'
 
+@description('SYNC_TAGS, where S3 object tags go: index (blob index tags, written with each commit; the identity also gets a custom role with only the blob index tags read/write data actions on the target container, which Storage Blob Data Contributor lacks), metadata (one metadata entry, s3sync_tags), or drop. metadata and drop need no extra permission, and deploy no role.')
+@allowed([
+  'index'
+  'metadata'
+  'drop'
+])
+param syncTags string = 'index'
+
 @description('SYNC_SOURCE_PREFIX: removed from keys when naming blobs.')
 param sourcePrefix string = ''
 
@@ -134,6 +142,8 @@ var hasRegistry = !empty(registryName)
 var hasApiKey = !empty(serveApiKey)
 var stateAccountName = empty(stateStorageAccountName) ? targetStorageAccountName : stateStorageAccountName
 var queueAccountName = empty(queueStorageAccountName) ? stateAccountName : queueStorageAccountName
+// SYNC_TAGS=index writes blob index tags, which need their own data action (custom role below).
+var tagsIndex = syncTags == 'index'
 
 // The image must be pinned. Bicep has no pattern decorator, so the check is an expression:
 // the part after the last `/` is NAME[:TAG][@sha256:DIGEST]; without a digest or a tag, or with
@@ -201,6 +211,20 @@ resource targetContainerBlobContributor 'Microsoft.Authorization/roleAssignments
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataContributor)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Blob index tags (SYNC_TAGS=index), written with each commit and read back by verify: a
+// custom role with the two tags data actions alone, on the target container alone (Storage
+// Blob Data Owner has them too, but also ACLs and ownership). main.bicep deploys the same
+// module, and so the same role definition, into its resource group: the two never conflict.
+module targetContainerTags 'modules/blob-index-tags-role.bicep' = if (tagsIndex) {
+  name: 'worker-blob-index-tags-role'
+  params: {
+    targetStorageAccountName: targetStorageAccountName
+    targetContainerName: targetContainerName
+    principalId: identity.properties.principalId
+    assigneeId: identity.id
   }
 }
 
@@ -333,6 +357,10 @@ var commonEnv = [
     name: 'SYNC_MODE'
     value: syncMode
   }
+  {
+    name: 'SYNC_TAGS'
+    value: syncTags
+  }
   // AWS: the identity's token for awsTokenAudience, exchanged for the role's credentials.
   {
     name: 'AWS_REGION'
@@ -450,6 +478,7 @@ resource watchApp 'Microsoft.App/containerApps@2025-01-01' = {
   }
   dependsOn: [
     targetContainerBlobContributor
+    targetContainerTags
     stateTableContributor
     queueContributor
     registryPull
@@ -548,6 +577,7 @@ resource serveApp 'Microsoft.App/containerApps@2025-01-01' = {
   }
   dependsOn: [
     targetContainerBlobContributor
+    targetContainerTags
     stateTableContributor
     queueContributor
     registryPull
