@@ -18,7 +18,10 @@ pub enum EventKind {
     Removed,
     /// `ObjectRestore:Completed`: an archived object became readable.
     Restored,
-    /// Anything else (tagging, ACL, replication, future names): not a content change.
+    /// `ObjectTagging:Put` and `ObjectTagging:Delete`: the object's tags changed, its bytes
+    /// did not. Their sequencers are not compared with content events' (decisions 135).
+    Tagged,
+    /// Anything else (ACL, replication, future names): not a content change.
     Unknown,
 }
 
@@ -32,6 +35,8 @@ impl EventKind {
             EventKind::Removed
         } else if n == "ObjectRestore:Completed" {
             EventKind::Restored
+        } else if n == "ObjectTagging:Put" || n == "ObjectTagging:Delete" {
+            EventKind::Tagged
         } else {
             EventKind::Unknown
         }
@@ -279,7 +284,9 @@ mod tests {
         assert_eq!(EventKind::of("LifecycleExpiration:Delete"), EventKind::Removed);
         assert_eq!(EventKind::of("ObjectRestore:Completed"), EventKind::Restored);
         assert_eq!(EventKind::of("ObjectRestore:Post"), EventKind::Unknown);
-        assert_eq!(EventKind::of("ObjectTagging:Put"), EventKind::Unknown);
+        assert_eq!(EventKind::of("s3:ObjectTagging:Put"), EventKind::Tagged);
+        assert_eq!(EventKind::of("ObjectTagging:Delete"), EventKind::Tagged);
+        assert_eq!(EventKind::of("ObjectTagging:Other"), EventKind::Unknown);
         assert_eq!(EventKind::of("ObjectTeleported:Quantum"), EventKind::Unknown);
         let Notification::Records(r) = parse(&record("ObjectTeleported:Quantum", "k", "")).unwrap() else {
             panic!()

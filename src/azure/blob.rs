@@ -452,6 +452,39 @@ impl BlobTarget {
         }
     }
 
+    /// Replaces a blob's index tags (`tags`: the `x-ms-tags` encoding, `None` for none),
+    /// only while the blob is the one `cond` names. Tags are not part of the ETag, so a
+    /// repeat changes nothing.
+    pub async fn set_tags(&self, blob: &str, tags: Option<&str>, cond: &WriteCondition) -> Result<()> {
+        let client = self.container.blob_client(blob);
+        let map: HashMap<String, String> = tags
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| {
+                let d = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+                (d(k), d(v))
+            })
+            .collect();
+        self.retry
+            // Idempotent: the same tags on the same blob.
+            .run("set blob tags", Idempotency::Idempotent, || async {
+                let body = RequestContent::try_from(azure_storage_blob::models::BlobTags::from(map.clone()))
+                    .map_err(|e| Error::internal(format!("encode blob tags: {e}")))?;
+                let opts = azure_storage_blob::models::BlobClientSetTagsOptions {
+                    if_match: cond.if_match(),
+                    ..Default::default()
+                };
+                client
+                    .set_tags(body, Some(opts))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::map_azure_error(e, self.ctx(blob, "set blob tags")))
+            })
+            .await
+    }
+
     /// A blob's index tags, sorted by key (tests and `verify`; not on the copy path).
     pub async fn tags(&self, blob: &str) -> Result<Vec<(String, String)>> {
         let client = self.container.blob_client(blob);

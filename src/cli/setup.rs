@@ -1,5 +1,6 @@
-//! `setup-events`: points the bucket's event notifications at the SQS queue (ObjectCreated:*
-//! and ObjectRemoved:*, optionally filtered), keeping any other notification the bucket has,
+//! `setup-events`: points the bucket's event notifications at the SQS queue (ObjectCreated:*,
+//! ObjectRemoved:*, ObjectRestore:Completed, and with `--tag-events` ObjectTagging:*,
+//! optionally filtered), keeping any other notification the bucket has,
 //! and checks that the queue's policy lets S3 send to it.
 
 use std::process::ExitCode;
@@ -41,6 +42,11 @@ pub struct SetupArgs {
     /// Print what would change, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also notify on tag changes (ObjectTagging:*), which set the blob's index tags without
+    /// copying bytes (SYNC_TAGS=index). Opt-in: each costs a HEAD, a GetObjectTagging and a
+    /// Set Blob Tags, and a tool that retags a bucket wholesale sends one per object.
+    #[arg(long)]
+    pub tag_events: bool,
     /// The AWS account that owns the bucket, for the queue policy's `aws:SourceAccount`
     /// condition (default: the queue's own account, from its ARN).
     #[arg(long)]
@@ -220,7 +226,13 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
         .id(CONFIG_ID)
         .queue_arn(&queue_arn)
         .events(Event::from("s3:ObjectCreated:*"))
-        .events(Event::from("s3:ObjectRemoved:*"));
+        .events(Event::from("s3:ObjectRemoved:*"))
+        // A finished restore copies an archived object.
+        .events(Event::from("s3:ObjectRestore:Completed"));
+    // A tag change is applied without copying bytes (SYNC_TAGS=index).
+    if args.tag_events {
+        ours = ours.events(Event::from("s3:ObjectTagging:*"));
+    }
     if !filter_rules.is_empty() {
         ours = ours.filter(
             NotificationConfigurationFilter::builder()
@@ -238,8 +250,9 @@ pub(super) async fn run(args: SetupArgs) -> Result<ExitCode> {
     let kept = queues.len() + current.topic_configurations().len() + current.lambda_function_configurations().len();
     queues.push(ours);
     println!(
-        "bucket {}: notify {queue_arn} on ObjectCreated:* and ObjectRemoved:*{}{}; keeping {kept} other notification(s)",
+        "bucket {}: notify {queue_arn} on ObjectCreated:*, ObjectRemoved:*, ObjectRestore:Completed{}{}{}; keeping {kept} other notification(s)",
         args.bucket,
+        if args.tag_events { ", ObjectTagging:*" } else { "" },
         args.prefix.as_deref().map(|p| format!(", prefix `{p}`")).unwrap_or_default(),
         args.suffix.as_deref().map(|s| format!(", suffix `{s}`")).unwrap_or_default(),
     );

@@ -238,6 +238,18 @@ impl Engine {
                 .await;
         }
 
+        // A tag change on a blob that holds this version: its tags alone are brought over
+        // (the bytes and the row's version stay). Otherwise the copy below writes them.
+        let tagging = req
+            .event
+            .as_ref()
+            .is_some_and(|e| crate::aws::events::EventKind::of(&e.name) == crate::aws::events::EventKind::Tagged);
+        if tagging && self.cfg.tags == TagsMode::Index {
+            if let Some(p) = existing.as_ref().filter(|p| self.holds(req, p, &head, &attrs)) {
+                return self.retag(req, target, &name, &head, p, rec, seen).await;
+            }
+        }
+
         // Skip when the checkpoint already has this version at this blob...
         if let Some(s) = seen_for_skip {
             let modified = head.last_modified.as_deref();
@@ -438,6 +450,36 @@ impl Engine {
             },
             notes,
         )))
+    }
+
+    /// Sets the blob's index tags to the source's now (none, after `ObjectTagging:Delete`),
+    /// on the blob as read (If-Match), and records that no bytes moved.
+    #[allow(clippy::too_many_arguments)]
+    async fn retag(
+        &self,
+        req: &CopyRequest,
+        target: &BlobTarget,
+        name: &str,
+        head: &ObjectHead,
+        blob: &BlobProps,
+        mut rec: ObjectRecord,
+        seen: Option<&Versioned>,
+    ) -> Result<Step> {
+        let (props, notes) = match self.commit_props(req, head).await? {
+            Ok(p) => p,
+            Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(head), seen).await,
+        };
+        target
+            .set_tags(name, props.tags.as_deref(), &WriteCondition::IfMatch(blob.etag.clone()))
+            .await?;
+        let n = props.tags.as_deref().map_or(0, |t| t.split('&').count());
+        let mut reason = format!("tags updated ({n} tags), no bytes moved");
+        if !notes.is_empty() {
+            reason = format!("{reason}; {}", notes.join("; "));
+        }
+        rec.verified = Some(Verification::Provenance);
+        self.finish(rec, Outcome::NoTransferNeeded, Some(reason), Some(head), seen)
+            .await
     }
 
     /// The source object is gone: mirror deletes our blob, additive keeps it. `existing` is

@@ -27,7 +27,17 @@ impl Engine {
         // nothing of this key's events.
         let seen = seen.filter(|s| s.record.key == req.key);
         let applied = seen.and_then(|s| s.record.sequencer.clone());
-        if let Some(ev) = &req.event {
+        let tagging = req
+            .event
+            .as_ref()
+            .is_some_and(|e| crate::aws::events::EventKind::of(&e.name) == crate::aws::events::EventKind::Tagged);
+        if let (Some(ev), true) = (&req.event, tagging) {
+            // A tag change says "look at this key's tags now": neither judged by nor recorded
+            // as the key's content sequencer, which orders puts and deletes.
+            rec.sequencer = applied.clone();
+            rec.last_event = Some(ev.name.clone());
+            rec.event_time = ev.time.clone();
+        } else if let Some(ev) = &req.event {
             // A sequencer at or below the one applied is a duplicate or an old event.
             if let (Some(new), Some(old), Some(s)) = (&ev.sequencer, &applied, seen) {
                 if s.record.outcome != Outcome::Failed && sequencer_cmp(new, old) != Ordering::Greater {

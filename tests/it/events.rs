@@ -1144,3 +1144,77 @@ async fn health_probes_stay_live_in_an_aws_outage_and_readiness_follows_it() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("watch --health-port"), "{out}");
 }
+
+/// A tag change (`ObjectTagging:Put`, `ObjectTagging:Delete`) sets the blob's index tags and
+/// moves no bytes; its sequencer is not judged against the key's content sequencer, so one
+/// that sorts below the applied put still applies. The events are sent as S3 would, through
+/// SQS.
+#[tokio::test]
+async fn a_tag_change_sets_the_blobs_tags_without_copying() {
+    let ev = Events::new("evtags", "mirror").await;
+    let ctx = &ev.ctx;
+    ctx.s3
+        .client()
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key("t.txt")
+        .tagging("team=data")
+        .body(b"tagged".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    ev.sync_until(1, Duration::from_secs(30)).await;
+    let before = ctx.blob().properties("t.txt").await.unwrap().expect("copied");
+    assert_eq!(
+        ctx.blob().tags("t.txt").await.unwrap(),
+        vec![("team".to_string(), "data".to_string())]
+    );
+
+    use aws_sdk_s3::types::{Tag, Tagging};
+    let tagging = Tagging::builder()
+        .tag_set(Tag::builder().key("team").value("ops").build().unwrap())
+        .tag_set(Tag::builder().key("env").value("prod").build().unwrap())
+        .build()
+        .unwrap();
+    ctx.s3
+        .client()
+        .put_object_tagging()
+        .bucket(&ctx.bucket)
+        .key("t.txt")
+        .tagging(tagging)
+        .send()
+        .await
+        .unwrap();
+    // A sequencer below any real one: a content event this old would be stale.
+    ev.send_raw(&s3_event(&ctx.bucket, "t.txt", "ObjectTagging:Put", "0000000000000000"))
+        .await;
+    ev.sync_until(1, Duration::from_secs(30)).await;
+    let mut want = vec![
+        ("env".to_string(), "prod".to_string()),
+        ("team".to_string(), "ops".to_string()),
+    ];
+    want.sort();
+    assert_eq!(ctx.blob().tags("t.txt").await.unwrap(), want);
+    let after = ctx.blob().properties("t.txt").await.unwrap().unwrap();
+    assert_eq!(after.etag, before.etag, "the bytes were written again");
+
+    ctx.s3
+        .client()
+        .delete_object_tagging()
+        .bucket(&ctx.bucket)
+        .key("t.txt")
+        .send()
+        .await
+        .unwrap();
+    ev.send_raw(&s3_event(
+        &ctx.bucket,
+        "t.txt",
+        "ObjectTagging:Delete",
+        "0000000000000001",
+    ))
+    .await;
+    ev.sync_until(1, Duration::from_secs(30)).await;
+    assert!(ctx.blob().tags("t.txt").await.unwrap().is_empty());
+    assert_eq!(ctx.blob().properties("t.txt").await.unwrap().unwrap().etag, before.etag);
+    assert_eq!(&ctx.blob().read("t.txt").await.unwrap()[..], b"tagged");
+}
