@@ -862,15 +862,7 @@ async fn killed_worker_mid_copy_then_restart_completes() {
     let data = bytes(16 * 1024 * 1024, 77);
     ctx.put("big", data.clone()).await;
     // Slow Azure so the kill lands mid-copy; a short visibility so the message returns soon.
-    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
-    blob_proxy.faults().delay_ms.store(100, Ordering::SeqCst);
-    let mut env = ev.env();
-    env.insert(
-        "AZURE_STORAGE_CONNECTION_STRING".into(),
-        ctx.connection_string_via(&blob_proxy.url),
-    );
-    env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
-    env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
+    let (blob_proxy, mut env) = slow_azure(&ev, 100).await;
     env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "4".into());
     let mut worker = HandlerProc::spawn(&["watch"], &env);
     // Several of the 16 blocks went up, none committed yet: kill -9.
@@ -974,21 +966,29 @@ pub(crate) async fn setup_events(
     run_binary_async(&args, env).await
 }
 
+/// A blob endpoint that answers each request `delay_ms` late, and the environment of a worker
+/// that copies through it in 1 MiB blocks, two at a time: a 16 MiB copy takes seconds, so a
+/// kill or a stop lands in the middle of it.
+async fn slow_azure(ev: &Events, delay_ms: u64) -> (Proxy, HashMap<String, String>) {
+    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
+    blob_proxy.faults().delay_ms.store(delay_ms, Ordering::SeqCst);
+    let mut env = ev.env();
+    env.insert(
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        ev.ctx.connection_string_via(&blob_proxy.url),
+    );
+    env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
+    env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
+    (blob_proxy, env)
+}
+
 /// Starts `watch` on a slow Azure, waits until the copy of a 16 MiB object is under way, and
 /// sends SIGTERM. Returns the stopped worker, the proxy and the object's bytes.
 async fn terminate_mid_copy(ev: &Events, grace_s: &str) -> (HandlerProc, Proxy, Vec<u8>, Duration) {
     let ctx = &ev.ctx;
     let data = bytes(16 * 1024 * 1024, 91);
     ctx.put("big", data.clone()).await;
-    let blob_proxy = Proxy::start("http://127.0.0.1:10000").await;
-    blob_proxy.faults().delay_ms.store(150, Ordering::SeqCst);
-    let mut env = ev.env();
-    env.insert(
-        "AZURE_STORAGE_CONNECTION_STRING".into(),
-        ctx.connection_string_via(&blob_proxy.url),
-    );
-    env.insert("SYNC_BLOCK_SIZE_MIB".into(), "1".into());
-    env.insert("SYNC_BLOCK_CONCURRENCY".into(), "2".into());
+    let (blob_proxy, mut env) = slow_azure(ev, 150).await;
     // A visibility far longer than the test: a message left hidden would not come back in time.
     env.insert("SYNC_WORKER_VISIBILITY_SECS".into(), "600".into());
     env.insert("SYNC_SHUTDOWN_GRACE_SECS".into(), grace_s.into());

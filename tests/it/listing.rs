@@ -491,16 +491,7 @@ async fn an_archived_object_restored_by_hand_is_copied_by_the_next_run() {
         ("cold/b", StorageClass::DeepArchive),
         ("warm/c", StorageClass::Standard),
     ] {
-        ctx.s3
-            .client()
-            .put_object()
-            .bucket(&ctx.bucket)
-            .key(key)
-            .storage_class(class)
-            .body(format!("bytes of {key}").into_bytes().into())
-            .send()
-            .await
-            .unwrap();
+        ctx.put_class(key, class, format!("bytes of {key}")).await;
     }
     let src = format!("s3://{}/", ctx.bucket);
     let dst = format!("http://127.0.0.1:10000/devstoreaccount1/{}/", ctx.container);
@@ -576,23 +567,9 @@ async fn an_archived_object_restored_by_hand_is_copied_by_the_next_run() {
 async fn an_archived_object_whose_head_is_refused_fails_alone() {
     use aws_sdk_s3::types::StorageClass;
     let ctx = TestCtx::new("headrefused").await;
-    for key in ["cold/a", "cold/b", "warm/c"] {
-        let class = if key.starts_with("cold") {
-            StorageClass::Glacier
-        } else {
-            StorageClass::Standard
-        };
-        ctx.s3
-            .client()
-            .put_object()
-            .bucket(&ctx.bucket)
-            .key(key)
-            .storage_class(class)
-            .body(key.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
-    }
+    ctx.put_class("cold/a", StorageClass::Glacier, "cold/a").await;
+    ctx.put_class("cold/b", StorageClass::Glacier, "cold/b").await;
+    ctx.put("warm/c", "warm/c").await;
     let s3 = crate::harness::proxy::Proxy::start(&ctx.env["AWS_ENDPOINT_URL"]).await;
     s3.faults()
         .refuse_to

@@ -212,6 +212,21 @@ impl TestCtx {
             .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
     }
 
+    /// Puts `key` in storage class `class` (moto keeps GLACIER objects unreadable until they
+    /// are restored).
+    pub async fn put_class(&self, key: &str, class: aws_sdk_s3::types::StorageClass, body: impl Into<Vec<u8>>) {
+        self.s3
+            .client()
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .storage_class(class)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
     /// A connection string whose blob endpoint is `blob_endpoint` (a proxy), queue and table
     /// on Azurite.
     pub fn connection_string_via(&self, blob_endpoint: &str) -> String {
