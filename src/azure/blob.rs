@@ -61,9 +61,25 @@ pub struct CommitProps {
     pub headers: ContentHeaders,
     /// Metadata, already validated.
     pub metadata: HashMap<String, String>,
-    /// Blob index tags, the `x-ms-tags` value (`k=v&k2=v2`, percent-encoded), already
-    /// validated.
-    pub tags: Option<String>,
+    /// Blob index tags, already validated (sent as `x-ms-tags`, see [`tags_header`]).
+    pub tags: Vec<(String, String)>,
+}
+
+/// Everything but unreserved characters is percent-encoded, so a value's `&`, `=` or `+`
+/// cannot pass for the set's own separators.
+const TAG_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A tag set in the `x-ms-tags` form, `k=v&k2=v2`, percent-encoded.
+pub fn tags_header(tags: &[(String, String)]) -> String {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, TAG_ENCODE).to_string();
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The blob state a write expects, so a slow writer cannot overwrite a newer blob.
@@ -115,7 +131,7 @@ macro_rules! commit_options {
             blob_content_disposition: h.content_disposition.clone(),
             blob_cache_control: h.cache_control.clone(),
             metadata: Some($props.metadata.clone()),
-            blob_tags_string: $props.tags.clone(),
+            blob_tags_string: (!$props.tags.is_empty()).then(|| tags_header(&$props.tags)),
             if_match: $cond.if_match(),
             if_none_match: $cond.if_none_match(),
             $($field: $value,)*
@@ -128,7 +144,7 @@ macro_rules! commit_options {
 /// is the tags, which need their own permission (`t` in a SAS; the `blobs/tags/write` data
 /// action, which Storage Blob Data Contributor lacks), so the error says how to fix it.
 fn tags_hint(e: Error, props: &CommitProps) -> Error {
-    if props.tags.is_some() && e.kind() == ErrorKind::Auth {
+    if !props.tags.is_empty() && e.kind() == ErrorKind::Auth {
         e.context(
             "SYNC_TAGS=index writes blob index tags, which need their own permission: `t` in a SAS, \
              or the data action Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write \
@@ -452,21 +468,11 @@ impl BlobTarget {
         }
     }
 
-    /// Replaces a blob's index tags (`tags`: the `x-ms-tags` encoding, `None` for none),
-    /// only while the blob is the one `cond` names. Tags are not part of the ETag, so a
-    /// repeat changes nothing.
-    pub async fn set_tags(&self, blob: &str, tags: Option<&str>, cond: &WriteCondition) -> Result<()> {
+    /// Replaces a blob's index tags (none clears them), only while the blob is the one
+    /// `cond` names. Tags are not part of the ETag, so a repeat changes nothing.
+    pub async fn set_tags(&self, blob: &str, tags: &[(String, String)], cond: &WriteCondition) -> Result<()> {
         let client = self.container.blob_client(blob);
-        let map: HashMap<String, String> = tags
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| {
-                let d = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-                (d(k), d(v))
-            })
-            .collect();
+        let map: HashMap<String, String> = tags.iter().cloned().collect();
         self.retry
             // Idempotent: the same tags on the same blob.
             .run("set blob tags", Idempotency::Idempotent, || async {

@@ -240,10 +240,7 @@ impl Engine {
 
         // A tag change on a blob that holds this version: its tags alone are brought over
         // (the bytes and the row's version stay). Otherwise the copy below writes them.
-        let tagging = req
-            .event
-            .as_ref()
-            .is_some_and(|e| crate::aws::events::EventKind::of(&e.name) == crate::aws::events::EventKind::Tagged);
+        let tagging = req.event.as_ref().is_some_and(|e| e.is_tag_change());
         if tagging && self.cfg.tags == TagsMode::Index {
             if let Some(p) = existing.as_ref().filter(|p| self.holds(req, p, &head, &attrs)) {
                 return self.retag(req, target, &name, &head, p, rec, seen).await;
@@ -470,9 +467,9 @@ impl Engine {
             Err(why) => return self.finish(rec, Outcome::Failed, Some(why), Some(head), seen).await,
         };
         target
-            .set_tags(name, props.tags.as_deref(), &WriteCondition::IfMatch(blob.etag.clone()))
+            .set_tags(name, &props.tags, &WriteCondition::IfMatch(blob.etag.clone()))
             .await?;
-        let n = props.tags.as_deref().map_or(0, |t| t.split('&').count());
+        let n = props.tags.len();
         let mut reason = format!("tags updated ({n} tags), no bytes moved");
         if !notes.is_empty() {
             reason = format!("{reason}; {}", notes.join("; "));

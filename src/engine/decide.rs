@@ -27,11 +27,7 @@ impl Engine {
         // nothing of this key's events.
         let seen = seen.filter(|s| s.record.key == req.key);
         let applied = seen.and_then(|s| s.record.sequencer.clone());
-        let tagging = req
-            .event
-            .as_ref()
-            .is_some_and(|e| crate::aws::events::EventKind::of(&e.name) == crate::aws::events::EventKind::Tagged);
-        if let (Some(ev), true) = (&req.event, tagging) {
+        if let Some(ev) = req.event.as_ref().filter(|e| e.is_tag_change()) {
             // A tag change says "look at this key's tags now": neither judged by nor recorded
             // as the key's content sequencer, which orders puts and deletes.
             rec.sequencer = applied.clone();

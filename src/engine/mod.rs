@@ -103,6 +103,13 @@ pub struct EventInfo {
     pub time: Option<String>,
 }
 
+impl EventInfo {
+    /// `ObjectTagging:*`: the tags changed, the bytes did not.
+    pub fn is_tag_change(&self) -> bool {
+        crate::aws::events::EventKind::of(&self.name) == crate::aws::events::EventKind::Tagged
+    }
+}
+
 /// What the engine did with one object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyReport {

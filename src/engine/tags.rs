@@ -8,8 +8,7 @@
 //! tag under another name (the metadata policy's `rename`) would take two of the ten places,
 //! so for tags `rename` drops as `exclude` does.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
+use crate::azure::blob::tags_header;
 use crate::config::{MetadataPolicy, TagsMode};
 
 /// The metadata entry holding the tag set in `metadata` mode.
@@ -17,16 +16,12 @@ pub const TAGS_KEY: &str = "s3sync_tags";
 /// The most index tags a blob holds.
 pub const MAX_TAGS: usize = 10;
 
-/// Everything but unreserved characters is percent-encoded, so a value's `&`, `=` or `+`
-/// cannot pass for the set's own separators.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// What a commit writes of the tags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MappedTags {
-    /// The `x-ms-tags` value (`k=v&k2=v2`, percent-encoded), in `index` mode.
-    pub index: Option<String>,
-    /// The metadata entry, in `metadata` mode: the same encoding.
+    /// The tags written as index tags, in `index` mode.
+    pub index: Vec<(String, String)>,
+    /// The metadata entry, in `metadata` mode: the `x-ms-tags` encoding of the whole set.
     pub metadata: Option<String>,
     /// Each tag left out, with why (recorded in the checkpoint row's reason).
     pub dropped: Vec<String>,
@@ -55,14 +50,6 @@ fn refusal(key: &str, value: &str) -> Option<String> {
     None
 }
 
-/// The encoded tag set.
-fn encode(tags: &[(String, String)]) -> String {
-    tags.iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, ENCODE), utf8_percent_encode(v, ENCODE)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 /// Maps an object's tags for `mode` under `policy`; `Err` is the policy's refusal, naming
 /// the tag.
 pub fn map_tags(
@@ -76,7 +63,7 @@ pub fn map_tags(
     }
     if mode == TagsMode::Metadata {
         // Metadata values are ASCII: the encoding keeps every tag whole.
-        out.metadata = Some(encode(tags));
+        out.metadata = Some(tags_header(tags));
         return Ok(out);
     }
     let mut kept = Vec::new();
@@ -91,9 +78,7 @@ pub fn map_tags(
             Some(why) => out.dropped.push(why),
         }
     }
-    if !kept.is_empty() {
-        out.index = Some(encode(&kept));
-    }
+    out.index = kept;
     Ok(out)
 }
 
@@ -113,12 +98,11 @@ mod tests {
             MetadataPolicy::Exclude,
         )
         .unwrap();
-        assert_eq!(m.index.as_deref(), Some("team=data&cost%20center=a%2Fb%2Bc%3Dd%20e"));
+        let header = tags_header(&m.index);
+        assert_eq!(header, "team=data&cost%20center=a%2Fb%2Bc%3Dd%20e");
         assert!(m.dropped.is_empty() && m.metadata.is_none());
         // Decoded back, the pairs are the same.
-        let back: Vec<(String, String)> = m
-            .index
-            .unwrap()
+        let back: Vec<(String, String)> = header
             .split('&')
             .map(|p| {
                 let (k, v) = p.split_once('=').unwrap();
@@ -146,7 +130,7 @@ mod tests {
         }
         for policy in [MetadataPolicy::Exclude, MetadataPolicy::Rename] {
             let m = map_tags(&tags, TagsMode::Index, policy).unwrap();
-            let kept = m.index.unwrap();
+            let kept = tags_header(&m.index);
             assert_eq!(kept.split('&').count(), MAX_TAGS, "{kept}");
             assert!(kept.starts_with("ok=1&n0=0"), "{kept}");
             let dropped = m.dropped.join("\n");
@@ -173,7 +157,7 @@ mod tests {
         let tags = t(&[("café", "ü"), ("a", "b")]);
         let m = map_tags(&tags, TagsMode::Metadata, MetadataPolicy::Fail).unwrap();
         assert_eq!(m.metadata.as_deref(), Some("caf%C3%A9=%C3%BC&a=b"));
-        assert!(m.index.is_none() && m.dropped.is_empty());
+        assert!(m.index.is_empty() && m.dropped.is_empty());
         assert_eq!(
             map_tags(&tags, TagsMode::Drop, MetadataPolicy::Fail).unwrap(),
             MappedTags::default()

@@ -655,7 +655,7 @@ async fn rows_and_blobs_from_before_digests_are_judged_by_the_blob_once() {
             let props = s3_blob_sync::azure::blob::CommitProps {
                 headers: p.headers.clone(),
                 metadata,
-                tags: None,
+                tags: Vec::new(),
             };
             let crc = s3_blob_sync::checksum::crc64(&data);
             blob.put_blob("k", data, crc, &props, &WriteCondition::Always)
