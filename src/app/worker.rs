@@ -248,14 +248,8 @@ impl Worker {
                             tally(&mut stats, done);
                         }
                     }
-                    changed = stop.changed() => {
-                        // No stop can come any more: only a slot can.
-                        if changed.is_err() {
-                            if let Some(done) = running.join_next().await {
-                                tally(&mut stats, done);
-                            }
-                        }
-                    }
+                    // A sender gone (`Err`) disables the branch: only the other can end the wait.
+                    Ok(()) = stop.changed() => {}
                 }
                 continue;
             }
@@ -287,14 +281,8 @@ impl Worker {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    changed = stop.changed() => {
-                        // No stop can come any more: only a slot can.
-                        if changed.is_err() {
-                            if let Some(done) = running.join_next().await {
-                                tally(&mut stats, done);
-                            }
-                        }
-                    }
+                    // A sender gone (`Err`) disables the branch: only the other can end the wait.
+                    Ok(()) = stop.changed() => {}
                 }
                 continue;
             }

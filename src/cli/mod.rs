@@ -467,19 +467,27 @@ async fn serve(port: Option<u16>, workers: Option<(usize, usize)>, bind: std::ne
         .await
         .map_err(|e| Error::internal(format!("server: {e}")))?;
     let _ = stop_tx.send(true);
-    // The workers' own bound is the grace period plus a hand-back; this one holds the rest.
+    within_stop_bound(grace, futures::future::join_all(tasks)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Awaits what a stopping worker process still runs, for at most the workers' own bound (the
+/// grace period plus a hand-back) and a margin for whatever else hangs (a relay mid-batch, a
+/// request without an answer); past it, says so and gives up (`None`).
+pub(crate) async fn within_stop_bound<T>(
+    grace: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let bound = grace + std::time::Duration::from_secs(8);
-    if tokio::time::timeout(bound, futures::future::join_all(tasks))
-        .await
-        .is_err()
-    {
+    let ended = tokio::time::timeout(bound, work).await.ok();
+    if ended.is_none() {
         tracing::error!(
             bound_s = bound.as_secs(),
             outcome = "abandoned",
             "stopping: work still running after the bound; exiting (what it held returns after its visibility timeout)"
         );
     }
-    Ok(ExitCode::SUCCESS)
+    ended
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -127,28 +127,21 @@ pub(super) async fn run(
     );
     let _ = stop_tx.send(true);
     sweep_task.abort();
-    // The worker's own bound is the grace period plus a hand-back; this one holds whatever
-    // else hangs (a relay mid-batch, a request without an answer).
-    let bound = grace + Duration::from_secs(8);
-    let ended = tokio::time::timeout(bound, async {
+    let ended = super::within_stop_bound(grace, async {
         let (_, worker) = tokio::join!(drain_task, worker_task);
         worker.unwrap_or_default()
     });
     // A second signal ends it at once, as the operator asked twice.
-    let ended = tokio::select! {
-        e = ended => e.ok(),
+    tokio::select! {
+        ended = ended => {
+            if let Some(stats) = ended {
+                stopped(&stats);
+            }
+        }
         _ = super::shutdown_signal() => {
             tracing::warn!(outcome = "abandoned", "second signal: exiting at once (what the worker held returns after its visibility timeout)");
             return Ok(ExitCode::from(130));
         }
-    };
-    match ended {
-        Some(stats) => stopped(&stats),
-        None => tracing::error!(
-            bound_s = bound.as_secs(),
-            outcome = "abandoned",
-            "stopping: work still running after the bound; exiting (what it held returns after its visibility timeout)"
-        ),
     }
     Ok(ExitCode::SUCCESS)
 }

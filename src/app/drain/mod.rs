@@ -140,6 +140,17 @@ impl Drainer {
         self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
+    /// Awaits `work` unless the stop comes first (`None`).
+    async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        match self.stop.clone() {
+            Some(mut stop) => tokio::select! {
+                r = work => Some(r),
+                _ = stop.wait_for(|s| *s) => None,
+            },
+            None => Some(work.await),
+        }
+    }
+
     /// The breaker's probe interval for a relay whose first retry pause is `retry_base`:
     /// that pause, at most 30 s (a message that met an outage waits one interval at most
     /// after the outage ends).
@@ -237,13 +248,8 @@ impl Drainer {
                 if stop_when_idle || wait + Duration::from_secs(3) > left {
                     return (stats, None);
                 }
-                match self.stop.clone() {
-                    Some(mut stop) => tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    },
-                    None => tokio::time::sleep(wait).await,
-                }
+                // The loop's head ends it if the stop came.
+                self.unless_stopped(tokio::time::sleep(wait)).await;
                 continue;
             }
             // A poll shorter than the probe interval: one that started before the breaker
@@ -254,13 +260,8 @@ impl Drainer {
                 LONG_POLL.min(self.breaker.interval / 2).max(Duration::from_secs(1))
             };
             let wait = (left - Duration::from_secs(2)).min(poll);
-            let receive = self.sqs.receive(10, wait, self.visibility);
-            let received = match self.stop.clone() {
-                Some(mut stop) => tokio::select! {
-                    r = receive => r,
-                    _ = stop.wait_for(|s| *s) => return (stats, None),
-                },
-                None => receive.await,
+            let Some(received) = self.unless_stopped(self.sqs.receive(10, wait, self.visibility)).await else {
+                return (stats, None);
             };
             if let Some(p) = &self.probes {
                 p.reached(crate::app::probes::Side::Aws, received.is_ok());
