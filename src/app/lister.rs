@@ -203,7 +203,9 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
         };
         let archived: Vec<&ListedObject> = found
             .iter()
-            .filter(|(o, name, row)| archived_class(o) && !current(o, name, row))
+            .filter(|(o, name, row)| {
+                o.storage_class.as_deref().is_some_and(crate::aws::s3::is_archive_class) && !current(o, name, row)
+            })
             .map(|(o, _, _)| o)
             .collect();
         let mut held = unreadable(svc, bucket, &archived).await?;
@@ -280,11 +282,6 @@ pub async fn list_page(svc: &RunService, id: &str, shard: u32, page: u64, sink: 
     step_after(svc, id, &lister, page).await
 }
 
-/// A class whose objects S3 reads only after a restore.
-fn archived_class(o: &ListedObject) -> bool {
-    matches!(o.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
-}
-
 /// HEADs listed archived objects, a few at a time, and returns those that cannot be read now
 /// with their tally and reason; a restored one (`x-amz-restore: ongoing-request="false"`) is
 /// left out, so it is copied like any other. Only objects the checkpoint does not hold at
@@ -315,8 +312,7 @@ async fn unreadable(
                 // Deleted since it was listed.
                 None => Some((Tally::Vanished, "vanished: deleted since it was listed".to_string())),
                 Some(h) => h.unreadable_class().map(|class| {
-                    let under_way = h.restore.as_deref().is_some_and(|r| r.contains("ongoing-request=\"true\""));
-                    let why = if under_way {
+                    let why = if h.restore_under_way() {
                         format!("unsupported: {class}, its restore is under way (the restore's event, or a run after it, copies it)")
                     } else {
                         format!("unsupported: {class} (restore the object first)")

@@ -2,7 +2,6 @@
 //! deployments without the Functions host (`serve --work-queues` in a container), read from
 //! the same `SYNC_SCHEDULE` the host reads through `%SYNC_SCHEDULE%`.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -84,13 +83,6 @@ impl Schedule {
         let at = chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())?;
         let next = self.cron.find_next_occurrence(&at, false).ok()?;
         OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
-    }
-}
-
-impl FromStr for Schedule {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Schedule::parse(s)
     }
 }
 

@@ -59,6 +59,13 @@ impl ObjectHead {
         Some(out)
     }
 
+    /// A restore was asked for and has not finished (`x-amz-restore: ongoing-request="true"`).
+    pub fn restore_under_way(&self) -> bool {
+        self.restore
+            .as_deref()
+            .is_some_and(|r| r.contains("ongoing-request=\"true\""))
+    }
+
     /// Why the object cannot be read now: an archived class or Intelligent-Tiering archive
     /// tier without a finished restore (only `x-amz-restore` with `ongoing-request="false"`
     /// tells that a copy is readable; listings keep the original class after a restore).
@@ -71,13 +78,19 @@ impl ObjectHead {
             return None;
         }
         match (self.storage_class.as_deref(), self.archive_status.as_deref()) {
-            (Some(c @ ("GLACIER" | "DEEP_ARCHIVE")), _) => Some(c.to_string()),
+            (Some(c), _) if is_archive_class(c) => Some(c.to_string()),
             (class, Some(tier @ ("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS"))) => {
                 Some(format!("{} in its {tier} tier", class.unwrap_or("INTELLIGENT_TIERING")))
             }
             _ => None,
         }
     }
+}
+
+/// A storage class whose objects S3 reads only after a restore (and keeps naming in listings
+/// after one).
+pub fn is_archive_class(class: &str) -> bool {
+    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
 }
 
 /// An [`ObjectHead`] from a HEAD or GET answer: both carry the same headers under the same
